@@ -1,0 +1,83 @@
+// The CPU kernels, one list. cuda/ mirrors these names and argument orders (plus a stream).
+//
+// Conventions for the whole codebase:
+//   T = tokens in a batch, C = channels, H = Mamba heads, P = Mamba head dim, G = B/C groups,
+//   N = SSM state size, K = conv kernel width, Hq/Hkv = attention query/kv heads, Dh = attention head dim.
+//   Activations are f32, row-major [T, C]: row t starts at ptr + t * ld (ld = row stride in floats).
+//   Weights are MatrixView in their stored dtype, PyTorch layout [out, in].
+#pragma once
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "model/weights.h"
+
+namespace nemo::cpu {
+
+// ---- dense ---------------------------------------------------------------------------------------
+// y[T, N] = x[T, Kin] · W[N, Kin]^T      (N = w.rows, Kin = w.cols); f32 accumulation.
+void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+            ThreadPool& pool);
+
+// y[t, :] = table[ids[t], :]  converted to f32.  ids must be in range (checked by the caller).
+void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T);
+
+// ---- norms ---------------------------------------------------------------------------------------
+// y[t] = w ⊙ x[t] / sqrt(mean(x[t]²) + eps).  y may alias x.
+void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps);
+
+// Mamba-2 output norm (norm_before_gate = false): v = y ⊙ silu(z); every group of `group_size`
+// consecutive channels is RMS-normalised on its own; out = w ⊙ v.  out may alias y.
+void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz, const float* w,
+                           int64_t T, int64_t C, int64_t group_size, float eps);
+
+// ---- Mamba-2 -------------------------------------------------------------------------------------
+// Causal depthwise conv1d + bias + SiLU over T new tokens of C channels, continuing from conv_state
+// (the K-1 most recent raw inputs, oldest first, [K-1, C]; zeros for a fresh sequence) and leaving in
+// it the K-1 most recent raw inputs after these T.  w is [C, K]; tap K-1 multiplies the newest token.
+void conv1d_causal(float* y, const float* x, int64_t ldx, float* conv_state, const float* w,
+                   const float* b, int64_t T, int64_t C, int64_t K);
+
+// The same for exactly one token (decode), without the prefill bookkeeping.
+void conv1d_step(float* y, const float* x, float* conv_state, const float* w, const float* b,
+                 int64_t C, int64_t K);
+
+struct SsmParams {
+  int64_t n_heads;      // H
+  int64_t head_dim;     // P
+  int64_t n_groups;     // G   (head h reads group h / (H / G))
+  int64_t state_size;   // N
+  float dt_min, dt_max; // time_step_limit clamp applied after softplus
+  const float* A;       // [H] negative (= -exp(A_log))
+  const float* D;       // [H]
+  const float* dt_bias; // [H]
+};
+
+// Chunked SSD scan over T tokens (prefill), continuing from `state` [H, P, N] and leaving the final
+// state in it.  x: [T, H*P] (ldx), dt_raw: [T, H] (lddt), B and C: [T, G*N] (ldbc), y: [T, H*P]
+// contiguous.  y includes the D skip.  chunk_size sets only the rounding, not the result.
+void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt,
+                    const float* B, const float* C, int64_t ldbc, float* state, const SsmParams& p,
+                    int64_t T, int64_t chunk_size, ThreadPool& pool);
+
+// One-token selective state update (decode): same layouts with T = 1.
+void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B, const float* C,
+                      float* state, const SsmParams& p, ThreadPool& pool);
+
+// ---- attention -----------------------------------------------------------------------------------
+// Causal grouped-query attention, no position encoding, scale 1/sqrt(Dh).  The cache holds past + T
+// positions (the T new keys/values already appended): k_cache, v_cache are [past + T, Hkv*Dh] (ldkv).
+// Query t sits at position past + t and attends to positions 0..past+t.  q: [T, Hq*Dh] (ldq);
+// out: [T, Hq*Dh] contiguous.  Query head j reads kv head j / (Hq / Hkv).  One pass over the keys
+// with an online softmax: memory does not grow with the context.
+void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
+                   const float* v_cache, int64_t ldkv, int64_t past, int64_t T, int64_t n_heads,
+                   int64_t n_kv_heads, int64_t head_dim, ThreadPool& pool);
+
+// ---- MLP and elementwise -------------------------------------------------------------------------
+// x = relu(x)², in place (the Nemotron-H MLP activation; the MLP is down(relu2(up(u)))).
+void relu2(float* x, int64_t n);
+
+// y += x
+void add_inplace(float* y, const float* x, int64_t n);
+
+}  // namespace nemo::cpu

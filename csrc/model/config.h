@@ -1,0 +1,54 @@
+// NemotronHConfig: the fields of a Hugging Face config.json that the forward pass needs, under their
+// HF names, plus the sizes derived from them (architecture.md §1).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace nemo {
+
+enum class BlockKind : char { kMamba = 'M', kAttention = '*', kMlp = '-' };
+
+struct NemotronHConfig {
+  std::string architecture;          // "NemotronHForCausalLM"
+  std::string hybrid_override_pattern;
+  std::vector<BlockKind> layers;     // one per pattern character
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;     // MLP width
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;              // also accepted as attention_head_dim
+  int64_t mamba_num_heads = 0;
+  int64_t mamba_head_dim = 0;
+  int64_t ssm_state_size = 0;
+  int64_t n_groups = 0;              // also mamba_n_groups
+  int64_t conv_kernel = 0;           // also mamba_d_conv
+  int64_t chunk_size = 128;          // also mamba_chunk_size
+  double layer_norm_epsilon = 1e-5;  // also rms_norm_eps
+  double time_step_limit_min = 0.0;  // time_step_limit[0] (also mamba_dt_limit)
+  double time_step_limit_max = 1.0 / 0.0;
+  bool use_conv_bias = true;
+  bool tie_word_embeddings = false;
+  int64_t max_position_embeddings = 0;
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+  std::string torch_dtype;
+
+  // Derived (architecture.md §1.2).
+  int64_t d_inner() const { return mamba_num_heads * mamba_head_dim; }
+  int64_t conv_dim() const { return d_inner() + 2 * n_groups * ssm_state_size; }
+  int64_t in_proj_dim() const { return d_inner() + conv_dim() + mamba_num_heads; }
+  int64_t q_dim() const { return num_attention_heads * head_dim; }
+  int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
+};
+
+// Parses config.json text (which may hold the bare JSON tokens Infinity/NaN, as HF writes them).
+// Accepts the legacy key aliases; rejects other architectures, unknown pattern characters and the
+// MoE block 'E' with kUnsupportedModel; inconsistent sizes with kInvalidConfig.
+Status parse_config(const std::string& json_text, NemotronHConfig* out);
+
+}  // namespace nemo

@@ -1,0 +1,75 @@
+// ModelWeights: every tensor of a Nemotron-H checkpoint, bound by name and checked against the config.
+// Large matrices stay where they are stored (memory-mapped, in their stored dtype); the small per-channel
+// vectors (norm weights, conv taps, A_log, D, dt_bias) are converted to f32 copies at load, because every
+// kernel reads them in f32 and they are a few KB per layer.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "model/config.h"
+
+namespace nemo {
+
+// A read-only row-major matrix [rows, cols] in its stored dtype (PyTorch [out, in] layout).
+struct MatrixView {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+struct MambaWeights {
+  MatrixView in_proj;          // [in_proj_dim = d_inner + conv_dim + n_heads, hidden]
+  std::vector<float> conv_w;   // [conv_dim, conv_kernel]  (HF [conv_dim, 1, K] squeezed)
+  std::vector<float> conv_b;   // [conv_dim]  (zeros when use_conv_bias is false)
+  std::vector<float> A;        // [n_heads]  = -exp(A_log), negative
+  std::vector<float> D;        // [n_heads]
+  std::vector<float> dt_bias;  // [n_heads]
+  std::vector<float> norm_w;   // [d_inner]  gated grouped RMSNorm weight
+  MatrixView out_proj;         // [hidden, d_inner]
+};
+
+struct AttentionWeights {
+  MatrixView q_proj;  // [n_heads * head_dim, hidden]
+  MatrixView k_proj;  // [n_kv_heads * head_dim, hidden]
+  MatrixView v_proj;  // [n_kv_heads * head_dim, hidden]
+  MatrixView o_proj;  // [hidden, n_heads * head_dim]
+};
+
+struct MlpWeights {
+  MatrixView up_proj;    // [intermediate, hidden]
+  MatrixView down_proj;  // [hidden, intermediate]
+};
+
+struct LayerWeights {
+  BlockKind kind;
+  std::vector<float> norm;  // [hidden]  the block's pre-norm
+  MambaWeights mamba;       // valid when kind == kMamba
+  AttentionWeights attn;    // valid when kind == kAttention
+  MlpWeights mlp;           // valid when kind == kMlp
+};
+
+class MappedFile;
+
+struct ModelWeights {
+  MatrixView embeddings;           // [vocab, hidden]
+  std::vector<LayerWeights> layers;
+  std::vector<float> norm_f;       // [hidden]
+  MatrixView lm_head;              // [vocab, hidden]  (= embeddings when tied)
+  int64_t parameter_count = 0;     // elements over all tensors
+  int64_t weight_bytes = 0;        // bytes of all tensors as stored
+  std::vector<std::shared_ptr<MappedFile>> files;  // keeps the mappings alive
+};
+
+// Loads a Hugging Face checkpoint folder: config.json, and model.safetensors or the shards listed in
+// model.safetensors.index.json. Accepts the `backbone.` and `model.` prefixes and
+// `embedding.weight` for `embeddings.weight`. Every tensor's name, shape and dtype is checked before
+// anything is computed; the first problem found is returned with the tensor's name, the expected and
+// the actual shape.
+Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWeights* weights);
+
+}  // namespace nemo

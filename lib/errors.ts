@@ -1,0 +1,94 @@
+/**
+ * Every error this library throws is a NemotronError with a stable `code`. Subclasses group the codes
+ * by what the caller can do about them; match on `code` (stable) rather than on message text.
+ */
+
+export type NemotronErrorCode =
+  | 'ERR_MODEL_NOT_FOUND'
+  | 'ERR_INVALID_CONFIG'
+  | 'ERR_UNSUPPORTED_MODEL'
+  | 'ERR_INVALID_CHECKPOINT'
+  | 'ERR_TENSOR_MISMATCH'
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_TOKEN_OUT_OF_RANGE'
+  | 'ERR_EMPTY_PROMPT'
+  | 'ERR_CONTEXT_OVERFLOW'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_MODEL_CLOSED'
+  | 'ERR_NATIVE_BINARY'
+  | 'ERR_INTERNAL';
+
+export class NemotronError extends Error {
+  readonly code: NemotronErrorCode;
+  constructor(code: NemotronErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The checkpoint on disk cannot be used: missing files, corrupt weights, config and tensors disagree. */
+export class ModelLoadError extends NemotronError {}
+
+/** The checkpoint is valid but not a model this library runs (another architecture, MoE blocks). */
+export class UnsupportedModelError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNSUPPORTED_MODEL', message, options);
+  }
+}
+
+/** An argument or option is invalid; the message names it, what was expected and what was given. */
+export class InvalidArgumentError extends NemotronError {}
+
+/** A sequence would grow past the context length the model was loaded with. */
+export class ContextOverflowError extends NemotronError {
+  constructor(message: string) {
+    super('ERR_CONTEXT_OVERFLOW', message);
+  }
+}
+
+/** The model was closed; no further calls are possible. */
+export class ModelClosedError extends NemotronError {
+  constructor() {
+    super('ERR_MODEL_CLOSED', 'the model has been closed');
+  }
+}
+
+/** The native addon could not be loaded. */
+export class NativeBinaryError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NATIVE_BINARY', message, options);
+  }
+}
+
+/** A bug in the library or its native engine. Please report it with the message. */
+export class InternalError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INTERNAL', message, options);
+  }
+}
+
+const LOAD_CODES = new Set<NemotronErrorCode>([
+  'ERR_MODEL_NOT_FOUND',
+  'ERR_INVALID_CONFIG',
+  'ERR_INVALID_CHECKPOINT',
+  'ERR_TENSOR_MISMATCH',
+]);
+
+const ARGUMENT_CODES = new Set<NemotronErrorCode>([
+  'ERR_INVALID_ARGUMENT',
+  'ERR_TOKEN_OUT_OF_RANGE',
+  'ERR_EMPTY_PROMPT',
+]);
+
+/** Builds the typed error for a code; used for errors raised in native code, which carry only a code. */
+export function errorFromCode(code: string, message: string, cause?: unknown): NemotronError {
+  const c = code as NemotronErrorCode;
+  if (LOAD_CODES.has(c)) return new ModelLoadError(c, message, { cause });
+  if (ARGUMENT_CODES.has(c)) return new InvalidArgumentError(c, message, { cause });
+  if (c === 'ERR_UNSUPPORTED_MODEL') return new UnsupportedModelError(message, { cause });
+  if (c === 'ERR_CONTEXT_OVERFLOW') return new ContextOverflowError(message);
+  if (c === 'ERR_OUT_OF_MEMORY') return new NemotronError('ERR_OUT_OF_MEMORY', message, { cause });
+  if (c === 'ERR_MODEL_CLOSED') return new ModelClosedError();
+  return new InternalError(message, { cause });
+}

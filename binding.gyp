@@ -1,0 +1,51 @@
+{
+  # CPU-only build for node-gyp and prebuildify. CMakeLists.txt builds the same sources (plus CUDA);
+  # test/build-sources.test.ts keeps the two source lists equal.
+  "targets": [
+    {
+      "target_name": "nemotron_node",
+      "sources": [
+        "csrc/addon/addon.cc",
+        "csrc/addon/debug_kernels.cc",
+        "csrc/addon/js_engine.cc",
+        "csrc/cache/sequence_state.cc",
+        "csrc/core/cpu_features.cc",
+        "csrc/core/dtype.cc",
+        "csrc/core/json.cc",
+        "csrc/core/thread_pool.cc",
+        "csrc/engine/backend_cpu.cc",
+        "csrc/engine/engine.cc",
+        "csrc/engine/forward.cc",
+        "csrc/engine/sampler.cc",
+        "csrc/kernels/attention_gqa.cc",
+        "csrc/kernels/conv1d.cc",
+        "csrc/kernels/elementwise.cc",
+        "csrc/kernels/matmul.cc",
+        "csrc/kernels/rmsnorm.cc",
+        "csrc/kernels/ssd_scan.cc",
+        "csrc/kernels/ssm_state_update.cc",
+        "csrc/model/config.cc",
+        "csrc/model/mapped_file.cc",
+        "csrc/model/safetensors.cc",
+        "csrc/model/weights.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "csrc"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"],
+      "ldflags": ["-pthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17"
+      }
+    }
+  ]
+}

@@ -1,0 +1,214 @@
+// `_kernels`: every CPU kernel callable on typed arrays, synchronously, so test/ can check each one
+// against its float64 reference twin. Not part of the public API.
+#include <napi.h>
+
+#include <memory>
+#include <vector>
+
+#include "addon/errors.h"
+#include "core/cpu_features.h"
+#include "engine/sampler.h"
+#include "kernels/kernels.h"
+
+namespace nemo::addon {
+namespace {
+
+ThreadPool& pool() {
+  static ThreadPool p(2);  // two workers: enough to exercise the parallel splits
+  return p;
+}
+
+std::vector<float> f32(const Napi::Value& v) {
+  auto a = v.As<Napi::Float32Array>();
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+int64_t i64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
+double f64(const Napi::Value& v) { return v.As<Napi::Number>().DoubleValue(); }
+
+Napi::Float32Array out(Napi::Env env, const std::vector<float>& v) {
+  auto a = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), a.Data());
+  return a;
+}
+
+Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vector<float>& state) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("y", out(env, y));
+  o.Set("state", out(env, state));
+  return o;
+}
+
+// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array, dtype: 'F32'|'BF16'|'F16', N)
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  const int64_t T = i64(info[1]), K = i64(info[2]), N = i64(info[5]);
+  const std::string dtype = info[4].As<Napi::String>().Utf8Value();
+  MatrixView w;
+  w.rows = N;
+  w.cols = K;
+  if (dtype == "F32") {
+    w.dtype = DType::F32;
+    w.data = info[3].As<Napi::Float32Array>().Data();
+  } else {
+    w.dtype = dtype == "BF16" ? DType::BF16 : DType::F16;
+    w.data = info[3].As<Napi::Uint16Array>().Data();
+  }
+  std::vector<float> y(static_cast<size_t>(T * N));
+  cpu::matmul(y.data(), N, x.data(), K, w, T, pool());
+  return out(info.Env(), y);
+}
+
+// rmsnorm(x, T, C, w, eps)
+Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  auto w = f32(info[3]);
+  std::vector<float> y(x.size());
+  cpu::rmsnorm(y.data(), x.data(), w.data(), i64(info[1]), i64(info[2]), static_cast<float>(f64(info[4])));
+  return out(info.Env(), y);
+}
+
+// rmsnormGatedGrouped(y, z, T, C, groupSize, w, eps)
+Napi::Value RmsnormGatedGrouped(const Napi::CallbackInfo& info) {
+  auto y = f32(info[0]);
+  auto z = f32(info[1]);
+  auto w = f32(info[5]);
+  const int64_t T = i64(info[2]), C = i64(info[3]);
+  std::vector<float> o(y.size());
+  cpu::rmsnorm_gated_grouped(o.data(), y.data(), z.data(), C, w.data(), T, C, i64(info[4]),
+                             static_cast<float>(f64(info[6])));
+  return out(info.Env(), o);
+}
+
+// conv1dCausal(x, T, C, w, K, b, state) -> { y, state }
+Napi::Value Conv1dCausal(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  const int64_t T = i64(info[1]), C = i64(info[2]), K = i64(info[4]);
+  auto w = f32(info[3]);
+  auto b = f32(info[5]);
+  auto state = f32(info[6]);
+  std::vector<float> y(static_cast<size_t>(T * C));
+  cpu::conv1d_causal(y.data(), x.data(), C, state.data(), w.data(), b.data(), T, C, K);
+  return y_state(info.Env(), y, state);
+}
+
+// conv1dStep(x, C, w, K, b, state) -> { y, state }
+Napi::Value Conv1dStep(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  const int64_t C = i64(info[1]), K = i64(info[3]);
+  auto w = f32(info[2]);
+  auto b = f32(info[4]);
+  auto state = f32(info[5]);
+  std::vector<float> y(static_cast<size_t>(C));
+  cpu::conv1d_step(y.data(), x.data(), state.data(), w.data(), b.data(), C, K);
+  return y_state(info.Env(), y, state);
+}
+
+struct SsmArgs {
+  std::vector<float> A, D, dt_bias;
+  cpu::SsmParams p;
+};
+
+SsmArgs ssm_params(const Napi::Object& o) {
+  SsmArgs a;
+  a.A = f32(o.Get("A"));
+  a.D = f32(o.Get("D"));
+  a.dt_bias = f32(o.Get("dtBias"));
+  a.p = cpu::SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
+                       static_cast<float>(f64(o.Get("dtMin"))), static_cast<float>(f64(o.Get("dtMax"))),
+                       a.A.data(), a.D.data(), a.dt_bias.data()};
+  return a;
+}
+
+// ssdChunkScan(x, dtRaw, B, C, params, T, state, chunkSize) -> { y, state }
+Napi::Value SsdChunkScan(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  auto dt = f32(info[1]);
+  auto B = f32(info[2]);
+  auto C = f32(info[3]);
+  SsmArgs a = ssm_params(info[4].As<Napi::Object>());
+  const int64_t T = i64(info[5]);
+  auto state = f32(info[6]);
+  const int64_t HP = a.p.n_heads * a.p.head_dim, GN = a.p.n_groups * a.p.state_size;
+  std::vector<float> y(static_cast<size_t>(T * HP));
+  cpu::ssd_chunk_scan(y.data(), x.data(), HP, dt.data(), a.p.n_heads, B.data(), C.data(), GN,
+                      state.data(), a.p, T, i64(info[7]), pool());
+  return y_state(info.Env(), y, state);
+}
+
+// ssmStateUpdate(x, dtRaw, B, C, params, state) -> { y, state }
+Napi::Value SsmStateUpdate(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  auto dt = f32(info[1]);
+  auto B = f32(info[2]);
+  auto C = f32(info[3]);
+  SsmArgs a = ssm_params(info[4].As<Napi::Object>());
+  auto state = f32(info[5]);
+  std::vector<float> y(static_cast<size_t>(a.p.n_heads * a.p.head_dim));
+  cpu::ssm_state_update(y.data(), x.data(), dt.data(), B.data(), C.data(), state.data(), a.p, pool());
+  return y_state(info.Env(), y, state);
+}
+
+// attentionGqa(q, k, v, past, T, Hq, Hkv, Dh) -> out
+Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
+  auto q = f32(info[0]);
+  auto k = f32(info[1]);
+  auto v = f32(info[2]);
+  const int64_t past = i64(info[3]), T = i64(info[4]), Hq = i64(info[5]), Hkv = i64(info[6]),
+                Dh = i64(info[7]);
+  std::vector<float> o(static_cast<size_t>(T * Hq * Dh));
+  cpu::attention_gqa(o.data(), q.data(), Hq * Dh, k.data(), v.data(), Hkv * Dh, past, T, Hq, Hkv, Dh,
+                     pool());
+  return out(info.Env(), o);
+}
+
+// relu2(x) -> relu(x)²
+Napi::Value Relu2(const Napi::CallbackInfo& info) {
+  auto x = f32(info[0]);
+  cpu::relu2(x.data(), static_cast<int64_t>(x.size()));
+  return out(info.Env(), x);
+}
+
+// sample(logits, { temperature, topK, topP, minP, seed }, step) -> token id
+Napi::Value Sample(const Napi::CallbackInfo& info) {
+  auto logits = f32(info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  SamplingParams sp;
+  sp.temperature = static_cast<float>(f64(o.Get("temperature")));
+  sp.top_k = static_cast<int32_t>(i64(o.Get("topK")));
+  sp.top_p = static_cast<float>(f64(o.Get("topP")));
+  sp.min_p = static_cast<float>(f64(o.Get("minP")));
+  sp.seed = static_cast<uint64_t>(f64(o.Get("seed")));
+  return Napi::Number::New(info.Env(), sample_token(logits.data(), static_cast<int64_t>(logits.size()),
+                                                    sp, static_cast<uint64_t>(i64(info[2]))));
+}
+
+// setKernelPath('scalar' | 'avx2' | 'avx512' | 'auto') -> the path now active
+Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  return Napi::String::New(info.Env(), set_kernel_path_override(name.c_str()));
+}
+
+Napi::Value KernelPath(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), active_kernel_path());
+}
+
+}  // namespace
+
+Napi::Object DebugKernels(Napi::Env env) {
+  Napi::Object k = Napi::Object::New(env);
+  k.Set("matmul", Napi::Function::New<Matmul>(env));
+  k.Set("rmsnorm", Napi::Function::New<Rmsnorm>(env));
+  k.Set("rmsnormGatedGrouped", Napi::Function::New<RmsnormGatedGrouped>(env));
+  k.Set("conv1dCausal", Napi::Function::New<Conv1dCausal>(env));
+  k.Set("conv1dStep", Napi::Function::New<Conv1dStep>(env));
+  k.Set("ssdChunkScan", Napi::Function::New<SsdChunkScan>(env));
+  k.Set("ssmStateUpdate", Napi::Function::New<SsmStateUpdate>(env));
+  k.Set("attentionGqa", Napi::Function::New<AttentionGqa>(env));
+  k.Set("relu2", Napi::Function::New<Relu2>(env));
+  k.Set("sample", Napi::Function::New<Sample>(env));
+  k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
+  k.Set("kernelPath", Napi::Function::New<KernelPath>(env));
+  return k;
+}
+
+}  // namespace nemo::addon

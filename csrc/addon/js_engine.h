@@ -1,0 +1,38 @@
+// JsEngine: the Engine as a JS object. Compute runs in AsyncWorkers on the libuv pool and resolves a
+// Promise; bookkeeping calls are synchronous and never wait for compute.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "engine/engine.h"
+
+namespace nemo::addon {
+
+class JsEngine : public Napi::ObjectWrap<JsEngine> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<Engine> engine);
+  explicit JsEngine(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value CreateSequence(const Napi::CallbackInfo& info);
+  Napi::Value FreeSequence(const Napi::CallbackInfo& info);
+  Napi::Value SequenceLength(const Napi::CallbackInfo& info);
+  Napi::Value LiveSequences(const Napi::CallbackInfo& info);
+  Napi::Value Evaluate(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateBatch(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateAndSample(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  // The engine, or a thrown ERR_MODEL_CLOSED when closed.
+  std::shared_ptr<Engine> engine_or_throw(Napi::Env env);
+
+  std::shared_ptr<Engine> engine_;  // workers hold their own reference while they run
+};
+
+// loadEngine(path, options) -> Promise<JsEngine>
+Napi::Value LoadEngine(const Napi::CallbackInfo& info);
+
+}  // namespace nemo::addon

@@ -1,0 +1,59 @@
+// The backend seam: the forward pass calls every kernel and every state allocation through this
+// interface, so the CPU kernels (csrc/kernels) and the CUDA kernels (cuda/) are interchangeable.
+// Pointers handed to a backend's ops are its own memory (host for CPU, device for CUDA); weights are
+// made resident once by prepare_weights. Op names and argument orders mirror csrc/kernels/kernels.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/status.h"
+#include "kernels/kernels.h"
+#include "model/weights.h"
+
+namespace nemo {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual int n_threads() const = 0;
+
+  // ---- memory ------------------------------------------------------------------------------------
+  virtual Status prepare_weights(ModelWeights* weights) = 0;  // make weights usable by the ops
+  virtual float* alloc(size_t n_floats) = 0;                  // zero-filled; nullptr when out of memory
+  virtual void free(float* p) = 0;
+  virtual void copy(float* dst, const float* src, size_t n_floats) = 0;       // within the backend
+  virtual void to_host(float* host_dst, const float* src, size_t n_floats) = 0;
+  virtual void from_host(float* dst, const float* host_src, size_t n_floats) = 0;
+  virtual void zero(float* p, size_t n_floats) = 0;
+
+  // ---- ops (see kernels.h for shapes) --------------------------------------------------------------
+  virtual void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                      int64_t T) = 0;
+  virtual void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) = 0;
+  virtual void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps) = 0;
+  virtual void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz,
+                                     const float* w, int64_t T, int64_t C, int64_t group_size,
+                                     float eps) = 0;
+  virtual void conv1d_causal(float* y, const float* x, int64_t ldx, float* conv_state,
+                             const float* w, const float* b, int64_t T, int64_t C, int64_t K) = 0;
+  virtual void conv1d_step(float* y, const float* x, float* conv_state, const float* w,
+                           const float* b, int64_t C, int64_t K) = 0;
+  virtual void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw,
+                              int64_t lddt, const float* B, const float* C, int64_t ldbc,
+                              float* state, const cpu::SsmParams& p, int64_t T,
+                              int64_t chunk_size) = 0;
+  virtual void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B,
+                                const float* C, float* state, const cpu::SsmParams& p) = 0;
+  virtual void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
+                             const float* v_cache, int64_t ldkv, int64_t past, int64_t T,
+                             int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) = 0;
+  virtual void relu2(float* x, int64_t n) = 0;
+  virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
+};
+
+// n_threads <= 0 means one per hardware thread.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+}  // namespace nemo

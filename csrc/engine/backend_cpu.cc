@@ -1,0 +1,87 @@
+// The CPU backend: host memory and the kernels of csrc/kernels on a persistent thread pool.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "engine/backend.h"
+
+namespace nemo {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+
+  const char* name() const override { return "cpu"; }
+  int n_threads() const override { return pool_.size(); }
+
+  Status prepare_weights(ModelWeights*) override { return Status::Ok(); }  // mmapped host memory
+
+  float* alloc(size_t n) override {
+    const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+    void* p = std::aligned_alloc(64, bytes == 0 ? 64 : bytes);
+    if (p) std::memset(p, 0, bytes == 0 ? 64 : bytes);
+    return static_cast<float*>(p);
+  }
+  void free(float* p) override { std::free(p); }
+  void copy(float* dst, const float* src, size_t n) override { std::memmove(dst, src, n * 4); }
+  void to_host(float* dst, const float* src, size_t n) override { std::memcpy(dst, src, n * 4); }
+  void from_host(float* dst, const float* src, size_t n) override { std::memcpy(dst, src, n * 4); }
+  void zero(float* p, size_t n) override { std::memset(p, 0, n * 4); }
+
+  void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+              int64_t T) override {
+    cpu::matmul(y, ldy, x, ldx, w, T, pool_);
+  }
+  void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
+    cpu::embedding(y, table, ids, T);
+  }
+  void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps) override {
+    cpu::rmsnorm(y, x, w, T, C, eps);
+  }
+  void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz, const float* w,
+                             int64_t T, int64_t C, int64_t group_size, float eps) override {
+    cpu::rmsnorm_gated_grouped(out, y, z, ldz, w, T, C, group_size, eps);
+  }
+  void conv1d_causal(float* y, const float* x, int64_t ldx, float* conv_state, const float* w,
+                     const float* b, int64_t T, int64_t C, int64_t K) override {
+    cpu::conv1d_causal(y, x, ldx, conv_state, w, b, T, C, K);
+  }
+  void conv1d_step(float* y, const float* x, float* conv_state, const float* w, const float* b,
+                   int64_t C, int64_t K) override {
+    cpu::conv1d_step(y, x, conv_state, w, b, C, K);
+  }
+  void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt,
+                      const float* B, const float* C, int64_t ldbc, float* state,
+                      const cpu::SsmParams& p, int64_t T, int64_t chunk_size) override {
+    cpu::ssd_chunk_scan(y, x, ldx, dt_raw, lddt, B, C, ldbc, state, p, T, chunk_size, pool_);
+  }
+  void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B,
+                        const float* C, float* state, const cpu::SsmParams& p) override {
+    cpu::ssm_state_update(y, x, dt_raw, B, C, state, p, pool_);
+  }
+  void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
+                     const float* v_cache, int64_t ldkv, int64_t past, int64_t T, int64_t n_heads,
+                     int64_t n_kv_heads, int64_t head_dim) override {
+    cpu::attention_gqa(out, q, ldq, k_cache, v_cache, ldkv, past, T, n_heads, n_kv_heads, head_dim,
+                       pool_);
+  }
+  void relu2(float* x, int64_t n) override { cpu::relu2(x, n); }
+  void add_inplace(float* y, const float* x, int64_t n) override { cpu::add_inplace(y, x, n); }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+  if (n_threads <= 0) {
+    n_threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (n_threads <= 0) n_threads = 1;
+  }
+  return std::make_unique<CpuBackend>(n_threads);
+}
+
+}  // namespace nemo

@@ -1,0 +1,88 @@
+// Engine: the plain C++ API of the library (the N-API addon wraps it; C++ tests and benchmarks use it
+// directly). Owns the weights, the backend, the sequences and the activation workspace.
+//
+// Thread safety: every method may be called from any thread. Compute (evaluate*) is serialised on
+// one mutex; sequence bookkeeping uses another, held only briefly, so a caller on the JS thread never
+// waits for a forward pass to finish.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cache/sequence_state.h"
+#include "core/status.h"
+#include "engine/backend.h"
+#include "engine/forward.h"
+#include "engine/sampler.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace nemo {
+
+struct EngineOptions {
+  int n_threads = 0;              // 0 = one per hardware thread
+  int64_t context_length = 0;     // tokens per sequence; 0 = the config's max_position_embeddings
+  int32_t max_sequences = 8;      // live sequences at once
+  int64_t max_batch_tokens = 256; // tokens per forward pass: prompts are prefilled in chunks of this
+};
+
+class Engine {
+ public:
+  static Status load(const std::string& dir, const EngineOptions& options, std::unique_ptr<Engine>* out);
+  ~Engine();
+
+  const NemotronHConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const EngineOptions& options() const { return options_; }
+  const char* backend_name() const { return backend_->name(); }
+  int n_threads() const { return backend_->n_threads(); }
+
+  Status create_sequence(int32_t* id);
+  Status free_sequence(int32_t id);
+  Status sequence_length(int32_t id, int64_t* n_past) const;
+  int32_t live_sequences() const;
+
+  // Appends `n` tokens to sequence `id` and returns the logits of the last new position (all_logits
+  // false: [vocab]) or of every new position ([n, vocab], row-major). Long inputs run in chunks of
+  // max_batch_tokens; the result does not depend on the chunking beyond float rounding.
+  Status evaluate(int32_t id, const int32_t* tokens, int64_t n, bool all_logits,
+                  std::vector<float>* logits);
+
+  // Several sequences in ONE forward pass (their rows packed, each weight read once): item i appends
+  // its tokens to its sequence; (*logits)[i] gets its last or all rows. The total number of tokens
+  // must not exceed max_batch_tokens.
+  struct BatchRequest {
+    int32_t id;
+    std::vector<int32_t> tokens;
+    bool all_logits;
+  };
+  Status evaluate_batch(const std::vector<BatchRequest>& batch,
+                        std::vector<std::vector<float>>* logits);
+
+  // Appends the tokens, then samples the next token from the last position's logits. `step` is the
+  // sampler's counter (the index of the generated token in its request).
+  Status evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,
+                             const SamplingParams& sampling, uint64_t step, int32_t* token);
+
+ private:
+  Engine() = default;
+  Status acquire(int32_t id, std::shared_ptr<SequenceState>* seq);
+  Status check_tokens(const int32_t* tokens, int64_t n) const;
+
+  NemotronHConfig config_;
+  ModelWeights weights_;
+  EngineOptions options_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Workspace> workspace_;
+
+  mutable std::mutex seq_mu_;  // guards sequences_, next_id_
+  std::map<int32_t, std::shared_ptr<SequenceState>> sequences_;
+  int32_t next_id_ = 1;
+
+  std::mutex compute_mu_;  // one forward pass at a time
+};
+
+}  // namespace nemo

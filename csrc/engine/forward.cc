@@ -1,0 +1,170 @@
+// THE forward pass. Read this file first: one residual block per character of
+// hybrid_override_pattern, each `h = h + mixer(rmsnorm(h))`, then norm_f and lm_head.
+//
+// Rows of all sequences in the batch are packed ([R, C], R = Σ tokens): the projections (the bulk of
+// the work) run once over all rows, so every weight is read once per step whatever the batch size.
+// The stateful parts (conv window, SSM scan, attention over the KV cache) run per sequence.
+#include "engine/forward.h"
+
+#include <algorithm>
+
+namespace nemo {
+
+Workspace::Workspace(Backend* backend, const NemotronHConfig& config, int64_t max_rows)
+    : backend_(backend), config_(config), max_rows_(max_rows) {}
+
+Workspace::~Workspace() {
+  for (float* p : {h, u, proj, conv, mix, out, logits}) if (p) backend_->free(p);
+}
+
+Status Workspace::init() {
+  const NemotronHConfig& c = config_;
+  proj_ld = std::max({c.in_proj_dim(), c.q_dim() + 2 * c.kv_dim(), c.intermediate_size});
+  const int64_t R = max_rows_;
+  h = backend_->alloc(R * c.hidden_size);
+  u = backend_->alloc(R * c.hidden_size);
+  proj = backend_->alloc(R * proj_ld);
+  conv = backend_->alloc(R * c.conv_dim());
+  mix = backend_->alloc(R * std::max(c.d_inner(), c.q_dim()));
+  out = backend_->alloc(R * c.hidden_size);
+  logits = backend_->alloc(std::min(R, kLogitRows) * c.vocab_size);
+  for (float* p : {h, u, proj, conv, mix, out, logits}) {
+    if (!p) return Status(StatusCode::kOutOfMemory, "cannot allocate the activation workspace");
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+struct Ctx {
+  Backend& be;
+  const NemotronHConfig& cfg;
+  Workspace& ws;
+  const std::vector<BatchItem>& items;
+  std::vector<int64_t> row0;  // first packed row of each item
+  int64_t rows;
+};
+
+// Mamba-2 mixer (§3.2): in_proj -> [z | xBC | dt]; conv1d+SiLU on xBC; SSD scan; gated norm; out_proj.
+void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  const int64_t d_inner = cfg.d_inner(), conv_dim = cfg.conv_dim(), ld = c.ws.proj_ld;
+  const int64_t GN = cfg.n_groups * cfg.ssm_state_size;
+  c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows);  // [R, in_proj_dim]
+  const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
+                          cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
+                          static_cast<float>(cfg.time_step_limit_max), w.A.data(), w.D.data(),
+                          w.dt_bias.data()};
+  for (size_t i = 0; i < c.items.size(); ++i) {
+    const BatchItem& it = c.items[i];
+    const int64_t r0 = c.row0[i], T = it.n_tokens;
+    float* zxbcdt = c.ws.proj + r0 * ld;
+    float* xbc = c.ws.conv + r0 * conv_dim;          // [T, conv_dim] = x | B | C after conv
+    float* y = c.ws.mix + r0 * d_inner;               // [T, d_inner]
+    const float* dt_raw = zxbcdt + d_inner + conv_dim;  // [T, H] (row stride ld)
+    float* conv_state = it.seq->conv_state(layer);
+    float* ssm_state = it.seq->ssm_state(layer);
+    if (T == 1) {  // decode: one-step conv and state update
+      c.be.conv1d_step(xbc, zxbcdt + d_inner, conv_state, w.conv_w.data(), w.conv_b.data(),
+                       conv_dim, cfg.conv_kernel);
+      c.be.ssm_state_update(y, xbc, dt_raw, xbc + d_inner, xbc + d_inner + GN, ssm_state, sp);
+    } else {       // prompt: causal conv over the window, chunked SSD scan
+      c.be.conv1d_causal(xbc, zxbcdt + d_inner, ld, conv_state, w.conv_w.data(), w.conv_b.data(),
+                         T, conv_dim, cfg.conv_kernel);
+      c.be.ssd_chunk_scan(y, xbc, conv_dim, dt_raw, ld, xbc + d_inner, xbc + d_inner + GN, conv_dim,
+                          ssm_state, sp, T, cfg.chunk_size);
+    }
+  }
+  // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
+  c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, w.norm_w.data(), c.rows, d_inner,
+                             d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows);
+}
+
+// Grouped-query attention (§3.4): no position encoding; new K/V rows appended to each sequence.
+void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  const int64_t q_dim = cfg.q_dim(), kv_dim = cfg.kv_dim(), ld = c.ws.proj_ld;
+  float* q = c.ws.proj;            // [R, q_dim]   (row stride ld)
+  float* k = c.ws.proj + q_dim;    // [R, kv_dim]
+  float* v = k + kv_dim;           // [R, kv_dim]
+  c.be.matmul(q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows);
+  c.be.matmul(k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows);
+  c.be.matmul(v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows);
+  for (size_t i = 0; i < c.items.size(); ++i) {
+    const BatchItem& it = c.items[i];
+    const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
+    float* kc = it.seq->k_cache(layer);
+    float* vc = it.seq->v_cache(layer);
+    for (int64_t t = 0; t < T; ++t) {
+      c.be.copy(kc + (past + t) * kv_dim, k + (r0 + t) * ld, kv_dim);
+      c.be.copy(vc + (past + t) * kv_dim, v + (r0 + t) * ld, kv_dim);
+    }
+    c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kc, vc, kv_dim, past, T,
+                       cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+  }
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows);
+}
+
+// MLP (§3.3): down(relu(up(u))²), no gate.
+void mlp_block(Ctx& c, const MlpWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  const int64_t inter = cfg.intermediate_size;
+  c.be.matmul(c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows);
+  c.be.relu2(c.ws.proj, c.rows * inter);
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows);
+}
+
+}  // namespace
+
+Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeights& weights,
+               Workspace& ws, const std::vector<BatchItem>& items, float* logits_host) {
+  Ctx c{backend, config, ws, items, {}, 0};
+  for (const BatchItem& it : items) {
+    c.row0.push_back(c.rows);
+    c.rows += it.n_tokens;
+  }
+  if (c.rows == 0) return Status::Ok();
+  if (c.rows > ws.max_rows()) {
+    return Status(StatusCode::kInternal, "forward: batch larger than the workspace");
+  }
+  const int64_t hidden = config.hidden_size;
+  const float eps = static_cast<float>(config.layer_norm_epsilon);
+
+  // h = embeddings[tokens]   (no scaling)
+  for (size_t i = 0; i < items.size(); ++i) {
+    backend.embedding(ws.h + c.row0[i] * hidden, weights.embeddings, items[i].tokens,
+                      items[i].n_tokens);
+  }
+  for (int64_t l = 0; l < config.num_layers(); ++l) {
+    const LayerWeights& lw = weights.layers[l];
+    backend.rmsnorm(ws.u, ws.h, lw.norm.data(), c.rows, hidden, eps);  // the block's pre-norm
+    switch (lw.kind) {
+      case BlockKind::kMamba: mamba_block(c, l, lw.mamba); break;
+      case BlockKind::kAttention: attention_block(c, l, lw.attn); break;
+      case BlockKind::kMlp: mlp_block(c, lw.mlp); break;
+    }
+    backend.add_inplace(ws.h, ws.out, c.rows * hidden);  // residual
+  }
+  for (const BatchItem& it : items) it.seq->advance(it.n_tokens);
+
+  // Final norm and lm_head, only on the rows whose logits were asked for.
+  int64_t n_out = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t first = items[i].all_logits ? 0 : items[i].n_tokens - 1;
+    for (int64_t t = first; t < items[i].n_tokens; ++t) {
+      backend.copy(ws.u + n_out * hidden, ws.h + (c.row0[i] + t) * hidden, hidden);
+      ++n_out;
+    }
+  }
+  backend.rmsnorm(ws.u, ws.u, weights.norm_f.data(), n_out, hidden, eps);
+  const int64_t vocab = config.vocab_size;
+  for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
+    const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
+    backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n);
+    backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
+  }
+  return Status::Ok();
+}
+
+}  // namespace nemo

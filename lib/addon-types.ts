@@ -1,0 +1,108 @@
+/**
+ * The one description of what the native addon (csrc/addon) exports. Nothing else in lib/ may assume
+ * anything about the .node file. Native methods trust their arguments: lib/ validates first.
+ */
+
+export interface NativeEngineOptions {
+  threads: number; // 0 = one per hardware thread
+  contextLength: number; // 0 = config max_position_embeddings
+  maxSequences: number;
+  maxBatchTokens: number;
+}
+
+export interface NativeConfig {
+  architecture: string;
+  hybridOverridePattern: string;
+  numLayers: number;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  mambaNumHeads: number;
+  mambaHeadDim: number;
+  ssmStateSize: number;
+  nGroups: number;
+  convKernel: number;
+  chunkSize: number;
+  layerNormEpsilon: number;
+  maxPositionEmbeddings: number;
+  bosTokenId: number;
+  eosTokenIds: number[];
+  torchDtype: string;
+}
+
+export interface NativeModelInfo {
+  config: NativeConfig;
+  parameterCount: number;
+  weightBytes: number;
+  backend: string;
+  threads: number;
+  contextLength: number;
+  maxSequences: number;
+  maxBatchTokens: number;
+}
+
+export interface NativeSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  seed: number;
+}
+
+export interface NativeBatchItem {
+  id: number;
+  tokens: Int32Array;
+  allLogits: boolean;
+}
+
+export interface NativeEngine {
+  info(): NativeModelInfo;
+  createSequence(): number;
+  freeSequence(id: number): void;
+  sequenceLength(id: number): number;
+  liveSequences(): number;
+  /** Appends tokens to a sequence; resolves to the last row of logits, or all rows ([n, vocab]). */
+  evaluate(id: number, tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  /** Several sequences in one forward pass. */
+  evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
+  /** Appends tokens, then samples the next token; `step` keys the seeded random draw. */
+  evaluateAndSample(id: number, tokens: Int32Array, sampling: NativeSampling, step: number): Promise<number>;
+  /** Releases the engine; running calls finish first on their own reference. */
+  close(): void;
+}
+
+export interface SsmKernelParams {
+  H: number;
+  P: number;
+  G: number;
+  N: number;
+  A: Float32Array;
+  D: Float32Array;
+  dtBias: Float32Array;
+  dtMin: number;
+  dtMax: number;
+}
+
+/** Every CPU kernel on typed arrays, for the kernel tests (same shapes as csrc/kernels/kernels.h). */
+export interface NativeKernels {
+  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array, dtype: 'F32' | 'BF16' | 'F16', N: number): Float32Array;
+  rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
+  rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;
+  conv1dCausal(x: Float32Array, T: number, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
+  conv1dStep(x: Float32Array, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
+  ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number): { y: Float32Array; state: Float32Array };
+  ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
+  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number): Float32Array;
+  relu2(x: Float32Array): Float32Array;
+  sample(logits: Float32Array, sampling: NativeSampling, step: number): number;
+  setKernelPath(name: 'scalar' | 'avx2' | 'avx512' | 'auto'): string;
+  kernelPath(): string;
+}
+
+export interface NativeAddon {
+  loadEngine(path: string, options: NativeEngineOptions): Promise<NativeEngine>;
+  _kernels: NativeKernels;
+}

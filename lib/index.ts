@@ -1,0 +1,27 @@
+export { loadModel, NemotronModel } from './model.js';
+export type {
+  LoadOptions,
+  ModelInfo,
+  ModelConfig,
+  SamplingOptions,
+  GenerateOptions,
+  GenerateResult,
+  StreamEvent,
+  FinishReason,
+  Usage,
+  Timings,
+  EvaluateOptions,
+} from './model.js';
+export {
+  NemotronError,
+  ModelLoadError,
+  UnsupportedModelError,
+  InvalidArgumentError,
+  ContextOverflowError,
+  ModelClosedError,
+  NativeBinaryError,
+  InternalError,
+} from './errors.js';
+export type { NemotronErrorCode } from './errors.js';
+export { makeTinyModel } from './tiny-model/index.js';
+export type { TinyModelOptions } from './tiny-model/index.js';

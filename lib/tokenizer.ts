@@ -1,0 +1,104 @@
+/**
+ * The checkpoint's own tokenizer (tokenizer.json + tokenizer_config.json), run by @huggingface/tokenizers:
+ * a maintained, dependency-free JS implementation of Hugging Face's tokenizers (byte-level BPE,
+ * added/special tokens, post-processors), so ids match what transformers and vLLM produce.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+
+import { ModelLoadError } from './errors.js';
+
+export interface TokenizerFiles {
+  tokenizerJson: Record<string, unknown>;
+  tokenizerConfig: Record<string, unknown>;
+}
+
+function readJson(file: string): Record<string, unknown> {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (cause) {
+    throw new ModelLoadError('ERR_INVALID_CONFIG', `${path.basename(file)} is not valid JSON: ${(cause as Error).message}`, { cause });
+  }
+}
+
+export class TextTokenizer {
+  private readonly tok: Tokenizer;
+  private readonly specialIds: Set<number>;
+  readonly config: Record<string, unknown>;
+
+  private constructor(files: TokenizerFiles) {
+    this.tok = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+    this.config = files.tokenizerConfig;
+    const added = (files.tokenizerJson.added_tokens ?? []) as Array<{ id: number; special?: boolean }>;
+    this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
+  }
+
+  /** Reads tokenizer.json (+ tokenizer_config.json when present) from a checkpoint folder; null if absent. */
+  static fromDir(dir: string): TextTokenizer | null {
+    const tj = path.join(dir, 'tokenizer.json');
+    if (!existsSync(tj)) return null;
+    const tc = path.join(dir, 'tokenizer_config.json');
+    try {
+      return new TextTokenizer({ tokenizerJson: readJson(tj), tokenizerConfig: existsSync(tc) ? readJson(tc) : {} });
+    } catch (cause) {
+      if (cause instanceof ModelLoadError) throw cause;
+      throw new ModelLoadError('ERR_INVALID_CONFIG', `tokenizer.json could not be loaded: ${(cause as Error).message}`, { cause });
+    }
+  }
+
+  encode(text: string, addSpecialTokens: boolean): number[] {
+    return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  decode(ids: readonly number[], skipSpecialTokens = false): string {
+    if (ids.length === 0) return ''; // the library rejects an empty list
+    return this.tok.decode(Array.from(ids), { skip_special_tokens: skipSpecialTokens });
+  }
+
+  /** The id of a token string (special or ordinary), or undefined. */
+  tokenId(token: string): number | undefined {
+    const ids = this.tok.encode(token, { add_special_tokens: false }).ids;
+    return ids.length === 1 ? ids[0] : undefined;
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+}
+
+/**
+ * Turns a growing list of generated ids into text pieces that are always whole UTF-8: a character
+ * split across tokens is held back until its last byte arrives. Decodes only a short window (the
+ * tokens since the last emitted piece, plus the piece before them as context), so the cost per
+ * token stays flat.
+ */
+export class IncrementalDecoder {
+  private readonly ids: number[] = [];
+  private prefixOffset = 0;
+  private readOffset = 0;
+
+  constructor(private readonly tokenizer: TextTokenizer) {}
+
+  /** Adds one token; returns the new complete text (possibly empty). */
+  push(id: number): string {
+    this.ids.push(id);
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
+    if (fullText.length > prefixText.length && !fullText.endsWith('\uFFFD')) {
+      const piece = fullText.slice(prefixText.length);
+      this.prefixOffset = this.readOffset;
+      this.readOffset = this.ids.length;
+      return piece;
+    }
+    return '';
+  }
+
+  /** Whatever is still held back (an incomplete character at the very end is emitted as U+FFFD). */
+  flush(): string {
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
+    this.prefixOffset = this.readOffset = this.ids.length;
+    return fullText.slice(prefixText.length);
+  }
+}

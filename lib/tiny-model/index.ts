@@ -1,0 +1,398 @@
+/**
+ * Tiny-model maker: writes a complete Hugging Face style Nemotron-H checkpoint folder with random weights
+ * (config.json, generation_config.json, model.safetensors or shards + index, tokenizer.json,
+ * tokenizer_config.json with the chat template, special_tokens_map.json). Used by tests, benchmarks and the
+ * `make-tiny-model` CLI command, since real weights cannot be downloaded everywhere.
+ */
+
+import { mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+import { InvalidArgumentError } from '../errors.js';
+import { writeSafetensors, DTYPE_BYTES, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
+import { buildTokenizer, TOKEN_IDS } from './tokenizer.js';
+import { generateTensor, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
+
+export interface TinyModelOptions {
+  /** PRNG seed (safe integer). Default 0. */
+  seed?: number;
+  /** hybrid_override_pattern: one character per layer, M = Mamba-2, * = attention, - = MLP. Default 'M-M*-M*-'. */
+  pattern?: string;
+  /** storage dtype of every tensor. Default 'bf16'. */
+  dtype?: 'bf16' | 'f16' | 'f32';
+  hiddenSize?: number;
+  mambaNumHeads?: number;
+  mambaHeadDim?: number;
+  nGroups?: number;
+  ssmStateSize?: number;
+  convKernel?: number;
+  chunkSize?: number;
+  numAttentionHeads?: number;
+  numKeyValueHeads?: number;
+  headDim?: number;
+  intermediateSize?: number;
+  /** rows of embeddings/lm_head; >= the tokenizer's size (extra ids are unused rows). Default: the tokenizer's size. */
+  vocabSize?: number;
+  maxPositionEmbeddings?: number;
+  tieWordEmbeddings?: boolean;
+  /** tensor name prefix of the backbone. Default 'backbone.' (as NVIDIA's checkpoints). */
+  prefix?: 'backbone.' | 'model.';
+  /** >1 writes model-0000k-of-0000n.safetensors + model.safetensors.index.json. Default 1. */
+  shards?: number;
+}
+
+export interface TinyModelResult {
+  /** absolute path of the folder written */
+  dir: string;
+  /** the config as written to config.json (time_step_limit is [0, Infinity]) */
+  config: Record<string, unknown>;
+  /** total number of parameters (elements over all tensors) */
+  parameterCount: number;
+}
+
+export const TINY_MODEL_DEFAULTS = {
+  seed: 0,
+  pattern: 'M-M*-M*-',
+  dtype: 'bf16',
+  hiddenSize: 64,
+  mambaNumHeads: 8,
+  mambaHeadDim: 16,
+  nGroups: 2,
+  ssmStateSize: 16,
+  convKernel: 4,
+  chunkSize: 16,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  headDim: 16,
+  intermediateSize: 128,
+  maxPositionEmbeddings: 4096,
+  tieWordEmbeddings: false,
+  prefix: 'backbone.',
+  shards: 1,
+} as const;
+
+const DTYPES = {
+  bf16: { st: 'BF16', torch: 'bfloat16' },
+  f16: { st: 'F16', torch: 'float16' },
+  f32: { st: 'F32', torch: 'float32' },
+} as const satisfies Record<string, { st: SafetensorsDtype; torch: string }>;
+
+const KNOWN_OPTIONS = new Set<string>([
+  'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
+  'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
+  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards',
+]);
+
+/** Largest single dimension accepted; keeps every tensor's byte size far inside safe-integer range. */
+const MAX_DIM = 1 << 24;
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  try {
+    return `${typeof v} ${JSON.stringify(v)}`;
+  } catch {
+    return typeof v;
+  }
+}
+
+function invalid(option: string, expected: string, given: unknown): InvalidArgumentError {
+  return new InvalidArgumentError(
+    'ERR_INVALID_ARGUMENT',
+    `makeTinyModel: option '${option}' must be ${expected}; got ${describe(given)}`,
+  );
+}
+
+function positiveInt(options: TinyModelOptions, key: keyof TinyModelOptions, def: number, max = MAX_DIM): number {
+  const v: unknown = options[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) {
+    throw invalid(key, `an integer between 1 and ${max}`, v);
+  }
+  return v;
+}
+
+interface Resolved {
+  seed: number;
+  dtype: keyof typeof DTYPES;
+  prefix: 'backbone.' | 'model.';
+  shards: number;
+  chunkSize: number;
+  maxPositionEmbeddings: number;
+  dims: ModelDims;
+}
+
+function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Resolved {
+  if (typeof options !== 'object' || options === null) throw invalid('options', 'an object', options);
+  for (const k of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(k)) throw invalid(k, `not set (unknown option; known: ${[...KNOWN_OPTIONS].join(', ')})`, (options as Record<string, unknown>)[k]);
+  }
+  const D = TINY_MODEL_DEFAULTS;
+
+  const seed = options.seed ?? D.seed;
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw invalid('seed', 'a safe integer', seed);
+
+  const pattern = options.pattern ?? D.pattern;
+  if (typeof pattern !== 'string' || pattern.length === 0 || !/^[M*-]+$/.test(pattern)) {
+    throw invalid('pattern', "a non-empty string of the characters 'M' (Mamba-2), '*' (attention) and '-' (MLP)", pattern);
+  }
+  if (pattern.length > 4096) throw invalid('pattern', 'at most 4096 layers long', `${pattern.length} characters`);
+
+  const dtype = options.dtype ?? D.dtype;
+  if (typeof dtype !== 'string' || !Object.hasOwn(DTYPES, dtype)) throw invalid('dtype', "one of 'bf16', 'f16', 'f32'", dtype);
+
+  const prefix = options.prefix ?? D.prefix;
+  if (prefix !== 'backbone.' && prefix !== 'model.') throw invalid('prefix', "'backbone.' or 'model.'", prefix);
+
+  const tie = options.tieWordEmbeddings ?? D.tieWordEmbeddings;
+  if (typeof tie !== 'boolean') throw invalid('tieWordEmbeddings', 'a boolean', tie);
+
+  const hiddenSize = positiveInt(options, 'hiddenSize', D.hiddenSize);
+  const mambaNumHeads = positiveInt(options, 'mambaNumHeads', D.mambaNumHeads);
+  const mambaHeadDim = positiveInt(options, 'mambaHeadDim', D.mambaHeadDim);
+  const nGroups = positiveInt(options, 'nGroups', D.nGroups);
+  const ssmStateSize = positiveInt(options, 'ssmStateSize', D.ssmStateSize);
+  const convKernel = positiveInt(options, 'convKernel', D.convKernel, 64);
+  const chunkSize = positiveInt(options, 'chunkSize', D.chunkSize);
+  const numAttentionHeads = positiveInt(options, 'numAttentionHeads', D.numAttentionHeads);
+  const numKeyValueHeads = positiveInt(options, 'numKeyValueHeads', D.numKeyValueHeads);
+  const headDim = positiveInt(options, 'headDim', D.headDim);
+  const intermediateSize = positiveInt(options, 'intermediateSize', D.intermediateSize);
+  const maxPositionEmbeddings = positiveInt(options, 'maxPositionEmbeddings', D.maxPositionEmbeddings, 2 ** 31 - 1);
+  const vocabSize = positiveInt(options, 'vocabSize', tokenizerVocab);
+  const shards = positiveInt(options, 'shards', D.shards, 99999);
+
+  if (mambaNumHeads % nGroups !== 0) {
+    throw invalid('mambaNumHeads', `divisible by nGroups (${nGroups})`, mambaNumHeads);
+  }
+  if (numAttentionHeads % numKeyValueHeads !== 0) {
+    throw invalid('numAttentionHeads', `divisible by numKeyValueHeads (${numKeyValueHeads})`, numAttentionHeads);
+  }
+  if (vocabSize < tokenizerVocab) {
+    throw invalid('vocabSize', `at least the tokenizer's vocabulary size (${tokenizerVocab})`, vocabSize);
+  }
+
+  const dims: ModelDims = {
+    pattern,
+    hiddenSize,
+    mambaNumHeads,
+    mambaHeadDim,
+    nGroups,
+    ssmStateSize,
+    convKernel,
+    numAttentionHeads,
+    numKeyValueHeads,
+    headDim,
+    intermediateSize,
+    vocabSize,
+    tieWordEmbeddings: tie,
+    timeStepMin: 0.001,
+    timeStepMax: 0.1,
+    timeStepFloor: 1e-4,
+  };
+  const tensorCount = tensorSpecs(dims, prefix).length;
+  if (shards > tensorCount) {
+    throw invalid('shards', `at most the number of tensors (${tensorCount})`, shards);
+  }
+  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Python-json-like serialisation (json.dumps(indent=2)): floats keep a decimal point or exponent (0.0, 1e-05),
+// and non-finite floats are written as the bare words Infinity / NaN exactly as Python's json module does.
+
+class PyFloat {
+  constructor(readonly value: number) {}
+}
+
+function pyFloatRepr(x: number): string {
+  if (Number.isNaN(x)) return 'NaN';
+  if (x === Infinity) return 'Infinity';
+  if (x === -Infinity) return '-Infinity';
+  if (Object.is(x, -0)) return '-0.0';
+  const [mant, expStr] = x.toExponential().split('e') as [string, string];
+  const exp = Number(expStr);
+  if (exp < -4 || exp >= 16) {
+    return `${mant}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
+  }
+  const s = String(x);
+  return /[.e]/.test(s) ? s : `${s}.0`;
+}
+
+function toPythonJson(v: unknown, indent = ''): string {
+  const inner = indent + '  ';
+  if (v instanceof PyFloat) return pyFloatRepr(v.value);
+  if (Array.isArray(v)) {
+    if (v.length === 0) return '[]';
+    return `[\n${v.map((x) => inner + toPythonJson(x, inner)).join(',\n')}\n${indent}]`;
+  }
+  if (v !== null && typeof v === 'object') {
+    const entries = Object.entries(v as Record<string, unknown>).filter(([, x]) => x !== undefined);
+    if (entries.length === 0) return '{}';
+    return `{\n${entries.map(([k, x]) => `${inner}${JSON.stringify(k)}: ${toPythonJson(x, inner)}`).join(',\n')}\n${indent}}`;
+  }
+  if (typeof v === 'number' && !Number.isFinite(v)) return pyFloatRepr(v);
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** Replaces PyFloat wrappers by plain numbers (the config object returned to callers). */
+function plain(v: unknown): unknown {
+  if (v instanceof PyFloat) return v.value;
+  if (Array.isArray(v)) return v.map(plain);
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, plain(x)]));
+  }
+  return v;
+}
+
+function buildConfig(r: Resolved): Record<string, unknown> {
+  const d = r.dims;
+  const f = (x: number): PyFloat => new PyFloat(x);
+  // Keys in the alphabetical order transformers writes them.
+  return {
+    architectures: ['NemotronHForCausalLM'],
+    attention_bias: false,
+    attention_dropout: f(0),
+    bos_token_id: TOKEN_IDS.bos,
+    chunk_size: r.chunkSize,
+    conv_kernel: d.convKernel,
+    eos_token_id: TOKEN_IDS.chatEos,
+    expand: 2,
+    head_dim: d.headDim,
+    hidden_dropout: f(0),
+    hidden_size: d.hiddenSize,
+    hybrid_override_pattern: d.pattern,
+    initializer_range: f(0.02),
+    intermediate_size: d.intermediateSize,
+    layer_norm_epsilon: f(1e-5),
+    mamba_head_dim: d.mambaHeadDim,
+    mamba_hidden_act: 'silu',
+    mamba_num_heads: d.mambaNumHeads,
+    mamba_proj_bias: false,
+    max_position_embeddings: r.maxPositionEmbeddings,
+    mlp_bias: false,
+    mlp_hidden_act: 'relu2',
+    model_type: 'nemotron_h',
+    n_groups: d.nGroups,
+    num_attention_heads: d.numAttentionHeads,
+    num_hidden_layers: d.pattern.length,
+    num_key_value_heads: d.numKeyValueHeads,
+    num_logits_to_keep: 1,
+    pad_token_id: TOKEN_IDS.unk,
+    rescale_prenorm_residual: true,
+    residual_in_fp32: false,
+    rms_norm_eps: f(1e-5),
+    sliding_window: null,
+    ssm_state_size: d.ssmStateSize,
+    tie_word_embeddings: d.tieWordEmbeddings,
+    time_step_floor: f(d.timeStepFloor),
+    time_step_limit: [f(0), f(Infinity)],
+    time_step_max: f(d.timeStepMax),
+    time_step_min: f(d.timeStepMin),
+    torch_dtype: DTYPES[r.dtype].torch,
+    transformers_version: '4.56.0',
+    use_bias: false,
+    use_cache: true,
+    use_conv_bias: true,
+    use_mamba_kernels: true,
+    vocab_size: d.vocabSize,
+  };
+}
+
+/** Splits tensors (model order) into `n` contiguous, non-empty groups of roughly equal byte size. */
+function splitShards(specs: readonly TensorSpec[], n: number, elemBytes: number): TensorSpec[][] {
+  const total = specs.reduce((a, s) => a + s.numel * elemBytes, 0);
+  const groups: TensorSpec[][] = [[]];
+  let before = 0;
+  specs.forEach((s, k) => {
+    const cur = groups.length - 1;
+    const current = groups[cur] as TensorSpec[];
+    if (current.length > 0 && cur < n - 1) {
+      const mustAdvance = specs.length - k === n - 1 - cur; // exactly one tensor left per remaining shard
+      const reachedShare = before >= ((cur + 1) * total) / n;
+      if (mustAdvance || reachedShare) groups.push([]);
+    }
+    (groups[groups.length - 1] as TensorSpec[]).push(s);
+    before += s.numel * elemBytes;
+  });
+  return groups;
+}
+
+const byName = (a: TensorSpec, b: TensorSpec): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * Writes a complete random-weight Nemotron-H checkpoint folder. Deterministic: the same options give
+ * byte-identical files. Existing files of the same names in `dir` are replaced (a stale single-file or
+ * sharded weight set from an earlier call is removed so the folder holds exactly one weight layout).
+ */
+export async function makeTinyModel(dir: string, options: TinyModelOptions = {}): Promise<TinyModelResult> {
+  if (typeof dir !== 'string' || dir.length === 0) throw invalid('dir', 'a non-empty path string', dir);
+  const tok = buildTokenizer();
+  const r = resolveOptions(options, tok.vocabSize);
+  const out = resolve(dir);
+  await mkdir(out, { recursive: true });
+
+  const stDtype = DTYPES[r.dtype].st;
+  const elemBytes = DTYPE_BYTES[stDtype];
+  const specs = tensorSpecs(r.dims, r.prefix);
+  const parameterCount = specs.reduce((a, s) => a + s.numel, 0);
+  const source = (s: TensorSpec): TensorSource => ({
+    name: s.name,
+    dtype: stDtype,
+    shape: s.shape,
+    chunks: () => generateTensor(s, r.seed),
+  });
+
+  // remove weight files of another layout left over from an earlier run
+  const names = await readdir(out);
+  const shardFile = (k: number, n: number): string =>
+    `model-${String(k).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
+  const keep = new Set<string>();
+  if (r.shards === 1) keep.add('model.safetensors');
+  else for (let k = 1; k <= r.shards; k++) keep.add(shardFile(k, r.shards));
+  for (const name of names) {
+    const stale =
+      (name === 'model.safetensors' || name === 'model.safetensors.index.json' || /^model-\d+-of-\d+\.safetensors$/.test(name)) &&
+      !keep.has(name);
+    if (stale) await unlink(join(out, name));
+  }
+
+  if (r.shards === 1) {
+    await writeSafetensors(join(out, 'model.safetensors'), [...specs].sort(byName).map(source));
+  } else {
+    const groups = splitShards(specs, r.shards, elemBytes);
+    const weightMap: Record<string, string> = {};
+    for (let k = 0; k < groups.length; k++) {
+      const file = shardFile(k + 1, groups.length);
+      const group = [...(groups[k] as TensorSpec[])].sort(byName);
+      for (const s of group) weightMap[s.name] = file;
+      await writeSafetensors(join(out, file), group.map(source));
+    }
+    const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+    const index = { metadata: { total_size: parameterCount * elemBytes }, weight_map: sortedMap };
+    await writeFile(join(out, 'model.safetensors.index.json'), JSON.stringify(index, null, 2) + '\n');
+  }
+
+  const config = buildConfig(r);
+  await writeFile(join(out, 'config.json'), toPythonJson(config) + '\n');
+  const generationConfig = {
+    _from_model_config: true,
+    bos_token_id: TOKEN_IDS.bos,
+    eos_token_id: [TOKEN_IDS.chatEos, TOKEN_IDS.eos],
+    pad_token_id: TOKEN_IDS.unk,
+    transformers_version: '4.56.0',
+  };
+  await writeFile(join(out, 'generation_config.json'), toPythonJson(generationConfig) + '\n');
+  const tokenizerConfig = { ...tok.tokenizerConfig, model_max_length: r.maxPositionEmbeddings };
+  await writeFile(join(out, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson, null, 2) + '\n');
+  await writeFile(join(out, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig, null, 2) + '\n');
+  await writeFile(join(out, 'special_tokens_map.json'), JSON.stringify(tok.specialTokensMap, null, 2) + '\n');
+
+  return { dir: out, config: plain(config) as Record<string, unknown>, parameterCount };
+}
+
+export { buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS, ADDED_TOKENS } from './tokenizer.js';
+export { writeSafetensors, buildSafetensorsHeader, toBf16Bits, toF16Bits } from './safetensors-writer.js';
+export type { SafetensorsDtype, TensorSource } from './safetensors-writer.js';
+export { tensorSpecs, generateTensor, mambaSizes } from './weights.js';
+export type { ModelDims, TensorSpec } from './weights.js';

@@ -88,12 +88,15 @@ export function tensorSpecs(d: ModelDims, prefix: string): TensorSpec[] {
       linear(p + 'mixer.in_proj.weight', inProj, H);
       add(p + 'mixer.conv1d.weight', [convDim, 1, K], { kind: 'normal', std: 1 / Math.sqrt(K) });
       add(p + 'mixer.conv1d.bias', [convDim], { kind: 'normal', std: 0.05 });
-      add(p + 'mixer.A_log', [d.mambaNumHeads], { kind: 'logUniform', lo: 1, hi: 16 });
+      // dt and A span wider than Mamba's init (dt 0.001-0.1): with init-range dt the state adds only
+      // ~5-10% of a layer's output and the D skip dominates, so a scan bug would hide under test
+      // tolerances. Here the recurrent state carries a large share, as in trained models.
+      add(p + 'mixer.A_log', [d.mambaNumHeads], { kind: 'logUniform', lo: 1, hi: 8 });
       add(p + 'mixer.D', [d.mambaNumHeads], { kind: 'nearOne', noise: 0.1 });
       add(p + 'mixer.dt_bias', [d.mambaNumHeads], {
         kind: 'dtBias',
-        dtMin: d.timeStepMin,
-        dtMax: d.timeStepMax,
+        dtMin: 0.01,
+        dtMax: 0.5,
         floor: d.timeStepFloor,
       });
       add(p + 'mixer.norm.weight', [dInner], { kind: 'nearOne', noise: 0.1 });

@@ -16,6 +16,7 @@ export type NemotronErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
+  | 'ERR_TEMPLATE'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {
@@ -58,6 +59,16 @@ export class ModelClosedError extends NemotronError {
 export class NativeBinaryError extends NemotronError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_NATIVE_BINARY', message, options);
+  }
+}
+
+/**
+ * A chat template could not be compiled (syntax error) or failed while rendering (it raised, or misused an
+ * undefined value). The message carries the template engine's own message.
+ */
+export class TemplateError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TEMPLATE', message, options);
   }
 }
 

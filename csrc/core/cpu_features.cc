@@ -1,0 +1,88 @@
+#include "core/cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace nemo {
+namespace {
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // libgcc / compiler-rt check CPUID and XGETBV (OS-enabled register state) for these.
+  __builtin_cpu_init();
+  f.avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+  f.avx512f = f.avx2_fma && __builtin_cpu_supports("avx512f") &&
+              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512dq");
+  f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
+#endif
+  return f;
+}
+
+KernelPath best_path(const CpuFeatures& f) {
+  if (f.avx512f) return KernelPath::kAvx512;
+  if (f.avx2_fma) return KernelPath::kAvx2;
+  return KernelPath::kScalar;
+}
+
+// Caps `want` at what the CPU supports.
+KernelPath cap(KernelPath want) {
+  const KernelPath best = best_path(cpu_features());
+  return static_cast<int>(want) > static_cast<int>(best) ? best : want;
+}
+
+// Returns false for an unknown name; nullptr/""/"auto" mean the best path.
+bool parse(const char* name, KernelPath* out) {
+  if (name == nullptr || name[0] == '\0' || std::strcmp(name, "auto") == 0) {
+    *out = best_path(cpu_features());
+    return true;
+  }
+  if (std::strcmp(name, "scalar") == 0) { *out = KernelPath::kScalar; return true; }
+  if (std::strcmp(name, "avx2") == 0) { *out = cap(KernelPath::kAvx2); return true; }
+  if (std::strcmp(name, "avx512") == 0) { *out = cap(KernelPath::kAvx512); return true; }
+  return false;
+}
+
+KernelPath initial_path() {
+  KernelPath p = best_path(cpu_features());
+  parse(std::getenv("NEMOTRON_CPU_KERNELS"), &p);  // an unknown value keeps the best path
+  return p;
+}
+
+std::atomic<int>& path_state() {
+  static std::atomic<int> state{static_cast<int>(initial_path())};
+  return state;
+}
+
+const char* path_name(KernelPath p) {
+  switch (p) {
+    case KernelPath::kScalar: return "scalar";
+    case KernelPath::kAvx2: return "avx2";
+    case KernelPath::kAvx512: return "avx512";
+  }
+  return "scalar";
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
+KernelPath kernel_path() {
+  return static_cast<KernelPath>(path_state().load(std::memory_order_relaxed));
+}
+
+const char* active_kernel_path() { return path_name(kernel_path()); }
+
+const char* set_kernel_path_override(const char* name) {
+  KernelPath p;
+  if (parse(name, &p)) path_state().store(static_cast<int>(p), std::memory_order_relaxed);
+  return active_kernel_path();
+}
+
+}  // namespace nemo

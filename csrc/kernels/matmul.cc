@@ -1,0 +1,648 @@
+// matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16 or BF16 and f32 accumulation.
+//
+// Three paths, chosen per call from core/cpu_features (kernel_path()):
+//   scalar  plain C++ (the correctness baseline; runs anywhere)
+//   avx2    AVX2 + FMA + F16C, 8 floats per vector
+//   avx512  AVX-512 F/BW/VL/DQ, 16 floats per vector
+// Activations stay f32 on every path (no bf16 dot products), so paths differ only by float rounding.
+//
+// SIMD structure (both vector paths):
+//  * x is copied once per call into a scratch buffer, each row zero-padded to a multiple of 32 floats.
+//    For BF16 weights the copy is also permuted within each block of S = 2 * vector-width elements to
+//    [even elements, odd elements]: one vector load of S bf16 values then yields the even elements by
+//    a 16-bit left shift of each 32-bit lane and the odd ones by masking off the low half, i.e. two f32
+//    vectors for two cheap integer ops, matching the permuted x. F16 (F16C conversion) and F32 weights
+//    use x in natural order.
+//  * The work is split over W rows: each parallel task owns a range of W rows and all T tokens, so the
+//    weights are streamed from memory once per call.
+//  * A register tile computes TR tokens × NR W rows over a K range with TR*NR vector accumulators
+//    (reduced horizontally at the end): each converted W vector is used TR times, each x vector NR times.
+//  * Prefill (T > 1) blocks K into slices of kKc elements and W rows into L2 blocks: for one K slice,
+//    the tile of TR x rows (TR*kKc*4 bytes) stays in L1 while the W block slice (kNB rows) streams from
+//    L2 for every group of TR tokens; partial sums go to y and are added up over the K slices.
+//  * Decode (T = 1) has no K blocking: each W row is streamed once with two accumulators per row.
+//  * K tails: x is zero-padded; W tails use masked loads (AVX-512) or a zero-padded copy (AVX2).
+//    N tails reuse the last W row and drop the extra results; T tails use smaller TR instantiations.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <utility>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "kernels/kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// GCC 12's intrinsic headers self-initialise "undefined" vectors (__m512 __Y = __Y), which trips
+// -Wuninitialized / -Wmaybe-uninitialized once inlined here. Not a real use of uninitialised data.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace nemo::cpu {
+namespace {
+
+// Tasks are groups of NR W rows; a range of groups is worth handing to another thread once it holds
+// about this much work (weight bytes plus 2 "bytes" per multiply-add).
+int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
+  const int64_t cost = NR * K * (esize + 2 * T);
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+}
+
+// ---- scalar path -----------------------------------------------------------------------------------
+// Plain C++: 4 W rows at a time (converted to f32 once per call), each x row dotted with all four
+// using 4 partial sums per row, which compilers can map onto 128-bit vectors (SSE2 / NEON).
+
+constexpr int kScalarRows = 4;
+
+void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                   int64_t T, ThreadPool& pool) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t esize = static_cast<int64_t>(dtype_size(w.dtype));
+  const int64_t groups = (N + kScalarRows - 1) / kScalarRows;
+  pool.parallel_for(groups, group_grain(kScalarRows, K, esize, T), [&](int64_t g0, int64_t g1) {
+    std::vector<float> buf(w.dtype == DType::F32 ? 0 : static_cast<size_t>(kScalarRows * K));
+    const float* wr[kScalarRows];
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t n0 = g * kScalarRows;
+      const int64_t nr = std::min<int64_t>(kScalarRows, N - n0);
+      for (int r = 0; r < kScalarRows; ++r) {
+        const int64_t n = n0 + std::min<int64_t>(r, nr - 1);  // N tail: repeat the last row
+        if (w.dtype == DType::F32) {
+          wr[r] = static_cast<const float*>(w.data) + n * K;
+          continue;
+        }
+        float* dst = buf.data() + r * K;
+        const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * K;
+        if (r < nr) {
+          if (w.dtype == DType::BF16) {
+            for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(src[k]);
+          } else {
+            for (int64_t k = 0; k < K; ++k) dst[k] = f16_to_f32(src[k]);
+          }
+        }
+        wr[r] = buf.data() + std::min<int64_t>(r, nr - 1) * K;
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + t * ldx;
+        for (int64_t r = 0; r < nr; ++r) {
+          const float* wk = wr[r];
+          float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+          int64_t k = 0;
+          for (; k + 4 <= K; k += 4) {
+            s0 += xr[k] * wk[k];
+            s1 += xr[k + 1] * wk[k + 1];
+            s2 += xr[k + 2] * wk[k + 2];
+            s3 += xr[k + 3] * wk[k + 3];
+          }
+          for (; k < K; ++k) s0 += xr[k] * wk[k];
+          y[t * ldy + n0 + r] = (s0 + s1) + (s2 + s3);
+        }
+      }
+    }
+  });
+}
+
+#if defined(__x86_64__)
+
+constexpr int64_t kXPad = 32;  // x rows in scratch are padded to a multiple of this many floats
+constexpr int64_t kKc = 1024;  // K slice for prefill (multiple of 32): TR x rows of it stay in L1
+constexpr int64_t kNB = 64;    // W rows per L2 block in prefill (kNB * kKc * 4 bytes at most)
+// Prefill tiles T so that the prepared x tile (TB rows) stays in the shared last-level cache while
+// all threads stream their W rows past it; W is then read from memory once per tile.
+constexpr int64_t kXTileBytes = int64_t{4} << 20;
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// ---- scratch for the prepared x (owned by the calling thread, read by the workers) ---------------
+
+struct ScratchBuffer {
+  float* data = nullptr;
+  size_t cap = 0;
+  ~ScratchBuffer() { ::operator delete(data, std::align_val_t(64)); }
+  float* get(size_t n) {
+    if (n > cap) {
+      ::operator delete(data, std::align_val_t(64));
+      data = nullptr;
+      cap = 0;
+      data = static_cast<float*>(::operator new(n * sizeof(float), std::align_val_t(64)));
+      cap = n;
+    }
+    return data;
+  }
+};
+
+float* x_scratch(size_t n) {
+  thread_local ScratchBuffer buf;
+  return buf.get(n);
+}
+
+// Copies x[T, K] (ld ldx) into xp[T, Kp] as x'[k'] = x[k' - shift] (zero outside [shift, shift+K));
+// with perm > 0, every block of `perm` values of x' is reordered as [even, odd].
+void prepare_x(float* xp, int64_t Kp, const float* x, int64_t ldx, int64_t T, int64_t K,
+               int64_t shift, int perm, ThreadPool& pool) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(Kp, 1));
+  pool.parallel_for(T, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* src = x + t * ldx;
+      float* dst = xp + t * Kp;
+      const int64_t end = shift + K;
+      if (perm == 0) {
+        std::fill(dst, dst + shift, 0.0f);
+        std::memcpy(dst + shift, src, static_cast<size_t>(K) * sizeof(float));
+        std::fill(dst + end, dst + Kp, 0.0f);
+        continue;
+      }
+      const int64_t half = perm / 2;
+      for (int64_t b = 0; b < Kp; b += perm) {
+        for (int64_t i = 0; i < half; ++i) {
+          const int64_t ke = b + 2 * i, ko = ke + 1;
+          dst[b + i] = ke >= shift && ke < end ? src[ke - shift] : 0.0f;
+          dst[b + half + i] = ko >= shift && ko < end ? src[ko - shift] : 0.0f;
+        }
+      }
+    }
+  });
+}
+
+// ---- the blocked driver shared by the SIMD paths ----------------------------------------------------
+//
+// Alignment shift: when every W row starts at the same offset within an `align`-byte line (row bytes a
+// multiple of 64), the K loop runs over a virtual index k' = k + s, where s is the row start's offset
+// in elements, so that every full-vector load of W is aligned. The prepared x rows get s leading
+// zeros, and the first vector step of the first K slice reads only elements k' >= s of W (`head`).
+
+// A tile kernel: out[i * NR + j] = sum_{head <= k' < kn} xr[i][k'] * W_j[k'] for i < tr, j < NR,
+// where xr are prepared x rows and wr[j] is the address of W_j's element k' = 0 (which may lie before
+// the row: elements below `head` are never read). head < one vector step.
+using TileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn,
+                        float* out);
+
+template <int TR, int NR, int NRD>
+struct TileSet {
+  TileFn tile[TR + 1];  // tile[tr] handles tr tokens (1..TR) × NR W rows
+  TileFn decode;        // T == 1: one token × NRD W rows, with software prefetch
+  int perm;             // BF16 x permutation block (0: none)
+  int align;            // W load alignment the shift aims for (bytes)
+};
+
+inline const uint8_t* offset_ptr(const uint8_t* p, int64_t bytes) {
+  return reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) + bytes);
+}
+
+template <int TR, int NR, int NRD>
+void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                    int64_t T, ThreadPool& pool, const TileSet<TR, NR, NRD>& ks) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t esize = static_cast<int64_t>(dtype_size(w.dtype));
+  const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
+  const int64_t row_bytes = K * esize;
+
+  int64_t shift = 0;
+  const int64_t mis = static_cast<int64_t>(reinterpret_cast<uintptr_t>(wbase) % ks.align);
+  if (N == 1 || row_bytes % 64 == 0) {
+    if (mis % esize == 0) shift = mis / esize;
+  }
+  const int64_t Ks = K + shift;  // virtual K
+  const int64_t Kp = round_up(Ks, kXPad);
+  float* xp = x_scratch(static_cast<size_t>(T * Kp));
+  prepare_x(xp, Kp, x, ldx, T, K, shift, ks.perm, pool);
+
+  if (T == 1) {
+    const int64_t groups = (N + NRD - 1) / NRD;
+    pool.parallel_for(groups, group_grain(NRD, K, esize, 1), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[NRD];
+      const float* xr[1] = {xp};
+      float out[NRD];
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t n0 = g * NRD;
+        const int64_t nr = std::min<int64_t>(NRD, N - n0);
+        for (int j = 0; j < NRD; ++j)  // N tail: repeat the last row, drop the result
+          wr[j] = offset_ptr(wbase, std::min(n0 + j, N - 1) * row_bytes - shift * esize);
+        ks.decode(xr, wr, shift, Ks, out);
+        for (int64_t j = 0; j < nr; ++j) y[n0 + j] = out[j];
+      }
+    });
+    return;
+  }
+
+  // Prefill: T tiles of TB tokens (all of T when it fits kXTileBytes); within a tile each task owns
+  // a range of W row groups, walks them in L2 blocks of kNB rows, K slices of kKc, and groups of TR
+  // tokens, so the W block slice is reused from L2 and the TR x rows from L1.
+  const int64_t TB = std::max<int64_t>(TR, kXTileBytes / (Kp * 4) / TR * TR);
+  const int64_t groups = (N + NR - 1) / NR;
+  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
+    const int64_t tt1 = std::min(T, tt0 + TB);
+    pool.parallel_for(groups, group_grain(NR, K, esize, tt1 - tt0), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[NR];
+      const float* xr[TR];
+      float out[TR * NR];
+      constexpr int64_t gpb = kNB / NR > 0 ? kNB / NR : 1;  // groups per L2 block
+      for (int64_t b0 = g0; b0 < g1; b0 += gpb) {
+        const int64_t b1 = std::min(g1, b0 + gpb);
+        for (int64_t k0 = 0; k0 < Ks; k0 += kKc) {
+          const int64_t kn = std::min(kKc, Ks - k0);
+          const int64_t head = k0 == 0 ? shift : 0;
+          for (int64_t t0 = tt0; t0 < tt1; t0 += TR) {
+            const int64_t tr = std::min<int64_t>(TR, tt1 - t0);
+            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 + i) * Kp + k0;
+            const TileFn tile = ks.tile[tr];
+            for (int64_t g = b0; g < b1; ++g) {
+              const int64_t n0 = g * NR;
+              const int64_t nr = std::min<int64_t>(NR, N - n0);
+              for (int j = 0; j < NR; ++j) {
+                const int64_t n = std::min(n0 + j, N - 1);  // N tail: repeat the last row
+                wr[j] = offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
+              }
+              tile(xr, wr, head, kn, out);
+              for (int64_t i = 0; i < tr; ++i) {
+                float* yr = y + (t0 + i) * ldy + n0;
+                const float* o = out + i * NR;
+                if (k0 == 0) {
+                  for (int64_t j = 0; j < nr; ++j) yr[j] = o[j];
+                } else {
+                  for (int64_t j = 0; j < nr; ++j) yr[j] += o[j];
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+// Prefetch distance for decode, in bytes ahead along each W row.
+constexpr int64_t kPrefetch = 2048;
+
+// ---- AVX2 + FMA + F16C -----------------------------------------------------------------------------
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace avx2 {
+
+constexpr int kS = 16;  // elements per step: two 8-float vectors
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
+// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [8H, 8H + 8).
+template <DType DT, int H>
+inline __m256 load_w(const uint8_t* p) {
+  if constexpr (DT == DType::BF16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return H == 0 ? _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
+                  : _mm256_castsi256_ps(
+                        _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  } else if constexpr (DT == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * H)));
+  } else {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(p + 32 * H));
+  }
+}
+
+// out[0..3] = horizontal sums of a, b, c, d.
+inline void hsum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) {
+  const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+  const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(c, d), _mm256_unpackhi_ps(c, d));
+  const __m256 abcd = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+}
+
+template <int TR, int NR>
+using Acc = __m256[TR][NR][TR == 1 ? 2 : 1];
+
+// out[i * NR + j] = horizontal sum of acc[i][j] (both halves when TR == 1), four at a time.
+template <int TR, int NR, class V>
+inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int kTotal = TR * NR;
+  V s[kTotal];
+#pragma GCC unroll 32
+  for (int f = 0; f < kTotal; ++f) {
+    s[f] = acc[f / NR][f % NR][0];
+    if (NA == 2) s[f] = s[f] + acc[f / NR][f % NR][NA - 1];
+  }
+  int f = 0;
+#pragma GCC unroll 8
+  for (; f + 4 <= kTotal; f += 4) hsum4(s[f], s[f + 1], s[f + 2], s[f + 3], out + f);
+#pragma GCC unroll 4
+  for (; f < kTotal; ++f) out[f] = hsum(s[f]);
+}
+
+
+// One step of kS elements: W_j's elements are read at wr[j] + kw * es, x's at xr[i] + k. The two
+// halves run one after the other so that only NR converted W vectors are live at a time.
+template <DType DT, int TR, int NR, int H>
+inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t kw,
+                      Acc<TR, NR>& acc) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  __m256 wv[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H>(wr[j] + kw * es);
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const __m256 xv = _mm256_loadu_ps(xr[i] + k + 8 * H);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j][H % NA] = _mm256_fmadd_ps(xv, wv[j], acc[i][j][H % NA]);
+  }
+}
+
+template <DType DT, int TR, int NR>
+inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t kw,
+                 Acc<TR, NR>& acc) {
+  half_step<DT, TR, NR, 0>(xr, wr, k, kw, acc);
+  half_step<DT, TR, NR, 1>(xr, wr, k, kw, acc);
+}
+
+// A step over elements [k + lo, k + hi) only: the W values are copied into zero-filled buffers.
+template <DType DT, int TR, int NR>
+inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t lo,
+                         int64_t hi, Acc<TR, NR>& acc) {
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  alignas(32) uint8_t buf[NR][kS * es];
+  const uint8_t* tw[NR];
+  for (int j = 0; j < NR; ++j) {
+    std::memset(buf[j], 0, sizeof(buf[j]));
+    std::memcpy(buf[j] + lo * es, wr[j] + (k + lo) * es, static_cast<size_t>((hi - lo) * es));
+    tw[j] = buf[j];
+  }
+  step<DT, TR, NR>(xr, tw, k, 0, acc);
+}
+
+template <DType DT, int TR, int NR, bool kPf>
+void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  Acc<TR, NR> acc;
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 2
+      for (int a = 0; a < NA; ++a) acc[i][j][a] = _mm256_setzero_ps();
+  int64_t k = 0;
+  if (head > 0 || kn < kS) {
+    partial_step<DT, TR, NR>(xr, wr, 0, head, std::min<int64_t>(kn, kS), acc);
+    k = kS;
+  }
+  if (kPf) {
+    for (; k + 2 * kS <= kn; k += 2 * kS) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+        for (int64_t b = 0; b < 2 * kS * es; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wr[j] + k * es + kPrefetch + b), _MM_HINT_T0);
+      step<DT, TR, NR>(xr, wr, k, k, acc);
+      step<DT, TR, NR>(xr, wr, k + kS, k + kS, acc);
+    }
+  }
+  for (; k + kS <= kn; k += kS) step<DT, TR, NR>(xr, wr, k, k, acc);
+  if (k < kn) partial_step<DT, TR, NR>(xr, wr, k, 0, kn - k, acc);
+  reduce<TR, NR>(acc, out);
+}
+
+// Register tiles (measured on Zen 5; 6x2 keeps 12 accumulators + 2 W + 1 x in 16 ymm registers).
+constexpr int kTR = 6, kNR = 2, kNRD = 4;
+
+template <DType DT, int... I>
+constexpr TileSet<kTR, kNR, kNRD> make_tiles(std::integer_sequence<int, I...>) {
+  return {{nullptr, tile<DT, I + 1, kNR, false>...},
+          tile<DT, 1, kNRD, true>,
+          DT == DType::BF16 ? kS : 0,
+          32};
+}
+template <DType DT>
+constexpr TileSet<kTR, kNR, kNRD> tiles() {
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>());
+}
+
+}  // namespace avx2
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// ---- AVX-512 ------------------------------------------------------------------------------------------
+
+#if defined(__clang__)
+#pragma clang attribute push(                                                               \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
+
+namespace avx512 {
+
+constexpr int kS = 32;  // elements per step: two 16-float vectors
+
+// Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
+// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [16H, 16H + 16). When kMasked, bit e
+// of `m` enables element e of the step; the others read as zero and are not accessed.
+template <DType DT, int H, bool kMasked>
+inline __m512 load_w(const uint8_t* p, __mmask32 m) {
+  if constexpr (DT == DType::BF16) {
+    const __m512i v = kMasked ? _mm512_maskz_loadu_epi16(m, p) : _mm512_loadu_si512(p);
+    return H == 0 ? _mm512_castsi512_ps(_mm512_slli_epi32(v, 16))
+                  : _mm512_castsi512_ps(
+                        _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  } else if constexpr (DT == DType::F16) {
+    const uint8_t* q = p + 32 * H;
+    const __m256i v =
+        kMasked ? _mm256_maskz_loadu_epi16(static_cast<__mmask16>(m >> (16 * H)), q)
+                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+    return _mm512_cvtph_ps(v);
+  } else {
+    const float* f = reinterpret_cast<const float*>(p) + 16 * H;
+    return kMasked ? _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> (16 * H)), f)
+                   : _mm512_loadu_ps(f);
+  }
+}
+
+// out[0..3] = horizontal sums of a, b, c, d.
+inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+template <int TR, int NR>
+using Acc = __m512[TR][NR][TR == 1 ? 2 : 1];
+
+// out[i * NR + j] = horizontal sum of acc[i][j] (both halves when TR == 1), four at a time.
+template <int TR, int NR, class V>
+inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int kTotal = TR * NR;
+  V s[kTotal];
+#pragma GCC unroll 32
+  for (int f = 0; f < kTotal; ++f) {
+    s[f] = acc[f / NR][f % NR][0];
+    if (NA == 2) s[f] = s[f] + acc[f / NR][f % NR][NA - 1];
+  }
+  int f = 0;
+#pragma GCC unroll 8
+  for (; f + 4 <= kTotal; f += 4) hsum4(s[f], s[f + 1], s[f + 2], s[f + 3], out + f);
+#pragma GCC unroll 4
+  for (; f < kTotal; ++f) out[f] = hsum(s[f]);
+}
+
+
+template <DType DT, int TR, int NR, int H, bool kMasked>
+inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
+                      Acc<TR, NR>& acc) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  __m512 wv[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H, kMasked>(wr[j] + k * es, m);
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const __m512 xv = _mm512_loadu_ps(xr[i] + k + 16 * H);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j][H % NA] = _mm512_fmadd_ps(xv, wv[j], acc[i][j][H % NA]);
+  }
+}
+
+// One step of kS elements; the two halves run one after the other so that only NR converted W
+// vectors are live at a time.
+template <DType DT, int TR, int NR, bool kMasked>
+inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
+                 Acc<TR, NR>& acc) {
+  half_step<DT, TR, NR, 0, kMasked>(xr, wr, k, m, acc);
+  half_step<DT, TR, NR, 1, kMasked>(xr, wr, k, m, acc);
+}
+
+// Mask of elements [lo, hi) of a step, 0 <= lo < hi <= 32.
+inline __mmask32 range_mask(int64_t lo, int64_t hi) {
+  const uint64_t m = ((uint64_t{1} << hi) - 1) & ~((uint64_t{1} << lo) - 1);
+  return static_cast<__mmask32>(m);
+}
+
+template <DType DT, int TR, int NR, bool kPf>
+void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
+  constexpr int NA = TR == 1 ? 2 : 1;
+  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  Acc<TR, NR> acc;
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 2
+      for (int a = 0; a < NA; ++a) acc[i][j][a] = _mm512_setzero_ps();
+  int64_t k = 0;
+  if (head > 0 || kn < kS) {
+    step<DT, TR, NR, true>(xr, wr, 0, range_mask(head, std::min<int64_t>(kn, kS)), acc);
+    k = kS;
+  }
+  if (kPf) {
+    for (; k + 2 * kS <= kn; k += 2 * kS) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 4
+        for (int64_t b = 0; b < 2 * kS * es; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wr[j] + k * es + kPrefetch + b), _MM_HINT_T0);
+      step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+      step<DT, TR, NR, false>(xr, wr, k + kS, 0, acc);
+    }
+  }
+  for (; k + kS <= kn; k += kS) step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+  if (k < kn) step<DT, TR, NR, true>(xr, wr, k, range_mask(0, kn - k), acc);
+  reduce<TR, NR>(acc, out);
+}
+
+// Register tiles (measured on Zen 5; 6x4 keeps 24 accumulators + 4 W + 1 x in 32 zmm registers).
+constexpr int kTR = 6, kNR = 4, kNRD = 4;
+
+template <DType DT, int... I>
+constexpr TileSet<kTR, kNR, kNRD> make_tiles(std::integer_sequence<int, I...>) {
+  return {{nullptr, tile<DT, I + 1, kNR, false>...},
+          tile<DT, 1, kNRD, true>,
+          DT == DType::BF16 ? kS : 0,
+          64};
+}
+template <DType DT>
+constexpr TileSet<kTR, kNR, kNRD> tiles() {
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>());
+}
+
+}  // namespace avx512
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+template <int TR, int NR, int NRD>
+void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+              ThreadPool& pool, const TileSet<TR, NR, NRD>& bf16, const TileSet<TR, NR, NRD>& f16,
+              const TileSet<TR, NR, NRD>& f32) {
+  const TileSet<TR, NR, NRD>& ks =
+      w.dtype == DType::BF16 ? bf16 : (w.dtype == DType::F16 ? f16 : f32);
+  matmul_blocked(y, ldy, x, ldx, w, T, pool, ks);
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+            ThreadPool& pool) {
+  const int64_t N = w.rows, K = w.cols;
+  if (T <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy, y + t * ldy + N, 0.0f);
+    return;
+  }
+#if defined(__x86_64__)
+  switch (kernel_path()) {
+    case KernelPath::kAvx512: {
+      static constexpr auto bf = avx512::tiles<DType::BF16>();
+      static constexpr auto hf = avx512::tiles<DType::F16>();
+      static constexpr auto ff = avx512::tiles<DType::F32>();
+      run_simd(y, ldy, x, ldx, w, T, pool, bf, hf, ff);
+      return;
+    }
+    case KernelPath::kAvx2: {
+      static constexpr auto bf = avx2::tiles<DType::BF16>();
+      static constexpr auto hf = avx2::tiles<DType::F16>();
+      static constexpr auto ff = avx2::tiles<DType::F32>();
+      run_simd(y, ldy, x, ldx, w, T, pool, bf, hf, ff);
+      return;
+    }
+    case KernelPath::kScalar:
+      break;
+  }
+#endif
+  matmul_scalar(y, ldy, x, ldx, w, T, pool);
+}
+
+}  // namespace nemo::cpu

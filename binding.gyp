@@ -6,6 +6,7 @@
       "target_name": "nemotron_node",
       "sources": [
         "csrc/addon/addon.cc",
+        "csrc/addon/convert.cc",
         "csrc/addon/debug_kernels.cc",
         "csrc/addon/js_engine.cc",
         "csrc/cache/sequence_state.cc",
@@ -17,6 +18,7 @@
         "csrc/engine/engine.cc",
         "csrc/engine/forward.cc",
         "csrc/engine/sampler.cc",
+        "csrc/engine/scheduler.cc",
         "csrc/kernels/attention_gqa.cc",
         "csrc/kernels/conv1d.cc",
         "csrc/kernels/elementwise.cc",

@@ -44,11 +44,17 @@ export interface NativeModelInfo {
   maxBatchTokens: number;
 }
 
+/** Sampling parameters of one request (csrc/engine/sampler.h SamplingParams). */
 export interface NativeSampling {
   temperature: number;
   topK: number;
   topP: number;
   minP: number;
+  repetitionPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  /** [token id, bias] pairs added to the logits; a bias <= -100 bans the token. */
+  logitBias: ReadonlyArray<readonly [number, number]>;
   seed: number;
 }
 
@@ -56,6 +62,18 @@ export interface NativeBatchItem {
   id: number;
   tokens: Int32Array;
   allLogits: boolean;
+}
+
+export interface NativeStepItem {
+  id: number;
+  tokens: Int32Array;
+  /** Sample a token once all of `tokens` are in. */
+  sample: boolean;
+  sampling: NativeSampling;
+  /** Sequence tokens before this request's generated ones (penalties count only generated tokens). */
+  nPrompt: number;
+  /** The sampler's counter: index of the token being drawn in its request. */
+  draw: number;
 }
 
 export interface NativeEngine {
@@ -70,6 +88,12 @@ export interface NativeEngine {
   evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
   /** Appends tokens, then samples the next token; `step` keys the seeded random draw. */
   evaluateAndSample(id: number, tokens: Int32Array, sampling: NativeSampling, step: number): Promise<number>;
+  /**
+   * One continuous-batching step over several sequences (csrc/engine/scheduler.h): each item's pending
+   * tokens are fed (all or, for long inputs, a chunk-aligned piece) in ONE forward pass. consumed[i]
+   * is how many of item i's tokens ran; token[i] the sampled token, or -1.
+   */
+  step(items: NativeStepItem[]): Promise<{ consumed: Int32Array; token: Int32Array }>;
   /** Releases the engine; running calls finish first on their own reference. */
   close(): void;
 }
@@ -86,6 +110,21 @@ export interface SsmKernelParams {
   dtMax: number;
 }
 
+/**
+ * The debug sampler's parameters (csrc/engine/sampler.h): NativeSampling plus the penalties and bias.
+ * Every field is optional there; a missing one takes the native default.
+ */
+export interface NativeSamplerParams extends Partial<Omit<NativeSampling, 'logitBias'>> {
+  /** HF/CTRL: each distinct token of `history` (prompt and generated): logit > 0 ? logit / p : logit * p. */
+  repetitionPenalty?: number;
+  /** OpenAI: logit -= presence for each token generated at least once (history[nPrompt..]). */
+  presencePenalty?: number;
+  /** OpenAI: logit -= frequency * (times generated). */
+  frequencyPenalty?: number;
+  /** Added to the logit before temperature; a bias <= -100 bans the token. [id, bias] pairs or { id: bias }. */
+  logitBias?: ReadonlyArray<readonly [number, number]> | Readonly<Record<number, number>>;
+}
+
 /** Every CPU kernel on typed arrays, for the kernel tests (same shapes as csrc/kernels/kernels.h). */
 export interface NativeKernels {
   matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array, dtype: 'F32' | 'BF16' | 'F16', N: number): Float32Array;
@@ -97,7 +136,7 @@ export interface NativeKernels {
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
   attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number): Float32Array;
   relu2(x: Float32Array): Float32Array;
-  sample(logits: Float32Array, sampling: NativeSampling, step: number): number;
+  sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   setKernelPath(name: 'scalar' | 'avx2' | 'avx512' | 'auto'): string;
   kernelPath(): string;
 }

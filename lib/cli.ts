@@ -50,7 +50,7 @@ program
     try {
       for await (const ev of model.stream({ prompt, maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, ...(opts.seed === undefined ? {} : { seed: opts.seed }) })) {
         if (ev.type === 'text') process.stdout.write(ev.text);
-        else {
+        else if (ev.type === 'done') {
           const t = ev.result.timings;
           process.stdout.write('\n');
           process.stderr.write(

@@ -1,28 +1,34 @@
 /**
- * NemotronModel: a loaded checkpoint and everything a caller does with it. Validation, tokenization and
- * streaming live here; every forward pass runs natively off the JS thread.
+ * NemotronModel: a loaded checkpoint and everything a caller does with it. Validation, tokenization, chat
+ * templates and streaming live here; every forward pass runs natively off the JS thread, and all live
+ * requests share each forward pass (continuous batching, lib/scheduler.ts).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, errorFromCode } from './errors.js';
+import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { loadNative } from './native.js';
-import { IncrementalDecoder, TextTokenizer } from './tokenizer.js';
+import { Scheduler } from './scheduler.js';
+import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
+
+export type { FinishReason, GenerateResult, StreamEvent, Timings, Usage } from './generation.js';
 
 export interface LoadOptions {
   /** Worker threads for the CPU kernels; default: one per hardware thread. */
   threads?: number;
   /** Tokens per sequence; default: the config's max_position_embeddings. */
   contextLength?: number;
-  /** Sequences alive at once (each generate/evaluate call holds one while it runs); default 8. */
+  /** Sequences alive at once (each running request holds one); further requests wait in FIFO order. Default 8. */
   maxSequences?: number;
-  /** Tokens per forward pass; longer prompts are prefilled in chunks of this size; default 256. */
+  /** Prompt tokens per forward pass: longer prompts are prefilled in chunks of this size. Default 256. */
   maxBatchTokens?: number;
 }
 
-export interface ModelConfig extends Omit<NativeModelInfo['config'], never> {}
+export type ModelConfig = NativeModelInfo['config'];
 
 export interface ModelInfo {
   /** The checkpoint folder. */
@@ -41,52 +47,43 @@ export interface ModelInfo {
 }
 
 export interface SamplingOptions {
-  /** 0 = greedy. Default 0. */
+  /** 0 = greedy. Default: 0.6 for chat with reasoning on (NVIDIA's recommendation), else 0. */
   temperature?: number;
   /** Keep only the k most likely tokens; 0 = off. */
   topK?: number;
-  /** Keep the smallest set of tokens holding this much probability, in (0, 1]; 1 = off. */
+  /** Smallest set of most likely tokens holding this much probability, in (0, 1]. Default: 0.95 for chat with reasoning on, else 1 (off). */
   topP?: number;
   /** Drop tokens less likely than minP × the most likely one, in [0, 1); 0 = off. */
   minP?: number;
-  /** Seed for the random draws; the same seed gives the same tokens. Default: random. */
+  /** > 0: divides positive logits (multiplies negative ones) of every token already in the sequence; 1 = off. */
+  repetitionPenalty?: number;
+  /** In [-2, 2]: subtracted from the logit of every token generated so far (OpenAI semantics). */
+  presencePenalty?: number;
+  /** In [-2, 2]: subtracted once per occurrence in the generated tokens. */
+  frequencyPenalty?: number;
+  /** Added to the logits of the given token ids; e.g. { 12: -100 } bans token 12. */
+  logitBias?: Record<number, number>;
+  /** Seed for the random draws: the same seed gives the same tokens, alone or batched. Default: random. */
   seed?: number;
 }
 
 export interface GenerateOptions extends SamplingOptions {
-  /** Text (tokenized with the checkpoint's BOS policy) or token ids. */
-  prompt: string | readonly number[];
-  /** Most tokens to generate. Default 256. */
+  /** Raw text (tokenized with the checkpoint's BOS policy) or token ids. Give this or `messages`. */
+  prompt?: string | readonly number[];
+  /** A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. */
+  messages?: ChatMessage[];
+  /** Function tools the model may call (rendered by the template; its calls come back parsed). */
+  tools?: ToolDefinition[];
+  /** Reasoning on (`/think`) or off (`/no_think`); default: the messages' keywords, else on. */
+  reasoning?: boolean;
+  /** Reasoning tokens after which the reasoning is closed at the next newline (or 500 tokens later). */
+  thinkingBudget?: number;
+  /** Most tokens to generate. Default 256, or 4096 for chat with reasoning on. */
   maxTokens?: number;
+  /** Generation stops before any of these strings; they are not part of the text. */
+  stop?: string | string[];
   signal?: AbortSignal;
 }
-
-export type FinishReason = 'stop' | 'length' | 'abort';
-
-export interface Usage {
-  promptTokens: number;
-  completionTokens: number;
-}
-
-export interface Timings {
-  /** Milliseconds to prefill the prompt (and produce the first token). */
-  prefillMs: number;
-  decodeMs: number;
-  prefillTokensPerSecond: number;
-  decodeTokensPerSecond: number;
-}
-
-export interface GenerateResult {
-  text: string;
-  tokens: number[];
-  finishReason: FinishReason;
-  usage: Usage;
-  timings: Timings;
-}
-
-export type StreamEvent =
-  | { type: 'text'; text: string; tokens: number[] }
-  | { type: 'done'; result: GenerateResult };
 
 export interface EvaluateOptions {
   /** 'last' (default): logits of the last position; 'all': of every position. */
@@ -94,7 +91,13 @@ export interface EvaluateOptions {
 }
 
 const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens'] as const;
-const GENERATE_KEYS = ['prompt', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'seed', 'signal'] as const;
+const GENERATE_KEYS = [
+  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
+  'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
+] as const;
+
+/** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
+const REASONING_DEFAULTS = { temperature: 0.6, topP: 0.95, maxTokens: 4096 };
 
 /** Re-homes a native rejection as the typed error, keeping the caller's stack. */
 function rethrow(err: unknown, stack: Error): never {
@@ -116,11 +119,11 @@ function readEosIds(dir: string, info: NativeModelInfo, tokenizer: TextTokenizer
       // generation_config.json is advisory; a broken one must not block loading
     }
   }
-  const eosToken = tokenizer?.config.eos_token;
-  const eosName = typeof eosToken === 'string' ? eosToken : (eosToken as { content?: string } | undefined)?.content;
-  if (tokenizer && eosName) {
-    const id = tokenizer.tokenId(eosName);
-    if (id !== undefined) ids.add(id);
+  // The chat end token (<SPECIAL_12> for Nano 2) and </s> end generation too.
+  for (const name of [tokenizer?.config.eos_token, '</s>', '<SPECIAL_12>']) {
+    const s = typeof name === 'string' ? name : (name as { content?: string } | undefined)?.content;
+    const id = s && tokenizer ? tokenizer.tokenId(s) : undefined;
+    if (id !== undefined && tokenizer!.isSpecial(id)) ids.add(id);
   }
   return [...ids].filter((id) => id >= 0 && id < info.config.vocabSize).sort((a, b) => a - b);
 }
@@ -129,7 +132,9 @@ export class NemotronModel {
   readonly info: ModelInfo;
   private readonly engine: NativeEngine;
   private readonly tokenizer: TextTokenizer | null;
+  private readonly template: ChatTemplate | null;
   private readonly eos: Set<number>;
+  private readonly scheduler: Scheduler;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly closing = new AbortController();
   private closed = false;
@@ -137,10 +142,12 @@ export class NemotronModel {
   private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null) {
     this.engine = engine;
     this.tokenizer = tokenizer;
+    this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
     const ni = engine.info();
     const eosTokenIds = readEosIds(dir, ni, tokenizer);
     this.eos = new Set(eosTokenIds);
     this.info = Object.freeze({ path: dir, ...ni, eosTokenIds });
+    this.scheduler = new Scheduler(engine, ni.maxSequences);
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files). */
@@ -185,6 +192,13 @@ export class NemotronModel {
     return this.requireTokenizer().decode(Array.from(checked), options.skipSpecialTokens ?? false);
   }
 
+  /** Renders a conversation with the checkpoint's chat template, generation prompt included. */
+  applyChatTemplate(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean } = {}): string {
+    this.assertOpen();
+    if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat_template in tokenizer_config.json`);
+    return this.template.render(validateMessages(messages), { ...(options.tools ? { tools: options.tools } : {}), ...(options.reasoning === undefined ? {} : { reasoning: options.reasoning }) });
+  }
+
   /** Runs token ids through a fresh sequence and returns logits: [vocab] or [positions × vocab], row-major. */
   async evaluate(ids: readonly number[], options: EvaluateOptions = {}): Promise<Float32Array> {
     const stack = new Error();
@@ -197,18 +211,23 @@ export class NemotronModel {
     const tokens = v.tokenIds('ids', ids, this.info.config.vocabSize);
     this.assertFits(tokens.length);
     return this.track(async () => {
-      const seq = this.createSequence(stack);
+      let seq: number;
+      try {
+        seq = await this.scheduler.acquire(this.closing.signal);
+      } catch {
+        throw new ModelClosedError();
+      }
       try {
         return await this.engine.evaluate(seq, tokens, options.logits === 'all');
       } catch (err) {
         rethrow(err, stack);
       } finally {
-        this.engine.freeSequence(seq);
+        this.scheduler.release(seq);
       }
     });
   }
 
-  /** Generates a completion and resolves with all of it. */
+  /** Generates a completion and resolves with all of it (finishReason 'error' carries `error`). */
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     let result: GenerateResult | undefined;
     for await (const ev of this.stream(options)) if (ev.type === 'done') result = ev.result;
@@ -216,125 +235,123 @@ export class NemotronModel {
   }
 
   /**
-   * Generates a completion as an async iterable of text pieces, ending with a `done` event carrying the
-   * whole result. The next token is computed only when the consumer asks for more (backpressure);
-   * `break` or the signal stops generation and frees the sequence.
+   * Generates a completion as an async iterable of events — `reasoning` and `text` pieces (always whole
+   * characters), `toolCall`s, then `done` with the whole result. The next token is computed only when
+   * the consumer asks for more (backpressure); `break` or the signal stops generation within one step
+   * and frees the sequence.
    */
   stream(options: GenerateOptions): AsyncGenerator<StreamEvent, void, undefined> {
-    const stack = new Error();
     this.assertOpen();
-    const req = this.parseGenerate(options);
-    return this.runStream(req, stack);
+    const spec = this.parseGenerate(options);
+    const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
+    const events = request.run();
+    let done!: () => void;
+    const tracked = new Promise<void>((resolve) => (done = resolve));
+    this.inflight.add(tracked);
+    const inflight = this.inflight;
+    return (async function* () {
+      try {
+        yield* events;
+      } finally {
+        inflight.delete(tracked);
+        done();
+      }
+    })();
+  }
+
+  /** Live sequences and queued requests, for monitoring. */
+  stats(): { liveSequences: number; queuedRequests: number } {
+    return { liveSequences: this.scheduler.liveSequences, queuedRequests: this.scheduler.queued };
   }
 
   /** Frees the engine. Running generations end with finishReason 'abort'; further calls throw. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.closing.abort();
+    this.closing.abort(new ModelClosedError());
+    this.scheduler.rejectWaiting(new ModelClosedError());
     await Promise.allSettled([...this.inflight]);
     this.engine.close();
   }
 
   // ---- internals -----------------------------------------------------------------------------------
 
-  private parseGenerate(options: GenerateOptions) {
+  private parseGenerate(options: GenerateOptions): RequestSpec {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
-    const maxTokens = v.optionalInteger('options.maxTokens', options.maxTokens, 1) ?? 256;
-    const temperature = v.optionalNumber('options.temperature', options.temperature, (x) => x >= 0, 'a number >= 0') ?? 0;
-    const topK = v.optionalInteger('options.topK', options.topK, 0) ?? 0;
-    const topP = v.optionalNumber('options.topP', options.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]') ?? 1;
-    const minP = v.optionalNumber('options.minP', options.minP, (x) => x >= 0 && x < 1, 'a number in [0, 1)') ?? 0;
-    const seed = v.optionalInteger('options.seed', options.seed, 0) ?? Math.floor(Math.random() * 2 ** 32);
+    const vocab = this.info.config.vocabSize;
+    const hasPrompt = options.prompt !== undefined;
+    const hasMessages = options.messages !== undefined;
+    if (hasPrompt === hasMessages) {
+      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options must have exactly one of `prompt` (text or token ids) and `messages` (a conversation)');
+    }
+    const reasoningOpt = options.reasoning;
+    if (reasoningOpt !== undefined && typeof reasoningOpt !== 'boolean') throw v.invalid('options.reasoning', 'true or false', reasoningOpt);
+    if (hasPrompt && (options.tools !== undefined || reasoningOpt !== undefined || options.thinkingBudget !== undefined)) {
+      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', '`tools`, `reasoning` and `thinkingBudget` apply to `messages`, not to a raw `prompt`');
+    }
+    const thinkingBudget = v.optionalInteger('options.thinkingBudget', options.thinkingBudget, 0);
+    const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
+    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', options.stop);
     const signal = v.optionalSignal('options.signal', options.signal);
+
+    // The prompt, and whether it opens the reasoning (the generation prompt ends with `<think>\n`).
     let prompt: Int32Array;
-    if (typeof options.prompt === 'string') {
+    let startsInReasoning = false;
+    if (hasMessages) {
+      const text = this.applyChatTemplate(options.messages as ChatMessage[], { ...(options.tools ? { tools: options.tools as ToolDefinition[] } : {}), ...(reasoningOpt === undefined ? {} : { reasoning: reasoningOpt }) });
+      startsInReasoning = /<think>\s*$/.test(text);
+      prompt = Int32Array.from(this.tokenize(text));
+    } else if (typeof options.prompt === 'string') {
       if (options.prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'options.prompt is empty: give some text or token ids');
       prompt = Int32Array.from(this.tokenize(options.prompt));
     } else {
-      prompt = v.tokenIds('options.prompt', options.prompt, this.info.config.vocabSize);
+      prompt = v.tokenIds('options.prompt', options.prompt, vocab);
     }
+    if (prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'the prompt has no tokens');
     this.assertFits(prompt.length);
-    const sampling: NativeSampling = { temperature, topK, topP, minP, seed };
-    return { prompt, maxTokens, sampling, signal };
+
+    const d = startsInReasoning ? REASONING_DEFAULTS : { temperature: 0, topP: 1, maxTokens: 256 };
+    const sampling: NativeSampling = {
+      temperature: v.optionalNumber('options.temperature', options.temperature, (x) => x >= 0, 'a number >= 0') ?? d.temperature,
+      topK: v.optionalInteger('options.topK', options.topK, 0) ?? 0,
+      topP: v.optionalNumber('options.topP', options.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]') ?? d.topP,
+      minP: v.optionalNumber('options.minP', options.minP, (x) => x >= 0 && x < 1, 'a number in [0, 1)') ?? 0,
+      repetitionPenalty: v.optionalNumber('options.repetitionPenalty', options.repetitionPenalty, (x) => x > 0, 'a number > 0') ?? 1,
+      presencePenalty: v.optionalNumber('options.presencePenalty', options.presencePenalty, (x) => x >= -2 && x <= 2, 'a number in [-2, 2]') ?? 0,
+      frequencyPenalty: v.optionalNumber('options.frequencyPenalty', options.frequencyPenalty, (x) => x >= -2 && x <= 2, 'a number in [-2, 2]') ?? 0,
+      logitBias: this.parseLogitBias(options.logitBias),
+      seed: v.optionalInteger('options.seed', options.seed, 0) ?? Math.floor(Math.random() * 2 ** 32),
+    };
+    const maxTokens = v.optionalInteger('options.maxTokens', options.maxTokens, 1) ?? d.maxTokens;
+    const closeReasoning = this.tokenizer && startsInReasoning ? this.tokenizer.encode('</think>\n\n', false) : [];
+    return {
+      prompt,
+      maxTokens,
+      sampling,
+      stop,
+      eos: this.eos,
+      startsInReasoning,
+      thinkingBudget,
+      closeReasoning,
+      parseToolCalls: hasMessages,
+      signal: signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal,
+      contextLength: this.info.contextLength,
+    };
   }
 
-  private async *runStream(req: ReturnType<NemotronModel['parseGenerate']>, stack: Error): AsyncGenerator<StreamEvent, void, undefined> {
-    const { prompt, sampling, signal } = req;
-    // Never generate past the context: the prompt plus every fed-back token must fit.
-    const maxTokens = Math.min(req.maxTokens, this.info.contextLength - prompt.length + 1);
-    const decoder = this.tokenizer ? new IncrementalDecoder(this.tokenizer) : null;
-    const tokens: number[] = [];
-    let text = '';
-    let finishReason: FinishReason = 'length';
-    let done!: () => void;
-    const tracked = new Promise<void>((resolve) => (done = resolve));
-    this.inflight.add(tracked);
-    const seq = this.createSequence(stack);
-    const t0 = performance.now();
-    let tFirst = t0;
-    try {
-      let input: Int32Array = prompt;
-      for (let step = 0; step < maxTokens; step++) {
-        if (signal?.aborted || this.closing.signal.aborted) {
-          finishReason = 'abort';
-          break;
-        }
-        let token: number;
-        try {
-          token = await this.engine.evaluateAndSample(seq, input, sampling, step);
-        } catch (err) {
-          rethrow(err, stack);
-        }
-        if (step === 0) tFirst = performance.now();
-        if (this.eos.has(token)) {
-          finishReason = 'stop';
-          break;
-        }
-        tokens.push(token);
-        const piece = decoder ? decoder.push(token) : '';
-        text += piece;
-        if (piece.length > 0 || !decoder) yield { type: 'text', text: piece, tokens: [token] };
-        input = Int32Array.of(token);
+  private parseLogitBias(bias: unknown): Array<[number, number]> {
+    if (bias === undefined) return [];
+    v.assertObject('options.logitBias', bias);
+    const vocab = this.info.config.vocabSize;
+    return Object.entries(bias).map(([key, value]) => {
+      const id = Number(key);
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        throw new InvalidArgumentError('ERR_TOKEN_OUT_OF_RANGE', `options.logitBias has token id ${JSON.stringify(key)}: ids must be integers in [0, ${vocab})`);
       }
-      const tail = decoder ? decoder.flush() : '';
-      if (tail) {
-        text += tail;
-        yield { type: 'text', text: tail, tokens: [] };
-      }
-      const tEnd = performance.now();
-      const prefillMs = tFirst - t0;
-      const decodeMs = tEnd - tFirst;
-      const decoded = Math.max(tokens.length - 1, 0);
-      yield {
-        type: 'done',
-        result: {
-          text,
-          tokens,
-          finishReason,
-          usage: { promptTokens: prompt.length, completionTokens: tokens.length },
-          timings: {
-            prefillMs,
-            decodeMs,
-            prefillTokensPerSecond: prefillMs > 0 ? (prompt.length * 1000) / prefillMs : 0,
-            decodeTokensPerSecond: decodeMs > 0 ? (decoded * 1000) / decodeMs : 0,
-          },
-        },
-      };
-    } finally {
-      this.engine.freeSequence(seq);
-      this.inflight.delete(tracked);
-      done();
-    }
-  }
-
-  private createSequence(stack: Error): number {
-    try {
-      return this.engine.createSequence();
-    } catch (err) {
-      rethrow(err, stack);
-    }
+      if (typeof value !== 'number' || Number.isNaN(value)) throw v.invalid(`options.logitBias[${key}]`, 'a number', value);
+      return [id, Math.max(value, -1e9)];
+    });
   }
 
   private async track<T>(fn: () => Promise<T>): Promise<T> {

@@ -168,18 +168,79 @@ Napi::Value Relu2(const Napi::CallbackInfo& info) {
   return out(info.Env(), x);
 }
 
-// sample(logits, { temperature, topK, topP, minP, seed }, step) -> token id
+// sample(logits, sampling, step, history?, nPrompt?) -> token id. `sampling` holds temperature, topK,
+// topP, minP, seed and optionally repetitionPenalty, presencePenalty, frequencyPenalty and logitBias
+// (an array of [id, bias] pairs or an object keyed by id); a missing field takes the SamplingParams
+// default. history: Int32Array of every token of the sequence; nPrompt: how many of them are the
+// prompt (default 0: all generated). The logits are read in place, not copied.
 Napi::Value Sample(const Napi::CallbackInfo& info) {
-  auto logits = f32(info[0]);
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsObject() ||
+      !info[2].IsNumber()) {
+    throw Napi::TypeError::New(env, "sample(logits: Float32Array, sampling: object, step: number, history?: Int32Array, nPrompt?: number)");
+  }
+  auto logits = info[0].As<Napi::Float32Array>();
   Napi::Object o = info[1].As<Napi::Object>();
   SamplingParams sp;
-  sp.temperature = static_cast<float>(f64(o.Get("temperature")));
-  sp.top_k = static_cast<int32_t>(i64(o.Get("topK")));
-  sp.top_p = static_cast<float>(f64(o.Get("topP")));
-  sp.min_p = static_cast<float>(f64(o.Get("minP")));
-  sp.seed = static_cast<uint64_t>(f64(o.Get("seed")));
-  return Napi::Number::New(info.Env(), sample_token(logits.data(), static_cast<int64_t>(logits.size()),
-                                                    sp, static_cast<uint64_t>(i64(info[2]))));
+  auto num = [&](const char* key, double fallback) {
+    Napi::Value v = o.Get(key);
+    return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+  };
+  // Seeds and steps are JS numbers: integers up to 2^53 are exact; negative ones wrap as int64.
+  auto to_u64 = [](double d) -> uint64_t {
+    if (!(d == d)) return 0;
+    if (d >= 18446744073709551615.0) return ~0ull;
+    if (d <= -9223372036854775808.0) return 1ull << 63;
+    return d < 0 ? static_cast<uint64_t>(static_cast<int64_t>(d)) : static_cast<uint64_t>(d);
+  };
+  sp.temperature = static_cast<float>(num("temperature", sp.temperature));
+  const double top_k = num("topK", 0.0);
+  sp.top_k = top_k >= 2147483647.0 ? 2147483647 : top_k > 0 ? static_cast<int32_t>(top_k) : 0;
+  sp.top_p = static_cast<float>(num("topP", sp.top_p));
+  sp.min_p = static_cast<float>(num("minP", sp.min_p));
+  sp.repetition_penalty = static_cast<float>(num("repetitionPenalty", sp.repetition_penalty));
+  sp.presence_penalty = static_cast<float>(num("presencePenalty", sp.presence_penalty));
+  sp.frequency_penalty = static_cast<float>(num("frequencyPenalty", sp.frequency_penalty));
+  sp.seed = to_u64(num("seed", 0.0));
+  auto add_bias = [&](double id, double bias) {
+    if (id >= 0 && id < 2147483648.0 && id == static_cast<double>(static_cast<int64_t>(id))) {
+      sp.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
+    }
+  };
+  Napi::Value lb = o.Get("logitBias");
+  if (lb.IsArray()) {
+    auto arr = lb.As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value pair = arr.Get(i);
+      if (!pair.IsArray() || pair.As<Napi::Array>().Length() < 2) {
+        throw Napi::TypeError::New(env, "logitBias: expected [id, bias] pairs");
+      }
+      auto pr = pair.As<Napi::Array>();
+      add_bias(pr.Get(0u).ToNumber().DoubleValue(), pr.Get(1u).ToNumber().DoubleValue());
+    }
+  } else if (lb.IsObject()) {
+    auto obj = lb.As<Napi::Object>();
+    Napi::Array keys = obj.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      Napi::Value key = keys.Get(i);
+      add_bias(key.ToNumber().DoubleValue(), obj.Get(key).ToNumber().DoubleValue());
+    }
+  }
+  const int32_t* history = nullptr;
+  int64_t n_history = 0;
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+      throw Napi::TypeError::New(env, "sample: history must be an Int32Array");
+    }
+    auto h = info[3].As<Napi::Int32Array>();
+    history = h.Data();
+    n_history = static_cast<int64_t>(h.ElementLength());
+  }
+  const int64_t n_prompt = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int64Value() : 0;
+  const uint64_t step = to_u64(info[2].As<Napi::Number>().DoubleValue());
+  return Napi::Number::New(env, sample_token(logits.Data(), static_cast<int64_t>(logits.ElementLength()), sp,
+                                             history, n_history, n_prompt, step));
 }
 
 // setKernelPath('scalar' | 'avx2' | 'avx512' | 'auto') -> the path now active

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "addon/addon_data.h"
+#include "addon/convert.h"
 #include "addon/errors.h"
 
 namespace nemo::addon {
@@ -139,6 +140,33 @@ class SampleWorker : public StatusWorker {
   int32_t token_ = -1;
 };
 
+class StepWorker : public StatusWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<Engine::StepRequest> requests)
+      : StatusWorker(env), engine_(std::move(engine)), requests_(std::move(requests)) {}
+
+ protected:
+  Status compute() override { return engine_->step(requests_, &results_); }
+  Napi::Value result(Napi::Env env) override {
+    // Two parallel arrays: consumed[i] and token[i] (-1 when none was sampled).
+    auto consumed = Napi::Int32Array::New(env, results_.size());
+    auto token = Napi::Int32Array::New(env, results_.size());
+    for (size_t i = 0; i < results_.size(); ++i) {
+      consumed[i] = static_cast<int32_t>(results_[i].consumed);
+      token[i] = results_[i].token;
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("consumed", consumed);
+    out.Set("token", token);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<Engine> engine_;
+  std::vector<Engine::StepRequest> requests_;
+  std::vector<Engine::StepResult> results_;
+};
+
 std::vector<int32_t> tokens_arg(const Napi::Value& v) {
   auto arr = v.As<Napi::Int32Array>();
   return std::vector<int32_t>(arr.Data(), arr.Data() + arr.ElementLength());
@@ -167,6 +195,7 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::Evaluate>("evaluate"),
                          InstanceMethod<&JsEngine::EvaluateBatch>("evaluateBatch"),
                          InstanceMethod<&JsEngine::EvaluateAndSample>("evaluateAndSample"),
+                         InstanceMethod<&JsEngine::Step>("step"),
                          InstanceMethod<&JsEngine::Close>("close"),
                      });
 }
@@ -295,6 +324,25 @@ Napi::Value JsEngine::EvaluateAndSample(const Napi::CallbackInfo& info) {
   auto* w = new SampleWorker(info.Env(), e, info[0].As<Napi::Number>().Int32Value(),
                              tokens_arg(info[1]), sp,
                              static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value()));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value JsEngine::Step(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  Napi::Array items = info[0].As<Napi::Array>();
+  std::vector<Engine::StepRequest> requests;
+  requests.reserve(items.Length());
+  for (uint32_t i = 0; i < items.Length(); ++i) {
+    Napi::Object it = items.Get(i).As<Napi::Object>();
+    requests.push_back(Engine::StepRequest{
+        it.Get("id").As<Napi::Number>().Int32Value(), int32_vector(it.Get("tokens")),
+        it.Get("sample").ToBoolean().Value(), sampling_from_js(it.Get("sampling").As<Napi::Object>()),
+        static_cast<int64_t>(it.Get("nPrompt").As<Napi::Number>().Int64Value()),
+        static_cast<uint64_t>(it.Get("draw").As<Napi::Number>().Int64Value())});
+  }
+  auto* w = new StepWorker(info.Env(), e, std::move(requests));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

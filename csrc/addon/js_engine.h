@@ -24,6 +24,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value Evaluate(const Napi::CallbackInfo& info);
   Napi::Value EvaluateBatch(const Napi::CallbackInfo& info);
   Napi::Value EvaluateAndSample(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   // The engine, or a thrown ERR_MODEL_CLOSED when closed.

@@ -77,6 +77,7 @@ void SequenceState::reset() {
     backend_->zero(ssm_[i], ssm_n);
   }
   n_past_ = 0;
+  tokens_.clear();
 }
 
 int64_t SequenceState::state_bytes() const {

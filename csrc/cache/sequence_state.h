@@ -34,8 +34,13 @@ class SequenceState {
   // Makes room for `extra` more positions in every attention layer's cache. kContextOverflow past
   // max_context, kOutOfMemory when the backend cannot grow.
   Status reserve(int64_t extra);
-  // Records that `n` tokens were processed (their K/V rows written at [n_past, n_past + n)).
-  void advance(int64_t n) { n_past_ += n; }
+  // Records that `tokens` were processed (their K/V rows written at [n_past, n_past + n)).
+  void advance(const int32_t* tokens, int64_t n) {
+    tokens_.insert(tokens_.end(), tokens, tokens + n);
+    n_past_ += n;
+  }
+  // Every token the sequence holds, in order (the sampler's penalties read it).
+  const std::vector<int32_t>& tokens() const { return tokens_; }
   // Back to a fresh sequence (zero state, empty KV), keeping the allocations.
   void reset();
 
@@ -47,6 +52,7 @@ class SequenceState {
   int64_t max_context_;
   int64_t n_past_ = 0;
   int64_t kv_capacity_ = 0;
+  std::vector<int32_t> tokens_;
   std::vector<int64_t> slot_;
   std::vector<float*> conv_, ssm_, k_, v_;
 };

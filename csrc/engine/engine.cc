@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "engine/scheduler.h"
+
 namespace nemo {
 
 Status Engine::load(const std::string& dir, const EngineOptions& options,
@@ -20,8 +22,9 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   }
   e->backend_ = make_cpu_backend(options.n_threads);
   NEMO_RETURN_IF_ERROR(e->backend_->prepare_weights(&e->weights_));
-  e->workspace_ = std::make_unique<Workspace>(e->backend_.get(), e->config_,
-                                              e->options_.max_batch_tokens);
+  // One step holds a full prefill piece plus one decode row per sequence.
+  e->workspace_ = std::make_unique<Workspace>(
+      e->backend_.get(), e->config_, e->options_.max_batch_tokens + e->options_.max_sequences);
   NEMO_RETURN_IF_ERROR(e->workspace_->init());
   *out = std::move(e);
   return Status::Ok();
@@ -105,20 +108,16 @@ Status Engine::evaluate(int32_t id, const int32_t* tokens, int64_t n, bool all_l
   NEMO_RETURN_IF_ERROR(seq->reserve(n));  // fails before any work if the context would overflow
   const int64_t vocab = config_.vocab_size;
   logits->assign(static_cast<size_t>((all_logits ? n : 1) * vocab), 0.0f);
-  const int64_t chunk = workspace_->max_rows();
-  for (int64_t start = 0; start < n; start += chunk) {
-    const int64_t len = std::min(chunk, n - start);
-    const bool last_chunk = start + len == n;
-    if (!all_logits && !last_chunk) {
-      // Intermediate chunks of a prompt only advance the state; their one logits row is discarded.
-      std::vector<float> scratch(static_cast<size_t>(vocab));
-      NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_,
-                                   {BatchItem{seq.get(), tokens + start, len, false}}, scratch.data()));
-      continue;
-    }
+  // Pieces end at multiples of the prefill chunk in absolute positions, exactly as step() cuts them.
+  const int64_t chunk = options_.max_batch_tokens;
+  for (int64_t start = 0; start < n;) {
+    const int64_t len = std::min(n - start, chunk - seq->n_past() % chunk);
+    const bool last_piece = start + len == n;
+    const Logits mode = all_logits ? Logits::kAll : (last_piece ? Logits::kLast : Logits::kNone);
     float* dst = logits->data() + (all_logits ? start * vocab : 0);
     NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_,
-                                 {BatchItem{seq.get(), tokens + start, len, all_logits}}, dst));
+                                 {BatchItem{seq.get(), tokens + start, len, mode}}, dst));
+    start += len;
   }
   return Status::Ok();
 }
@@ -151,7 +150,8 @@ Status Engine::evaluate_batch(const std::vector<BatchRequest>& batch,
   int64_t rows_out = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const int64_t n = static_cast<int64_t>(batch[i].tokens.size());
-    items.push_back(BatchItem{seqs[i].get(), batch[i].tokens.data(), n, batch[i].all_logits});
+    items.push_back(BatchItem{seqs[i].get(), batch[i].tokens.data(), n,
+                              batch[i].all_logits ? Logits::kAll : Logits::kLast});
     rows_out += batch[i].all_logits ? n : 1;
   }
   std::vector<float> packed(static_cast<size_t>(rows_out * vocab));
@@ -159,9 +159,54 @@ Status Engine::evaluate_batch(const std::vector<BatchRequest>& batch,
   logits->clear();
   const float* src = packed.data();
   for (const BatchItem& it : items) {
-    const int64_t rows = it.all_logits ? it.n_tokens : 1;
+    const int64_t rows = it.logits == Logits::kAll ? it.n_tokens : 1;
     logits->emplace_back(src, src + rows * vocab);
     src += rows * vocab;
+  }
+  return Status::Ok();
+}
+
+Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepResult>* results) {
+  std::vector<std::shared_ptr<SequenceState>> seqs;
+  for (const StepRequest& r : requests) {
+    NEMO_RETURN_IF_ERROR(check_tokens(r.tokens.data(), static_cast<int64_t>(r.tokens.size())));
+    std::shared_ptr<SequenceState> seq;
+    NEMO_RETURN_IF_ERROR(acquire(r.id, &seq));
+    for (const auto& other : seqs) {
+      if (other == seq) return Status(StatusCode::kInvalidArgument, "a step names one sequence twice");
+    }
+    seqs.push_back(std::move(seq));
+  }
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  std::vector<PlanInput> inputs;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    inputs.push_back(PlanInput{seqs[i]->n_past(), static_cast<int64_t>(requests[i].tokens.size())});
+  }
+  const std::vector<PlanItem> plan = plan_step(inputs, options_.max_batch_tokens, workspace_->max_rows());
+  results->assign(requests.size(), StepResult{});
+  std::vector<BatchItem> items;
+  std::vector<size_t> sampled;  // requests whose logits row comes back, in item order
+  for (const PlanItem& p : plan) {
+    if (p.count == 0) continue;
+    const StepRequest& r = requests[p.request];
+    NEMO_RETURN_IF_ERROR(seqs[p.request]->reserve(p.count));
+    const bool finishes = p.count == static_cast<int64_t>(r.tokens.size());
+    const bool wants = finishes && r.sample;
+    items.push_back(BatchItem{seqs[p.request].get(), r.tokens.data(), p.count,
+                              wants ? Logits::kLast : Logits::kNone});
+    if (wants) sampled.push_back(p.request);
+    (*results)[p.request].consumed = p.count;
+  }
+  if (items.empty()) return Status::Ok();
+  const int64_t vocab = config_.vocab_size;
+  std::vector<float> logits(sampled.size() * static_cast<size_t>(vocab));
+  NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_, items, logits.data()));
+  for (size_t k = 0; k < sampled.size(); ++k) {
+    const size_t i = sampled[k];
+    const StepRequest& r = requests[i];
+    const std::vector<int32_t>& history = seqs[i]->tokens();
+    (*results)[i].token = sample_token(logits.data() + k * vocab, vocab, r.sampling, history.data(),
+                                       static_cast<int64_t>(history.size()), r.n_prompt, r.draw);
   }
   return Status::Ok();
 }
@@ -170,7 +215,7 @@ Status Engine::evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,
                                    const SamplingParams& sampling, uint64_t step, int32_t* token) {
   std::vector<float> logits;
   NEMO_RETURN_IF_ERROR(evaluate(id, tokens, n, false, &logits));
-  *token = sample_token(logits.data(), config_.vocab_size, sampling, step);
+  *token = sample_token(logits.data(), config_.vocab_size, sampling, nullptr, 0, 0, step);
   return Status::Ok();
 }
 

@@ -62,6 +62,25 @@ class Engine {
   Status evaluate_batch(const std::vector<BatchRequest>& batch,
                         std::vector<std::vector<float>>* logits);
 
+  // One step of continuous batching. Each request names a live sequence, the tokens it is waiting to
+  // feed (a prompt's remainder, the last sampled token, forced tokens) and whether to sample once they
+  // are all in. The scheduler (scheduler.h) decides how much of each runs now; all of it runs as ONE
+  // forward pass. (*results)[i] says how many of request i's tokens were consumed and, if it finished
+  // its input and asked to sample, the sampled token (else -1). Deferred requests consume 0.
+  struct StepRequest {
+    int32_t id;
+    std::vector<int32_t> tokens;
+    bool sample;
+    SamplingParams sampling;
+    int64_t n_prompt;  // sequence tokens before this request's generated ones (for the penalties)
+    uint64_t draw;     // the sampler's counter: index of this token in its request
+  };
+  struct StepResult {
+    int64_t consumed = 0;
+    int32_t token = -1;
+  };
+  Status step(const std::vector<StepRequest>& requests, std::vector<StepResult>* results);
+
   // Appends the tokens, then samples the next token from the last position's logits. `step` is the
   // sampler's counter (the index of the generated token in its request).
   Status evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,

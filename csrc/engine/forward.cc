@@ -146,17 +146,19 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
     }
     backend.add_inplace(ws.h, ws.out, c.rows * hidden);  // residual
   }
-  for (const BatchItem& it : items) it.seq->advance(it.n_tokens);
+  for (const BatchItem& it : items) it.seq->advance(it.tokens, it.n_tokens);
 
   // Final norm and lm_head, only on the rows whose logits were asked for.
   int64_t n_out = 0;
   for (size_t i = 0; i < items.size(); ++i) {
-    const int64_t first = items[i].all_logits ? 0 : items[i].n_tokens - 1;
+    if (items[i].logits == Logits::kNone) continue;
+    const int64_t first = items[i].logits == Logits::kAll ? 0 : items[i].n_tokens - 1;
     for (int64_t t = first; t < items[i].n_tokens; ++t) {
       backend.copy(ws.u + n_out * hidden, ws.h + (c.row0[i] + t) * hidden, hidden);
       ++n_out;
     }
   }
+  if (n_out == 0) return Status::Ok();
   backend.rmsnorm(ws.u, ws.u, weights.norm_f.data(), n_out, hidden, eps);
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer

@@ -12,11 +12,13 @@
 namespace nemo {
 
 // One sequence's share of a batch: `n_tokens` new tokens appended to `seq`.
+enum class Logits { kNone, kLast, kAll };
+
 struct BatchItem {
   SequenceState* seq;
   const int32_t* tokens;
   int64_t n_tokens;
-  bool all_logits;  // logits for every new position, or only the last
+  Logits logits;  // which of its new positions get logits
 };
 
 // Activation buffers sized once for the largest batch (max_rows tokens), reused by every call.
@@ -45,7 +47,7 @@ class Workspace {
 };
 
 // Runs the items' tokens through the model, updates each sequence's state, and writes the requested
-// logits to `logits_host` row by row in item order (all positions or the last, per item).
+// logits to `logits_host` row by row in item order (none, the last or all positions, per item).
 // Total tokens must not exceed ws.max_rows(); each sequence must have room (reserve) already.
 Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeights& weights,
                Workspace& ws, const std::vector<BatchItem>& items, float* logits_host);

@@ -55,8 +55,29 @@ int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
 }
 
 // ---- scalar path -----------------------------------------------------------------------------------
-// Plain C++: 4 W rows at a time (converted to f32 once per call), each x row dotted with all four
-// using 4 partial sums per row, which compilers can map onto 128-bit vectors (SSE2 / NEON).
+// Plain C++: W rows are converted to f32 once per call (4 rows at a time), then dotted with every x
+// row using 4 partial sums.
+
+// f16 -> f32 without the subnormal loop of dtype.h's f16_to_f32 (same results for every input):
+// move exponent and mantissa into place and rebias; Inf/NaN get the maximal exponent, and subnormals
+// are renormalised exactly by one float subtraction.
+inline float f16_to_f32_fast(uint16_t h) {
+  const uint32_t em = static_cast<uint32_t>(h & 0x7fffu) << 13;
+  const uint32_t exp = em & 0x0f800000u;
+  uint32_t bits = em + ((127u - 15u) << 23);
+  float f;
+  if (exp == 0x0f800000u) {  // Inf / NaN
+    bits += (128u - 16u) << 23;
+    std::memcpy(&f, &bits, 4);
+  } else if (exp == 0) {  // zero / subnormal: value = mantissa * 2^-24 = float(2^-14 + m) - 2^-14
+    bits += 1u << 23;
+    std::memcpy(&f, &bits, 4);
+    f -= 6.103515625e-05f;  // 2^-14
+  } else {
+    std::memcpy(&f, &bits, 4);
+  }
+  return (h & 0x8000u) ? -f : f;
+}
 
 constexpr int kScalarRows = 4;
 
@@ -83,7 +104,7 @@ void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
           if (w.dtype == DType::BF16) {
             for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(src[k]);
           } else {
-            for (int64_t k = 0; k < K; ++k) dst[k] = f16_to_f32(src[k]);
+            for (int64_t k = 0; k < K; ++k) dst[k] = f16_to_f32_fast(src[k]);
           }
         }
         wr[r] = buf.data() + std::min<int64_t>(r, nr - 1) * K;
@@ -183,21 +204,24 @@ void prepare_x(float* xp, int64_t Kp, const float* x, int64_t ldx, int64_t T, in
 using TileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn,
                         float* out);
 
-template <int TR, int NR, int NRD>
+// TR: tokens per register tile in prefill, NR: W rows per tile in prefill. Batches of at most SMALL
+// tokens (decode) are memory bound: they stream each W row once, NRS rows at a time, over the whole K
+// with software prefetch.
+template <int TR, int NR, int SMALL, int NRS>
 struct TileSet {
-  TileFn tile[TR + 1];  // tile[tr] handles tr tokens (1..TR) × NR W rows
-  TileFn decode;        // T == 1: one token × NRD W rows, with software prefetch
-  int perm;             // BF16 x permutation block (0: none)
-  int align;            // W load alignment the shift aims for (bytes)
+  TileFn tile[TR + 1];       // tile[tr]: tr tokens (1..TR) × NR W rows
+  TileFn stream[SMALL + 1];  // stream[t]: t tokens (1..SMALL) × NRS W rows, with prefetch
+  int perm;                  // BF16 x permutation block (0: none)
+  int align;                 // W load alignment the shift aims for (bytes)
 };
 
 inline const uint8_t* offset_ptr(const uint8_t* p, int64_t bytes) {
   return reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) + bytes);
 }
 
-template <int TR, int NR, int NRD>
+template <int TR, int NR, int SMALL, int NRS>
 void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
-                    int64_t T, ThreadPool& pool, const TileSet<TR, NR, NRD>& ks) {
+                    int64_t T, ThreadPool& pool, const TileSet<TR, NR, SMALL, NRS>& ks) {
   const int64_t N = w.rows, K = w.cols;
   const int64_t esize = static_cast<int64_t>(dtype_size(w.dtype));
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
@@ -210,34 +234,40 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
   }
   const int64_t Ks = K + shift;  // virtual K
   const int64_t Kp = round_up(Ks, kXPad);
-  float* xp = x_scratch(static_cast<size_t>(T * Kp));
-  prepare_x(xp, Kp, x, ldx, T, K, shift, ks.perm, pool);
 
-  if (T == 1) {
-    const int64_t groups = (N + NRD - 1) / NRD;
-    pool.parallel_for(groups, group_grain(NRD, K, esize, 1), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[NRD];
-      const float* xr[1] = {xp};
-      float out[NRD];
+  if (T <= SMALL) {
+    float* xp = x_scratch(static_cast<size_t>(T * Kp));
+    prepare_x(xp, Kp, x, ldx, T, K, shift, ks.perm, pool);
+    const TileFn tile = ks.stream[T];
+    const int64_t groups = (N + NRS - 1) / NRS;
+    pool.parallel_for(groups, group_grain(NRS, K, esize, T), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[NRS];
+      const float* xr[SMALL];
+      float out[SMALL * NRS];
+      for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp;
       for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * NRD;
-        const int64_t nr = std::min<int64_t>(NRD, N - n0);
-        for (int j = 0; j < NRD; ++j)  // N tail: repeat the last row, drop the result
+        const int64_t n0 = g * NRS;
+        const int64_t nr = std::min<int64_t>(NRS, N - n0);
+        for (int j = 0; j < NRS; ++j)  // N tail: repeat the last row, drop the result
           wr[j] = offset_ptr(wbase, std::min(n0 + j, N - 1) * row_bytes - shift * esize);
-        ks.decode(xr, wr, shift, Ks, out);
-        for (int64_t j = 0; j < nr; ++j) y[n0 + j] = out[j];
+        tile(xr, wr, shift, Ks, out);
+        for (int64_t i = 0; i < T; ++i)
+          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * NRS + j];
       }
     });
     return;
   }
 
-  // Prefill: T tiles of TB tokens (all of T when it fits kXTileBytes); within a tile each task owns
-  // a range of W row groups, walks them in L2 blocks of kNB rows, K slices of kKc, and groups of TR
-  // tokens, so the W block slice is reused from L2 and the TR x rows from L1.
+  // Prefill: T tiles of TB tokens (all of T when it fits kXTileBytes), each prepared just before use;
+  // within a tile each task owns a range of W row groups, walks them in L2 blocks of kNB rows, K
+  // slices of kKc, and groups of TR tokens, so the W block slice is reused from L2 and the TR x rows
+  // from L1.
   const int64_t TB = std::max<int64_t>(TR, kXTileBytes / (Kp * 4) / TR * TR);
+  float* xp = x_scratch(static_cast<size_t>(std::min(T, TB) * Kp));
   const int64_t groups = (N + NR - 1) / NR;
   for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
     const int64_t tt1 = std::min(T, tt0 + TB);
+    prepare_x(xp, Kp, x + tt0 * ldx, ldx, tt1 - tt0, K, shift, ks.perm, pool);
     pool.parallel_for(groups, group_grain(NR, K, esize, tt1 - tt0), [&](int64_t g0, int64_t g1) {
       const uint8_t* wr[NR];
       const float* xr[TR];
@@ -250,7 +280,7 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
           const int64_t head = k0 == 0 ? shift : 0;
           for (int64_t t0 = tt0; t0 < tt1; t0 += TR) {
             const int64_t tr = std::min<int64_t>(TR, tt1 - t0);
-            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 + i) * Kp + k0;
+            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 - tt0 + i) * Kp + k0;
             const TileFn tile = ks.tile[tr];
             for (int64_t g = b0; g < b1; ++g) {
               const int64_t n0 = g * NR;
@@ -277,7 +307,7 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
   }
 }
 
-// Prefetch distance for decode, in bytes ahead along each W row.
+// Software prefetch distance for the streaming (small-T) tiles, in bytes ahead along each W row.
 constexpr int64_t kPrefetch = 2048;
 
 // ---- AVX2 + FMA + F16C -----------------------------------------------------------------------------
@@ -419,19 +449,22 @@ void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_
   reduce<TR, NR>(acc, out);
 }
 
-// Register tiles (measured on Zen 5; 6x2 keeps 12 accumulators + 2 W + 1 x in 16 ymm registers).
-constexpr int kTR = 6, kNR = 2, kNRD = 4;
+// Register tiles, chosen by measurement on Zen 5: prefill 6 tokens x 2 rows (12 accumulators + 2 W +
+// 1 x in 16 ymm registers); up to 3 tokens stream 4 rows at a time.
+constexpr int kTR = 6, kNR = 2, kSmall = 3, kNRS = 4;
+using Tiles = TileSet<kTR, kNR, kSmall, kNRS>;
 
-template <DType DT, int... I>
-constexpr TileSet<kTR, kNR, kNRD> make_tiles(std::integer_sequence<int, I...>) {
+template <DType DT, int... I, int... J>
+constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{nullptr, tile<DT, I + 1, kNR, false>...},
-          tile<DT, 1, kNRD, true>,
+          {nullptr, tile<DT, J + 1, kNRS, true>...},
           DT == DType::BF16 ? kS : 0,
           32};
 }
 template <DType DT>
-constexpr TileSet<kTR, kNR, kNRD> tiles() {
-  return make_tiles<DT>(std::make_integer_sequence<int, kTR>());
+constexpr Tiles tiles() {
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>(),
+                        std::make_integer_sequence<int, kSmall>());
 }
 
 }  // namespace avx2
@@ -578,19 +611,22 @@ void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_
   reduce<TR, NR>(acc, out);
 }
 
-// Register tiles (measured on Zen 5; 6x4 keeps 24 accumulators + 4 W + 1 x in 32 zmm registers).
-constexpr int kTR = 6, kNR = 4, kNRD = 4;
+// Register tiles, chosen by measurement on Zen 5: prefill 6 tokens x 4 rows (24 accumulators + 4 W +
+// 1 x in 32 zmm registers); up to 6 tokens stream 4 rows at a time.
+constexpr int kTR = 6, kNR = 4, kSmall = 6, kNRS = 4;
+using Tiles = TileSet<kTR, kNR, kSmall, kNRS>;
 
-template <DType DT, int... I>
-constexpr TileSet<kTR, kNR, kNRD> make_tiles(std::integer_sequence<int, I...>) {
+template <DType DT, int... I, int... J>
+constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{nullptr, tile<DT, I + 1, kNR, false>...},
-          tile<DT, 1, kNRD, true>,
+          {nullptr, tile<DT, J + 1, kNRS, true>...},
           DT == DType::BF16 ? kS : 0,
           64};
 }
 template <DType DT>
-constexpr TileSet<kTR, kNR, kNRD> tiles() {
-  return make_tiles<DT>(std::make_integer_sequence<int, kTR>());
+constexpr Tiles tiles() {
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>(),
+                        std::make_integer_sequence<int, kSmall>());
 }
 
 }  // namespace avx512
@@ -601,11 +637,10 @@ constexpr TileSet<kTR, kNR, kNRD> tiles() {
 #pragma GCC pop_options
 #endif
 
-template <int TR, int NR, int NRD>
+template <class Tiles>
 void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-              ThreadPool& pool, const TileSet<TR, NR, NRD>& bf16, const TileSet<TR, NR, NRD>& f16,
-              const TileSet<TR, NR, NRD>& f32) {
-  const TileSet<TR, NR, NRD>& ks =
+              ThreadPool& pool, const Tiles& bf16, const Tiles& f16, const Tiles& f32) {
+  const Tiles& ks =
       w.dtype == DType::BF16 ? bf16 : (w.dtype == DType::F16 ? f16 : f32);
   matmul_blocked(y, ldy, x, ldx, w, T, pool, ks);
 }

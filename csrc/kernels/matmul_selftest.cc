@@ -361,6 +361,30 @@ void test_matmul() {
     }
     std::printf("  %-6s all dtypes, W at every offset in a 64-byte line: max %.2e\n", path.c_str(),
                 worst);
+    // Every F16 and BF16 bit pattern: with K = 1 and x = 1, y[n] must equal the decoded W[n] exactly
+    // (NaN for NaN; -0 may come out as +0).
+    for (DType dt : {DType::F16, DType::BF16}) {
+      const int64_t N = 65536;
+      std::vector<uint16_t> wbits(N);
+      for (int64_t n = 0; n < N; ++n) wbits[n] = static_cast<uint16_t>(n);
+      MatrixView v;
+      v.data = wbits.data();
+      v.dtype = dt;
+      v.rows = N;
+      v.cols = 1;
+      const float one = 1.0f;
+      std::vector<float> y(N);
+      cpu::matmul(y.data(), N, &one, 1, v, 1, pool2);
+      int64_t bad = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float want = dt == DType::F16 ? f16_to_f32(wbits[n]) : bf16_to_f32(wbits[n]);
+        if (!(y[n] == want || (std::isnan(y[n]) && std::isnan(want)))) ++bad;
+      }
+      char msg[96];
+      std::snprintf(msg, sizeof msg, "%s %s: %lld of 65536 bit patterns decoded wrongly", path.c_str(),
+                    dtype_name(dt), (long long)bad);
+      check(bad == 0, msg);
+    }
   }
   set_kernel_path_override(nullptr);
 }

@@ -82,6 +82,8 @@ export interface NativeEngine {
   freeSequence(id: number): void;
   sequenceLength(id: number): number;
   liveSequences(): number;
+  /** Bytes of conv/SSM state and KV held by live sequences. */
+  sequenceBytes(): number;
   /** Appends tokens to a sequence; resolves to the last row of logits, or all rows ([n, vocab]). */
   evaluate(id: number, tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
   /** Several sequences in one forward pass. */

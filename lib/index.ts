@@ -11,7 +11,9 @@ export type {
   Usage,
   Timings,
   EvaluateOptions,
+  ModelStats,
 } from './model.js';
+export type { ChatMessage, ToolCall, ToolDefinition, Role } from './chat/template.js';
 export {
   NemotronError,
   ModelLoadError,
@@ -21,6 +23,7 @@ export {
   ModelClosedError,
   NativeBinaryError,
   InternalError,
+  TemplateError,
 } from './errors.js';
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';

@@ -46,6 +46,19 @@ export interface ModelInfo {
   eosTokenIds: number[];
 }
 
+export interface ModelStats {
+  /** Sequences holding state now (running requests and evaluate calls). */
+  liveSequences: number;
+  /** Requests waiting for a sequence slot (maxSequences). */
+  queuedRequests: number;
+  /** Bytes of Mamba state and KV cache held by live sequences. */
+  sequenceBytes: number;
+  /** Batched forward passes run by generation since load. */
+  steps: number;
+  /** Tokens fed through those passes (prompts, sampled and forced tokens). */
+  tokensProcessed: number;
+}
+
 export interface SamplingOptions {
   /** 0 = greedy. Default: 0.6 for chat with reasoning on (NVIDIA's recommendation), else 0. */
   temperature?: number;
@@ -259,9 +272,15 @@ export class NemotronModel {
     })();
   }
 
-  /** Live sequences and queued requests, for monitoring. */
-  stats(): { liveSequences: number; queuedRequests: number } {
-    return { liveSequences: this.scheduler.liveSequences, queuedRequests: this.scheduler.queued };
+  /** Live sequences, queued requests, state memory and work done, for monitoring. */
+  stats(): ModelStats {
+    return {
+      liveSequences: this.scheduler.liveSequences,
+      queuedRequests: this.scheduler.queued,
+      sequenceBytes: this.closed ? 0 : this.engine.sequenceBytes(),
+      steps: this.scheduler.steps,
+      tokensProcessed: this.scheduler.tokensProcessed,
+    };
   }
 
   /** Frees the engine. Running generations end with finishReason 'abort'; further calls throw. */

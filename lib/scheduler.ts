@@ -38,6 +38,9 @@ export class Scheduler {
   private readonly waiting: Waiter[] = [];
   private live = 0;
   private running = false;
+  /** Forward passes run, and tokens fed through them, since load. */
+  steps = 0;
+  tokensProcessed = 0;
   private inStep = new Set<StepClient>();
   private releaseAfterStep = new Set<number>();
 
@@ -149,6 +152,10 @@ export class Scheduler {
           failure = err instanceof NemotronError ? err : errorFromCode(e.code ?? 'ERR_INTERNAL', e.message ?? String(err), err);
         }
         this.inStep = new Set();
+        if (result) {
+          this.steps++;
+          for (const c of result.consumed) this.tokensProcessed += c;
+        }
         for (let i = 0; i < batch.length; i++) {
           const { client } = batch[i]!;
           if (failure) client.onError(failure);

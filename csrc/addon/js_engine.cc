@@ -192,6 +192,7 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::FreeSequence>("freeSequence"),
                          InstanceMethod<&JsEngine::SequenceLength>("sequenceLength"),
                          InstanceMethod<&JsEngine::LiveSequences>("liveSequences"),
+                         InstanceMethod<&JsEngine::SequenceBytes>("sequenceBytes"),
                          InstanceMethod<&JsEngine::Evaluate>("evaluate"),
                          InstanceMethod<&JsEngine::EvaluateBatch>("evaluateBatch"),
                          InstanceMethod<&JsEngine::EvaluateAndSample>("evaluateAndSample"),
@@ -285,6 +286,11 @@ Napi::Value JsEngine::SequenceLength(const Napi::CallbackInfo& info) {
 Napi::Value JsEngine::LiveSequences(const Napi::CallbackInfo& info) {
   if (!engine_) return Napi::Number::New(info.Env(), 0);
   return Napi::Number::New(info.Env(), engine_->live_sequences());
+}
+
+Napi::Value JsEngine::SequenceBytes(const Napi::CallbackInfo& info) {
+  if (!engine_) return Napi::Number::New(info.Env(), 0);
+  return Napi::Number::New(info.Env(), static_cast<double>(engine_->sequence_bytes()));
 }
 
 Napi::Value JsEngine::Evaluate(const Napi::CallbackInfo& info) {

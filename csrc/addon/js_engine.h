@@ -21,6 +21,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value FreeSequence(const Napi::CallbackInfo& info);
   Napi::Value SequenceLength(const Napi::CallbackInfo& info);
   Napi::Value LiveSequences(const Napi::CallbackInfo& info);
+  Napi::Value SequenceBytes(const Napi::CallbackInfo& info);
   Napi::Value Evaluate(const Napi::CallbackInfo& info);
   Napi::Value EvaluateBatch(const Napi::CallbackInfo& info);
   Napi::Value EvaluateAndSample(const Napi::CallbackInfo& info);

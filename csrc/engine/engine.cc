@@ -77,6 +77,13 @@ int32_t Engine::live_sequences() const {
   return static_cast<int32_t>(sequences_.size());
 }
 
+int64_t Engine::sequence_bytes() const {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  int64_t total = 0;
+  for (const auto& [id, seq] : sequences_) total += seq->state_bytes();
+  return total;
+}
+
 Status Engine::acquire(int32_t id, std::shared_ptr<SequenceState>* seq) {
   std::lock_guard<std::mutex> lock(seq_mu_);
   auto it = sequences_.find(id);

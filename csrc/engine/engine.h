@@ -44,6 +44,8 @@ class Engine {
   Status free_sequence(int32_t id);
   Status sequence_length(int32_t id, int64_t* n_past) const;
   int32_t live_sequences() const;
+  // Bytes held by live sequences (conv + SSM state and allocated KV); 0 when none is live.
+  int64_t sequence_bytes() const;
 
   // Appends `n` tokens to sequence `id` and returns the logits of the last new position (all_logits
   // false: [vocab]) or of every new position ([n, vocab], row-major). Long inputs run in chunks of

@@ -7,20 +7,25 @@
 // Activations stay f32 on every path (no bf16 dot products), so paths differ only by float rounding.
 //
 // SIMD structure (both vector paths):
-//  * x is copied once per call into a scratch buffer, each row zero-padded to a multiple of 32 floats.
-//    For BF16 weights the copy is also permuted within each block of S = 2 * vector-width elements to
+//  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 floats. For BF16
+//    weights the copy is also permuted within each block of S = 2 * vector-width elements to
 //    [even elements, odd elements]: one vector load of S bf16 values then yields the even elements by
 //    a 16-bit left shift of each 32-bit lane and the odd ones by masking off the low half, i.e. two f32
 //    vectors for two cheap integer ops, matching the permuted x. F16 (F16C conversion) and F32 weights
 //    use x in natural order.
-//  * The work is split over W rows: each parallel task owns a range of W rows and all T tokens, so the
-//    weights are streamed from memory once per call.
+//  * W loads are aligned when all rows share one offset within a cache line: the K loop then starts
+//    that many elements early on a virtual index, x gets as many leading zeros, and the first vector
+//    step reads only the real elements (masked load / zero-padded copy).
+//  * The work is split over W rows: each parallel task owns a range of W rows and all tokens (of a T
+//    tile), so each weight is read from memory once per call (per T tile of up to 4 MB of x).
 //  * A register tile computes TR tokens × NR W rows over a K range with TR*NR vector accumulators
-//    (reduced horizontally at the end): each converted W vector is used TR times, each x vector NR times.
-//  * Prefill (T > 1) blocks K into slices of kKc elements and W rows into L2 blocks: for one K slice,
-//    the tile of TR x rows (TR*kKc*4 bytes) stays in L1 while the W block slice (kNB rows) streams from
-//    L2 for every group of TR tokens; partial sums go to y and are added up over the K slices.
-//  * Decode (T = 1) has no K blocking: each W row is streamed once with two accumulators per row.
+//    (reduced horizontally at the end, four at a time): each converted W vector is used TR times, each
+//    x vector NR times.
+//  * Small batches (decode, T <= kSmall) are memory bound: each task streams its W rows once over the
+//    whole K, 4 rows at a time with software prefetch, all T tokens in the same tile.
+//  * Prefill blocks K into slices of kKc elements and W rows into L2 blocks of kNB rows: for one K
+//    slice, TR x rows (TR*kKc*4 bytes) stay in L1 while the W block slice streams from L2 for every
+//    group of TR tokens; partial sums go to y and are added up over the K slices.
 //  * K tails: x is zero-padded; W tails use masked loads (AVX-512) or a zero-padded copy (AVX2).
 //    N tails reuse the last W row and drop the extra results; T tails use smaller TR instantiations.
 #include <algorithm>

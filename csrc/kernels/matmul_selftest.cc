@@ -424,7 +424,7 @@ void bench() {
   double memcpy_gbs[3] = {0, 0, 0};
   for (int threads : {1, 2}) {
     ThreadPool pool(threads);
-    const double t = best_time(5, [&] {
+    const double t = best_time(10, [&] {
       pool.parallel_for(threads, 1, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           const size_t part = src.size() / threads;
@@ -457,12 +457,13 @@ void bench() {
     for (int threads : {1, 2}) {
       ThreadPool pool(threads);
       int it = 0;
-      const int reps = path == "scalar" ? 4 : 12;
+      const int reps = path == "scalar" ? 4 : 40;
       cpu::matmul(y.data(), N, x.data(), K, view(it++), 1, pool);  // warm-up
-      const double t = best_time(reps, [&] { cpu::matmul(y.data(), N, x.data(), K, view(it++), 1, pool); });
+      const double t =
+          best_time(reps, [&] { cpu::matmul(y.data(), N, x.data(), K, view(it++), 1, pool); });
       const double gbs = wbytes / t / 1e9;
-      std::printf("  decode  %-6s %d thread%s: %6.1f GB/s of weights (%.2f ms), %.0f%% of memcpy-copied, "
-                  "%.0f%% of memcpy read+write\n",
+      std::printf("  decode  %-6s %d thread%s: %6.1f GB/s of weights (%.2f ms), %.0f%% of memcpy "
+                  "copied, %.0f%% of memcpy read+write\n",
                   path.c_str(), threads, threads > 1 ? "s" : " ", gbs, t * 1e3,
                   100 * gbs / memcpy_gbs[threads], 100 * gbs / (2 * memcpy_gbs[threads]));
     }
@@ -474,10 +475,10 @@ void bench() {
       ThreadPool pool(threads);
       int it = 0;
       cpu::matmul(y.data(), N, x.data(), K, view(it++), T, pool);
-      const double t = best_time(path == "scalar" ? 1 : 3,
+      const double t = best_time(path == "scalar" ? 2 : 6,
                                  [&] { cpu::matmul(y.data(), N, x.data(), K, view(it++), T, pool); });
-      std::printf("  prefill %-6s %d thread%s T=%lld: %6.1f GFLOP/s (%.1f ms)\n", path.c_str(), threads,
-                  threads > 1 ? "s" : " ", (long long)T, 2.0 * T * N * K / t / 1e9, t * 1e3);
+      std::printf("  prefill %-6s %d thread%s T=%lld: %6.1f GFLOP/s (%.1f ms)\n", path.c_str(),
+                  threads, threads > 1 ? "s" : " ", (long long)T, 2.0 * T * N * K / t / 1e9, t * 1e3);
     }
   }
   set_kernel_path_override(nullptr);

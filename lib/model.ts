@@ -290,6 +290,7 @@ export class NemotronModel {
     this.closing.abort(new ModelClosedError());
     this.scheduler.rejectWaiting(new ModelClosedError());
     await Promise.allSettled([...this.inflight]);
+    await this.scheduler.idle(); // a step may still be running for a request that already ended
     this.engine.close();
   }
 

@@ -103,6 +103,11 @@ export class Scheduler {
     void this.loop();
   }
 
+  /** Resolves once no step is running (model closing). */
+  async idle(): Promise<void> {
+    while (this.running) await new Promise<void>((r) => setTimeout(r, 1));
+  }
+
   /** Fails every waiter (model closing). */
   rejectWaiting(err: unknown): void {
     for (const w of this.waiting.splice(0)) {

@@ -269,7 +269,8 @@ Napi::Value JsEngine::CreateSequence(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value JsEngine::FreeSequence(const Napi::CallbackInfo& info) {
-  auto e = engine_or_throw(info.Env());
+  if (!engine_) return info.Env().Undefined();  // closing the engine freed every sequence already
+  auto e = engine_;
   Status st = e->free_sequence(info[0].As<Napi::Number>().Int32Value());
   if (!st.ok()) throw make_error(info.Env(), st);
   return info.Env().Undefined();

@@ -7,12 +7,11 @@
  *   npm run bench                 # builds bench/models/bench-100m once, then measures
  *   npm run bench -- --threads 2 --prompt 512 --decode 128
  */
-import { existsSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadModel, makeTinyModel } from '../lib/index.js';
+import { loadModel } from '../lib/index.js';
+import { ensureBenchModel } from './bench-model.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,28 +26,7 @@ const promptLen = Number(values.prompt);
 const decodeLen = Number(values.decode);
 const runs = Number(values.runs);
 
-const modelDir = path.resolve(import.meta.dirname, 'models/bench-100m');
-if (!existsSync(path.join(modelDir, 'config.json'))) {
-  console.log(`creating ${modelDir} ...`);
-  await makeTinyModel(modelDir, {
-    seed: 2026,
-    pattern: 'M-M-M*-M-M-M*-M-', // 7 Mamba, 2 attention, 7 MLP: the 9B's mix
-    hiddenSize: 768,
-    mambaNumHeads: 24,
-    mambaHeadDim: 64,
-    nGroups: 8,
-    ssmStateSize: 128,
-    convKernel: 4,
-    chunkSize: 128,
-    numAttentionHeads: 6,
-    numKeyValueHeads: 2,
-    headDim: 128,
-    intermediateSize: 2688,
-    vocabSize: 32768,
-    maxPositionEmbeddings: 16384,
-    dtype: 'bf16',
-  });
-}
+const modelDir = await ensureBenchModel();
 
 /** Copy bandwidth of this machine: read + write of a 256 MiB buffer, best of 5. */
 function copyBandwidth(): number {
@@ -75,7 +53,7 @@ const bytesPerToken = info.weightBytes - vocab * info.config.hiddenSize * 2;
 let prefill = 0;
 let decode = 0;
 for (let r = 0; r < runs; r++) {
-  const res = await model.generate({ prompt, maxTokens: decodeLen, temperature: 0 });
+  const res = await model.generate({ prompt, maxTokens: decodeLen, temperature: 0, logitBias: { 12: -100, 2: -100 } });
   // Prefill: prompt tokens over the time to the first token. Decode: the rest.
   prefill = Math.max(prefill, res.timings.prefillTokensPerSecond);
   decode = Math.max(decode, res.timings.decodeTokensPerSecond);

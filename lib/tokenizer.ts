@@ -80,11 +80,11 @@ export class IncrementalDecoder {
 
   constructor(private readonly tokenizer: TextTokenizer) {}
 
-  /** Adds one token; returns the new complete text (possibly empty). */
+  /** Adds one token; returns the new complete text (possibly empty). Special (control) tokens have no text. */
   push(id: number): string {
     this.ids.push(id);
-    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
-    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), true);
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset), true);
     if (fullText.length > prefixText.length && !fullText.endsWith('\uFFFD')) {
       const piece = fullText.slice(prefixText.length);
       this.prefixOffset = this.readOffset;
@@ -96,8 +96,8 @@ export class IncrementalDecoder {
 
   /** Whatever is still held back (an incomplete character at the very end is emitted as U+FFFD). */
   flush(): string {
-    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset));
-    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset));
+    const prefixText = this.tokenizer.decode(this.ids.slice(this.prefixOffset, this.readOffset), true);
+    const fullText = this.tokenizer.decode(this.ids.slice(this.prefixOffset), true);
     this.prefixOffset = this.readOffset = this.ids.length;
     return fullText.slice(prefixText.length);
   }

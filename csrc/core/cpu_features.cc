@@ -35,32 +35,32 @@ CpuFeatures detect() {
   return f;
 }
 
-KernelPath best_path(const CpuFeatures& f) {
-  if (f.avx512f) return KernelPath::kAvx512;
-  if (f.avx2_fma) return KernelPath::kAvx2;
-  return KernelPath::kScalar;
+KernelIsa best_path(const CpuFeatures& f) {
+  if (f.avx512f) return KernelIsa::kAvx512;
+  if (f.avx2_fma) return KernelIsa::kAvx2;
+  return KernelIsa::kScalar;
 }
 
 // Caps `want` at what the CPU supports.
-KernelPath cap(KernelPath want) {
-  const KernelPath best = best_path(cpu_features());
+KernelIsa cap(KernelIsa want) {
+  const KernelIsa best = best_path(cpu_features());
   return static_cast<int>(want) > static_cast<int>(best) ? best : want;
 }
 
 // Returns false for an unknown name; nullptr/""/"auto" mean the best path.
-bool parse(const char* name, KernelPath* out) {
+bool parse(const char* name, KernelIsa* out) {
   if (name == nullptr || name[0] == '\0' || std::strcmp(name, "auto") == 0) {
     *out = best_path(cpu_features());
     return true;
   }
-  if (std::strcmp(name, "scalar") == 0) { *out = KernelPath::kScalar; return true; }
-  if (std::strcmp(name, "avx2") == 0) { *out = cap(KernelPath::kAvx2); return true; }
-  if (std::strcmp(name, "avx512") == 0) { *out = cap(KernelPath::kAvx512); return true; }
+  if (std::strcmp(name, "scalar") == 0) { *out = KernelIsa::kScalar; return true; }
+  if (std::strcmp(name, "avx2") == 0) { *out = cap(KernelIsa::kAvx2); return true; }
+  if (std::strcmp(name, "avx512") == 0) { *out = cap(KernelIsa::kAvx512); return true; }
   return false;
 }
 
-KernelPath initial_path() {
-  KernelPath p = best_path(cpu_features());
+KernelIsa initial_path() {
+  KernelIsa p = best_path(cpu_features());
   parse(std::getenv("NEMOTRON_CPU_KERNELS"), &p);  // an unknown value keeps the best path
   return p;
 }
@@ -70,11 +70,11 @@ std::atomic<int>& path_state() {
   return state;
 }
 
-const char* path_name(KernelPath p) {
+const char* path_name(KernelIsa p) {
   switch (p) {
-    case KernelPath::kScalar: return "scalar";
-    case KernelPath::kAvx2: return "avx2";
-    case KernelPath::kAvx512: return "avx512";
+    case KernelIsa::kScalar: return "scalar";
+    case KernelIsa::kAvx2: return "avx2";
+    case KernelIsa::kAvx512: return "avx512";
   }
   return "scalar";
 }
@@ -86,14 +86,14 @@ const CpuFeatures& cpu_features() {
   return features;
 }
 
-KernelPath kernel_path() {
-  return static_cast<KernelPath>(path_state().load(std::memory_order_relaxed));
+KernelIsa kernel_isa() {
+  return static_cast<KernelIsa>(path_state().load(std::memory_order_relaxed));
 }
 
-const char* active_kernel_path() { return path_name(kernel_path()); }
+const char* active_kernel_path() { return path_name(kernel_isa()); }
 
 const char* set_kernel_path_override(const char* name) {
-  KernelPath p;
+  KernelIsa p;
   if (parse(name, &p)) path_state().store(static_cast<int>(p), std::memory_order_relaxed);
   return active_kernel_path();
 }

@@ -19,11 +19,11 @@ struct CpuFeatures {
 // What the CPU supports, detected once (thread-safe). All false on non-x86 builds.
 const CpuFeatures& cpu_features();
 
-enum class KernelPath { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum class KernelIsa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
 // The path the kernels use now: the environment override (read once) or a later
 // set_kernel_path_override, capped at what the CPU supports.
-KernelPath kernel_path();
+KernelIsa kernel_isa();
 
 // "scalar", "avx2" or "avx512".
 const char* active_kernel_path();

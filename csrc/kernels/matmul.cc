@@ -1,6 +1,6 @@
 // matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16 or BF16 and f32 accumulation.
 //
-// Three paths, chosen per call from core/cpu_features (kernel_path()):
+// Three paths, chosen per call from core/cpu_features (kernel_isa()):
 //   scalar  plain C++ (the correctness baseline; runs anywhere)
 //   avx2    AVX2 + FMA + F16C, 8 floats per vector
 //   avx512  AVX-512 F/BW/VL/DQ, 16 floats per vector
@@ -663,22 +663,22 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
     return;
   }
 #if defined(__x86_64__)
-  switch (kernel_path()) {
-    case KernelPath::kAvx512: {
+  switch (kernel_isa()) {
+    case KernelIsa::kAvx512: {
       static constexpr auto bf = avx512::tiles<DType::BF16>();
       static constexpr auto hf = avx512::tiles<DType::F16>();
       static constexpr auto ff = avx512::tiles<DType::F32>();
       run_simd(y, ldy, x, ldx, w, T, pool, bf, hf, ff);
       return;
     }
-    case KernelPath::kAvx2: {
+    case KernelIsa::kAvx2: {
       static constexpr auto bf = avx2::tiles<DType::BF16>();
       static constexpr auto hf = avx2::tiles<DType::F16>();
       static constexpr auto ff = avx2::tiles<DType::F32>();
       run_simd(y, ldy, x, ldx, w, T, pool, bf, hf, ff);
       return;
     }
-    case KernelPath::kScalar:
+    case KernelIsa::kScalar:
       break;
   }
 #endif

@@ -28,3 +28,4 @@ export {
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';
+export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig } from './memory.js';

@@ -9,6 +9,7 @@
         "csrc/addon/convert.cc",
         "csrc/addon/debug_kernels.cc",
         "csrc/addon/js_engine.cc",
+        "csrc/cache/kv_pool.cc",
         "csrc/cache/sequence_state.cc",
         "csrc/core/cpu_features.cc",
         "csrc/core/dtype.cc",

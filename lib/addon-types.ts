@@ -8,6 +8,9 @@ export interface NativeEngineOptions {
   contextLength: number; // 0 = config max_position_embeddings
   maxSequences: number;
   maxBatchTokens: number;
+  kvDtype: 'f16' | 'f32';
+  /** KV pool room for snapshots beyond the live sequences' needs. */
+  cacheBytes: number;
 }
 
 export interface NativeConfig {
@@ -74,6 +77,27 @@ export interface NativeStepItem {
   nPrompt: number;
   /** The sampler's counter: index of the token being drawn in its request. */
   draw: number;
+  /** Absolute positions at which to snapshot the sequence (ascending); pieces are cut there. */
+  snapshotAt?: number[];
+}
+
+export interface NativeStepResult {
+  consumed: Int32Array;
+  token: Int32Array;
+  /** A snapshot was taken at this position (-1: none) ... */
+  snapshotPosition: Float64Array;
+  /** ... with this id. */
+  snapshotId: Int32Array;
+}
+
+export interface NativeCacheStats {
+  kvBlocksTotal: number;
+  kvBlocksUsed: number;
+  kvBlockBytes: number;
+  snapshots: number;
+  snapshotStateBytes: number;
+  /** KV blocks referenced by snapshots and by no live sequence. */
+  snapshotOnlyKvBlocks: number;
 }
 
 export interface NativeEngine {
@@ -86,6 +110,16 @@ export interface NativeEngine {
   sequenceBytes(): number;
   /** Appends tokens to a sequence; resolves to the last row of logits, or all rows ([n, vocab]). */
   evaluate(id: number, tokens: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  /** Freezes a sequence's state (Mamba state copied, KV blocks shared); returns the snapshot id. */
+  snapshot(id: number): number;
+  /** Replaces a sequence's state with a snapshot's. */
+  restore(id: number, snapshotId: number): void;
+  dropSnapshot(snapshotId: number): void;
+  /** A self-describing image of a snapshot (Mamba state + the KV rows it covers). */
+  exportSnapshot(snapshotId: number): Promise<Uint8Array>;
+  /** Rebuilds a snapshot from an image and the tokens it covers. */
+  importSnapshot(bytes: Uint8Array, tokens: Int32Array): Promise<number>;
+  cacheStats(): NativeCacheStats;
   /** Several sequences in one forward pass. */
   evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
   /** Appends tokens, then samples the next token; `step` keys the seeded random draw. */
@@ -95,7 +129,7 @@ export interface NativeEngine {
    * tokens are fed (all or, for long inputs, a chunk-aligned piece) in ONE forward pass. consumed[i]
    * is how many of item i's tokens ran; token[i] the sampled token, or -1.
    */
-  step(items: NativeStepItem[]): Promise<{ consumed: Int32Array; token: Int32Array }>;
+  step(items: NativeStepItem[]): Promise<NativeStepResult>;
   /** Releases the engine; running calls finish first on their own reference. */
   close(): void;
 }
@@ -136,7 +170,7 @@ export interface NativeKernels {
   conv1dStep(x: Float32Array, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
   ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number): { y: Float32Array; state: Float32Array };
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
-  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number): Float32Array;
+  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean }): Float32Array;
   relu2(x: Float32Array): Float32Array;
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   setKernelPath(name: 'scalar' | 'avx2' | 'avx512' | 'auto'): string;

@@ -17,6 +17,7 @@ export type NemotronErrorCode =
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
   | 'ERR_TEMPLATE'
+  | 'ERR_INVALID_SESSION_FILE'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {
@@ -69,6 +70,16 @@ export class NativeBinaryError extends NemotronError {
 export class TemplateError extends NemotronError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_TEMPLATE', message, options);
+  }
+}
+
+/**
+ * A saved chat session file cannot be used (or written): missing, not a session file, truncated, corrupted,
+ * written by a newer version, or saved with another model. The message says what was expected and found.
+ */
+export class SessionFileError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_SESSION_FILE', message, options);
   }
 }
 

@@ -26,6 +26,10 @@ export interface LoadOptions {
   maxSequences?: number;
   /** Prompt tokens per forward pass: longer prompts are prefilled in chunks of this size. Default 256. */
   maxBatchTokens?: number;
+  /** KV cache storage: 'f16' (default, half the memory) or 'f32' (exact). */
+  kvDtype?: 'f16' | 'f32';
+  /** Bytes the prefix/snapshot cache may hold (Mamba state copies and the KV blocks only it keeps). Default 1 GiB. */
+  cacheBytes?: number;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -103,7 +107,8 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes'] as const;
+const DEFAULT_CACHE_BYTES = 1024 ** 3;
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
@@ -173,6 +178,9 @@ export class NemotronModel {
     const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1);
     const maxSequences = v.optionalInteger('options.maxSequences', options.maxSequences, 1, 4096);
     const maxBatchTokens = v.optionalInteger('options.maxBatchTokens', options.maxBatchTokens, 1, 65536);
+    const kvDtype = options.kvDtype ?? 'f16';
+    if (kvDtype !== 'f16' && kvDtype !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", options.kvDtype);
+    const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     if (!statSync(dir).isDirectory()) {
@@ -186,6 +194,8 @@ export class NemotronModel {
         contextLength: contextLength ?? 0,
         maxSequences: maxSequences ?? 8,
         maxBatchTokens: maxBatchTokens ?? 256,
+        kvDtype,
+        cacheBytes,
       });
     } catch (err) {
       rethrow(err, stack);

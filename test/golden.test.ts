@@ -33,7 +33,7 @@ for (const name of ['tiny-a', 'tiny-long']) {
     let V: number;
 
     beforeAll(async () => {
-      model = await loadModel(path.join(GOLDEN, name), { threads: 2 });
+      model = await loadModel(path.join(GOLDEN, name), { threads: 2, kvDtype: 'f32' });
       V = model.info.config.vocabSize;
     });
     afterAll(async () => model.close());
@@ -51,6 +51,18 @@ for (const name of ['tiny-a', 'tiny-long']) {
       const diff = maxAbsDiff(logSoftmaxRows(logits, V), lcpp.positions.flatMap((p) => p.logprobs));
       console.log(`${name}: max |Δ log-prob| vs llama.cpp = ${diff.toExponential(2)}`);
       expect(diff).toBeLessThan(TOL);
+    });
+
+    it('with the default f16 KV cache, log-probs stay within 1e-2 of float64 (PROVENANCE.md)', async () => {
+      const f16 = await loadModel(path.join(GOLDEN, name), { threads: 2 });
+      try {
+        const logits = await f16.evaluate(f64.tokens, { logits: 'all' });
+        const diff = maxAbsDiff(logSoftmaxRows(logits, V), logSoftmaxRows(f64.logits.flat(), V));
+        console.log(`${name}: f16 KV cache, max |Δ log-prob| vs float64 = ${diff.toExponential(2)}`);
+        expect(diff).toBeLessThan(1e-2);
+      } finally {
+        await f16.close();
+      }
     });
 
     it('greedy generation reproduces the reference tokens and their logits', async () => {

@@ -187,6 +187,28 @@ describe('attention', () => {
   }
 });
 
+describe('paged attention (KV cache blocks)', () => {
+  // The cache stores K/V in blocks of positions; the blocks of a sequence need not be in order. With
+  // an f16 cache the reference gets the same f16-rounded K/V, so the difference is f32 arithmetic.
+  const cases: Array<[number, number, number, number, number, number]> = [
+    // past, T, Hq, Hkv, Dh, blockTokens
+    [0, 9, 4, 2, 16, 4], [61, 3, 6, 2, 8, 64], [130, 1, 8, 2, 16, 64], [5, 40, 5, 1, 24, 16],
+  ];
+  for (const dtype of ['F32', 'F16'] as const) {
+    for (const [past, T, Hq, Hkv, Dh, B] of cases) {
+      it(`${dtype} cache, blocks of ${B}, shuffled: past=${past} T=${T} Hq=${Hq} Hkv=${Hkv}`, () => {
+        const rng = makeRng(past + 7 * T + B);
+        const q = f64(f32(rng.normalArray(T * Hq * Dh)));
+        const round = (a: Float64Array) => (dtype === 'F16' ? Float64Array.from(a, (x) => f16ToNumber(toF16(x))) : f64(f32(a)));
+        const kk = round(rng.normalArray((past + T) * Hkv * Dh));
+        const vv = round(rng.normalArray((past + T) * Hkv * Dh));
+        const got = k.attentionGqa(f32(q), f32(kk), f32(vv), past, T, Hq, Hkv, Dh, { blockTokens: B, dtype, shuffle: true });
+        expect(maxRelErr(got, ref.attentionGqa(q, kk, vv, past, T, Hq, Hkv, Dh))).toBeLessThan(5e-5);
+      });
+    }
+  }
+});
+
 describe('elementwise', () => {
   it('relu2 is relu(x)²', () => {
     const x = f64(f32(makeRng(5).normalArray(1000, 2)));

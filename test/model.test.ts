@@ -55,8 +55,8 @@ for (const c of CASES) {
 
     beforeAll(async () => {
       await makeTinyModel(tmp.dir, c.options);
-      model = await loadModel(tmp.dir, { threads: 2 });
-      engine = await native.loadEngine(tmp.dir, { threads: 2, contextLength: 0, maxSequences: 8, maxBatchTokens: 64 });
+      model = await loadModel(tmp.dir, { threads: 2, kvDtype: 'f32' });
+      engine = await native.loadEngine(tmp.dir, { threads: 2, contextLength: 0, maxSequences: 8, maxBatchTokens: 64, kvDtype: 'f32', cacheBytes: 0 });
       reference = ReferenceModel.load(tmp.dir);
       V = model.info.config.vocabSize;
     });

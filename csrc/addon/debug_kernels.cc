@@ -7,6 +7,7 @@
 
 #include "addon/errors.h"
 #include "core/cpu_features.h"
+#include "core/dtype.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
 
@@ -148,16 +149,33 @@ Napi::Value SsmStateUpdate(const Napi::CallbackInfo& info) {
   return y_state(info.Env(), y, state);
 }
 
-// attentionGqa(q, k, v, past, T, Hq, Hkv, Dh) -> out
+// attentionGqa(q, k, v, past, T, Hq, Hkv, Dh, opts?: { blockTokens, dtype: 'F32' | 'F16', shuffle })
+// K and V rows [past + T, Hkv*Dh] are stored into a paged layout (blocks of blockTokens positions,
+// placed in a shuffled block order when asked) and attention runs over it.
 Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   auto q = f32(info[0]);
   auto k = f32(info[1]);
   auto v = f32(info[2]);
   const int64_t past = i64(info[3]), T = i64(info[4]), Hq = i64(info[5]), Hkv = i64(info[6]),
                 Dh = i64(info[7]);
+  int64_t B = past + T;
+  DType dtype = DType::F32;
+  bool shuffle = false;
+  if (info.Length() > 8 && info[8].IsObject()) {
+    Napi::Object o = info[8].As<Napi::Object>();
+    if (o.Get("blockTokens").IsNumber()) B = i64(o.Get("blockTokens"));
+    if (o.Get("dtype").IsString() && o.Get("dtype").As<Napi::String>().Utf8Value() == "F16") dtype = DType::F16;
+    shuffle = o.Get("shuffle").ToBoolean().Value();
+  }
+  const int64_t kv_dim = Hkv * Dh, S = past + T, n_blocks = (S + B - 1) / B;
+  std::vector<int32_t> table(static_cast<size_t>(n_blocks));
+  for (int64_t i = 0; i < n_blocks; ++i) table[i] = static_cast<int32_t>(shuffle ? n_blocks - 1 - i : i);
+  const size_t elems = static_cast<size_t>(n_blocks * B * kv_dim);
+  std::vector<uint8_t> kst(elems * dtype_size(dtype)), vst(kst.size());
+  cpu::KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
+  cpu::kv_store(kv, 0, k.data(), v.data(), kv_dim, S, kv_dim);
   std::vector<float> o(static_cast<size_t>(T * Hq * Dh));
-  cpu::attention_gqa(o.data(), q.data(), Hq * Dh, k.data(), v.data(), Hkv * Dh, past, T, Hq, Hkv, Dh,
-                     pool());
+  cpu::attention_gqa(o.data(), q.data(), Hq * Dh, kv, past, T, Hq, Hkv, Dh, pool());
   return out(info.Env(), o);
 }
 

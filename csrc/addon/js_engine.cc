@@ -151,13 +151,19 @@ class StepWorker : public StatusWorker {
     // Two parallel arrays: consumed[i] and token[i] (-1 when none was sampled).
     auto consumed = Napi::Int32Array::New(env, results_.size());
     auto token = Napi::Int32Array::New(env, results_.size());
+    auto snap_pos = Napi::Float64Array::New(env, results_.size());
+    auto snap_id = Napi::Int32Array::New(env, results_.size());
     for (size_t i = 0; i < results_.size(); ++i) {
       consumed[i] = static_cast<int32_t>(results_[i].consumed);
       token[i] = results_[i].token;
+      snap_pos[i] = static_cast<double>(results_[i].snapshot_position);
+      snap_id[i] = results_[i].snapshot_id;
     }
     Napi::Object out = Napi::Object::New(env);
     out.Set("consumed", consumed);
     out.Set("token", token);
+    out.Set("snapshotPosition", snap_pos);
+    out.Set("snapshotId", snap_id);
     return out;
   }
 
@@ -165,6 +171,45 @@ class StepWorker : public StatusWorker {
   std::shared_ptr<Engine> engine_;
   std::vector<Engine::StepRequest> requests_;
   std::vector<Engine::StepResult> results_;
+};
+
+class ExportWorker : public StatusWorker {
+ public:
+  ExportWorker(Napi::Env env, std::shared_ptr<Engine> engine, int32_t id)
+      : StatusWorker(env), engine_(std::move(engine)), id_(id) {}
+
+ protected:
+  Status compute() override { return engine_->export_snapshot(id_, &bytes_); }
+  Napi::Value result(Napi::Env env) override {
+    auto out = Napi::Uint8Array::New(env, bytes_.size());
+    std::copy(bytes_.begin(), bytes_.end(), out.Data());
+    return out;
+  }
+
+ private:
+  std::shared_ptr<Engine> engine_;
+  int32_t id_;
+  std::vector<uint8_t> bytes_;
+};
+
+class ImportWorker : public StatusWorker {
+ public:
+  ImportWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<uint8_t> bytes,
+               std::vector<int32_t> tokens)
+      : StatusWorker(env), engine_(std::move(engine)), bytes_(std::move(bytes)), tokens_(std::move(tokens)) {}
+
+ protected:
+  Status compute() override {
+    return engine_->import_snapshot(bytes_.data(), bytes_.size(), tokens_.data(),
+                                    static_cast<int64_t>(tokens_.size()), &id_);
+  }
+  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, id_); }
+
+ private:
+  std::shared_ptr<Engine> engine_;
+  std::vector<uint8_t> bytes_;
+  std::vector<int32_t> tokens_;
+  int32_t id_ = -1;
 };
 
 std::vector<int32_t> tokens_arg(const Napi::Value& v) {
@@ -197,6 +242,12 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::EvaluateBatch>("evaluateBatch"),
                          InstanceMethod<&JsEngine::EvaluateAndSample>("evaluateAndSample"),
                          InstanceMethod<&JsEngine::Step>("step"),
+                         InstanceMethod<&JsEngine::Snapshot>("snapshot"),
+                         InstanceMethod<&JsEngine::Restore>("restore"),
+                         InstanceMethod<&JsEngine::DropSnapshot>("dropSnapshot"),
+                         InstanceMethod<&JsEngine::ExportSnapshot>("exportSnapshot"),
+                         InstanceMethod<&JsEngine::ImportSnapshot>("importSnapshot"),
+                         InstanceMethod<&JsEngine::CacheStats>("cacheStats"),
                          InstanceMethod<&JsEngine::Close>("close"),
                      });
 }
@@ -347,12 +398,73 @@ Napi::Value JsEngine::Step(const Napi::CallbackInfo& info) {
         it.Get("id").As<Napi::Number>().Int32Value(), int32_vector(it.Get("tokens")),
         it.Get("sample").ToBoolean().Value(), sampling_from_js(it.Get("sampling").As<Napi::Object>()),
         static_cast<int64_t>(it.Get("nPrompt").As<Napi::Number>().Int64Value()),
-        static_cast<uint64_t>(it.Get("draw").As<Napi::Number>().Int64Value())});
+        static_cast<uint64_t>(it.Get("draw").As<Napi::Number>().Int64Value()), {}});
+    Napi::Value at = it.Get("snapshotAt");
+    if (at.IsArray()) {
+      Napi::Array arr = at.As<Napi::Array>();
+      for (uint32_t k = 0; k < arr.Length(); ++k) {
+        requests.back().snapshot_at.push_back(arr.Get(k).As<Napi::Number>().Int64Value());
+      }
+    }
   }
   auto* w = new StepWorker(info.Env(), e, std::move(requests));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
+}
+
+Napi::Value JsEngine::Snapshot(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  int32_t id = -1;
+  Status st = e->snapshot_sequence(info[0].As<Napi::Number>().Int32Value(), &id);
+  if (!st.ok()) throw make_error(info.Env(), st);
+  return Napi::Number::New(info.Env(), id);
+}
+
+Napi::Value JsEngine::Restore(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  Status st = e->restore_sequence(info[0].As<Napi::Number>().Int32Value(),
+                                  info[1].As<Napi::Number>().Int32Value());
+  if (!st.ok()) throw make_error(info.Env(), st);
+  return info.Env().Undefined();
+}
+
+Napi::Value JsEngine::DropSnapshot(const Napi::CallbackInfo& info) {
+  if (!engine_) return info.Env().Undefined();  // closing freed every snapshot already
+  Status st = engine_->drop_snapshot(info[0].As<Napi::Number>().Int32Value());
+  if (!st.ok()) throw make_error(info.Env(), st);
+  return info.Env().Undefined();
+}
+
+Napi::Value JsEngine::ExportSnapshot(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  auto* w = new ExportWorker(info.Env(), e, info[0].As<Napi::Number>().Int32Value());
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value JsEngine::ImportSnapshot(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  auto bytes = info[0].As<Napi::Uint8Array>();
+  auto* w = new ImportWorker(info.Env(), e, std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength()),
+                             int32_vector(info[1]));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value JsEngine::CacheStats(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  const nemo::CacheStats st = e->cache_stats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("kvBlocksTotal", static_cast<double>(st.kv_blocks_total));
+  o.Set("kvBlocksUsed", static_cast<double>(st.kv_blocks_used));
+  o.Set("kvBlockBytes", static_cast<double>(st.kv_block_bytes));
+  o.Set("snapshots", static_cast<double>(st.snapshots));
+  o.Set("snapshotStateBytes", static_cast<double>(st.snapshot_state_bytes));
+  o.Set("snapshotOnlyKvBlocks", static_cast<double>(st.snapshot_only_kv_blocks));
+  return o;
 }
 
 Napi::Value JsEngine::Close(const Napi::CallbackInfo& info) {
@@ -369,6 +481,9 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   options.context_length = int_field(o, "contextLength", 0);
   options.max_sequences = static_cast<int32_t>(int_field(o, "maxSequences", 8));
   options.max_batch_tokens = int_field(o, "maxBatchTokens", 256);
+  Napi::Value kv = o.Get("kvDtype");
+  options.kv_dtype = kv.IsString() && kv.As<Napi::String>().Utf8Value() == "f32" ? DType::F32 : DType::F16;
+  options.cache_bytes = int_field(o, "cacheBytes", 0);
   auto* w = new LoadWorker(env, std::move(path), options);
   Napi::Promise p = w->promise();
   w->Queue();

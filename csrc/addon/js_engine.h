@@ -26,6 +26,12 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value EvaluateBatch(const Napi::CallbackInfo& info);
   Napi::Value EvaluateAndSample(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value Snapshot(const Napi::CallbackInfo& info);
+  Napi::Value Restore(const Napi::CallbackInfo& info);
+  Napi::Value DropSnapshot(const Napi::CallbackInfo& info);
+  Napi::Value ExportSnapshot(const Napi::CallbackInfo& info);
+  Napi::Value ImportSnapshot(const Napi::CallbackInfo& info);
+  Napi::Value CacheStats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   // The engine, or a thrown ERR_MODEL_CLOSED when closed.

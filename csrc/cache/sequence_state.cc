@@ -5,8 +5,15 @@
 
 namespace nemo {
 
-SequenceState::SequenceState(Backend* backend, const NemotronHConfig& config, int64_t max_context)
-    : backend_(backend), config_(config), max_context_(max_context) {
+Snapshot::~Snapshot() {
+  for (float* p : conv) if (p) backend_->free(p);
+  for (float* p : ssm) if (p) backend_->free(p);
+  for (int32_t b : blocks) pool_->release(b);
+}
+
+SequenceState::SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config,
+                             int64_t max_context)
+    : backend_(backend), pool_(pool), config_(config), max_context_(max_context) {
   int64_t n_mamba = 0, n_attn = 0;
   for (BlockKind kind : config.layers) {
     if (kind == BlockKind::kMamba) slot_.push_back(n_mamba++);
@@ -15,28 +22,36 @@ SequenceState::SequenceState(Backend* backend, const NemotronHConfig& config, in
   }
   conv_.assign(n_mamba, nullptr);
   ssm_.assign(n_mamba, nullptr);
-  k_.assign(n_attn, nullptr);
-  v_.assign(n_attn, nullptr);
 }
 
 SequenceState::~SequenceState() {
-  for (auto* vec : {&conv_, &ssm_, &k_, &v_}) {
-    for (float* p : *vec) if (p) backend_->free(p);
-  }
+  for (float* p : conv_) if (p) backend_->free(p);
+  for (float* p : ssm_) if (p) backend_->free(p);
+  release_blocks();
+}
+
+size_t SequenceState::conv_floats() const {
+  return static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
+}
+
+size_t SequenceState::ssm_floats() const {
+  return static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
 }
 
 Status SequenceState::init() {
-  const size_t conv_n = static_cast<size_t>((config_.conv_kernel - 1) * config_.conv_dim());
-  const size_t ssm_n = static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim *
-                                           config_.ssm_state_size);
   for (size_t i = 0; i < conv_.size(); ++i) {
-    conv_[i] = backend_->alloc(std::max<size_t>(conv_n, 1));
-    ssm_[i] = backend_->alloc(ssm_n);
+    conv_[i] = backend_->alloc(conv_floats());
+    ssm_[i] = backend_->alloc(ssm_floats());
     if (!conv_[i] || !ssm_[i]) {
       return Status(StatusCode::kOutOfMemory, "cannot allocate the Mamba state of a sequence");
     }
   }
   return Status::Ok();
+}
+
+void SequenceState::release_blocks() {
+  for (int32_t b : table_) pool_->release(b);
+  table_.clear();
 }
 
 Status SequenceState::reserve(int64_t extra) {
@@ -47,44 +62,85 @@ Status SequenceState::reserve(int64_t extra) {
                       " tokens, more than the context length " + std::to_string(max_context_) +
                       " (it already holds " + std::to_string(n_past_) + ")");
   }
-  if (needed <= kv_capacity_ || k_.empty()) return Status::Ok();
-  int64_t cap = std::max<int64_t>(kv_capacity_ * 2, 256);
-  while (cap < needed) cap *= 2;
-  cap = std::min(cap, max_context_);
-  const int64_t kv_dim = config_.kv_dim();
-  for (size_t i = 0; i < k_.size(); ++i) {
-    for (auto* vec : {&k_, &v_}) {
-      float* grown = backend_->alloc(static_cast<size_t>(cap * kv_dim));
-      if (!grown) return Status(StatusCode::kOutOfMemory, "cannot grow the KV cache");
-      float*& cur = (*vec)[i];
-      if (cur) {
-        backend_->copy(grown, cur, static_cast<size_t>(n_past_ * kv_dim));
-        backend_->free(cur);
-      }
-      cur = grown;
+  if (pool_->n_layers() == 0 || extra <= 0) return Status::Ok();
+  const int64_t B = KvPool::kBlockTokens;
+  // Copy-on-write: the block that receives position n_past may be shared with a snapshot or another
+  // sequence; its first n_past % B rows are copied into a block of our own before anything is written.
+  const int64_t first = n_past_ / B;
+  if (n_past_ % B != 0 && first < static_cast<int64_t>(table_.size()) && pool_->refs(table_[first]) > 1) {
+    const int32_t own = pool_->allocate();
+    if (own < 0) {
+      return Status(StatusCode::kOutOfMemory, "the KV cache pool is full (" +
+                                                  std::to_string(pool_->capacity()) + " blocks)");
     }
+    pool_->copy_rows(own, table_[first], n_past_ % B);
+    pool_->release(table_[first]);
+    table_[first] = own;
   }
-  kv_capacity_ = cap;
+  const int64_t blocks_needed = (needed + B - 1) / B;
+  while (static_cast<int64_t>(table_.size()) < blocks_needed) {
+    const int32_t b = pool_->allocate();
+    if (b < 0) {
+      return Status(StatusCode::kOutOfMemory, "the KV cache pool is full (" +
+                                                  std::to_string(pool_->capacity()) + " blocks)");
+    }
+    table_.push_back(b);
+  }
   return Status::Ok();
 }
 
 void SequenceState::reset() {
-  const size_t conv_n = static_cast<size_t>((config_.conv_kernel - 1) * config_.conv_dim());
-  const size_t ssm_n = static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim *
-                                           config_.ssm_state_size);
   for (size_t i = 0; i < conv_.size(); ++i) {
-    backend_->zero(conv_[i], conv_n);
-    backend_->zero(ssm_[i], ssm_n);
+    backend_->zero(conv_[i], conv_floats());
+    backend_->zero(ssm_[i], ssm_floats());
   }
+  release_blocks();
   n_past_ = 0;
   tokens_.clear();
 }
 
+Status SequenceState::snapshot(Snapshot* out) const {
+  out->n_past = n_past_;
+  out->tokens = tokens_;
+  for (size_t i = 0; i < conv_.size(); ++i) {
+    float* c = backend_->alloc(conv_floats());
+    float* s = backend_->alloc(ssm_floats());
+    out->conv.push_back(c);
+    out->ssm.push_back(s);
+    if (!c || !s) return Status(StatusCode::kOutOfMemory, "cannot allocate a snapshot");
+    backend_->copy(c, conv_[i], conv_floats());
+    backend_->copy(s, ssm_[i], ssm_floats());
+  }
+  const int64_t B = KvPool::kBlockTokens;
+  for (int64_t i = 0; i < (n_past_ + B - 1) / B; ++i) {
+    pool_->retain(table_[i]);
+    out->blocks.push_back(table_[i]);
+  }
+  out->state_bytes = mamba_state_bytes();
+  return Status::Ok();
+}
+
+Status SequenceState::restore(const Snapshot& snap) {
+  reset();
+  for (size_t i = 0; i < conv_.size(); ++i) {
+    backend_->copy(conv_[i], snap.conv[i], conv_floats());
+    backend_->copy(ssm_[i], snap.ssm[i], ssm_floats());
+  }
+  for (int32_t b : snap.blocks) {
+    pool_->retain(b);
+    table_.push_back(b);
+  }
+  n_past_ = snap.n_past;
+  tokens_ = snap.tokens;
+  return Status::Ok();
+}
+
+int64_t SequenceState::mamba_state_bytes() const {
+  return 4 * static_cast<int64_t>(conv_.size() * (conv_floats() + ssm_floats()));
+}
+
 int64_t SequenceState::state_bytes() const {
-  const int64_t conv_n = (config_.conv_kernel - 1) * config_.conv_dim();
-  const int64_t ssm_n = config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size;
-  return 4 * (static_cast<int64_t>(conv_.size()) * (conv_n + ssm_n) +
-              static_cast<int64_t>(k_.size()) * 2 * kv_capacity_ * config_.kv_dim());
+  return mamba_state_bytes() + static_cast<int64_t>(table_.size()) * pool_->block_bytes();
 }
 
 }  // namespace nemo

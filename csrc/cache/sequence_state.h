@@ -1,20 +1,44 @@
 // The state one sequence carries between forward calls (architecture.md §4): for each Mamba layer a
-// conv window [K-1, conv_dim] and an SSM state [H, P, N], both f32; for each attention layer its K and
-// V rows [capacity, Hkv*Dh] f32, grown geometrically up to the planned context. MLP layers hold
-// nothing. Memory belongs to the backend (host or device).
+// conv window [K-1, conv_dim] and an SSM state [H, P, N], both f32 and fixed in size; for the attention
+// layers, a table of KV blocks in the shared pool (kv_pool.h) covering its positions. MLP layers hold
+// nothing. A Snapshot is the same state frozen at a position: copies of the Mamba state (small and
+// fixed) plus references to the KV blocks (shared, not copied) — which is what makes snapshots, prefix
+// reuse and fork cheap on a hybrid model.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "cache/kv_pool.h"
 #include "core/status.h"
 #include "engine/backend.h"
+#include "kernels/kernels.h"
 #include "model/config.h"
 
 namespace nemo {
 
+class Snapshot {
+ public:
+  Snapshot(Backend* backend, KvPool* pool) : backend_(backend), pool_(pool) {}
+  ~Snapshot();
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
+  int64_t n_past = 0;
+  std::vector<int32_t> tokens;  // the tokens the state has seen, in order
+  std::vector<float*> conv;     // per Mamba layer, [K-1, conv_dim]
+  std::vector<float*> ssm;      // per Mamba layer, [H, P, N]
+  std::vector<int32_t> blocks;  // KV blocks covering [0, n_past), one reference each
+
+  int64_t state_bytes = 0;  // the Mamba state copies
+
+ private:
+  Backend* backend_;
+  KvPool* pool_;
+};
+
 class SequenceState {
  public:
-  SequenceState(Backend* backend, const NemotronHConfig& config, int64_t max_context);
+  SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config, int64_t max_context);
   ~SequenceState();
   SequenceState(const SequenceState&) = delete;
   SequenceState& operator=(const SequenceState&) = delete;
@@ -25,14 +49,14 @@ class SequenceState {
   int64_t n_past() const { return n_past_; }
   int64_t max_context() const { return max_context_; }
 
-  // Layer index -> its slot among the Mamba (or attention) layers, or -1.
   float* conv_state(int64_t layer) { return conv_[slot_[layer]]; }
   float* ssm_state(int64_t layer) { return ssm_[slot_[layer]]; }
-  float* k_cache(int64_t layer) { return k_[slot_[layer]]; }
-  float* v_cache(int64_t layer) { return v_[slot_[layer]]; }
+  // This sequence's KV blocks in attention layer `layer`.
+  cpu::KvBlocks kv(int64_t layer) const { return pool_->view(slot_[layer], table_.data()); }
 
-  // Makes room for `extra` more positions in every attention layer's cache. kContextOverflow past
-  // max_context, kOutOfMemory when the backend cannot grow.
+  // Makes positions [n_past, n_past + extra) writable: blocks allocated as needed, and the block holding
+  // n_past copied first if it is shared (copy-on-write). kContextOverflow past max_context;
+  // kOutOfMemory when the pool has no free block.
   Status reserve(int64_t extra);
   // Records that `tokens` were processed (their K/V rows written at [n_past, n_past + n)).
   void advance(const int32_t* tokens, int64_t n) {
@@ -41,20 +65,32 @@ class SequenceState {
   }
   // Every token the sequence holds, in order (the sampler's penalties read it).
   const std::vector<int32_t>& tokens() const { return tokens_; }
-  // Back to a fresh sequence (zero state, empty KV), keeping the allocations.
-  void reset();
 
-  int64_t state_bytes() const;  // conv + SSM + allocated KV, in bytes
+  // Back to a fresh sequence: Mamba state zeroed, KV blocks released.
+  void reset();
+  // Freezes the current state into `out` (Mamba state copied, KV blocks shared).
+  Status snapshot(Snapshot* out) const;
+  // Replaces the current state with a snapshot's (Mamba state copied, KV blocks shared).
+  Status restore(const Snapshot& snap);
+
+  int64_t mamba_state_bytes() const;
+  int64_t state_bytes() const;  // Mamba state + KV blocks held
+  const std::vector<int32_t>& block_table() const { return table_; }
 
  private:
+  size_t conv_floats() const;
+  size_t ssm_floats() const;
+  void release_blocks();
+
   Backend* backend_;
+  KvPool* pool_;
   const NemotronHConfig& config_;
   int64_t max_context_;
   int64_t n_past_ = 0;
-  int64_t kv_capacity_ = 0;
+  std::vector<int64_t> slot_;  // layer -> index among its kind, or -1
+  std::vector<float*> conv_, ssm_;
+  std::vector<int32_t> table_;
   std::vector<int32_t> tokens_;
-  std::vector<int64_t> slot_;
-  std::vector<float*> conv_, ssm_, k_, v_;
 };
 
 }  // namespace nemo

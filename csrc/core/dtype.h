@@ -59,6 +59,29 @@ inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
+// IEEE half, round-to-nearest-even; overflow goes to infinity, NaN stays NaN.
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to inf
+  if (ax < 0x38800000u) {  // below 2^-14: f16 subnormal (or zero), in units of 2^-24
+    float v;
+    std::memcpy(&v, &ax, 4);
+    const float scaled = v * 16777216.0f;  // exact: a power-of-two scale
+    uint32_t m = static_cast<uint32_t>(scaled);
+    const float frac = scaled - static_cast<float>(m);
+    if (frac > 0.5f || (frac == 0.5f && (m & 1u))) ++m;  // nearest, ties to even
+    return static_cast<uint16_t>(sign | m);  // m == 0x400 is the smallest normal: still right
+  }
+  const uint32_t e = (ax >> 23) - 127 + 15;
+  const uint32_t mant = ax & 0x7fffffu;
+  const uint32_t r = mant + 0xfffu + ((mant >> 13) & 1u);  // a carry out bumps the exponent: right
+  return static_cast<uint16_t>(sign | ((e << 10) + (r >> 13)));
+}
+
 // Converts n stored values to f32.
 void convert_to_f32(float* dst, const void* src, DType dtype, size_t n);
 

@@ -27,6 +27,13 @@ class Backend {
   virtual void to_host(float* host_dst, const float* src, size_t n_floats) = 0;
   virtual void from_host(float* dst, const float* host_src, size_t n_floats) = 0;
   virtual void zero(float* p, size_t n_floats) = 0;
+  // A large region (the KV pool) whose pages may be committed only when first written; contents
+  // undefined. nullptr when it cannot be reserved.
+  virtual void* alloc_pool(size_t bytes) = 0;
+  virtual void free_pool(void* p, size_t bytes) = 0;
+  virtual void copy_bytes(void* dst, const void* src, size_t bytes) = 0;
+  virtual void bytes_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void bytes_from_host(void* dst, const void* host_src, size_t bytes) = 0;
 
   // ---- ops (see kernels.h for shapes) --------------------------------------------------------------
   virtual void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
@@ -46,9 +53,11 @@ class Backend {
                               int64_t chunk_size) = 0;
   virtual void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B,
                                 const float* C, float* state, const cpu::SsmParams& p) = 0;
-  virtual void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
-                             const float* v_cache, int64_t ldkv, int64_t past, int64_t T,
-                             int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) = 0;
+  virtual void kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows,
+                        const float* v_rows, int64_t ld, int64_t T, int64_t kv_dim) = 0;
+  virtual void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv,
+                             int64_t past, int64_t T, int64_t n_heads, int64_t n_kv_heads,
+                             int64_t head_dim) = 0;
   virtual void relu2(float* x, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
 };

@@ -1,4 +1,6 @@
 // The CPU backend: host memory and the kernels of csrc/kernels on a persistent thread pool.
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -29,6 +31,18 @@ class CpuBackend final : public Backend {
   void to_host(float* dst, const float* src, size_t n) override { std::memcpy(dst, src, n * 4); }
   void from_host(float* dst, const float* src, size_t n) override { std::memcpy(dst, src, n * 4); }
   void zero(float* p, size_t n) override { std::memset(p, 0, n * 4); }
+  void* alloc_pool(size_t bytes) override {
+    // Anonymous mapping: pages are committed on first write, so a pool planned for the whole context
+    // costs memory only as sequences fill it.
+    void* p = mmap(nullptr, bytes == 0 ? 4096 : bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  void free_pool(void* p, size_t bytes) override {
+    if (p) munmap(p, bytes == 0 ? 4096 : bytes);
+  }
+  void copy_bytes(void* dst, const void* src, size_t n) override { std::memmove(dst, src, n); }
+  void bytes_to_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+  void bytes_from_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
 
   void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
               int64_t T) override {
@@ -61,11 +75,13 @@ class CpuBackend final : public Backend {
                         const float* C, float* state, const cpu::SsmParams& p) override {
     cpu::ssm_state_update(y, x, dt_raw, B, C, state, p, pool_);
   }
-  void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
-                     const float* v_cache, int64_t ldkv, int64_t past, int64_t T, int64_t n_heads,
-                     int64_t n_kv_heads, int64_t head_dim) override {
-    cpu::attention_gqa(out, q, ldq, k_cache, v_cache, ldkv, past, T, n_heads, n_kv_heads, head_dim,
-                       pool_);
+  void kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows,
+                int64_t ld, int64_t T, int64_t kv_dim) override {
+    cpu::kv_store(kv, pos, k_rows, v_rows, ld, T, kv_dim);
+  }
+  void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past,
+                     int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) override {
+    cpu::attention_gqa(out, q, ldq, kv, past, T, n_heads, n_kv_heads, head_dim, pool_);
   }
   void relu2(float* x, int64_t n) override { cpu::relu2(x, n); }
   void add_inplace(float* y, const float* x, int64_t n) override { cpu::add_inplace(y, x, n); }

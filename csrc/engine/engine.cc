@@ -1,6 +1,8 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
 
 #include "engine/scheduler.h"
 
@@ -22,6 +24,22 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   }
   e->backend_ = make_cpu_backend(options.n_threads);
   NEMO_RETURN_IF_ERROR(e->backend_->prepare_weights(&e->weights_));
+  // The KV pool: every live sequence at the full context, plus cache_bytes of room for snapshots.
+  // Storage is reserved, not committed: memory is used as positions are written.
+  int64_t n_attn = 0;
+  for (BlockKind k : e->config_.layers) n_attn += k == BlockKind::kAttention;
+  const int64_t B = KvPool::kBlockTokens;
+  const int64_t block_bytes = std::max<int64_t>(
+      2 * n_attn * B * e->config_.kv_dim() * static_cast<int64_t>(dtype_size(e->options_.kv_dtype)), 1);
+  const int64_t per_seq = (e->options_.context_length + B - 1) / B;
+  const int64_t capacity = n_attn == 0 ? 0
+                           : per_seq * e->options_.max_sequences + e->options_.cache_bytes / block_bytes;
+  if (capacity > INT32_MAX) {
+    return Status(StatusCode::kInvalidArgument, "the KV pool would need more than 2^31 blocks");
+  }
+  e->kv_pool_ = std::make_unique<KvPool>(e->backend_.get(), n_attn, e->config_.kv_dim(), capacity,
+                                         e->options_.kv_dtype);
+  NEMO_RETURN_IF_ERROR(e->kv_pool_->init());
   // One step holds a full prefill piece plus one decode row per sequence.
   e->workspace_ = std::make_unique<Workspace>(
       e->backend_.get(), e->config_, e->options_.max_batch_tokens + e->options_.max_sequences);
@@ -31,13 +49,16 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
 }
 
 Engine::~Engine() {
-  // Sequences and the workspace hold backend memory: release them before the backend.
+  // Sequences, snapshots and the workspace hold pool and backend memory: release them first.
   sequences_.clear();
+  snapshots_.clear();
   workspace_.reset();
+  kv_pool_.reset();
 }
 
 Status Engine::create_sequence(int32_t* id) {
-  auto seq = std::make_shared<SequenceState>(backend_.get(), config_, options_.context_length);
+  auto seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_,
+                                             options_.context_length);
   NEMO_RETURN_IF_ERROR(seq->init());
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (static_cast<int32_t>(sequences_.size()) >= options_.max_sequences) {
@@ -187,7 +208,15 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
   std::lock_guard<std::mutex> lock(compute_mu_);
   std::vector<PlanInput> inputs;
   for (size_t i = 0; i < requests.size(); ++i) {
-    inputs.push_back(PlanInput{seqs[i]->n_past(), static_cast<int64_t>(requests[i].tokens.size())});
+    const int64_t n_past = seqs[i]->n_past();
+    int64_t next_cut = INT64_MAX;
+    for (int64_t p : requests[i].snapshot_at) {
+      if (p > n_past) {
+        next_cut = p;
+        break;
+      }
+    }
+    inputs.push_back(PlanInput{n_past, static_cast<int64_t>(requests[i].tokens.size()), next_cut});
   }
   const std::vector<PlanItem> plan = plan_step(inputs, options_.max_batch_tokens, workspace_->max_rows());
   results->assign(requests.size(), StepResult{});
@@ -208,6 +237,17 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
   const int64_t vocab = config_.vocab_size;
   std::vector<float> logits(sampled.size() * static_cast<size_t>(vocab));
   NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_, items, logits.data()));
+  // Snapshots requested at the position a piece just reached.
+  for (const PlanItem& p : plan) {
+    if (p.count == 0) continue;
+    const auto& at = requests[p.request].snapshot_at;
+    const int64_t pos = seqs[p.request]->n_past();
+    if (std::find(at.begin(), at.end(), pos) == at.end()) continue;
+    int32_t id = -1;
+    NEMO_RETURN_IF_ERROR(take_snapshot(*seqs[p.request], &id));
+    (*results)[p.request].snapshot_position = pos;
+    (*results)[p.request].snapshot_id = id;
+  }
   for (size_t k = 0; k < sampled.size(); ++k) {
     const size_t i = sampled[k];
     const StepRequest& r = requests[i];
@@ -216,6 +256,196 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
                                        static_cast<int64_t>(history.size()), r.n_prompt, r.draw);
   }
   return Status::Ok();
+}
+
+// ---- snapshots ----------------------------------------------------------------------------------------
+
+Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
+  auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
+  NEMO_RETURN_IF_ERROR(seq.snapshot(snap.get()));
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  *snapshot_id = next_snapshot_id_++;
+  snapshots_[*snapshot_id] = std::move(snap);
+  return Status::Ok();
+}
+
+Status Engine::snapshot_sequence(int32_t id, int32_t* snapshot_id) {
+  std::shared_ptr<SequenceState> seq;
+  NEMO_RETURN_IF_ERROR(acquire(id, &seq));
+  std::lock_guard<std::mutex> lock(compute_mu_);  // not while a step writes this sequence
+  return take_snapshot(*seq, snapshot_id);
+}
+
+Status Engine::restore_sequence(int32_t id, int32_t snapshot_id) {
+  std::shared_ptr<SequenceState> seq;
+  NEMO_RETURN_IF_ERROR(acquire(id, &seq));
+  std::shared_ptr<Snapshot> snap;
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    auto it = snapshots_.find(snapshot_id);
+    if (it == snapshots_.end()) {
+      return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
+    }
+    snap = it->second;
+  }
+  if (snap->n_past > seq->max_context()) {
+    return Status(StatusCode::kContextOverflow, "the snapshot holds more tokens than the context length");
+  }
+  std::lock_guard<std::mutex> lock(compute_mu_);
+  return seq->restore(*snap);
+}
+
+Status Engine::drop_snapshot(int32_t snapshot_id) {
+  std::shared_ptr<Snapshot> victim;  // destroyed outside the lock
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  auto it = snapshots_.find(snapshot_id);
+  if (it == snapshots_.end()) {
+    return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
+  }
+  victim = std::move(it->second);
+  snapshots_.erase(it);
+  return Status::Ok();
+}
+
+namespace {
+// Export image: magic, then u64 fields, then the Mamba state (f32) and the KV rows (pool dtype).
+constexpr char kSnapshotMagic[8] = {'N', 'E', 'M', 'O', 'S', 'N', 'A', 'P'};
+constexpr uint64_t kSnapshotVersion = 1;
+enum SnapField { kVersion, kNPast, kMamba, kConvFloats, kSsmFloats, kAttn, kKvDim, kDtype, kFields };
+
+void put(std::vector<uint8_t>* out, const void* p, size_t n) {
+  const uint8_t* b = static_cast<const uint8_t*>(p);
+  out->insert(out->end(), b, b + n);
+}
+}  // namespace
+
+Status Engine::export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const {
+  std::shared_ptr<Snapshot> snap;
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    auto it = snapshots_.find(snapshot_id);
+    if (it == snapshots_.end()) {
+      return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
+    }
+    snap = it->second;
+  }
+  const uint64_t conv_n = static_cast<uint64_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
+  const uint64_t ssm_n = static_cast<uint64_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+  uint64_t f[kFields] = {kSnapshotVersion, static_cast<uint64_t>(snap->n_past), snap->conv.size(), conv_n, ssm_n,
+                         static_cast<uint64_t>(kv_pool_->n_layers()), static_cast<uint64_t>(config_.kv_dim()),
+                         static_cast<uint64_t>(kv_pool_->dtype())};
+  out->clear();
+  put(out, kSnapshotMagic, 8);
+  put(out, f, sizeof(f));
+  std::vector<float> host(std::max(conv_n, ssm_n));
+  for (size_t i = 0; i < snap->conv.size(); ++i) {
+    backend_->to_host(host.data(), snap->conv[i], conv_n);
+    put(out, host.data(), conv_n * 4);
+    backend_->to_host(host.data(), snap->ssm[i], ssm_n);
+    put(out, host.data(), ssm_n * 4);
+  }
+  const int64_t B = KvPool::kBlockTokens, row = kv_pool_->row_bytes();
+  std::vector<uint8_t> rows(static_cast<size_t>(B * row));
+  for (int64_t l = 0; l < kv_pool_->n_layers(); ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int64_t p0 = 0; p0 < snap->n_past; p0 += B) {
+        const int64_t n = std::min(B, snap->n_past - p0);
+        const int32_t b = snap->blocks[p0 / B];
+        const void* src = kv == 0 ? kv_pool_->k_row_ptr(l, b, 0) : kv_pool_->v_row_ptr(l, b, 0);
+        backend_->bytes_to_host(rows.data(), src, static_cast<size_t>(n * row));
+        put(out, rows.data(), static_cast<size_t>(n * row));
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t* tokens,
+                               int64_t n_tokens, int32_t* snapshot_id) {
+  auto bad = [](const std::string& why) { return Status(StatusCode::kInvalidArgument, "snapshot image: " + why); };
+  if (size < 8 + sizeof(uint64_t) * kFields || std::memcmp(bytes, kSnapshotMagic, 8) != 0) {
+    return bad("not a snapshot image");
+  }
+  uint64_t f[kFields];
+  std::memcpy(f, bytes + 8, sizeof(f));
+  const uint64_t conv_n = static_cast<uint64_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
+  const uint64_t ssm_n = static_cast<uint64_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+  size_t n_mamba = 0;
+  for (BlockKind k : config_.layers) n_mamba += k == BlockKind::kMamba;
+  if (f[kVersion] != kSnapshotVersion) return bad("unsupported version " + std::to_string(f[kVersion]));
+  if (f[kMamba] != n_mamba || f[kConvFloats] != conv_n || f[kSsmFloats] != ssm_n ||
+      f[kAttn] != static_cast<uint64_t>(kv_pool_->n_layers()) ||
+      f[kKvDim] != static_cast<uint64_t>(config_.kv_dim())) {
+    return bad("its layer shapes do not match this model");
+  }
+  if (f[kDtype] != static_cast<uint64_t>(kv_pool_->dtype())) {
+    return bad("it holds a KV cache of another dtype than this model's kvDtype");
+  }
+  const int64_t n_past = static_cast<int64_t>(f[kNPast]);
+  if (n_past != n_tokens) return bad("it covers " + std::to_string(n_past) + " positions but " + std::to_string(n_tokens) + " tokens were given");
+  if (n_past > options_.context_length) return Status(StatusCode::kContextOverflow, "the snapshot holds more tokens than the context length");
+  const int64_t B = KvPool::kBlockTokens, row = kv_pool_->row_bytes();
+  const size_t expected = 8 + sizeof(f) + n_mamba * (conv_n + ssm_n) * 4 +
+                          static_cast<size_t>(2 * kv_pool_->n_layers() * n_past * row);
+  if (size != expected) return bad("it is " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
+
+  auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
+  snap->n_past = n_past;
+  snap->tokens.assign(tokens, tokens + n_tokens);
+  const uint8_t* p = bytes + 8 + sizeof(f);
+  std::vector<float> host(std::max(conv_n, ssm_n));
+  for (size_t i = 0; i < n_mamba; ++i) {
+    float* c = backend_->alloc(conv_n);
+    float* s = backend_->alloc(ssm_n);
+    snap->conv.push_back(c);
+    snap->ssm.push_back(s);
+    if (!c || !s) return Status(StatusCode::kOutOfMemory, "cannot allocate a snapshot");
+    std::memcpy(host.data(), p, conv_n * 4);
+    backend_->from_host(c, host.data(), conv_n);
+    p += conv_n * 4;
+    std::memcpy(host.data(), p, ssm_n * 4);
+    backend_->from_host(s, host.data(), ssm_n);
+    p += ssm_n * 4;
+  }
+  snap->state_bytes = static_cast<int64_t>(n_mamba * (conv_n + ssm_n) * 4);
+  for (int64_t i = 0; i < (n_past + B - 1) / B; ++i) {
+    const int32_t b = kv_pool_->allocate();
+    if (b < 0) return Status(StatusCode::kOutOfMemory, "the KV cache pool is full");
+    snap->blocks.push_back(b);
+  }
+  for (int64_t l = 0; l < kv_pool_->n_layers(); ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      for (int64_t p0 = 0; p0 < n_past; p0 += B) {
+        const int64_t n = std::min(B, n_past - p0);
+        const int32_t b = snap->blocks[p0 / B];
+        void* dst = kv == 0 ? kv_pool_->k_row_ptr(l, b, 0) : kv_pool_->v_row_ptr(l, b, 0);
+        backend_->bytes_from_host(dst, p, static_cast<size_t>(n * row));
+        p += n * row;
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  *snapshot_id = next_snapshot_id_++;
+  snapshots_[*snapshot_id] = std::move(snap);
+  return Status::Ok();
+}
+
+CacheStats Engine::cache_stats() const {
+  CacheStats st;
+  st.kv_blocks_total = kv_pool_->capacity();
+  st.kv_blocks_used = kv_pool_->used();
+  st.kv_block_bytes = kv_pool_->block_bytes();
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  st.snapshots = static_cast<int64_t>(snapshots_.size());
+  std::map<int32_t, int> live_refs;
+  for (const auto& [id, seq] : sequences_) for (int32_t b : seq->block_table()) ++live_refs[b];
+  std::map<int32_t, bool> snap_only;
+  for (const auto& [id, snap] : snapshots_) {
+    st.snapshot_state_bytes += snap->state_bytes;
+    for (int32_t b : snap->blocks) if (!live_refs.count(b)) snap_only[b] = true;
+  }
+  st.snapshot_only_kv_blocks = static_cast<int64_t>(snap_only.size());
+  return st;
 }
 
 Status Engine::evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,

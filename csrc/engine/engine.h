@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/kv_pool.h"
 #include "cache/sequence_state.h"
 #include "core/status.h"
 #include "engine/backend.h"
@@ -27,6 +28,17 @@ struct EngineOptions {
   int64_t context_length = 0;     // tokens per sequence; 0 = the config's max_position_embeddings
   int32_t max_sequences = 8;      // live sequences at once
   int64_t max_batch_tokens = 256; // tokens per forward pass: prompts are prefilled in chunks of this
+  DType kv_dtype = DType::F16;    // KV cache storage: F16 (default) or F32
+  int64_t cache_bytes = 0;        // KV pool room for snapshots beyond the live sequences' needs
+};
+
+struct CacheStats {
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;
+  int64_t kv_block_bytes = 0;
+  int64_t snapshots = 0;
+  int64_t snapshot_state_bytes = 0;      // Mamba state copies held by snapshots
+  int64_t snapshot_only_kv_blocks = 0;   // blocks referenced by snapshots and by no live sequence
 };
 
 class Engine {
@@ -53,6 +65,17 @@ class Engine {
   Status evaluate(int32_t id, const int32_t* tokens, int64_t n, bool all_logits,
                   std::vector<float>* logits);
 
+  // ---- snapshots: a sequence's state frozen at its current position ---------------------------------
+  Status snapshot_sequence(int32_t seq, int32_t* snapshot_id);
+  // Replaces the sequence's state with the snapshot's (the snapshot stays).
+  Status restore_sequence(int32_t seq, int32_t snapshot_id);
+  Status drop_snapshot(int32_t snapshot_id);
+  // A self-describing byte image of a snapshot (Mamba state and the KV rows it covers), and back.
+  Status export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const;
+  Status import_snapshot(const uint8_t* bytes, size_t size, const int32_t* tokens, int64_t n_tokens,
+                         int32_t* snapshot_id);
+  CacheStats cache_stats() const;
+
   // Several sequences in ONE forward pass (their rows packed, each weight read once): item i appends
   // its tokens to its sequence; (*logits)[i] gets its last or all rows. The total number of tokens
   // must not exceed max_batch_tokens.
@@ -76,10 +99,15 @@ class Engine {
     SamplingParams sampling;
     int64_t n_prompt;  // sequence tokens before this request's generated ones (for the penalties)
     uint64_t draw;     // the sampler's counter: index of this token in its request
+    // Absolute positions at which to snapshot the sequence (a piece is cut there, so the state at
+    // exactly that position exists); ascending.
+    std::vector<int64_t> snapshot_at;
   };
   struct StepResult {
     int64_t consumed = 0;
     int32_t token = -1;
+    int64_t snapshot_position = -1;  // a snapshot was taken at this position ...
+    int32_t snapshot_id = -1;        // ... with this id
   };
   Status step(const std::vector<StepRequest>& requests, std::vector<StepResult>* results);
 
@@ -97,11 +125,15 @@ class Engine {
   ModelWeights weights_;
   EngineOptions options_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Workspace> workspace_;
 
-  mutable std::mutex seq_mu_;  // guards sequences_, next_id_
+  mutable std::mutex seq_mu_;  // guards sequences_, snapshots_, next ids
   std::map<int32_t, std::shared_ptr<SequenceState>> sequences_;
+  std::map<int32_t, std::shared_ptr<Snapshot>> snapshots_;
   int32_t next_id_ = 1;
+  int32_t next_snapshot_id_ = 1;
+  Status take_snapshot(const SequenceState& seq, int32_t* snapshot_id);
 
   std::mutex compute_mu_;  // one forward pass at a time
 };

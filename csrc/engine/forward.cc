@@ -94,13 +94,9 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
-    float* kc = it.seq->k_cache(layer);
-    float* vc = it.seq->v_cache(layer);
-    for (int64_t t = 0; t < T; ++t) {
-      c.be.copy(kc + (past + t) * kv_dim, k + (r0 + t) * ld, kv_dim);
-      c.be.copy(vc + (past + t) * kv_dim, v + (r0 + t) * ld, kv_dim);
-    }
-    c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kc, vc, kv_dim, past, T,
+    const cpu::KvBlocks kv = it.seq->kv(layer);
+    c.be.kv_store(kv, past, k + r0 * ld, v + r0 * ld, ld, T, kv_dim);  // append, then attend
+    c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kv, past, T,
                        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
   }
   c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows);

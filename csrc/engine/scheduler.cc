@@ -19,7 +19,8 @@ std::vector<PlanItem> plan_step(const std::vector<PlanInput>& inputs, int64_t ch
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].pending <= 1) continue;
     const int64_t to_boundary = chunk - inputs[i].n_past % chunk;
-    const int64_t piece = std::min(inputs[i].pending, to_boundary);
+    const int64_t to_cut = inputs[i].next_cut - inputs[i].n_past;
+    const int64_t piece = std::min({inputs[i].pending, to_boundary, to_cut});
     if (used + piece > budget) continue;  // deferred whole: shrinking it would move a boundary
     plan[i].count = piece;
     used += piece;

@@ -2,7 +2,8 @@
 // be fed; the planner decides which part of it runs in this forward pass:
 //   - decode items (one pending token) always run, so no stream stalls behind a long prompt;
 //   - longer inputs (prompts, forced tokens) run in pieces that end at multiples of `chunk` in the
-//     sequence's absolute positions, in request order, while the step's row budget lasts.
+//     sequence's absolute positions (and at requested snapshot positions), in request order, while the
+//     step's row budget lasts.
 // Piece boundaries depend only on the sequence's own position, never on what else is in the batch, so
 // a request computes exactly the same numbers alone or batched with others.
 #pragma once
@@ -15,6 +16,7 @@ namespace nemo {
 struct PlanInput {
   int64_t n_past;    // tokens the sequence already holds
   int64_t pending;   // tokens waiting to be fed (>= 1)
+  int64_t next_cut;  // a piece must also end here (a snapshot position), or INT64_MAX
 };
 
 struct PlanItem {

@@ -64,14 +64,29 @@ void ssm_state_update(float* y, const float* x, const float* dt_raw, const float
                       float* state, const SsmParams& p, ThreadPool& pool);
 
 // ---- attention -----------------------------------------------------------------------------------
-// Causal grouped-query attention, no position encoding, scale 1/sqrt(Dh).  The cache holds past + T
-// positions (the T new keys/values already appended): k_cache, v_cache are [past + T, Hkv*Dh] (ldkv).
-// Query t sits at position past + t and attends to positions 0..past+t.  q: [T, Hq*Dh] (ldq);
-// out: [T, Hq*Dh] contiguous.  Query head j reads kv head j / (Hq / Hkv).  One pass over the keys
-// with an online softmax: memory does not grow with the context.
-void attention_gqa(float* out, const float* q, int64_t ldq, const float* k_cache,
-                   const float* v_cache, int64_t ldkv, int64_t past, int64_t T, int64_t n_heads,
-                   int64_t n_kv_heads, int64_t head_dim, ThreadPool& pool);
+// One attention layer's K and V for one sequence, in a paged pool: position p lives in block
+// table[p / block_tokens], row p % block_tokens. A block of a layer holds block_tokens rows of
+// Hkv*Dh values in `dtype` (F16 or F32), K and V in separate storage: k + block * block_stride.
+struct KvBlocks {
+  void* k;
+  void* v;
+  const int32_t* table;
+  int64_t block_tokens;
+  int64_t block_stride;  // elements per block (block_tokens * Hkv * Dh)
+  DType dtype;
+};
+
+// Writes T rows of K and V (f32, row stride ld) at positions [pos, pos + T), converting to kv.dtype.
+void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
+              int64_t T, int64_t kv_dim);
+
+// Causal grouped-query attention, no position encoding, scale 1/sqrt(Dh), over the paged cache that
+// already holds past + T positions (the T new rows stored). Query t sits at position past + t and
+// attends to positions 0..past+t. q: [T, Hq*Dh] (ldq); out: [T, Hq*Dh] contiguous. Query head j reads
+// kv head j / (Hq / Hkv). One pass over the keys with an online softmax (memory does not grow with the
+// context); each K/V row is converted once for all the query heads that share it.
+void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past,
+                   int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, ThreadPool& pool);
 
 // ---- MLP and elementwise -------------------------------------------------------------------------
 // x = relu(x)², in place (the Nemotron-H MLP activation; the MLP is down(relu2(up(u)))).

@@ -248,16 +248,28 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
     pool.parallel_for(groups, group_grain(NRS, K, esize, T), [&](int64_t g0, int64_t g1) {
       const uint8_t* wr[NRS];
       const float* xr[SMALL];
-      float out[SMALL * NRS];
-      for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp;
+      float out[SMALL * NRS], sum[SMALL * NRS];
       for (int64_t g = g0; g < g1; ++g) {
         const int64_t n0 = g * NRS;
         const int64_t nr = std::min<int64_t>(NRS, N - n0);
-        for (int j = 0; j < NRS; ++j)  // N tail: repeat the last row, drop the result
-          wr[j] = offset_ptr(wbase, std::min(n0 + j, N - 1) * row_bytes - shift * esize);
-        tile(xr, wr, shift, Ks, out);
+        // The K slices of prefill, summed in the same order (see the note above matmul_blocked).
+        for (int64_t k0 = 0; k0 < Ks; k0 += kKc) {
+          const int64_t kn = std::min(kKc, Ks - k0);
+          const int64_t head = k0 == 0 ? shift : 0;
+          for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp + k0;
+          for (int j = 0; j < NRS; ++j) {  // N tail: repeat the last row, drop the result
+            const int64_t n = std::min(n0 + j, N - 1);
+            wr[j] = offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
+          }
+          tile(xr, wr, head, kn, out);
+          if (k0 == 0) {
+            for (int64_t f = 0; f < T * NRS; ++f) sum[f] = out[f];
+          } else {
+            for (int64_t f = 0; f < T * NRS; ++f) sum[f] += out[f];
+          }
+        }
         for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * NRS + j];
+          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * NRS + j];
       }
     });
     return;
@@ -328,12 +340,6 @@ namespace avx2 {
 
 constexpr int kS = 16;  // elements per step: two 8-float vectors
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
 // H = 1 the odd ones (x is permuted to match); F16 / F32: elements [8H, 8H + 8).
@@ -360,20 +366,24 @@ inline void hsum4(__m256 a, __m256 b, __m256 c, __m256 d, float* out) {
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
 }
 
-template <int TR, int NR>
-using Acc = __m256[TR][NR][TR == 1 ? 2 : 1];
+// The horizontal sum of v by exactly the tree hsum4 uses for each of its inputs.
+inline float hsum(__m256 v) {
+  float o[4];
+  hsum4(v, v, v, v, o);
+  return o[0];
+}
 
-// out[i * NR + j] = horizontal sum of acc[i][j] (both halves when TR == 1), four at a time.
+template <int TR, int NR>
+using Acc = __m256[TR][NR];
+
+// out[i * NR + j] = horizontal sum of acc[i][j], four at a time (hsum4 and hsum add the lanes of
+// every accumulator in the same order, so the result does not depend on the tile shape).
 template <int TR, int NR, class V>
-inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
-  constexpr int NA = TR == 1 ? 2 : 1;
+inline void reduce(V (&acc)[TR][NR], float* out) {
   constexpr int kTotal = TR * NR;
   V s[kTotal];
 #pragma GCC unroll 32
-  for (int f = 0; f < kTotal; ++f) {
-    s[f] = acc[f / NR][f % NR][0];
-    if (NA == 2) s[f] = s[f] + acc[f / NR][f % NR][NA - 1];
-  }
+  for (int f = 0; f < kTotal; ++f) s[f] = acc[f / NR][f % NR];
   int f = 0;
 #pragma GCC unroll 8
   for (; f + 4 <= kTotal; f += 4) hsum4(s[f], s[f + 1], s[f + 2], s[f + 3], out + f);
@@ -387,7 +397,6 @@ inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
 template <DType DT, int TR, int NR, int H>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t kw,
                       Acc<TR, NR>& acc) {
-  constexpr int NA = TR == 1 ? 2 : 1;
   constexpr int64_t es = DT == DType::F32 ? 4 : 2;
   __m256 wv[NR];
 #pragma GCC unroll 8
@@ -396,7 +405,7 @@ inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t 
   for (int i = 0; i < TR; ++i) {
     const __m256 xv = _mm256_loadu_ps(xr[i] + k + 8 * H);
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[i][j][H % NA] = _mm256_fmadd_ps(xv, wv[j], acc[i][j][H % NA]);
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
   }
 }
 
@@ -424,15 +433,12 @@ inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int NA = TR == 1 ? 2 : 1;
   constexpr int64_t es = DT == DType::F32 ? 4 : 2;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 2
-      for (int a = 0; a < NA; ++a) acc[i][j][a] = _mm256_setzero_ps();
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t k = 0;
   if (head > 0 || kn < kS) {
     partial_step<DT, TR, NR>(xr, wr, 0, head, std::min<int64_t>(kn, kS), acc);
@@ -529,22 +535,25 @@ inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, float* out) {
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-inline float hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+// The horizontal sum of v by exactly the tree hsum4 uses for each of its inputs (unlike
+// _mm512_reduce_add_ps, which adds across 128-bit lanes first).
+inline float hsum(__m512 v) {
+  float o[4];
+  hsum4(v, v, v, v, o);
+  return o[0];
+}
 
 template <int TR, int NR>
-using Acc = __m512[TR][NR][TR == 1 ? 2 : 1];
+using Acc = __m512[TR][NR];
 
-// out[i * NR + j] = horizontal sum of acc[i][j] (both halves when TR == 1), four at a time.
+// out[i * NR + j] = horizontal sum of acc[i][j], four at a time (hsum4 and hsum add the lanes of
+// every accumulator in the same order, so the result does not depend on the tile shape).
 template <int TR, int NR, class V>
-inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
-  constexpr int NA = TR == 1 ? 2 : 1;
+inline void reduce(V (&acc)[TR][NR], float* out) {
   constexpr int kTotal = TR * NR;
   V s[kTotal];
 #pragma GCC unroll 32
-  for (int f = 0; f < kTotal; ++f) {
-    s[f] = acc[f / NR][f % NR][0];
-    if (NA == 2) s[f] = s[f] + acc[f / NR][f % NR][NA - 1];
-  }
+  for (int f = 0; f < kTotal; ++f) s[f] = acc[f / NR][f % NR];
   int f = 0;
 #pragma GCC unroll 8
   for (; f + 4 <= kTotal; f += 4) hsum4(s[f], s[f + 1], s[f + 2], s[f + 3], out + f);
@@ -556,7 +565,6 @@ inline void reduce(V (&acc)[TR][NR][TR == 1 ? 2 : 1], float* out) {
 template <DType DT, int TR, int NR, int H, bool kMasked>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                       Acc<TR, NR>& acc) {
-  constexpr int NA = TR == 1 ? 2 : 1;
   constexpr int64_t es = DT == DType::F32 ? 4 : 2;
   __m512 wv[NR];
 #pragma GCC unroll 8
@@ -565,7 +573,7 @@ inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t 
   for (int i = 0; i < TR; ++i) {
     const __m512 xv = _mm512_loadu_ps(xr[i] + k + 16 * H);
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[i][j][H % NA] = _mm512_fmadd_ps(xv, wv[j], acc[i][j][H % NA]);
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
   }
 }
 
@@ -586,15 +594,12 @@ inline __mmask32 range_mask(int64_t lo, int64_t hi) {
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int NA = TR == 1 ? 2 : 1;
   constexpr int64_t es = DT == DType::F32 ? 4 : 2;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j)
-#pragma GCC unroll 2
-      for (int a = 0; a < NA; ++a) acc[i][j][a] = _mm512_setzero_ps();
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t k = 0;
   if (head > 0 || kn < kS) {
     step<DT, TR, NR, true>(xr, wr, 0, range_mask(head, std::min<int64_t>(kn, kS)), acc);

@@ -2,7 +2,8 @@
 // Not part of the addon build. Build and run (one line):
 //   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_selftest.cc csrc/kernels/matmul.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
-// Options: --quick (skip the benchmarks). Exit status 0 when every check passes.
+// Options: --quick (skip the benchmarks), --bench (only the benchmarks). Exit status 0 when every
+// check passes.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -389,6 +390,77 @@ void test_matmul() {
   set_kernel_path_override(nullptr);
 }
 
+// ---- batch invariance ---------------------------------------------------------------------------------
+// y[t, n] must be bitwise the same whatever the batch size, the row's position in the batch and the
+// thread count: each row computed alone (one thread) is the reference, then batches of T rows starting
+// at several offsets are computed with 2 and 3 threads and compared bit for bit.
+
+void test_invariance() {
+  std::printf("matmul batch invariance (bitwise, alone vs batched, 1/2/3 threads)\n");
+  const int64_t Ks[] = {1, 31, 64, 100, 1000, 1024, 1056, 1500, 2080, 4480};
+  const int64_t Ns[] = {1, 33, 257};
+  const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 64, 130};
+  const int64_t rows = 150;
+  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
+  ThreadPool pool1(1), pool2(2), pool3(3);
+  for (const std::string& path : available_paths()) {
+    set_kernel_path_override(path.c_str());
+    int64_t compared = 0, mismatched = 0;
+    std::string first_bad;
+    for (DType dt : dtypes) {
+      for (int64_t K : Ks) {
+        for (int64_t N : Ns) {
+          // W offsets: aligned, and a misaligned start (exercises the realigned K loop).
+          for (int off : {0, 6}) {
+            if (path == "scalar" && off != 0) continue;
+            const Weights w = make_weights(dt, N, K, static_cast<uint32_t>(K * 13 + N + off), off);
+            const int64_t ldx = K + 5;
+            std::mt19937 rng(static_cast<uint32_t>(K * 7 + N * 3 + off));
+            std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+            std::vector<float> x(static_cast<size_t>(rows * ldx));
+            for (auto& v : x) v = dist(rng);
+            std::vector<float> alone(static_cast<size_t>(rows * N));
+            for (int64_t r = 0; r < rows; ++r)
+              cpu::matmul(alone.data() + r * N, N, x.data() + r * ldx, ldx, w.view(), 1, pool1);
+            std::vector<float> y;
+            int which = 0;
+            for (int64_t T : Ts) {
+              if (path == "scalar" && T > 17 && K > 1100) continue;
+              for (int64_t start : {int64_t{0}, int64_t{1}, rows - T, (rows - T) / 2 + 3}) {
+                start = std::min(std::max<int64_t>(start, 0), rows - T);
+                ThreadPool& pool = (which++ % 2) ? pool3 : pool2;
+                y.assign(static_cast<size_t>(T * N), 0.0f);
+                cpu::matmul(y.data(), N, x.data() + start * ldx, ldx, w.view(), T, pool);
+                for (int64_t t = 0; t < T; ++t) {
+                  const int cmp = std::memcmp(y.data() + t * N, alone.data() + (start + t) * N,
+                                              static_cast<size_t>(N) * sizeof(float));
+                  ++compared;
+                  if (cmp != 0) {
+                    ++mismatched;
+                    if (first_bad.empty()) {
+                      char msg[160];
+                      std::snprintf(msg, sizeof msg, "%s K=%lld N=%lld off=%d T=%lld start=%lld row=%lld",
+                                    dtype_name(dt), (long long)K, (long long)N, off, (long long)T,
+                                    (long long)start, (long long)t);
+                      first_bad = msg;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    std::printf("  %-6s %lld rows compared, %lld differ%s%s\n", path.c_str(), (long long)compared,
+                (long long)mismatched, first_bad.empty() ? "" : "; first: ", first_bad.c_str());
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "%s: batched rows equal to rows computed alone", path.c_str());
+    check(mismatched == 0, msg);
+  }
+  set_kernel_path_override(nullptr);
+}
+
 // ---- throughput --------------------------------------------------------------------------------------
 
 template <class F>
@@ -487,13 +559,18 @@ void bench() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
-  for (int i = 1; i < argc; ++i)
+  bool quick = false, bench_only = false;
+  for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--bench") == 0) bench_only = true;
+  }
   const auto t0 = Clock::now();
-  test_cpu_features();
-  test_thread_pool();
-  test_matmul();
+  if (!bench_only) {
+    test_cpu_features();
+    test_thread_pool();
+    test_matmul();
+    test_invariance();
+  }
   if (!quick) bench();
   std::printf("%s (%d failure%s) in %.1f s\n", g_failures == 0 ? "PASS" : "FAILED", g_failures,
               g_failures == 1 ? "" : "s", seconds_since(t0));

@@ -1,0 +1,69 @@
+// KvPool: the attention layers' K/V cache as fixed-size blocks of positions, shared by all sequences
+// and snapshots. A block id names the same rows in every attention layer, so a sequence needs one block
+// table for all of them. Blocks are reference-counted: a prefix shared by several sequences or
+// snapshots is stored once, and a block is copied only when a holder writes into a shared one
+// (copy-on-write, which can only happen to the block holding the sequence's next position).
+//
+// Block size: 64 positions. Small enough that a copy-on-write (at most 63 rows) and the waste of a
+// half-filled block stay small (a 9B block is 1 MiB in f16 across its 4 attention layers), large enough
+// that the attention loop walks long contiguous runs and block tables stay short (2,048 entries at 128k).
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "engine/backend.h"
+#include "kernels/kernels.h"
+
+namespace nemo {
+
+class KvPool {
+ public:
+  static constexpr int64_t kBlockTokens = 64;
+
+  KvPool(Backend* backend, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks, DType dtype);
+  ~KvPool();
+  KvPool(const KvPool&) = delete;
+  KvPool& operator=(const KvPool&) = delete;
+
+  Status init();  // reserves the storage (pages committed when first written)
+
+  // A fresh block with one reference, or -1 when the pool is full.
+  int32_t allocate();
+  void retain(int32_t block);
+  void release(int32_t block);
+  int32_t refs(int32_t block) const;
+
+  // Copies the first `rows` positions of every layer from `src` into `dst`.
+  void copy_rows(int32_t dst, int32_t src, int64_t rows);
+
+  // The view the attention kernels read, for one layer and one block table.
+  cpu::KvBlocks view(int64_t layer_slot, const int32_t* table) const;
+
+  // Raw row access for export/import: the bytes of `rows` positions of one block of one layer.
+  void* k_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const;
+  void* v_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const;
+
+  int64_t capacity() const { return capacity_; }
+  int64_t used() const;
+  int64_t block_bytes() const;  // all layers, K and V
+  int64_t row_bytes() const { return kv_dim_ * static_cast<int64_t>(dtype_size(dtype_)); }
+  DType dtype() const { return dtype_; }
+  int64_t n_layers() const { return n_layers_; }
+
+ private:
+  size_t layer_bytes() const;
+
+  Backend* backend_;
+  int64_t n_layers_, kv_dim_, capacity_;
+  DType dtype_;
+  void* storage_ = nullptr;  // [n_layers][K|V][capacity][kBlockTokens][kv_dim]
+  size_t storage_bytes_ = 0;
+  mutable std::mutex mu_;
+  std::vector<int32_t> refs_;
+  std::vector<int32_t> free_;  // stack of free block ids
+};
+
+}  // namespace nemo

@@ -246,7 +246,7 @@ function decodeVerified(b: Uint8Array, expected: string, label: string, bodyDige
   if (trailerFound) {
     const digest = bodyDigest ?? createHash('sha256').update(buf.subarray(0, bodyEnd)).digest();
     const recorded = buf.subarray(bodyEnd + END_MAGIC.length);
-    if (false && !digest.equals(recorded)) {
+    if (!digest.equals(recorded)) {
       throw fail(
         `checksum mismatch: the file is corrupted (the sha-256 of its first ${bodyEnd} bytes is ` +
           `${short(digest.toString('hex'))}, the trailer records ${short(recorded.toString('hex'))})`,

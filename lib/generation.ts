@@ -6,6 +6,7 @@
  * this request while its consumer is not asking for more).
  */
 import type { NativeSampling } from './addon-types.js';
+import type { CacheEntry, PrefixCache } from './cache/prefix-cache.js';
 import type { ToolCall } from './chat/template.js';
 import { ReasoningSplitter } from './chat/reasoning.js';
 import { StopMatcher } from './chat/stop.js';
@@ -18,9 +19,13 @@ export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 
 export interface Usage {
   promptTokens: number;
+  /** Prompt tokens restored from the prefix cache instead of computed. */
+  cachedTokens: number;
   /** Tokens of the reply, reasoning included (and the `</think>` tokens a thinking budget forced). */
   completionTokens: number;
   reasoningTokens: number;
+  /** Chat sessions with contextOverflow 'truncate-oldest': messages dropped to fit this turn. */
+  droppedMessages?: number;
 }
 
 export interface Timings {
@@ -68,6 +73,13 @@ export interface RequestSpec {
   parseToolCalls: boolean;
   signal: AbortSignal | undefined;
   contextLength: number;
+  /** Where to restore prefixes from and store snapshots into (null: no reuse). */
+  cache: PrefixCache | null;
+  /** Prompt positions to snapshot at (e.g. chat message boundaries), plus every `snapshotEvery` tokens. */
+  snapshotAt: number[];
+  snapshotEvery: number;
+  /** Called with each snapshot this request stored. */
+  onSnapshot?: (position: number, entry: CacheEntry) => void;
 }
 
 /** NVIDIA's rule: after the budget, end reasoning at the next newline, or at budget + 500 at the latest. */
@@ -91,6 +103,8 @@ export class GenerationRequest implements StepClient {
   private readonly toolCalls: ToolCall[] = [];
   private readonly toolCallErrors: Array<{ raw: string; error: string }> = [];
   private reasoningTokens = 0;
+  private cachedTokens = 0;
+  private snapshotAt: number[] = [];
   private forcedClose = false;
   private finishReason: FinishReason = 'length';
   private error: NemotronError | undefined;
@@ -122,6 +136,7 @@ export class GenerationRequest implements StepClient {
         this.finish('abort'); // aborted while queued
       }
       this.tAdmit = performance.now();
+      if (!this.finished) this.restorePrefix();
       if (!this.finished) {
         signal?.addEventListener('abort', this.onAbort, { once: true });
         if (signal?.aborted) this.finish('abort');
@@ -145,6 +160,28 @@ export class GenerationRequest implements StepClient {
     }
   }
 
+  /** Restores the longest cached prefix of the prompt (leaving at least one token to compute logits). */
+  private restorePrefix(): void {
+    const { prompt, cache } = this.spec;
+    if (!cache) return;
+    const hit = cache.lookup(prompt, prompt.length - 1);
+    if (hit) {
+      try {
+        this.scheduler.restore(this.seq, hit.id);
+        this.cachedTokens = hit.tokens.length;
+        this.input = Array.from(prompt.subarray(this.cachedTokens));
+      } catch {
+        // An unusable snapshot costs only speed: compute the whole prompt on a fresh sequence.
+        this.cachedTokens = 0;
+        this.input = Array.from(prompt);
+      }
+    }
+    const at = new Set(this.spec.snapshotAt.filter((p) => p > this.cachedTokens && p <= prompt.length));
+    const every = this.spec.snapshotEvery;
+    if (every > 0) for (let p = every; p <= prompt.length; p += every) if (p > this.cachedTokens) at.add(p);
+    this.snapshotAt = [...at].sort((a, b) => a - b);
+  }
+
   // ---- StepClient ------------------------------------------------------------------------------------
 
   pendingInput(): StepInput | null {
@@ -155,10 +192,17 @@ export class GenerationRequest implements StepClient {
       sampling: this.spec.sampling,
       nPrompt: this.spec.prompt.length,
       draw: this.draw,
+      ...(this.snapshotAt.length > 0 ? { snapshotAt: this.snapshotAt } : {}),
     };
   }
 
-  onStep(consumed: number, token: number): void {
+  onStep(consumed: number, token: number, snapshot: { position: number; id: number } | null): void {
+    if (snapshot) {
+      // Keep it even if this request has ended: the state at that position is valid and reusable.
+      const entry = this.spec.cache!.insert(snapshot.id, this.spec.prompt.slice(0, snapshot.position));
+      this.snapshotAt = this.snapshotAt.filter((p) => p > snapshot.position);
+      this.spec.onSnapshot?.(snapshot.position, entry);
+    }
     if (this.finished) return; // aborted while the step ran: its result is dropped
     this.input.splice(0, consumed);
     if (token >= 0) {
@@ -280,11 +324,16 @@ export class GenerationRequest implements StepClient {
       tokens: this.generated,
       finishReason: this.finishReason,
       ...(this.error ? { error: this.error } : {}),
-      usage: { promptTokens: this.spec.prompt.length, completionTokens: this.generated.length, reasoningTokens: this.reasoningTokens },
+      usage: {
+        promptTokens: this.spec.prompt.length,
+        cachedTokens: this.cachedTokens,
+        completionTokens: this.generated.length,
+        reasoningTokens: this.reasoningTokens,
+      },
       timings: {
         queueMs: this.tAdmit - this.tSubmit,
         timeToFirstTokenMs: this.tFirst ? this.tFirst - this.tAdmit : 0,
-        prefillTokensPerSecond: this.tFirst && prefillMs > 0 ? (this.spec.prompt.length * 1000) / prefillMs : 0,
+        prefillTokensPerSecond: this.tFirst && prefillMs > 0 ? ((this.spec.prompt.length - this.cachedTokens) * 1000) / prefillMs : 0,
         decodeTokensPerSecond: decodeMs > 0 ? (decoded * 1000) / decodeMs : 0,
         totalMs: this.tEnd - this.tSubmit,
       },

@@ -24,7 +24,10 @@ export {
   NativeBinaryError,
   InternalError,
   TemplateError,
+  SessionFileError,
 } from './errors.js';
+export { ChatSession } from './chat/session.js';
+export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';

@@ -7,8 +7,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import { PrefixCache, type CacheEntry } from './cache/prefix-cache.js';
+import { ChatSession, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
+import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, errorFromCode } from './errors.js';
+import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
@@ -30,6 +33,8 @@ export interface LoadOptions {
   kvDtype?: 'f16' | 'f32';
   /** Bytes the prefix/snapshot cache may hold (Mamba state copies and the KV blocks only it keeps). Default 1 GiB. */
   cacheBytes?: number;
+  /** Snapshot long prompts every this many tokens, so a later prompt sharing a long prefix resumes there. Default 2048; 0 = off. */
+  snapshotInterval?: number;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -53,6 +58,15 @@ export interface ModelInfo {
 export interface ModelStats {
   /** Sequences holding state now (running requests and evaluate calls). */
   liveSequences: number;
+  /** KV cache blocks (64 positions each, all attention layers) in use and free in the planned pool. */
+  kvBlocksUsed: number;
+  kvBlocksFree: number;
+  /** Snapshots in the prefix cache and the bytes they hold (Mamba state copies + KV blocks only they keep). */
+  snapshots: number;
+  snapshotBytes: number;
+  /** Requests that restored a cached prefix, and the prompt tokens that saved. */
+  prefixCacheHits: number;
+  tokensReused: number;
   /** Requests waiting for a sequence slot (maxSequences). */
   queuedRequests: number;
   /** Bytes of Mamba state and KV cache held by live sequences. */
@@ -107,7 +121,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval'] as const;
 const DEFAULT_CACHE_BYTES = 1024 ** 3;
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
@@ -153,11 +167,14 @@ export class NemotronModel {
   private readonly template: ChatTemplate | null;
   private readonly eos: Set<number>;
   private readonly scheduler: Scheduler;
+  private readonly cache: PrefixCache;
+  private readonly snapshotInterval: number;
+  private fingerprint: Promise<string> | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly closing = new AbortController();
   private closed = false;
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
@@ -166,6 +183,8 @@ export class NemotronModel {
     this.eos = new Set(eosTokenIds);
     this.info = Object.freeze({ path: dir, ...ni, eosTokenIds });
     this.scheduler = new Scheduler(engine, ni.maxSequences);
+    this.cache = new PrefixCache(engine, cacheBytes);
+    this.snapshotInterval = snapshotInterval;
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files). */
@@ -181,6 +200,7 @@ export class NemotronModel {
     const kvDtype = options.kvDtype ?? 'f16';
     if (kvDtype !== 'f16' && kvDtype !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", options.kvDtype);
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
+    const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     if (!statSync(dir).isDirectory()) {
@@ -200,7 +220,7 @@ export class NemotronModel {
     } catch (err) {
       rethrow(err, stack);
     }
-    return new NemotronModel(dir, engine, tokenizer);
+    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval);
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */
@@ -265,7 +285,11 @@ export class NemotronModel {
    */
   stream(options: GenerateOptions): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
-    const spec = this.parseGenerate(options);
+    return this.streamSpec(this.parseGenerate(options));
+  }
+
+  private streamSpec(spec: RequestSpec): AsyncGenerator<StreamEvent, void, undefined> {
+    this.assertOpen();
     const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
     const events = request.run();
     let done!: () => void;
@@ -282,10 +306,53 @@ export class NemotronModel {
     })();
   }
 
+  /**
+   * A chat session: send() / stream() a turn at a time; each turn computes only its new tokens (the
+   * state at the previous turn's assistant message is restored from the snapshot cache). fork() and
+   * save() make cheap copies and bit-exact files.
+   */
+  chat(options: ChatOptions = {}): ChatSession {
+    this.assertOpen();
+    v.assertObject('options', options);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow']);
+    if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat template`);
+    return new ChatSession(this.chatHost, options);
+  }
+
+  /** Restores a session written by ChatSession.save(); it continues exactly where the saved one was. */
+  async loadChat(file: string): Promise<ChatSession> {
+    this.assertOpen();
+    const content = await readSessionFile(file, await this.modelFingerprint());
+    const meta = content.meta as { options?: ChatOptions; history?: ChatMessage[] };
+    if (typeof meta.options !== 'object' || !Array.isArray(meta.history)) {
+      throw new SessionFileError(`session file ${file}: its metadata has no chat options and history`);
+    }
+    const history = meta.history.length ? validateMessages(meta.history) : [];
+    let anchor: CacheEntry | null = null;
+    if (content.state.byteLength > 0) {
+      let id: number;
+      try {
+        id = await this.engine.importSnapshot(content.state, content.tokens);
+      } catch (err) {
+        const e = err as { message?: string };
+        throw new SessionFileError(`session file ${file}: its engine state cannot be used: ${e.message ?? String(err)}`, { cause: err });
+      }
+      anchor = this.cache.insert(id, content.tokens);
+    }
+    return new ChatSession(this.chatHost, meta.options, history, anchor);
+  }
+
   /** Live sequences, queued requests, state memory and work done, for monitoring. */
   stats(): ModelStats {
+    const cache = this.closed ? null : this.engine.cacheStats();
     return {
       liveSequences: this.scheduler.liveSequences,
+      kvBlocksUsed: cache?.kvBlocksUsed ?? 0,
+      kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
+      snapshots: cache?.snapshots ?? 0,
+      snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
+      prefixCacheHits: this.cache.hits,
+      tokensReused: this.cache.tokensReused,
       queuedRequests: this.scheduler.queued,
       sequenceBytes: this.closed ? 0 : this.engine.sequenceBytes(),
       steps: this.scheduler.steps,
@@ -306,10 +373,45 @@ export class NemotronModel {
 
   // ---- internals -----------------------------------------------------------------------------------
 
+  private modelFingerprint(): Promise<string> {
+    this.fingerprint ??= fingerprintCheckpoint(this.info.path);
+    return this.fingerprint;
+  }
+
+  private readonly chatHost: ChatHost = {
+    renderChat: (messages, options) => {
+      if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'no chat template');
+      return this.template.render(messages, options);
+    },
+    tokenizeChat: (text) => Int32Array.from(this.tokenize(text)),
+    contextLength: () => this.info.contextLength,
+    streamTurn: (prompt, chat, options) => this.streamSpec(this.parseTurn(prompt, chat, options)),
+    pin: (entry) => this.cache.pin(entry),
+    unpin: (entry) => this.cache.unpin(entry),
+    exportTurnState: async (session, file) => {
+      this.assertOpen();
+      const anchor = session.anchorEntry;
+      const state = anchor ? await this.engine.exportSnapshot(anchor.id) : new Uint8Array(0);
+      const history = session.messages.filter((m, i) => !(i === 0 && m.role === 'system' && session.options.system !== undefined));
+      await writeSessionFile(file, {
+        modelFingerprint: await this.modelFingerprint(),
+        tokens: anchor ? anchor.tokens : new Int32Array(0),
+        state,
+        meta: { format: 'nemotron-node chat', options: session.options, history, savedAt: new Date().toISOString() },
+      });
+    },
+  };
+
+  private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (p: number, e: CacheEntry) => void }, options: TurnOptions): RequestSpec {
+    v.assertObject('options', options);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'seed', 'stop', 'signal']);
+    const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
+    return { ...spec, snapshotAt: chat.snapshotAt, onSnapshot: chat.onSnapshot };
+  }
+
   private parseGenerate(options: GenerateOptions): RequestSpec {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
-    const vocab = this.info.config.vocabSize;
     const hasPrompt = options.prompt !== undefined;
     const hasMessages = options.messages !== undefined;
     if (hasPrompt === hasMessages) {
@@ -320,11 +422,6 @@ export class NemotronModel {
     if (hasPrompt && (options.tools !== undefined || reasoningOpt !== undefined || options.thinkingBudget !== undefined)) {
       throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', '`tools`, `reasoning` and `thinkingBudget` apply to `messages`, not to a raw `prompt`');
     }
-    const thinkingBudget = v.optionalInteger('options.thinkingBudget', options.thinkingBudget, 0);
-    const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
-    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', options.stop);
-    const signal = v.optionalSignal('options.signal', options.signal);
-
     // The prompt, and whether it opens the reasoning (the generation prompt ends with `<think>\n`).
     let prompt: Int32Array;
     let startsInReasoning = false;
@@ -336,11 +433,19 @@ export class NemotronModel {
       if (options.prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'options.prompt is empty: give some text or token ids');
       prompt = Int32Array.from(this.tokenize(options.prompt));
     } else {
-      prompt = v.tokenIds('options.prompt', options.prompt, vocab);
+      prompt = v.tokenIds('options.prompt', options.prompt, this.info.config.vocabSize);
     }
+    return this.buildSpec(options, prompt, startsInReasoning, hasMessages);
+  }
+
+  /** Validates the sampling and stopping options and assembles a request around a tokenized prompt. */
+  private buildSpec(options: GenerateOptions, prompt: Int32Array, startsInReasoning: boolean, parseToolCalls: boolean): RequestSpec {
     if (prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'the prompt has no tokens');
     this.assertFits(prompt.length);
-
+    const thinkingBudget = v.optionalInteger('options.thinkingBudget', options.thinkingBudget, 0);
+    const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
+    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', options.stop);
+    const signal = v.optionalSignal('options.signal', options.signal);
     const d = startsInReasoning ? REASONING_DEFAULTS : { temperature: 0, topP: 1, maxTokens: 256 };
     const sampling: NativeSampling = {
       temperature: v.optionalNumber('options.temperature', options.temperature, (x) => x >= 0, 'a number >= 0') ?? d.temperature,
@@ -364,9 +469,12 @@ export class NemotronModel {
       startsInReasoning,
       thinkingBudget,
       closeReasoning,
-      parseToolCalls: hasMessages,
+      parseToolCalls,
       signal: signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal,
       contextLength: this.info.contextLength,
+      cache: this.cache,
+      snapshotAt: [],
+      snapshotEvery: this.snapshotInterval,
     };
   }
 

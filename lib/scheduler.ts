@@ -4,7 +4,7 @@
  * the weights are read once per step for all streams and a long prompt is prefilled in chunks
  * interleaved with the other streams' decode steps. Sequence slots are handed out in FIFO order.
  */
-import type { NativeEngine, NativeSampling } from './addon-types.js';
+import type { NativeEngine, NativeSampling, NativeStepResult } from './addon-types.js';
 import { NemotronError, errorFromCode } from './errors.js';
 
 export interface StepInput {
@@ -13,6 +13,7 @@ export interface StepInput {
   sampling: NativeSampling;
   nPrompt: number;
   draw: number;
+  snapshotAt?: number[];
 }
 
 /** What a running request shows the scheduler. */
@@ -20,8 +21,9 @@ export interface StepClient {
   readonly seq: number;
   /** The tokens to feed next, or null when it does not want a step now. */
   pendingInput(): StepInput | null;
-  /** After a step: how many of its tokens ran, and the sampled token (-1 when none). */
-  onStep(consumed: number, token: number): void;
+  /** After a step: how many of its tokens ran, the sampled token (-1 when none), and the snapshot
+   * taken at the end of its piece, if it asked for one there. */
+  onStep(consumed: number, token: number, snapshot: { position: number; id: number } | null): void;
   /** The step failed; the request must finish with an error. */
   onError(err: NemotronError): void;
 }
@@ -88,6 +90,11 @@ export class Scheduler {
     this.free(seq);
   }
 
+  /** Replaces a sequence's state with a cached snapshot's (prefix reuse). */
+  restore(seq: number, snapshotId: number): void {
+    this.engine.restore(seq, snapshotId);
+  }
+
   attach(client: StepClient): void {
     this.clients.add(client);
   }
@@ -148,7 +155,7 @@ export class Scheduler {
         }
         if (batch.length === 0) return;
         this.inStep = new Set(batch.map((b) => b.client));
-        let result: { consumed: Int32Array; token: Int32Array } | undefined;
+        let result: NativeStepResult | undefined;
         let failure: NemotronError | undefined;
         try {
           result = await this.engine.step(batch.map(({ client, input }) => ({ id: client.seq, ...input })));
@@ -164,7 +171,10 @@ export class Scheduler {
         for (let i = 0; i < batch.length; i++) {
           const { client } = batch[i]!;
           if (failure) client.onError(failure);
-          else client.onStep(result!.consumed[i]!, result!.token[i]!);
+          else {
+            const id = result!.snapshotId[i]!;
+            client.onStep(result!.consumed[i]!, result!.token[i]!, id >= 0 ? { position: result!.snapshotPosition[i]!, id } : null);
+          }
         }
         for (const seq of this.releaseAfterStep) this.free(seq);
         this.releaseAfterStep.clear();

@@ -42,7 +42,7 @@ class ScriptedEngine {
       consumed[i] = it.tokens.length;
       if (it.sample) token[i] = this.scripts.get(it.id)!.shift() ?? EOS;
     });
-    return { consumed, token };
+    return { consumed, token, snapshotPosition: new Float64Array(items.length).fill(-1), snapshotId: new Int32Array(items.length).fill(-1) };
   }
 }
 
@@ -69,6 +69,9 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
     parseToolCalls: true,
     signal: undefined,
     contextLength: 4096,
+    cache: null,
+    snapshotAt: [],
+    snapshotEvery: 0,
     ...over,
   };
 }

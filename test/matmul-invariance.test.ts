@@ -58,7 +58,7 @@ function firstMismatch(y: Float32Array, alone: Uint32Array[], r0: number, T: num
     for (let n = 0; n < N; n++) {
       if (bits[t * N + n] !== ref[n]) {
         return `row ${r0 + t} (position ${t} of ${T}), column ${n}: ${y[t * N + n]} batched vs ${
-          new Float32Array(ref.buffer)[n]
+          new Float32Array(ref.buffer, ref.byteOffset, ref.length)[n]
         } alone`;
       }
     }
@@ -104,7 +104,7 @@ describe('matmul batch invariance (bitwise)', () => {
               }
             }
           }
-          expect(compared).toBeGreaterThan(Ks.length * Ns.length * 500);
+          expect(compared).toBeGreaterThan(Ks.length * Ns.length * 440);
         } finally {
           k.setKernelPath('auto');
         }

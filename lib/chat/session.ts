@@ -1,0 +1,200 @@
+/**
+ * ChatSession: a conversation that keeps its place. Each turn renders the whole conversation with the
+ * checkpoint's template, but the engine restores the longest cached prefix and computes only what is
+ * new. Nemotron Nano 2's template re-renders earlier answers without their reasoning, so the state
+ * after a generated turn is never a prefix of the next prompt; the session therefore snapshots each
+ * turn at the start of the assistant message (right after `<SPECIAL_11>Assistant\n`), which the next
+ * prompt shares. Turn k+1 then costs only the re-rendered answer plus the new message.
+ */
+import type { CacheEntry } from '../cache/prefix-cache.js';
+import { ContextOverflowError, InvalidArgumentError } from '../errors.js';
+import type { GenerateResult, StreamEvent } from '../generation.js';
+import type { ChatMessage, ToolDefinition } from './template.js';
+
+export type ContextOverflowPolicy = 'error' | 'truncate-oldest';
+
+export interface ChatOptions {
+  system?: string;
+  /** Reasoning on (`/think`, default) or off (`/no_think`) for every turn. */
+  reasoning?: boolean;
+  tools?: ToolDefinition[];
+  /** 'error' (default): a turn that does not fit fails before any work. 'truncate-oldest': the oldest
+   * non-system turns are dropped until it fits (the cost shows in usage: fewer cached tokens). */
+  contextOverflow?: ContextOverflowPolicy;
+}
+
+export interface TurnOptions {
+  maxTokens?: number;
+  thinkingBudget?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  seed?: number;
+  stop?: string | string[];
+  signal?: AbortSignal;
+}
+
+/** What a session needs from the model (implemented by NemotronModel). */
+export interface ChatHost {
+  renderChat(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean; addGenerationPrompt?: boolean }): string;
+  tokenizeChat(text: string): Int32Array;
+  contextLength(): number;
+  streamTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (position: number, entry: CacheEntry) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
+  pin(entry: CacheEntry): void;
+  unpin(entry: CacheEntry): void;
+  exportTurnState(session: ChatSession, path: string): Promise<void>;
+}
+
+/** Marker text for locating where an assistant message's content starts in the rendered prompt. */
+const CONTENT_MARK = '\u0000ASSISTANT_CONTENT\u0000';
+
+export class ChatSession {
+  private history: ChatMessage[] = [];
+  /** The snapshot at the start of the last assistant message, pinned while the session holds it. */
+  private anchor: CacheEntry | null = null;
+  private busy = false;
+  readonly options: Readonly<ChatOptions>;
+
+  constructor(
+    private readonly host: ChatHost,
+    options: ChatOptions = {},
+    history: ChatMessage[] = [],
+    anchor: CacheEntry | null = null,
+  ) {
+    const overflow = options.contextOverflow ?? 'error';
+    if (overflow !== 'error' && overflow !== 'truncate-oldest') {
+      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `contextOverflow must be 'error' or 'truncate-oldest', got ${JSON.stringify(overflow)}`);
+    }
+    if (options.system !== undefined && typeof options.system !== 'string') {
+      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'system must be a string');
+    }
+    this.options = Object.freeze({ ...options, contextOverflow: overflow });
+    this.history = history.map((m) => ({ ...m }));
+    if (anchor) this.setAnchor(anchor);
+  }
+
+  /** The conversation so far (system message first, when there is one). */
+  get messages(): ChatMessage[] {
+    return this.allMessages(this.history).map((m) => ({ ...m }));
+  }
+
+  /** The pinned snapshot the next turn starts from (for save). */
+  get anchorEntry(): CacheEntry | null {
+    return this.anchor;
+  }
+
+  /** Sends a user message and resolves with the assistant's reply. */
+  async send(content: string, options: TurnOptions = {}): Promise<GenerateResult> {
+    let result: GenerateResult | undefined;
+    for await (const ev of this.stream(content, options)) if (ev.type === 'done') result = ev.result;
+    return result!;
+  }
+
+  /** Sends a user message and streams the reply (events as in model.stream()). */
+  stream(content: string, options: TurnOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
+    if (typeof content !== 'string' || content.length === 0) {
+      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'a chat message must be a non-empty string');
+    }
+    if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
+    const turn = this.prepare({ role: 'user', content }, options);
+    return this.run(turn, options);
+  }
+
+  /** An independent copy: both sessions continue from here without affecting each other. */
+  fork(): ChatSession {
+    return new ChatSession(this.host, this.options, this.history, this.anchor);
+  }
+
+  /** Writes the session (messages and the engine state of its last turn) to a file, atomically. */
+  async save(path: string): Promise<void> {
+    await this.host.exportTurnState(this, path);
+  }
+
+  /** Releases the session's pinned snapshot (it stays in the cache until evicted). */
+  dispose(): void {
+    this.setAnchor(null);
+  }
+
+  // ---- internals -----------------------------------------------------------------------------------
+
+  private allMessages(history: ChatMessage[]): ChatMessage[] {
+    return this.options.system !== undefined ? [{ role: 'system', content: this.options.system }, ...history] : history;
+  }
+
+  private render(history: ChatMessage[]): { prompt: Int32Array; anchorAt: number } {
+    const renderOpts = { ...(this.options.tools ? { tools: this.options.tools } : {}), ...(this.options.reasoning === undefined ? {} : { reasoning: this.options.reasoning }) };
+    const messages = this.allMessages(history);
+    const prompt = this.host.tokenizeChat(this.host.renderChat(messages, renderOpts));
+    // Where this turn's assistant content will start in the NEXT prompt: render the conversation with
+    // a placeholder assistant message and cut at the placeholder.
+    let anchorAt = -1;
+    const withMark = this.host.renderChat([...messages, { role: 'assistant', content: CONTENT_MARK }], { ...renderOpts, addGenerationPrompt: false });
+    const cut = withMark.indexOf(CONTENT_MARK);
+    if (cut > 0) {
+      const head = this.host.tokenizeChat(withMark.slice(0, cut));
+      if (head.length < prompt.length && head.every((t, i) => t === prompt[i])) anchorAt = head.length;
+    }
+    return { prompt, anchorAt };
+  }
+
+  private prepare(user: ChatMessage, options: TurnOptions): { history: ChatMessage[]; prompt: Int32Array; anchorAt: number; dropped: number } {
+    let history = [...this.history, user];
+    let { prompt, anchorAt } = this.render(history);
+    const limit = this.host.contextLength() - 1; // room for at least one generated token
+    let dropped = 0;
+    while (prompt.length > limit) {
+      if (this.options.contextOverflow !== 'truncate-oldest') {
+        throw new ContextOverflowError(`this turn's prompt has ${prompt.length} tokens but the context length is ${this.host.contextLength()}; start a new session or use contextOverflow: 'truncate-oldest'`);
+      }
+      // Drop the oldest turn: a user message and everything up to the next user message.
+      const next = history.findIndex((m, i) => i > 0 && m.role === 'user');
+      if (next <= 0) {
+        throw new ContextOverflowError(`the newest message alone has ${prompt.length} tokens, more than the context length ${this.host.contextLength()}`);
+      }
+      history = history.slice(next);
+      dropped += next;
+      ({ prompt, anchorAt } = this.render(history));
+    }
+    void options;
+    return { history, prompt, anchorAt, dropped };
+  }
+
+  private async *run(turn: { history: ChatMessage[]; prompt: Int32Array; anchorAt: number; dropped: number }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined> {
+    this.busy = true;
+    let anchor: CacheEntry | null = null;
+    try {
+      const events = this.host.streamTurn(
+        turn.prompt,
+        {
+          tools: !!this.options.tools,
+          reasoning: this.options.reasoning,
+          snapshotAt: turn.anchorAt > 0 ? [turn.anchorAt] : [],
+          onSnapshot: (position, entry) => {
+            if (position === turn.anchorAt) anchor = entry;
+          },
+        },
+        options,
+      );
+      for await (const ev of events) {
+        if (ev.type === 'done') {
+          const r = ev.result;
+          // The turn counts only when it produced an answer; an aborted or failed turn leaves the session as it was.
+          if (r.finishReason === 'stop' || r.finishReason === 'length') {
+            this.history = [...turn.history, { role: 'assistant', content: r.text, ...(r.reasoning ? { reasoning: r.reasoning } : {}), ...(r.toolCalls.length ? { toolCalls: r.toolCalls } : {}) }];
+            if (anchor) this.setAnchor(anchor);
+          }
+          yield { type: 'done', result: { ...r, usage: { ...r.usage, droppedMessages: turn.dropped } } };
+        } else yield ev;
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private setAnchor(entry: CacheEntry | null): void {
+    if (entry) this.host.pin(entry);
+    if (this.anchor) this.host.unpin(this.anchor);
+    this.anchor = entry;
+  }
+}

@@ -3,7 +3,8 @@
  * templates and streaming live here; every forward pass runs natively off the JS thread, and all live
  * requests share each forward pass (continuous batching, lib/scheduler.ts).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
@@ -13,6 +14,7 @@ import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -35,6 +37,8 @@ export interface LoadOptions {
   cacheBytes?: number;
   /** Snapshot long prompts every this many tokens, so a later prompt sharing a long prefix resumes there. Default 2048; 0 = off. */
   snapshotInterval?: number;
+  /** Refuse to load when the memory plan (model.info.memory) exceeds this many bytes. Default: the machine's total memory. */
+  memoryLimit?: number;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -53,6 +57,9 @@ export interface ModelInfo {
   maxBatchTokens: number;
   /** Token ids that end generation (config, generation_config.json and the tokenizer's eos token). */
   eosTokenIds: number[];
+  kvDtype: 'f16' | 'f32';
+  /** What this model needs at its context length and sequence count, planned before loading. */
+  memory: MemoryPlan;
 }
 
 export interface ModelStats {
@@ -121,7 +128,27 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit'] as const;
+/** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
+const DEFAULT_CONTEXT_CAP = 8192;
+
+/** config.json as JSON.parse can read it: HF writes bare Infinity/NaN, which only planning reads. */
+function readConfigForPlan(dir: string): Record<string, unknown> | null {
+  try {
+    const text = readFileSync(path.join(dir, 'config.json'), 'utf8').replace(/(?<=[:,\[]\s*)-?(?:Infinity|NaN)\b/g, '0');
+    const c = JSON.parse(text) as unknown;
+    return typeof c === 'object' && c !== null && !Array.isArray(c) ? (c as Record<string, unknown>) : null;
+  } catch {
+    return null; // the native loader reports what is wrong with it
+  }
+}
+
+/** Bytes of the weight files (what gets memory-mapped). */
+function weightFileBytes(dir: string): number {
+  let total = 0;
+  for (const f of readdirSync(dir)) if (f.endsWith('.safetensors')) total += statSync(path.join(dir, f)).size;
+  return total;
+}
 const DEFAULT_CACHE_BYTES = 1024 ** 3;
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
@@ -174,14 +201,14 @@ export class NemotronModel {
   private readonly closing = new AbortController();
   private closed = false;
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, kvDtype: 'f16' | 'f32', memory: MemoryPlan) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
     const ni = engine.info();
     const eosTokenIds = readEosIds(dir, ni, tokenizer);
     this.eos = new Set(eosTokenIds);
-    this.info = Object.freeze({ path: dir, ...ni, eosTokenIds });
+    this.info = Object.freeze({ path: dir, ...ni, eosTokenIds, kvDtype, memory });
     this.scheduler = new Scheduler(engine, ni.maxSequences);
     this.cache = new PrefixCache(engine, cacheBytes);
     this.snapshotInterval = snapshotInterval;
@@ -197,21 +224,36 @@ export class NemotronModel {
     const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1);
     const maxSequences = v.optionalInteger('options.maxSequences', options.maxSequences, 1, 4096);
     const maxBatchTokens = v.optionalInteger('options.maxBatchTokens', options.maxBatchTokens, 1, 65536);
-    const kvDtype = options.kvDtype ?? 'f16';
+    const kvDtype: 'f16' | 'f32' = options.kvDtype ?? 'f16';
     if (kvDtype !== 'f16' && kvDtype !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", options.kvDtype);
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
+    const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     if (!statSync(dir).isDirectory()) {
       throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `${dir} is not a folder: expected a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)`);
     }
+    // Plan memory from config.json before anything is allocated, and refuse a plan that does not fit.
+    const rawConfig = readConfigForPlan(dir);
+    const maxPos = typeof rawConfig?.max_position_embeddings === 'number' ? rawConfig.max_position_embeddings : DEFAULT_CONTEXT_CAP;
+    const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
+    const planOptions = { contextLength: context, maxSequences: maxSequences ?? 8, maxBatchTokens: maxBatchTokens ?? 256, kvDtype, cacheBytes };
+    let plan: MemoryPlan | undefined;
+    if (rawConfig) {
+      try {
+        plan = planMemory(rawConfig, { ...planOptions, weightBytes: weightFileBytes(dir) });
+      } catch {
+        plan = undefined; // a broken config: the native loader says precisely what is wrong
+      }
+    }
+    if (plan) checkPlanFits(plan, memoryLimit);
     const tokenizer = TextTokenizer.fromDir(dir);
     let engine: NativeEngine;
     try {
       engine = await loadNative().loadEngine(dir, {
         threads: threads ?? 0,
-        contextLength: contextLength ?? 0,
+        contextLength: context,
         maxSequences: maxSequences ?? 8,
         maxBatchTokens: maxBatchTokens ?? 256,
         kvDtype,
@@ -220,7 +262,16 @@ export class NemotronModel {
     } catch (err) {
       rethrow(err, stack);
     }
-    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval);
+    if (!plan) {
+      try {
+        plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes });
+        checkPlanFits(plan, memoryLimit);
+      } catch (err) {
+        engine.close();
+        throw err;
+      }
+    }
+    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, kvDtype, plan);
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */

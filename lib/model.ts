@@ -224,8 +224,9 @@ export class NemotronModel {
     const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1);
     const maxSequences = v.optionalInteger('options.maxSequences', options.maxSequences, 1, 4096);
     const maxBatchTokens = v.optionalInteger('options.maxBatchTokens', options.maxBatchTokens, 1, 65536);
-    const kvDtype: 'f16' | 'f32' = options.kvDtype ?? 'f16';
-    if (kvDtype !== 'f16' && kvDtype !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", options.kvDtype);
+    const kvOption: unknown = options.kvDtype ?? 'f16';
+    if (kvOption !== 'f16' && kvOption !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", kvOption);
+    const kvDtype: 'f16' | 'f32' = kvOption;
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();

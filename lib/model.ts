@@ -209,8 +209,9 @@ export class NemotronModel {
     const eosTokenIds = readEosIds(dir, ni, tokenizer);
     this.eos = new Set(eosTokenIds);
     this.info = Object.freeze({ path: dir, ...ni, eosTokenIds, kvDtype, memory });
-    this.scheduler = new Scheduler(engine, ni.maxSequences);
     this.cache = new PrefixCache(engine, cacheBytes);
+    // A freed sequence can leave KV blocks held only by snapshots: re-check the cache budget then.
+    this.scheduler = new Scheduler(engine, ni.maxSequences, () => this.cache.evict());
     this.snapshotInterval = snapshotInterval;
   }
 
@@ -456,7 +457,7 @@ export class NemotronModel {
 
   private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (p: number, e: CacheEntry) => void }, options: TurnOptions): RequestSpec {
     v.assertObject('options', options);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'seed', 'stop', 'signal']);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal']);
     const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
     return { ...spec, snapshotAt: chat.snapshotAt, onSnapshot: chat.onSnapshot };
   }

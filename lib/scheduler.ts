@@ -49,6 +49,7 @@ export class Scheduler {
   constructor(
     private readonly engine: NativeEngine,
     private readonly maxSequences: number,
+    private readonly onRelease: () => void = () => {},
   ) {}
 
   get liveSequences(): number {
@@ -132,6 +133,7 @@ export class Scheduler {
   private free(seq: number): void {
     this.engine.freeSequence(seq);
     this.live--;
+    this.onRelease();
     while (this.live < this.maxSequences && this.waiting.length > 0) {
       const w = this.waiting.shift()!;
       w.signal?.removeEventListener('abort', w.onAbort);

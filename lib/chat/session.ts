@@ -30,6 +30,10 @@ export interface TurnOptions {
   topK?: number;
   topP?: number;
   minP?: number;
+  repetitionPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  logitBias?: Record<number, number>;
   seed?: number;
   stop?: string | string[];
   signal?: AbortSignal;
@@ -127,13 +131,14 @@ export class ChatSession {
     const messages = this.allMessages(history);
     const prompt = this.host.tokenizeChat(this.host.renderChat(messages, renderOpts));
     // Where this turn's assistant content will start in the NEXT prompt: render the conversation with
-    // a placeholder assistant message and cut at the placeholder.
+    // a placeholder assistant message as history (a user message after it, since templates treat a
+    // trailing assistant message as a prefill) and cut at the placeholder.
     let anchorAt = -1;
-    const withMark = this.host.renderChat([...messages, { role: 'assistant', content: CONTENT_MARK }], { ...renderOpts, addGenerationPrompt: false });
+    const withMark = this.host.renderChat([...messages, { role: 'assistant', content: CONTENT_MARK }, { role: 'user', content: 'next' }], renderOpts);
     const cut = withMark.indexOf(CONTENT_MARK);
     if (cut > 0) {
       const head = this.host.tokenizeChat(withMark.slice(0, cut));
-      if (head.length < prompt.length && head.every((t, i) => t === prompt[i])) anchorAt = head.length;
+      if (head.length <= prompt.length && head.every((t, i) => t === prompt[i])) anchorAt = head.length;
     }
     return { prompt, anchorAt };
   }

@@ -28,6 +28,23 @@
 //    group of TR tokens; partial sums go to y and are added up over the K slices.
 //  * K tails: x is zero-padded; W tails use masked loads (AVX-512) or a zero-padded copy (AVX2).
 //    N tails reuse the last W row and drop the extra results; T tails use smaller TR instantiations.
+//
+// Batch invariance. Continuous batching packs a sequence's rows with other sequences' rows, so T and a
+// row's position in the batch change from step to step, and a request must give exactly the same
+// tokens alone or batched. So y[t, n] is bitwise the same whatever T, the row's position and the
+// thread count (on each path; paths differ from each other). Every element is reduced in ONE order
+// that depends only on K and on W's address (through the alignment shift), never on T or the tiling:
+//  * the virtual K range [0, Ks) is cut into slices [k0, k0 + kKc), for decode and prefill alike;
+//  * within a slice, one vector accumulator per (token, W row) starts at +0 and takes one FMA per
+//    vector of kS/2 elements in increasing k' (the two halves of a step one after the other, into the
+//    same accumulator; the first step of slice 0 reads only k' >= shift, the last step of the last
+//    slice only k' < Ks, the other W elements reading as zero against zero x);
+//  * the accumulator is reduced horizontally by one fixed tree (hsum4 and hsum use the same one);
+//  * the slice sums are added left to right: y = s_0, then y += s_1, ... (in y for prefill, in a local
+//    array for decode).
+// Register tiles and thread tasks only decide how many tokens and W rows are computed together; tasks
+// split W rows (and prefill's T tiles), never K. The scalar path needs nothing special: it computes
+// each element by the same loop whatever T is.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -63,25 +80,24 @@ int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
 // Plain C++: W rows are converted to f32 once per call (4 rows at a time), then dotted with every x
 // row using 4 partial sums.
 
-// f16 -> f32 without the subnormal loop of dtype.h's f16_to_f32 (same results for every input):
-// move exponent and mantissa into place and rebias; Inf/NaN get the maximal exponent, and subnormals
-// are renormalised exactly by one float subtraction.
+// f16 -> f32 without the subnormal loop of dtype.h's f16_to_f32 (same results for every input), and
+// without branches so that the conversion loop vectorises: move exponent and mantissa into place and
+// rebias; Inf/NaN get the maximal exponent; zeros and subnormals are mantissa * 2^-24, exact in f32;
+// the sign bit goes in last.
 inline float f16_to_f32_fast(uint16_t h) {
   const uint32_t em = static_cast<uint32_t>(h & 0x7fffu) << 13;
   const uint32_t exp = em & 0x0f800000u;
   uint32_t bits = em + ((127u - 15u) << 23);
+  bits += ((128u - 16u) << 23) & (0u - static_cast<uint32_t>(exp == 0x0f800000u));  // Inf / NaN
+  const float sub = static_cast<float>(static_cast<int32_t>(h & 0x3ffu)) * 5.9604644775390625e-08f;
+  uint32_t sub_bits;
+  std::memcpy(&sub_bits, &sub, 4);
+  const uint32_t is_sub = 0u - static_cast<uint32_t>(exp == 0);
+  bits = (sub_bits & is_sub) | (bits & ~is_sub);
+  bits |= static_cast<uint32_t>(h & 0x8000u) << 16;
   float f;
-  if (exp == 0x0f800000u) {  // Inf / NaN
-    bits += (128u - 16u) << 23;
-    std::memcpy(&f, &bits, 4);
-  } else if (exp == 0) {  // zero / subnormal: value = mantissa * 2^-24 = float(2^-14 + m) - 2^-14
-    bits += 1u << 23;
-    std::memcpy(&f, &bits, 4);
-    f -= 6.103515625e-05f;  // 2^-14
-  } else {
-    std::memcpy(&f, &bits, 4);
-  }
-  return (h & 0x8000u) ? -f : f;
+  std::memcpy(&f, &bits, 4);
+  return f;
 }
 
 constexpr int kScalarRows = 4;

@@ -73,6 +73,8 @@ export interface RequestSpec {
   parseToolCalls: boolean;
   signal: AbortSignal | undefined;
   contextLength: number;
+  /** The engine's prefill chunk (maxBatchTokens): the most input one step can take from a sequence. */
+  chunkTokens: number;
   /** Where to restore prefixes from and store snapshots into (null: no reuse). */
   cache: PrefixCache | null;
   /** Prompt positions to snapshot at (e.g. chat message boundaries), plus every `snapshotEvery` tokens. */
@@ -186,9 +188,12 @@ export class GenerationRequest implements StepClient {
 
   pendingInput(): StepInput | null {
     if (this.finished || !this.demand || this.input.length === 0) return null;
+    // A step runs at most one prefill chunk of a sequence, so only that much input crosses to native
+    // code; the sample comes once the window holds the end of the input.
+    const window = this.input.length > this.spec.chunkTokens ? this.input.slice(0, this.spec.chunkTokens) : this.input;
     return {
-      tokens: Int32Array.from(this.input),
-      sample: true,
+      tokens: Int32Array.from(window),
+      sample: window.length === this.input.length,
       sampling: this.spec.sampling,
       nPrompt: this.spec.prompt.length,
       draw: this.draw,

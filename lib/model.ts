@@ -525,6 +525,7 @@ export class NemotronModel {
       parseToolCalls,
       signal: signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal,
       contextLength: this.info.contextLength,
+      chunkTokens: this.info.maxBatchTokens,
       cache: this.cache,
       snapshotAt: [],
       snapshotEvery: this.snapshotInterval,

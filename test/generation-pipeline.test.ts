@@ -69,6 +69,7 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
     parseToolCalls: true,
     signal: undefined,
     contextLength: 4096,
+    chunkTokens: 64,
     cache: null,
     snapshotAt: [],
     snapshotEvery: 0,

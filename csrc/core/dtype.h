@@ -6,17 +6,55 @@
 
 namespace nemo {
 
-enum class DType { F32, F16, BF16 };
+// Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) store a row as
+// blocks of `dtype_block_elems` values in `dtype_block_bytes` bytes; a row's length must be a multiple.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "F32";
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q5_K: return "Q5_K";
+    case DType::Q6_K: return "Q6_K";
   }
   return "?";
 }
 
+inline bool dtype_is_quantized(DType t) { return t != DType::F32 && t != DType::F16 && t != DType::BF16; }
+
+// Values per block (1 for the plain float types).
+inline int64_t dtype_block_elems(DType t) {
+  switch (t) {
+    case DType::Q8_0: case DType::Q4_0: return 32;
+    case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
+    default: return 1;
+  }
+}
+
+// Bytes per block (the element size for the plain float types).
+inline int64_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F16: case DType::BF16: return 2;
+    case DType::Q8_0: return 34;   // f16 scale + 32 int8
+    case DType::Q4_0: return 18;   // f16 scale + 16 bytes of nibbles
+    case DType::Q4_K: return 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+    case DType::Q5_K: return 176;  // as Q4_K plus 32 bytes of high bits
+    case DType::Q6_K: return 210;  // 128 low nibbles, 64 high 2-bit, 16 int8 scales, f16 d
+  }
+  return 4;
+}
+
+// Bytes of one row of n values (n a multiple of the block size).
+inline size_t dtype_row_bytes(DType t, int64_t n) {
+  return static_cast<size_t>(n / dtype_block_elems(t) * dtype_block_bytes(t));
+}
+
+// Element size of the plain float types (F32, F16, BF16) only.
 inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
 
 inline float bf16_to_f32(uint16_t h) {

@@ -82,6 +82,52 @@ program
     process.stdout.write(`wrote ${r.dir} (${r.parameterCount.toLocaleString('en-US')} parameters, random weights)\n`);
   });
 
+program
+  .command('serve')
+  .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)')
+  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-p, --port <n>', 'port to listen on (0: any free port)', int('--port'), 8080)
+  .option('--host <host>', 'interface to listen on (0.0.0.0: all)', '127.0.0.1')
+  .option('--max-concurrent <n>', 'requests in flight before 429 (default: 4 x the model\'s sequences)', int('--max-concurrent'))
+  .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .option('--model-name <name>', 'the model id clients see (default: the checkpoint folder name)')
+  .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
+  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; modelName?: string; apiKey?: string }) => {
+    const { createServer } = await import('./server/index.js'); // loaded here so other commands do not load the HTTP stack
+    let modelPath = opts.model;
+    if (!modelPath) {
+      modelPath = await defaultModelPath();
+      process.stderr.write(`Using the built-in tiny model at ${modelPath}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
+    }
+    const model = await loadModel(modelPath, opts.threads === undefined ? {} : { threads: opts.threads });
+    const apiKey = opts.apiKey ?? (process.env.NEMOTRON_API_KEY || undefined);
+    const server = await createServer(model, {
+      ...(opts.modelName === undefined ? {} : { modelName: opts.modelName }),
+      ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
+      ...(apiKey === undefined ? {} : { apiKey }),
+    });
+    let url: string;
+    try {
+      url = await server.listen(opts.port, opts.host);
+    } catch (err) {
+      await model.close();
+      throw err;
+    }
+    process.stdout.write(`listening on ${url} (OpenAI base URL: ${url}/v1)\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        process.stderr.write('shutting down\n');
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    await server.close();
+    await model.close();
+  });
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof NemotronError) process.stderr.write(`nemotron-node: ${err.message} [${err.code}]\n`);
   else process.stderr.write(`nemotron-node: ${(err as Error).stack ?? String(err)}\n`);

@@ -32,4 +32,3 @@ export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';
 export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig } from './memory.js';
-export { createServer } from './server/index.js';

@@ -3,11 +3,19 @@
  * The nemotron-node command line. `generate` streams a completion to stdout; with no --model it uses
  * the built-in tiny model (random weights) so it runs anywhere.
  */
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError as CliArgumentError } from 'commander';
 
+import type { ChatSession } from './chat/session.js';
 import { defaultModelPath } from './default-model.js';
-import { NemotronError } from './errors.js';
-import { loadModel } from './model.js';
+import { ModelLoadError, NemotronError } from './errors.js';
+import { formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
+import { loadModel, type LoadOptions, type NemotronModel } from './model.js';
 import { makeTinyModel } from './tiny-model/index.js';
 
 function int(name: string) {
@@ -26,6 +34,116 @@ function num(name: string) {
   };
 }
 
+/** Says so when the built-in tiny model stands in for --model. */
+async function modelPathOrDefault(model: string | undefined): Promise<string> {
+  if (model) return model;
+  const dir = await defaultModelPath();
+  process.stderr.write(`Using the built-in tiny model at ${dir}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
+  return dir;
+}
+
+/** The weight files of a checkpoint folder (what loading maps), or none. */
+function weightFiles(dir: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  try {
+    for (const f of readdirSync(dir)) {
+      if (!f.endsWith('.safetensors') && !f.endsWith('.gguf')) continue;
+      files++;
+      bytes += statSync(path.join(dir, f)).size;
+    }
+  } catch {
+    // not a folder: the loader says what is wrong
+  }
+  return { files, bytes };
+}
+
+/** Weights at least this large get a progress bar while they load (on a terminal). */
+const PROGRESS_MIN_BYTES = 256 * 1024 ** 2;
+const BAR_WIDTH = 24;
+const BAR_BLOCK = 6;
+
+/**
+ * loadModel, with a progress display for big checkpoints. The native loader reports no progress, so the
+ * bar is honest about it: indeterminate (a block sweeping back and forth) with the elapsed time, never a
+ * percentage. Shown on a terminal when the weights are >= 256 MiB; NEMOTRON_NODE_PROGRESS=1 forces it
+ * (off a terminal too, one line every 0.5 s) and NEMOTRON_NODE_PROGRESS=0 hides it.
+ */
+async function loadWithProgress(dir: string, options: LoadOptions): Promise<NemotronModel> {
+  const { bytes } = weightFiles(dir);
+  const setting = process.env.NEMOTRON_NODE_PROGRESS;
+  const tty = process.stderr.isTTY === true;
+  if (!(setting === '1' || (setting !== '0' && tty && bytes >= PROGRESS_MIN_BYTES))) return loadModel(dir, options);
+  const name = path.basename(path.resolve(dir));
+  const label = `loading ${name} (${formatBytes(bytes)} of weights)`;
+  const bar = new cliProgress.SingleBar({
+    stream: process.stderr,
+    noTTYOutput: setting === '1',
+    notTTYSchedule: 500,
+    fps: 10,
+    hideCursor: tty,
+    clearOnComplete: tty,
+    format: (_options, params) => {
+      const elapsed = (Date.now() - params.startTime) / 1000;
+      const span = BAR_WIDTH - BAR_BLOCK;
+      const step = Math.floor(elapsed * 10) % (2 * span);
+      const at = step < span ? step : 2 * span - step;
+      const track = ' '.repeat(at) + '\u2588'.repeat(BAR_BLOCK) + ' '.repeat(span - at);
+      return `${label} [${track}] ${elapsed.toFixed(1)} s elapsed`;
+    },
+  });
+  // Ctrl+C while loading: put the cursor back (the bar hides it) and exit as the default handler would.
+  const interrupted = () => {
+    bar.stop();
+    process.exit(130);
+  };
+  const t0 = performance.now();
+  bar.start(1, 0);
+  process.once('SIGINT', interrupted);
+  try {
+    const model = await loadModel(dir, options);
+    bar.stop();
+    process.stderr.write(`loaded ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    return model;
+  } catch (err) {
+    bar.stop();
+    throw err;
+  } finally {
+    process.off('SIGINT', interrupted);
+  }
+}
+
+/** LoadOptions from the common flags, leaving out what was not given. */
+function loadOptions(opts: { threads?: number; context?: number }): LoadOptions {
+  return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }) };
+}
+
+/** config.json of a checkpoint folder (or the file itself), read as the planner reads it: HF writes bare Infinity/NaN. */
+function readConfigJson(modelPath: string): { dir: string; file: string; config: Record<string, unknown> } {
+  const resolved = path.resolve(modelPath);
+  if (!existsSync(resolved)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${resolved}: the path does not exist`);
+  const file = statSync(resolved).isDirectory() ? path.join(resolved, 'config.json') : resolved;
+  if (!existsSync(file)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `${path.dirname(file)} has no config.json`);
+  let config: unknown;
+  try {
+    config = JSON.parse(readFileSync(file, 'utf8').replace(/(?<=[:,\[]\s*)-?(?:Infinity|NaN)\b/g, '0'));
+  } catch (err) {
+    throw new ModelLoadError('ERR_INVALID_CONFIG', `${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new ModelLoadError('ERR_INVALID_CONFIG', `${file} does not hold a JSON object`);
+  return { dir: path.dirname(file), file, config: config as Record<string, unknown> };
+}
+
+/** 8888227328 -> "8,888,227,328". */
+function grouped(n: number): string {
+  return n.toLocaleString('en-US');
+}
+
+/** SGR dim for text on a terminal (not with NO_COLOR). */
+function dimmer(stream: NodeJS.WriteStream): (s: string) => string {
+  return stream.isTTY === true && !process.env.NO_COLOR ? (s) => `\x1b[2m${s}\x1b[22m` : (s) => s;
+}
+
 const program = new Command();
 program.name('nemotron-node').description('Run Nemotron-H / Nemotron Nano 2 models on this machine.');
 
@@ -41,12 +159,7 @@ program
   .option('--seed <n>', 'random seed', int('--seed'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
   .action(async (prompt: string, opts: { model?: string; maxTokens: number; temperature: number; topK: number; topP: number; seed?: number; threads?: number }) => {
-    let modelPath = opts.model;
-    if (!modelPath) {
-      modelPath = await defaultModelPath();
-      process.stderr.write(`Using the built-in tiny model at ${modelPath}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
-    }
-    const model = await loadModel(modelPath, opts.threads === undefined ? {} : { threads: opts.threads });
+    const model = await loadWithProgress(await modelPathOrDefault(opts.model), loadOptions(opts));
     try {
       for await (const ev of model.stream({ prompt, maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, ...(opts.seed === undefined ? {} : { seed: opts.seed }) })) {
         if (ev.type === 'text') process.stdout.write(ev.text);
@@ -59,6 +172,219 @@ program
           );
         }
       }
+    } finally {
+      await model.close();
+    }
+  });
+
+const CHAT_HELP = `In the chat:
+  /think      reasoning on for the next turns (also "/think your message")
+  /no_think   reasoning off for the next turns (also "/no_think your message")
+  /exit       quit (also /quit, Ctrl+D; Ctrl+C stops a reply, or quits at the prompt)
+  /help       this list
+`;
+
+program
+  .command('chat')
+  .description('chat in the terminal: replies stream as they are generated, reasoning shown apart (dimmed) from the answer')
+  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-s, --system <text>', 'a system message')
+  .option('--no-think', 'start with reasoning off (as /no_think)')
+  .option('--thinking-budget <n>', 'reasoning tokens per reply, after which the reasoning is closed at the next newline', int('--thinking-budget'))
+  .option('-n, --max-tokens <n>', 'most tokens per reply, reasoning included (default: 4096 with reasoning on, else 256)', int('--max-tokens'))
+  .option('-t, --temperature <t>', 'sampling temperature (default: 0.6 with reasoning on, else 0 = greedy)', num('--temperature'))
+  .option('--seed <n>', 'random seed', int('--seed'))
+  .option('-c, --context <n>', "context length in tokens (default: the model's, up to 8192)", int('--context'))
+  .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .addHelpText('after', `\n${CHAT_HELP}`)
+  .action(async (opts: { model?: string; system?: string; think: boolean; thinkingBudget?: number; maxTokens?: number; temperature?: number; seed?: number; context?: number; threads?: number }) => {
+    const dir = await modelPathOrDefault(opts.model);
+    const model = await loadWithProgress(dir, loadOptions(opts));
+    const out = process.stdout;
+    const dim = dimmer(out);
+    const dimErr = dimmer(process.stderr);
+    let session: ChatSession;
+    try {
+      session = model.chat(opts.system === undefined ? {} : { system: opts.system });
+    } catch (err) {
+      await model.close(); // e.g. a checkpoint without a chat template
+      throw err;
+    }
+    const turnOptions = {
+      ...(opts.thinkingBudget === undefined ? {} : { thinkingBudget: opts.thinkingBudget }),
+      ...(opts.maxTokens === undefined ? {} : { maxTokens: opts.maxTokens }),
+      ...(opts.temperature === undefined ? {} : { temperature: opts.temperature }),
+      ...(opts.seed === undefined ? {} : { seed: opts.seed }),
+    };
+    let thinking = opts.think;
+    const interactive = process.stdin.isTTY === true && out.isTTY === true;
+    const rl = readline.createInterface({ input: process.stdin, output: out, terminal: interactive, prompt: '> ' });
+    let reply: AbortController | null = null;
+    let quit = false;
+    rl.on('SIGINT', () => {
+      if (reply) reply.abort();
+      else {
+        quit = true;
+        rl.close();
+      }
+    });
+    const prompt = () => {
+      if (interactive && !quit) rl.prompt();
+    };
+    process.stderr.write(`Chatting with ${path.basename(path.resolve(dir))}: reasoning ${thinking ? 'on' : 'off'}. /think, /no_think, /exit, /help\n`);
+
+    // Reasoning is switched the way Nemotron Nano 2 switches it: a /think or /no_think keyword in the
+    // message (the chat template reads it, then deletes it from the text the model sees).
+    const send = async (text: string) => {
+      reply = new AbortController();
+      let section: 'start' | 'reasoning' | 'answer' = 'start';
+      try {
+        for await (const ev of session.stream(`${text} ${thinking ? '/think' : '/no_think'}`, { ...turnOptions, signal: reply.signal })) {
+          if (ev.type === 'reasoning') {
+            if (section === 'start') out.write(dim('thinking: '));
+            section = 'reasoning';
+            out.write(dim(ev.text));
+          } else if (ev.type === 'text') {
+            if (section === 'reasoning') out.write('\n');
+            section = 'answer';
+            out.write(ev.text);
+          } else if (ev.type === 'done') {
+            const r = ev.result;
+            out.write('\n');
+            const u = r.usage;
+            process.stderr.write(
+              dimErr(
+                `[${u.promptTokens} prompt tokens (${u.cachedTokens} cached), ${u.completionTokens} generated (${u.reasoningTokens} reasoning), finish: ${r.finishReason}; ` +
+                  `prefill ${r.timings.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${r.timings.decodeTokensPerSecond.toFixed(1)} tok/s]`,
+              ) + '\n',
+            );
+            if (r.finishReason === 'error' && r.error) process.stderr.write(`nemotron-node: ${r.error.message} [${r.error.code}]\n`);
+          }
+        }
+      } catch (err) {
+        if (!(err instanceof NemotronError)) throw err;
+        if (section !== 'start') out.write('\n');
+        process.stderr.write(`nemotron-node: ${err.message} [${err.code}]\n`);
+      } finally {
+        reply = null;
+      }
+    };
+
+    prompt();
+    try {
+      for await (const raw of rl) {
+        let line = raw.trim();
+        const word = line.split(/\s+/, 1)[0] ?? '';
+        if (word === '/exit' || word === '/quit') break;
+        if (word === '/think' || word === '/no_think') {
+          thinking = word === '/think';
+          line = line.slice(word.length).trim();
+          if (!line) process.stderr.write(`reasoning ${thinking ? 'on' : 'off'}\n`);
+        } else if (word === '/help') {
+          process.stderr.write(CHAT_HELP);
+          line = '';
+        } else if (word.startsWith('/')) {
+          process.stderr.write(`unknown command ${word}: /think, /no_think, /exit, /help\n`);
+          line = '';
+        }
+        if (line) await send(line);
+        if (quit) break;
+        prompt();
+      }
+    } finally {
+      rl.close();
+      session.dispose();
+      await model.close();
+    }
+  });
+
+program
+  .command('inspect')
+  .description("print a checkpoint's config, parameter count and memory plan; works from config.json alone (the weights need not be there)")
+  .option('-m, --model <path>', 'a checkpoint folder or its config.json (default: the built-in tiny model)')
+  .option('-c, --context <n>', 'tokens per sequence (default: max_position_embeddings, up to 8192, as loadModel)', int('--context'))
+  .option('-s, --sequences <n>', 'sequences alive at once (as loadModel maxSequences)', int('--sequences'), 8)
+  .option('--batch-tokens <n>', 'prompt tokens per forward pass (as loadModel maxBatchTokens)', int('--batch-tokens'), 256)
+  .option('--kv-dtype <dtype>', 'KV cache element type: f16 | f32', 'f16')
+  .option('--cache-bytes <n>', 'snapshot cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
+  .option('--json', 'print config, parameter count and plan as JSON')
+  .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean }) => {
+    const { dir, file, config } = readConfigJson(opts.model ?? (await modelPathOrDefault(undefined)));
+    if (opts.kvDtype !== 'f16' && opts.kvDtype !== 'f32') throw new CliArgumentError(`--kv-dtype must be f16 or f32, got "${opts.kvDtype}"`);
+    const c = resolveConfig(config);
+    const maxPos = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : undefined;
+    const contextLength = opts.context ?? Math.min(maxPos ?? 8192, 8192);
+    const weights = weightFiles(dir);
+    const planOptions: PlanOptions = {
+      contextLength,
+      maxSequences: opts.sequences,
+      maxBatchTokens: opts.batchTokens,
+      kvDtype: opts.kvDtype,
+      ...(opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes }),
+      ...(weights.files > 0 ? { weightBytes: weights.bytes } : {}),
+    };
+    const plan = planMemory(config, planOptions);
+    if (opts.json) {
+      const { lines, ...numbers } = plan;
+      process.stdout.write(JSON.stringify({ config: file, resolved: c, weightFiles: weights, planOptions, plan: numbers, lines: lines() }, null, 2) + '\n');
+      return;
+    }
+    const arch = [config.architectures, config.model_type].flat().filter((x) => typeof x === 'string').join(', ');
+    const lines = [
+      `config: ${file}`,
+      `weights: ${weights.files > 0 ? `${weights.files} file${weights.files === 1 ? '' : 's'}, ${formatBytes(weights.bytes)}` : 'not present (the plan sizes them as bf16 from the config)'}`,
+      `architecture: ${arch || 'unknown'}; ${c.pattern.length} layers: ${c.mambaLayers} Mamba-2, ${c.attentionLayers} attention, ${c.mlpLayers} MLP`,
+      `pattern: ${c.pattern}`,
+      `hidden size ${c.hiddenSize}, vocabulary ${grouped(c.vocabSize)}${maxPos === undefined ? '' : `, max positions ${grouped(maxPos)}`}`,
+      ...(c.attentionLayers > 0 ? [`attention: ${c.numAttentionHeads} heads, ${c.numKeyValueHeads} KV heads, head dim ${c.headDim}`] : []),
+      ...(c.mambaLayers > 0 ? [`Mamba-2: ${c.mambaNumHeads} heads x head dim ${c.mambaHeadDim}, state ${c.ssmStateSize}, ${c.nGroups} groups, conv kernel ${c.convKernel}`] : []),
+      ...(c.mlpLayers > 0 ? [`MLP: intermediate size ${c.intermediateSize}`] : []),
+      `parameters: ${grouped(plan.parameterCount)} (${plan.parameterCount >= 1e9 ? `${(plan.parameterCount / 1e9).toFixed(2)} B` : `${(plan.parameterCount / 1e6).toFixed(2)} M`})`,
+      `memory plan at ${grouped(contextLength)} tokens x ${opts.sequences} sequence${opts.sequences === 1 ? '' : 's'} (KV ${opts.kvDtype}, ${opts.batchTokens} batch tokens):`,
+      ...plan.lines().map((l) => `  ${l}`),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  });
+
+program
+  .command('bench')
+  .description('measure prefill and decode tokens/s on a model (default: the built-in tiny model)')
+  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('--prompt <n>', 'prompt tokens', int('--prompt'), 256)
+  .option('--decode <n>', 'tokens to generate after the prompt', int('--decode'), 64)
+  .option('--runs <n>', 'runs; the best of each is reported', int('--runs'), 3)
+  .option('--batch-tokens <n>', 'prompt tokens per forward pass (prefill chunk)', int('--batch-tokens'), 256)
+  .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .addHelpText('after', '\nPrompts are synthetic token ids and end tokens are banned, so every run decodes exactly --decode tokens.\nFor decode set against this machine\'s memory bandwidth on a ~100M-parameter model, run `npm run bench` in a clone of the repository.\n')
+  .action(async (opts: { model?: string; prompt: number; decode: number; runs: number; batchTokens: number; threads?: number }) => {
+    for (const [flag, n] of [['--prompt', opts.prompt], ['--decode', opts.decode], ['--runs', opts.runs], ['--batch-tokens', opts.batchTokens]] as const) {
+      if (n < 1) throw new CliArgumentError(`${flag} must be at least 1, got ${n}`);
+    }
+    const dir = await modelPathOrDefault(opts.model);
+    const contextLength = Math.ceil((opts.prompt + opts.decode) / 64) * 64;
+    const model = await loadWithProgress(dir, { ...loadOptions(opts), contextLength, maxSequences: 1, maxBatchTokens: opts.batchTokens });
+    try {
+      const info = model.info;
+      const vocab = info.config.vocabSize;
+      const eos = new Set(info.eosTokenIds);
+      const prompt: number[] = [];
+      for (let i = 0; prompt.length < opts.prompt; i++) {
+        const id = (i * 7919 + 13) % vocab;
+        if (!eos.has(id)) prompt.push(id);
+      }
+      const logitBias = Object.fromEntries(info.eosTokenIds.map((id) => [id, -100]));
+      let prefill = 0;
+      let decode = 0;
+      for (let r = 0; r < opts.runs; r++) {
+        const res = await model.generate({ prompt, maxTokens: opts.decode, temperature: 0, logitBias });
+        prefill = Math.max(prefill, res.timings.prefillTokensPerSecond);
+        decode = Math.max(decode, res.timings.decodeTokensPerSecond);
+      }
+      const line = (k: string, v: string) => process.stdout.write(`${k.padEnd(10)}${v}\n`);
+      line('model', `${info.path} (${grouped(info.parameterCount)} parameters, ${formatBytes(info.weightBytes)} of weights, ${info.config.hybridOverridePattern})`);
+      line('machine', `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${info.threads} threads, ${info.backend}`);
+      line('prefill', `${prefill.toFixed(1)} tokens/s (${opts.prompt}-token prompt, chunks of ${opts.batchTokens}, best of ${opts.runs})`);
+      line('decode', `${decode.toFixed(1)} tokens/s (${opts.decode} tokens after the prompt, best of ${opts.runs})`);
     } finally {
       await model.close();
     }

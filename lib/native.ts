@@ -4,16 +4,29 @@
  * prebuilds/<platform>-<arch>/). Failure gives one NativeBinaryError that lists what was tried and
  * what to do.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 import type { NativeAddon } from './addon-types.js';
 import { NativeBinaryError } from './errors.js';
+import { moduleUrl } from './module-url.js';
 
-const require = createRequire(import.meta.url);
-/** The package root: lib/ and dist/ both sit one level below it. */
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+// Not named `require`: the CommonJS build (dist/cjs) has its own, and this must work in both builds.
+const requireHere = createRequire(moduleUrl);
+
+/** The package root: the nearest folder above this module holding binding.gyp (lib/ and dist/ sit one level below it, dist/cjs/ two). */
+export const packageRoot = findPackageRoot(path.dirname(fileURLToPath(moduleUrl)));
+
+function findPackageRoot(start: string): string {
+  for (let dir = start; ; ) {
+    if (existsSync(path.join(dir, 'binding.gyp'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) return path.resolve(start, '..');
+    dir = up;
+  }
+}
 
 let cached: NativeAddon | undefined;
 
@@ -22,9 +35,9 @@ export function loadNative(): NativeAddon {
   const override = process.env.NEMOTRON_NODE_BINARY;
   try {
     if (override) {
-      cached = require(path.resolve(override)) as NativeAddon;
+      cached = requireHere(path.resolve(override)) as NativeAddon;
     } else {
-      const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+      const nodeGypBuild = requireHere('node-gyp-build') as (dir: string) => unknown;
       cached = nodeGypBuild(packageRoot) as NativeAddon;
     }
     return cached;

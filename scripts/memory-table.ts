@@ -1,0 +1,63 @@
+/**
+ * The README's memory table: planMemory for NVIDIA-Nemotron-Nano-9B-v2 and -12B-v2 at 8k, 32k and 128k
+ * tokens, 1 and 8 sequences, f16 KV cache, the loader's other defaults (256 batch tokens, 1 GiB snapshot
+ * cache), bf16 weights. Prints a Markdown table.
+ *
+ *   node --import tsx scripts/memory-table.ts      # or: npm run memory-table
+ *
+ * The configs are the fields of the checkpoints' config.json that the planner reads (architecture.md
+ * §1.1); test/memory.test.ts checks their parameter counts (8,888,227,328 and 12,310,001,152).
+ */
+import { formatBytes, planMemory } from '../lib/memory.js';
+
+const NANO_9B = {
+  hybrid_override_pattern: 'M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-',
+  hidden_size: 4480,
+  intermediate_size: 15680,
+  num_attention_heads: 40,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  mamba_num_heads: 128,
+  mamba_head_dim: 80,
+  ssm_state_size: 128,
+  n_groups: 8,
+  conv_kernel: 4,
+  vocab_size: 131072,
+  tie_word_embeddings: false,
+  use_conv_bias: true,
+};
+
+const NANO_12B = {
+  ...NANO_9B,
+  hybrid_override_pattern: 'M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-',
+  hidden_size: 5120,
+  intermediate_size: 20480,
+};
+
+const MODELS: Array<[string, Record<string, unknown>]> = [
+  ['Nano-9B-v2', NANO_9B],
+  ['Nano-12B-v2', NANO_12B],
+];
+const CONTEXTS: Array<[string, number]> = [
+  ['8k', 8192],
+  ['32k', 32768],
+  ['128k', 131072],
+];
+const SEQUENCES = [1, 8];
+
+const rows = [
+  '| model | context | sequences | weights (bf16) | state per sequence (KV part) | all sequences | activations | total (incl. 1 GiB snapshot cache) |',
+  '|---|---|---:|---:|---:|---:|---:|---:|',
+];
+for (const [name, config] of MODELS) {
+  for (const [label, contextLength] of CONTEXTS) {
+    for (const maxSequences of SEQUENCES) {
+      const p = planMemory(config, { contextLength, maxSequences, kvDtype: 'f16' });
+      rows.push(
+        `| ${name} | ${label} | ${maxSequences} | ${formatBytes(p.weights)} | ${formatBytes(p.perSequence.total)} (${formatBytes(p.perSequence.kvAtContext)}) | ` +
+          `${formatBytes(p.sequences)} | ${formatBytes(p.activations)} | ${formatBytes(p.total)} |`,
+      );
+    }
+  }
+}
+console.log(rows.join('\n'));

@@ -24,6 +24,7 @@
         "csrc/kernels/conv1d.cc",
         "csrc/kernels/elementwise.cc",
         "csrc/kernels/matmul.cc",
+        "csrc/kernels/matmul_quant.cc",
         "csrc/kernels/rmsnorm.cc",
         "csrc/kernels/ssd_scan.cc",
         "csrc/kernels/ssm_state_update.cc",

@@ -39,15 +39,38 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
   return o;
 }
 
-// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array, dtype: 'F32'|'BF16'|'F16', N)
+// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N)
+// dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
+// 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
+// of the block size). The weights are used in place, at whatever byte offset the array starts.
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   auto x = f32(info[0]);
   const int64_t T = i64(info[1]), K = i64(info[2]), N = i64(info[5]);
   const std::string dtype = info[4].As<Napi::String>().Utf8Value();
   MatrixView w;
   w.rows = N;
   w.cols = K;
-  if (dtype == "F32") {
+  static const struct {
+    const char* name;
+    DType dtype;
+  } kQuant[] = {{"Q8_0", DType::Q8_0}, {"Q4_0", DType::Q4_0}, {"Q4_K", DType::Q4_K},
+                {"Q5_K", DType::Q5_K}, {"Q6_K", DType::Q6_K}};
+  bool quant = false;
+  for (const auto& q : kQuant) {
+    if (dtype == q.name) {
+      w.dtype = q.dtype;
+      quant = true;
+    }
+  }
+  if (quant) {
+    if (K % dtype_block_elems(w.dtype) != 0)
+      throw Napi::RangeError::New(env, "matmul: K must be a multiple of the block size");
+    auto bytes = info[3].As<Napi::Uint8Array>();
+    if (bytes.ByteLength() < static_cast<size_t>(N) * dtype_row_bytes(w.dtype, K))
+      throw Napi::RangeError::New(env, "matmul: w holds fewer than N rows of blocks");
+    w.data = bytes.Data();
+  } else if (dtype == "F32") {
     w.dtype = DType::F32;
     w.data = info[3].As<Napi::Float32Array>().Data();
   } else {
@@ -56,7 +79,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   }
   std::vector<float> y(static_cast<size_t>(T * N));
   cpu::matmul(y.data(), N, x.data(), K, w, T, pool());
-  return out(info.Env(), y);
+  return out(env, y);
 }
 
 // rmsnorm(x, T, C, w, eps)

@@ -18,6 +18,11 @@ namespace nemo::cpu {
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
             ThreadPool& pool);
 
+// matmul for block-quantized W (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
+// reading the blocks in place; matmul calls it for those dtypes. Batch invariant like matmul.
+void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                  ThreadPool& pool);
+
 // y[t, :] = table[ids[t], :]  converted to f32.  ids must be in range (checked by the caller).
 void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T);
 

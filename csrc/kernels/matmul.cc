@@ -677,6 +677,7 @@ void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixVi
 
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
             ThreadPool& pool) {
+  if (dtype_is_quantized(w.dtype)) return matmul_quant(y, ldy, x, ldx, w, T, pool);
   const int64_t N = w.rows, K = w.cols;
   if (T <= 0 || N <= 0) return;
   if (K <= 0) {

@@ -1,0 +1,704 @@
+// matmul_quant: y[T, N] = x[T, K] · W[N, K]^T for block-quantized W (GGUF Q8_0, Q4_0, Q4_K, Q5_K, Q6_K;
+// the layouts are described in core/dtype.cc), read in place: no dequantized copy of W is ever made.
+//
+// Activations stay f32 (x is never quantized). Each weight is dequantized to exactly the f32 value of
+// convert_to_f32 / ggml's dequantize_row_* (see dtype.cc: at most one rounding per value) and enters
+// an f32 multiply-add with x, so the only difference from the float64 product of x with the
+// dequantized W is the f32 accumulation.
+//
+// Three paths, chosen per call from kernel_isa() (core/cpu_features.h):
+//   scalar  plain C++: each W row is dequantized with convert_to_f32 into a per-task buffer (one row
+//           at a time, 4 rows per group) and dotted with every x row with 4 partial sums.
+//   avx2    8 floats per vector; avx512: 16 floats per vector. W blocks are unpacked into registers
+//           inside the dot-product loop: bytes zero- or sign-extended to 32-bit lanes, bit fields
+//           masked / shifted / merged, then either converted to f32 and scaled (one multiply or FMA)
+//           or, on AVX-512 for the 4- and 5-bit types, looked up in a per-sub-block table of the 16
+//           (32) possible values with vpermps (vpermt2ps). Every vector of VL consecutive weights has a
+//           single scale (VL divides the 16 or 32 values of a sub-block).
+//           The per-block scales are unpacked with a few vector ops (k4_scales, q6_scales).
+//
+// Decode throughput (4096 x 4096, T = 1, matmul_quant_selftest.cc --bench, Zen 5, shared machine):
+// on AVX-512 one thread streams 12-15 GB/s of Q8_0/Q4_K blocks (BF16: ~28 GB/s); these kernels are
+// bound by the unpacking work rather than memory bandwidth on one core, less so with 2 threads.
+//
+// SIMD structure:
+//  * The work is split over W rows only; each task owns a range of groups of NR rows.
+//  * A register tile computes TR tokens × NR W rows with TR*NR vector accumulators over the whole K:
+//    each dequantized W vector is used for TR tokens, each x vector for NR rows.
+//  * Decode (T <= SMALL): memory bound; each W row is streamed once, NRS rows at a time, with software
+//    prefetch, all T tokens in the same tile.
+//  * Prefill: x is cut into tiles of TB tokens that stay in L2 (kXTileBytes); for each tile, a task
+//    walks its W row groups, and for each group all the TR-token slices of the tile: the group's
+//    quantized rows (NR * row bytes, a few KB) stay in L1 while x streams from L2.
+//
+// Batch invariance: y[t, n] is bitwise the same whatever T is, wherever row t sits in the batch and
+// however many threads run (on each path; paths differ from each other). Each (token, W row) has ONE
+// vector accumulator that starts at +0 and takes one FMA per vector of VL weights, in a fixed order of
+// the K index (block by block, within a block the order written in `block` below, the same for every
+// tile shape), and is reduced by one fixed horizontal-sum tree. Tiles and tasks only decide which
+// accumulators are computed together; K is never split. The scalar path computes each element by the
+// same loop whatever T is.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "kernels/kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// GCC 12's intrinsic headers self-initialise "undefined" vectors, which trips -Wuninitialized /
+// -Wmaybe-uninitialized once inlined here (see matmul.cc). Not a real use of uninitialised data.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace nemo::cpu {
+namespace {
+
+// A range of row groups is worth handing to another thread once it holds about this much work
+// (weight bytes plus 2 "bytes" per multiply-add).
+int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
+  const int64_t cost = rows_per_group * (row_bytes + 2 * K * T);
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+}
+
+// ---- scalar path -------------------------------------------------------------------------------------
+
+constexpr int kScalarRows = 4;
+
+void matmul_quant_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                         int64_t T, ThreadPool& pool) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const int64_t groups = (N + kScalarRows - 1) / kScalarRows;
+  pool.parallel_for(groups, group_grain(kScalarRows, row_bytes, K, T), [&](int64_t g0, int64_t g1) {
+    std::vector<float> buf(static_cast<size_t>(kScalarRows * K));
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t n0 = g * kScalarRows;
+      const int64_t nr = std::min<int64_t>(kScalarRows, N - n0);
+      for (int64_t r = 0; r < nr; ++r)
+        convert_to_f32(buf.data() + r * K, base + (n0 + r) * row_bytes, w.dtype, static_cast<size_t>(K));
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xr = x + t * ldx;
+        for (int64_t r = 0; r < nr; ++r) {
+          const float* wk = buf.data() + r * K;
+          float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+          int64_t k = 0;
+          for (; k + 4 <= K; k += 4) {  // K is a multiple of 32
+            s0 += xr[k] * wk[k];
+            s1 += xr[k + 1] * wk[k + 1];
+            s2 += xr[k + 2] * wk[k + 2];
+            s3 += xr[k + 3] * wk[k + 3];
+          }
+          y[t * ldy + n0 + r] = (s0 + s1) + (s2 + s3);
+        }
+      }
+    }
+  });
+}
+
+#if defined(__x86_64__)
+
+// ---- the driver shared by the SIMD paths -----------------------------------------------------------
+
+// A tile kernel: out[i * nr + j] = sum over the nb blocks of x_i · W_j, for i < tr tokens (xr[i]: the
+// token's x row) and j < nr W rows (wr[j]: the row's first block).
+using QTileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t nb, float* out);
+
+constexpr int kMaxTR = 8;
+constexpr int kMaxNR = 8;
+
+struct QKernels {
+  int tr;     // tokens per prefill tile (tile[1..tr])
+  int nr;     // W rows per prefill tile
+  int small;  // batches of at most this many tokens use stream[T]
+  int nrs;    // W rows per streaming tile
+  QTileFn tile[kMaxTR + 1];
+  QTileFn stream[kMaxTR + 1];
+};
+
+// Prefill x tiles: TB tokens of K floats in at most this many bytes (half of a Zen 4/5 L2).
+constexpr int64_t kXTileBytes = int64_t{512} << 10;
+
+void matmul_quant_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                       int64_t T, ThreadPool& pool, const QKernels& ks) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t nb = K / dtype_block_elems(w.dtype);
+  const int64_t row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+
+  if (T <= ks.small) {
+    const int nrs = ks.nrs;
+    const QTileFn fn = ks.stream[T];
+    const int64_t groups = (N + nrs - 1) / nrs;
+    pool.parallel_for(groups, group_grain(nrs, row_bytes, K, T), [&](int64_t g0, int64_t g1) {
+      const float* xr[kMaxTR];
+      const uint8_t* wr[kMaxNR];
+      float out[kMaxTR * kMaxNR];
+      for (int64_t i = 0; i < T; ++i) xr[i] = x + i * ldx;
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t n0 = g * nrs;
+        const int64_t nr = std::min<int64_t>(nrs, N - n0);
+        for (int j = 0; j < nrs; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;  // N tail
+        fn(xr, wr, nb, out);
+        for (int64_t i = 0; i < T; ++i)
+          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * nrs + j];
+      }
+    });
+    return;
+  }
+
+  const int tr = ks.tr, nrt = ks.nr;
+  const int64_t TB = std::max<int64_t>(tr, kXTileBytes / (K * 4) / tr * tr);
+  const int64_t groups = (N + nrt - 1) / nrt;
+  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
+    const int64_t tt1 = std::min(T, tt0 + TB);
+    pool.parallel_for(groups, group_grain(nrt, row_bytes, K, tt1 - tt0), [&](int64_t g0, int64_t g1) {
+      const float* xr[kMaxTR];
+      const uint8_t* wr[kMaxNR];
+      float out[kMaxTR * kMaxNR];
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t n0 = g * nrt;
+        const int64_t nr = std::min<int64_t>(nrt, N - n0);
+        for (int j = 0; j < nrt; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;
+        for (int64_t t0 = tt0; t0 < tt1; t0 += tr) {
+          const int64_t trn = std::min<int64_t>(tr, tt1 - t0);  // T tail: a smaller tile
+          for (int64_t i = 0; i < trn; ++i) xr[i] = x + (t0 + i) * ldx;
+          ks.tile[trn](xr, wr, nb, out);
+          for (int64_t i = 0; i < trn; ++i)
+            for (int64_t j = 0; j < nr; ++j) y[(t0 + i) * ldy + n0 + j] = out[i * nrt + j];
+        }
+      }
+    });
+  }
+}
+
+// Block sizes, and the software prefetch distance for the streaming tiles (bytes ahead in each row).
+template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;
+template <DType DT>
+constexpr int64_t kBB = DT == DType::Q8_0   ? 34
+                        : DT == DType::Q4_0 ? 18
+                        : DT == DType::Q4_K ? 144
+                        : DT == DType::Q5_K ? 176
+                                            : 210;
+constexpr int64_t kPrefetch = 1024;
+
+// The 12 packed bytes of Q4_K / Q5_K scales and mins (b + 4) as 16 bytes: sub-block scales sc_0..sc_7,
+// then mins m_0..m_7. Bytes 0-3 hold sc_0..3 in their low 6 bits and bits 4-5 of sc_4..7 in their top
+// 2 bits; bytes 4-7 the same for the mins; bytes 8-11 the low 4 bits of sc_4..7 (low nibbles) and of
+// m_4..7 (high nibbles). Worked on as three little-endian 32-bit words, a byte per sub-block.
+inline void k4_unpack(const uint8_t* b, uint32_t out[4]) {
+  uint32_t a, m, c;
+  std::memcpy(&a, b + 4, 4);
+  std::memcpy(&m, b + 8, 4);
+  std::memcpy(&c, b + 12, 4);
+  out[0] = a & 0x3f3f3f3fu;
+  out[1] = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u);
+  out[2] = m & 0x3f3f3f3fu;
+  out[3] = ((c >> 4) & 0x0f0f0f0fu) | ((m >> 2) & 0x30303030u);
+}
+
+// ---- AVX2 + FMA + F16C ----------------------------------------------------------------------------------
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace avx2 {
+
+using V = __m256;
+using VI = __m256i;
+
+// 8 bytes zero- or sign-extended to 32-bit lanes.
+inline VI u8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline VI i8(const uint8_t* p) {
+  return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+inline V cvt(VI v) { return _mm256_cvtepi32_ps(v); }
+inline VI c32(int v) { return _mm256_set1_epi32(v); }
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);  // exact for every f16, subnormals included
+}
+
+// Q4_K / Q5_K: out[s] = d * sc_s, out[8 + s] = dmin * m_s (exact in f32).
+inline void k4_scales(const uint8_t* b, float* out) {
+  uint32_t u[4];
+  k4_unpack(b, u);
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+  _mm256_storeu_ps(out, _mm256_mul_ps(cvt(_mm256_cvtepu8_epi32(bytes)), _mm256_set1_ps(f16(b))));
+  _mm256_storeu_ps(out + 8, _mm256_mul_ps(cvt(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))),
+                                          _mm256_set1_ps(f16(b + 2))));
+}
+
+// Q6_K: out[i] = d * scales[i] (exact in f32).
+inline void q6_scales(const uint8_t* b, float* out) {
+  const V d = _mm256_set1_ps(f16(b + 208));
+  _mm256_storeu_ps(out, _mm256_mul_ps(cvt(i8(b + 192)), d));
+  _mm256_storeu_ps(out + 8, _mm256_mul_ps(cvt(i8(b + 200)), d));
+}
+
+// acc[i][j] += x_i[k .. k+8) * w[j]
+template <int TR, int NR>
+inline void madd(V (&acc)[TR][NR], const float* const* xr, int64_t k, const V (&w)[NR]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const V xv = _mm256_loadu_ps(xr[i] + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+  }
+}
+
+// One block of every row b[j], against x elements [k0, k0 + block). The order of the madd calls is
+// the reduction order of every accumulator (the same for every tile shape).
+template <DType DT, int TR, int NR>
+inline void block(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
+  V w[NR];
+  if constexpr (DT == DType::Q8_0) {
+    V d[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) d[j] = _mm256_set1_ps(f16(b[j]));
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) w[j] = _mm256_mul_ps(cvt(i8(b[j] + 2 + 8 * c)), d[j]);
+      madd(acc, xr, k0 + 8 * c, w);
+    }
+  } else if constexpr (DT == DType::Q4_0) {
+    V d[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) d[j] = _mm256_set1_ps(f16(b[j]));
+#pragma GCC unroll 2
+    for (int c = 0; c < 2; ++c) {
+      VI v[NR];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) {
+        v[j] = u8(b[j] + 2 + 8 * c);
+        w[j] = _mm256_mul_ps(cvt(_mm256_sub_epi32(_mm256_and_si256(v[j], c32(15)), c32(8))), d[j]);
+      }
+      madd(acc, xr, k0 + 8 * c, w);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        w[j] = _mm256_mul_ps(cvt(_mm256_sub_epi32(_mm256_srli_epi32(v[j], 4), c32(8))), d[j]);
+      madd(acc, xr, k0 + 16 + 8 * c, w);
+    }
+  } else if constexpr (DT == DType::Q4_K || DT == DType::Q5_K) {
+    constexpr bool kFive = DT == DType::Q5_K;
+    float sm[NR][16];  // scales, then mins
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) k4_scales(b[j], sm[j]);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {  // 8 bytes of qs: values 64g + 8c .. (low) and 64g + 32 + 8c .. (high)
+        VI v[NR];
+        [[maybe_unused]] VI hb[NR];
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) {
+          v[j] = u8(b[j] + (kFive ? 48 : 16) + 32 * g + 8 * c);
+          VI q = _mm256_and_si256(v[j], c32(15));
+          if constexpr (kFive) {
+            hb[j] = u8(b[j] + 16 + 8 * c);
+            q = _mm256_or_si256(q, _mm256_slli_epi32(
+                                       _mm256_and_si256(_mm256_srlv_epi32(hb[j], c32(2 * g)), c32(1)), 4));
+          }
+          w[j] = _mm256_fmsub_ps(cvt(q), _mm256_set1_ps(sm[j][2 * g]), _mm256_set1_ps(sm[j][8 + 2 * g]));
+        }
+        madd(acc, xr, k0 + 64 * g + 8 * c, w);
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) {
+          VI q = _mm256_srli_epi32(v[j], 4);
+          if constexpr (kFive) {
+            q = _mm256_or_si256(
+                q, _mm256_slli_epi32(_mm256_and_si256(_mm256_srlv_epi32(hb[j], c32(2 * g + 1)), c32(1)), 4));
+          }
+          w[j] = _mm256_fmsub_ps(cvt(q), _mm256_set1_ps(sm[j][2 * g + 1]), _mm256_set1_ps(sm[j][9 + 2 * g]));
+        }
+        madd(acc, xr, k0 + 64 * g + 32 + 8 * c, w);
+      }
+    }
+  } else {  // Q6_K
+    float ds[NR][16];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) q6_scales(b[j], ds[j]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {  // values 128h + 32s + 8c .. for s = 0..3
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s) {
+#pragma GCC unroll 8
+          for (int j = 0; j < NR; ++j) {
+            const VI lq = u8(b[j] + 64 * h + 32 * (s & 1) + 8 * c);
+            const VI hq = u8(b[j] + 128 + 32 * h + 8 * c);
+            const VI lo = s < 2 ? _mm256_and_si256(lq, c32(15)) : _mm256_srli_epi32(lq, 4);
+            const VI hi = _mm256_and_si256(_mm256_srlv_epi32(_mm256_slli_epi32(hq, 4), c32(2 * s)), c32(0x30));
+            const VI q = _mm256_sub_epi32(_mm256_or_si256(lo, hi), c32(32));
+            w[j] = _mm256_mul_ps(cvt(q), _mm256_set1_ps(ds[j][8 * h + 2 * s + c / 2]));
+          }
+          madd(acc, xr, k0 + 128 * h + 32 * s + 8 * c, w);
+        }
+      }
+    }
+  }
+}
+
+// The horizontal sum of v by one fixed tree.
+inline float hsum(V v) {
+  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+
+template <DType DT, int TR, int NR, bool kPf>
+void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float* out) {
+  constexpr int64_t BE = kBE<DT>, BB = kBB<DT>;
+  const float* xr[TR];
+  const uint8_t* b[NR];
+  for (int i = 0; i < TR; ++i) xr[i] = xr_in[i];
+  for (int j = 0; j < NR; ++j) b[j] = wr[j];
+  V acc[TR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    if constexpr (kPf) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        for (int64_t o = 0; o < BB; o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + o), _MM_HINT_T0);
+    }
+    block<DT, TR, NR>(acc, xr, blk * BE, b);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) b[j] += BB;
+  }
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < NR; ++j) out[i * NR + j] = hsum(acc[i][j]);
+}
+
+// Prefill 4 tokens x 2 rows (8 accumulators, 16 ymm registers in all); decode up to 2 tokens x 4 rows.
+constexpr int kTR = 4, kNR = 2, kSmall = 2, kNRS = 4;
+
+template <DType DT>
+QKernels kernels() {
+  return {kTR,
+          kNR,
+          kSmall,
+          kNRS,
+          {nullptr, tile<DT, 1, kNR, false>, tile<DT, 2, kNR, false>, tile<DT, 3, kNR, false>,
+           tile<DT, 4, kNR, false>},
+          {nullptr, tile<DT, 1, kNRS, true>, tile<DT, 2, kNRS, true>}};
+}
+
+}  // namespace avx2
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// ---- AVX-512 ------------------------------------------------------------------------------------------
+
+#if defined(__clang__)
+#pragma clang attribute push(                                                               \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
+
+namespace avx512 {
+
+using V = __m512;
+using VI = __m512i;
+
+// 16 bytes zero- or sign-extended to 32-bit lanes.
+inline VI u8(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline VI i8(const uint8_t* p) {
+  return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline V cvt(VI v) { return _mm512_cvtepi32_ps(v); }
+inline VI c32(int v) { return _mm512_set1_epi32(v); }
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);  // exact for every f16, subnormals included
+}
+
+// Q4_K / Q5_K: out[s] = d * sc_s, out[8 + s] = dmin * m_s (exact in f32).
+inline void k4_scales(const uint8_t* b, float* out) {
+  uint32_t u[4];
+  k4_unpack(b, u);
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+  const V dm = _mm512_insertf32x8(_mm512_set1_ps(f16(b)), _mm256_set1_ps(f16(b + 2)), 1);
+  _mm512_storeu_ps(out, _mm512_mul_ps(cvt(_mm512_cvtepu8_epi32(bytes)), dm));
+}
+
+// Q6_K: out[i] = d * scales[i] (exact in f32).
+inline void q6_scales(const uint8_t* b, float* out) {
+  _mm512_storeu_ps(out, _mm512_mul_ps(cvt(i8(b + 192)), _mm512_set1_ps(f16(b + 208))));
+}
+
+// acc[i][j] += x_i[k .. k+16) * w[j]
+template <int TR, int NR>
+inline void madd(V (&acc)[TR][NR], const float* const* xr, int64_t k, const V (&w)[NR]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const V xv = _mm512_loadu_ps(xr[i] + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, w[j], acc[i][j]);
+  }
+}
+
+// 0, 1, ..., 15 as floats: the codes of a 4-bit table.
+inline V iota() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+
+// Bits 0-3 from a, bits 4-31 from b (a bitwise select by the mask 0x0F).
+inline VI select_low4(VI a, VI b) { return _mm512_ternarylogic_epi32(c32(0x0F), a, b, 0xCA); }
+
+// Q6_K: the 6-bit codes of sub-block part S (0..3) for 16 values, from the 16 ql bytes lq (low nibbles
+// for S = 0, 1, high nibbles for S = 2, 3) and the 16 qh bytes hq (bits 2S, 2S+1 are the top bits).
+template <int S>
+inline VI q6_code(VI lq, VI hq) {
+  const VI lo = S < 2 ? lq : _mm512_srli_epi32(lq, 4);
+  const VI hs = S == 0 ? _mm512_slli_epi32(hq, 4)
+                : S == 1 ? _mm512_slli_epi32(hq, 2)
+                : S == 2 ? hq
+                         : _mm512_srli_epi32(hq, 2);
+  const VI q = select_low4(lo, hs);  // bits 4-5 now hold the two top bits
+  return S == 3 ? q : _mm512_and_si512(q, c32(0x3F));
+}
+
+template <int S, int TR, int NR>
+inline void q6_part(V (&acc)[TR][NR], const float* const* xr, int64_t k, const VI (&lq)[NR],
+                    const VI (&hq)[NR], const float (&ds)[NR][16], int sc) {
+  V w[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j)
+    w[j] = _mm512_mul_ps(cvt(_mm512_sub_epi32(q6_code<S>(lq[j], hq[j]), c32(32))),
+                         _mm512_set1_ps(ds[j][sc]));
+  madd(acc, xr, k, w);
+}
+
+// One block of every row b[j], against x elements [k0, k0 + block). The order of the madd calls is
+// the reduction order of every accumulator (the same for every tile shape).
+//
+// The 4-bit types look their values up: for each (sub-)block, the 16 possible values of a 4-bit code
+// (q - 8) * d, or sc_s * q - m_s (FMA, rounded once) are put in one vector, and vpermps picks them by
+// the nibbles (it reads the low 4 bits of each lane). Q5_K does the same with 32 values in two vectors
+// (vpermt2ps, 5-bit index). These are exactly the values of the scalar formula.
+template <DType DT, int TR, int NR>
+inline void block(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
+  V w[NR];
+  if constexpr (DT == DType::Q8_0) {
+    V d[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) d[j] = _mm512_set1_ps(f16(b[j]));
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_mul_ps(cvt(i8(b[j] + 2)), d[j]);
+    madd(acc, xr, k0, w);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_mul_ps(cvt(i8(b[j] + 18)), d[j]);
+    madd(acc, xr, k0 + 16, w);
+  } else if constexpr (DT == DType::Q4_0) {
+    V tbl[NR];
+    VI v[NR];
+    const V m8 = _mm512_sub_ps(iota(), _mm512_set1_ps(8.0f));
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      tbl[j] = _mm512_mul_ps(m8, _mm512_set1_ps(f16(b[j])));
+      v[j] = u8(b[j] + 2);
+      w[j] = _mm512_permutexvar_ps(v[j], tbl[j]);
+    }
+    madd(acc, xr, k0, w);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = _mm512_permutexvar_ps(_mm512_srli_epi32(v[j], 4), tbl[j]);
+    madd(acc, xr, k0 + 16, w);
+  } else if constexpr (DT == DType::Q4_K || DT == DType::Q5_K) {
+    constexpr bool kFive = DT == DType::Q5_K;
+    constexpr int64_t kQs = kFive ? 48 : 16;
+    float sm[NR][16];  // scales, then mins
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) k4_scales(b[j], sm[j]);
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; ++s) {  // sub-block s: values 32s .. 32s + 31
+      V t0[NR];
+      [[maybe_unused]] V t1[NR];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) {
+        const V sc = _mm512_set1_ps(sm[j][s]), mn = _mm512_set1_ps(sm[j][8 + s]);
+        t0[j] = _mm512_fmsub_ps(iota(), sc, mn);
+        if constexpr (kFive) t1[j] = _mm512_fmsub_ps(_mm512_add_ps(iota(), _mm512_set1_ps(16.0f)), sc, mn);
+      }
+#pragma GCC unroll 2
+      for (int c = 0; c < 2; ++c) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) {
+          VI q = u8(b[j] + kQs + 32 * (s >> 1) + 16 * c);
+          if (s & 1) q = _mm512_srli_epi32(q, 4);
+          if constexpr (kFive) {
+            // Bit s of qh[l] to bit 4 of the index.
+            const VI hq = u8(b[j] + 16 + 16 * c);
+            const VI hs = _mm512_srlv_epi32(_mm512_slli_epi32(hq, 4), _mm512_set1_epi32(s));
+            w[j] = _mm512_permutex2var_ps(t0[j], select_low4(q, hs), t1[j]);
+          } else {
+            w[j] = _mm512_permutexvar_ps(q, t0[j]);
+          }
+        }
+        madd(acc, xr, k0 + 32 * s + 16 * c, w);
+      }
+    }
+  } else {  // Q6_K
+    float ds[NR][16];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) q6_scales(b[j], ds[j]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 2
+      for (int c = 0; c < 2; ++c) {  // values 128h + 32S + 16c .. for S = 0..3
+        VI l0[NR], l1[NR], hq[NR];
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) {
+          l0[j] = u8(b[j] + 64 * h + 16 * c);
+          l1[j] = u8(b[j] + 64 * h + 32 + 16 * c);
+          hq[j] = u8(b[j] + 128 + 32 * h + 16 * c);
+        }
+        const int64_t k = k0 + 128 * h + 16 * c;
+        q6_part<0>(acc, xr, k, l0, hq, ds, 8 * h + c);
+        q6_part<1>(acc, xr, k + 32, l1, hq, ds, 8 * h + 2 + c);
+        q6_part<2>(acc, xr, k + 64, l0, hq, ds, 8 * h + 4 + c);
+        q6_part<3>(acc, xr, k + 96, l1, hq, ds, 8 * h + 6 + c);
+      }
+    }
+  }
+}
+
+// The horizontal sum of v by one fixed tree.
+inline float hsum(V v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+template <DType DT, int TR, int NR, bool kPf>
+void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float* out) {
+  constexpr int64_t BE = kBE<DT>, BB = kBB<DT>;
+  const float* xr[TR];
+  const uint8_t* b[NR];
+  for (int i = 0; i < TR; ++i) xr[i] = xr_in[i];
+  for (int j = 0; j < NR; ++j) b[j] = wr[j];
+  V acc[TR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    if constexpr (kPf) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        for (int64_t o = 0; o < BB; o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + o), _MM_HINT_T0);
+    }
+    block<DT, TR, NR>(acc, xr, blk * BE, b);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) b[j] += BB;
+  }
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < NR; ++j) out[i * NR + j] = hsum(acc[i][j]);
+}
+
+// Register tiles (TR * NR accumulators of the 32 zmm registers), chosen by measurement on Zen 5:
+// prefill 6 tokens x 4 rows for Q8_0 and Q6_K, 4 x 4 for the table-lookup types (their tables take
+// registers too); decode (up to 4 tokens) streams 4 rows at a time.
+template <DType DT>
+struct Shape {
+  static constexpr bool kTables = DT == DType::Q4_0 || DT == DType::Q4_K || DT == DType::Q5_K;
+  static constexpr int tr = kTables ? 4 : 6, nr = 4;  // prefill
+  static constexpr int small = 4, nrs = 4;            // decode
+};
+
+template <DType DT, int... I, int... J>
+QKernels make_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
+  using S = Shape<DT>;
+  return {S::tr, S::nr, S::small, S::nrs, {nullptr, tile<DT, I + 1, S::nr, false>...},
+          {nullptr, tile<DT, J + 1, S::nrs, true>...}};
+}
+
+template <DType DT>
+QKernels kernels() {
+  return make_kernels<DT>(std::make_integer_sequence<int, Shape<DT>::tr>(),
+                          std::make_integer_sequence<int, Shape<DT>::small>());
+}
+
+}  // namespace avx512
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+template <DType DT>
+const QKernels& simd_kernels(KernelIsa isa) {
+  static const QKernels k512 = avx512::kernels<DT>();
+  static const QKernels k2 = avx2::kernels<DT>();
+  return isa == KernelIsa::kAvx512 ? k512 : k2;
+}
+
+const QKernels& simd_kernels(DType dt, KernelIsa isa) {
+  switch (dt) {
+    case DType::Q8_0: return simd_kernels<DType::Q8_0>(isa);
+    case DType::Q4_0: return simd_kernels<DType::Q4_0>(isa);
+    case DType::Q4_K: return simd_kernels<DType::Q4_K>(isa);
+    case DType::Q5_K: return simd_kernels<DType::Q5_K>(isa);
+    default: return simd_kernels<DType::Q6_K>(isa);
+  }
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                  ThreadPool& pool) {
+  const int64_t N = w.rows, K = w.cols;
+  if (T <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy, y + t * ldy + N, 0.0f);
+    return;
+  }
+#if defined(__x86_64__)
+  const KernelIsa isa = kernel_isa();
+  if (isa != KernelIsa::kScalar) {
+    matmul_quant_simd(y, ldy, x, ldx, w, T, pool, simd_kernels(w.dtype, isa));
+    return;
+  }
+#endif
+  matmul_quant_scalar(y, ldy, x, ldx, w, T, pool);
+}
+
+}  // namespace nemo::cpu

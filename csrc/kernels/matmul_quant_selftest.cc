@@ -1,0 +1,258 @@
+// Standalone self-test and decode benchmark for cpu::matmul_quant (block-quantized weights).
+// Not part of the addon build. Build and run (one line):
+//   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_quant_selftest.cc
+//       csrc/kernels/matmul_quant.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
+//       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
+// Options: --quick (skip the benchmark), --bench (only the benchmark), --only NAME (benchmark only the
+// type or path NAME, e.g. Q4_K or avx2; repeatable). Exit status 0 when every check passes.
+//
+// Checks (every available path, every quantized type): each SIMD path against the float64 product
+// with the convert_to_f32 weights, one-hot x rows giving back the dequantized weights bit for bit, and
+// batch invariance (rows alone vs in batches, bitwise). The benchmark streams a 4096 x 4096 matrix per
+// type at T = 1 with 1 and 2 threads, rotating over copies (>= 128 MB in all) so that no pass is
+// served from cache, and prints GB/s of quantized bytes read, next to the BF16 matmul on the same path.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "kernels/kernels.h"
+
+using namespace nemo;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+int g_failures = 0;
+std::vector<std::string> g_only;  // --only filters for the benchmark
+
+bool wanted(const std::string& name, const std::vector<std::string>& universe) {
+  bool any = false;
+  for (const auto& o : g_only)
+    for (const auto& u : universe) any = any || o == u;
+  if (!any) return true;  // no filter of this kind
+  return std::find(g_only.begin(), g_only.end(), name) != g_only.end();
+}
+
+void check(bool ok, const std::string& what) {
+  if (!ok) {
+    ++g_failures;
+    std::printf("  FAIL: %s\n", what.c_str());
+  }
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<std::string> available_paths() {
+  std::vector<std::string> out;
+  for (const char* p : {"scalar", "avx2", "avx512"})
+    if (std::strcmp(set_kernel_path_override(p), p) == 0) out.push_back(p);
+  set_kernel_path_override(nullptr);
+  return out;
+}
+
+// Valid random blocks: random bytes, with every f16 field (d, dmin) set to a finite value of order
+// `scale` (so that dequantized weights are of order 1 to 10).
+std::vector<uint8_t> random_blocks(DType dt, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const int64_t nb = rows * cols / dtype_block_elems(dt), bb = dtype_block_bytes(dt);
+  std::vector<uint8_t> w(static_cast<size_t>(nb * bb));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> mag(0.005f, 0.02f);
+  for (auto& b : w) b = static_cast<uint8_t>(byte(rng));
+  auto put = [&](uint8_t* p, float v) {
+    const uint16_t h = f32_to_f16(v);
+    std::memcpy(p, &h, 2);
+  };
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t* b = w.data() + i * bb;
+    switch (dt) {
+      case DType::Q8_0: put(b, mag(rng)); break;
+      case DType::Q4_0: put(b, 10 * mag(rng)); break;
+      case DType::Q4_K:
+      case DType::Q5_K:
+        put(b, 2 * mag(rng));
+        put(b + 2, 2 * mag(rng));
+        break;
+      case DType::Q6_K: put(b + 208, mag(rng)); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+MatrixView view(const void* data, DType dt, int64_t rows, int64_t cols) {
+  MatrixView v;
+  v.data = data;
+  v.dtype = dt;
+  v.rows = rows;
+  v.cols = cols;
+  return v;
+}
+
+void test_correctness() {
+  std::printf("correctness\n");
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  ThreadPool pool(2);
+  struct Shape { int64_t T, K, N; };
+  const Shape shapes[] = {{1, 256, 33}, {3, 512, 70}, {7, 1024, 13}, {17, 1024, 130}, {40, 4608, 37}};
+  for (const std::string& path : available_paths()) {
+    set_kernel_path_override(path.c_str());
+    for (DType dt : kTypes) {
+      double worst = 0;
+      for (const Shape& s : shapes) {
+        const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
+        // Start the weights at an odd address: blocks are read unaligned.
+        std::vector<uint8_t> shifted(wq.size() + 1);
+        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
+        const MatrixView w = view(shifted.data() + 1, dt, s.N, s.K);
+        std::vector<float> wf(static_cast<size_t>(s.N * s.K));
+        convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+        std::vector<float> x(static_cast<size_t>(s.T * s.K)), y(static_cast<size_t>(s.T * s.N));
+        for (auto& v : x) v = dist(rng);
+        cpu::matmul(y.data(), s.N, x.data(), s.K, w, s.T, pool);
+        double scale = 0, err = 0;
+        std::vector<double> ref(y.size());
+        for (int64_t t = 0; t < s.T; ++t)
+          for (int64_t n = 0; n < s.N; ++n) {
+            double acc = 0;
+            for (int64_t k = 0; k < s.K; ++k) acc += double(x[t * s.K + k]) * wf[n * s.K + k];
+            ref[t * s.N + n] = acc;
+            scale = std::max(scale, std::fabs(acc));
+          }
+        for (size_t i = 0; i < y.size(); ++i) err = std::max(err, std::fabs(y[i] - ref[i]));
+        worst = std::max(worst, err / scale);
+
+        // One-hot rows: y = the dequantized weights, exactly.
+        const int64_t K1 = std::min<int64_t>(s.K, 256);
+        std::vector<float> e(static_cast<size_t>(K1 * s.K), 0.0f), ye(static_cast<size_t>(K1 * s.N));
+        for (int64_t k = 0; k < K1; ++k) e[k * s.K + k] = 1.0f;
+        cpu::matmul(ye.data(), s.N, e.data(), s.K, w, K1, pool);
+        bool exact = true;
+        for (int64_t k = 0; k < K1; ++k)
+          for (int64_t n = 0; n < s.N; ++n)
+            exact = exact && ye[k * s.N + n] == wf[n * s.K + k];  // (+0 and -0 both read as 0)
+        check(exact, path + " " + dtype_name(dt) + ": one-hot rows give the dequantized weights");
+
+        // Batch invariance: every row alone vs all rows together and a window.
+        std::vector<float> alone(y.size()), part(y.size());
+        for (int64_t t = 0; t < s.T; ++t)
+          cpu::matmul(alone.data() + t * s.N, s.N, x.data() + t * s.K, s.K, w, 1, pool);
+        check(std::memcmp(alone.data(), y.data(), y.size() * 4) == 0,
+              path + " " + dtype_name(dt) + ": batch of " + std::to_string(s.T) + " = rows alone");
+        for (int64_t t0 = 0; t0 < s.T; t0 += 5) {
+          const int64_t tn = std::min<int64_t>(5, s.T - t0);
+          cpu::matmul(part.data() + t0 * s.N, s.N, x.data() + t0 * s.K, s.K, w, tn, pool);
+        }
+        check(std::memcmp(alone.data(), part.data(), y.size() * 4) == 0,
+              path + " " + dtype_name(dt) + ": batches of 5 = rows alone");
+      }
+      std::printf("  %-6s %-4s max error / max|y| = %.2e\n", path.c_str(), dtype_name(dt), worst);
+      check(worst < 2e-5, path + " " + dtype_name(dt) + ": error");
+    }
+  }
+  set_kernel_path_override(nullptr);
+}
+
+template <class F>
+double best_time(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    f();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+void bench() {
+  const int64_t N = 4096, K = 4096;
+  std::printf("decode throughput (4096 x 4096, T = 1): GB/s of stored weight bytes read\n");
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(K)), y(static_cast<size_t>(N));
+  for (auto& v : x) v = dist(rng);
+  const std::vector<std::string> paths = available_paths();
+
+  struct Row { std::string label; DType dt; };
+  std::vector<Row> rows = {{"BF16", DType::BF16}};
+  for (DType dt : kTypes) rows.push_back({dtype_name(dt), dt});
+  const std::vector<std::string> type_names = {"BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
+  for (const Row& r : rows) {
+    if (!wanted(r.label, type_names)) continue;
+    const size_t bytes = dtype_row_bytes(r.dt, K) * N;
+    const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
+    std::vector<std::vector<uint8_t>> mats;
+    for (int c = 0; c < copies; ++c) {
+      if (r.dt == DType::BF16) {
+        std::vector<uint8_t> m(bytes);
+        for (size_t i = 0; i < bytes; i += 2) {
+          const uint16_t h = f32_to_bf16(dist(rng));
+          std::memcpy(&m[i], &h, 2);
+        }
+        mats.push_back(std::move(m));
+      } else {
+        mats.push_back(random_blocks(r.dt, N, K, rng));
+      }
+    }
+    for (const std::string& path : paths) {
+      if (!wanted(path, {"scalar", "avx2", "avx512"})) continue;
+      set_kernel_path_override(path.c_str());
+      std::printf("  %-4s %-6s (%5.1f MB):", r.label.c_str(), path.c_str(), bytes / 1e6);
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        int it = 0;
+        auto run = [&] { cpu::matmul(y.data(), N, x.data(), K, view(mats[it++ % copies].data(), r.dt, N, K), 1, pool); };
+        run();
+        const double t = best_time(path == "scalar" ? 4 : 30, run);
+        std::printf("  %d thread%s %6.1f GB/s (%.2f ms, %.2f Gweights/s)", threads, threads > 1 ? "s" : " ",
+                    bytes / t / 1e9, t * 1e3, double(N) * K / t / 1e9);
+      }
+      std::printf("\n");
+    }
+  }
+  // Prefill, for reference: T = 64 on the best path, 2 threads.
+  set_kernel_path_override(nullptr);
+  std::vector<float> xp(static_cast<size_t>(64 * K)), yp(static_cast<size_t>(64 * N));
+  for (auto& v : xp) v = dist(rng);
+  ThreadPool pool(2);
+  for (const Row& r : rows) {
+    if (!wanted(r.label, type_names)) continue;
+    std::vector<uint8_t> m = r.dt == DType::BF16 ? std::vector<uint8_t>(dtype_row_bytes(r.dt, K) * N, 0x3f)
+                                                 : random_blocks(r.dt, N, K, rng);
+    const MatrixView w = view(m.data(), r.dt, N, K);
+    cpu::matmul(yp.data(), N, xp.data(), K, w, 64, pool);
+    const double t = best_time(3, [&] { cpu::matmul(yp.data(), N, xp.data(), K, w, 64, pool); });
+    std::printf("  prefill %-4s %-6s 2 threads T=64: %6.1f GFLOP/s (%.1f ms)\n", r.label.c_str(),
+                active_kernel_path(), 2.0 * 64 * N * K / t / 1e9, t * 1e3);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, bench_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--bench") == 0) bench_only = true;
+    if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) g_only.push_back(argv[++i]);
+  }
+  const auto t0 = Clock::now();
+  if (!bench_only) test_correctness();
+  if (!quick) bench();
+  std::printf("%s (%d failure%s) in %.1f s\n", g_failures == 0 ? "PASS" : "FAILED", g_failures,
+              g_failures == 1 ? "" : "s", seconds_since(t0));
+  return g_failures == 0 ? 0 : 1;
+}

@@ -29,6 +29,7 @@
         "csrc/kernels/ssd_scan.cc",
         "csrc/kernels/ssm_state_update.cc",
         "csrc/model/config.cc",
+        "csrc/model/gguf.cc",
         "csrc/model/mapped_file.cc",
         "csrc/model/safetensors.cc",
         "csrc/model/weights.cc"

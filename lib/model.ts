@@ -14,6 +14,7 @@ import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
@@ -215,7 +216,7 @@ export class NemotronModel {
     this.snapshotInterval = snapshotInterval;
   }
 
-  /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files). */
+  /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files) or a llama.cpp `.gguf` file (architecture nemotron_h). */
   static async load(modelPath: string, options: LoadOptions = {}): Promise<NemotronModel> {
     const stack = new Error();
     if (typeof modelPath !== 'string' || modelPath.length === 0) throw v.invalid('path', 'a checkpoint folder path', modelPath);
@@ -233,24 +234,26 @@ export class NemotronModel {
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
-    if (!statSync(dir).isDirectory()) {
-      throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `${dir} is not a folder: expected a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json)`);
+    // A llama.cpp .gguf file (nemotron_h): config, tokenizer and memory plan come from its metadata.
+    const gguf = dir.endsWith('.gguf') && statSync(dir).isFile() ? readGgufMetadata(dir) : undefined;
+    if (!gguf && !statSync(dir).isDirectory()) {
+      throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `${dir} is not a folder: expected a Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json) or a .gguf file`);
     }
     // Plan memory from config.json before anything is allocated, and refuse a plan that does not fit.
-    const rawConfig = readConfigForPlan(dir);
+    const rawConfig = gguf ? ggufConfigForPlan(gguf) : readConfigForPlan(dir);
     const maxPos = typeof rawConfig?.max_position_embeddings === 'number' ? rawConfig.max_position_embeddings : DEFAULT_CONTEXT_CAP;
     const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
     const planOptions = { contextLength: context, maxSequences: maxSequences ?? 8, maxBatchTokens: maxBatchTokens ?? 256, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
       try {
-        plan = planMemory(rawConfig, { ...planOptions, weightBytes: weightFileBytes(dir) });
+        plan = planMemory(rawConfig, { ...planOptions, weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) });
       } catch {
         plan = undefined; // a broken config: the native loader says precisely what is wrong
       }
     }
     if (plan) checkPlanFits(plan, memoryLimit);
-    const tokenizer = TextTokenizer.fromDir(dir);
+    const tokenizer = gguf ? (hasGgufTokenizer(gguf) ? TextTokenizer.fromFiles(tokenizerFromGguf(gguf)) : null) : TextTokenizer.fromDir(dir);
     let engine: NativeEngine;
     try {
       engine = await loadNative().loadEngine(dir, {

@@ -47,6 +47,15 @@ export class TextTokenizer {
     }
   }
 
+  /** Builds a tokenizer from in-memory tokenizer.json / tokenizer_config.json objects (e.g. made from GGUF metadata). */
+  static fromFiles(files: TokenizerFiles): TextTokenizer {
+    try {
+      return new TextTokenizer(files);
+    } catch (cause) {
+      throw new ModelLoadError('ERR_INVALID_CONFIG', `the tokenizer could not be built: ${(cause as Error).message}`, { cause });
+    }
+  }
+
   encode(text: string, addSpecialTokens: boolean): number[] {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "core/json.h"
+#include "model/gguf.h"
 #include "model/mapped_file.h"
 #include "model/safetensors.h"
 
@@ -393,9 +394,12 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0)
     return Status(StatusCode::kNotFound, "checkpoint folder not found: " + dir);
+  // A llama.cpp GGUF file (architecture nemotron_h) is loaded by model/gguf.cc.
+  if (S_ISREG(st.st_mode) && dir.size() > 5 && dir.compare(dir.size() - 5, 5, ".gguf") == 0)
+    return load_gguf(dir, config, weights);
   if (!S_ISDIR(st.st_mode))
     return Status(StatusCode::kNotFound,
-                  dir + " is not a folder (expected a checkpoint folder with config.json)");
+                  dir + " is not a folder (expected a checkpoint folder with config.json, or a .gguf file)");
 
   // --- config.json ---
   const std::string config_path = join_path(dir, "config.json");

@@ -69,7 +69,8 @@ struct ModelWeights {
 // model.safetensors.index.json. Accepts the `backbone.` and `model.` prefixes and
 // `embedding.weight` for `embeddings.weight`. Every tensor's name, shape and dtype is checked before
 // anything is computed; the first problem found is returned with the tensor's name, the expected and
-// the actual shape.
+// the actual shape. A path to a regular file ending in `.gguf` is loaded as a llama.cpp GGUF of
+// architecture `nemotron_h` instead (model/gguf.h, load_gguf).
 Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWeights* weights);
 
 }  // namespace nemo

@@ -2,16 +2,20 @@
  * Tiny-model maker: writes a complete Hugging Face style Nemotron-H checkpoint folder with random weights
  * (config.json, generation_config.json, model.safetensors or shards + index, tokenizer.json,
  * tokenizer_config.json with the chat template, special_tokens_map.json). Used by tests, benchmarks and the
- * `make-tiny-model` CLI command, since real weights cannot be downloaded everywhere.
+ * `make-tiny-model` CLI command, since real weights cannot be downloaded everywhere. With `format: 'gguf'`
+ * it also writes the same weights as `model.gguf`, the way llama.cpp's converter writes `nemotron_h`
+ * (architecture.md §7), in any of the GGUF tensor types the engine reads.
  */
 
 import { mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { InvalidArgumentError } from '../errors.js';
-import { writeSafetensors, DTYPE_BYTES, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
-import { buildTokenizer, TOKEN_IDS } from './tokenizer.js';
-import { generateTensor, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
+import { GgufValueType, type GgmlTypeName } from '../gguf/reader.js';
+import { ggufTypeFits, kv, writeGguf, type GgufKv, type GgufTensorSource } from '../gguf/writer.js';
+import { writeSafetensors, DTYPE_BYTES, toBf16Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
+import { ADDED_TOKENS, buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS } from './tokenizer.js';
+import { generateTensor, mambaSizes, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
 
 export interface TinyModelOptions {
   /** PRNG seed (safe integer). Default 0. */
@@ -39,6 +43,18 @@ export interface TinyModelOptions {
   prefix?: 'backbone.' | 'model.';
   /** >1 writes model-0000k-of-0000n.safetensors + model.safetensors.index.json. Default 1. */
   shards?: number;
+  /**
+   * 'gguf' also writes model.gguf (llama.cpp's `nemotron_h` layout) next to the Hugging Face files, with the
+   * same weights (the values as stored in the safetensors at `dtype`). Default 'safetensors'.
+   */
+  format?: 'safetensors' | 'gguf';
+  /**
+   * Tensor type of model.gguf's matrices (format 'gguf' only). The block-quantized types apply to the 2-D
+   * matrices whose inner dimension is a multiple of the block (32, or 256 for the K-quants); other matrices
+   * fall back to F16, as llama.cpp's converter does. Norms, conv taps, A, D and dt bias stay F32.
+   * Default: the `dtype` ('bf16' -> 'BF16', 'f16' -> 'F16', 'f32' -> 'F32').
+   */
+  ggufType?: GgmlTypeName;
 }
 
 export interface TinyModelResult {
@@ -48,6 +64,8 @@ export interface TinyModelResult {
   config: Record<string, unknown>;
   /** total number of parameters (elements over all tensors) */
   parameterCount: number;
+  /** absolute path of model.gguf, when format is 'gguf' */
+  gguf?: string;
 }
 
 export const TINY_MODEL_DEFAULTS = {
@@ -80,8 +98,11 @@ const DTYPES = {
 const KNOWN_OPTIONS = new Set<string>([
   'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
-  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards',
+  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType',
 ]);
+
+const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+const GGUF_TYPE_OF_DTYPE = { bf16: 'BF16', f16: 'F16', f32: 'F32' } as const;
 
 /** Largest single dimension accepted; keeps every tensor's byte size far inside safe-integer range. */
 const MAX_DIM = 1 << 24;
@@ -120,6 +141,8 @@ interface Resolved {
   chunkSize: number;
   maxPositionEmbeddings: number;
   dims: ModelDims;
+  format: 'safetensors' | 'gguf';
+  ggufType: GgmlTypeName;
 }
 
 function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Resolved {
@@ -162,6 +185,12 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const vocabSize = positiveInt(options, 'vocabSize', tokenizerVocab);
   const shards = positiveInt(options, 'shards', D.shards, 99999);
 
+  const format = options.format ?? 'safetensors';
+  if (format !== 'safetensors' && format !== 'gguf') throw invalid('format', "'safetensors' or 'gguf'", format);
+  const ggufType = options.ggufType ?? GGUF_TYPE_OF_DTYPE[dtype as keyof typeof GGUF_TYPE_OF_DTYPE];
+  if (typeof ggufType !== 'string' || !GGUF_TYPES.includes(ggufType)) throw invalid('ggufType', `one of ${GGUF_TYPES.map((t) => `'${t}'`).join(', ')}`, ggufType);
+  if (options.ggufType !== undefined && format !== 'gguf') throw invalid('ggufType', "set only with format 'gguf'", options.ggufType);
+
   if (mambaNumHeads % nGroups !== 0) {
     throw invalid('mambaNumHeads', `divisible by nGroups (${nGroups})`, mambaNumHeads);
   }
@@ -194,7 +223,7 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   if (shards > tensorCount) {
     throw invalid('shards', `at most the number of tensors (${tensorCount})`, shards);
   }
-  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims };
+  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -388,11 +417,162 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
   await writeFile(join(out, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig, null, 2) + '\n');
   await writeFile(join(out, 'special_tokens_map.json'), JSON.stringify(tok.specialTokensMap, null, 2) + '\n');
 
-  return { dir: out, config: plain(config) as Record<string, unknown>, parameterCount };
+  const ggufPath = join(out, 'model.gguf');
+  if (r.format === 'gguf') {
+    await writeTinyGguf(ggufPath, r, specs, tok.tokenizerJson);
+  } else if (names.includes('model.gguf')) {
+    await unlink(ggufPath); // left from an earlier format 'gguf' run: it would hold other weights
+  }
+
+  return { dir: out, config: plain(config) as Record<string, unknown>, parameterCount, ...(r.format === 'gguf' ? { gguf: ggufPath } : {}) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// model.gguf, as llama.cpp's convert_hf_to_gguf.py writes a NemotronHForCausalLM checkpoint (architecture.md §7)
+
+/** llama_ftype of a file whose matrices are `t` (general.file_type). */
+const FILE_TYPE: Record<GgmlTypeName, number> = { F32: 0, F16: 1, BF16: 32, Q8_0: 7, Q4_0: 2, Q4_K: 14, Q5_K: 16, Q6_K: 18 };
+
+/** The values as the safetensors file stores them at `dtype` (bf16/f16 rounding), as float32. */
+function storedValues(chunk: Float32Array, dtype: Resolved['dtype']): Float32Array {
+  const out = new Float32Array(chunk);
+  if (dtype === 'f32') return out;
+  const bits = new Uint32Array(out.buffer);
+  if (dtype === 'bf16') {
+    for (let i = 0; i < bits.length; i++) bits[i] = toBf16Bits(out[i]!) << 16;
+  } else {
+    for (let i = 0; i < out.length; i++) out[i] = f16BitsToNumber(toF16Bits(out[i]!));
+  }
+  return out;
+}
+
+function f16BitsToNumber(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSpec[], tokenizerJson: Record<string, unknown>): Promise<void> {
+  const d = r.dims;
+  const n = d.pattern.length;
+  const { dInner } = mambaSizes(d);
+  const bySpec = new Map(specs.map((s) => [s.key, s]));
+  const tensors: GgufTensorSource[] = [];
+  // A tensor from the HF one `key`, with ggml `shape`; `map` transforms each stored value.
+  const add = (name: string, key: string, shape: number[], type: GgmlTypeName, map?: (x: number) => number): void => {
+    const spec = bySpec.get(key);
+    if (!spec) throw new Error(`internal: no tensor ${key}`);
+    tensors.push({
+      name,
+      shape,
+      type,
+      chunks: function* () {
+        for (const chunk of generateTensor(spec, r.seed)) {
+          const v = storedValues(chunk, r.dtype);
+          if (map) for (let i = 0; i < v.length; i++) v[i] = map(v[i]!);
+          yield v;
+        }
+      },
+    });
+  };
+  // Matrices take the requested type where their inner dimension fits its blocks, else F16 (the converter's
+  // fallback); vectors and the SSM parameters stay F32.
+  const mat = (ne0: number): GgmlTypeName => (ggufTypeFits(r.ggufType, ne0) ? r.ggufType : 'F16');
+  const H = d.hiddenSize;
+  add('token_embd.weight', 'embeddings.weight', [H, d.vocabSize], mat(H));
+  for (let i = 0; i < n; i++) {
+    const p = `layers.${i}.`;
+    const b = `blk.${i}.`;
+    add(b + 'attn_norm.weight', p + 'norm.weight', [H], 'F32');
+    const kind = d.pattern[i];
+    if (kind === 'M') {
+      const { convDim, inProj } = mambaSizes(d);
+      add(b + 'ssm_in.weight', p + 'mixer.in_proj.weight', [H, inProj], mat(H));
+      add(b + 'ssm_conv1d.weight', p + 'mixer.conv1d.weight', [d.convKernel, convDim], 'F32'); // [cd, 1, K] squeezed
+      add(b + 'ssm_conv1d.bias', p + 'mixer.conv1d.bias', [convDim], 'F32');
+      add(b + 'ssm_dt.bias', p + 'mixer.dt_bias', [d.mambaNumHeads], 'F32');
+      add(b + 'ssm_a', p + 'mixer.A_log', [1, d.mambaNumHeads], 'F32', (x) => Math.fround(-Math.exp(x))); // A = -exp(A_log)
+      add(b + 'ssm_d', p + 'mixer.D', [1, d.mambaNumHeads], 'F32');
+      add(b + 'ssm_norm.weight', p + 'mixer.norm.weight', [dInner / d.nGroups, d.nGroups], 'F32'); // (n_group, d_inner / n_group)
+      add(b + 'ssm_out.weight', p + 'mixer.out_proj.weight', [dInner, H], mat(dInner));
+    } else if (kind === '*') {
+      const q = d.numAttentionHeads * d.headDim;
+      const kvDim = d.numKeyValueHeads * d.headDim;
+      add(b + 'attn_q.weight', p + 'mixer.q_proj.weight', [H, q], mat(H));
+      add(b + 'attn_k.weight', p + 'mixer.k_proj.weight', [H, kvDim], mat(H));
+      add(b + 'attn_v.weight', p + 'mixer.v_proj.weight', [H, kvDim], mat(H));
+      add(b + 'attn_output.weight', p + 'mixer.o_proj.weight', [q, H], mat(q));
+    } else {
+      add(b + 'ffn_up.weight', p + 'mixer.up_proj.weight', [H, d.intermediateSize], mat(H));
+      add(b + 'ffn_down.weight', p + 'mixer.down_proj.weight', [d.intermediateSize, H], mat(d.intermediateSize));
+    }
+  }
+  add('output_norm.weight', 'norm_f.weight', [H], 'F32');
+  if (!d.tieWordEmbeddings) add('output.weight', 'lm_head.weight', [H, d.vocabSize], mat(H));
+
+  // Tokenizer metadata: tokens in id order (padded with [PADi] up to the model's vocabulary, as the converter
+  // does), CONTROL for special added tokens, USER_DEFINED for the other added tokens.
+  const model = tokenizerJson.model as { vocab: Record<string, number>; merges: Array<[string, string]> };
+  const tokens: string[] = new Array<string>(d.vocabSize);
+  for (const [t, id] of Object.entries(model.vocab)) tokens[id] = t;
+  const types: number[] = new Array<number>(d.vocabSize).fill(1);
+  for (let i = 0; i < d.vocabSize; i++) {
+    if (tokens[i] === undefined) {
+      tokens[i] = `[PAD${i}]`;
+      types[i] = 5; // UNUSED
+    }
+  }
+  for (const t of ADDED_TOKENS) types[t.id] = t.special ? 3 : 4;
+  const per = (f: (k: string) => number): number[] => [...d.pattern].map(f);
+  const A = 'nemotron_h';
+  const I32 = GgufValueType.INT32;
+  const entries: GgufKv[] = [
+    kv.str('general.architecture', A),
+    kv.str('general.type', 'model'),
+    kv.str('general.name', 'Tiny Nemotron H'),
+    kv.u32(`${A}.block_count`, n),
+    kv.u32(`${A}.context_length`, 2 ** 20), // no RoPE: the converter writes 2^20
+    kv.u32(`${A}.embedding_length`, H),
+    kv.arr(`${A}.feed_forward_length`, I32, per((k) => (k === '-' ? d.intermediateSize : 0))),
+    kv.u32(`${A}.attention.head_count`, d.numAttentionHeads),
+    kv.arr(`${A}.attention.head_count_kv`, I32, per((k) => (k === '*' ? d.numKeyValueHeads : 0))),
+    kv.f32(`${A}.attention.layer_norm_rms_epsilon`, 1e-5),
+    kv.f32(`${A}.attention.layer_norm_epsilon`, 1e-5),
+    kv.u32(`${A}.attention.key_length`, d.headDim),
+    kv.u32(`${A}.attention.value_length`, d.headDim),
+    kv.u32('general.file_type', FILE_TYPE[r.ggufType]),
+    kv.u32(`${A}.vocab_size`, d.vocabSize),
+    kv.u32(`${A}.rope.dimension_count`, Math.floor(H / d.numAttentionHeads)),
+    kv.u32(`${A}.ssm.conv_kernel`, d.convKernel),
+    kv.u32(`${A}.ssm.state_size`, d.ssmStateSize),
+    kv.u32(`${A}.ssm.group_count`, d.nGroups),
+    kv.u32(`${A}.ssm.inner_size`, dInner),
+    kv.u32(`${A}.ssm.time_step_rank`, d.mambaNumHeads),
+    kv.bool(`${A}.rope.scaling.finetuned`, false),
+    kv.u32('general.quantization_version', 2),
+    kv.str('tokenizer.ggml.model', 'gpt2'),
+    kv.str('tokenizer.ggml.pre', 'gpt-2'),
+    kv.arr('tokenizer.ggml.tokens', GgufValueType.STRING, tokens),
+    kv.arr('tokenizer.ggml.token_type', I32, types),
+    kv.arr('tokenizer.ggml.merges', GgufValueType.STRING, model.merges.map(([a, b]) => `${a} ${b}`)),
+    kv.u32('tokenizer.ggml.bos_token_id', TOKEN_IDS.bos),
+    kv.u32('tokenizer.ggml.eos_token_id', TOKEN_IDS.chatEos),
+    kv.u32('tokenizer.ggml.unknown_token_id', TOKEN_IDS.unk),
+    kv.u32('tokenizer.ggml.padding_token_id', TOKEN_IDS.unk),
+    kv.bool('tokenizer.ggml.add_bos_token', true),
+    kv.bool('tokenizer.ggml.add_sep_token', false),
+    kv.bool('tokenizer.ggml.add_eos_token', false),
+    kv.str('tokenizer.chat_template', CHAT_TEMPLATE),
+  ];
+  await writeGguf(path, entries, tensors);
 }
 
 export { buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS, ADDED_TOKENS } from './tokenizer.js';
 export { writeSafetensors, buildSafetensorsHeader, toBf16Bits, toF16Bits } from './safetensors-writer.js';
+export { writeGguf } from '../gguf/writer.js';
 export type { SafetensorsDtype, TensorSource } from './safetensors-writer.js';
 export { tensorSpecs, generateTensor, mambaSizes } from './weights.js';
 export type { ModelDims, TensorSpec } from './weights.js';

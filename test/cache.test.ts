@@ -241,6 +241,23 @@ describe('chat sessions', () => {
     chat.dispose();
   });
 
+  it('a session on a GGUF model saves and loads too', async () => {
+    const g = path.join(tmp.dir, 'gguf-model');
+    await makeTinyModel(g, { seed: 33, format: 'gguf', ggufType: 'F32', dtype: 'f32' });
+    const m = await loadModel(path.join(g, 'model.gguf'), { threads: 2 });
+    const chat = m.chat({ reasoning: false });
+    await chat.send('Hello from GGUF.', { maxTokens: 4, seed: 1 });
+    const file = path.join(tmp.dir, 'gguf.nemo');
+    await chat.save(file);
+    const next = await chat.send('Again.', { maxTokens: 6, seed: 2 });
+    const restored = await m.loadChat(file);
+    const again = await restored.send('Again.', { maxTokens: 6, seed: 2 });
+    expect(again.tokens).toEqual(next.tokens);
+    chat.dispose();
+    restored.dispose();
+    await m.close();
+  });
+
   it("context overflow: 'error' fails before any work; 'truncate-oldest' drops old turns and reports it", async () => {
     const small = await loadModel(dir, { threads: 2, contextLength: 256, maxBatchTokens: 64 });
     const strict = small.chat({ reasoning: false });

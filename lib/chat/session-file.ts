@@ -42,6 +42,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { InvalidArgumentError, ModelLoadError, NemotronError, SessionFileError } from '../errors.js';
+import { readGgufMetadata } from '../gguf/reader.js';
 
 export const SESSION_FILE_MAGIC = 'NEMOSESS';
 export const SESSION_FILE_VERSION = 1;
@@ -652,6 +653,20 @@ export async function fingerprintCheckpoint(dir: string): Promise<string> {
       return false;
     }
   };
+
+  // A GGUF file: everything before the tensor data (metadata and tensor table) plus the file size.
+  if (dir.endsWith('.gguf') && (await isFile(dir))) {
+    const handle = await fsp.open(dir, 'r');
+    try {
+      const { size } = await handle.stat();
+      const { dataOffset } = readGgufMetadata(dir);
+      const header = Buffer.alloc(dataOffset);
+      await handle.read(header, 0, dataOffset, 0);
+      return modelFingerprint({ configText: `gguf:${path.basename(dir)}`, weightFiles: [{ name: path.basename(dir), size, header }] });
+    } finally {
+      await handle.close();
+    }
+  }
 
   const configText = await readText('config.json');
   if (configText === undefined) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no config.json in ${dir}`);

@@ -8,6 +8,9 @@
 namespace nemo::addon {
 
 Napi::Object DebugKernels(Napi::Env env);
+#ifdef NEMOTRON_CUDA
+void AddCudaExports(Napi::Env env, Napi::Object exports);  // cuda/addon_cuda.cc (CUDA addon only)
+#endif
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -15,6 +18,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // freed with the environment
   exports.Set("loadEngine", Napi::Function::New<LoadEngine>(env));
   exports.Set("_kernels", DebugKernels(env));
+#ifdef NEMOTRON_CUDA
+  AddCudaExports(env, exports);
+#endif
   return exports;
 }
 

@@ -484,6 +484,8 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   Napi::Value kv = o.Get("kvDtype");
   options.kv_dtype = kv.IsString() && kv.As<Napi::String>().Utf8Value() == "f32" ? DType::F32 : DType::F16;
   options.cache_bytes = int_field(o, "cacheBytes", 0);
+  Napi::Value device = o.Get("device");
+  if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
   auto* w = new LoadWorker(env, std::move(path), options);
   Napi::Promise p = w->promise();
   w->Queue();

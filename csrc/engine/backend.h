@@ -60,9 +60,17 @@ class Backend {
                              int64_t head_dim) = 0;
   virtual void relu2(float* x, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
+
+  // The first failure of an op or transfer since the last call (a device backend's launch, execution
+  // and out-of-memory errors), cleared by the call. CPU ops cannot fail.
+  virtual Status take_error() { return Status::Ok(); }
 };
 
 // n_threads <= 0 means one per hardware thread.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+// The CUDA backend (cuda/backend_cuda.cu), linked only into builds with NEMOTRON_CUDA defined.
+// nullptr with *status set when the device is missing or unsuitable (compute capability < 8.0).
+std::unique_ptr<Backend> make_cuda_backend(int device, Status* status);
 
 }  // namespace nemo

@@ -22,7 +22,26 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   if (e->options_.max_batch_tokens <= 0) {
     return Status(StatusCode::kInvalidArgument, "maxBatchTokens must be at least 1");
   }
-  e->backend_ = make_cpu_backend(options.n_threads);
+  if (options.device.empty() || options.device == "cpu") {
+    e->backend_ = make_cpu_backend(options.n_threads);
+  } else if (options.device == "cuda" || options.device.rfind("cuda:", 0) == 0) {
+#ifdef NEMOTRON_CUDA
+    const std::string idx = options.device == "cuda" ? "0" : options.device.substr(5);
+    if (idx.empty() || idx.size() > 4 || idx.find_first_not_of("0123456789") != std::string::npos) {
+      return Status(StatusCode::kInvalidArgument, "device '" + options.device + "': expected cuda:<index>");
+    }
+    Status st;
+    e->backend_ = make_cuda_backend(std::stoi(idx), &st);
+    if (!e->backend_) return st;
+#else
+    return Status(StatusCode::kInvalidArgument,
+                  "this build has no CUDA support (device '" + options.device +
+                      "'): use the CUDA addon, built with cmake-js and NEMOTRON_CUDA=ON");
+#endif
+  } else {
+    return Status(StatusCode::kInvalidArgument,
+                  "unknown device '" + options.device + "': expected 'cpu', 'cuda' or 'cuda:N'");
+  }
   NEMO_RETURN_IF_ERROR(e->backend_->prepare_weights(&e->weights_));
   // The KV pool: every live sequence at the full context, plus cache_bytes of room for snapshots.
   // Storage is reserved, not committed: memory is used as positions are written.

@@ -30,6 +30,7 @@ struct EngineOptions {
   int64_t max_batch_tokens = 256; // tokens per forward pass: prompts are prefilled in chunks of this
   DType kv_dtype = DType::F16;    // KV cache storage: F16 (default) or F32
   int64_t cache_bytes = 0;        // KV pool room for snapshots beyond the live sequences' needs
+  std::string device = "cpu";     // "cpu", or "cuda" / "cuda:N" (builds with NEMOTRON_CUDA only)
 };
 
 struct CacheStats {

@@ -36,6 +36,9 @@ Status Workspace::init() {
 
 namespace {
 
+// Where the ops read a small f32 weight vector: its device copy when the backend made one.
+inline const float* vec(const std::vector<float>& host, const float* dev) { return dev ? dev : host.data(); }
+
 struct Ctx {
   Backend& be;
   const NemotronHConfig& cfg;
@@ -53,8 +56,8 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows);  // [R, in_proj_dim]
   const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
                           cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
-                          static_cast<float>(cfg.time_step_limit_max), w.A.data(), w.D.data(),
-                          w.dt_bias.data()};
+                          static_cast<float>(cfg.time_step_limit_max), vec(w.A, w.A_dev),
+                          vec(w.D, w.D_dev), vec(w.dt_bias, w.dt_bias_dev)};
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens;
@@ -65,18 +68,18 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
     float* conv_state = it.seq->conv_state(layer);
     float* ssm_state = it.seq->ssm_state(layer);
     if (T == 1) {  // decode: one-step conv and state update
-      c.be.conv1d_step(xbc, zxbcdt + d_inner, conv_state, w.conv_w.data(), w.conv_b.data(),
-                       conv_dim, cfg.conv_kernel);
+      c.be.conv1d_step(xbc, zxbcdt + d_inner, conv_state, vec(w.conv_w, w.conv_w_dev),
+                       vec(w.conv_b, w.conv_b_dev), conv_dim, cfg.conv_kernel);
       c.be.ssm_state_update(y, xbc, dt_raw, xbc + d_inner, xbc + d_inner + GN, ssm_state, sp);
     } else {       // prompt: causal conv over the window, chunked SSD scan
-      c.be.conv1d_causal(xbc, zxbcdt + d_inner, ld, conv_state, w.conv_w.data(), w.conv_b.data(),
-                         T, conv_dim, cfg.conv_kernel);
+      c.be.conv1d_causal(xbc, zxbcdt + d_inner, ld, conv_state, vec(w.conv_w, w.conv_w_dev),
+                         vec(w.conv_b, w.conv_b_dev), T, conv_dim, cfg.conv_kernel);
       c.be.ssd_chunk_scan(y, xbc, conv_dim, dt_raw, ld, xbc + d_inner, xbc + d_inner + GN, conv_dim,
                           ssm_state, sp, T, cfg.chunk_size);
     }
   }
   // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
-  c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, w.norm_w.data(), c.rows, d_inner,
+  c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, vec(w.norm_w, w.norm_w_dev), c.rows, d_inner,
                              d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
   c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows);
 }
@@ -134,7 +137,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   }
   for (int64_t l = 0; l < config.num_layers(); ++l) {
     const LayerWeights& lw = weights.layers[l];
-    backend.rmsnorm(ws.u, ws.h, lw.norm.data(), c.rows, hidden, eps);  // the block's pre-norm
+    backend.rmsnorm(ws.u, ws.h, vec(lw.norm, lw.norm_dev), c.rows, hidden, eps);  // the block's pre-norm
     switch (lw.kind) {
       case BlockKind::kMamba: mamba_block(c, l, lw.mamba); break;
       case BlockKind::kAttention: attention_block(c, l, lw.attn); break;
@@ -154,15 +157,15 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
       ++n_out;
     }
   }
-  if (n_out == 0) return Status::Ok();
-  backend.rmsnorm(ws.u, ws.u, weights.norm_f.data(), n_out, hidden, eps);
+  if (n_out == 0) return backend.take_error();
+  backend.rmsnorm(ws.u, ws.u, vec(weights.norm_f, weights.norm_f_dev), n_out, hidden, eps);
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
     const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
     backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }
-  return Status::Ok();
+  return backend.take_error();
 }
 
 }  // namespace nemo

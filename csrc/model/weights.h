@@ -22,6 +22,8 @@ struct MatrixView {
   int64_t cols = 0;
 };
 
+// The *_dev pointers: device copies of the small f32 vectors, set by a device backend's
+// prepare_weights (cuda/backend_cuda.cu); nullptr means the ops read the host vector (CPU).
 struct MambaWeights {
   MatrixView in_proj;          // [in_proj_dim = d_inner + conv_dim + n_heads, hidden]
   std::vector<float> conv_w;   // [conv_dim, conv_kernel]  (HF [conv_dim, 1, K] squeezed)
@@ -31,6 +33,12 @@ struct MambaWeights {
   std::vector<float> dt_bias;  // [n_heads]
   std::vector<float> norm_w;   // [d_inner]  gated grouped RMSNorm weight
   MatrixView out_proj;         // [hidden, d_inner]
+  const float* conv_w_dev = nullptr;
+  const float* conv_b_dev = nullptr;
+  const float* A_dev = nullptr;
+  const float* D_dev = nullptr;
+  const float* dt_bias_dev = nullptr;
+  const float* norm_w_dev = nullptr;
 };
 
 struct AttentionWeights {
@@ -48,6 +56,7 @@ struct MlpWeights {
 struct LayerWeights {
   BlockKind kind;
   std::vector<float> norm;  // [hidden]  the block's pre-norm
+  const float* norm_dev = nullptr;  // device copy (see MambaWeights)
   MambaWeights mamba;       // valid when kind == kMamba
   AttentionWeights attn;    // valid when kind == kAttention
   MlpWeights mlp;           // valid when kind == kMlp
@@ -59,6 +68,7 @@ struct ModelWeights {
   MatrixView embeddings;           // [vocab, hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> norm_f;       // [hidden]
+  const float* norm_f_dev = nullptr;  // device copy (see MambaWeights)
   MatrixView lm_head;              // [vocab, hidden]  (= embeddings when tied)
   int64_t parameter_count = 0;     // elements over all tensors
   int64_t weight_bytes = 0;        // bytes of all tensors as stored

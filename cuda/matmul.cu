@@ -1,0 +1,522 @@
+// matmul on the tensor cores: y[T, N] = x[T, K] · W[N, K]^T, W in BF16 or Q8_0 (device layout of
+// layout.cuh / kernels_cuda.h), x f32 rounded to bf16, f32 accumulation. Only the CUDA runtime and
+// the engine's own kernels: mma.sync.m16n8k16 (sm_80+), no cuBLAS.
+//
+// Operands. Tokens are the MMA's M dimension (operand A = x rows), W rows its N dimension (operand
+// B = W rows, "col-major" K×N is exactly W's [N, K] row-major storage). x is first converted to a bf16
+// copy xb [T, Kp] in the same permuted order as W's rows (layout.cuh), so one 16-byte load gives a lane
+// its fragment words for two k-steps, from global memory or shared memory alike.
+//
+// Two kernels:
+//   small (T <= 32, decode): a warp owns 8 W rows and a K segment, streams its W straight from global
+//     memory into registers (U 64-blocks in flight per warp), and multiplies them with up to 32 token
+//     rows of xb (L1/L2 resident). The 4 warps of a CTA take the K segments of the same 8 rows in turn
+//     and the segment sums are added in order at the end. ceil(N/8) CTAs: N = 4480 gives 560.
+//   big (prefill): CTA tile 128 tokens × 128 W rows × 64 k, 8 warps (2 × 4, warp tile 64 × 32 =
+//     4 × 4 MMA tiles), 3-stage cp.async pipeline in 96 KB of shared memory, XOR-swizzled 16-byte
+//     chunks (conflict-free 16-byte fragment loads). Grid: token tiles fastest, so the CTAs that share
+//     a W tile run together and W is read from DRAM about once.
+//
+// Precision. kBf16 rounds x to bf16 (8 significant bits; the model's own activation precision). kBf16x2
+// splits x = hi + lo into two bf16 terms (about 16 significant bits, within ~1e-5 of f32 x) and runs
+// every k-step twice, hi then lo, into the same accumulator: twice the tensor work, no extra weight
+// traffic (decode costs the same), for results within float rounding of the CPU engine.
+//
+// Batch invariance. y[t, n] must not depend on T or on where row t sits in the batch (a request gives
+// the same tokens alone or batched, decode or alongside a prefill). Both kernels compute every element
+// in ONE order: K is cut into segments of kSegBlocks 64-blocks; within a segment the 64-blocks, and in
+// each block the four k-steps j = 0..3, are chained through the MMA accumulator from +0 (Q8_0: each
+// 32-value quant block is a chain of two k-steps from +0, scaled by its f16 scale and added with one
+// fmaf); the segment sums are added left to right to a total that starts at +0. An MMA output element
+// depends only on its own A row and B column, so tiling, T and the row's place never change a bit.
+#include <algorithm>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels_cuda.h"
+#include "cuda/layout.cuh"
+
+namespace nemo::cuda {
+namespace {
+
+constexpr int kSegBlocks = 16;     // 64-blocks per reduction segment (1024 values of K)
+constexpr int kSmallWarps = 4;     // warps per CTA of the small kernel
+constexpr int kSmallMaxT = 32;     // the small kernel takes T <= 32 (two 16-row MMA tiles)
+constexpr int kBN = 128, kStages = 3, kBigThreads = 256;
+
+// ---- PTX helpers ---------------------------------------------------------------------------------
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Streaming 16-byte load of weights (read once: do not keep them in L1).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint4 lds128(const void* p) {
+  return *reinterpret_cast<const uint4*>(p);
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// Four int8 quants (slots 2q, 2q+1, 2q+8, 2q+9 of a k-step) -> the two bf16x2 fragment words, exact:
+// a byte u = q + 128 placed under the exponent of 2^23 is the float 2^23 + u.
+__device__ __forceinline__ void q8_words(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  const uint32_t u = w ^ 0x80808080u;
+  const float f0 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7650)) - 8388736.0f;
+  const float f1 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7651)) - 8388736.0f;
+  const float f2 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7652)) - 8388736.0f;
+  const float f3 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7653)) - 8388736.0f;
+  __nv_bfloat162 l = __floats2bfloat162_rn(f0, f1), h = __floats2bfloat162_rn(f2, f3);
+  lo = *reinterpret_cast<uint32_t*>(&l);
+  hi = *reinterpret_cast<uint32_t*>(&h);
+}
+
+// ---- x -> bf16 in the permuted order (and the residual x - hi, when split) ---------------------------
+__device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
+  __nv_bfloat162 p = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t*>(&p);
+}
+
+__global__ void k_x_to_bf16(uint4* __restrict__ xh, uint4* __restrict__ xl, const float* __restrict__ x, int64_t ldx,
+                            int64_t T, int64_t K, int64_t Kp) {
+  const int64_t per_row = Kp / 8, total = T * per_row;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / per_row, d0 = (i % per_row) * 8;
+    const float* xr = x + t * ldx;
+    float v[8], r[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const int64_t k = perm_logical(d0 + e);
+      v[e] = k < K ? xr[k] : 0.0f;
+      r[e] = v[e] - __bfloat162float(__float2bfloat16_rn(v[e]));  // exact in f32
+    }
+    xh[i] = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
+    if (xl) xl[i] = make_uint4(pack_bf16(r[0], r[1]), pack_bf16(r[2], r[3]), pack_bf16(r[4], r[5]), pack_bf16(r[6], r[7]));
+  }
+}
+
+// ---- small T (decode) ------------------------------------------------------------------------------
+// The A fragments of one token tile for one 64-block: rows g (r0: steps 0-1, r1: steps 2-3) and g+8.
+struct XFrag {
+  uint4 a0, a1, b0, b1;
+};
+
+__device__ __forceinline__ XFrag load_x(const __nv_bfloat16* __restrict__ xb, int ta, int T, int64_t Kp, int64_t blk,
+                                        int q) {
+  XFrag f;
+  f.a0 = f.a1 = f.b0 = f.b1 = make_uint4(0, 0, 0, 0);
+  if (ta < T) {
+    const uint4* p = reinterpret_cast<const uint4*>(xb + ta * Kp + blk * kKBlock + 16 * q);
+    f.a0 = __ldg(p);
+    f.a1 = __ldg(p + 1);
+  }
+  if (ta + 8 < T) {
+    const uint4* p = reinterpret_cast<const uint4*>(xb + (ta + 8) * Kp + blk * kKBlock + 16 * q);
+    f.b0 = __ldg(p);
+    f.b1 = __ldg(p + 1);
+  }
+  return f;
+}
+
+// k-step j of a tile: A words from x, B words (lo, hi) given.
+__device__ __forceinline__ void mma_step(float (&acc)[4], const XFrag& x, int j, uint32_t blo, uint32_t bhi) {
+  const uint4& a = j < 2 ? x.a0 : x.a1;
+  const uint4& b = j < 2 ? x.b0 : x.b1;
+  const int s = 2 * (j & 1);
+  mma_bf16(acc, word(a, s), word(b, s), word(a, s + 1), word(b, s + 1), blo, bhi);
+}
+
+// One 64-block, bf16 W: w0 holds steps 0-1, w1 steps 2-3. Per k-step: hi, then lo when split.
+template <bool SPLIT>
+__device__ __forceinline__ void block_bf16(float (&acc)[4], const XFrag& xh, const XFrag& xl, const uint4& w0,
+                                           const uint4& w1) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint4& w = j < 2 ? w0 : w1;
+    const int s = 2 * (j & 1);
+    mma_step(acc, xh, j, word(w, s), word(w, s + 1));
+    if constexpr (SPLIT) mma_step(acc, xl, j, word(w, s), word(w, s + 1));
+  }
+}
+
+// One 64-block, Q8_0 W: wq word j = step j's quants; d0/d1 the scales of the block's two quant blocks
+// for this lane's output columns 2q, 2q+1. Each quant block: a chain of its two k-steps from +0, then
+// one fmaf per output into the accumulator.
+template <bool SPLIT>
+__device__ __forceinline__ void block_q8(float (&acc)[4], const XFrag& xh, const XFrag& xl, const uint4& wq,
+                                         float2 d0, float2 d1) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      uint32_t lo, hi;
+      q8_words(word(wq, 2 * h + s), lo, hi);
+      mma_step(p, xh, 2 * h + s, lo, hi);
+      if constexpr (SPLIT) mma_step(p, xl, 2 * h + s, lo, hi);
+    }
+    const float2 d = h == 0 ? d0 : d1;
+    acc[0] = fmaf(d.x, p[0], acc[0]);
+    acc[1] = fmaf(d.y, p[1], acc[1]);
+    acc[2] = fmaf(d.x, p[2], acc[2]);
+    acc[3] = fmaf(d.y, p[3], acc[3]);
+  }
+}
+
+template <int NG, bool Q8, bool SPLIT, int U>
+__global__ void __launch_bounds__(kSmallWarps * 32)
+    k_mm_small(float* __restrict__ y, int64_t ldy, const __nv_bfloat16* __restrict__ xh,
+               const __nv_bfloat16* __restrict__ xl, int T, int64_t Kp, const void* __restrict__ w,
+               const __half* __restrict__ scales, int64_t Np, int N) {
+  extern __shared__ float part[];  // [segments][NG * 4][32]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * 8;
+  const int64_t wrow = min(n0 + g, N - 1);  // rows past N read a valid row; results dropped
+  const int64_t Kb = Kp / kKBlock;
+  const int S = static_cast<int>((Kb + kSegBlocks - 1) / kSegBlocks);
+
+  for (int s = warp; s < S; s += kSmallWarps) {
+    float acc[NG][4];
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) acc[tg][0] = acc[tg][1] = acc[tg][2] = acc[tg][3] = 0.0f;
+    const int64_t b_begin = static_cast<int64_t>(s) * kSegBlocks;
+    const int64_t b_end = min(Kb, b_begin + kSegBlocks);
+    for (int64_t b0 = b_begin; b0 < b_end; b0 += U) {
+      // W for U blocks first (the bytes in flight), then the MMAs.
+      uint4 wv[U][2];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (b0 + u < b_end) {
+          if constexpr (Q8) {
+            wv[u][0] = ld_stream(static_cast<const int8_t*>(w) + wrow * Kp + (b0 + u) * kKBlock + 16 * q);
+          } else {
+            const __nv_bfloat16* p = static_cast<const __nv_bfloat16*>(w) + wrow * Kp + (b0 + u) * kKBlock + 16 * q;
+            wv[u][0] = ld_stream(p);
+            wv[u][1] = ld_stream(p + 8);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (b0 + u >= b_end) break;
+        const int64_t blk = b0 + u;
+        float2 d0 = make_float2(0.f, 0.f), d1 = d0;
+        if constexpr (Q8) {
+          d0 = __half22float2(*reinterpret_cast<const __half2*>(scales + (2 * blk) * Np + n0 + 2 * q));
+          d1 = __half22float2(*reinterpret_cast<const __half2*>(scales + (2 * blk + 1) * Np + n0 + 2 * q));
+        }
+#pragma unroll
+        for (int tg = 0; tg < NG; ++tg) {
+          const XFrag fh = load_x(xh, tg * 16 + g, T, Kp, blk, q);
+          XFrag fl = fh;
+          if constexpr (SPLIT) fl = load_x(xl, tg * 16 + g, T, Kp, blk, q);
+          if constexpr (Q8) {
+            block_q8<SPLIT>(acc[tg], fh, fl, wv[u][0], d0, d1);
+          } else {
+            block_bf16<SPLIT>(acc[tg], fh, fl, wv[u][0], wv[u][1]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[(static_cast<int64_t>(s) * NG * 4 + tg * 4 + i) * 32 + lane] = acc[tg][i];
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  float tot[NG][4];
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) tot[tg][0] = tot[tg][1] = tot[tg][2] = tot[tg][3] = 0.0f;
+  for (int s = 0; s < S; ++s) {
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tot[tg][i] = tot[tg][i] + part[(static_cast<int64_t>(s) * NG * 4 + tg * 4 + i) * 32 + lane];
+    }
+  }
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = tg * 16 + g + (i >> 1) * 8;
+      const int n = n0 + 2 * q + (i & 1);
+      if (t < T && n < N) y[static_cast<int64_t>(t) * ldy + n] = tot[tg][i];
+    }
+  }
+}
+
+// ---- big T (prefill) -------------------------------------------------------------------------------
+// CTA tile: BM tokens × 128 W rows × one 64-block per stage. 8 warps, 2 (tokens) × 4 (W rows); a warp
+// owns MF×16 tokens × 32 W rows = MF × 4 MMA tiles. kBf16: MF = 4 (BM = 128); kBf16x2: MF = 2 (BM = 64)
+// with the hi and lo planes of x in shared memory (same MMAs per warp and stage, same 96 KB).
+template <bool Q8, bool SPLIT>
+struct BigTile {
+  static constexpr int kMF = SPLIT ? 2 : 4;
+  static constexpr int kBM = 2 * 16 * kMF;
+  static constexpr int kPlaneBytes = kBM * kKBlock * 2;              // BM rows × 128 bytes
+  static constexpr int kABytes = kPlaneBytes * (SPLIT ? 2 : 1);
+  static constexpr int kBBytes = Q8 ? kBN * kKBlock : kBN * kKBlock * 2;
+  static constexpr int kSBytes = Q8 ? 2 * kBN * 2 : 0;               // two quant blocks' f16 scales
+  static constexpr int kStage = kABytes + kBBytes + kSBytes;
+  static constexpr int kSmem = kStages * kStage;
+};
+
+template <bool Q8, bool SPLIT>
+__global__ void __launch_bounds__(kBigThreads, 1)
+    k_mm_big(float* __restrict__ y, int64_t ldy, const __nv_bfloat16* __restrict__ xh,
+             const __nv_bfloat16* __restrict__ xl, int T, int64_t Kp, const void* __restrict__ w,
+             const __half* __restrict__ scales, int64_t Np, int N) {
+  using Tile = BigTile<Q8, SPLIT>;
+  constexpr int MF = Tile::kMF, BM = Tile::kBM, PLANES = SPLIT ? 2 : 1;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+  const int wm = warp >> 2, wn = warp & 3;  // warp tile: tokens wm*MF*16.., W rows wn*32..
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * kBN;
+  const int64_t Kb = Kp / kKBlock;
+
+  auto load_stage = [&](int stage, int64_t kb) {
+    uint8_t* sA = smem + stage * Tile::kStage;
+    uint8_t* sB = sA + Tile::kABytes;
+#pragma unroll
+    for (int pl = 0; pl < PLANES; ++pl) {
+      const __nv_bfloat16* xs = pl == 0 ? xh : xl;
+#pragma unroll
+      for (int i = 0; i < BM * 8 / kBigThreads; ++i) {
+        const int c = tid + kBigThreads * i, row = c >> 3, ch = c & 7;
+        const bool ok = m0 + row < T;
+        const __nv_bfloat16* src = xs + (ok ? static_cast<int64_t>(m0 + row) : 0) * Kp + kb * kKBlock + ch * 8;
+        cp_async16(sA + pl * Tile::kPlaneBytes + row * 128 + ((ch ^ (row & 7)) * 16), src, ok);
+      }
+    }
+    if constexpr (!Q8) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int c = tid + kBigThreads * i, row = c >> 3, ch = c & 7;
+        const bool ok = n0 + row < N;
+        const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(w) +
+                                   (ok ? static_cast<int64_t>(n0 + row) : 0) * Kp + kb * kKBlock + ch * 8;
+        cp_async16(sB + row * 128 + ((ch ^ (row & 7)) * 16), src, ok);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int c = tid + kBigThreads * i, row = c >> 2, ch = c & 3;
+        const bool ok = n0 + row < N;
+        const int8_t* src = static_cast<const int8_t*>(w) + (ok ? static_cast<int64_t>(n0 + row) : 0) * Kp +
+                            kb * kKBlock + ch * 16;
+        cp_async16(sB + row * 64 + ch * 16, src, ok);
+      }
+      if (tid < 32) {
+        const int h = tid >> 4, part = tid & 15;
+        const bool ok = n0 + part * 8 < Np;
+        const __half* src = scales + (2 * kb + h) * Np + (ok ? n0 + part * 8 : 0);
+        cp_async16(sB + Tile::kBBytes + (h * kBN + part * 8) * 2, src, ok);
+      }
+    }
+  };
+
+  float acc[MF][4][4], tot[MF][4][4];
+#pragma unroll
+  for (int a = 0; a < MF; ++a)
+#pragma unroll
+    for (int b = 0; b < 4; ++b)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[a][b][i] = tot[a][b][i] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < Kb) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int64_t kb = 0; kb < Kb; ++kb) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    {
+      const int64_t next = kb + kStages - 1;
+      if (next < Kb) load_stage(static_cast<int>(next % kStages), next);
+      cp_async_commit();
+    }
+    const uint8_t* sA = smem + (kb % kStages) * Tile::kStage;
+    const uint8_t* sB = sA + Tile::kABytes;
+    uint4 bq[4];
+    if constexpr (Q8) {
+#pragma unroll
+      for (int nf = 0; nf < 4; ++nf) bq[nf] = lds128(sB + (wn * 32 + nf * 8 + g) * 64 + q * 16);
+    }
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {  // 16-byte chunk 2q + hh: k-steps 2hh, 2hh + 1
+      uint4 alo[PLANES][MF], ahi[PLANES][MF];  // rows g and g + 8 of each MMA tile
+#pragma unroll
+      for (int pl = 0; pl < PLANES; ++pl)
+#pragma unroll
+        for (int mf = 0; mf < MF; ++mf) {
+          const int ra = wm * MF * 16 + mf * 16 + g;  // ra + 8 has the same swizzle (ra & 7)
+          const int off = ((2 * q + hh) ^ (ra & 7)) * 16;
+          alo[pl][mf] = lds128(sA + pl * Tile::kPlaneBytes + ra * 128 + off);
+          ahi[pl][mf] = lds128(sA + pl * Tile::kPlaneBytes + (ra + 8) * 128 + off);
+        }
+      if constexpr (!Q8) {
+        uint4 bv[4];
+#pragma unroll
+        for (int nf = 0; nf < 4; ++nf) {
+          const int rn = wn * 32 + nf * 8 + g;
+          bv[nf] = lds128(sB + rn * 128 + (((2 * q + hh) ^ (rn & 7)) * 16));
+        }
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+          for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+            for (int nf = 0; nf < 4; ++nf)
+#pragma unroll
+              for (int pl = 0; pl < PLANES; ++pl)
+                mma_bf16(acc[mf][nf], word(alo[pl][mf], 2 * s), word(ahi[pl][mf], 2 * s), word(alo[pl][mf], 2 * s + 1),
+                         word(ahi[pl][mf], 2 * s + 1), word(bv[nf], 2 * s), word(bv[nf], 2 * s + 1));
+      } else {
+        const __half* sS = reinterpret_cast<const __half*>(sB + Tile::kBBytes);
+#pragma unroll
+        for (int nf = 0; nf < 4; ++nf) {
+          const float2 d = __half22float2(*reinterpret_cast<const __half2*>(sS + hh * kBN + wn * 32 + nf * 8 + 2 * q));
+          uint32_t lo[2], hi[2];
+          q8_words(word(bq[nf], 2 * hh), lo[0], hi[0]);
+          q8_words(word(bq[nf], 2 * hh + 1), lo[1], hi[1]);
+#pragma unroll
+          for (int mf = 0; mf < MF; ++mf) {
+            float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int s = 0; s < 2; ++s)
+#pragma unroll
+              for (int pl = 0; pl < PLANES; ++pl)
+                mma_bf16(p, word(alo[pl][mf], 2 * s), word(ahi[pl][mf], 2 * s), word(alo[pl][mf], 2 * s + 1),
+                         word(ahi[pl][mf], 2 * s + 1), lo[s], hi[s]);
+            acc[mf][nf][0] = fmaf(d.x, p[0], acc[mf][nf][0]);
+            acc[mf][nf][1] = fmaf(d.y, p[1], acc[mf][nf][1]);
+            acc[mf][nf][2] = fmaf(d.x, p[2], acc[mf][nf][2]);
+            acc[mf][nf][3] = fmaf(d.y, p[3], acc[mf][nf][3]);
+          }
+        }
+      }
+    }
+    if ((kb + 1) % kSegBlocks == 0 || kb + 1 == Kb) {  // end of a reduction segment
+#pragma unroll
+      for (int a = 0; a < MF; ++a)
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            tot[a][b][i] = tot[a][b][i] + acc[a][b][i];
+            acc[a][b][i] = 0.0f;
+          }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+    for (int nf = 0; nf < 4; ++nf)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int t = m0 + wm * MF * 16 + mf * 16 + g + (i >> 1) * 8;
+        const int n = n0 + wn * 32 + nf * 8 + 2 * q + (i & 1);
+        if (t < T && n < N) y[static_cast<int64_t>(t) * ldy + n] = tot[mf][nf][i];
+      }
+}
+
+struct MmArgs {
+  float* y;
+  int64_t ldy;
+  const __nv_bfloat16* xh;
+  const __nv_bfloat16* xl;
+  int T;
+  int64_t Kp;
+  const void* w;
+  const __half* scales;
+  int64_t Np;
+  int N;
+};
+
+template <int NG, bool Q8, bool SPLIT>
+cudaError_t launch_small(const MmArgs& a, size_t smem, cudaStream_t stream) {
+  constexpr int U = Q8 ? 8 : 4;
+  auto kernel = k_mm_small<NG, Q8, SPLIT, U>;
+  if (smem > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  kernel<<<static_cast<unsigned>(ceil_div(a.N, 8)), kSmallWarps * 32, smem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp,
+                                                                                     a.w, a.scales, a.Np, a.N);
+  return cudaGetLastError();
+}
+
+template <bool Q8, bool SPLIT>
+cudaError_t launch_big(const MmArgs& a, cudaStream_t stream) {
+  using Tile = BigTile<Q8, SPLIT>;
+  auto kernel = k_mm_big<Q8, SPLIT>;
+  CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmem));
+  const dim3 grid(static_cast<unsigned>(ceil_div(a.T, Tile::kBM)), static_cast<unsigned>(ceil_div(a.N, kBN)));
+  kernel<<<grid, kBigThreads, Tile::kSmem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp, a.w, a.scales, a.Np, a.N);
+  return cudaGetLastError();
+}
+
+template <bool Q8, bool SPLIT>
+cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
+  if (a.T <= kSmallMaxT) {
+    const int NG = a.T <= 16 ? 1 : 2;
+    const size_t smem = static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
+    if (smem <= 96 * 1024) {
+      return NG == 1 ? launch_small<1, Q8, SPLIT>(a, smem, stream) : launch_small<2, Q8, SPLIT>(a, smem, stream);
+    }
+  }
+  return launch_big<Q8, SPLIT>(a, stream);
+}
+
+}  // namespace
+
+cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision) {
+  if (T <= 0 || w.rows <= 0) return cudaSuccess;
+  if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0) return cudaErrorInvalidValue;  // not uploaded
+  if (T > INT32_MAX || w.rows > INT32_MAX) return cudaErrorInvalidValue;
+  const bool split = precision == MatmulPrecision::kBf16x2;
+  const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
+  void* buf = nullptr;
+  CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf));
+  auto* xh = static_cast<__nv_bfloat16*>(buf);
+  auto* xl = split ? xh + T * Kp : nullptr;
+  k_x_to_bf16<<<grid_for(T * Kp / 8, 256), 256, 0, stream>>>(reinterpret_cast<uint4*>(xh), reinterpret_cast<uint4*>(xl),
+                                                             x, ldx, T, K, Kp);
+  CUDA_TRY(cudaGetLastError());
+
+  const bool q8 = w.dtype == DType::Q8_0;
+  const int64_t Np = round_up(N, 8);
+  const __half* scales =
+      q8 ? reinterpret_cast<const __half*>(static_cast<const uint8_t*>(w.data) + round_up(N * Kp, 16)) : nullptr;
+  const MmArgs a{y, ldy, xh, xl, static_cast<int>(T), Kp, w.data, scales, Np, static_cast<int>(N)};
+  const int64_t segments = ceil_div(Kp / kKBlock, kSegBlocks);
+  if (q8) return split ? dispatch<true, true>(a, segments, stream) : dispatch<true, false>(a, segments, stream);
+  return split ? dispatch<false, true>(a, segments, stream) : dispatch<false, false>(a, segments, stream);
+}
+
+}  // namespace nemo::cuda

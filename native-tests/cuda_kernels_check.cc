@@ -1,0 +1,431 @@
+// Every CUDA kernel (cuda/kernels_cuda.h) against its CPU twin (csrc/kernels/kernels.h) on random
+// inputs, small shapes that exercise tails and 9B-sized ones. Prints kernel, shape, max relative error
+// (max |cuda - cpu| / max |cpu|) and the tolerance; exits non-zero if any check fails.
+//
+// Usage: nemotron_cuda_kernels_check [device index]
+//
+// What each comparison isolates:
+//  * matmul: the CPU runs on exactly the inputs the tensor cores see (x rounded to bf16, or split into
+//    hi + lo for bf16x2; F32/F16 weights rounded to bf16 as the upload does), so the difference is the
+//    accumulation order alone: ~1e-6 relative, tolerance 1e-4. The effect of bf16 activations against
+//    the f32 x is printed for information. Batch invariance is checked bit for bit: every row computed
+//    alone (T = 1) against the same rows in batches of 2, 17, 32 (decode kernel) and 130 (prefill kernel).
+//  * norms, conv, SSM, attention: both sides compute in f32 in the same order up to FMA contraction,
+//    expf vs the CPU's exp and reduction trees: 2e-5 (norms, conv, state update), 1e-4 (SSD scan and
+//    attention, which chain exp() and long sums). Conv states are copies: exact.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "cuda/kernels_cuda.h"
+#include "kernels/kernels.h"
+
+using namespace nemo;
+
+namespace {
+
+int failures = 0;
+cudaStream_t stream = nullptr;
+
+ThreadPool& pool() {
+  static ThreadPool p(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  return p;
+}
+
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+  float uniform() { return static_cast<float>(next() >> 40) / 16777216.0f; }
+  float normal() {
+    const float u1 = std::max(uniform(), 1e-7f), u2 = uniform();
+    return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.2831853f * u2);
+  }
+  std::vector<float> normals(size_t n, float scale = 1.0f) {
+    std::vector<float> v(n);
+    for (float& x : v) x = normal() * scale;
+    return v;
+  }
+};
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(err));
+    std::exit(3);
+  }
+}
+
+// A device copy of a host vector (freed at exit of scope).
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit Dev(size_t count) : n(count) {
+    check(cudaMalloc(reinterpret_cast<void**>(&p), std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
+    check(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)), "cudaMemset");
+  }
+  explicit Dev(const std::vector<T>& h) : Dev(h.size()) {
+    check(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  ~Dev() { cudaFree(p); }
+  Dev(const Dev&) = delete;
+  std::vector<T> host() const {
+    check(cudaStreamSynchronize(stream), "kernel");
+    std::vector<T> h(n);
+    check(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    return h;
+  }
+};
+
+double rel_err(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  double scale = 0, diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    diff = std::isfinite(d) ? std::max(diff, d) : INFINITY;
+  }
+  return diff / (scale > 0 ? scale : 1);
+}
+
+void report(const std::string& kernel, const std::string& shape, double err, double tol) {
+  const bool ok = err <= tol;
+  if (!ok) ++failures;
+  std::printf("  %-24s %-44s %10.3e  (tol %.0e)  %s\n", kernel.c_str(), shape.c_str(), err, tol, ok ? "PASS" : "FAIL");
+  std::fflush(stdout);
+}
+
+void report_bool(const std::string& kernel, const std::string& shape, bool ok) {
+  if (!ok) ++failures;
+  std::printf("  %-24s %-44s %10s  %s\n", kernel.c_str(), shape.c_str(), ok ? "bitwise" : "differs", ok ? "PASS" : "FAIL");
+  std::fflush(stdout);
+}
+
+std::string dims(std::initializer_list<std::pair<const char*, int64_t>> d) {
+  std::string s;
+  for (const auto& [k, v] : d) s += std::string(s.empty() ? "" : " ") + k + "=" + std::to_string(v);
+  return s;
+}
+
+float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
+
+// ---- matmul ---------------------------------------------------------------------------------------
+// Host weights of `dtype` with N(0, 1/sqrt(K)) values; `exact` gets the f32 values the GPU multiplies.
+std::vector<uint8_t> make_weights(Rng& rng, DType dtype, int64_t N, int64_t K, std::vector<float>* exact) {
+  std::vector<float> w = rng.normals(static_cast<size_t>(N * K), 1.0f / std::sqrt(static_cast<float>(K)));
+  exact->resize(w.size());
+  std::vector<uint8_t> bytes;
+  if (dtype == DType::F32) {
+    bytes.resize(w.size() * 4);
+    std::memcpy(bytes.data(), w.data(), bytes.size());
+    for (size_t i = 0; i < w.size(); ++i) (*exact)[i] = round_bf16(w[i]);  // rounded at upload
+  } else if (dtype == DType::F16 || dtype == DType::BF16) {
+    bytes.resize(w.size() * 2);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const uint16_t h = dtype == DType::F16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+      std::memcpy(bytes.data() + 2 * i, &h, 2);
+      (*exact)[i] = round_bf16(dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h));
+    }
+  } else {  // Q8_0: scale = max|w| / 127 per block of 32
+    const int64_t nb = K / 32;
+    bytes.resize(static_cast<size_t>(N * nb * 34));
+    for (int64_t r = 0; r < N; ++r) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* src = w.data() + r * K + b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(src[j]));
+        const uint16_t dh = f32_to_f16(amax / 127.0f);
+        const float d = f16_to_f32(dh);
+        uint8_t* blk = bytes.data() + (r * nb + b) * 34;
+        std::memcpy(blk, &dh, 2);
+        for (int j = 0; j < 32; ++j) {
+          const int q = d > 0 ? static_cast<int>(std::lrint(src[j] / d)) : 0;
+          const int8_t qc = static_cast<int8_t>(std::max(-127, std::min(127, q)));
+          blk[2 + j] = static_cast<uint8_t>(qc);
+          (*exact)[r * K + b * 32 + j] = static_cast<float>(qc) * d;
+        }
+      }
+    }
+  }
+  return bytes;
+}
+
+void check_matmul(Rng& rng, DType dtype, int64_t T, int64_t K, int64_t N, cuda::MatmulPrecision prec,
+                  bool invariance) {
+  std::vector<float> wexact;
+  std::vector<uint8_t> wbytes = make_weights(rng, dtype, N, K, &wexact);
+  const MatrixView host{wbytes.data(), dtype, N, K};
+  Dev<uint8_t> wdev(cuda::device_matrix_bytes(dtype, N, K));
+  cuda::Scratch scratch;
+  MatrixView w;
+  check(cuda::upload_matrix(host, wdev.p, &w, scratch, stream), "upload_matrix");
+  const std::vector<float> x = rng.normals(static_cast<size_t>(T * K));
+  // What the tensor cores see.
+  std::vector<float> xr(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float hi = round_bf16(x[i]);
+    xr[i] = prec == cuda::MatmulPrecision::kBf16x2 ? hi + round_bf16(x[i] - hi) : hi;
+  }
+  const MatrixView wcpu{wexact.data(), DType::F32, N, K};
+  std::vector<float> want(static_cast<size_t>(T * N)), want_f32(want.size());
+  cpu::matmul(want.data(), N, xr.data(), K, wcpu, T, pool());
+  cpu::matmul(want_f32.data(), N, x.data(), K, wcpu, T, pool());
+  Dev<float> xd(x), yd(static_cast<size_t>(T * N));
+  check(cuda::matmul(yd.p, N, xd.p, K, w, T, scratch, stream, prec), "matmul");
+  const std::vector<float> got = yd.host();
+  const std::string name = std::string("matmul ") + dtype_name(dtype) +
+                           (prec == cuda::MatmulPrecision::kBf16x2 ? " bf16x2" : " bf16");
+  const std::string shape = dims({{"T", T}, {"K", K}, {"N", N}});
+  report(name, shape, rel_err(got, want), 1e-4);
+  std::printf("  %-24s %-44s %10.3e  (vs f32 x: the activation rounding, for information)\n", "", "",
+              rel_err(got, want_f32));
+  if (!invariance) return;
+  // Bitwise batch invariance: rows alone vs in batches (decode and prefill kernels).
+  bool same = true;
+  for (int64_t t = 0; t < T && same; ++t) {
+    Dev<float> y1(static_cast<size_t>(N));
+    check(cuda::matmul(y1.p, N, xd.p + t * K, K, w, 1, scratch, stream, prec), "matmul");
+    const std::vector<float> alone = y1.host();
+    same = std::memcmp(alone.data(), got.data() + t * N, static_cast<size_t>(N) * 4) == 0;
+  }
+  for (int64_t B : {2, 17, 32}) {
+    for (int64_t t0 = 0; t0 + B <= T && same; t0 += B * 3 + 1) {
+      Dev<float> yb(static_cast<size_t>(B * N));
+      check(cuda::matmul(yb.p, N, xd.p + t0 * K, K, w, B, scratch, stream, prec), "matmul");
+      const std::vector<float> part = yb.host();
+      same = std::memcmp(part.data(), got.data() + t0 * N, static_cast<size_t>(B * N) * 4) == 0;
+    }
+  }
+  report_bool(name + " invariance", shape + " rows alone/2/17/32/" + std::to_string(T), same);
+}
+
+// ---- the rest ---------------------------------------------------------------------------------------
+void check_embedding(Rng& rng, DType dtype) {
+  const int64_t V = 300, C = 4480, T = 9;
+  std::vector<float> exact;
+  std::vector<uint8_t> bytes = make_weights(rng, dtype, V, C, &exact);
+  Dev<uint8_t> tdev(cuda::device_matrix_bytes(dtype, V, C));
+  cuda::Scratch scratch;
+  MatrixView table;
+  check(cuda::upload_matrix(MatrixView{bytes.data(), dtype, V, C}, tdev.p, &table, scratch, stream), "upload");
+  std::vector<int32_t> ids(T);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.next() % V);
+  std::vector<float> want(static_cast<size_t>(T * C));
+  cpu::embedding(want.data(), MatrixView{exact.data(), DType::F32, V, C}, ids.data(), T);
+  Dev<int32_t> idd(ids);
+  Dev<float> y(static_cast<size_t>(T * C));
+  check(cuda::embedding(y.p, table, idd.p, T, stream), "embedding");
+  report(std::string("embedding ") + dtype_name(dtype), dims({{"V", V}, {"C", C}, {"T", T}}), rel_err(y.host(), want), 0);
+}
+
+void check_norms(Rng& rng) {
+  for (auto [T, C] : {std::pair<int64_t, int64_t>{1, 64}, {5, 130}, {64, 4480}}) {
+    const auto x = rng.normals(static_cast<size_t>(T * C), 3.0f);
+    std::vector<float> w(static_cast<size_t>(C));
+    for (float& v : w) v = 0.5f + rng.uniform();
+    std::vector<float> want(x.size());
+    cpu::rmsnorm(want.data(), x.data(), w.data(), T, C, 1e-5f);
+    Dev<float> xd(x), wd(w);
+    check(cuda::rmsnorm(xd.p, xd.p, wd.p, T, C, 1e-5f, stream), "rmsnorm");  // in place, as forward does
+    report("rmsnorm (in place)", dims({{"T", T}, {"C", C}}), rel_err(xd.host(), want), 2e-5);
+  }
+  for (auto [T, C, G] : {std::tuple<int64_t, int64_t, int64_t>{1, 48, 1}, {4, 96, 2}, {33, 10240, 8}}) {
+    const int64_t ldz = C + 7;
+    const auto y = rng.normals(static_cast<size_t>(T * C));
+    const auto z = rng.normals(static_cast<size_t>(T * ldz), 2.0f);
+    std::vector<float> w(static_cast<size_t>(C));
+    for (float& v : w) v = 0.5f + rng.uniform();
+    std::vector<float> want(y.size());
+    cpu::rmsnorm_gated_grouped(want.data(), y.data(), z.data(), ldz, w.data(), T, C, C / G, 1e-5f);
+    Dev<float> yd(y), zd(z), wd(w);
+    check(cuda::rmsnorm_gated_grouped(yd.p, yd.p, zd.p, ldz, wd.p, T, C, C / G, 1e-5f, stream), "gated");
+    report("rmsnorm_gated_grouped", dims({{"T", T}, {"C", C}, {"groups", G}}), rel_err(yd.host(), want), 2e-5);
+  }
+}
+
+void check_conv(Rng& rng) {
+  for (auto [T, C, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 4}, {2, 16, 4}, {7, 24, 4}, {33, 12, 3},
+                         {5, 10, 1}, {256, 12288, 4}}) {
+    const int64_t ldx = C + 5;
+    const auto x = rng.normals(static_cast<size_t>(T * ldx));
+    const auto w = rng.normals(static_cast<size_t>(C * K), 0.5f);
+    const auto b = rng.normals(static_cast<size_t>(C), 0.1f);
+    auto state = rng.normals(static_cast<size_t>(std::max<int64_t>(K - 1, 1) * C));
+    Dev<float> xd(x), wd(w), bd(b), sd(state), yd(static_cast<size_t>(T * C));
+    std::vector<float> want(static_cast<size_t>(T * C));
+    cpu::conv1d_causal(want.data(), x.data(), ldx, state.data(), w.data(), b.data(), T, C, K);
+    check(cuda::conv1d_causal(yd.p, xd.p, ldx, sd.p, wd.p, bd.p, T, C, K, stream), "conv1d_causal");
+    const std::string shape = dims({{"T", T}, {"C", C}, {"K", K}});
+    report("conv1d_causal y", shape, rel_err(yd.host(), want), 2e-5);
+    report("conv1d_causal state", shape, rel_err(sd.host(), state), 0);
+  }
+  const int64_t C = 12288, K = 4;
+  const auto x = rng.normals(static_cast<size_t>(C));
+  const auto w = rng.normals(static_cast<size_t>(C * K), 0.5f);
+  const auto b = rng.normals(static_cast<size_t>(C), 0.1f);
+  auto state = rng.normals(static_cast<size_t>((K - 1) * C));
+  Dev<float> xd(x), wd(w), bd(b), sd(state), yd(static_cast<size_t>(C));
+  std::vector<float> want(static_cast<size_t>(C));
+  cpu::conv1d_step(want.data(), x.data(), state.data(), w.data(), b.data(), C, K);
+  check(cuda::conv1d_step(yd.p, xd.p, sd.p, wd.p, bd.p, C, K, stream), "conv1d_step");
+  report("conv1d_step y", dims({{"C", C}, {"K", K}}), rel_err(yd.host(), want), 2e-5);
+  report("conv1d_step state", dims({{"C", C}, {"K", K}}), rel_err(sd.host(), state), 0);
+}
+
+struct Ssm {
+  std::vector<float> A, D, dt_bias;
+};
+
+Ssm ssm_params(Rng& rng, int64_t H) {
+  Ssm s;
+  for (int64_t h = 0; h < H; ++h) {
+    s.A.push_back(-std::exp(std::log(1.0f + 15.0f * rng.uniform())));
+    s.D.push_back(rng.normal());
+    s.dt_bias.push_back(std::log(std::expm1(0.001f * std::pow(100.0f, rng.uniform()))));
+  }
+  return s;
+}
+
+void check_ssm(Rng& rng) {
+  cuda::Scratch scratch;
+  for (auto [T, H, P, G, N, Q] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{1, 4, 8, 1, 8, 16},
+                                  {7, 4, 8, 2, 8, 4}, {37, 8, 12, 4, 16, 16}, {70, 6, 8, 3, 8, 32},
+                                  {300, 16, 80, 2, 128, 128}, {130, 8, 64, 1, 128, 128}}) {
+    const Ssm s = ssm_params(rng, H);
+    const int64_t HP = H * P, GN = G * N, ld = HP + 2 * GN + H + 3;  // packed like in_proj's output
+    const auto xz = rng.normals(static_cast<size_t>(T * ld));
+    auto state = rng.normals(static_cast<size_t>(H * P * N), 0.5f);
+    const float* x = xz.data();
+    const float* Bp = x + HP;
+    const float* Cp = Bp + GN;
+    const float* dt = Cp + GN;
+    cpu::SsmParams pc{H, P, G, N, 0.0f, INFINITY, s.A.data(), s.D.data(), s.dt_bias.data()};
+    std::vector<float> want(static_cast<size_t>(T * HP)), want_state = state;
+    cpu::ssd_chunk_scan(want.data(), x, ld, dt, ld, Bp, Cp, ld, want_state.data(), pc, T, Q, pool());
+    Dev<float> xd(xz), sd(state), Ad(s.A), Dd(s.D), bd(s.dt_bias), yd(static_cast<size_t>(T * HP));
+    cpu::SsmParams pg{H, P, G, N, 0.0f, INFINITY, Ad.p, Dd.p, bd.p};
+    check(cuda::ssd_chunk_scan(yd.p, xd.p, ld, xd.p + HP + 2 * GN, ld, xd.p + HP, xd.p + HP + GN, ld, sd.p, pg, T, Q,
+                               scratch, stream),
+          "ssd_chunk_scan");
+    const std::string shape = dims({{"T", T}, {"H", H}, {"P", P}, {"G", G}, {"N", N}, {"chunk", Q}});
+    report("ssd_chunk_scan y", shape, rel_err(yd.host(), want), 1e-4);
+    report("ssd_chunk_scan state", shape, rel_err(sd.host(), want_state), 1e-4);
+  }
+  for (auto [H, P, G, N] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{4, 8, 1, 8}, {12, 10, 3, 32}, {128, 80, 8, 128}}) {
+    const Ssm s = ssm_params(rng, H);
+    const int64_t HP = H * P, GN = G * N;
+    const auto x = rng.normals(static_cast<size_t>(HP)), Bv = rng.normals(static_cast<size_t>(GN));
+    const auto Cv = rng.normals(static_cast<size_t>(GN)), dt = rng.normals(static_cast<size_t>(H));
+    auto state = rng.normals(static_cast<size_t>(H * P * N), 0.5f);
+    cpu::SsmParams pc{H, P, G, N, 0.0f, INFINITY, s.A.data(), s.D.data(), s.dt_bias.data()};
+    std::vector<float> want(static_cast<size_t>(HP)), want_state = state;
+    cpu::ssm_state_update(want.data(), x.data(), dt.data(), Bv.data(), Cv.data(), want_state.data(), pc, pool());
+    Dev<float> xd(x), bd(Bv), cd(Cv), dd(dt), sd(state), Ad(s.A), Dd(s.D), biasd(s.dt_bias), yd(static_cast<size_t>(HP));
+    cpu::SsmParams pg{H, P, G, N, 0.0f, INFINITY, Ad.p, Dd.p, biasd.p};
+    check(cuda::ssm_state_update(yd.p, xd.p, dd.p, bd.p, cd.p, sd.p, pg, stream), "ssm_state_update");
+    const std::string shape = dims({{"H", H}, {"P", P}, {"G", G}, {"N", N}});
+    report("ssm_state_update y", shape, rel_err(yd.host(), want), 2e-5);
+    report("ssm_state_update state", shape, rel_err(sd.host(), want_state), 2e-5);
+  }
+}
+
+void check_attention(Rng& rng) {
+  cuda::Scratch scratch;
+  struct Case { int64_t past, T, Hq, Hkv, Dh, B; DType dt; };
+  const Case cases[] = {
+      {0, 9, 4, 2, 16, 4, DType::F32},     {61, 3, 6, 2, 8, 64, DType::F16},  {130, 1, 8, 2, 16, 64, DType::F16},
+      {5, 40, 5, 1, 24, 16, DType::F32},   {0, 200, 40, 8, 128, 64, DType::F16},
+      {300, 64, 40, 8, 128, 64, DType::F16}, {1000, 1, 40, 8, 128, 64, DType::F16},
+      {5000, 1, 40, 8, 128, 64, DType::F32}, {2000, 1, 40, 8, 128, 64, DType::BF16},
+  };
+  for (const Case& c : cases) {
+    const int64_t S = c.past + c.T, kv_dim = c.Hkv * c.Dh, nb = (S + c.B - 1) / c.B;
+    std::vector<int32_t> table(static_cast<size_t>(nb));
+    for (int64_t i = 0; i < nb; ++i) table[i] = static_cast<int32_t>(nb - 1 - i);  // shuffled order
+    const auto q = rng.normals(static_cast<size_t>(c.T * c.Hq * c.Dh));
+    const auto k = rng.normals(static_cast<size_t>(S * kv_dim)), v = rng.normals(static_cast<size_t>(S * kv_dim));
+    const size_t elems = static_cast<size_t>(nb * c.B * kv_dim), esz = dtype_size(c.dt);
+    std::vector<uint8_t> kh(elems * esz), vh(elems * esz);
+    const cpu::KvBlocks kvh{kh.data(), vh.data(), table.data(), c.B, c.B * kv_dim, c.dt};
+    cpu::kv_store(kvh, 0, k.data(), v.data(), kv_dim, S, kv_dim);
+    std::vector<float> want(static_cast<size_t>(c.T * c.Hq * c.Dh));
+    cpu::attention_gqa(want.data(), q.data(), c.Hq * c.Dh, kvh, c.past, c.T, c.Hq, c.Hkv, c.Dh, pool());
+    Dev<uint8_t> kd(elems * esz), vd(elems * esz);
+    Dev<int32_t> td(table);
+    Dev<float> qd(q), kr(k), vr(v), od(want.size());
+    const cpu::KvBlocks kvd{kd.p, vd.p, td.p, c.B, c.B * kv_dim, c.dt};
+    check(cuda::kv_store(kvd, 0, kr.p, vr.p, kv_dim, S, kv_dim, stream), "kv_store");
+    const std::string shape = dims({{"past", c.past}, {"T", c.T}, {"Hq", c.Hq}, {"Hkv", c.Hkv}, {"Dh", c.Dh}}) + " " +
+                              dtype_name(c.dt);
+    const std::vector<uint8_t> kback = kd.host();
+    report("kv_store", shape, std::memcmp(kback.data(), kh.data(), kh.size()) == 0 ? 0.0 : 1.0, 0);
+    check(cuda::attention_gqa(od.p, qd.p, c.Hq * c.Dh, kvd, c.past, c.T, c.Hq, c.Hkv, c.Dh, scratch, stream), "attention");
+    const bool decode = c.T * (c.Hq / c.Hkv) <= 8;
+    report(decode ? "attention (decode)" : "attention (tiled)", shape, rel_err(od.host(), want), 1e-4);
+  }
+}
+
+void check_elementwise(Rng& rng) {
+  const auto x = rng.normals(100003, 2.0f), y = rng.normals(100003);
+  std::vector<float> r = x, s = y;
+  cpu::relu2(r.data(), static_cast<int64_t>(r.size()));
+  cpu::add_inplace(s.data(), x.data(), static_cast<int64_t>(s.size()));
+  Dev<float> xd(x), yd(y);
+  check(cuda::add_inplace(yd.p, xd.p, static_cast<int64_t>(y.size()), stream), "add");
+  check(cuda::relu2(xd.p, static_cast<int64_t>(x.size()), stream), "relu2");
+  report("relu2", "n=100003", rel_err(xd.host(), r), 0);
+  report("add_inplace", "n=100003", rel_err(yd.host(), s), 0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int device = argc > 1 ? std::atoi(argv[1]) : 0;
+  check(cudaSetDevice(device), "cudaSetDevice");
+  check(cudaStreamCreate(&stream), "cudaStreamCreate");
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  std::printf("CUDA kernels vs CPU kernels on %s (sm_%d%d), max |cuda - cpu| / max |cpu|\n", prop.name, prop.major,
+              prop.minor);
+  Rng rng(2026);
+  using P = cuda::MatmulPrecision;
+  for (DType dt : {DType::BF16, DType::F16, DType::F32, DType::Q8_0}) {
+    for (auto [T, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 96}, {3, 96, 33}, {17, 256, 130},
+                           {32, 4480, 1024}, {130, 1024, 257}}) {
+      check_matmul(rng, dt, T, K, N, P::kBf16, dt == DType::BF16 || dt == DType::Q8_0);
+    }
+  }
+  check_matmul(rng, DType::BF16, 1, 5000, 300, P::kBf16, false);  // K tail: not a multiple of 64
+  check_matmul(rng, DType::BF16, 300, 4480, 4480, P::kBf16, false);
+  check_matmul(rng, DType::BF16, 8, 15680, 4480, P::kBf16, false);
+  check_matmul(rng, DType::Q8_0, 256, 4480, 2048, P::kBf16, false);
+  for (DType dt : {DType::BF16, DType::Q8_0}) {
+    check_matmul(rng, dt, 130, 1024, 257, P::kBf16x2, true);
+    check_matmul(rng, dt, 3, 4480, 1000, P::kBf16x2, false);
+  }
+  check_embedding(rng, DType::BF16);
+  check_embedding(rng, DType::Q8_0);
+  check_norms(rng);
+  check_conv(rng);
+  check_ssm(rng);
+  check_attention(rng);
+  check_elementwise(rng);
+  std::printf("kernel check: %s (%d failure%s)\n", failures ? "FAIL" : "PASS", failures, failures == 1 ? "" : "s");
+  return failures ? 1 : 0;
+}

@@ -90,9 +90,10 @@ async function theirs(ggufPath: string): Promise<{ prefill: number; decode: numb
 const a = await ours(dir);
 const b = await theirs(path.join(dir, 'model.gguf'));
 const c = await ours(path.join(dir, 'model.gguf'));
+// The ratio compares the same file: ours loading model.gguf against llama.cpp loading it.
 const row = (k: string, x: number, y: number, z: number) =>
-  console.log(`${k.padEnd(26)}${x.toFixed(1).padStart(12)}${z.toFixed(1).padStart(14)}${y.toFixed(1).padStart(14)}${(x / y).toFixed(2).padStart(12)}`);
+  console.log(`${k.padEnd(26)}${x.toFixed(1).padStart(12)}${z.toFixed(1).padStart(14)}${y.toFixed(1).padStart(14)}${(z / y).toFixed(2).padStart(12)}`);
 console.log(`weights ${type}, ${threads} threads, prompt ${promptLen}, decode ${decodeLen} (${os.cpus()[0]?.model ?? ''})`);
-console.log(`${''.padEnd(26)}${'ours (st)'.padStart(12)}${'ours (gguf)'.padStart(14)}${'llama.cpp'.padStart(14)}${'ours/theirs'.padStart(12)}`);
+console.log(`${''.padEnd(26)}${'ours (bf16 st)'.padStart(12)}${'ours (gguf)'.padStart(14)}${'llama.cpp'.padStart(14)}${'ours/theirs'.padStart(12)}`);
 row('prefill tokens/s', a.prefill, b.prefill, c.prefill);
 row('decode tokens/s', a.decode, b.decode, c.decode);

@@ -13,6 +13,7 @@ const expected: Record<string, RegExp> = {
   'generate.ts': /parameters/,
   'chat.ts': /\[done\] (stop|length); \d+ reasoning \+ \d+ answer tokens/,
   'concurrent.ts': /tokens in [\d.]+ s over 4 streams; \d+ batched steps/,
+  'session.ts': /restored session continues identically: true/,
   'server.ts': /chat\.completion: finish=(stop|length|tool_calls); \d+ prompt \+ \d+ completion tokens[\s\S]*streamed \d+ chunks; usage/,
 };
 

@@ -11,6 +11,8 @@ export interface NativeEngineOptions {
   kvDtype: 'f16' | 'f32';
   /** KV pool room for snapshots beyond the live sequences' needs. */
   cacheBytes: number;
+  /** 'cpu' (default) or 'cuda' / 'cuda:N' (CUDA builds only). */
+  device?: string;
 }
 
 export interface NativeConfig {

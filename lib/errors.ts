@@ -16,6 +16,7 @@ export type NemotronErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
+  | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_TEMPLATE'
   | 'ERR_INVALID_SESSION_FILE'
   | 'ERR_INTERNAL';
@@ -80,6 +81,13 @@ export class TemplateError extends NemotronError {
 export class SessionFileError extends NemotronError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_INVALID_SESSION_FILE', message, options);
+  }
+}
+
+/** `device: 'cuda'` was asked for, but no usable CUDA build or GPU is present. */
+export class DeviceUnavailableError extends NemotronError {
+  constructor(message: string) {
+    super('ERR_DEVICE_UNAVAILABLE', message);
   }
 }
 

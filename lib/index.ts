@@ -25,6 +25,7 @@ export {
   InternalError,
   TemplateError,
   SessionFileError,
+  DeviceUnavailableError,
 } from './errors.js';
 export { ChatSession } from './chat/session.js';
 export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';

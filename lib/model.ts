@@ -7,15 +7,16 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import { PrefixCache, type CacheEntry } from './cache/prefix-cache.js';
 import { ChatSession, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
+import { cudaBinaryCandidates, loadCudaAddon } from './cuda.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -40,6 +41,8 @@ export interface LoadOptions {
   snapshotInterval?: number;
   /** Refuse to load when the memory plan (model.info.memory) exceeds this many bytes. Default: the machine's total memory. */
   memoryLimit?: number;
+  /** 'cpu' (default), 'cuda' (a typed error without a usable GPU and CUDA build), or 'auto' (the GPU when there is one). */
+  device?: 'cpu' | 'cuda' | 'auto';
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -129,7 +132,19 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device'] as const;
+
+/** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
+function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
+  if (device === 'cpu') return { addon: loadNative(), device: 'cpu' };
+  const probe = loadCudaAddon();
+  if ('addon' in probe && probe.deviceCount > 0) return { addon: probe.addon as unknown as Pick<NativeAddon, 'loadEngine'>, device: 'cuda' };
+  const reason = 'addon' in probe ? 'no CUDA device is visible' : probe.reason;
+  if (device === 'cuda') throw new DeviceUnavailableError(`device 'cuda' is not available: ${reason}`);
+  // 'auto': a CUDA build that is present but unusable is worth one line; no CUDA build at all is normal.
+  if (cudaBinaryCandidates().some((p) => existsSync(p))) console.warn(`nemotron-node: using the CPU (${reason})`);
+  return { addon: loadNative(), device: 'cpu' };
+}
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
 const DEFAULT_CONTEXT_CAP = 8192;
 
@@ -232,6 +247,8 @@ export class NemotronModel {
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
+    const deviceOption: unknown = options.device ?? 'cpu';
+    if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     // A llama.cpp .gguf file (nemotron_h): config, tokenizer and memory plan come from its metadata.
@@ -256,13 +273,15 @@ export class NemotronModel {
     const tokenizer = gguf ? (hasGgufTokenizer(gguf) ? TextTokenizer.fromFiles(tokenizerFromGguf(gguf)) : null) : TextTokenizer.fromDir(dir);
     let engine: NativeEngine;
     try {
-      engine = await loadNative().loadEngine(dir, {
+      const backend = chooseBackend(deviceOption);
+      engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,
         maxSequences: maxSequences ?? 8,
         maxBatchTokens: maxBatchTokens ?? 256,
         kvDtype,
         cacheBytes,
+        device: backend.device,
       });
     } catch (err) {
       rethrow(err, stack);

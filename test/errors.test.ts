@@ -193,6 +193,15 @@ describe('loading a broken checkpoint', () => {
     expect(e.message).toMatch(/missing required field 'hidden_size'/);
   });
 
+  it("device 'cuda' without a usable GPU is a typed error; 'auto' falls back to the CPU", async () => {
+    // No GPU on this machine or in CI (when one is present, test/gpu.test.ts covers the CUDA path).
+    await expect(loadModel(good, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE', message: expect.stringMatching(/device 'cuda' is not available/) });
+    const m = await loadModel(good, { threads: 1, device: 'auto' });
+    expect(m.info.backend).toBe('cpu');
+    await m.close();
+    await expect(loadModel(good, { device: 'tpu' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+  });
+
   it('invalid load options are refused before any work', async () => {
     await expect(loadModel(good, { threads: -1 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/options\.threads must be an integer/) });
     await expect(loadModel(good, { contextLength: 1.5 })).rejects.toBeInstanceOf(InvalidArgumentError);

@@ -193,10 +193,14 @@ describe('paged attention (KV cache blocks)', () => {
   const cases: Array<[number, number, number, number, number, number]> = [
     // past, T, Hq, Hkv, Dh, blockTokens
     [0, 9, 4, 2, 16, 4], [61, 3, 6, 2, 8, 64], [130, 1, 8, 2, 16, 64], [5, 40, 5, 1, 24, 16],
+    // decode over a long context: the keys are split into slices across threads and merged
+    [300, 1, 4, 2, 16, 8], [300, 1, 4, 1, 16, 8], [517, 2, 2, 1, 128, 16],
   ];
-  for (const dtype of ['F32', 'F16'] as const) {
+  for (const path of paths) for (const dtype of ['F32', 'F16'] as const) {
     for (const [past, T, Hq, Hkv, Dh, B] of cases) {
-      it(`${dtype} cache, blocks of ${B}, shuffled: past=${past} T=${T} Hq=${Hq} Hkv=${Hkv}`, () => {
+      it(`${path} ${dtype} cache, blocks of ${B}, shuffled: past=${past} T=${T} Hq=${Hq} Hkv=${Hkv}`, () => {
+        expect(k.setKernelPath(path)).toBe(path);
+        try {
         const rng = makeRng(past + 7 * T + B);
         const q = f64(f32(rng.normalArray(T * Hq * Dh)));
         const round = (a: Float64Array) => (dtype === 'F16' ? Float64Array.from(a, (x) => f16ToNumber(toF16(x))) : f64(f32(a)));
@@ -204,6 +208,9 @@ describe('paged attention (KV cache blocks)', () => {
         const vv = round(rng.normalArray((past + T) * Hkv * Dh));
         const got = k.attentionGqa(f32(q), f32(kk), f32(vv), past, T, Hq, Hkv, Dh, { blockTokens: B, dtype, shuffle: true });
         expect(maxRelErr(got, ref.attentionGqa(q, kk, vv, past, T, Hq, Hkv, Dh))).toBeLessThan(5e-5);
+        } finally {
+          k.setKernelPath('auto');
+        }
       });
     }
   }

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "kernels/kernels.h"
 #include "kernels/math.h"
 
@@ -41,14 +42,11 @@ __attribute__((always_inline)) inline f32x16 load16(const float* p) {
 }
 
 // One query head against `rows` keys of a block: scores, then the online-softmax update of its running
-// max m, normaliser l and accumulator a[Dh]. kT is the block's K transposed ([Dh][B], B a multiple of
+// max m, normaliser l and accumulator a[Dh]. kT is the block's K transposed ([Dq][B], B a multiple of
 // 16), v its V [rows][Dh] and a[Dh] with Dh here a multiple of 16 (zero-padded columns).
-// Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time by the CPU (ifunc).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-void block_update(const float* qv, const float* kT, const float* v, int64_t rows, int64_t B, int64_t Dq,
-                  int64_t Dh, float scale, float* s, float* a, float* m, float* l) {
+__attribute__((always_inline)) inline void block_update_body(const float* qv, const float* kT, const float* v,
+                                                             int64_t rows, int64_t B, int64_t Dq, int64_t Dh,
+                                                             float scale, float* s, float* a, float* m, float* l) {
   // Scores 16 rows at a time, accumulated in a register over d (kT rows are padded to 16).
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     f32x16 t = {};
@@ -76,6 +74,38 @@ void block_update(const float* qv, const float* kT, const float* v, int64_t rows
   }
 }
 
+// The same body compiled per instruction set; chosen by kernel_isa() (cpu_features.h), so tests can
+// force every path the CPU has (NEMOTRON_CPU_KERNELS / set_kernel_path_override).
+using BlockUpdateFn = void (*)(const float*, const float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                               float, float*, float*, float*, float*);
+void block_update_scalar(const float* qv, const float* kT, const float* v, int64_t rows, int64_t B, int64_t Dq,
+                         int64_t Dh, float scale, float* s, float* a, float* m, float* l) {
+  block_update_body(qv, kT, v, rows, B, Dq, Dh, scale, s, a, m, l);
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void block_update_avx2(const float* qv, const float* kT, const float* v,
+                                                          int64_t rows, int64_t B, int64_t Dq, int64_t Dh,
+                                                          float scale, float* s, float* a, float* m, float* l) {
+  block_update_body(qv, kT, v, rows, B, Dq, Dh, scale, s, a, m, l);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))) void block_update_avx512(
+    const float* qv, const float* kT, const float* v, int64_t rows, int64_t B, int64_t Dq, int64_t Dh, float scale,
+    float* s, float* a, float* m, float* l) {
+  block_update_body(qv, kT, v, rows, B, Dq, Dh, scale, s, a, m, l);
+}
+#endif
+
+BlockUpdateFn pick_block_update() {
+#if defined(__x86_64__)
+  switch (kernel_isa()) {
+    case KernelIsa::kAvx512: return block_update_avx512;
+    case KernelIsa::kAvx2: return block_update_avx2;
+    default: break;
+  }
+#endif
+  return block_update_scalar;
+}
+
 }  // namespace
 
 void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
@@ -90,29 +120,47 @@ void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float*
 
 void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past,
                    int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, ThreadPool& pool) {
-  // Work items: (tile of up to kTile consecutive queries, kv head). Each item walks the key blocks once:
-  // a block's K/V columns of that head are converted to f32 once and used by every query of the tile
-  // and every query head of the group. The softmax is online per block: one rescale per block of keys.
+  // Work items: (tile of up to kTile consecutive queries, kv head, slice of the key blocks). Each item
+  // walks its blocks once: a block's K/V columns of that head are converted to f32 once and used by every
+  // query of the tile and every query head of the group; the softmax is online per block. With few
+  // queries (decode) and a long context there are too few (tile, head) items to keep every thread busy,
+  // so the keys are split into slices whose partial results merge with the online-softmax rule. The
+  // split depends only on this sequence's shape and the thread count, never on the rest of the batch.
   constexpr int64_t kTile = 16;
   const int64_t Dh = head_dim, G = n_heads / n_kv_heads, kv_dim = n_kv_heads * Dh;
   const int64_t B = kv.block_tokens;
   const int64_t Bp = (B + 15) / 16 * 16;     // transposed K row stride, padded for 16-wide score chunks
   const int64_t Dp = (Dh + 15) / 16 * 16;    // V and accumulator row stride, padded the same way
   const int64_t n_tiles = (T + kTile - 1) / kTile;
+  const int64_t n_blocks = (past + T + B - 1) / B;
+  const int64_t items = n_tiles * n_kv_heads;
+  const int64_t want = 2 * static_cast<int64_t>(pool.size());
+  const int64_t splits = (items >= want || n_blocks < 8) ? 1 : std::min<int64_t>((want + items - 1) / items, n_blocks / 4);
+  const int64_t per_split = (n_blocks + splits - 1) / splits;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-  pool.parallel_for(n_tiles * n_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  const BlockUpdateFn update = pick_block_update();
+  const int64_t slots = kTile * G;
+  // Partial (m, l, acc) of every (item, split), merged below in split order.
+  std::vector<float> part_m(static_cast<size_t>(items * splits * slots));
+  std::vector<float> part_l(part_m.size());
+  std::vector<float> part_acc(static_cast<size_t>(items * splits * slots * Dp));
+  pool.parallel_for(items * splits, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> kbuf(static_cast<size_t>(Bp * Dh), 0.0f), vbuf(static_cast<size_t>(B * Dp), 0.0f);
     std::vector<float> s(static_cast<size_t>(Bp));
     std::vector<float> row(static_cast<size_t>(Dh));
-    std::vector<float> acc(static_cast<size_t>(kTile * G * Dp)), m(kTile * G), l(kTile * G);
     for (int64_t job = begin; job < end; ++job) {
-      const int64_t tile = job / n_kv_heads, h = job % n_kv_heads;
+      const int64_t item = job / splits, split = job % splits;
+      const int64_t tile = item / n_kv_heads, h = item % n_kv_heads;
       const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
-      std::fill(l.begin(), l.end(), 0.0f);
+      float* m = part_m.data() + job * slots;
+      float* l = part_l.data() + job * slots;
+      float* acc = part_acc.data() + job * slots * Dp;
+      std::fill(m, m + slots, -std::numeric_limits<float>::infinity());
+      std::fill(l, l + slots, 0.0f);
+      std::fill(acc, acc + slots * Dp, 0.0f);
       const int64_t last_of_tile = past + t0 + nt - 1;  // the furthest position any query here sees
-      for (int64_t b0 = 0; b0 <= last_of_tile; b0 += B) {
+      const int64_t b_end = std::min((split + 1) * per_split * B, last_of_tile + 1);
+      for (int64_t b0 = split * per_split * B; b0 < b_end; b0 += B) {
         const int64_t block_rows = std::min(B, last_of_tile + 1 - b0);
         const int64_t base = kv.table[b0 / B] * kv.block_stride;
         // K transposed ([Dh][B]) so the scores of a block are one vectorisable loop over its rows.
@@ -126,21 +174,38 @@ void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, 
           if (rows <= 0) continue;
           for (int64_t g = 0; g < G; ++g) {
             const int64_t slot = i * G + g;
-            block_update(q + (t0 + i) * ldq + (h * G + g) * Dh, kbuf.data(), vbuf.data(), rows, Bp, Dh,
-                         Dp, scale, s.data(), acc.data() + slot * Dp, &m[slot], &l[slot]);
+            update(q + (t0 + i) * ldq + (h * G + g) * Dh, kbuf.data(), vbuf.data(), rows, Bp, Dh, Dp, scale,
+                   s.data(), acc + slot * Dp, &m[slot], &l[slot]);
           }
-        }
-      }
-      for (int64_t i = 0; i < nt; ++i) {
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t slot = i * G + g;
-          float* o = out + (t0 + i) * n_heads * Dh + (h * G + g) * Dh;
-          const float inv = 1.0f / l[slot];
-          for (int64_t d = 0; d < Dh; ++d) o[d] = acc[slot * Dp + d] * inv;
         }
       }
     }
   });
+  // Merge the slices of each (item, query, head): rescale each to the common max, in slice order.
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t tile = item / n_kv_heads, h = item % n_kv_heads;
+    const int64_t t0 = tile * kTile, nt = std::min(kTile, T - t0);
+    for (int64_t i = 0; i < nt; ++i) {
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t slot = i * G + g;
+        float* o = out + (t0 + i) * n_heads * Dh + (h * G + g) * Dh;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t sp = 0; sp < splits; ++sp) m = std::max(m, part_m[(item * splits + sp) * slots + slot]);
+        float l = 0.0f;
+        for (int64_t d = 0; d < Dh; ++d) o[d] = 0.0f;
+        for (int64_t sp = 0; sp < splits; ++sp) {
+          const int64_t job = item * splits + sp;
+          if (part_l[job * slots + slot] == 0.0f) continue;  // no key of this slice is visible to the query
+          const float c = softmax_exp(part_m[job * slots + slot] - m);
+          l += part_l[job * slots + slot] * c;
+          const float* a = part_acc.data() + (job * slots + slot) * Dp;
+          for (int64_t d = 0; d < Dh; ++d) o[d] += a[d] * c;
+        }
+        const float inv = 1.0f / l;
+        for (int64_t d = 0; d < Dh; ++d) o[d] *= inv;
+      }
+    }
+  }
 }
 
 }  // namespace nemo::cpu

@@ -2,6 +2,10 @@
 // cache, one pass over the keys with an online softmax, so memory stays O(head_dim) however long the
 // context. Work is split over (query position, kv head): the query heads of a group share each K/V row,
 // which is read and converted once per block for all of them.
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,7 +19,26 @@
 namespace nemo::cpu {
 namespace {
 
+#if defined(__x86_64__)
+// f16 -> f32 with F16C, 8 at a time: exact, like the scalar conversion, and ~10x faster. The KV cache is
+// f16 by default, so at long contexts this conversion is most of decode attention's time.
+__attribute__((target("avx,f16c"))) void f16_to_f32_f16c(float* dst, const uint16_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+#endif
+
 void load_rows(float* dst, const void* base, DType dtype, int64_t offset, int64_t n) {
+#if defined(__x86_64__)
+  if (dtype == DType::F16 && kernel_isa() != KernelIsa::kScalar) {  // AVX2 level implies F16C here
+    f16_to_f32_f16c(dst, static_cast<const uint16_t*>(base) + offset, n);
+    return;
+  }
+#endif
   if (dtype == DType::F32) {
     std::memcpy(dst, static_cast<const float*>(base) + offset, static_cast<size_t>(n) * 4);
   } else {

@@ -146,14 +146,20 @@ describe('Mamba-2 SSM', () => {
   const shapes: Array<[number, number, number, number, number, number]> = [
     // T, H, P, G, N, chunk
     [1, 4, 8, 1, 8, 16], [7, 4, 8, 2, 8, 4], [16, 8, 16, 2, 16, 16], [37, 8, 12, 4, 16, 16], [70, 6, 8, 3, 8, 32],
+    [40, 4, 80, 2, 128, 16], // the 9B's head dim and state size (N a multiple of the 16 lanes, P not)
   ];
-  for (const [T, H, P, G, N, Q] of shapes) {
-    it(`chunked SSD scan T=${T} H=${H} P=${P} G=${G} N=${N} chunk=${Q} matches the token recurrence`, () => {
-      const c = ssmCase(T * 31 + H, T, H, P, G, N);
-      const got = k.ssdChunkScan(f32(c.x), f32(c.dt), f32(c.B), f32(c.C), c.native, T, f32(c.s0), Q);
-      const want = ref.ssmRecurrent(c.x, c.dt, c.B, c.C, c.p, T, c.s0);
-      expect(maxRelErr(got.y, want.y)).toBeLessThan(5e-5);
-      expect(maxRelErr(got.state, want.state)).toBeLessThan(5e-5);
+  for (const path of paths) for (const [T, H, P, G, N, Q] of shapes) {
+    it(`${path}: chunked SSD scan T=${T} H=${H} P=${P} G=${G} N=${N} chunk=${Q} matches the token recurrence`, () => {
+      expect(k.setKernelPath(path)).toBe(path);
+      try {
+        const c = ssmCase(T * 31 + H, T, H, P, G, N);
+        const got = k.ssdChunkScan(f32(c.x), f32(c.dt), f32(c.B), f32(c.C), c.native, T, f32(c.s0), Q);
+        const want = ref.ssmRecurrent(c.x, c.dt, c.B, c.C, c.p, T, c.s0);
+        expect(maxRelErr(got.y, want.y)).toBeLessThan(5e-5);
+        expect(maxRelErr(got.state, want.state)).toBeLessThan(5e-5);
+      } finally {
+        k.setKernelPath('auto');
+      }
     });
   }
   it('dt clamp (time_step_limit) is applied after softplus', () => {

@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import { PrefixCache, type CacheEntry } from './cache/prefix-cache.js';
-import { ChatSession, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
+import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
@@ -479,7 +479,7 @@ export class NemotronModel {
 
   private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (p: number, e: CacheEntry) => void }, options: TurnOptions): RequestSpec {
     v.assertObject('options', options);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal']);
+    v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
     const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
     return { ...spec, snapshotAt: chat.snapshotAt, onSnapshot: chat.onSnapshot };
   }

@@ -288,6 +288,16 @@ Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
   return Status::Ok();
 }
 
+Status Engine::find_snapshot(int32_t snapshot_id, std::shared_ptr<Snapshot>* out) const {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  auto it = snapshots_.find(snapshot_id);
+  if (it == snapshots_.end()) {
+    return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
+  }
+  *out = it->second;
+  return Status::Ok();
+}
+
 Status Engine::snapshot_sequence(int32_t id, int32_t* snapshot_id) {
   std::shared_ptr<SequenceState> seq;
   NEMO_RETURN_IF_ERROR(acquire(id, &seq));
@@ -299,14 +309,7 @@ Status Engine::restore_sequence(int32_t id, int32_t snapshot_id) {
   std::shared_ptr<SequenceState> seq;
   NEMO_RETURN_IF_ERROR(acquire(id, &seq));
   std::shared_ptr<Snapshot> snap;
-  {
-    std::lock_guard<std::mutex> lock(seq_mu_);
-    auto it = snapshots_.find(snapshot_id);
-    if (it == snapshots_.end()) {
-      return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
-    }
-    snap = it->second;
-  }
+  NEMO_RETURN_IF_ERROR(find_snapshot(snapshot_id, &snap));
   if (snap->n_past > seq->max_context()) {
     return Status(StatusCode::kContextOverflow, "the snapshot holds more tokens than the context length");
   }
@@ -340,14 +343,7 @@ void put(std::vector<uint8_t>* out, const void* p, size_t n) {
 
 Status Engine::export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const {
   std::shared_ptr<Snapshot> snap;
-  {
-    std::lock_guard<std::mutex> lock(seq_mu_);
-    auto it = snapshots_.find(snapshot_id);
-    if (it == snapshots_.end()) {
-      return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
-    }
-    snap = it->second;
-  }
+  NEMO_RETURN_IF_ERROR(find_snapshot(snapshot_id, &snap));
   const uint64_t conv_n = static_cast<uint64_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
   const uint64_t ssm_n = static_cast<uint64_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
   uint64_t f[kFields] = {kSnapshotVersion, static_cast<uint64_t>(snap->n_past), snap->conv.size(), conv_n, ssm_n,

@@ -135,6 +135,7 @@ class Engine {
   int32_t next_id_ = 1;
   int32_t next_snapshot_id_ = 1;
   Status take_snapshot(const SequenceState& seq, int32_t* snapshot_id);
+  Status find_snapshot(int32_t snapshot_id, std::shared_ptr<Snapshot>* out) const;
 
   std::mutex compute_mu_;  // one forward pass at a time
 };

@@ -9,6 +9,7 @@
 import type { CacheEntry } from '../cache/prefix-cache.js';
 import { ContextOverflowError, InvalidArgumentError } from '../errors.js';
 import type { GenerateResult, StreamEvent } from '../generation.js';
+import type { GenerateOptions } from '../model.js';
 import type { ChatMessage, ToolDefinition } from './template.js';
 
 export type ContextOverflowPolicy = 'error' | 'truncate-oldest';
@@ -23,21 +24,12 @@ export interface ChatOptions {
   contextOverflow?: ContextOverflowPolicy;
 }
 
-export interface TurnOptions {
-  maxTokens?: number;
-  thinkingBudget?: number;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repetitionPenalty?: number;
-  presencePenalty?: number;
-  frequencyPenalty?: number;
-  logitBias?: Record<number, number>;
-  seed?: number;
-  stop?: string | string[];
-  signal?: AbortSignal;
-}
+/** Per-turn options: the generation options that do not describe the conversation itself. */
+export type TurnOptions = Pick<GenerateOptions, (typeof TURN_OPTION_KEYS)[number]>;
+export const TURN_OPTION_KEYS = [
+  'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
+  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal',
+] as const;
 
 /** What a session needs from the model (implemented by NemotronModel). */
 export interface ChatHost {

@@ -5,38 +5,17 @@
  *
  *   node --import tsx scripts/memory-table.ts      # or: npm run memory-table
  *
- * The configs are the fields of the checkpoints' config.json that the planner reads (architecture.md
- * §1.1); test/memory.test.ts checks their parameter counts (8,888,227,328 and 12,310,001,152).
+ * The configs (lib/known-configs.ts) are the checkpoints' config.json fields the planner reads
+ * (architecture.md §1.1); test/memory.test.ts checks their parameter counts (8,888,227,328 and
+ * 12,310,001,152).
  */
+import { NEMOTRON_NANO_12B_V2, NEMOTRON_NANO_9B_V2 } from '../lib/known-configs.js';
 import { formatBytes, planMemory } from '../lib/memory.js';
 
-const NANO_9B = {
-  hybrid_override_pattern: 'M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-',
-  hidden_size: 4480,
-  intermediate_size: 15680,
-  num_attention_heads: 40,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  mamba_num_heads: 128,
-  mamba_head_dim: 80,
-  ssm_state_size: 128,
-  n_groups: 8,
-  conv_kernel: 4,
-  vocab_size: 131072,
-  tie_word_embeddings: false,
-  use_conv_bias: true,
-};
-
-const NANO_12B = {
-  ...NANO_9B,
-  hybrid_override_pattern: 'M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-',
-  hidden_size: 5120,
-  intermediate_size: 20480,
-};
 
 const MODELS: Array<[string, Record<string, unknown>]> = [
-  ['Nano-9B-v2', NANO_9B],
-  ['Nano-12B-v2', NANO_12B],
+  ['Nano-9B-v2', NEMOTRON_NANO_9B_V2],
+  ['Nano-12B-v2', NEMOTRON_NANO_12B_V2],
 ];
 const CONTEXTS: Array<[string, number]> = [
   ['8k', 8192],

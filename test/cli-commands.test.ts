@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { planMemory } from '../lib/memory.js';
 import { tempDir } from './helpers.js';
+import { NEMOTRON_NANO_9B_V2 } from '../lib/known-configs.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const cli = ['--import', 'tsx', path.join(root, 'lib/cli.ts')];
@@ -42,28 +43,7 @@ function turns(stderr: string): Array<{ prompt: number; cached: number; generate
 }
 
 // Nemotron-Nano-9B-v2's config.json fields the planner reads (architecture.md §1.1), with no weights beside it.
-const CONFIG_9B = {
-  architectures: ['NemotronHForCausalLM'],
-  model_type: 'nemotron_h',
-  hybrid_override_pattern: 'M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-',
-  num_hidden_layers: 56,
-  hidden_size: 4480,
-  intermediate_size: 15680,
-  num_attention_heads: 40,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  mamba_num_heads: 128,
-  mamba_head_dim: 80,
-  ssm_state_size: 128,
-  n_groups: 8,
-  conv_kernel: 4,
-  chunk_size: 128,
-  vocab_size: 131072,
-  tie_word_embeddings: false,
-  use_conv_bias: true,
-  max_position_embeddings: 131072,
-  time_step_limit: [0.0, Infinity],
-};
+const CONFIG_9B = { ...NEMOTRON_NANO_9B_V2, time_step_limit: [0.0, Infinity] };
 
 describe('nemotron-node chat, inspect, bench', () => {
   const cache = tempDir('cli-commands-cache');

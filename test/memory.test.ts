@@ -7,39 +7,12 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NemotronError } from '../lib/errors.js';
 import * as index from '../lib/index.js';
 import { checkPlanFits, formatBytes, parameterCount, planMemory, sequenceStateBytes, type MemoryPlan } from '../lib/memory.js';
+import { NEMOTRON_NANO_12B_V2, NEMOTRON_NANO_9B_V2 } from '../lib/known-configs.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
 
-// architecture.md §1.1, written as the raw Hugging Face config.json objects.
-const CONFIG_9B = {
-  architectures: ['NemotronHForCausalLM'],
-  model_type: 'nemotron_h',
-  hybrid_override_pattern: 'M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-',
-  num_hidden_layers: 56,
-  hidden_size: 4480,
-  intermediate_size: 15680,
-  num_attention_heads: 40,
-  num_key_value_heads: 8,
-  head_dim: 128,
-  mamba_num_heads: 128,
-  mamba_head_dim: 80,
-  ssm_state_size: 128,
-  n_groups: 8,
-  conv_kernel: 4,
-  chunk_size: 128,
-  vocab_size: 131072,
-  tie_word_embeddings: false,
-  use_conv_bias: true,
-  max_position_embeddings: 131072,
-  torch_dtype: 'bfloat16',
-};
-
-const CONFIG_12B = {
-  ...CONFIG_9B,
-  hybrid_override_pattern: 'M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-',
-  num_hidden_layers: 62,
-  hidden_size: 5120,
-  intermediate_size: 20480,
-};
+// architecture.md §1.1, as the raw Hugging Face config.json objects (lib/known-configs.ts).
+const CONFIG_9B = NEMOTRON_NANO_9B_V2;
+const CONFIG_12B = NEMOTRON_NANO_12B_V2;
 
 // Nemotron-H-8B-Base-8K: the legacy key names (attention_head_dim, mamba_n_groups, mamba_d_conv).
 const CONFIG_8B: Record<string, unknown> = {

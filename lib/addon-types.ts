@@ -124,8 +124,6 @@ export interface NativeEngine {
   cacheStats(): NativeCacheStats;
   /** Several sequences in one forward pass. */
   evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
-  /** Appends tokens, then samples the next token; `step` keys the seeded random draw. */
-  evaluateAndSample(id: number, tokens: Int32Array, sampling: NativeSampling, step: number): Promise<number>;
   /**
    * One continuous-batching step over several sequences (csrc/engine/scheduler.h): each item's pending
    * tokens are fed (all or, for long inputs, a chunk-aligned piece) in ONE forward pass. consumed[i]

@@ -1,5 +1,7 @@
 #include "addon/js_engine.h"
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,22 +13,29 @@
 namespace nemo::addon {
 namespace {
 
-// Base for the engine's async calls: runs `compute` off the JS thread, settles a Promise with the
-// result of `resolve`, or rejects with the Status turned into a coded Error.
-class StatusWorker : public Napi::AsyncWorker {
+// Runs `compute` off the JS thread, then settles a Promise with `result(env)` on the JS thread, or
+// rejects it with the Status turned into a coded Error. Inputs are captured by value before queuing
+// and outputs live in state shared by the two callbacks, so workers never touch JS values.
+class TaskWorker : public Napi::AsyncWorker {
  public:
-  explicit StatusWorker(Napi::Env env)
-      : Napi::AsyncWorker(env, "nemotron-node"), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+  using Compute = std::function<Status()>;
+  using Result = std::function<Napi::Value(Napi::Env)>;
 
- protected:
-  virtual Status compute() = 0;
-  virtual Napi::Value result(Napi::Env env) = 0;
+  static Napi::Promise Queue(Napi::Env env, Compute compute, Result result) {
+    auto* w = new TaskWorker(env, std::move(compute), std::move(result));
+    Napi::Promise p = w->deferred_.Promise();
+    w->Napi::AsyncWorker::Queue();
+    return p;
+  }
 
  private:
+  TaskWorker(Napi::Env env, Compute compute, Result result)
+      : Napi::AsyncWorker(env, "nemotron-node"), deferred_(Napi::Promise::Deferred::New(env)),
+        compute_(std::move(compute)), result_(std::move(result)) {}
+
   void Execute() override {
     try {
-      status_ = compute();
+      status_ = compute_();
     } catch (const std::bad_alloc&) {
       status_ = Status(StatusCode::kOutOfMemory, "out of memory");
     } catch (const std::exception& e) {
@@ -39,178 +48,22 @@ class StatusWorker : public Napi::AsyncWorker {
       deferred_.Reject(make_error(env, status_).Value());
       return;
     }
-    deferred_.Resolve(result(env));
+    deferred_.Resolve(result_(env));
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
   Napi::Promise::Deferred deferred_;
+  Compute compute_;
+  Result result_;
   Status status_;
 };
 
-class LoadWorker : public StatusWorker {
- public:
-  LoadWorker(Napi::Env env, std::string path, EngineOptions options)
-      : StatusWorker(env), path_(std::move(path)), options_(options) {}
-
- protected:
-  Status compute() override {
-    std::unique_ptr<Engine> e;
-    NEMO_RETURN_IF_ERROR(Engine::load(path_, options_, &e));
-    engine_ = std::move(e);
-    return Status::Ok();
-  }
-  Napi::Value result(Napi::Env env) override { return JsEngine::NewInstance(env, engine_); }
-
- private:
-  std::string path_;
-  EngineOptions options_;
-  std::shared_ptr<Engine> engine_;
-};
-
-class EvaluateWorker : public StatusWorker {
- public:
-  EvaluateWorker(Napi::Env env, std::shared_ptr<Engine> engine, int32_t id,
-                 std::vector<int32_t> tokens, bool all_logits)
-      : StatusWorker(env), engine_(std::move(engine)), id_(id), tokens_(std::move(tokens)),
-        all_logits_(all_logits) {}
-
- protected:
-  Status compute() override {
-    return engine_->evaluate(id_, tokens_.data(), static_cast<int64_t>(tokens_.size()), all_logits_,
-                             &logits_);
-  }
-  Napi::Value result(Napi::Env env) override {
-    auto out = Napi::Float32Array::New(env, logits_.size());
-    std::copy(logits_.begin(), logits_.end(), out.Data());
-    return out;
-  }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  int32_t id_;
-  std::vector<int32_t> tokens_;
-  bool all_logits_;
-  std::vector<float> logits_;
-};
-
-class EvaluateBatchWorker : public StatusWorker {
- public:
-  EvaluateBatchWorker(Napi::Env env, std::shared_ptr<Engine> engine,
-                      std::vector<Engine::BatchRequest> batch)
-      : StatusWorker(env), engine_(std::move(engine)), batch_(std::move(batch)) {}
-
- protected:
-  Status compute() override { return engine_->evaluate_batch(batch_, &logits_); }
-  Napi::Value result(Napi::Env env) override {
-    auto arr = Napi::Array::New(env, logits_.size());
-    for (size_t i = 0; i < logits_.size(); ++i) {
-      auto out = Napi::Float32Array::New(env, logits_[i].size());
-      std::copy(logits_[i].begin(), logits_[i].end(), out.Data());
-      arr.Set(static_cast<uint32_t>(i), out);
-    }
-    return arr;
-  }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  std::vector<Engine::BatchRequest> batch_;
-  std::vector<std::vector<float>> logits_;
-};
-
-class SampleWorker : public StatusWorker {
- public:
-  SampleWorker(Napi::Env env, std::shared_ptr<Engine> engine, int32_t id,
-               std::vector<int32_t> tokens, SamplingParams sampling, uint64_t step)
-      : StatusWorker(env), engine_(std::move(engine)), id_(id), tokens_(std::move(tokens)),
-        sampling_(sampling), step_(step) {}
-
- protected:
-  Status compute() override {
-    return engine_->evaluate_and_sample(id_, tokens_.data(), static_cast<int64_t>(tokens_.size()),
-                                        sampling_, step_, &token_);
-  }
-  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, token_); }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  int32_t id_;
-  std::vector<int32_t> tokens_;
-  SamplingParams sampling_;
-  uint64_t step_;
-  int32_t token_ = -1;
-};
-
-class StepWorker : public StatusWorker {
- public:
-  StepWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<Engine::StepRequest> requests)
-      : StatusWorker(env), engine_(std::move(engine)), requests_(std::move(requests)) {}
-
- protected:
-  Status compute() override { return engine_->step(requests_, &results_); }
-  Napi::Value result(Napi::Env env) override {
-    // Two parallel arrays: consumed[i] and token[i] (-1 when none was sampled).
-    auto consumed = Napi::Int32Array::New(env, results_.size());
-    auto token = Napi::Int32Array::New(env, results_.size());
-    auto snap_pos = Napi::Float64Array::New(env, results_.size());
-    auto snap_id = Napi::Int32Array::New(env, results_.size());
-    for (size_t i = 0; i < results_.size(); ++i) {
-      consumed[i] = static_cast<int32_t>(results_[i].consumed);
-      token[i] = results_[i].token;
-      snap_pos[i] = static_cast<double>(results_[i].snapshot_position);
-      snap_id[i] = results_[i].snapshot_id;
-    }
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("consumed", consumed);
-    out.Set("token", token);
-    out.Set("snapshotPosition", snap_pos);
-    out.Set("snapshotId", snap_id);
-    return out;
-  }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  std::vector<Engine::StepRequest> requests_;
-  std::vector<Engine::StepResult> results_;
-};
-
-class ExportWorker : public StatusWorker {
- public:
-  ExportWorker(Napi::Env env, std::shared_ptr<Engine> engine, int32_t id)
-      : StatusWorker(env), engine_(std::move(engine)), id_(id) {}
-
- protected:
-  Status compute() override { return engine_->export_snapshot(id_, &bytes_); }
-  Napi::Value result(Napi::Env env) override {
-    auto out = Napi::Uint8Array::New(env, bytes_.size());
-    std::copy(bytes_.begin(), bytes_.end(), out.Data());
-    return out;
-  }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  int32_t id_;
-  std::vector<uint8_t> bytes_;
-};
-
-class ImportWorker : public StatusWorker {
- public:
-  ImportWorker(Napi::Env env, std::shared_ptr<Engine> engine, std::vector<uint8_t> bytes,
-               std::vector<int32_t> tokens)
-      : StatusWorker(env), engine_(std::move(engine)), bytes_(std::move(bytes)), tokens_(std::move(tokens)) {}
-
- protected:
-  Status compute() override {
-    return engine_->import_snapshot(bytes_.data(), bytes_.size(), tokens_.data(),
-                                    static_cast<int64_t>(tokens_.size()), &id_);
-  }
-  Napi::Value result(Napi::Env env) override { return Napi::Number::New(env, id_); }
-
- private:
-  std::shared_ptr<Engine> engine_;
-  std::vector<uint8_t> bytes_;
-  std::vector<int32_t> tokens_;
-  int32_t id_ = -1;
-};
+template <typename TypedArray, typename T>
+TypedArray copy_to_js(Napi::Env env, const std::vector<T>& v) {
+  auto out = TypedArray::New(env, v.size());
+  std::copy(v.begin(), v.end(), out.Data());
+  return out;
+}
 
 std::vector<int32_t> tokens_arg(const Napi::Value& v) {
   auto arr = v.As<Napi::Int32Array>();
@@ -220,11 +73,6 @@ std::vector<int32_t> tokens_arg(const Napi::Value& v) {
 int64_t int_field(const Napi::Object& o, const char* key, int64_t fallback) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : fallback;
-}
-
-double num_field(const Napi::Object& o, const char* key, double fallback) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
 }
 
 }  // namespace
@@ -240,7 +88,6 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::SequenceBytes>("sequenceBytes"),
                          InstanceMethod<&JsEngine::Evaluate>("evaluate"),
                          InstanceMethod<&JsEngine::EvaluateBatch>("evaluateBatch"),
-                         InstanceMethod<&JsEngine::EvaluateAndSample>("evaluateAndSample"),
                          InstanceMethod<&JsEngine::Step>("step"),
                          InstanceMethod<&JsEngine::Snapshot>("snapshot"),
                          InstanceMethod<&JsEngine::Restore>("restore"),
@@ -347,11 +194,16 @@ Napi::Value JsEngine::SequenceBytes(const Napi::CallbackInfo& info) {
 
 Napi::Value JsEngine::Evaluate(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
-  auto* w = new EvaluateWorker(info.Env(), e, info[0].As<Napi::Number>().Int32Value(),
-                               tokens_arg(info[1]), info[2].ToBoolean().Value());
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  const int32_t id = info[0].As<Napi::Number>().Int32Value();
+  auto tokens = std::make_shared<std::vector<int32_t>>(tokens_arg(info[1]));
+  const bool all = info[2].ToBoolean().Value();
+  auto logits = std::make_shared<std::vector<float>>();
+  return TaskWorker::Queue(
+      info.Env(),
+      [e, id, tokens, all, logits] {
+        return e->evaluate(id, tokens->data(), static_cast<int64_t>(tokens->size()), all, logits.get());
+      },
+      [logits](Napi::Env env) { return copy_to_js<Napi::Float32Array>(env, *logits); });
 }
 
 Napi::Value JsEngine::EvaluateBatch(const Napi::CallbackInfo& info) {
@@ -364,27 +216,17 @@ Napi::Value JsEngine::EvaluateBatch(const Napi::CallbackInfo& info) {
                                          tokens_arg(it.Get("tokens")),
                                          it.Get("allLogits").ToBoolean().Value()});
   }
-  auto* w = new EvaluateBatchWorker(info.Env(), e, std::move(batch));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
-}
-
-Napi::Value JsEngine::EvaluateAndSample(const Napi::CallbackInfo& info) {
-  auto e = engine_or_throw(info.Env());
-  Napi::Object s = info[2].As<Napi::Object>();
-  SamplingParams sp;
-  sp.temperature = static_cast<float>(num_field(s, "temperature", 0.0));
-  sp.top_k = static_cast<int32_t>(int_field(s, "topK", 0));
-  sp.top_p = static_cast<float>(num_field(s, "topP", 1.0));
-  sp.min_p = static_cast<float>(num_field(s, "minP", 0.0));
-  sp.seed = static_cast<uint64_t>(num_field(s, "seed", 0.0));
-  auto* w = new SampleWorker(info.Env(), e, info[0].As<Napi::Number>().Int32Value(),
-                             tokens_arg(info[1]), sp,
-                             static_cast<uint64_t>(info[3].As<Napi::Number>().Int64Value()));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  auto shared = std::make_shared<std::vector<Engine::BatchRequest>>(std::move(batch));
+  auto logits = std::make_shared<std::vector<std::vector<float>>>();
+  return TaskWorker::Queue(
+      info.Env(), [e, shared, logits] { return e->evaluate_batch(*shared, logits.get()); },
+      [logits](Napi::Env env) -> Napi::Value {
+        auto arr = Napi::Array::New(env, logits->size());
+        for (size_t i = 0; i < logits->size(); ++i) {
+          arr.Set(static_cast<uint32_t>(i), copy_to_js<Napi::Float32Array>(env, (*logits)[i]));
+        }
+        return arr;
+      });
 }
 
 Napi::Value JsEngine::Step(const Napi::CallbackInfo& info) {
@@ -407,10 +249,31 @@ Napi::Value JsEngine::Step(const Napi::CallbackInfo& info) {
       }
     }
   }
-  auto* w = new StepWorker(info.Env(), e, std::move(requests));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  auto shared = std::make_shared<std::vector<Engine::StepRequest>>(std::move(requests));
+  auto results = std::make_shared<std::vector<Engine::StepResult>>();
+  return TaskWorker::Queue(
+      info.Env(), [e, shared, results] { return e->step(*shared, results.get()); },
+      [results](Napi::Env env) -> Napi::Value {
+        // Parallel arrays: consumed[i], token[i] (-1: none sampled), and the snapshot taken, if any.
+        const size_t n = results->size();
+        auto consumed = Napi::Int32Array::New(env, n);
+        auto token = Napi::Int32Array::New(env, n);
+        auto snap_pos = Napi::Float64Array::New(env, n);
+        auto snap_id = Napi::Int32Array::New(env, n);
+        for (size_t i = 0; i < n; ++i) {
+          const Engine::StepResult& r = (*results)[i];
+          consumed[i] = static_cast<int32_t>(r.consumed);
+          token[i] = r.token;
+          snap_pos[i] = static_cast<double>(r.snapshot_position);
+          snap_id[i] = r.snapshot_id;
+        }
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("consumed", consumed);
+        out.Set("token", token);
+        out.Set("snapshotPosition", snap_pos);
+        out.Set("snapshotId", snap_id);
+        return out;
+      });
 }
 
 Napi::Value JsEngine::Snapshot(const Napi::CallbackInfo& info) {
@@ -438,20 +301,26 @@ Napi::Value JsEngine::DropSnapshot(const Napi::CallbackInfo& info) {
 
 Napi::Value JsEngine::ExportSnapshot(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
-  auto* w = new ExportWorker(info.Env(), e, info[0].As<Napi::Number>().Int32Value());
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  const int32_t id = info[0].As<Napi::Number>().Int32Value();
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  return TaskWorker::Queue(
+      info.Env(), [e, id, bytes] { return e->export_snapshot(id, bytes.get()); },
+      [bytes](Napi::Env env) { return copy_to_js<Napi::Uint8Array>(env, *bytes); });
 }
 
 Napi::Value JsEngine::ImportSnapshot(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
-  auto bytes = info[0].As<Napi::Uint8Array>();
-  auto* w = new ImportWorker(info.Env(), e, std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength()),
-                             int32_vector(info[1]));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  auto js_bytes = info[0].As<Napi::Uint8Array>();
+  auto bytes = std::make_shared<std::vector<uint8_t>>(js_bytes.Data(), js_bytes.Data() + js_bytes.ByteLength());
+  auto tokens = std::make_shared<std::vector<int32_t>>(int32_vector(info[1]));
+  auto id = std::make_shared<int32_t>(-1);
+  return TaskWorker::Queue(
+      info.Env(),
+      [e, bytes, tokens, id] {
+        return e->import_snapshot(bytes->data(), bytes->size(), tokens->data(),
+                                  static_cast<int64_t>(tokens->size()), id.get());
+      },
+      [id](Napi::Env env) { return Napi::Number::New(env, *id); });
 }
 
 Napi::Value JsEngine::CacheStats(const Napi::CallbackInfo& info) {
@@ -486,10 +355,16 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   options.cache_bytes = int_field(o, "cacheBytes", 0);
   Napi::Value device = o.Get("device");
   if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
-  auto* w = new LoadWorker(env, std::move(path), options);
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
+  auto engine = std::make_shared<std::shared_ptr<Engine>>();
+  return TaskWorker::Queue(
+      env,
+      [path, options, engine] {
+        std::unique_ptr<Engine> e;
+        NEMO_RETURN_IF_ERROR(Engine::load(path, options, &e));
+        *engine = std::move(e);
+        return Status::Ok();
+      },
+      [engine](Napi::Env env) { return JsEngine::NewInstance(env, *engine); });
 }
 
 }  // namespace nemo::addon

@@ -24,7 +24,6 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value SequenceBytes(const Napi::CallbackInfo& info);
   Napi::Value Evaluate(const Napi::CallbackInfo& info);
   Napi::Value EvaluateBatch(const Napi::CallbackInfo& info);
-  Napi::Value EvaluateAndSample(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value Snapshot(const Napi::CallbackInfo& info);
   Napi::Value Restore(const Napi::CallbackInfo& info);

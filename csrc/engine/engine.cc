@@ -463,12 +463,5 @@ CacheStats Engine::cache_stats() const {
   return st;
 }
 
-Status Engine::evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,
-                                   const SamplingParams& sampling, uint64_t step, int32_t* token) {
-  std::vector<float> logits;
-  NEMO_RETURN_IF_ERROR(evaluate(id, tokens, n, false, &logits));
-  *token = sample_token(logits.data(), config_.vocab_size, sampling, nullptr, 0, 0, step);
-  return Status::Ok();
-}
 
 }  // namespace nemo

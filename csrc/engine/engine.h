@@ -112,10 +112,6 @@ class Engine {
   };
   Status step(const std::vector<StepRequest>& requests, std::vector<StepResult>* results);
 
-  // Appends the tokens, then samples the next token from the last position's logits. `step` is the
-  // sampler's counter (the index of the generated token in its request).
-  Status evaluate_and_sample(int32_t id, const int32_t* tokens, int64_t n,
-                             const SamplingParams& sampling, uint64_t step, int32_t* token);
 
  private:
   Engine() = default;

@@ -14,9 +14,9 @@
 // region is never rewritten while a queued kernel may still read it. A block table that is unchanged
 // since its last upload in this lap (every attention layer of a step reads the same one) is reused.
 //
-// Matmul precision: NEMOTRON_CUDA_MATMUL=bf16 (default: activations rounded to bf16) or bf16x2
-// (activations split into two bf16 terms: within float rounding of the CPU engine, twice the tensor
-// work of a prefill; decode costs the same). See kernels_cuda.h MatmulPrecision.
+// Matmul precision (LoadOptions.precision): 'exact' runs bf16x2 (activations split into two bf16
+// terms: within float rounding of the CPU engine, twice the tensor work of a prefill; decode costs the
+// same), 'fast' plain bf16 activations. See kernels_cuda.h MatmulPrecision.
 //
 // Errors. Ops cannot return a Status through the seam; the first CUDA error is kept and handed back by
 // take_error() (the forward pass returns it), and host transfers synchronise the stream, so failures of
@@ -192,7 +192,13 @@ class CudaBackend final : public Backend {
   }
 
   // ---- ops ---------------------------------------------------------------------------------------
-  void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T) override {
+  void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+              cpu::MatmulInput input) override {
+    // relu² is not fused into the CUDA product yet: it is applied in place to x, which for kRelu2 is
+    // always the workspace's MLP buffer, dead after this product.
+    if (input == cpu::MatmulInput::kRelu2) {
+      for (int64_t t = 0; t < T; ++t) record(cuda::relu2(const_cast<float*>(x) + t * ldx, w.cols, stream_));
+    }
     record(cuda::matmul(y, ldy, x, ldx, w, T, *scratch_, stream_, precision_));
   }
   void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
@@ -339,7 +345,7 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device, Status* status) {
+std::unique_ptr<Backend> make_cuda_backend(int device, cpu::MatmulPrecision matmul_precision, Status* status) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess || count == 0) {
@@ -368,16 +374,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device, Status* status) {
                          "; the CUDA backend needs 8.0 or newer (bf16 tensor cores)");
     return nullptr;
   }
-  cuda::MatmulPrecision precision = cuda::MatmulPrecision::kBf16;
-  if (const char* env = std::getenv("NEMOTRON_CUDA_MATMUL")) {
-    const std::string v = env;
-    if (v == "bf16x2") {
-      precision = cuda::MatmulPrecision::kBf16x2;
-    } else if (!v.empty() && v != "bf16") {
-      *status = Status(StatusCode::kInvalidArgument, "NEMOTRON_CUDA_MATMUL='" + v + "': expected bf16 or bf16x2");
-      return nullptr;
-    }
-  }
+  const cuda::MatmulPrecision precision = matmul_precision == cpu::MatmulPrecision::kExact
+                                               ? cuda::MatmulPrecision::kBf16x2
+                                               : cuda::MatmulPrecision::kBf16;
   auto be = std::make_unique<CudaBackend>(device, precision);
   Status st = be->init();
   if (!st.ok()) {

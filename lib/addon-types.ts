@@ -13,6 +13,8 @@ export interface NativeEngineOptions {
   cacheBytes: number;
   /** 'cpu' (default) or 'cuda' / 'cuda:N' (CUDA builds only). */
   device?: string;
+  /** Matmul activation precision (csrc/kernels/kernels.h MatmulPrecision); default 'exact'. */
+  precision?: 'exact' | 'fast';
 }
 
 export interface NativeConfig {

@@ -43,6 +43,14 @@ export interface LoadOptions {
   memoryLimit?: number;
   /** 'cpu' (default), 'cuda' (a typed error without a usable GPU and CUDA build), or 'auto' (the GPU when there is one). */
   device?: 'cpu' | 'cuda' | 'auto';
+  /**
+   * Matrix-product precision. 'exact' (default): activations stay f32 on CPU (log-probs within ~1e-5 of
+   * a float64 reference); on CUDA each activation is split into two bf16 terms. 'fast': activations are
+   * rounded to the weights' dot-product type where the hardware has one, as llama.cpp does (bf16 for
+   * BF16 weights on CPUs with AVX-512 BF16, 8-bit blocks for quantized weights; bf16 on CUDA): faster
+   * prompts and batches, log-probs within ~1e-2. Both are batch invariant.
+   */
+  precision?: 'exact' | 'fast';
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -62,6 +70,7 @@ export interface ModelInfo {
   /** Token ids that end generation (config, generation_config.json and the tokenizer's eos token). */
   eosTokenIds: number[];
   kvDtype: 'f16' | 'f32';
+  precision: 'exact' | 'fast';
   /** What this model needs at its context length and sequence count, planned before loading. */
   memory: MemoryPlan;
 }
@@ -132,7 +141,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -217,14 +226,14 @@ export class NemotronModel {
   private readonly closing = new AbortController();
   private closed = false;
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, kvDtype: 'f16' | 'f32', memory: MemoryPlan) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
     const ni = engine.info();
     const eosTokenIds = readEosIds(dir, ni, tokenizer);
     this.eos = new Set(eosTokenIds);
-    this.info = Object.freeze({ path: dir, ...ni, eosTokenIds, kvDtype, memory });
+    this.info = Object.freeze({ path: dir, ...ni, eosTokenIds, ...numerics, memory });
     this.cache = new PrefixCache(engine, cacheBytes);
     // A freed sequence can leave KV blocks held only by snapshots: re-check the cache budget then.
     this.scheduler = new Scheduler(engine, ni.maxSequences, () => this.cache.evict());
@@ -244,6 +253,9 @@ export class NemotronModel {
     const kvOption: unknown = options.kvDtype ?? 'f16';
     if (kvOption !== 'f16' && kvOption !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", kvOption);
     const kvDtype: 'f16' | 'f32' = kvOption;
+    const precisionOption: unknown = options.precision ?? 'exact';
+    if (precisionOption !== 'exact' && precisionOption !== 'fast') throw v.invalid('options.precision', "'exact' or 'fast'", precisionOption);
+    const precision: 'exact' | 'fast' = precisionOption;
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
@@ -282,6 +294,7 @@ export class NemotronModel {
         kvDtype,
         cacheBytes,
         device: backend.device,
+        precision,
       });
     } catch (err) {
       rethrow(err, stack);
@@ -295,7 +308,7 @@ export class NemotronModel {
         throw err;
       }
     }
-    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, kvDtype, plan);
+    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, { kvDtype, precision }, plan);
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */

@@ -145,9 +145,10 @@ struct Result {
 class Runner {
  public:
   Runner(const Model& m, const char* precision, int64_t prompt, int64_t max_seqs) : m_(m), prompt_(prompt) {
-    setenv("NEMOTRON_CUDA_MATMUL", precision, 1);
     Status st;
-    be_ = make_cuda_backend(0, &st);
+    be_ = make_cuda_backend(0,
+                            std::string(precision) == "bf16" ? cpu::MatmulPrecision::kFast : cpu::MatmulPrecision::kExact,
+                            &st);
     die(st, "make_cuda_backend");
     w_ = m.w;  // the device matrices are shared; small vectors get this backend's copies
     die(be_->prepare_weights(&w_), "prepare_weights");

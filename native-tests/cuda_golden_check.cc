@@ -5,7 +5,8 @@
 // yardstick. Prints one line per check and exits non-zero if any fails.
 //
 // Usage: nemotron_cuda_golden_check <repo root> [device, default "cuda"]
-// On CUDA both matmul precisions run (NEMOTRON_CUDA_MATMUL, cuda/kernels_cuda.h MatmulPrecision).
+// On CUDA both matmul precisions run (EngineOptions::matmul_precision: exact = bf16x2, fast = bf16;
+// cuda/kernels_cuda.h MatmulPrecision).
 //
 // Tolerances (max |Δ log-prob| over all positions and the whole vocabulary), from measurements of the
 // CPU engine (f32) made to round its matmul inputs the way the CUDA kernels do:
@@ -144,6 +145,7 @@ void check_model(const std::string& root, const std::string& name, const std::st
               device.c_str(), mode.empty() ? "" : (", matmul " + mode).c_str());
 
   EngineOptions opt;
+  opt.matmul_precision = mode == "bf16" ? nemo::cpu::MatmulPrecision::kFast : nemo::cpu::MatmulPrecision::kExact;
   opt.device = device;
   opt.kv_dtype = nemo::DType::F32;
   opt.n_threads = 2;
@@ -279,7 +281,6 @@ int main(int argc, char** argv) {
     for (const char* name : {"tiny-a", "tiny-long"}) check_model(root, name, device, "", kCpu);
   } else {
     for (const char* mode : {"bf16x2", "bf16"}) {
-      setenv("NEMOTRON_CUDA_MATMUL", mode, 1);  // read when the engine's backend is made
       for (const char* name : {"tiny-a", "tiny-long"}) check_model(root, name, device, mode, std::string(mode) == "bf16" ? kBf16 : kBf16x2);
     }
   }

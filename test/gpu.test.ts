@@ -8,7 +8,7 @@
 //    1e-4 (SSD scan, attention: chained exp() and long sums); conv states are copies: exact.
 // 2. Golden logits (test/fixtures/golden, float64 reference) on the device. Tolerances, measured on
 //    the CPU engine made to round its matmul inputs like the CUDA kernels (native-tests/
-//    cuda_golden_check.cc): NEMOTRON_CUDA_MATMUL=bf16x2 1.4e-4 -> 1e-3 (bugs move log-probs >= 0.08);
+//    cuda_golden_check.cc): precision 'exact' (bf16x2 products) 1.4e-4 -> 1e-3 (bugs move log-probs >= 0.08);
 //    default bf16 (activations rounded to bf16) 7e-2 -> 0.2, plus the same greedy tokens.
 // 3. Incremental use on the device: token-by-token decode, prefill in pieces and chunked prefill equal
 //    the whole prefill (5e-3 in bf16x2 mode), and a decode row batched with another sequence equals
@@ -266,14 +266,8 @@ const baseOptions: CudaEngineOptions = {
 };
 
 async function loadOnCuda(name: string, matmul: 'bf16' | 'bf16x2', options: Partial<CudaEngineOptions> = {}): Promise<NativeEngine> {
-  const saved = process.env.NEMOTRON_CUDA_MATMUL;
-  process.env.NEMOTRON_CUDA_MATMUL = matmul;  // read when the engine's backend is made
-  try {
-    return await cuda!.loadEngine(path.join(GOLDEN, name), { ...baseOptions, ...options });
-  } finally {
-    if (saved === undefined) delete process.env.NEMOTRON_CUDA_MATMUL;
-    else process.env.NEMOTRON_CUDA_MATMUL = saved;
-  }
+  // precision 'exact' runs the bf16x2 products, 'fast' plain bf16 activations (cuda/backend_cuda.cu).
+  return cuda!.loadEngine(path.join(GOLDEN, name), { ...baseOptions, precision: matmul === 'bf16' ? 'fast' : 'exact', ...options });
 }
 
 async function evalAll(e: NativeEngine, tokens: number[]): Promise<Float32Array> {

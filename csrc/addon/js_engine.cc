@@ -353,6 +353,10 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   Napi::Value kv = o.Get("kvDtype");
   options.kv_dtype = kv.IsString() && kv.As<Napi::String>().Utf8Value() == "f32" ? DType::F32 : DType::F16;
   options.cache_bytes = int_field(o, "cacheBytes", 0);
+  Napi::Value precision = o.Get("precision");
+  options.matmul_precision = precision.IsString() && precision.As<Napi::String>().Utf8Value() == "fast"
+                                 ? cpu::MatmulPrecision::kFast
+                                 : cpu::MatmulPrecision::kExact;
   Napi::Value device = o.Get("device");
   if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
   auto engine = std::make_shared<std::shared_ptr<Engine>>();

@@ -31,6 +31,8 @@ CpuFeatures detect() {
               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
               __builtin_cpu_supports("avx512dq");
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
+  f.avx512vnni = f.avx512f && __builtin_cpu_supports("avx512vnni");
+  f.avxvnni = f.avx2_fma && __builtin_cpu_supports("avxvnni");
 #endif
   return f;
 }

@@ -14,6 +14,8 @@ struct CpuFeatures {
   bool avx2_fma = false;    // AVX2 + FMA3 + F16C, with OS support for the YMM state
   bool avx512f = false;     // AVX-512 F + BW + VL + DQ, with OS support for the ZMM/opmask state
   bool avx512bf16 = false;  // AVX-512 BF16 (vdpbf16ps); implies avx512f here
+  bool avx512vnni = false;  // AVX-512 VNNI (vpdpbusd on zmm); implies avx512f here
+  bool avxvnni = false;     // AVX-VNNI (vpdpbusd on ymm, VEX encoded); implies avx2_fma here
 };
 
 // What the CPU supports, detected once (thread-safe). All false on non-x86 builds.

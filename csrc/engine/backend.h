@@ -36,8 +36,10 @@ class Backend {
   virtual void bytes_from_host(void* dst, const void* host_src, size_t bytes) = 0;
 
   // ---- ops (see kernels.h for shapes) --------------------------------------------------------------
+  // The activation precision is the backend's (chosen when it is made); `input` selects kRelu2 for
+  // the MLP's down projection.
   virtual void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
-                      int64_t T) = 0;
+                      int64_t T, cpu::MatmulInput input) = 0;
   virtual void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) = 0;
   virtual void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps) = 0;
   virtual void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz,
@@ -67,10 +69,13 @@ class Backend {
 };
 
 // n_threads <= 0 means one per hardware thread.
-std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+std::unique_ptr<Backend> make_cpu_backend(int n_threads,
+                                          cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact);
 
 // The CUDA backend (cuda/backend_cuda.cu), linked only into builds with NEMOTRON_CUDA defined.
 // nullptr with *status set when the device is missing or unsuitable (compute capability < 8.0).
-std::unique_ptr<Backend> make_cuda_backend(int device, Status* status);
+// kExact maps to bf16x2 tensor-core products (within float rounding of the f32 CPU engine), kFast to
+// plain bf16 activations.
+std::unique_ptr<Backend> make_cuda_backend(int device, cpu::MatmulPrecision precision, Status* status);
 
 }  // namespace nemo

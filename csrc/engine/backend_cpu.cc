@@ -13,7 +13,7 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  CpuBackend(int n_threads, cpu::MatmulPrecision precision) : pool_(n_threads), precision_(precision) {}
 
   const char* name() const override { return "cpu"; }
   int n_threads() const override { return pool_.size(); }
@@ -44,9 +44,9 @@ class CpuBackend final : public Backend {
   void bytes_to_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
   void bytes_from_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
 
-  void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
-              int64_t T) override {
-    cpu::matmul(y, ldy, x, ldx, w, T, pool_);
+  void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+              cpu::MatmulInput input) override {
+    cpu::matmul(y, ldy, x, ldx, w, T, pool_, precision_, input);
   }
   void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
     cpu::embedding(y, table, ids, T);
@@ -88,16 +88,17 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  cpu::MatmulPrecision precision_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, cpu::MatmulPrecision precision) {
   if (n_threads <= 0) {
     n_threads = static_cast<int>(std::thread::hardware_concurrency());
     if (n_threads <= 0) n_threads = 1;
   }
-  return std::make_unique<CpuBackend>(n_threads);
+  return std::make_unique<CpuBackend>(n_threads, precision);
 }
 
 }  // namespace nemo

@@ -23,7 +23,7 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
     return Status(StatusCode::kInvalidArgument, "maxBatchTokens must be at least 1");
   }
   if (options.device.empty() || options.device == "cpu") {
-    e->backend_ = make_cpu_backend(options.n_threads);
+    e->backend_ = make_cpu_backend(options.n_threads, options.matmul_precision);
   } else if (options.device == "cuda" || options.device.rfind("cuda:", 0) == 0) {
 #ifdef NEMOTRON_CUDA
     const std::string idx = options.device == "cuda" ? "0" : options.device.substr(5);
@@ -31,7 +31,7 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
       return Status(StatusCode::kInvalidArgument, "device '" + options.device + "': expected cuda:<index>");
     }
     Status st;
-    e->backend_ = make_cuda_backend(std::stoi(idx), &st);
+    e->backend_ = make_cuda_backend(std::stoi(idx), options.matmul_precision, &st);
     if (!e->backend_) return st;
 #else
     return Status(StatusCode::kInvalidArgument,

@@ -31,6 +31,7 @@ struct EngineOptions {
   DType kv_dtype = DType::F16;    // KV cache storage: F16 (default) or F32
   int64_t cache_bytes = 0;        // KV pool room for snapshots beyond the live sequences' needs
   std::string device = "cpu";     // "cpu", or "cuda" / "cuda:N" (builds with NEMOTRON_CUDA only)
+  cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::kExact;  // kernels.h
 };
 
 struct CacheStats {

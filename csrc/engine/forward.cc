@@ -53,7 +53,8 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t d_inner = cfg.d_inner(), conv_dim = cfg.conv_dim(), ld = c.ws.proj_ld;
   const int64_t GN = cfg.n_groups * cfg.ssm_state_size;
-  c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows);  // [R, in_proj_dim]
+  c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
+              cpu::MatmulInput::kPlain);
   const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
                           cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
                           static_cast<float>(cfg.time_step_limit_max), vec(w.A, w.A_dev),
@@ -81,7 +82,8 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
   c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, vec(w.norm_w, w.norm_w_dev), c.rows, d_inner,
                              d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows);
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
+              cpu::MatmulInput::kPlain);
 }
 
 // Grouped-query attention (§3.4): no position encoding; new K/V rows appended to each sequence.
@@ -91,9 +93,9 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
   float* q = c.ws.proj;            // [R, q_dim]   (row stride ld)
   float* k = c.ws.proj + q_dim;    // [R, kv_dim]
   float* v = k + kv_dim;           // [R, kv_dim]
-  c.be.matmul(q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows);
-  c.be.matmul(k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows);
-  c.be.matmul(v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows);
+  c.be.matmul(q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
+  c.be.matmul(k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
+  c.be.matmul(v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
@@ -102,16 +104,18 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
     c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kv, past, T,
                        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
   }
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows);
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
+              cpu::MatmulInput::kPlain);
 }
 
-// MLP (§3.3): down(relu(up(u))²), no gate.
+// MLP (§3.3): down(relu(up(u))²), no gate; relu² is applied by the down product as it reads.
 void mlp_block(Ctx& c, const MlpWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t inter = cfg.intermediate_size;
-  c.be.matmul(c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows);
-  c.be.relu2(c.ws.proj, c.rows * inter);
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows);
+  c.be.matmul(c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
+              cpu::MatmulInput::kPlain);
+  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
+              cpu::MatmulInput::kRelu2);
 }
 
 }  // namespace
@@ -162,7 +166,8 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
     const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
-    backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n);
+    backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
+                   cpu::MatmulInput::kPlain);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }
   return backend.take_error();

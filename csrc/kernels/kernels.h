@@ -14,14 +14,30 @@
 namespace nemo::cpu {
 
 // ---- dense ---------------------------------------------------------------------------------------
-// y[T, N] = x[T, Kin] · W[N, Kin]^T      (N = w.rows, Kin = w.cols); f32 accumulation.
+// What matmul does with the activations (a model-wide choice, LoadOptions.precision):
+//   kExact  x stays f32; the only rounding is f32 accumulation (the default; matches the float64
+//           reference to ~1e-5 in log-probs).
+//   kFast   x is rounded to the weights' dot-product type where the CPU has an instruction for it, as
+//           llama.cpp does: bf16 pairs (AVX-512 BF16) for BF16 weights, 8-bit blocks with an f32
+//           scale (VNNI / AVX2 integer dot products) for block-quantized weights. Other weight types
+//           and CPUs without those instructions compute as kExact.
+// Both modes are batch invariant (below); they differ from each other by the activation rounding.
+enum class MatmulPrecision { kExact = 0, kFast = 1 };
+
+// kRelu2: the product reads relu(x)² instead of x (the MLP's activation fused into the down
+// projection, saving a pass over the [T, intermediate] activations). x itself is not modified.
+enum class MatmulInput { kPlain = 0, kRelu2 = 1 };
+
+// y[T, N] = in(x)[T, Kin] · W[N, Kin]^T      (N = w.rows, Kin = w.cols); f32 accumulation.
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-            ThreadPool& pool);
+            ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
+            MatmulInput input = MatmulInput::kPlain);
 
 // matmul for block-quantized W (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
 // reading the blocks in place; matmul calls it for those dtypes. Batch invariant like matmul.
 void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                  ThreadPool& pool);
+                  ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
+                  MatmulInput input = MatmulInput::kPlain);
 
 // y[t, :] = table[ids[t], :]  converted to f32.  ids must be in range (checked by the caller).
 void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T);

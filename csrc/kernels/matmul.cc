@@ -676,9 +676,21 @@ void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixVi
 }  // namespace
 
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-            ThreadPool& pool) {
-  if (dtype_is_quantized(w.dtype)) return matmul_quant(y, ldy, x, ldx, w, T, pool);
+            ThreadPool& pool, MatmulPrecision precision, MatmulInput input) {
   const int64_t N = w.rows, K = w.cols;
+  if (input == MatmulInput::kRelu2 && T > 0 && K > 0) {
+    // Not fused into the packing yet: relu² into a scratch copy, then the plain product.
+    std::vector<float> act(static_cast<size_t>(T * K));
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = std::max(x[t * ldx + k], 0.0f);
+        act[static_cast<size_t>(t * K + k)] = v * v;
+      }
+    }
+    return matmul(y, ldy, act.data(), K, w, T, pool, precision, MatmulInput::kPlain);
+  }
+  if (dtype_is_quantized(w.dtype)) return matmul_quant(y, ldy, x, ldx, w, T, pool, precision);
+  (void)precision;  // no bf16 dot-product path yet: kFast computes as kExact
   if (T <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy, y + t * ldy + N, 0.0f);

@@ -684,7 +684,9 @@ const QKernels& simd_kernels(DType dt, KernelIsa isa) {
 }  // namespace
 
 void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                  ThreadPool& pool) {
+                  ThreadPool& pool, MatmulPrecision precision, MatmulInput input) {
+  if (input != MatmulInput::kPlain) return matmul(y, ldy, x, ldx, w, T, pool, precision, input);
+  (void)precision;  // no 8-bit activation path yet: kFast computes as kExact
   const int64_t N = w.rows, K = w.cols;
   if (T <= 0 || N <= 0) return;
   if (K <= 0) {

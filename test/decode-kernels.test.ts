@@ -1,0 +1,85 @@
+// The per-token kernels of the decode step (Mamba-2 state update, causal conv1d step) on every SIMD
+// path this CPU has plus the scalar one, against their float64 twins in test/reference/kernels.ts.
+// Inputs are rounded to f32 first, so the difference is the kernel's own f32 arithmetic.
+//
+// Tolerances (max |kernel - ref| / max |ref|): the state update sums N <= 130 products in f32 after one
+// exp (relative error ~ sqrt(N) * 6e-8 ~ 1e-6); conv1d_step sums K <= 4 taps and takes a polynomial exp
+// (relative error < 1.3e-7) inside SiLU. 2e-5 leaves room for both; a wrong lane, group or tap gives
+// errors of order 1.
+import { describe, expect, it } from 'vitest';
+
+import * as ref from './reference/kernels.js';
+import { makeRng } from './reference/random.js';
+import { maxRelErr, native } from './helpers.js';
+
+const k = native._kernels;
+const f32 = (a: Float64Array) => Float32Array.from(a);
+const f64 = (a: Float32Array) => Float64Array.from(a);
+const paths = (['scalar', 'avx2', 'avx512'] as const).filter((p) => k.setKernelPath(p) === p);
+k.setKernelPath('auto');
+
+function onPath<T>(path: string, body: () => T): T {
+  expect(k.setKernelPath(path)).toBe(path);
+  try {
+    return body();
+  } finally {
+    k.setKernelPath('auto');
+  }
+}
+
+function stepCase(seed: number, H: number, P: number, G: number, N: number, dtLimit?: [number, number]) {
+  const rng = makeRng(seed);
+  const r = (n: number, s = 1) => f64(f32(rng.normalArray(n, s)));
+  const p: ref.SsmParams = {
+    H, P, G, N,
+    A: f64(f32(Float64Array.from({ length: H }, () => -Math.exp(Math.log(1 + 15 * rng.uniform()))))),
+    D: r(H),
+    dtBias: f64(f32(Float64Array.from({ length: H }, () => Math.log(Math.expm1(0.001 * 100 ** rng.uniform()))))),
+    dtMin: dtLimit ? dtLimit[0] : 0,
+    dtMax: dtLimit ? dtLimit[1] : Infinity,
+  };
+  const nativeP = { ...p, A: f32(p.A), D: f32(p.D), dtBias: f32(p.dtBias) };
+  return { x: r(H * P), dt: r(H), B: r(G * N), C: r(G * N), s0: r(H * P * N, 0.5), p, native: nativeP };
+}
+
+describe('Mamba-2 state update (decode)', () => {
+  // H, P, G, N: N below, at and above the 16 lanes, with a tail (130); the bench model's and the 9B's heads.
+  const shapes = [[4, 8, 1, 8], [8, 16, 2, 16], [12, 10, 3, 32], [6, 64, 2, 130], [24, 64, 8, 128], [16, 64, 8, 128]] as const;
+  for (const path of paths) for (const [H, P, G, N] of shapes) {
+    it(`${path}: H=${H} P=${P} G=${G} N=${N} matches one step of the recurrence`, () => {
+      const c = stepCase(H * 1000 + N, H, P, G, N);
+      const got = onPath(path, () => k.ssmStateUpdate(f32(c.x), f32(c.dt), f32(c.B), f32(c.C), c.native, f32(c.s0)));
+      const want = ref.ssmRecurrent(c.x, c.dt, c.B, c.C, c.p, 1, c.s0);
+      expect(maxRelErr(got.y, want.y)).toBeLessThan(2e-5);
+      expect(maxRelErr(got.state, want.state)).toBeLessThan(2e-5);
+    });
+  }
+  for (const path of paths) {
+    it(`${path}: the dt clamp (time_step_limit) applies after softplus`, () => {
+      const c = stepCase(77, 8, 16, 2, 48, [0.01, 0.05]);
+      const got = onPath(path, () => k.ssmStateUpdate(f32(c.x), f32(c.dt), f32(c.B), f32(c.C), { ...c.native, dtMin: 0.01, dtMax: 0.05 }, f32(c.s0)));
+      const want = ref.ssmRecurrent(c.x, c.dt, c.B, c.C, c.p, 1, c.s0);
+      expect(maxRelErr(got.y, want.y)).toBeLessThan(2e-5);
+      const unclamped = ref.ssmRecurrent(c.x, c.dt, c.B, c.C, { ...c.p, dtMin: 0, dtMax: Infinity }, 1, c.s0);
+      expect(maxRelErr(unclamped.y, want.y)).toBeGreaterThan(1e-3); // the clamp matters for this case
+    });
+  }
+});
+
+describe('causal conv1d step (decode)', () => {
+  // C below, at and above the vector widths with tails; K = 1 (no state), 2, 3, 4.
+  const shapes = [[5, 4], [16, 4], [37, 3], [3072, 4], [100, 2], [9, 1]] as const;
+  for (const path of paths) for (const [C, K] of shapes) {
+    it(`${path}: C=${C} K=${K} equals the causal conv with T = 1 and shifts the window`, () => {
+      const rng = makeRng(C * 10 + K);
+      const x = f64(f32(rng.normalArray(C, 3)));
+      const w = f64(f32(rng.normalArray(C * K, 0.5)));
+      const b = f64(f32(rng.normalArray(C, 0.1)));
+      const s0 = f64(f32(rng.normalArray((K - 1) * C)));
+      const got = onPath(path, () => k.conv1dStep(f32(x), C, f32(w), K, f32(b), f32(s0)));
+      const want = ref.conv1dCausal(x, 1, C, w, K, b, s0);
+      expect(maxRelErr(got.y, want.y)).toBeLessThan(2e-5);
+      expect(maxRelErr(got.state, want.state)).toBe(0); // the window holds raw inputs
+    });
+  }
+});

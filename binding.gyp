@@ -14,6 +14,7 @@
         "csrc/core/cpu_features.cc",
         "csrc/core/dtype.cc",
         "csrc/core/json.cc",
+        "csrc/core/memory_bandwidth.cc",
         "csrc/core/thread_pool.cc",
         "csrc/engine/backend_cpu.cc",
         "csrc/engine/engine.cc",

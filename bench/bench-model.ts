@@ -1,4 +1,15 @@
-/** The benchmark model: ~118M parameters, the 9B's layer mix and proportions scaled down, bf16. Made once. */
+/**
+ * The benchmark models, random weights, made once under bench/models/ (speed does not depend on the
+ * weights' values):
+ *
+ *  - `bench-100m`: ~118M parameters, bf16 safetensors, 16 layers with the 9B's block mix, hidden 768.
+ *    Quick: the throughput, concurrency and chat-turn benches use it.
+ *  - `bench-330m-<type>`: ~330M parameters, the 9B's layer pattern halved (28 layers: 14 Mamba, 2
+ *    attention, 12 MLP) and its proportions scaled to hidden 1024 (Mamba 2x expansion, 64-wide heads,
+ *    8 groups, state 128; MLP 3.5x; 8 query / 2 KV heads of 128), vocabulary 49,152. Written as bf16
+ *    safetensors plus model.gguf of the given type (BF16 or Q8_0) from the same values. Issue #5's
+ *    table (bench/table.ts) runs on it, against llama.cpp on the same model.gguf.
+ */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -28,4 +39,36 @@ export async function ensureBenchModel(): Promise<string> {
     dtype: 'bf16',
   });
   return BENCH_MODEL_DIR;
+}
+
+export type BenchGgufType = 'BF16' | 'Q8_0';
+
+/** The 330M model's folder (bf16 safetensors + model.gguf of `type`), made on first use. */
+export async function ensureTableModel(type: BenchGgufType): Promise<{ dir: string; gguf: string }> {
+  const dir = path.resolve(import.meta.dirname, `models/bench-330m-${type.toLowerCase()}`);
+  const gguf = path.join(dir, 'model.gguf');
+  if (!existsSync(gguf)) {
+    console.log(`creating ${dir} ...`);
+    await makeTinyModel(dir, {
+      seed: 2027,
+      pattern: 'M-M-M-MM-M*-M-M-M*-M-M-MM-M-', // the 9B's 56-layer pattern halved
+      hiddenSize: 1024,
+      mambaNumHeads: 32,
+      mambaHeadDim: 64,
+      nGroups: 8,
+      ssmStateSize: 128,
+      convKernel: 4,
+      chunkSize: 128,
+      numAttentionHeads: 8,
+      numKeyValueHeads: 2,
+      headDim: 128,
+      intermediateSize: 3584,
+      vocabSize: 49152,
+      maxPositionEmbeddings: 16384,
+      dtype: 'bf16',
+      format: 'gguf',
+      ggufType: type,
+    });
+  }
+  return { dir, gguf };
 }

@@ -1,90 +1,138 @@
 /**
- * Issue #5's table in one run, on the same GGUF file for both engines (the 118M bench model, 2 threads):
- * prefill at 512 and 4,096-token prompts, decode at 128 and 8,192 tokens of context, aggregate decode of
- * 8 concurrent streams, each as ours / llama.cpp; plus our decode as a fraction of the bandwidth limit
- * (weight bytes per token over a copy bandwidth measured in the same run).
+ * Issue #5's table in one command: this library and llama.cpp (node-llama-cpp, CPU only, same thread
+ * count) on the same model.gguf of the 330M bench model (bench/bench-model.ts; made on first use, in
+ * BF16 and Q8_0), each measure as a ratio ours / theirs:
+ *   prefill tokens/s at 512- and 4,096-token prompts; decode tokens/s at 128 and 8,192 tokens of
+ *   context; aggregate decode tokens/s of 8 concurrent streams;
+ * plus our decode as a fraction of the memory-bandwidth limit (weight bytes read per token over the
+ * read bandwidth of the same threads, measured in the same run), decode at 8k over decode at 128, and
+ * 8 streams over 1. Ours runs with precision 'exact' (f32 activations, the default) and 'fast'
+ * (activations rounded to the weights' dot-product type, as llama.cpp does).
  *
- *   npm --prefix bench/peer ci && npm run bench:table [-- --type BF16 --threads 2]
+ *   npm --prefix bench/peer ci            # once: node-llama-cpp 3.21.1, apart from the library
+ *   npm run bench:table [-- --type BF16|Q8_0|all --precision exact|fast|both --threads 2]
  */
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { loadModel } from '../lib/index.js';
+import { loadModel, type LoadOptions } from '../lib/index.js';
+import { readGgufMetadata } from '../lib/gguf/reader.js';
+import { loadNative } from '../lib/native.js';
+import { ensureTableModel, type BenchGgufType } from './bench-model.js';
 
-const { values } = parseArgs({ options: { threads: { type: 'string', default: String(os.availableParallelism()) }, type: { type: 'string', default: 'BF16' } } });
+const { values } = parseArgs({
+  options: {
+    threads: { type: 'string', default: String(os.availableParallelism()) },
+    type: { type: 'string', default: 'all' },
+    precision: { type: 'string', default: 'both' },
+  },
+});
 const threads = Number(values.threads);
-const gguf = path.resolve(import.meta.dirname, `models/bench-100m-${values.type.toLowerCase()}/model.gguf`);
-if (!existsSync(gguf)) throw new Error(`run npm run bench:llama-cpp -- --type ${values.type} once to create ${gguf}`);
+const types: BenchGgufType[] = values.type === 'all' ? ['BF16', 'Q8_0'] : [values.type as BenchGgufType];
+const precisions: Array<'exact' | 'fast'> = values.precision === 'both' ? ['exact', 'fast'] : [values.precision as 'exact' | 'fast'];
 const ids = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => 21 + ((i * 7919 + salt * 104729) % 30000));
-const noEnd = { 12: -100, 2: -100 };
+const noEnd = { 12: -100, 2: -100 }; // random weights: keep every stream going for the full count
 
+interface Run { prefill: number; decode: number }
+type Engine = (prompt: number, decode: number, streams?: number) => Promise<Run>;
+
+function ours(gguf: string, precision: 'exact' | 'fast'): Engine {
+  return async (prompt, decode, streams = 1) => {
+    const options: LoadOptions = { threads, contextLength: 8192 + 256, maxSequences: 8, maxBatchTokens: 512, snapshotInterval: 0, precision };
+    const model = await loadModel(gguf, options);
+    try {
+      const results = await Promise.all(Array.from({ length: streams }, (_, s) => model.generate({ prompt: ids(prompt, s), maxTokens: decode, temperature: 0, logitBias: noEnd })));
+      return { prefill: results[0]!.timings.prefillTokensPerSecond, decode: results.reduce((a, r) => a + r.timings.decodeTokensPerSecond, 0) };
+    } finally {
+      await model.close();
+    }
+  };
+}
+
+// The few node-llama-cpp calls used here (it lives in bench/peer, outside the library's dependencies).
 interface PeerSequence { evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number> }
 interface PeerContext { getSequence(): PeerSequence; dispose(): Promise<void> }
 interface PeerModel { createContext(o: object): Promise<PeerContext>; dispose(): Promise<void> }
 interface PeerLlama { loadModel(o: { modelPath: string }): Promise<PeerModel> }
 
-async function oursRun(prompt: number, decode: number, streams = 1): Promise<{ prefill: number; decode: number }> {
-  const model = await loadModel(gguf, { threads, contextLength: 8192 + 256, maxSequences: 8, maxBatchTokens: 512, snapshotInterval: 0 });
-  const results = await Promise.all(Array.from({ length: streams }, (_, s) => model.generate({ prompt: ids(prompt, s), maxTokens: decode, temperature: 0, logitBias: noEnd })));
-  await model.close();
-  return { prefill: results[0]!.timings.prefillTokensPerSecond, decode: results.reduce((a, r) => a + r.timings.decodeTokensPerSecond, 0) };
-}
-
-const peer = path.resolve(import.meta.dirname, 'peer/node_modules/node-llama-cpp/dist/index.js');
-const { getLlama } = (await import(peer)) as { getLlama: (o: object) => Promise<PeerLlama> };
+const peerEntry = path.resolve(import.meta.dirname, 'peer/node_modules/node-llama-cpp/dist/index.js');
+if (!existsSync(peerEntry)) throw new Error('node-llama-cpp is not installed: run `npm --prefix bench/peer ci` first');
+const { getLlama } = (await import(peerEntry)) as { getLlama: (o: object) => Promise<PeerLlama> };
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-const peerModel = await llama.loadModel({ modelPath: gguf });
-async function theirsRun(prompt: number, decode: number, streams = 1): Promise<{ prefill: number; decode: number }> {
-  const ctx = await peerModel.createContext({ contextSize: (8192 + 256) * streams, threads, batchSize: 512, sequences: streams });
-  const one = async (s: number) => {
-    const seq = ctx.getSequence();
-    const t0 = performance.now();
-    let t1 = 0;
-    let n = 0;
-    for await (const _ of seq.evaluate(ids(prompt, s), { temperature: 0 })) {
-      if (n === 0) t1 = performance.now();
-      if (++n > decode) break;
+
+function theirs(peerModel: PeerModel): Engine {
+  return async (prompt, decode, streams = 1) => {
+    const ctx = await peerModel.createContext({ contextSize: (8192 + 256) * streams, threads, batchSize: 512, sequences: streams });
+    const one = async (s: number): Promise<Run> => {
+      const seq = ctx.getSequence();
+      const t0 = performance.now();
+      let t1 = 0;
+      let n = 0;
+      for await (const _ of seq.evaluate(ids(prompt, s), { temperature: 0 })) {
+        if (n === 0) t1 = performance.now();
+        if (++n > decode) break;
+      }
+      return { prefill: (prompt * 1000) / (t1 - t0), decode: ((n - 1) * 1000) / (performance.now() - t1) };
+    };
+    try {
+      const rs = await Promise.all(Array.from({ length: streams }, (_, s) => one(s)));
+      return { prefill: rs[0]!.prefill, decode: rs.reduce((a, r) => a + r.decode, 0) };
+    } finally {
+      await ctx.dispose();
     }
-    return { prefill: (prompt * 1000) / (t1 - t0), decode: ((n - 1) * 1000) / (performance.now() - t1) };
   };
-  const rs = await Promise.all(Array.from({ length: streams }, (_, s) => one(s)));
-  await ctx.dispose();
-  return { prefill: rs[0]!.prefill, decode: rs.reduce((a, r) => a + r.decode, 0) };
 }
 
-function copyBandwidth(): number {
-  const n = 256 * 1024 * 1024;
-  const a = Buffer.alloc(n, 1);
-  const b = Buffer.alloc(n);
-  let best = 0;
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    a.copy(b);
-    best = Math.max(best, (2 * n) / ((performance.now() - t0) / 1000));
+// Bytes of weights a decoded token reads: every tensor but the token-embedding table (one row of it).
+function weightBytesPerToken(gguf: string): number {
+  const meta = readGgufMetadata(gguf);
+  const end = statSync(gguf).size - meta.dataOffset;
+  const sorted = [...meta.tensors].sort((a, b) => Number(a.offset) - Number(b.offset));
+  let total = 0;
+  sorted.forEach((t, i) => {
+    const size = Number(i + 1 < sorted.length ? sorted[i + 1]!.offset : end) - Number(t.offset);
+    if (t.name !== 'token_embd.weight') total += size;
+  });
+  return total;
+}
+
+const MEASURES: Array<[string, (e: Engine) => Promise<number>]> = [
+  ['prefill tok/s, 512-token prompt', async (e) => (await e(512, 4)).prefill],
+  ['prefill tok/s, 4,096-token prompt', async (e) => (await e(4096, 4)).prefill],
+  ['decode tok/s at 128 tokens of context', async (e) => (await e(128, 128)).decode],
+  ['decode tok/s at 8,192 tokens of context', async (e) => (await e(8192, 64)).decode],
+  ['8 streams, aggregate decode tok/s', async (e) => (await e(128, 64, 8)).decode],
+];
+
+const bandwidth = loadNative()._measureReadBandwidth(512 * 1024 * 1024, threads) * 1e9;
+console.log(`${os.cpus()[0]?.model ?? ''}, ${threads} threads; read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (${threads} threads, best of 5 passes over 512 MiB)`);
+for (const type of types) {
+  const { gguf } = await ensureTableModel(type);
+  const bytes = weightBytesPerToken(gguf);
+  const peerModel = await llama.loadModel({ modelPath: gguf });
+  const engines: Array<[string, Engine]> = [...precisions.map((p): [string, Engine] => [`ours ${p}`, ours(gguf, p)]), ['llama.cpp', theirs(peerModel)]];
+  const table: number[][] = [];
+  for (const [, measure] of MEASURES) {
+    const row: number[] = [];
+    for (const [, engine] of engines) row.push(await measure(engine));
+    table.push(row);
   }
-  return best;
+  await peerModel.dispose();
+  const peer = engines.length - 1;
+  console.log(`\n### ${type} (${path.relative(process.cwd(), gguf)}, ${(bytes / 1e6).toFixed(0)} MB of weights read per token)\n`);
+  console.log(`| measure | ${engines.map(([n]) => n).join(' | ')} | ${precisions.map((p) => `ours ${p} / llama.cpp`).join(' | ')} |`);
+  console.log(`|---|${engines.map(() => '---:').join('|')}|${precisions.map(() => '---:').join('|')}|`);
+  MEASURES.forEach(([name], i) => {
+    const r = table[i]!;
+    console.log(`| ${name} | ${r.map((v) => v.toFixed(1)).join(' | ')} | ${precisions.map((_, j) => (r[j]! / r[peer]!).toFixed(2)).join(' | ')} |`);
+  });
+  console.log('');
+  engines.forEach(([name], j) => {
+    const d128 = table[2]![j]!;
+    const d8k = table[3]![j]!;
+    const s8 = table[4]![j]!;
+    console.log(`- ${name}: decode at 128 = ${((100 * d128 * bytes) / bandwidth).toFixed(0)} % of the bandwidth limit (${(bandwidth / bytes).toFixed(1)} tok/s); decode 8k / 128 = ${(d8k / d128).toFixed(2)}; 8 streams / 1 = ${(s8 / d128).toFixed(2)}`);
+  });
 }
-
-const rows: Array<[string, number, number]> = [];
-const p512 = [await oursRun(512, 4), await theirsRun(512, 4)];
-rows.push(['prefill tok/s, 512-token prompt', p512[0]!.prefill, p512[1]!.prefill]);
-const p4k = [await oursRun(4096, 4), await theirsRun(4096, 4)];
-rows.push(['prefill tok/s, 4,096-token prompt', p4k[0]!.prefill, p4k[1]!.prefill]);
-const d128 = [await oursRun(128, 128), await theirsRun(128, 128)];
-rows.push(['decode tok/s at 128 context', d128[0]!.decode, d128[1]!.decode]);
-const d8k = [await oursRun(8192, 64), await theirsRun(8192, 64)];
-rows.push(['decode tok/s at 8,192 context', d8k[0]!.decode, d8k[1]!.decode]);
-const s8 = [await oursRun(128, 64, 8), await theirsRun(128, 64, 8)];
-rows.push(['8 streams, aggregate decode tok/s', s8[0]!.decode, s8[1]!.decode]);
-await peerModel.dispose();
-
-const bw = copyBandwidth();
-const weightBytes = statSync(gguf).size - 32768 * 768 * (values.type === 'BF16' ? 2 : 34 / 32); // all but the embedding table
-console.log(`${values.type} weights, ${threads} threads, ${os.cpus()[0]?.model ?? ''}`);
-console.log(`${'measure'.padEnd(36)}${'ours'.padStart(10)}${'llama.cpp'.padStart(12)}${'ours/theirs'.padStart(13)}`);
-for (const [k, a, b] of rows) console.log(`${k.padEnd(36)}${a.toFixed(1).padStart(10)}${b.toFixed(1).padStart(12)}${(a / b).toFixed(2).padStart(13)}`);
-console.log(`decode at 8,192 / decode at 128 (ours): ${(d8k[0]!.decode / d128[0]!.decode).toFixed(2)}`);
-console.log(`8 streams / 1 stream (ours): ${(s8[0]!.decode / d128[0]!.decode).toFixed(2)}`);
-console.log(`copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s (read+write); ${(weightBytes / 1e6).toFixed(0)} MB of weights per token; decode at 128 = ${((100 * d128[0]!.decode * weightBytes) / bw).toFixed(0)} % of that limit`);

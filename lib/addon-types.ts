@@ -182,4 +182,6 @@ export interface NativeKernels {
 export interface NativeAddon {
   loadEngine(path: string, options: NativeEngineOptions): Promise<NativeEngine>;
   _kernels: NativeKernels;
+  /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
+  _measureReadBandwidth(bytes: number, threads: number): number;
 }

@@ -18,7 +18,7 @@ const f64 = (a: Float32Array) => Float64Array.from(a);
 const paths = (['scalar', 'avx2', 'avx512'] as const).filter((p) => k.setKernelPath(p) === p);
 k.setKernelPath('auto');
 
-function onPath<T>(path: string, body: () => T): T {
+function onPath<T>(path: (typeof paths)[number], body: () => T): T {
   expect(k.setKernelPath(path)).toBe(path);
   try {
     return body();

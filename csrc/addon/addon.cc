@@ -2,8 +2,12 @@
 // lib/addon-types.ts is the typed description of everything exported here.
 #include <napi.h>
 
+#include <algorithm>
+
 #include "addon/addon_data.h"
 #include "addon/js_engine.h"
+#include "core/memory_bandwidth.h"
+#include "core/thread_pool.h"
 
 namespace nemo::addon {
 
@@ -12,12 +16,22 @@ Napi::Object DebugKernels(Napi::Env env);
 void AddCudaExports(Napi::Env env, Napi::Object exports);  // cuda/addon_cuda.cc (CUDA addon only)
 #endif
 
+// _measureReadBandwidth(bytes, threads): GB/s of memory reads on `threads` threads (benchmarks state
+// decode as a fraction of it). Blocks the calling thread for about a second: not for request paths.
+Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
+  const double bytes = info[0].As<Napi::Number>().DoubleValue();
+  const int threads = std::max(1, info[1].As<Napi::Number>().Int32Value());
+  ThreadPool pool(threads);
+  return Napi::Number::New(info.Env(), measure_read_bandwidth(static_cast<size_t>(bytes), 5, pool));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->engine_ctor = Napi::Persistent(JsEngine::Init(env));
   env.SetInstanceData<AddonData>(data);  // freed with the environment
   exports.Set("loadEngine", Napi::Function::New<LoadEngine>(env));
   exports.Set("_kernels", DebugKernels(env));
+  exports.Set("_measureReadBandwidth", Napi::Function::New<MeasureReadBandwidth>(env));
 #ifdef NEMOTRON_CUDA
   AddCudaExports(env, exports);
 #endif

@@ -114,8 +114,10 @@ async function loadWithProgress(dir: string, options: LoadOptions): Promise<Nemo
 }
 
 /** LoadOptions from the common flags, leaving out what was not given. */
-function loadOptions(opts: { threads?: number; context?: number }): LoadOptions {
-  return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }) };
+function loadOptions(opts: { threads?: number; context?: number; precision?: string }): LoadOptions {
+  const precision = opts.precision ?? 'exact';
+  if (precision !== 'exact' && precision !== 'fast') throw new CliArgumentError(`--precision must be exact or fast, got "${precision}"`);
+  return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }), precision };
 }
 
 /** config.json of a checkpoint folder (or the file itself), read as the planner reads it: HF writes bare Infinity/NaN. */
@@ -158,7 +160,8 @@ program
   .option('--top-p <p>', 'nucleus mass (1 = off)', num('--top-p'), 1)
   .option('--seed <n>', 'random seed', int('--seed'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
-  .action(async (prompt: string, opts: { model?: string; maxTokens: number; temperature: number; topK: number; topP: number; seed?: number; threads?: number }) => {
+  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
+  .action(async (prompt: string, opts: { model?: string; maxTokens: number; temperature: number; topK: number; topP: number; seed?: number; threads?: number; precision?: string }) => {
     const model = await loadWithProgress(await modelPathOrDefault(opts.model), loadOptions(opts));
     try {
       for await (const ev of model.stream({ prompt, maxTokens: opts.maxTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, ...(opts.seed === undefined ? {} : { seed: opts.seed }) })) {
@@ -196,8 +199,9 @@ program
   .option('--seed <n>', 'random seed', int('--seed'))
   .option('-c, --context <n>', "context length in tokens (default: the model's, up to 8192)", int('--context'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
   .addHelpText('after', `\n${CHAT_HELP}`)
-  .action(async (opts: { model?: string; system?: string; think: boolean; thinkingBudget?: number; maxTokens?: number; temperature?: number; seed?: number; context?: number; threads?: number }) => {
+  .action(async (opts: { model?: string; system?: string; think: boolean; thinkingBudget?: number; maxTokens?: number; temperature?: number; seed?: number; context?: number; threads?: number; precision?: string }) => {
     const dir = await modelPathOrDefault(opts.model);
     const model = await loadWithProgress(dir, loadOptions(opts));
     const out = process.stdout;
@@ -355,8 +359,9 @@ program
   .option('--runs <n>', 'runs; the best of each is reported', int('--runs'), 3)
   .option('--batch-tokens <n>', 'prompt tokens per forward pass (prefill chunk)', int('--batch-tokens'), 256)
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
   .addHelpText('after', '\nPrompts are synthetic token ids and end tokens are banned, so every run decodes exactly --decode tokens.\nFor decode set against this machine\'s memory bandwidth on a ~100M-parameter model, run `npm run bench` in a clone of the repository.\n')
-  .action(async (opts: { model?: string; prompt: number; decode: number; runs: number; batchTokens: number; threads?: number }) => {
+  .action(async (opts: { model?: string; prompt: number; decode: number; runs: number; batchTokens: number; threads?: number; precision?: string }) => {
     for (const [flag, n] of [['--prompt', opts.prompt], ['--decode', opts.decode], ['--runs', opts.runs], ['--batch-tokens', opts.batchTokens]] as const) {
       if (n < 1) throw new CliArgumentError(`${flag} must be at least 1, got ${n}`);
     }
@@ -416,16 +421,17 @@ program
   .option('--host <host>', 'interface to listen on (0.0.0.0: all)', '127.0.0.1')
   .option('--max-concurrent <n>', 'requests in flight before 429 (default: 4 x the model\'s sequences)', int('--max-concurrent'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
+  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
   .option('--model-name <name>', 'the model id clients see (default: the checkpoint folder name)')
   .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
-  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; modelName?: string; apiKey?: string }) => {
+  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string }) => {
     const { createServer } = await import('./server/index.js'); // loaded here so other commands do not load the HTTP stack
     let modelPath = opts.model;
     if (!modelPath) {
       modelPath = await defaultModelPath();
       process.stderr.write(`Using the built-in tiny model at ${modelPath}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
     }
-    const model = await loadModel(modelPath, opts.threads === undefined ? {} : { threads: opts.threads });
+    const model = await loadModel(modelPath, loadOptions(opts));
     const apiKey = opts.apiKey ?? (process.env.NEMOTRON_API_KEY || undefined);
     const server = await createServer(model, {
       ...(opts.modelName === undefined ? {} : { modelName: opts.modelName }),

@@ -207,6 +207,18 @@ describe('loading a broken checkpoint', () => {
     await expect(loadModel(good, { contextLength: 1.5 })).rejects.toBeInstanceOf(InvalidArgumentError);
     await expect(loadModel(good, { bogus: 1 } as never)).rejects.toMatchObject({ message: expect.stringMatching(/unknown option "bogus"/) });
     await expect(loadModel('' as string)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    await expect(loadModel(good, { precision: 'bf16' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT', message: expect.stringMatching(/options\.precision must be 'exact' or 'fast'/) });
+  });
+
+  it('the precision option reaches the model and is reported', async () => {
+    for (const precision of ['exact', 'fast'] as const) {
+      const m = await loadModel(good, { threads: 1, precision });
+      expect(m.info.precision).toBe(precision);
+      await m.close();
+    }
+    const d = await loadModel(good, { threads: 1 });
+    expect(d.info.precision).toBe('exact'); // the default
+    await d.close();
   });
 });
 

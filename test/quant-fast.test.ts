@@ -319,10 +319,11 @@ describe("whole model, precision 'fast'", () => {
   afterAll(() => tmp.cleanup());
   const dims = { hiddenSize: 256, mambaNumHeads: 8, mambaHeadDim: 32, headDim: 64, intermediateSize: 512, chunkSize: 128, dtype: 'f32' as const, seed: 5 };
   const tokens = Array.from({ length: 60 }, (_, i) => (i * 37 + 5) % 300);
-  // Measured max |Δ log-prob| fast vs exact (60 positions x 512 tokens): see the log line; the bound
-  // is about 3x the measurement, far below the quantization error of the weights themselves
-  // (test/gguf.test.ts: Q8_0 0.047, Q4_K 0.56 vs f32).
-  const TOL_LOGPROB: Record<'Q8_0' | 'Q4_K', number> = { Q8_0: 0.03, Q4_K: 0.03 };
+  // max |Δ log-prob| fast vs exact over 60 positions x 512 tokens, measured on this seeded model:
+  // Q8_0 0.039, Q4_K 0.060 (x in 256-value blocks: a coarser step than Q8_0's 32). Rounding x to 8 bits
+  // per block costs about as much as rounding the weights to Q8_0 (0.047 vs f32 in test/gguf.test.ts)
+  // and far less than Q4_K's weights (0.56). Bounds: 2x the measurement.
+  const TOL_LOGPROB: Record<'Q8_0' | 'Q4_K', number> = { Q8_0: 0.08, Q4_K: 0.12 };
 
   for (const type of ['Q8_0', 'Q4_K'] as const) {
     it(`${type}: 'fast' log-probs close to 'exact'; greedy tokens alone = batched`, async () => {

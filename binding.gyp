@@ -26,6 +26,7 @@
         "csrc/kernels/elementwise.cc",
         "csrc/kernels/matmul.cc",
         "csrc/kernels/matmul_quant.cc",
+        "csrc/kernels/matmul_quant_fast.cc",
         "csrc/kernels/rmsnorm.cc",
         "csrc/kernels/ssd_scan.cc",
         "csrc/kernels/ssm_state_update.cc",

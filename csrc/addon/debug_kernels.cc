@@ -10,12 +10,18 @@
 #include "core/dtype.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_quant_fast.h"
 
 namespace nemo::addon {
 namespace {
 
 ThreadPool& pool() {
   static ThreadPool p(2);  // two workers: enough to exercise the parallel splits
+  return p;
+}
+
+ThreadPool& pool1() {
+  static ThreadPool p(1);
   return p;
 }
 
@@ -39,7 +45,8 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
   return o;
 }
 
-// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N)
+// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N,
+//        precision = 'exact' | 'fast', input = 'plain' | 'relu2', threads = 2 | 1)
 // dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
 // 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
@@ -77,8 +84,21 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     w.dtype = dtype == "BF16" ? DType::BF16 : DType::F16;
     w.data = info[3].As<Napi::Uint16Array>().Data();
   }
+  auto opt = [&](size_t i) {
+    return info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string();
+  };
+  const cpu::MatmulPrecision precision =
+      opt(6) == "fast" ? cpu::MatmulPrecision::kFast : cpu::MatmulPrecision::kExact;
+  const cpu::MatmulInput input = opt(7) == "relu2" ? cpu::MatmulInput::kRelu2 : cpu::MatmulInput::kPlain;
+  const bool one_thread = info.Length() > 8 && info[8].IsNumber() && i64(info[8]) == 1;
   std::vector<float> y(static_cast<size_t>(T * N));
-  cpu::matmul(y.data(), N, x.data(), K, w, T, pool());
+  // Quantized weights go to matmul_quant directly (cpu::matmul's own kRelu2 handling is not ours).
+  ThreadPool& p = one_thread ? pool1() : pool();
+  if (quant) {
+    cpu::matmul_quant(y.data(), N, x.data(), K, w, T, p, precision, input);
+  } else {
+    cpu::matmul(y.data(), N, x.data(), K, w, T, p, precision, input);
+  }
   return out(env, y);
 }
 
@@ -294,6 +314,13 @@ Napi::Value KernelPath(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), active_kernel_path());
 }
 
+// quantDotPath(allowVnni?: boolean) -> the integer dot product kFast uses now ('vnni512' | 'avxvnni' |
+// 'avx2' | 'scalar'); a boolean first allows or forbids the VNNI instructions.
+Napi::Value QuantDotPath(const Napi::CallbackInfo& info) {
+  if (info.Length() > 0 && info[0].IsBoolean()) cpu::quant_allow_vnni(info[0].As<Napi::Boolean>().Value());
+  return Napi::String::New(info.Env(), cpu::quant_dot_path());
+}
+
 }  // namespace
 
 Napi::Object DebugKernels(Napi::Env env) {
@@ -310,6 +337,7 @@ Napi::Object DebugKernels(Napi::Env env) {
   k.Set("sample", Napi::Function::New<Sample>(env));
   k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
   k.Set("kernelPath", Napi::Function::New<KernelPath>(env));
+  k.Set("quantDotPath", Napi::Function::New<QuantDotPath>(env));
   return k;
 }
 

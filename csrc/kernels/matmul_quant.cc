@@ -1,7 +1,9 @@
 // matmul_quant: y[T, N] = x[T, K] · W[N, K]^T for block-quantized W (GGUF Q8_0, Q4_0, Q4_K, Q5_K, Q6_K;
 // the layouts are described in core/dtype.cc), read in place: no dequantized copy of W is ever made.
 //
-// Activations stay f32 (x is never quantized). Each weight is dequantized to exactly the f32 value of
+// This file is MatmulPrecision::kExact (kFast, with 8-bit activations: matmul_quant_fast.cc).
+// Activations stay f32 (x is never quantized; kRelu2 applies relu(x)² to one L2-sized x tile at a
+// time in a scratch buffer, in f32 as cpu::relu2). Each weight is dequantized to exactly the f32 value of
 // convert_to_f32 / ggml's dequantize_row_* (see dtype.cc: at most one rounding per value) and enters
 // an f32 multiply-add with x, so the only difference from the float64 product of x with the
 // dequantized W is the f32 accumulation.
@@ -46,6 +48,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_quant_fast.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -189,21 +192,6 @@ constexpr int64_t kBB = DT == DType::Q8_0   ? 34
                         : DT == DType::Q5_K ? 176
                                             : 210;
 constexpr int64_t kPrefetch = 1024;
-
-// The 12 packed bytes of Q4_K / Q5_K scales and mins (b + 4) as 16 bytes: sub-block scales sc_0..sc_7,
-// then mins m_0..m_7. Bytes 0-3 hold sc_0..3 in their low 6 bits and bits 4-5 of sc_4..7 in their top
-// 2 bits; bytes 4-7 the same for the mins; bytes 8-11 the low 4 bits of sc_4..7 (low nibbles) and of
-// m_4..7 (high nibbles). Worked on as three little-endian 32-bit words, a byte per sub-block.
-inline void k4_unpack(const uint8_t* b, uint32_t out[4]) {
-  uint32_t a, m, c;
-  std::memcpy(&a, b + 4, 4);
-  std::memcpy(&m, b + 8, 4);
-  std::memcpy(&c, b + 12, 4);
-  out[0] = a & 0x3f3f3f3fu;
-  out[1] = (c & 0x0f0f0f0fu) | ((a >> 2) & 0x30303030u);
-  out[2] = m & 0x3f3f3f3fu;
-  out[3] = ((c >> 4) & 0x0f0f0f0fu) | ((m >> 2) & 0x30303030u);
-}
 
 // ---- AVX2 + FMA + F16C ----------------------------------------------------------------------------------
 
@@ -681,18 +669,9 @@ const QKernels& simd_kernels(DType dt, KernelIsa isa) {
 
 #endif  // __x86_64__
 
-}  // namespace
-
-void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                  ThreadPool& pool, MatmulPrecision precision, MatmulInput input) {
-  if (input != MatmulInput::kPlain) return matmul(y, ldy, x, ldx, w, T, pool, precision, input);
-  (void)precision;  // no 8-bit activation path yet: kFast computes as kExact
-  const int64_t N = w.rows, K = w.cols;
-  if (T <= 0 || N <= 0) return;
-  if (K <= 0) {
-    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy, y + t * ldy + N, 0.0f);
-    return;
-  }
+// kExact: f32 x as given.
+void matmul_quant_exact(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                        int64_t T, ThreadPool& pool) {
 #if defined(__x86_64__)
   const KernelIsa isa = kernel_isa();
   if (isa != KernelIsa::kScalar) {
@@ -701,6 +680,41 @@ void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const Matr
   }
 #endif
   matmul_quant_scalar(y, ldy, x, ldx, w, T, pool);
+}
+
+}  // namespace
+
+void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                  ThreadPool& pool, MatmulPrecision precision, MatmulInput input) {
+  const int64_t N = w.rows, K = w.cols;
+  if (T <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t t = 0; t < T; ++t) std::fill(y + t * ldy, y + t * ldy + N, 0.0f);
+    return;
+  }
+  // 8-bit activations (matmul_quant_fast.cc); types without that path compute as kExact.
+  if (precision == MatmulPrecision::kFast && matmul_quant_fast(y, ldy, x, ldx, w, T, pool, input)) return;
+  if (input == MatmulInput::kRelu2) {
+    // relu(x)² one x tile at a time (an L2-sized scratch, not a [T, K] copy); the product is batch
+    // invariant, so cutting T into tiles changes no bit.
+    const int64_t TB = std::max<int64_t>(1, (int64_t{512} << 10) / (K * 4));
+    thread_local std::vector<float> act;
+    act.resize(static_cast<size_t>(std::min(T, TB) * K));
+    for (int64_t t0 = 0; t0 < T; t0 += TB) {
+      const int64_t tn = std::min(TB, T - t0);
+      for (int64_t t = 0; t < tn; ++t) {
+        const float* xr = x + (t0 + t) * ldx;
+        float* ar = act.data() + t * K;
+        for (int64_t k = 0; k < K; ++k) {
+          const float v = std::max(xr[k], 0.0f);
+          ar[k] = v * v;
+        }
+      }
+      matmul_quant_exact(y + t0 * ldy, ldy, act.data(), K, w, tn, pool);
+    }
+    return;
+  }
+  matmul_quant_exact(y, ldy, x, ldx, w, T, pool);
 }
 
 }  // namespace nemo::cpu

@@ -1,9 +1,10 @@
 // Standalone self-test and decode benchmark for cpu::matmul_quant (block-quantized weights).
 // Not part of the addon build. Build and run (one line):
 //   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_quant_selftest.cc
-//       csrc/kernels/matmul_quant.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
+//       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
-// Options: --quick (skip the benchmark), --bench (only the benchmark), --only NAME (benchmark only the
+// Options: --quick (skip the benchmark), --bench (only the benchmark), --fast (only the precision
+// benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 GFLOP/s and T = 1 GB/s, 1 and 2 threads), --only NAME (benchmark only the
 // type or path NAME, e.g. Q4_K or avx2; repeatable). Exit status 0 when every check passes.
 //
 // Checks (every available path, every quantized type): each SIMD path against the float64 product
@@ -240,6 +241,39 @@ void bench() {
   }
 }
 
+void bench_precision() {
+  const int64_t N = 4096, K = 4096, TP = 512;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(TP * K)), y(static_cast<size_t>(TP * N));
+  for (auto& v : x) v = dist(rng);
+  std::printf("exact vs fast (4096 x 4096, best path %s):\n", active_kernel_path());
+  for (DType dt : {DType::Q8_0, DType::Q4_K}) {
+    const size_t bytes = dtype_row_bytes(dt, K) * N;
+    const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
+    std::vector<std::vector<uint8_t>> mats;
+    for (int c = 0; c < copies; ++c) mats.push_back(random_blocks(dt, N, K, rng));
+    for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        int it = 0;
+        auto dec = [&] {
+          cpu::matmul_quant(y.data(), N, x.data(), K, view(mats[it++ % copies].data(), dt, N, K), 1, pool, prec);
+        };
+        dec();
+        const double td = best_time(30, dec);
+        const MatrixView w = view(mats[0].data(), dt, N, K);
+        auto pre = [&] { cpu::matmul_quant(y.data(), N, x.data(), K, w, TP, pool, prec); };
+        pre();
+        const double tp = best_time(3, pre);
+        std::printf("  %-4s %-5s %d thread%s  decode %6.1f GB/s (%.2f ms)  prefill T=512 %6.1f GFLOP/s (%.1f ms)\n",
+                    dtype_name(dt), prec == cpu::MatmulPrecision::kFast ? "fast" : "exact", threads,
+                    threads > 1 ? "s" : " ", bytes / td / 1e9, td * 1e3, 2.0 * TP * N * K / tp / 1e9, tp * 1e3);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -247,6 +281,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--bench") == 0) bench_only = true;
+    if (std::strcmp(argv[i], "--fast") == 0) {
+      bench_precision();
+      return 0;
+    }
     if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) g_only.push_back(argv[++i]);
   }
   const auto t0 = Clock::now();

@@ -1,0 +1,607 @@
+// matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
+// Q4_0, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+//
+// Activation format (made once per call and x tile, shared by every path, plain C++):
+//   Each x row (relu(x)² first for kRelu2, in f32) is cut into blocks of the weight's block size (32
+//   for Q8_0 / Q4_0, 256 for the K-quants). Per block: amax = max |x|, d = amax / 127,
+//   q = round-to-nearest-even(x * (127 / amax)) in [-127, 127] (all f32 operations; amax = 0 gives
+//   q = 0, d = 0). The K-quants also keep v = d * (sum of q) per 16 values, for the terms that do not
+//   depend on the individual codes (Q4_K / Q5_K mins, Q6_K's code offset 32).
+//   This is the semantics of llama.cpp's q8_0 / q8_K (their rounding details differ).
+//
+// Products, per block of one (token, W row): the weight codes are used unsigned (Q8_0 as w + 128 on
+// VNNI, |w| with x's sign flipped on AVX2; Q4_0 as the nibble, its offset 8 removed through the x sum;
+// K-quants as the 4/5/6-bit code, times the sub-block scale):
+//   Q8_0, Q4_0   y += (dw * dx) * I,             I = sum of w * q over the block
+//   K-quants     y += (d * dx) * I - sum u * v,  I = sum over sub-blocks of scale * sum of code * q,
+//                u = dmin * m (Q4_K, Q5_K) or 32 * d * scale (Q6_K) per 16 values.
+// Every integer sum is exact (int32, no saturation: the unsigned operand is at most 128 where maddubs
+// pairs products) and identical on every path, as is every per-lane partial sum of 4 products.
+// What differs between paths is only the f32 part: vector width (16, 8 or 1 lanes), hence which
+// partial sums are converted and scaled together, and the horizontal sum. So paths agree to f32
+// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. The f32 conversion of a
+// lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
+// 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
+//
+// Batch invariance (as kExact): x rows are quantized independently; each (token, W row) has one f32
+// accumulator fed block by block in a fixed order that does not depend on T, the tile shape or the
+// thread count.
+//
+// Paths: vnni512 (vpdpbusd / vpdpwssd on zmm, AVX-512 VNNI), avxvnni (the same on ymm), avx2 (maddubs +
+// madd on ymm), scalar. The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
+// L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc.
+#include "kernels/matmul_quant_fast.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "core/cpu_features.h"
+#include "core/dtype.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace nemo::cpu {
+namespace {
+
+std::atomic<bool> g_allow_vnni{true};
+
+enum class Dot { kScalar, kAvx2, kAvxVnni, kVnni512 };
+
+Dot dot_path() {
+  const KernelIsa isa = kernel_isa();
+  if (isa == KernelIsa::kScalar) return Dot::kScalar;
+  const CpuFeatures& f = cpu_features();
+  const bool vnni = g_allow_vnni.load(std::memory_order_relaxed);
+  if (isa == KernelIsa::kAvx512 && f.avx512vnni && vnni) return Dot::kVnni512;
+  return f.avxvnni && vnni ? Dot::kAvxVnni : Dot::kAvx2;
+}
+
+template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;
+template <DType DT>
+constexpr int64_t kBB = DT == DType::Q8_0   ? 34
+                        : DT == DType::Q4_0 ? 18
+                        : DT == DType::Q4_K ? 144
+                        : DT == DType::Q5_K ? 176
+                                            : 210;
+constexpr int64_t kPrefetch = 1024;
+
+// One quantized x row.
+struct XQ {
+  const int8_t* q;  // K codes, zero-padded to a multiple of 64
+  const float* d;   // one scale per block, zero-padded to an even count
+  const float* v;   // K-quants: d * (sum of q) per 16 values
+};
+
+// The layout of a tile of quantized rows.
+struct XLayout {
+  int64_t be, qb, db, vb;  // block size; per-row bytes of q, floats of d, floats of v
+  explicit XLayout(int64_t K, int64_t block)
+      : be(block), qb((K + 63) / 64 * 64), db((K / block + 1) / 2 * 2), vb(block == 256 ? K / 16 : 0) {}
+};
+
+// Quantizes one row (see the top of the file). q, d, v: this row's slices, padding included.
+void quantize_row(const float* x, int64_t K, const XLayout& L, bool relu2, int8_t* q, float* d, float* v) {
+  float buf[256];
+  const int64_t be = L.be;
+  for (int64_t b = 0; b < K / be; ++b) {
+    float amax = 0.0f;
+    for (int64_t k = 0; k < be; ++k) {
+      float a = x[b * be + k];
+      if (relu2) {
+        a = std::max(a, 0.0f);
+        a = a * a;
+      }
+      buf[k] = a;
+      amax = std::max(amax, a < 0 ? -a : a);
+    }
+    d[b] = amax / 127.0f;
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int8_t* qb = q + b * be;
+    for (int64_t k = 0; k < be; ++k) {
+      // Round to nearest even by the 1.5 * 2^23 trick (|r| <= 127 here; NaN, inf: 0).
+      float r = buf[k] * id;
+      r = (r + 12582912.0f) - 12582912.0f;
+      r = r == r ? std::min(127.0f, std::max(-127.0f, r)) : 0.0f;
+      qb[k] = static_cast<int8_t>(r);
+    }
+    if (be == 256) {
+      for (int s = 0; s < 16; ++s) {
+        int sum = 0;
+        for (int k = 0; k < 16; ++k) sum += qb[16 * s + k];
+        v[b * 16 + s] = d[b] * static_cast<float>(sum);
+      }
+    }
+  }
+  std::memset(q + K, 0, static_cast<size_t>(L.qb - K));
+  for (int64_t b = K / be; b < L.db; ++b) d[b] = 0.0f;
+}
+
+// Quantized x rows for tokens [t0, t1), in buffers owned by the calling thread.
+struct XTile {
+  std::vector<int8_t> q;
+  std::vector<float> d, v;
+  std::vector<XQ> rows;
+};
+
+void quantize_tile(XTile& xt, const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K,
+                   const XLayout& L, bool relu2, ThreadPool& pool) {
+  const int64_t n = t1 - t0;
+  xt.q.resize(static_cast<size_t>(n * L.qb));
+  xt.d.resize(static_cast<size_t>(n * L.db));
+  xt.v.resize(static_cast<size_t>(std::max<int64_t>(1, n * L.vb)));
+  xt.rows.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    xt.rows[i] = {xt.q.data() + i * L.qb, xt.d.data() + i * L.db, xt.v.data() + i * L.vb};
+  auto body = [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      quantize_row(x + (t0 + i) * ldx, K, L, relu2, xt.q.data() + i * L.qb, xt.d.data() + i * L.db,
+                   xt.v.data() + i * L.vb);
+  };
+  if (n == 1) {
+    body(0, 1);
+  } else {
+    pool.parallel_for(n, std::max<int64_t>(1, 8192 / K), body);
+  }
+}
+
+// A range of row groups is worth handing to another thread once it holds about this much work.
+int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
+  const int64_t cost = rows_per_group * (row_bytes + K * T / 2);
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+}
+
+// Prefill x tiles: TB tokens of K int8 codes in about this many bytes (a quarter of a Zen 4/5 L2).
+constexpr int64_t kXTileBytes = int64_t{256} << 10;
+
+// ---- scalar path: the same integer sums, one (token, row) at a time --------------------------------
+
+inline float f16s(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+template <DType DT>
+float dot_scalar(const XQ& x, const uint8_t* b, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t blk = 0; blk < nb; ++blk, b += kBB<DT>) {
+    const int8_t* xq = x.q + kBE<DT> * blk;
+    const float dx = x.d[blk];
+    if constexpr (DT == DType::Q8_0) {
+      int32_t s = 0;
+      for (int k = 0; k < 32; ++k) s += static_cast<int8_t>(b[2 + k]) * xq[k];
+      acc += (f16s(b) * dx) * static_cast<float>(s);
+    } else if constexpr (DT == DType::Q4_0) {
+      int32_t s = 0;
+      for (int k = 0; k < 16; ++k)
+        s += ((b[2 + k] & 15) - 8) * xq[k] + ((b[2 + k] >> 4) - 8) * xq[k + 16];
+      acc += (f16s(b) * dx) * static_cast<float>(s);
+    } else {
+      int32_t I = 0;
+      float u[16];
+      if constexpr (DT == DType::Q6_K) {
+        const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+        const float d = f16s(b + 208);
+        for (int n = 0; n < 2; ++n)
+          for (int S = 0; S < 4; ++S)
+            for (int l = 0; l < 32; ++l) {
+              const uint8_t ql = b[64 * n + 32 * (S & 1) + l];
+              const int code = (S < 2 ? ql & 15 : ql >> 4) | ((b[128 + 32 * n + l] >> (2 * S)) & 3) << 4;
+              const int e = 128 * n + 32 * S + l;
+              I += sc[e / 16] * code * xq[e];
+            }
+        for (int t = 0; t < 16; ++t) u[t] = 32.0f * d * static_cast<float>(sc[t]);
+        acc += (d * dx) * static_cast<float>(I);
+      } else {
+        constexpr bool kFive = DT == DType::Q5_K;
+        uint32_t sm[4];
+        k4_unpack(b, sm);
+        const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
+        for (int s = 0; s < 8; ++s) {
+          int32_t si = 0;
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t qs = b[(kFive ? 48 : 16) + 32 * (s >> 1) + l];
+            int code = s & 1 ? qs >> 4 : qs & 15;
+            if constexpr (kFive) code |= ((b[16 + l] >> s) & 1) << 4;
+            si += code * xq[32 * s + l];
+          }
+          I += s8[s] * si;
+        }
+        const float dmin = f16s(b + 2);
+        for (int t = 0; t < 16; ++t) u[t] = dmin * static_cast<float>(s8[8 + t / 2]);
+        acc += (f16s(b) * dx) * static_cast<float>(I);
+      }
+      for (int t = 0; t < 16; ++t) acc -= u[t] * x.v[16 * blk + t];
+    }
+  }
+  return acc;
+}
+
+using DotFn = float (*)(const XQ&, const uint8_t*, int64_t);
+
+DotFn scalar_dot(DType dt) {
+  switch (dt) {
+    case DType::Q8_0: return dot_scalar<DType::Q8_0>;
+    case DType::Q4_0: return dot_scalar<DType::Q4_0>;
+    case DType::Q4_K: return dot_scalar<DType::Q4_K>;
+    case DType::Q5_K: return dot_scalar<DType::Q5_K>;
+    default: return dot_scalar<DType::Q6_K>;
+  }
+}
+
+#if defined(__x86_64__)
+
+// ---- the SIMD tiles ----------------------------------------------------------------------------------
+
+// out[i * nr + j] = the product of quantized row xr[i] with W row wr[j] (nb blocks).
+using FTileFn = void (*)(const XQ* xr, const uint8_t* const* wr, int64_t nb, float* out);
+
+constexpr int kMaxTR = 8;
+constexpr int kMaxNR = 8;
+
+struct FKernels {
+  int tr, nr, small, nrs;
+  FTileFn tile[kMaxTR + 1];
+  FTileFn stream[kMaxTR + 1];
+};
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")
+#endif
+
+namespace vnni512 {
+
+using VI = __m512i;
+using VF = __m512;
+constexpr int kW = 64;
+constexpr bool kVnni = true;
+// Prefill 4 tokens x 4 rows; decode up to 4 tokens, 4 rows at a time.
+constexpr int kTR = 4, kNR = 4, kSmall = 4, kNRS = 4;
+
+inline float f16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+inline VI ld(const void* p) { return _mm512_loadu_si512(p); }
+inline VF ldf(const float* p) { return _mm512_loadu_ps(p); }
+inline VI c8(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
+inline VI zero_i() { return _mm512_setzero_si512(); }
+inline VF zero_f() { return _mm512_setzero_ps(); }
+inline VF set1(float v) { return _mm512_set1_ps(v); }
+inline VI xor_(VI a, VI b) { return _mm512_xor_si512(a, b); }
+inline VI abs8(VI a) { return _mm512_abs_epi8(a); }
+inline VI sign8(VI, VI) { return zero_i(); }  // unused: kVnni
+inline VI sub32(VI a, VI b) { return _mm512_sub_epi32(a, b); }
+inline VI dot4(VI acc, VI u, VI s) { return _mm512_dpbusd_epi32(acc, u, s); }
+inline VI dot4_signed(VI u, VI s) { return _mm512_dpbusd_epi32(zero_i(), u, s); }  // unused
+inline VI dot4s(VI acc, VI u, VI s, VI sc) { return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u, s), sc); }
+inline VF cvt(VI v) { return _mm512_cvtepi32_ps(v); }
+inline VF mul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+inline VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF fnmadd(VF a, VF b, VF c) { return _mm512_fnmadd_ps(a, b, c); }
+// int16 lanes: a in the low 256 bits, b in the high.
+inline VI halves16(int a, int b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<short>(a))),
+                            _mm256_set1_epi16(static_cast<short>(b)), 1);
+}
+// 16-bit shift counts 0, 4, 0, 4 per 128-bit lane.
+inline VI shifts4() {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(4), _mm_set1_epi16(0))),
+                            _mm256_set_m128i(_mm_set1_epi16(4), _mm_set1_epi16(0)), 1);
+}
+inline float hsum(VF v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+// Two Q8_0 / Q4_0 blocks per vector (`two` false: only the first, the row's odd last block): the
+// signed weights or the codes, and each block's scale in its 8 lanes.
+template <DType DT>
+inline void w32(const uint8_t* b, bool two, VI& ws, VF& dw) {
+  constexpr int64_t BB = kBB<DT>;
+  dw = _mm512_insertf32x8(_mm512_set1_ps(f16(b)), _mm256_set1_ps(two ? f16(b + BB) : 0.0f), 1);
+  if constexpr (DT == DType::Q8_0) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+    const __m256i hi =
+        two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + BB + 2)) : _mm256_setzero_si256();
+    ws = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+  } else {
+    // [A | A | B | B] as 128-bit lanes, the second copy of each shifted by 4: low, high nibbles.
+    const __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2)));
+    const __m256i c =
+        two ? _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + BB + 2)))
+            : _mm256_setzero_si256();
+    const VI z = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
+    ws = _mm512_and_si512(_mm512_srlv_epi16(z, shifts4()), c8(15));
+  }
+}
+
+inline VF dx32(const XQ& x, int64_t blk) {
+  return _mm512_insertf32x8(_mm512_set1_ps(x.d[blk]), _mm256_set1_ps(x.d[blk + 1]), 1);
+}
+
+// The K-quant super-block of one row decoded for the integer products: kC vectors of unsigned codes
+// q[c] (in value order), their int16 scale vectors sc[c] (each 32-bit lane's sub-block scale, twice),
+// the super-scale d and u: the float term per 16 values to be multiplied by the x block's v and
+// subtracted (dmin * m for Q4_K / Q5_K, 32 * d * scale for Q6_K's code offset).
+constexpr int kC = 4;
+
+template <DType DT>
+inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (&u)[1]) {
+  if constexpr (DT == DType::Q4_K || DT == DType::Q5_K) {
+    constexpr bool kFive = DT == DType::Q5_K;
+    constexpr int64_t kQs = kFive ? 48 : 16;
+    uint32_t sm[4];
+    k4_unpack(b, sm);
+    const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
+    d = f16(b);
+    const __m128i mb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s8 + 8));
+    const __m128i mm = _mm_unpacklo_epi8(mb, mb);  // m_s for each 16 values
+    u[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mm)), _mm512_set1_ps(f16(b + 2)));
+    [[maybe_unused]] VI h;
+    if constexpr (kFive) h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {  // sub-blocks 2g (low nibbles), 2g + 1 (high) of 32 qs bytes
+      const VI z = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQs + 32 * g)));
+      VI c = _mm512_and_si512(_mm512_srlv_epi16(z, halves16(0, 4)), c8(15));
+      if constexpr (kFive) {
+        const VI hb = _mm512_and_si512(_mm512_srlv_epi16(h, halves16(2 * g, 2 * g + 1)), c8(1));
+        c = _mm512_or_si512(c, _mm512_slli_epi16(hb, 4));
+      }
+      q[g] = c;
+      sc[g] = halves16(s8[2 * g], s8[2 * g + 1]);
+    }
+  } else {  // Q6_K: ql at 0, qh at 128, int8 scales at 192, d at 208
+    d = f16(b + 208);
+    const __m128i s16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    const int8_t* sc8 = reinterpret_cast<const int8_t*>(b + 192);
+    u[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(s16)), _mm512_set1_ps(32.0f * d));
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {  // values 64c ..: ql of half c / 2, low (c even) or high nibbles
+      const int n = c >> 1;
+      const VI l = _mm512_loadu_si512(b + 64 * n);
+      const VI lo = _mm512_and_si512(c & 1 ? _mm512_srli_epi16(l, 4) : l, c8(15));
+      const VI h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * n)));
+      const VI hb = _mm512_and_si512(_mm512_srlv_epi16(h, halves16(4 * (c & 1), 4 * (c & 1) + 2)), c8(3));
+      q[c] = _mm512_or_si512(lo, _mm512_slli_epi16(hb, 4));
+      // 128-bit lane k holds values 64c + 16k ..: scale 4c + k.
+      sc[c] = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(sc8[4 * c + 1]), _mm_set1_epi16(sc8[4 * c]))),
+          _mm256_set_m128i(_mm_set1_epi16(sc8[4 * c + 3]), _mm_set1_epi16(sc8[4 * c + 2])), 1);
+    }
+  }
+}
+
+#include "kernels/matmul_quant_fast_body.inc"
+
+}  // namespace vnni512
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+// The two ymm paths share everything but dot4 / dot4s / Q8_0's sign handling.
+#define NEMO_YMM_PRIMITIVES                                                                          \
+  using VI = __m256i;                                                                                \
+  using VF = __m256;                                                                                 \
+  constexpr int kW = 32;                                                                             \
+  constexpr int kTR = 3, kNR = 2, kSmall = 2, kNRS = 4;                                              \
+  inline float f16(const uint8_t* p) {                                                               \
+    uint16_t h;                                                                                      \
+    std::memcpy(&h, p, 2);                                                                           \
+    return _cvtsh_ss(h);                                                                             \
+  }                                                                                                  \
+  inline VI ld(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }         \
+  inline VF ldf(const float* p) { return _mm256_loadu_ps(p); }                                       \
+  inline VI c8(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }                            \
+  inline VI zero_i() { return _mm256_setzero_si256(); }                                              \
+  inline VF zero_f() { return _mm256_setzero_ps(); }                                                 \
+  inline VF set1(float v) { return _mm256_set1_ps(v); }                                              \
+  inline VI xor_(VI a, VI b) { return _mm256_xor_si256(a, b); }                                      \
+  inline VI abs8(VI a) { return _mm256_abs_epi8(a); }                                                \
+  inline VI sign8(VI x, VI w) { return _mm256_sign_epi8(x, w); }                                     \
+  inline VI sub32(VI a, VI b) { return _mm256_sub_epi32(a, b); }                                     \
+  inline VI dot4_signed(VI u, VI s) {                                                                \
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));                      \
+  }                                                                                                  \
+  inline VF cvt(VI v) { return _mm256_cvtepi32_ps(v); }                                              \
+  inline VF mul(VF a, VF b) { return _mm256_mul_ps(a, b); }                                          \
+  inline VF fmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }                             \
+  inline VF fnmadd(VF a, VF b, VF c) { return _mm256_fnmadd_ps(a, b, c); }                           \
+  inline VI halves16(int, int) { return zero_i(); }                                                  \
+  inline VI shifts4() { return zero_i(); }                                                           \
+  inline float hsum(VF v) {                                                                          \
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));                                                          \
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));                                                           \
+    return _mm_cvtss_f32(a);                                                                         \
+  }
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+#endif
+
+namespace avxvnni {
+NEMO_YMM_PRIMITIVES
+constexpr bool kVnni = true;
+inline VI dot4(VI acc, VI u, VI s) { return _mm256_dpbusd_avx_epi32(acc, u, s); }
+inline VI dot4s(VI acc, VI u, VI s, VI sc) {
+  return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
+}
+#include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_body.inc"
+}  // namespace avxvnni
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace avx2 {
+NEMO_YMM_PRIMITIVES
+constexpr bool kVnni = false;
+// Only with u <= 128 (pairs of u * s stay within int16).
+inline VI dot4(VI acc, VI u, VI s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+inline VI dot4s(VI acc, VI u, VI s, VI sc) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
+}
+#include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_body.inc"
+}  // namespace avx2
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#undef NEMO_YMM_PRIMITIVES
+
+template <DType DT>
+const FKernels& simd_kernels(Dot dot) {
+  static const FKernels kz = vnni512::kernels<DT>();
+  static const FKernels ky = avxvnni::kernels<DT>();
+  static const FKernels k2 = avx2::kernels<DT>();
+  return dot == Dot::kVnni512 ? kz : dot == Dot::kAvxVnni ? ky : k2;
+}
+
+const FKernels& simd_kernels(DType dt, Dot dot) {
+  switch (dt) {
+    case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
+    case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
+    case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
+    case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
+    default: return simd_kernels<DType::Q6_K>(dot);
+  }
+}
+
+#endif  // __x86_64__
+
+}  // namespace
+
+const char* quant_dot_path() {
+  switch (dot_path()) {
+    case Dot::kVnni512: return "vnni512";
+    case Dot::kAvxVnni: return "avxvnni";
+    case Dot::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+void quant_allow_vnni(bool allow) { g_allow_vnni.store(allow, std::memory_order_relaxed); }
+
+bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
+                       int64_t T, ThreadPool& pool, MatmulInput input) {
+  switch (w.dtype) {
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: break;
+    default: return false;
+  }
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t be = dtype_block_elems(w.dtype), nb = K / be;
+  const int64_t row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  const XLayout L(K, be);
+  const bool relu2 = input == MatmulInput::kRelu2;
+  thread_local XTile xt_local;
+  XTile& xt = xt_local;  // the caller's buffers, also in the worker lambdas
+  const Dot dot = dot_path();
+
+#if defined(__x86_64__)
+  if (dot != Dot::kScalar) {
+    const FKernels& ks = simd_kernels(w.dtype, dot);
+    if (T <= ks.small) {
+      quantize_tile(xt, x, ldx, 0, T, K, L, relu2, pool);
+      const int nrs = ks.nrs;
+      const FTileFn fn = ks.stream[T];
+      const int64_t groups = (N + nrs - 1) / nrs;
+      pool.parallel_for(groups, group_grain(nrs, row_bytes, K, T), [&](int64_t g0, int64_t g1) {
+        const uint8_t* wr[kMaxNR];
+        float out[kMaxTR * kMaxNR];
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t n0 = g * nrs;
+          const int64_t nr = std::min<int64_t>(nrs, N - n0);
+          for (int j = 0; j < nrs; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;  // N tail
+          fn(xt.rows.data(), wr, nb, out);
+          for (int64_t i = 0; i < T; ++i)
+            for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * nrs + j];
+        }
+      });
+      return true;
+    }
+    const int tr = ks.tr, nrt = ks.nr;
+    const int64_t TB = std::max<int64_t>(tr, kXTileBytes / L.qb / tr * tr);
+    const int64_t groups = (N + nrt - 1) / nrt;
+    for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
+      const int64_t tt1 = std::min(T, tt0 + TB);
+      quantize_tile(xt, x, ldx, tt0, tt1, K, L, relu2, pool);
+      const XQ* rows = xt.rows.data();
+      pool.parallel_for(groups, group_grain(nrt, row_bytes, K, tt1 - tt0), [&](int64_t g0, int64_t g1) {
+        const uint8_t* wr[kMaxNR];
+        float out[kMaxTR * kMaxNR];
+        for (int64_t g = g0; g < g1; ++g) {
+          const int64_t n0 = g * nrt;
+          const int64_t nr = std::min<int64_t>(nrt, N - n0);
+          for (int j = 0; j < nrt; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;
+          for (int64_t t0 = tt0; t0 < tt1; t0 += tr) {
+            const int64_t trn = std::min<int64_t>(tr, tt1 - t0);  // T tail: a smaller tile
+            ks.tile[trn](rows + (t0 - tt0), wr, nb, out);
+            for (int64_t i = 0; i < trn; ++i)
+              for (int64_t j = 0; j < nr; ++j) y[(t0 + i) * ldy + n0 + j] = out[i * nrt + j];
+          }
+        }
+      });
+    }
+    return true;
+  }
+#endif
+
+  const DotFn fn = scalar_dot(w.dtype);
+  constexpr int64_t kTB = 64;
+  for (int64_t tt0 = 0; tt0 < T; tt0 += kTB) {
+    const int64_t tt1 = std::min(T, tt0 + kTB);
+    quantize_tile(xt, x, ldx, tt0, tt1, K, L, relu2, pool);
+    pool.parallel_for(N, group_grain(1, row_bytes, K, tt1 - tt0), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n)
+        for (int64_t t = tt0; t < tt1; ++t)
+          y[t * ldy + n] = fn(xt.rows[t - tt0], base + n * row_bytes, nb);
+    });
+  }
+  return true;
+}
+
+}  // namespace nemo::cpu

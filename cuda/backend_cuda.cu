@@ -22,6 +22,7 @@
 // take_error() (the forward pass returns it), and host transfers synchronise the stream, so failures of
 // queued work surface there too.
 #include <cuda_runtime.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -29,6 +30,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -45,6 +47,9 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
     for (void* p : weight_allocs_) cudaFree(p);
+    for (float* p : pinned_) cudaFreeHost(p);
+    if (sink_dev_) cudaFree(sink_dev_);
+    if (sink_) munmap(sink_, sink_cap_ * sizeof(float));
     if (ring_host_) cudaFreeHost(ring_host_);
     if (ring_dev_) cudaFree(ring_dev_);
     scratch_.reset();  // before the stream goes
@@ -152,6 +157,15 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     if (!p) return;
     record(cudaStreamSynchronize(stream_));
+    bool host = false;
+    {
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      host = pinned_.erase(p) > 0;
+    }
+    if (host) {
+      record(cudaFreeHost(p));
+      return;
+    }
     record(cudaFree(p));
   }
   void copy(float* dst, const float* src, size_t n) override { copy_bytes(dst, src, n * sizeof(float)); }
@@ -178,11 +192,16 @@ class CudaBackend final : public Backend {
   }
   void copy_bytes(void* dst, const void* src, size_t n) override {
     cudaSetDevice(device_);
-    if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, stream_));
+    // Default: either side may be an offloaded (pinned host) Mamba state; UVA tells them apart.
+    if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_));
   }
   void bytes_to_host(void* dst, const void* src, size_t n) override {
     cudaSetDevice(device_);
-    if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, stream_));
+    if (n && in_sink(dst)) {  // logits kept on the device for sample()
+      record(cudaMemcpyAsync(sink_dev_ + (static_cast<float*>(dst) - sink_), src, n, cudaMemcpyDeviceToDevice, stream_));
+      return;
+    }
+    if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_));
     record(cudaStreamSynchronize(stream_));
   }
   void bytes_from_host(void* dst, const void* src, size_t n) override {
@@ -194,12 +213,8 @@ class CudaBackend final : public Backend {
   // ---- ops ---------------------------------------------------------------------------------------
   void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
               cpu::MatmulInput input) override {
-    // relu² is not fused into the CUDA product yet: it is applied in place to x, which for kRelu2 is
-    // always the workspace's MLP buffer, dead after this product.
-    if (input == cpu::MatmulInput::kRelu2) {
-      for (int64_t t = 0; t < T; ++t) record(cuda::relu2(const_cast<float*>(x) + t * ldx, w.cols, stream_));
-    }
-    record(cuda::matmul(y, ldy, x, ldx, w, T, *scratch_, stream_, precision_));
+    // kRelu2: relu² is applied by the product as it converts x (matmul.cu); x is left as it is.
+    record(cuda::matmul(y, ldy, x, ldx, w, T, *scratch_, stream_, precision_, input));
   }
   void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
     const int32_t* dev_ids = stage(ids, static_cast<size_t>(T));
@@ -245,6 +260,66 @@ class CudaBackend final : public Backend {
   }
   void relu2(float* x, int64_t n) override { record(cuda::relu2(x, n, stream_)); }
   void add_inplace(float* y, const float* x, int64_t n) override { record(cuda::add_inplace(y, x, n, stream_)); }
+
+  // ---- device sampling, offloaded state ------------------------------------------------------------
+  // The sink is a PROT_NONE reservation (no memory; a stray host write faults loudly); its rows live in
+  // sink_dev_. Both grow to the largest request and are kept.
+  float* logits_sink(int64_t rows, int64_t vocab) override {
+    cudaSetDevice(device_);
+    const size_t n = static_cast<size_t>(std::max<int64_t>(rows, 1) * vocab);
+    if (n > sink_cap_) {
+      record(cudaStreamSynchronize(stream_));
+      if (sink_) munmap(sink_, sink_cap_ * sizeof(float));
+      if (sink_dev_) cudaFree(sink_dev_);
+      sink_ = nullptr;
+      sink_dev_ = nullptr;
+      sink_cap_ = 0;
+      void* h = mmap(nullptr, n * sizeof(float), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (h == MAP_FAILED) return nullptr;
+      if (cudaMalloc(&sink_dev_, n * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        munmap(h, n * sizeof(float));
+        sink_dev_ = nullptr;
+        return nullptr;
+      }
+      sink_ = static_cast<float*>(h);
+      sink_cap_ = n;
+    }
+    sink_vocab_ = vocab;
+    return sink_;
+  }
+  Status sample(const std::vector<SampleSpec>& rows, int32_t* tokens, float* logprobs) override {
+    cudaSetDevice(device_);
+    if (!sink_dev_ || rows.size() * static_cast<size_t>(sink_vocab_) > sink_cap_) {
+      return Status(StatusCode::kInternal, "sample: no logits_sink() for these rows");
+    }
+    Status st = take_error();  // a failed forward must not be sampled
+    if (!st.ok()) return st;
+    CUDA_CHECK(cuda::sample(tokens, logprobs, sink_dev_, sink_vocab_, sink_vocab_, rows, *scratch_, stream_));
+    return Status::Ok();
+  }
+  float* offload(float* p, size_t n) override {
+    cudaSetDevice(device_);
+    if (!p) return nullptr;
+    {
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      if (pinned_.count(p)) return p;
+    }
+    void* h = nullptr;
+    if (cudaMallocHost(&h, std::max<size_t>(n, 1) * sizeof(float)) != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    if (!record(cudaMemcpyAsync(h, p, n * sizeof(float), cudaMemcpyDeviceToHost, stream_)) ||
+        !record(cudaStreamSynchronize(stream_))) {
+      cudaFreeHost(h);
+      return nullptr;
+    }
+    record(cudaFree(p));
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    pinned_.insert(static_cast<float*>(h));
+    return static_cast<float*>(h);
+  }
 
   Status take_error() override {
     std::lock_guard<std::mutex> lock(err_mu_);
@@ -324,6 +399,11 @@ class CudaBackend final : public Backend {
     return d;
   }
 
+  bool in_sink(const void* p) const {
+    const float* f = static_cast<const float*>(p);
+    return sink_ && f >= sink_ && f < sink_ + sink_cap_;
+  }
+
   struct Staged {
     size_t off;
     size_t n;
@@ -341,6 +421,12 @@ class CudaBackend final : public Backend {
   std::unordered_map<const int32_t*, Staged> tables_;
   std::mutex err_mu_;
   Status error_;
+  std::mutex pin_mu_;
+  std::unordered_set<float*> pinned_;  // offloaded Mamba states (host memory), under pin_mu_
+  float* sink_ = nullptr;              // logits_sink's reservation ...
+  float* sink_dev_ = nullptr;          // ... and where its rows are
+  size_t sink_cap_ = 0;
+  int64_t sink_vocab_ = 0;
 };
 
 }  // namespace

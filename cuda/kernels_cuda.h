@@ -12,6 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <vector>
+
+#include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "model/weights.h"
 
@@ -73,9 +76,11 @@ enum class MatmulPrecision { kBf16, kBf16x2 };
 
 // y[T, N] = x[T, Kin] · W[N, Kin]^T on the tensor cores (bf16 in, f32 accumulation). Batch invariant:
 // y[t, n] is bitwise the same for any T and any position of row t in the batch (the decode and prefill
-// kernels share one reduction order; matmul.cu).
+// kernels share one reduction order; matmul.cu). input kRelu2: the product reads relu(x)² (x itself is
+// not modified), applied where x is converted to bf16.
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision = MatmulPrecision::kBf16);
+                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision = MatmulPrecision::kBf16,
+                   cpu::MatmulInput input = cpu::MatmulInput::kPlain);
 
 // y[t, :] = table[ids[t], :] as f32; ids is DEVICE memory.
 cudaError_t embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T, cudaStream_t stream);
@@ -110,5 +115,13 @@ cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const cpu::Kv
 // ---- MLP and elementwise --------------------------------------------------------------------------
 cudaError_t relu2(float* x, int64_t n, cudaStream_t stream);
 cudaError_t add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
+
+// ---- sampling -------------------------------------------------------------------------------------
+// sample_token (csrc/engine/sampler.h) for specs.size() rows of device logits (row i at logits + i·ld):
+// the same semantics and counter-based draw, one CTA per row (sampling.cu). Writes the ids to
+// tokens_host and, for rows with want_logprob, log p(token) under the raw logits to logprobs_host
+// (nullable). Synchronous: returns when the ids are on the host.
+cudaError_t sample(int32_t* tokens_host, float* logprobs_host, const float* logits, int64_t ld, int64_t vocab,
+                   const std::vector<SampleSpec>& specs, Scratch& scratch, cudaStream_t stream);
 
 }  // namespace nemo::cuda

@@ -98,6 +98,10 @@ __device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
+// relu2: the MLP's activation relu(x)² is applied here, as x is read (cpu::MatmulInput::kRelu2), in f32
+// before the bf16 rounding: the same values the CPU's relu2-then-matmul multiplies, and no extra pass
+// over the [T, intermediate] activations.
+template <bool RELU2>
 __global__ void k_x_to_bf16(uint4* __restrict__ xh, uint4* __restrict__ xl, const float* __restrict__ x, int64_t ldx,
                             int64_t T, int64_t K, int64_t Kp) {
   const int64_t per_row = Kp / 8, total = T * per_row;
@@ -110,6 +114,10 @@ __global__ void k_x_to_bf16(uint4* __restrict__ xh, uint4* __restrict__ xl, cons
     for (int e = 0; e < 8; ++e) {
       const int64_t k = perm_logical(d0 + e);
       v[e] = k < K ? xr[k] : 0.0f;
+      if constexpr (RELU2) {
+        const float r0 = v[e] > 0.0f ? v[e] : 0.0f;
+        v[e] = r0 * r0;
+      }
       r[e] = v[e] - __bfloat162float(__float2bfloat16_rn(v[e]));  // exact in f32
     }
     xh[i] = make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7]));
@@ -495,7 +503,7 @@ cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision) {
+                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision, cpu::MatmulInput input) {
   if (T <= 0 || w.rows <= 0) return cudaSuccess;
   if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0) return cudaErrorInvalidValue;  // not uploaded
   if (T > INT32_MAX || w.rows > INT32_MAX) return cudaErrorInvalidValue;
@@ -505,8 +513,9 @@ cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
   CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf));
   auto* xh = static_cast<__nv_bfloat16*>(buf);
   auto* xl = split ? xh + T * Kp : nullptr;
-  k_x_to_bf16<<<grid_for(T * Kp / 8, 256), 256, 0, stream>>>(reinterpret_cast<uint4*>(xh), reinterpret_cast<uint4*>(xl),
-                                                             x, ldx, T, K, Kp);
+  auto convert = input == cpu::MatmulInput::kRelu2 ? k_x_to_bf16<true> : k_x_to_bf16<false>;
+  convert<<<grid_for(T * Kp / 8, 256), 256, 0, stream>>>(reinterpret_cast<uint4*>(xh), reinterpret_cast<uint4*>(xl), x,
+                                                         ldx, T, K, Kp);
   CUDA_TRY(cudaGetLastError());
 
   const bool q8 = w.dtype == DType::Q8_0;

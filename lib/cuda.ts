@@ -50,6 +50,18 @@ export interface CudaAddon extends Omit<NativeAddon, 'loadEngine'> {
 
 export type CudaProbe = { addon: CudaAddon; binary: string; deviceCount: number } | { reason: string };
 
+const noted = new Set<string>();
+
+/**
+ * `device: 'auto'` fell back to the CPU: one log line per process (a server loading several models does
+ * not repeat it), saying why — no CUDA build of the addon, or the reason its smoke test failed.
+ */
+export function noteCpuFallback(reason: string, log: (line: string) => void = console.warn): void {
+  if (noted.size > 0) return;
+  noted.add(reason);
+  log(`nemotron-node: device 'auto' is using the CPU (${reason})`);
+}
+
 /** The paths tried, in order. */
 export function cudaBinaryCandidates(): string[] {
   const override = process.env.NEMOTRON_NODE_CUDA_BINARY;

@@ -16,7 +16,7 @@ import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, Mod
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
-import { cudaBinaryCandidates, loadCudaAddon } from './cuda.js';
+import { loadCudaAddon, noteCpuFallback } from './cuda.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -150,8 +150,8 @@ function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAdd
   if ('addon' in probe && probe.deviceCount > 0) return { addon: probe.addon as unknown as Pick<NativeAddon, 'loadEngine'>, device: 'cuda' };
   const reason = 'addon' in probe ? 'no CUDA device is visible' : probe.reason;
   if (device === 'cuda') throw new DeviceUnavailableError(`device 'cuda' is not available: ${reason}`);
-  // 'auto': a CUDA build that is present but unusable is worth one line; no CUDA build at all is normal.
-  if (cudaBinaryCandidates().some((p) => existsSync(p))) console.warn(`nemotron-node: using the CPU (${reason})`);
+  // 'auto': one log line per process, whether the CUDA build is missing or failed its smoke test.
+  noteCpuFallback(reason);
   return { addon: loadNative(), device: 'cpu' };
 }
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */

@@ -29,6 +29,7 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "cuda/kernels_cuda.h"
+#include "engine/sampler.h"
 #include "kernels/kernels.h"
 
 using namespace nemo;
@@ -166,8 +167,12 @@ std::vector<uint8_t> make_weights(Rng& rng, DType dtype, int64_t N, int64_t K, s
   return bytes;
 }
 
+// input kRelu2: the product reads relu(x)² (the MLP's down projection); the reference is cpu::matmul with
+// MatmulInput::kRelu2 on what the tensor cores see (relu² in f32, then the bf16 rounding), and x on the
+// device must come back unchanged.
 void check_matmul(Rng& rng, DType dtype, int64_t T, int64_t K, int64_t N, cuda::MatmulPrecision prec,
-                  bool invariance) {
+                  bool invariance, cpu::MatmulInput input = cpu::MatmulInput::kPlain) {
+  const bool relu2 = input == cpu::MatmulInput::kRelu2;
   std::vector<float> wexact;
   std::vector<uint8_t> wbytes = make_weights(rng, dtype, N, K, &wexact);
   const MatrixView host{wbytes.data(), dtype, N, K};
@@ -179,20 +184,30 @@ void check_matmul(Rng& rng, DType dtype, int64_t T, int64_t K, int64_t N, cuda::
   // What the tensor cores see.
   std::vector<float> xr(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    const float hi = round_bf16(x[i]);
-    xr[i] = prec == cuda::MatmulPrecision::kBf16x2 ? hi + round_bf16(x[i] - hi) : hi;
+    const float a = relu2 ? (x[i] > 0 ? x[i] * x[i] : 0.0f) : x[i];  // relu2 as the GPU computes it
+    const float hi = round_bf16(a);
+    const float seen = prec == cuda::MatmulPrecision::kBf16x2 ? hi + round_bf16(a - hi) : hi;
+    xr[i] = seen;
   }
   const MatrixView wcpu{wexact.data(), DType::F32, N, K};
   std::vector<float> want(static_cast<size_t>(T * N)), want_f32(want.size());
   cpu::matmul(want.data(), N, xr.data(), K, wcpu, T, pool());
-  cpu::matmul(want_f32.data(), N, x.data(), K, wcpu, T, pool());
+  // The f32 reference: cpu::matmul reading x (kRelu2: relu(x)² applied by the CPU product itself).
+  cpu::matmul(want_f32.data(), N, x.data(), K, wcpu, T, pool(), cpu::MatmulPrecision::kExact, input);
   Dev<float> xd(x), yd(static_cast<size_t>(T * N));
-  check(cuda::matmul(yd.p, N, xd.p, K, w, T, scratch, stream, prec), "matmul");
+  check(cuda::matmul(yd.p, N, xd.p, K, w, T, scratch, stream, prec, input), "matmul");
   const std::vector<float> got = yd.host();
   const std::string name = std::string("matmul ") + dtype_name(dtype) +
-                           (prec == cuda::MatmulPrecision::kBf16x2 ? " bf16x2" : " bf16");
+                           (prec == cuda::MatmulPrecision::kBf16x2 ? " bf16x2" : " bf16") + (relu2 ? " relu2" : "");
+  if (relu2) {
+    const std::vector<float> x_after = xd.host();
+    report_bool(name + " keeps x", dims({{"T", T}, {"K", K}}), std::memcmp(x_after.data(), x.data(), x.size() * 4) == 0);
+  }
   const std::string shape = dims({{"T", T}, {"K", K}, {"N", N}});
   report(name, shape, rel_err(got, want), 1e-4);
+  if (relu2 && prec == cuda::MatmulPrecision::kBf16x2) {  // bf16x2 is within float rounding of the f32 CPU
+    report(name + " vs cpu kRelu2", shape, rel_err(got, want_f32), 1e-4);
+  }
   std::printf("  %-24s %-44s %10.3e  (vs f32 x: the activation rounding, for information)\n", "", "",
               rel_err(got, want_f32));
   if (!invariance) return;
@@ -200,14 +215,14 @@ void check_matmul(Rng& rng, DType dtype, int64_t T, int64_t K, int64_t N, cuda::
   bool same = true;
   for (int64_t t = 0; t < T && same; ++t) {
     Dev<float> y1(static_cast<size_t>(N));
-    check(cuda::matmul(y1.p, N, xd.p + t * K, K, w, 1, scratch, stream, prec), "matmul");
+    check(cuda::matmul(y1.p, N, xd.p + t * K, K, w, 1, scratch, stream, prec, input), "matmul");
     const std::vector<float> alone = y1.host();
     same = std::memcmp(alone.data(), got.data() + t * N, static_cast<size_t>(N) * 4) == 0;
   }
   for (int64_t B : {2, 17, 32}) {
     for (int64_t t0 = 0; t0 + B <= T && same; t0 += B * 3 + 1) {
       Dev<float> yb(static_cast<size_t>(B * N));
-      check(cuda::matmul(yb.p, N, xd.p + t0 * K, K, w, B, scratch, stream, prec), "matmul");
+      check(cuda::matmul(yb.p, N, xd.p + t0 * K, K, w, B, scratch, stream, prec, input), "matmul");
       const std::vector<float> part = yb.host();
       same = std::memcmp(part.data(), got.data() + t0 * N, static_cast<size_t>(B * N) * 4) == 0;
     }
@@ -393,6 +408,86 @@ void check_elementwise(Rng& rng) {
   report("add_inplace", "n=100003", rel_err(yd.host(), s), 0);
 }
 
+// ---- sampling -----------------------------------------------------------------------------------------
+// cuda::sample against the CPU sampler (sample_token) on the same logits, params, history and draw: the
+// same token is expected for every row (a mismatch needs u within float rounding of a CDF boundary,
+// about 1e-12 per draw). Log-probs against the host log-softmax of the raw logits.
+void check_sampling(Rng& rng) {
+  cuda::Scratch scratch;
+  struct Case { const char* what; int64_t vocab; bool ties; bool specials; };
+  const Case cases[] = {{"vocab 131072", 131072, false, false}, {"vocab 1000, tied logits", 1000, true, false},
+                        {"vocab 5000, NaN/inf logits", 5000, false, true}};
+  for (const Case& c : cases) {
+    std::vector<SamplingParams> ps;
+    auto add = [&](float t, int32_t k, float p, float mp) {
+      SamplingParams sp;
+      sp.temperature = t; sp.top_k = k; sp.top_p = p; sp.min_p = mp;
+      ps.push_back(sp);
+    };
+    add(0.0f, 0, 1.0f, 0.0f);    // greedy
+    add(1.0f, 0, 1.0f, 0.0f);    // the whole vocabulary
+    add(0.7f, 40, 1.0f, 0.0f);   // small top-k
+    add(1.0f, 2000, 1.0f, 0.0f); // large top-k (the CPU's bucketed path)
+    add(1.0f, 0, 0.9f, 0.0f);    // top-p
+    add(1.2f, 0, 1.0f, 0.05f);   // min-p
+    add(0.9f, 50, 0.8f, 0.02f);  // all cuts
+    add(1e-3f, 0, 0.95f, 0.0f);  // nearly greedy
+    {  // penalties and bias
+      SamplingParams sp;
+      sp.temperature = 0.8f; sp.top_p = 0.95f; sp.repetition_penalty = 1.3f; sp.presence_penalty = 0.4f;
+      sp.frequency_penalty = 0.3f;
+      sp.logit_bias = {{3, 5.0f}, {7, -100.0f}, {3, 1.5f}, {-1, 2.0f}, {static_cast<int32_t>(c.vocab), 1.0f}, {11, NAN}};
+      ps.push_back(sp);
+      sp.temperature = 0.0f;
+      ps.push_back(sp);
+    }
+    const int rows = static_cast<int>(ps.size()) * 4;
+    std::vector<float> logits(static_cast<size_t>(rows * c.vocab));
+    for (float& v : logits) v = c.ties ? static_cast<float>(static_cast<int>(rng.uniform() * 8)) : rng.normal() * 3.0f;
+    if (c.specials) {
+      for (int r = 0; r < rows; ++r) {
+        float* row = logits.data() + static_cast<int64_t>(r) * c.vocab;
+        row[r % 50] = NAN;
+        row[100 + r] = -INFINITY;
+        if (r % 7 == 0) row[200 + r] = INFINITY;
+      }
+      // A row with nothing finite: the CPU returns 0.
+      std::fill(logits.begin(), logits.begin() + c.vocab, -INFINITY);
+    }
+    std::vector<int32_t> history(300);
+    for (auto& t : history) t = static_cast<int32_t>(rng.next() % static_cast<uint64_t>(std::min<int64_t>(c.vocab, 64)));
+    std::vector<SampleSpec> specs;
+    for (int r = 0; r < rows; ++r) {
+      specs.push_back(SampleSpec{&ps[static_cast<size_t>(r) / 4], history.data(), 300, 100, static_cast<uint64_t>(r * 3), true});
+    }
+    // Seeds are per params block: rows of one block differ by their step.
+    for (size_t b = 0; b < ps.size(); ++b) ps[b].seed = 1000 + b;
+    Dev<float> ld(logits);
+    std::vector<int32_t> got(static_cast<size_t>(rows));
+    std::vector<float> lp(static_cast<size_t>(rows));
+    check(cuda::sample(got.data(), lp.data(), ld.p, c.vocab, c.vocab, specs, scratch, stream), "sample");
+    int same = 0;
+    double lp_err = 0;
+    for (int r = 0; r < rows; ++r) {
+      const float* row = logits.data() + static_cast<int64_t>(r) * c.vocab;
+      const int32_t want = sample_token(row, c.vocab, *specs[r].params, history.data(), 300, 100, specs[r].step);
+      same += got[r] == want;
+      if (got[r] != want) {
+        std::printf("    row %d (params %d): cuda %d, cpu %d\n", r, r / 4, got[r], want);
+      }
+      double m = -INFINITY, z = 0;
+      for (int64_t i = 0; i < c.vocab; ++i) if (std::isfinite(row[i])) m = std::max(m, static_cast<double>(row[i]));
+      for (int64_t i = 0; i < c.vocab; ++i) if (std::isfinite(row[i])) z += std::exp(row[i] - m);
+      if (got[r] >= 0 && got[r] < c.vocab && std::isfinite(row[got[r]]) && z > 0) {
+        lp_err = std::max(lp_err, std::fabs(lp[r] - (row[got[r]] - m - std::log(z))));
+      }
+    }
+    report_bool(std::string("sample ") + c.what, std::to_string(same) + "/" + std::to_string(rows) + " tokens = sample_token",
+                same == rows);
+    report("sample log-prob", c.what, lp_err, 1e-5);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -419,6 +514,12 @@ int main(int argc, char** argv) {
     check_matmul(rng, dt, 130, 1024, 257, P::kBf16x2, true);
     check_matmul(rng, dt, 3, 4480, 1000, P::kBf16x2, false);
   }
+  // relu² fused into the down projection (MatmulInput::kRelu2): decode and prefill kernels, both precisions.
+  for (auto prec : {P::kBf16, P::kBf16x2}) {
+    check_matmul(rng, DType::BF16, 3, 1000, 200, prec, true, cpu::MatmulInput::kRelu2);
+    check_matmul(rng, DType::BF16, 130, 15680, 300, prec, false, cpu::MatmulInput::kRelu2);
+    check_matmul(rng, DType::Q8_0, 8, 15680, 4480, prec, false, cpu::MatmulInput::kRelu2);
+  }
   check_embedding(rng, DType::BF16);
   check_embedding(rng, DType::Q8_0);
   check_norms(rng);
@@ -426,6 +527,7 @@ int main(int argc, char** argv) {
   check_ssm(rng);
   check_attention(rng);
   check_elementwise(rng);
+  check_sampling(rng);
   std::printf("kernel check: %s (%d failure%s)\n", failures ? "FAIL" : "PASS", failures, failures == 1 ? "" : "s");
   return failures ? 1 : 0;
 }

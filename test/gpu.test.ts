@@ -388,3 +388,75 @@ describe.skipIf(!gpu)('prefill = decode = chunked = batched on CUDA', () => {
     }
   });
 });
+
+describe.skipIf(!gpu)('sampling on the device (CUDA step() copies back only the token ids)', () => {
+  const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'tiny-long.reference-f64.json'), 'utf8')) as F64Golden;
+  const prompt = golden.tokens.slice(0, 60);
+  let e: NativeEngine;
+  beforeAll(async () => {
+    e = await loadOnCuda('tiny-long', 'bf16x2');
+  });
+  afterAll(() => e?.close());
+
+  const base = { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: [] as [number, number][], seed: 0 };
+  const params = [
+    base,
+    { ...base, temperature: 0.8, seed: 7 },
+    { ...base, temperature: 1.3, topK: 20, topP: 0.9, minP: 0.02, seed: 11 },
+    { ...base, temperature: 0.7, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.25, logitBias: [[prompt[0]!, -100], [prompt[1]!, 2]] as [number, number][], seed: 3 },
+  ];
+  it('gives the CPU sampler\'s token on the same logits, seed and draw', async () => {
+    for (const sampling of params) {
+      for (let draw = 0; draw < 6; draw++) {
+        const a = e.createSequence();
+        const twin = e.createSequence();
+        try {
+          const head = Int32Array.from(prompt.slice(0, -1));
+          const last = Int32Array.from(prompt.slice(-1));
+          await e.evaluate(a, head, false);
+          await e.evaluate(twin, head, false);
+          const logits = await e.evaluate(twin, last, false); // the same path as the step's forward pass
+          const r = await e.step([{ id: a, tokens: last, sample: true, sampling, nPrompt: 2, draw }]);
+          const want = cuda!._kernels.sample(logits, sampling, draw, Int32Array.from(prompt), 2);
+          expect(r.token[0], `${JSON.stringify(sampling)} draw ${draw}`).toBe(want);
+        } finally {
+          e.freeSequence(a);
+          e.freeSequence(twin);
+        }
+      }
+    }
+  });
+});
+
+// Runs everywhere: 'auto' must fall back to the CPU with exactly one log line when the CUDA addon is
+// unusable (here a file that is no addon: its child-process smoke test fails).
+describe("device 'auto' without a usable CUDA addon", () => {
+  it('loads on the CPU and says why in exactly one log line', async () => {
+    const { loadModel } = await import('../lib/index.js');
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const os = await import('node:os');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'nemo-bogus-cuda-'));
+    const bogus = path.join(dir, 'nemotron_node_cuda.node');
+    writeFileSync(bogus, 'not a shared object');
+    const saved = process.env.NEMOTRON_NODE_CUDA_BINARY;
+    process.env.NEMOTRON_NODE_CUDA_BINARY = bogus;
+    const lines: string[] = [];
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => void lines.push(args.map(String).join(' '));
+    try {
+      for (let i = 0; i < 2; i++) {
+        const m = await loadModel(path.join(GOLDEN, 'tiny-a'), { threads: 1, device: 'auto' });
+        expect(m.info.backend).toBe('cpu');
+        await m.close();
+      }
+    } finally {
+      console.warn = warn;
+      if (saved === undefined) delete process.env.NEMOTRON_NODE_CUDA_BINARY;
+      else process.env.NEMOTRON_NODE_CUDA_BINARY = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/device 'auto' is using the CPU/);
+    expect(lines[0]).toContain(bogus);
+  });
+});

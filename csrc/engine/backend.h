@@ -6,8 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "core/status.h"
+#include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "model/weights.h"
 
@@ -62,6 +65,24 @@ class Backend {
                              int64_t head_dim) = 0;
   virtual void relu2(float* x, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
+
+  // ---- optional: sampling on the device, and Mamba state in host memory ---------------------------
+  // The defaults say "not supported", so a backend without them (the CPU's) keeps the host paths.
+  //
+  // A host address range of rows·vocab floats that forward() may be handed as its logits_host: the
+  // backend keeps what to_host writes there in its own memory (nothing is written to the range, which
+  // may not even be mapped) for sample() to read. nullptr: not supported, copy the logits and sample
+  // on the host.
+  virtual float* logits_sink(int64_t rows, int64_t vocab) { return nullptr; }
+  // One token per row of the sink (rows[i] samples row i) with sample_token's semantics and counter-
+  // based draws; only the ids (and log-probs for rows that want them; logprobs may be null) come back.
+  virtual Status sample(const std::vector<SampleSpec>& rows, int32_t* tokens, float* logprobs) {
+    return Status(StatusCode::kInternal, std::string(name()) + " backend: no device sampling");
+  }
+  // Moves n floats at p (from alloc) to host memory and returns where they are now: a pointer that
+  // copy, to_host and free accept in place of p (p itself is freed). p when it is in host memory
+  // already; nullptr when not supported or out of host memory (p unchanged).
+  virtual float* offload(float* p, size_t n) { return nullptr; }
 
   // The first failure of an op or transfer since the last call (a device backend's launch, execution
   // and out-of-memory errors), cleared by the call. CPU ops cannot fail.

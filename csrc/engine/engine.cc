@@ -78,7 +78,15 @@ Engine::~Engine() {
 Status Engine::create_sequence(int32_t* id) {
   auto seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_,
                                              options_.context_length);
-  NEMO_RETURN_IF_ERROR(seq->init());
+  Status st = seq->init();
+  if (st.code() == StatusCode::kOutOfMemory) {  // device memory: move snapshot states out, retry once
+    std::lock_guard<std::mutex> lock(compute_mu_);
+    if (offload_locked(INT64_MAX) > 0) {
+      seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_, options_.context_length);
+      st = seq->init();
+    }
+  }
+  NEMO_RETURN_IF_ERROR(st);
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (static_cast<int32_t>(sequences_.size()) >= options_.max_sequences) {
     return Status(StatusCode::kInvalidArgument,
@@ -254,8 +262,10 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
   }
   if (items.empty()) return Status::Ok();
   const int64_t vocab = config_.vocab_size;
-  std::vector<float> logits(sampled.size() * static_cast<size_t>(vocab));
-  NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_, items, logits.data()));
+  // Device sampling (backend.h logits_sink/sample): the logits stay on the device, only ids come back.
+  float* sink = sampled.empty() ? nullptr : backend_->logits_sink(static_cast<int64_t>(sampled.size()), vocab);
+  std::vector<float> logits(sink ? 0 : sampled.size() * static_cast<size_t>(vocab));
+  NEMO_RETURN_IF_ERROR(forward(*backend_, config_, weights_, *workspace_, items, sink ? sink : logits.data()));
   // Snapshots requested at the position a piece just reached.
   for (const PlanItem& p : plan) {
     if (p.count == 0) continue;
@@ -266,6 +276,18 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
     NEMO_RETURN_IF_ERROR(take_snapshot(*seqs[p.request], &id));
     (*results)[p.request].snapshot_position = pos;
     (*results)[p.request].snapshot_id = id;
+  }
+  if (sink) {
+    std::vector<SampleSpec> specs;
+    for (size_t i : sampled) {
+      const std::vector<int32_t>& history = seqs[i]->tokens();
+      specs.push_back(SampleSpec{&requests[i].sampling, history.data(), static_cast<int64_t>(history.size()),
+                                 requests[i].n_prompt, requests[i].draw});
+    }
+    std::vector<int32_t> tokens(specs.size());
+    NEMO_RETURN_IF_ERROR(backend_->sample(specs, tokens.data(), nullptr));
+    for (size_t k = 0; k < sampled.size(); ++k) (*results)[sampled[k]].token = tokens[k];
+    return Status::Ok();
   }
   for (size_t k = 0; k < sampled.size(); ++k) {
     const size_t i = sampled[k];
@@ -281,7 +303,12 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
 
 Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
   auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
-  NEMO_RETURN_IF_ERROR(seq.snapshot(snap.get()));
+  Status st = seq.snapshot(snap.get());
+  if (st.code() == StatusCode::kOutOfMemory) {  // compute_mu_ is held by every caller
+    snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());  // frees the partial copy first
+    if (offload_locked(seq.mamba_state_bytes()) > 0) st = seq.snapshot(snap.get());
+  }
+  NEMO_RETURN_IF_ERROR(st);
   std::lock_guard<std::mutex> lock(seq_mu_);
   *snapshot_id = next_snapshot_id_++;
   snapshots_[*snapshot_id] = std::move(snap);
@@ -326,7 +353,34 @@ Status Engine::drop_snapshot(int32_t snapshot_id) {
   }
   victim = std::move(it->second);
   snapshots_.erase(it);
+  offloaded_bytes_.erase(snapshot_id);
   return Status::Ok();
+}
+
+int64_t Engine::offload_snapshot_states(int64_t bytes) {
+  std::lock_guard<std::mutex> lock(compute_mu_);  // no restore or step reads a state while it moves
+  return offload_locked(bytes);
+}
+
+int64_t Engine::offload_locked(int64_t bytes) {
+  const size_t conv_n = static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
+  const size_t ssm_n = static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  int64_t moved = 0;
+  for (auto& [id, snap] : snapshots_) {  // ids rise with age: oldest first
+    if (moved >= bytes) break;
+    for (size_t i = 0; i < snap->conv.size(); ++i) {
+      for (auto [p, n] : {std::pair<float**, size_t>{&snap->conv[i], conv_n}, {&snap->ssm[i], ssm_n}}) {
+        float* h = backend_->offload(*p, n);
+        if (h == nullptr) return moved;  // not supported, or no host memory left
+        if (h == *p) continue;           // there already
+        *p = h;
+        moved += static_cast<int64_t>(n * sizeof(float));
+        offloaded_bytes_[id] += static_cast<int64_t>(n * sizeof(float));
+      }
+    }
+  }
+  return moved;
 }
 
 namespace {
@@ -457,6 +511,8 @@ CacheStats Engine::cache_stats() const {
   std::map<int32_t, bool> snap_only;
   for (const auto& [id, snap] : snapshots_) {
     st.snapshot_state_bytes += snap->state_bytes;
+    auto off = offloaded_bytes_.find(id);
+    if (off != offloaded_bytes_.end()) st.snapshot_host_state_bytes += off->second;
     for (int32_t b : snap->blocks) if (!live_refs.count(b)) snap_only[b] = true;
   }
   st.snapshot_only_kv_blocks = static_cast<int64_t>(snap_only.size());

@@ -40,6 +40,7 @@ struct CacheStats {
   int64_t kv_block_bytes = 0;
   int64_t snapshots = 0;
   int64_t snapshot_state_bytes = 0;      // Mamba state copies held by snapshots
+  int64_t snapshot_host_state_bytes = 0; // ... of which moved to host memory (offload_snapshot_states)
   int64_t snapshot_only_kv_blocks = 0;   // blocks referenced by snapshots and by no live sequence
 };
 
@@ -77,6 +78,11 @@ class Engine {
   Status import_snapshot(const uint8_t* bytes, size_t size, const int32_t* tokens, int64_t n_tokens,
                          int32_t* snapshot_id);
   CacheStats cache_stats() const;
+  // Moves snapshots' Mamba states to host memory (oldest snapshot first) until `bytes` have moved or
+  // none is left on the device; returns the bytes moved. A device backend's way to make room: the
+  // engine calls it when a Mamba state allocation fails, then retries once. Restores read the host copy
+  // straight into the sequence's device state. 0 on backends without offload (the CPU).
+  int64_t offload_snapshot_states(int64_t bytes);
 
   // Several sequences in ONE forward pass (their rows packed, each weight read once): item i appends
   // its tokens to its sequence; (*logits)[i] gets its last or all rows. The total number of tokens
@@ -133,6 +139,8 @@ class Engine {
   int32_t next_snapshot_id_ = 1;
   Status take_snapshot(const SequenceState& seq, int32_t* snapshot_id);
   Status find_snapshot(int32_t snapshot_id, std::shared_ptr<Snapshot>* out) const;
+  int64_t offload_locked(int64_t bytes);          // offload_snapshot_states with compute_mu_ held
+  std::map<int32_t, int64_t> offloaded_bytes_;  // snapshot id -> its state bytes in host memory (seq_mu_)
 
   std::mutex compute_mu_;  // one forward pass at a time
 };

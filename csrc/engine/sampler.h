@@ -65,4 +65,16 @@ double counter_uniform(uint64_t seed, uint64_t counter);
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& params,
                      const int32_t* history, int64_t n_history, int64_t n_prompt, uint64_t step);
 
+// One draw of a batch sampled elsewhere than sample_token (a device backend, Backend::sample): the
+// arguments of sample_token but the logits row. want_logprob: also return the token's log-probability
+// under the raw logits.
+struct SampleSpec {
+  const SamplingParams* params;
+  const int32_t* history;
+  int64_t n_history;
+  int64_t n_prompt;
+  uint64_t step;
+  bool want_logprob = false;
+};
+
 }  // namespace nemo

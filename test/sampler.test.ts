@@ -621,35 +621,3 @@ describe('sampler: special values', () => {
     expect(() => k.sample(new Float32Array(2), { temperature: 0 }, 0, [0] as unknown as Int32Array)).toThrow(TypeError);
   });
 });
-
-describe('sampler: speed at vocab 131072', () => {
-  it('greedy, top_k 40 and top_p 0.95 stay within a few ms per sample', () => {
-    const V = 131072;
-    const rng = makeRng(51);
-    const dists: [string, Float32Array][] = [
-      ['flat N(0,1)', Float32Array.from(rng.normalArray(V, 1))],
-      ['peaked N(0,3)', Float32Array.from(rng.normalArray(V, 3))],
-    ];
-    const modes: [string, NativeSamplerParams][] = [
-      ['greedy', { temperature: 0 }],
-      ['top_k 40', { temperature: 1, topK: 40, seed: 1 }],
-      ['top_p 0.95', { temperature: 1, topP: 0.95, seed: 1 }],
-      ['T=1 only', { temperature: 1, seed: 1 }],
-    ];
-    const lines: string[] = [];
-    for (const [dname, logits] of dists) {
-      for (const [mname, p] of modes) {
-        for (let s = 0; s < 10; s++) k.sample(logits, p, s); // warm the per-thread buffers
-        const reps = 200;
-        const t0 = performance.now();
-        for (let s = 0; s < reps; s++) k.sample(logits, p, s);
-        const ms = (performance.now() - t0) / reps;
-        lines.push(`${dname} ${mname}: ${ms.toFixed(3)} ms/sample`);
-        // ~1 ms here; the bound is generous against CI noise, while a full sort of 131072 candidates
-        // per call (~10 ms) fails it.
-        expect(ms, `${dname} ${mname}`).toBeLessThan(6);
-      }
-    }
-    console.log(`sampler speed (vocab ${V}):\n  ${lines.join('\n  ')}`);
-  });
-});

@@ -324,8 +324,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))) void head
 }
 #endif
 
-// Floats of per-(group, chunk) products a wave may hold (16 MiB).
-constexpr int64_t kWaveFloats = int64_t{4} << 20;
+// Floats of per-(group, chunk) products a wave may hold (4 MiB: 4 chunks of 128 for 8 groups of 128).
+constexpr int64_t kWaveFloats = int64_t{1} << 20;
 
 }  // namespace
 

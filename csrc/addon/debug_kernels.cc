@@ -163,7 +163,8 @@ SsmArgs ssm_params(const Napi::Object& o) {
   return a;
 }
 
-// ssdChunkScan(x, dtRaw, B, C, params, T, state, chunkSize) -> { y, state }
+// ssdChunkScan(x, dtRaw, B, C, params, T, state, chunkSize, threads = 2) -> { y, state }
+// threads 1 runs on a one-thread pool, so tests can check that the split does not change the bits.
 Napi::Value SsdChunkScan(const Napi::CallbackInfo& info) {
   auto x = f32(info[0]);
   auto dt = f32(info[1]);
@@ -174,8 +175,10 @@ Napi::Value SsdChunkScan(const Napi::CallbackInfo& info) {
   auto state = f32(info[6]);
   const int64_t HP = a.p.n_heads * a.p.head_dim, GN = a.p.n_groups * a.p.state_size;
   std::vector<float> y(static_cast<size_t>(T * HP));
+  static ThreadPool one(1);
+  ThreadPool& tp = info.Length() > 8 && info[8].IsNumber() && i64(info[8]) == 1 ? one : pool();
   cpu::ssd_chunk_scan(y.data(), x.data(), HP, dt.data(), a.p.n_heads, B.data(), C.data(), GN,
-                      state.data(), a.p, T, i64(info[7]), pool());
+                      state.data(), a.p, T, i64(info[7]), tp);
   return y_state(info.Env(), y, state);
 }
 

@@ -126,38 +126,45 @@ template <class Isa, class T, int NG>
 __attribute__((always_inline)) inline void slots_step(const T* kt, const T* v, int64_t ldk, int64_t row_end,
                                                       int64_t ldv, int64_t Dh, const float* const* q,
                                                       const int64_t* rows, float scale, float* m, float* l,
-                                                      float* const* acc, float* s) {
+                                                      float* const* acc, float* s, const T* pf_k,
+                                                      const char* pf_v, int64_t pf_v_bytes) {
   using F = typename Isa::F;
   using I = typename Isa::I;
   constexpr int L = Isa::L;
   int64_t rmax = 0;
   for (int g = 0; g < NG; ++g) rmax = std::max(rmax, rows[g]);
-  // Scores, two key vectors at a time: acc[g][j] += q_g[d] * K[d][t0 + jL ..], all vertical.
-  for (int64_t t0 = 0; t0 < rmax; t0 += 2 * L) {
-    F sc[NG][2];
-    for (int g = 0; g < NG; ++g) sc[g][0] = sc[g][1] = F{};
-    if (t0 + 2 * L <= row_end) {
+  // Scores, KV key vectors (up to a whole 64-key row of a channel) at a time, so each K row is read
+  // once, front to back: acc[g][j] += q_g[d] * K[d][t0 + jL ..], all vertical.
+  constexpr int KV = Isa::L == 16 || NG <= 2 ? 4 : 2;  // accumulators + loads fit the registers
+  for (int64_t t0 = 0; t0 < rmax; t0 += KV * L) {
+    F sc[NG][KV];
+    for (int g = 0; g < NG; ++g) {
+      for (int j = 0; j < KV; ++j) sc[g][j] = F{};
+    }
+    if (t0 + KV * L <= row_end) {
       for (int64_t d = 0; d < Dh; ++d) {
-        const F k0 = Isa::load(kt + d * ldk + t0), k1 = Isa::load(kt + d * ldk + t0 + L);
+        if (pf_k) {  // the next block's K row d, while this one is consumed
+          __builtin_prefetch(pf_k + d * ldk);
+          __builtin_prefetch(reinterpret_cast<const char*>(pf_k + d * ldk) + 64);
+        }
+        F kv[KV];
+        for (int j = 0; j < KV; ++j) kv[j] = Isa::load(kt + d * ldk + t0 + j * L);
         for (int g = 0; g < NG; ++g) {
           const float qd = q[g][d];
-          sc[g][0] += qd * k0;
-          sc[g][1] += qd * k1;
+          for (int j = 0; j < KV; ++j) sc[g][j] += qd * kv[j];
         }
       }
-    } else {  // the row ends inside these two vectors (block_tokens not a multiple of 2L)
+    } else {  // the row ends inside these vectors (block_tokens not a multiple of KV * L)
       for (int64_t d = 0; d < Dh; ++d) {
-        const F k0 = load_part<Isa>(kt + d * ldk + t0, row_end - t0);
-        const F k1 = load_part<Isa>(kt + d * ldk + t0 + L, row_end - t0 - L);
+        F kv[KV];
+        for (int j = 0; j < KV; ++j) kv[j] = load_part<Isa>(kt + d * ldk + t0 + j * L, row_end - t0 - j * L);
         for (int g = 0; g < NG; ++g) {
-          sc[g][0] += q[g][d] * k0;
-          sc[g][1] += q[g][d] * k1;
+          for (int j = 0; j < KV; ++j) sc[g][j] += q[g][d] * kv[j];
         }
       }
     }
-    for (int g = 0; g < NG; ++g) {
-      store(s + g * kSub + t0, sc[g][0] * scale);  // t0 + 2L <= kSub: 2L divides kSub
-      store(s + g * kSub + t0 + L, sc[g][1] * scale);
+    for (int g = 0; g < NG; ++g) {  // t0 + KV * L <= kSub: KV * L divides kSub
+      for (int j = 0; j < KV; ++j) store(s + g * kSub + t0 + j * L, sc[g][j] * scale);
     }
   }
   // Online softmax per slot: block max, p = exp(s - m_new) (0 past the slot's rows), rescale factor.
@@ -198,6 +205,9 @@ __attribute__((always_inline)) inline void slots_step(const T* kt, const T* v, i
       for (int j = 0; j < kDv; ++j) a[g][j] = Isa::load(acc[g] + d0 + j * L) * c[g];
     }
     for (int64_t t = 0; t < rmax; ++t) {
+      if (pf_v && d0 == 0) {  // the next block's V row t (this head's channels)
+        for (int64_t o = 0; o < pf_v_bytes; o += 64) __builtin_prefetch(pf_v + t * ldv * sizeof(T) + o);
+      }
       F vv[kDv];
       for (int j = 0; j < kDv; ++j) vv[j] = Isa::load(v + t * ldv + d0 + j * L);
       for (int g = 0; g < NG; ++g) {
@@ -237,6 +247,8 @@ __attribute__((always_inline)) inline void slots_step(const T* kt, const T* v, i
 struct BlockTask {
   const void* kt;  // the block's K rows of this kv head: channel d at kt + d * ldk
   const void* v;   // the block's V of this kv head: key t at v + t * ldv
+  const void* next_kt;  // the same for the item's next block (prefetched), or nullptr
+  const void* next_v;
   int64_t ldk, rows_valid, ldv, Dh, n_slots;
   const float* const* q;
   const int64_t* limit;
@@ -259,6 +271,9 @@ __attribute__((always_inline)) inline void block_task(const BlockTask& b) {
     const T* vs = v + k0 * b.ldv;
     const int64_t row_end = b.ldk - k0;
     int64_t next = 0;
+    const T* pf_k = k0 == 0 ? static_cast<const T*>(b.next_kt) : nullptr;
+    const char* pf_v = k0 == 0 ? static_cast<const char*>(b.next_v) : nullptr;
+    const int64_t pf_v_bytes = b.Dh * static_cast<int64_t>(sizeof(T));
     while (n > 0) {
       // Balanced groups (8 slots as 4 + 4, not 6 + 2).
       const int groups = (n + kMaxSlots - 1) / kMaxSlots;
@@ -276,7 +291,8 @@ __attribute__((always_inline)) inline void block_task(const BlockTask& b) {
       }
 #define NEMO_SLOTS_STEP(NG)                                                                            \
   case NG:                                                                                             \
-    slots_step<Isa, T, NG>(kts, vs, b.ldk, row_end, b.ldv, b.Dh, q, rows, b.scale, mm, ll, acc, b.s); \
+    slots_step<Isa, T, NG>(kts, vs, b.ldk, row_end, b.ldv, b.Dh, q, rows, b.scale, mm, ll, acc, b.s, \
+                           pf_k, pf_v, pf_v_bytes);                                            \
     break;
       switch (ng) {
         NEMO_SLOTS_STEP(1)
@@ -289,6 +305,7 @@ __attribute__((always_inline)) inline void block_task(const BlockTask& b) {
 #undef NEMO_SLOTS_STEP
       for (int g = 0; g < ng; ++g) b.m[idx[g]] = mm[g], b.l[idx[g]] = ll[g];
       n -= ng;
+      pf_k = nullptr, pf_v = nullptr;  // once per block is enough
     }
   }
 }
@@ -399,6 +416,12 @@ void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, 
         BlockTask bt;
         bt.kt = static_cast<const char*>(kv.k) + (base + h * Dh * B) * esize;
         bt.v = static_cast<const char*>(kv.v) + (base + h * Dh) * esize;
+        bt.next_kt = bt.next_v = nullptr;
+        if (b0 + B < b_end) {
+          const int64_t next = kv.table[b0 / B + 1] * kv.block_stride;
+          bt.next_kt = static_cast<const char*>(kv.k) + (next + h * Dh * B) * esize;
+          bt.next_v = static_cast<const char*>(kv.v) + (next + h * Dh) * esize;
+        }
         bt.ldk = B, bt.rows_valid = std::min(B, last_of_tile + 1 - b0), bt.ldv = kv_dim, bt.Dh = Dh;
         bt.n_slots = n_slots, bt.q = qs.data(), bt.limit = limit.data(), bt.scale = scale;
         bt.m = m, bt.l = l, bt.acc = accs.data(), bt.s = s.data();

@@ -11,11 +11,14 @@
 // the unrounded K/V an f16 cache adds its storage error:
 // each value is off by <= 2^-11 relative (4.9e-4), which averages down in the outputs; we allow 3e-3.
 // A wrong index, block, causal mask or softmax rescale gives errors of order 0.1 to 1.
-import { describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { NativeEngine } from '../lib/addon-types.js';
+import { makeTinyModel } from '../lib/index.js';
 import * as ref from './reference/kernels.js';
 import { makeRng } from './reference/random.js';
-import { maxRelErr, native } from './helpers.js';
+import { maxRelErr, native, tempDir } from './helpers.js';
 
 const k = native._kernels;
 const f32 = (a: Float64Array) => Float32Array.from(a);
@@ -131,4 +134,42 @@ describe('split-KV decode', () => {
       });
     }
   }
+});
+
+describe('snapshot images hold token-major K/V rows whatever the pool layout', () => {
+  // The CPU pool stores K channel-major; an exported image must still hold token-major rows, so a
+  // longer snapshot's image starts (per layer, K then V) with the rows of a shorter one of the same
+  // prefix. A raw copy of channel-major blocks would differ as soon as a block is partly filled.
+  const tmp = tempDir('attn-snap');
+  const dir = path.join(tmp.dir, 'model');
+  let engine: NativeEngine;
+  beforeAll(async () => {
+    await makeTinyModel(dir, { seed: 5, pattern: 'M*-*', hiddenSize: 64, vocabSize: 512, maxPositionEmbeddings: 1024 });
+    engine = await native.loadEngine(dir, { threads: 2, contextLength: 512, maxSequences: 2, maxBatchTokens: 64, kvDtype: 'f16', cacheBytes: 1 << 22 });
+  });
+  afterAll(async () => {
+    await engine.close();
+    tmp.cleanup();
+  });
+
+  it('rows of a 65- and a 130-position snapshot agree on their common 65 positions', async () => {
+    const tokens = Int32Array.from({ length: 130 }, (_, i) => (i * 37 + 11) % 512);
+    const s = engine.createSequence();
+    await engine.evaluate(s, tokens.subarray(0, 65), false);
+    const short = await engine.exportSnapshot(engine.snapshot(s));
+    await engine.evaluate(s, tokens.subarray(65), false);
+    const long = await engine.exportSnapshot(engine.snapshot(s));
+    engine.freeSequence(s);
+    // Both end with n_attn_layers x {K, V} x n rows of kvDim f16 values.
+    const kvSection = (img: Uint8Array, n: number) => img.subarray(img.length - 2 * 2 * n * kvDim * 2);
+    const kvDim = (long.length - short.length) / (2 * 2 * 65 * 2); // 2 layers, K and V, 65 rows, f16
+    expect(Number.isInteger(kvDim)).toBe(true);
+    const a = kvSection(short, 65), b = kvSection(long, 130);
+    const rowBytes = kvDim * 2;
+    for (let part = 0; part < 4; part++) {
+      const rowsA = a.subarray(part * 65 * rowBytes, (part + 1) * 65 * rowBytes);
+      const rowsB = b.subarray(part * 130 * rowBytes, part * 130 * rowBytes + 65 * rowBytes);
+      expect(Buffer.from(rowsA).equals(Buffer.from(rowsB))).toBe(true);
+    }
+  });
 });

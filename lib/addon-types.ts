@@ -172,7 +172,7 @@ export interface NativeKernels {
   conv1dStep(x: Float32Array, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
   ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number): { y: Float32Array; state: Float32Array };
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
-  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean }): Float32Array;
+  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean; threads?: 1 | 2 }): Float32Array;
   relu2(x: Float32Array): Float32Array;
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   setKernelPath(name: 'scalar' | 'avx2' | 'avx512' | 'auto'): string;

@@ -195,9 +195,11 @@ Napi::Value SsmStateUpdate(const Napi::CallbackInfo& info) {
   return y_state(info.Env(), y, state);
 }
 
-// attentionGqa(q, k, v, past, T, Hq, Hkv, Dh, opts?: { blockTokens, dtype: 'F32' | 'F16', shuffle })
-// K and V rows [past + T, Hkv*Dh] are stored into a paged layout (blocks of blockTokens positions,
-// placed in a shuffled block order when asked) and attention runs over it.
+// attentionGqa(q, k, v, past, T, Hq, Hkv, Dh, opts?: { blockTokens, dtype: 'F32' | 'F16', shuffle,
+//                                                      threads: 1 | 2 })
+// K and V rows [past + T, Hkv*Dh] are stored by kv_store into a paged layout (blocks of blockTokens
+// positions, placed in a shuffled block order when asked) and attention runs over it on a pool of
+// `threads` threads (default 2).
 Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   auto q = f32(info[0]);
   auto k = f32(info[1]);
@@ -207,11 +209,13 @@ Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   int64_t B = past + T;
   DType dtype = DType::F32;
   bool shuffle = false;
+  int threads = 2;
   if (info.Length() > 8 && info[8].IsObject()) {
     Napi::Object o = info[8].As<Napi::Object>();
     if (o.Get("blockTokens").IsNumber()) B = i64(o.Get("blockTokens"));
     if (o.Get("dtype").IsString() && o.Get("dtype").As<Napi::String>().Utf8Value() == "F16") dtype = DType::F16;
     shuffle = o.Get("shuffle").ToBoolean().Value();
+    if (o.Get("threads").IsNumber() && i64(o.Get("threads")) == 1) threads = 1;
   }
   const int64_t kv_dim = Hkv * Dh, S = past + T, n_blocks = (S + B - 1) / B;
   std::vector<int32_t> table(static_cast<size_t>(n_blocks));
@@ -221,7 +225,8 @@ Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   cpu::KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
   cpu::kv_store(kv, 0, k.data(), v.data(), kv_dim, S, kv_dim);
   std::vector<float> o(static_cast<size_t>(T * Hq * Dh));
-  cpu::attention_gqa(o.data(), q.data(), Hq * Dh, kv, past, T, Hq, Hkv, Dh, pool());
+  static ThreadPool one(1);
+  cpu::attention_gqa(o.data(), q.data(), Hq * Dh, kv, past, T, Hq, Hkv, Dh, threads == 1 ? one : pool());
   return out(info.Env(), o);
 }
 

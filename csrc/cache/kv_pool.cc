@@ -1,11 +1,18 @@
 #include "cache/kv_pool.h"
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 namespace nemo {
 
 KvPool::KvPool(Backend* backend, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks, DType dtype)
-    : backend_(backend), n_layers_(n_layers), kv_dim_(kv_dim), capacity_(capacity_blocks), dtype_(dtype) {}
+    : backend_(backend),
+      n_layers_(n_layers),
+      kv_dim_(kv_dim),
+      capacity_(capacity_blocks),
+      dtype_(dtype),
+      k_channel_major_(backend->kv_k_channel_major()) {}
 
 KvPool::~KvPool() { backend_->free_pool(storage_, storage_bytes_); }
 
@@ -58,25 +65,52 @@ int64_t KvPool::used() const {
 
 int64_t KvPool::block_bytes() const { return 2 * n_layers_ * kBlockTokens * row_bytes(); }
 
-void* KvPool::k_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const {
-  char* layer = static_cast<char*>(storage_) + 2 * static_cast<size_t>(layer_slot) * layer_bytes();
-  return layer + (static_cast<size_t>(block) * kBlockTokens + static_cast<size_t>(row)) * row_bytes();
-}
-
-void* KvPool::v_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const {
-  return static_cast<char*>(k_row_ptr(layer_slot, block, row)) + layer_bytes();
+void* KvPool::block_ptr(int64_t layer_slot, int kv, int32_t block) const {
+  char* layer = static_cast<char*>(storage_) + (2 * static_cast<size_t>(layer_slot) + kv) * layer_bytes();
+  return layer + static_cast<size_t>(block) * kBlockTokens * static_cast<size_t>(row_bytes());
 }
 
 void KvPool::copy_rows(int32_t dst, int32_t src, int64_t rows) {
-  const size_t n = static_cast<size_t>(rows * row_bytes());
+  // A channel-major K block keeps each channel's rows apart: copy it whole (unwritten rows included).
+  const size_t n = static_cast<size_t>(rows * row_bytes()), whole = static_cast<size_t>(kBlockTokens * row_bytes());
   for (int64_t l = 0; l < n_layers_; ++l) {
-    backend_->copy_bytes(k_row_ptr(l, dst, 0), k_row_ptr(l, src, 0), n);
-    backend_->copy_bytes(v_row_ptr(l, dst, 0), v_row_ptr(l, src, 0), n);
+    for (int kv = 0; kv < 2; ++kv) {
+      backend_->copy_bytes(block_ptr(l, kv, dst), block_ptr(l, kv, src), channel_major(kv) ? whole : n);
+    }
   }
 }
 
+void KvPool::read_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, void* host_dst) const {
+  if (!channel_major(kv)) {
+    backend_->bytes_to_host(host_dst, block_ptr(layer_slot, kv, block), static_cast<size_t>(rows * row_bytes()));
+    return;
+  }
+  const size_t es = dtype_size(dtype_);
+  std::vector<uint8_t> blk(static_cast<size_t>(kBlockTokens * row_bytes()));
+  backend_->bytes_to_host(blk.data(), block_ptr(layer_slot, kv, block), blk.size());
+  uint8_t* out = static_cast<uint8_t*>(host_dst);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t c = 0; c < kv_dim_; ++c) std::memcpy(out + (t * kv_dim_ + c) * es, &blk[(c * kBlockTokens + t) * es], es);
+  }
+}
+
+void KvPool::write_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, const void* host_src) {
+  if (!channel_major(kv)) {
+    backend_->bytes_from_host(block_ptr(layer_slot, kv, block), host_src, static_cast<size_t>(rows * row_bytes()));
+    return;
+  }
+  // Rows past `rows` are zero; attention never reads them (nor kv_store overwrites them).
+  const size_t es = dtype_size(dtype_);
+  std::vector<uint8_t> blk(static_cast<size_t>(kBlockTokens * row_bytes()), 0);
+  const uint8_t* in = static_cast<const uint8_t*>(host_src);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int64_t c = 0; c < kv_dim_; ++c) std::memcpy(&blk[(c * kBlockTokens + t) * es], in + (t * kv_dim_ + c) * es, es);
+  }
+  backend_->bytes_from_host(block_ptr(layer_slot, kv, block), blk.data(), blk.size());
+}
+
 cpu::KvBlocks KvPool::view(int64_t layer_slot, const int32_t* table) const {
-  return cpu::KvBlocks{k_row_ptr(layer_slot, 0, 0), v_row_ptr(layer_slot, 0, 0), table, kBlockTokens,
+  return cpu::KvBlocks{block_ptr(layer_slot, 0, 0), block_ptr(layer_slot, 1, 0), table, kBlockTokens,
                        kBlockTokens * kv_dim_, dtype_};
 }
 

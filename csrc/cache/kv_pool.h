@@ -7,6 +7,8 @@
 // Block size: 64 positions. Small enough that a copy-on-write (at most 63 rows) and the waste of a
 // half-filled block stay small (a 9B block is 1 MiB in f16 across its 4 attention layers), large enough
 // that the attention loop walks long contiguous runs and block tables stay short (2,048 entries at 128k).
+// Inside a block V is token-major [kBlockTokens][kv_dim]; K is too, or channel-major [kv_dim]
+// [kBlockTokens] when the backend asks for it (the CPU kernels): the same bytes either way.
 #pragma once
 #include <cstdint>
 #include <mutex>
@@ -42,9 +44,10 @@ class KvPool {
   // The view the attention kernels read, for one layer and one block table.
   cpu::KvBlocks view(int64_t layer_slot, const int32_t* table) const;
 
-  // Raw row access for export/import: the bytes of `rows` positions of one block of one layer.
-  void* k_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const;
-  void* v_row_ptr(int64_t layer_slot, int32_t block, int64_t row) const;
+  // The first `rows` positions of one block of one layer, K (kv = 0) or V (kv = 1), as token-major
+  // rows of row_bytes() on the host, whatever layout the backend stores (export/import).
+  void read_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, void* host_dst) const;
+  void write_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, const void* host_src);
 
   int64_t capacity() const { return capacity_; }
   int64_t used() const;
@@ -55,11 +58,14 @@ class KvPool {
 
  private:
   size_t layer_bytes() const;
+  void* block_ptr(int64_t layer_slot, int kv, int32_t block) const;
+  bool channel_major(int kv) const { return kv == 0 && k_channel_major_; }
 
   Backend* backend_;
   int64_t n_layers_, kv_dim_, capacity_;
   DType dtype_;
-  void* storage_ = nullptr;  // [n_layers][K|V][capacity][kBlockTokens][kv_dim]
+  bool k_channel_major_;     // K blocks [kv_dim][kBlockTokens] (backend->kv_k_channel_major())
+  void* storage_ = nullptr;  // [n_layers][K|V][capacity][block], a block kBlockTokens * kv_dim values
   size_t storage_bytes_ = 0;
   mutable std::mutex mu_;
   std::vector<int32_t> refs_;

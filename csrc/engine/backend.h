@@ -63,6 +63,9 @@ class Backend {
   virtual void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv,
                              int64_t past, int64_t T, int64_t n_heads, int64_t n_kv_heads,
                              int64_t head_dim) = 0;
+  // How this backend's kv_store lays out a K block: channel-major [kv_dim][block_tokens] (the CPU
+  // kernels) or token-major like V (the default). The pool's copy and export/import follow it.
+  virtual bool kv_k_channel_major() const { return false; }
   virtual void relu2(float* x, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
 

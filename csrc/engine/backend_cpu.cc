@@ -79,6 +79,7 @@ class CpuBackend final : public Backend {
                 int64_t ld, int64_t T, int64_t kv_dim) override {
     cpu::kv_store(kv, pos, k_rows, v_rows, ld, T, kv_dim);
   }
+  bool kv_k_channel_major() const override { return true; }  // see kernels.h, KvBlocks
   void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past,
                      int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) override {
     cpu::attention_gqa(out, q, ldq, kv, past, T, n_heads, n_kv_heads, head_dim, pool_);

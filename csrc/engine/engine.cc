@@ -420,8 +420,7 @@ Status Engine::export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) c
       for (int64_t p0 = 0; p0 < snap->n_past; p0 += B) {
         const int64_t n = std::min(B, snap->n_past - p0);
         const int32_t b = snap->blocks[p0 / B];
-        const void* src = kv == 0 ? kv_pool_->k_row_ptr(l, b, 0) : kv_pool_->v_row_ptr(l, b, 0);
-        backend_->bytes_to_host(rows.data(), src, static_cast<size_t>(n * row));
+        kv_pool_->read_rows(l, kv, b, n, rows.data());  // token-major in the image, whatever the pool holds
         put(out, rows.data(), static_cast<size_t>(n * row));
       }
     }
@@ -487,8 +486,7 @@ Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t*
       for (int64_t p0 = 0; p0 < n_past; p0 += B) {
         const int64_t n = std::min(B, n_past - p0);
         const int32_t b = snap->blocks[p0 / B];
-        void* dst = kv == 0 ? kv_pool_->k_row_ptr(l, b, 0) : kv_pool_->v_row_ptr(l, b, 0);
-        backend_->bytes_from_host(dst, p, static_cast<size_t>(n * row));
+        kv_pool_->write_rows(l, kv, b, n, p);
         p += n * row;
       }
     }

@@ -86,8 +86,12 @@ void ssm_state_update(float* y, const float* x, const float* dt_raw, const float
 
 // ---- attention -----------------------------------------------------------------------------------
 // One attention layer's K and V for one sequence, in a paged pool: position p lives in block
-// table[p / block_tokens], row p % block_tokens. A block of a layer holds block_tokens rows of
-// Hkv*Dh values in `dtype` (F16 or F32), K and V in separate storage: k + block * block_stride.
+// table[p / block_tokens], row p % block_tokens. A block of a layer holds block_tokens positions of
+// kv_dim = Hkv*Dh values in `dtype` (F16 or F32), K and V in separate storage: k + block * block_stride.
+// Inside a block (CPU kernels): V is token-major [block_tokens][kv_dim]; K is channel-major
+// [kv_dim][block_tokens] (value c of position r at c * block_tokens + r), so a kv head's K is one
+// [Dh][block_tokens] tile and q·K over consecutive keys is vertical FMAs. Same bytes per block either
+// way. cuda/ keeps K token-major (Backend::kv_k_channel_major says which); export/import convert.
 struct KvBlocks {
   void* k;
   void* v;
@@ -97,7 +101,8 @@ struct KvBlocks {
   DType dtype;
 };
 
-// Writes T rows of K and V (f32, row stride ld) at positions [pos, pos + T), converting to kv.dtype.
+// Writes T rows of K and V (f32, row stride ld) at positions [pos, pos + T), converting to kv.dtype,
+// in the block layout above.
 void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
               int64_t T, int64_t kv_dim);
 

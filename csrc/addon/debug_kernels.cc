@@ -19,6 +19,11 @@ ThreadPool& pool() {
   return p;
 }
 
+ThreadPool& pool1() {  // one thread, for thread-count invariance checks
+  static ThreadPool p(1);
+  return p;
+}
+
 std::vector<float> f32(const Napi::Value& v) {
   auto a = v.As<Napi::Float32Array>();
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
@@ -39,10 +44,12 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
   return o;
 }
 
-// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N)
+// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N, options?)
 // dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
 // 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
+// options: { precision?: 'exact' | 'fast', input?: 'plain' | 'relu2', threads?: 1 | 2 } (defaults
+// 'exact', 'plain', 2).
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto x = f32(info[0]);
@@ -77,8 +84,28 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     w.dtype = dtype == "BF16" ? DType::BF16 : DType::F16;
     w.data = info[3].As<Napi::Uint16Array>().Data();
   }
+  cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact;
+  cpu::MatmulInput input = cpu::MatmulInput::kPlain;
+  ThreadPool* tp = &pool();
+  if (info.Length() > 6 && info[6].IsObject()) {
+    const Napi::Object o = info[6].As<Napi::Object>();
+    const auto str = [&](const char* key, const char* dflt) {
+      return o.Has(key) && !o.Get(key).IsUndefined() ? o.Get(key).As<Napi::String>().Utf8Value()
+                                                     : std::string(dflt);
+    };
+    const std::string p = str("precision", "exact"), in = str("input", "plain");
+    if (p != "exact" && p != "fast") throw Napi::RangeError::New(env, "matmul: bad precision");
+    if (in != "plain" && in != "relu2") throw Napi::RangeError::New(env, "matmul: bad input");
+    if (p == "fast") precision = cpu::MatmulPrecision::kFast;
+    if (in == "relu2") input = cpu::MatmulInput::kRelu2;
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
+      const int64_t n = i64(o.Get("threads"));
+      if (n != 1 && n != 2) throw Napi::RangeError::New(env, "matmul: threads must be 1 or 2");
+      if (n == 1) tp = &pool1();
+    }
+  }
   std::vector<float> y(static_cast<size_t>(T * N));
-  cpu::matmul(y.data(), N, x.data(), K, w, T, pool());
+  cpu::matmul(y.data(), N, x.data(), K, w, T, *tp, precision, input);
   return out(env, y);
 }
 
@@ -284,6 +311,16 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
                                              history, n_history, n_prompt, step));
 }
 
+// cpuFeatures() -> { avx2Fma, avx512f, avx512bf16 }: what the CPU has (for tests that need a feature)
+Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("avx2Fma", f.avx2_fma);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bf16", f.avx512bf16);
+  return o;
+}
+
 // setKernelPath('scalar' | 'avx2' | 'avx512' | 'auto') -> the path now active
 Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
   const std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -310,6 +347,7 @@ Napi::Object DebugKernels(Napi::Env env) {
   k.Set("sample", Napi::Function::New<Sample>(env));
   k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
   k.Set("kernelPath", Napi::Function::New<KernelPath>(env));
+  k.Set("cpuFeatures", Napi::Function::New<CpuFeaturesJs>(env));
   return k;
 }
 

@@ -4,10 +4,14 @@
 //   scalar  plain C++ (the correctness baseline; runs anywhere)
 //   avx2    AVX2 + FMA + F16C, 8 floats per vector
 //   avx512  AVX-512 F/BW/VL/DQ, 16 floats per vector
-// Activations stay f32 on every path (no bf16 dot products), so paths differ only by float rounding.
+// With kExact activations stay f32 on every path, so paths differ only by float rounding. kFast for
+// BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
+// (namespace avx512bf16); everywhere else kFast computes as kExact, bit for bit.
+// kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x in
+// place, makes a copy for it); quantized weights go to matmul_quant.
 //
 // SIMD structure (both vector paths):
-//  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 floats. For BF16
+//  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 elements. For BF16
 //    weights the copy is also permuted within each block of S = 2 * vector-width elements to
 //    [even elements, odd elements]: one vector load of S bf16 values then yields the even elements by
 //    a 16-bit left shift of each 32-bit lane and the odd ones by masking off the low half, i.e. two f32

@@ -311,7 +311,7 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
                                              history, n_history, n_prompt, step));
 }
 
-// cpuFeatures() -> { avx2Fma, avx512f, avx512bf16 }: what the CPU has (for tests that need a feature)
+// cpuFeatures() -> { avx2Fma, avx512f, avx512bf16 }: what the CPU has (for feature-gated tests)
 Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
   const CpuFeatures& f = cpu_features();
   Napi::Object o = Napi::Object::New(info.Env());

@@ -7,8 +7,8 @@
 // With kExact activations stay f32 on every path, so paths differ only by float rounding. kFast for
 // BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
 // (namespace avx512bf16); everywhere else kFast computes as kExact, bit for bit.
-// kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x in
-// place, makes a copy for it); quantized weights go to matmul_quant.
+// kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
+// in place, makes a copy for it); quantized weights go to matmul_quant.
 //
 // SIMD structure (both vector paths):
 //  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 elements. For BF16
@@ -205,7 +205,8 @@ float* x_scratch(size_t n) {
 // One prepared x row: dst[k'] = in(x[k' - shift]) for k' in [shift, shift + K), zero elsewhere in
 // [0, Kp), where in() is the identity or relu² (kRelu2, fused here: the copy is made anyway).
 template <class XT>
-using PackFn = void (*)(XT* dst, int64_t Kp, const float* src, int64_t K, int64_t shift, bool relu2);
+using PackFn = void (*)(XT* dst, int64_t Kp, const float* src, int64_t K, int64_t shift,
+                        bool relu2);
 
 // f32 rows; with PERM > 0, every block of PERM values of the row is reordered as [even, odd].
 template <int PERM>
@@ -711,15 +712,15 @@ constexpr Tiles tiles() {
 #pragma GCC pop_options
 #endif
 
-// ---- AVX-512 BF16 (kFast for BF16 weights) -------------------------------------------------------
+// ---- AVX-512 BF16 (kFast for BF16 weights) ------------------------------------------------------
 //
 // x is rounded to bf16 once, while packing (round to nearest even, NaN kept, as f32_to_bf16 and
 // PyTorch do; done with integer ops rather than vcvtne2ps2bf16, which flushes denormal inputs), in
 // natural order: W rows are already bf16 pairs, so vdpbf16ps reads both without any conversion, 32
 // elements per instruction into 16 f32 lanes (two products per lane). vdpbf16ps itself treats
-// denormal inputs as zero and flushes denormal results (it ignores MXCSR); the products are exact in
-// f32, only the accumulation rounds. The reduction order is the one described at the top, with a step
-// of 32 elements per accumulator and K slices of kKcBf16.
+// denormal inputs as zero and flushes denormal results (it ignores MXCSR); the products are exact
+// in f32, only the accumulation rounds. The reduction order is the one described at the top, with
+// a step of 32 elements per accumulator and K slices of kKcBf16.
 
 #if defined(__clang__)
 #pragma clang attribute push(                                                                   \
@@ -733,8 +734,8 @@ constexpr Tiles tiles() {
 namespace avx512bf16 {
 
 constexpr int kS = 32;  // elements per step: one vector of 32 bf16
-// bf16 x rows are half the bytes of f32 ones, so twice the K slice keeps TR rows in L1 and halves the
-// horizontal reductions per multiply-add.
+// bf16 x rows are half the bytes of f32 ones, so twice the K slice keeps TR rows in L1 and halves
+// the horizontal reductions per multiply-add.
 constexpr int64_t kKcBf16 = 2048;
 
 // x row -> bf16 bits (see the note above), relu² first when asked.
@@ -748,14 +749,15 @@ void pack_bf16(uint16_t* dst, int64_t Kp, const float* src, int64_t K, int64_t s
         K - k >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (K - k)) - 1);
     __m512 v = _mm512_maskz_loadu_ps(m, src + k);
     if (relu2) {
-      v = _mm512_max_ps(_mm512_setzero_ps(), v);  // the second operand (v) when unordered: NaN stays
+      v = _mm512_max_ps(_mm512_setzero_ps(), v);  // gives v when unordered: NaN stays NaN
       v = _mm512_mul_ps(v, v);
     }
     const __m512i b = _mm512_castps_si512(v);
     const __m512i hi = _mm512_srli_epi32(b, 16);
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(b, _mm512_add_epi32(round, _mm512_and_si512(hi, one))), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_or_si512(hi, quiet));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, quiet));
     _mm512_mask_cvtepi32_storeu_epi16(d + k, m, r);
   }
   std::fill(dst + shift + K, dst + Kp, uint16_t{0});
@@ -860,10 +862,11 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
   const bool relu2 = input == MatmulInput::kRelu2;
   if (dtype_is_quantized(w.dtype)) {
     if (relu2 && T > 0 && K > 0) {
-      // matmul_quant does not fuse relu² yet (it hands kRelu2 back here): apply it to a scratch copy.
+      // matmul_quant does not fuse relu² yet (it hands kRelu2 back here): relu² into a copy.
       std::vector<float> act(static_cast<size_t>(T * K));
       for (int64_t t = 0; t < T; ++t)
-        for (int64_t k = 0; k < K; ++k) act[static_cast<size_t>(t * K + k)] = relu_sq(x[t * ldx + k]);
+        for (int64_t k = 0; k < K; ++k)
+          act[static_cast<size_t>(t * K + k)] = relu_sq(x[t * ldx + k]);
       return matmul_quant(y, ldy, act.data(), K, w, T, pool, precision, MatmulInput::kPlain);
     }
     return matmul_quant(y, ldy, x, ldx, w, T, pool, precision, input);

@@ -466,10 +466,10 @@ void test_invariance(cpu::MatmulPrecision prec) {
   set_kernel_path_override(nullptr);
 }
 
-// ---- kFast and kRelu2 ---------------------------------------------------------------------------------
+// ---- kFast and kRelu2 -------------------------------------------------------------------------
 // kFast BF16 (AVX-512 BF16 only) against a double reference over bf16-rounded x: the products are
 // exact, so the only error is f32 accumulation, bounded by (adds per lane) * 2^-24 * sum |x' w|.
-// Elsewhere kFast must equal kExact bit for bit. kRelu2 against the product of relu(x)² computed apart.
+// Elsewhere kFast must equal kExact bit for bit. kRelu2 against the product of relu(x)² made apart.
 
 void test_fast() {
   std::printf("matmul kFast / kRelu2\n");

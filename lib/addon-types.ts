@@ -165,18 +165,23 @@ export interface NativeSamplerParams extends Partial<Omit<NativeSampling, 'logit
 
 /** Every CPU kernel on typed arrays, for the kernel tests (same shapes as csrc/kernels/kernels.h). */
 export interface NativeKernels {
-  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number): Float32Array;
+  /** options: precision and input as csrc/kernels/kernels.h MatmulPrecision / MatmulInput; threads 1 or 2 (default 2). */
+  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number, options?: { precision?: 'exact' | 'fast'; input?: 'plain' | 'relu2'; threads?: number }): Float32Array;
   rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
   rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;
   conv1dCausal(x: Float32Array, T: number, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
   conv1dStep(x: Float32Array, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
-  ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number): { y: Float32Array; state: Float32Array };
+  ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number, threads?: number): { y: Float32Array; state: Float32Array };
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
-  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean; threads?: 1 | 2 }): Float32Array;
+  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean; threads?: number }): Float32Array;
   relu2(x: Float32Array): Float32Array;
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
-  setKernelPath(name: 'scalar' | 'avx2' | 'avx512' | 'auto'): string;
+  /** 'scalar' | 'avx2' | 'avx512' | 'neon' | 'auto'; an unknown name leaves the path as it is. Returns the active path. */
+  setKernelPath(name: string): string;
   kernelPath(): string;
+  /** The integer dot-product path of the quantized kFast kernels ('vnni512' | 'avxvnni' | 'avx2' | 'scalar'); allowVnni false forbids VNNI (tests). */
+  quantDotPath(allowVnni?: boolean): string;
+  cpuFeatures(): { avx2Fma: boolean; avx512f: boolean; avx512bf16: boolean };
 }
 
 export interface NativeAddon {

@@ -22,10 +22,7 @@ import { makeRng, type Rng } from './reference/random.js';
 
 type Precision = 'exact' | 'fast';
 type Input = 'plain' | 'relu2';
-const k = native._kernels as typeof native._kernels & {
-  matmul(x: Float32Array, T: number, K: number, w: Uint8Array, dtype: QuantType, N: number, precision?: Precision, input?: Input, threads?: number): Float32Array;
-  quantDotPath(allowVnni?: boolean): string;
-};
+const k = native._kernels;
 
 // Integer dot paths available here: name -> [kernel path, allow VNNI].
 const DOT: Record<string, [string, boolean]> = {};
@@ -227,7 +224,7 @@ describe("matmul 'fast' (8-bit activations) vs the float64 reference with the sa
         useDot(dot);
         let worst = 0;
         for (const c of casesFor(type)) {
-          const y = k.matmul(c.x, c.T, c.K, c.w, type, c.N, 'fast');
+          const y = k.matmul(c.x, c.T, c.K, c.w, type, c.N, { precision: 'fast' });
           const e = worstError(y, c);
           if (!(e <= TOL)) expect.fail(`${dot} ${type} T=${c.T} K=${c.K} N=${c.N}: error ${e}`);
           worst = Math.max(worst, e);
@@ -239,8 +236,8 @@ describe("matmul 'fast' (8-bit activations) vs the float64 reference with the sa
 
   it("is not the exact product: 'fast' differs from 'exact' by the activation rounding", () => {
     const c = casesFor('Q8_0')[1]!;
-    const fast = k.matmul(c.x, c.T, c.K, c.w, 'Q8_0', c.N, 'fast');
-    const exact = k.matmul(c.x, c.T, c.K, c.w, 'Q8_0', c.N, 'exact');
+    const fast = k.matmul(c.x, c.T, c.K, c.w, 'Q8_0', c.N, { precision: 'fast' });
+    const exact = k.matmul(c.x, c.T, c.K, c.w, 'Q8_0', c.N, { precision: 'exact' });
     expect(bitwiseEqual(fast, exact)).toBe(false);
     expect(maxAbsDiff(fast, exact)).toBeLessThan(0.05 * Math.max(...c.s));
   });
@@ -259,16 +256,16 @@ describe("matmul 'fast' batch invariance (bitwise)", () => {
         const x = gaussian(rng, T * K);
         const w = randomBlocks(rng, type, N, K);
         for (const input of ['plain', 'relu2'] as const) {
-          const all = k.matmul(x, T, K, w, type, N, 'fast', input);
-          const one = k.matmul(x, T, K, w, type, N, 'fast', input, 1);
+          const all = k.matmul(x, T, K, w, type, N, { precision: 'fast', input });
+          const one = k.matmul(x, T, K, w, type, N, { precision: 'fast', input, threads: 1 });
           expect(bitwiseEqual(all, one), `${type} ${input}: 1 vs 2 threads`).toBe(true);
           const parts = new Float32Array(T * N);
           for (const [t0, n] of [[0, 1], [1, 3], [4, 8], [12, 2], [14, 31]] as const) {
-            parts.set(k.matmul(x.subarray(t0 * K, (t0 + n) * K), n, K, w, type, N, 'fast', input), t0 * N);
+            parts.set(k.matmul(x.subarray(t0 * K, (t0 + n) * K), n, K, w, type, N, { precision: 'fast', input }), t0 * N);
           }
           expect(bitwiseEqual(all, parts), `${type} ${input}: sub-batches`).toBe(true);
           for (let t = 0; t < T; t += 11) {
-            const alone = k.matmul(x.subarray(t * K, (t + 1) * K), 1, K, w, type, N, 'fast', input);
+            const alone = k.matmul(x.subarray(t * K, (t + 1) * K), 1, K, w, type, N, { precision: 'fast', input });
             expect(bitwiseEqual(alone, all.subarray(t * N, (t + 1) * N)), `${type} ${input}: row ${t}`).toBe(true);
           }
         }
@@ -284,7 +281,7 @@ describe("input 'relu2' (relu(x)² fused)", () => {
       for (const dot of Object.keys(DOT)) {
         useDot(dot);
         for (const c of casesFor(type, true)) {
-          const e = worstError(k.matmul(c.x, c.T, c.K, c.w, type, c.N, 'fast', 'relu2'), c);
+          const e = worstError(k.matmul(c.x, c.T, c.K, c.w, type, c.N, { precision: 'fast', input: 'relu2' }), c);
           if (!(e <= TOL)) expect.fail(`${dot} ${type} T=${c.T} K=${c.K} N=${c.N}: error ${e}`);
         }
       }
@@ -295,8 +292,8 @@ describe("input 'relu2' (relu(x)² fused)", () => {
         if (k.setKernelPath(p) !== p) continue;
         for (const c of casesFor(type, true).slice(0, 4)) {
           const r = Float32Array.from(c.x, (v) => Math.fround(Math.max(v, 0) * Math.max(v, 0)));
-          const fused = k.matmul(c.x, c.T, c.K, c.w, type, c.N, 'exact', 'relu2');
-          expect(bitwiseEqual(fused, k.matmul(r, c.T, c.K, c.w, type, c.N, 'exact')), `${p} T=${c.T}`).toBe(true);
+          const fused = k.matmul(c.x, c.T, c.K, c.w, type, c.N, { precision: 'exact', input: 'relu2' });
+          expect(bitwiseEqual(fused, k.matmul(r, c.T, c.K, c.w, type, c.N, { precision: 'exact' })), `${p} T=${c.T}`).toBe(true);
           const wf = dequantizeRows(type, c.w, c.N, c.K);
           let err = 0;
           let scale = 0;

@@ -20,7 +20,7 @@ ThreadPool& pool() {
   return p;
 }
 
-ThreadPool& pool1() {
+ThreadPool& pool1() {  // one thread, for thread-count invariance checks
   static ThreadPool p(1);
   return p;
 }
@@ -45,11 +45,12 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
   return o;
 }
 
-// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N,
-//        precision = 'exact' | 'fast', input = 'plain' | 'relu2', threads = 2 | 1)
+// matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N, options?)
 // dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
 // 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
+// options: { precision?: 'exact' | 'fast', input?: 'plain' | 'relu2', threads?: 1 | 2 } (defaults
+// 'exact', 'plain', 2).
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto x = f32(info[0]);
@@ -84,21 +85,28 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     w.dtype = dtype == "BF16" ? DType::BF16 : DType::F16;
     w.data = info[3].As<Napi::Uint16Array>().Data();
   }
-  auto opt = [&](size_t i) {
-    return info.Length() > i && info[i].IsString() ? info[i].As<Napi::String>().Utf8Value() : std::string();
-  };
-  const cpu::MatmulPrecision precision =
-      opt(6) == "fast" ? cpu::MatmulPrecision::kFast : cpu::MatmulPrecision::kExact;
-  const cpu::MatmulInput input = opt(7) == "relu2" ? cpu::MatmulInput::kRelu2 : cpu::MatmulInput::kPlain;
-  const bool one_thread = info.Length() > 8 && info[8].IsNumber() && i64(info[8]) == 1;
-  std::vector<float> y(static_cast<size_t>(T * N));
-  // Quantized weights go to matmul_quant directly (cpu::matmul's own kRelu2 handling is not ours).
-  ThreadPool& p = one_thread ? pool1() : pool();
-  if (quant) {
-    cpu::matmul_quant(y.data(), N, x.data(), K, w, T, p, precision, input);
-  } else {
-    cpu::matmul(y.data(), N, x.data(), K, w, T, p, precision, input);
+  cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact;
+  cpu::MatmulInput input = cpu::MatmulInput::kPlain;
+  ThreadPool* tp = &pool();
+  if (info.Length() > 6 && info[6].IsObject()) {
+    const Napi::Object o = info[6].As<Napi::Object>();
+    const auto str = [&](const char* key, const char* dflt) {
+      return o.Has(key) && !o.Get(key).IsUndefined() ? o.Get(key).As<Napi::String>().Utf8Value()
+                                                     : std::string(dflt);
+    };
+    const std::string p = str("precision", "exact"), in = str("input", "plain");
+    if (p != "exact" && p != "fast") throw Napi::RangeError::New(env, "matmul: bad precision");
+    if (in != "plain" && in != "relu2") throw Napi::RangeError::New(env, "matmul: bad input");
+    if (p == "fast") precision = cpu::MatmulPrecision::kFast;
+    if (in == "relu2") input = cpu::MatmulInput::kRelu2;
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
+      const int64_t n = i64(o.Get("threads"));
+      if (n != 1 && n != 2) throw Napi::RangeError::New(env, "matmul: threads must be 1 or 2");
+      if (n == 1) tp = &pool1();
+    }
   }
+  std::vector<float> y(static_cast<size_t>(T * N));
+  cpu::matmul(y.data(), N, x.data(), K, w, T, *tp, precision, input);
   return out(env, y);
 }
 
@@ -312,6 +320,16 @@ Napi::Value Sample(const Napi::CallbackInfo& info) {
                                              history, n_history, n_prompt, step));
 }
 
+// cpuFeatures() -> { avx2Fma, avx512f, avx512bf16 }: what the CPU has (for feature-gated tests)
+Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("avx2Fma", f.avx2_fma);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bf16", f.avx512bf16);
+  return o;
+}
+
 // setKernelPath('scalar' | 'avx2' | 'avx512' | 'auto') -> the path now active
 Napi::Value SetKernelPath(const Napi::CallbackInfo& info) {
   const std::string name = info[0].As<Napi::String>().Utf8Value();
@@ -346,6 +364,7 @@ Napi::Object DebugKernels(Napi::Env env) {
   k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
   k.Set("kernelPath", Napi::Function::New<KernelPath>(env));
   k.Set("quantDotPath", Napi::Function::New<QuantDotPath>(env));
+  k.Set("cpuFeatures", Napi::Function::New<CpuFeaturesJs>(env));
   return k;
 }
 

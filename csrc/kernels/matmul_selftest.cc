@@ -1,6 +1,7 @@
 // Standalone self-test and micro-benchmark for ThreadPool, cpu_features and cpu::matmul.
 // Not part of the addon build. Build and run (one line):
 //   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_selftest.cc csrc/kernels/matmul.cc
+//       csrc/kernels/matmul_quant.cc csrc/core/dtype.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
 // Options: --quick (skip the benchmarks), --bench (only the benchmarks). Exit status 0 when every
 // check passes.
@@ -395,8 +396,10 @@ void test_matmul() {
 // thread count: each row computed alone (one thread) is the reference, then batches of T rows starting
 // at several offsets are computed with 2 and 3 threads and compared bit for bit.
 
-void test_invariance() {
-  std::printf("matmul batch invariance (bitwise, alone vs batched, 1/2/3 threads)\n");
+void test_invariance(cpu::MatmulPrecision prec) {
+  const bool fast = prec == cpu::MatmulPrecision::kFast;
+  std::printf("matmul batch invariance%s (bitwise, alone vs batched, 1/2/3 threads)\n",
+              fast ? " kFast" : "");
   const int64_t Ks[] = {1, 31, 64, 100, 1000, 1024, 1056, 1500, 2080, 4480};
   const int64_t Ns[] = {1, 33, 257};
   const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 64, 130};
@@ -408,6 +411,7 @@ void test_invariance() {
     int64_t compared = 0, mismatched = 0;
     std::string first_bad;
     for (DType dt : dtypes) {
+      if (fast && dt != DType::BF16) continue;  // kFast is kExact for the other dtypes
       for (int64_t K : Ks) {
         for (int64_t N : Ns) {
           // W offsets: aligned, and a misaligned start (exercises the realigned K loop).
@@ -421,7 +425,8 @@ void test_invariance() {
             for (auto& v : x) v = dist(rng);
             std::vector<float> alone(static_cast<size_t>(rows * N));
             for (int64_t r = 0; r < rows; ++r)
-              cpu::matmul(alone.data() + r * N, N, x.data() + r * ldx, ldx, w.view(), 1, pool1);
+              cpu::matmul(alone.data() + r * N, N, x.data() + r * ldx, ldx, w.view(), 1, pool1,
+                          prec);
             std::vector<float> y;
             int which = 0;
             for (int64_t T : Ts) {
@@ -430,7 +435,7 @@ void test_invariance() {
                 start = std::min(std::max<int64_t>(start, 0), rows - T);
                 ThreadPool& pool = (which++ % 2) ? pool3 : pool2;
                 y.assign(static_cast<size_t>(T * N), 0.0f);
-                cpu::matmul(y.data(), N, x.data() + start * ldx, ldx, w.view(), T, pool);
+                cpu::matmul(y.data(), N, x.data() + start * ldx, ldx, w.view(), T, pool, prec);
                 for (int64_t t = 0; t < T; ++t) {
                   const int cmp = std::memcmp(y.data() + t * N, alone.data() + (start + t) * N,
                                               static_cast<size_t>(N) * sizeof(float));
@@ -457,6 +462,72 @@ void test_invariance() {
     char msg[96];
     std::snprintf(msg, sizeof msg, "%s: batched rows equal to rows computed alone", path.c_str());
     check(mismatched == 0, msg);
+  }
+  set_kernel_path_override(nullptr);
+}
+
+// ---- kFast and kRelu2 -------------------------------------------------------------------------
+// kFast BF16 (AVX-512 BF16 only) against a double reference over bf16-rounded x: the products are
+// exact, so the only error is f32 accumulation, bounded by (adds per lane) * 2^-24 * sum |x' w|.
+// Elsewhere kFast must equal kExact bit for bit. kRelu2 against the product of relu(x)² made apart.
+
+void test_fast() {
+  std::printf("matmul kFast / kRelu2\n");
+  ThreadPool pool(2);
+  struct Shape { int64_t T, K, N; };
+  const Shape shapes[] = {{1, 64, 17}, {3, 1000, 768}, {8, 4480, 33}, {64, 768, 257},
+                          {300, 1000, 17}, {513, 4480, 9}};
+  for (const std::string& path : available_paths()) {
+    set_kernel_path_override(path.c_str());
+    const bool dot = path == "avx512" && cpu_features().avx512bf16;
+    double worst = 0.0;  // error / bound
+    int64_t same = 0, total = 0;
+    for (const Shape& s : shapes) {
+      const Weights w = make_weights(DType::BF16, s.N, s.K, static_cast<uint32_t>(s.K + s.N), 6);
+      std::mt19937 rng(static_cast<uint32_t>(s.T * 7 + s.K));
+      std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+      std::vector<float> x(static_cast<size_t>(s.T * s.K));
+      for (auto& v : x) v = dist(rng);
+      std::vector<float> yf(static_cast<size_t>(s.T * s.N)), ye(yf.size()), yr(yf.size());
+      cpu::matmul(yf.data(), s.N, x.data(), s.K, w.view(), s.T, pool, cpu::MatmulPrecision::kFast);
+      cpu::matmul(ye.data(), s.N, x.data(), s.K, w.view(), s.T, pool);
+      // kRelu2, both precisions, against relu(x)² precomputed
+      std::vector<float> act(x.size());
+      for (size_t i = 0; i < x.size(); ++i) act[i] = std::max(x[i], 0.0f) * std::max(x[i], 0.0f);
+      for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
+        std::vector<float> a(yf.size()), b(yf.size());
+        cpu::matmul(a.data(), s.N, x.data(), s.K, w.view(), s.T, pool, prec,
+                    cpu::MatmulInput::kRelu2);
+        cpu::matmul(b.data(), s.N, act.data(), s.K, w.view(), s.T, pool, prec);
+        check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "kRelu2 == product of relu(x)^2");
+      }
+      for (size_t i = 0; i < yf.size(); ++i) same += std::memcmp(&yf[i], &ye[i], 4) == 0;
+      total += static_cast<int64_t>(yf.size());
+      if (!dot) continue;
+      const double adds = static_cast<double>(s.K) / 16 + 16;
+      for (int64_t t = 0; t < s.T; ++t) {
+        for (int64_t n = 0; n < s.N; ++n) {
+          double ref = 0.0, mag = 0.0;
+          for (int64_t k = 0; k < s.K; ++k) {
+            const double p = bf16_to_f32(f32_to_bf16(x[t * s.K + k])) * w.ref[n * s.K + k];
+            ref += p;
+            mag += std::fabs(p);
+          }
+          const double bound = adds * std::ldexp(1.0, -24) * mag;
+          worst = std::max(worst, std::fabs(yf[t * s.N + n] - ref) / bound);
+        }
+      }
+    }
+    if (dot) {
+      std::printf("  %-6s kFast BF16: max error / bound %.3f; %lld of %lld equal to kExact\n",
+                  path.c_str(), worst, (long long)same, (long long)total);
+      check(worst <= 1.0, "kFast within the f32 accumulation bound");
+      check(same < total / 2, "kFast rounds x (differs from kExact)");
+    } else {
+      std::printf("  %-6s kFast == kExact: %lld of %lld\n", path.c_str(), (long long)same,
+                  (long long)total);
+      check(same == total, "kFast without bf16 dot products is kExact");
+    }
   }
   set_kernel_path_override(nullptr);
 }
@@ -556,6 +627,51 @@ void bench() {
   set_kernel_path_override(nullptr);
 }
 
+// Prefill GFLOP/s of kExact and kFast for BF16 weights at T = 512 (the best path), and decode GB/s.
+void bench_prefill() {
+  std::printf("prefill BF16, T=512, path %s: GFLOP/s kExact -> kFast\n", active_kernel_path());
+  struct Shape { int64_t K, N; };
+  const Shape shapes[] = {{768, 768}, {768, 2688}, {2688, 768}, {4480, 4480}};
+  const int64_t T = 512;
+  std::vector<float> x(static_cast<size_t>(T * 4480)), y(static_cast<size_t>(T * 4480));
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (auto& v : x) v = dist(rng);
+  for (const Shape& s : shapes) {
+    const Weights w = make_weights(DType::BF16, s.N, s.K, 9, 0);
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      double gf[2];
+      for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
+        const auto f = [&] { cpu::matmul(y.data(), s.N, x.data(), s.K, w.view(), T, pool, prec); };
+        f();
+        gf[static_cast<int>(prec)] = 2.0 * T * s.N * s.K / best_time(4, f) / 1e9;
+      }
+      std::printf("  K=%-5lld N=%-5lld %d thread%s: %6.1f -> %6.1f GFLOP/s (x%.2f)\n",
+                  (long long)s.K, (long long)s.N, threads, threads > 1 ? "s" : " ", gf[0], gf[1],
+                  gf[1] / gf[0]);
+    }
+  }
+  // decode, T = 1: memory bound, rotating over copies larger than the caches
+  const int64_t N = 4096, K = 4096;
+  std::vector<Weights> mats;
+  for (int i = 0; i < 4; ++i) mats.push_back(make_weights(DType::BF16, N, K, 20 + i, 0));
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    double gbs[2];
+    for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
+      int it = 0;
+      const auto f = [&] {
+        cpu::matmul(y.data(), N, x.data(), K, mats[it++ % 4].view(), 1, pool, prec);
+      };
+      f();
+      gbs[static_cast<int>(prec)] = 2.0 * N * K / best_time(40, f) / 1e9;
+    }
+    std::printf("  decode 4096x4096 %d thread%s: %.1f -> %.1f GB/s of weights\n", threads,
+                threads > 1 ? "s" : " ", gbs[0], gbs[1]);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -569,9 +685,12 @@ int main(int argc, char** argv) {
     test_cpu_features();
     test_thread_pool();
     test_matmul();
-    test_invariance();
+    test_invariance(cpu::MatmulPrecision::kExact);
+    test_invariance(cpu::MatmulPrecision::kFast);
+    test_fast();
   }
   if (!quick) bench();
+  if (!quick) bench_prefill();
   std::printf("%s (%d failure%s) in %.1f s\n", g_failures == 0 ? "PASS" : "FAILED", g_failures,
               g_failures == 1 ? "" : "s", seconds_since(t0));
   return g_failures == 0 ? 0 : 1;

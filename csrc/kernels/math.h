@@ -35,4 +35,8 @@ inline float softmax_exp(float x) {
   return p * scale;
 }
 
+// silu with softmax_exp, so loops over it vectorise (relative error of the exp < 1.3e-7; |x| > 87
+// saturates the exp, where silu is x or 0 to f32 precision anyway).
+inline float silu_fast(float x) { return x / (1.0f + softmax_exp(-x)); }
+
 }  // namespace nemo::cpu

@@ -406,6 +406,7 @@ class CudaBackend final : public Backend {
       // Nothing of the pass ran: the step fails, and later passes are launched eagerly.
       record(cap != cudaSuccess ? cap : cudaErrorStreamCaptureInvalidated);
       graphs_enabled_ = false;
+      tables_.clear();  // tables staged in the capture were never uploaded
     } else {
       for (const Upload& u : uploads_) {
         record(cudaMemcpyAsync(u.dev, u.host, u.n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));

@@ -415,7 +415,7 @@ class CudaBackend final : public Backend {
       for (const Readback& r : readbacks_) record(cudaMemcpyAsync(r.host, r.dev, r.n, cudaMemcpyDeviceToHost, stream_));
       if (!readbacks_.empty()) record(cudaStreamSynchronize(stream_));
     }
-    if (scratch_->has_retired() || !retired_.empty()) {
+    if (scratch_->has_retired() || !retired_.empty() || !retired_host_.empty()) {
       record(cudaStreamSynchronize(stream_));  // the graph read them
       free_retired();
     }

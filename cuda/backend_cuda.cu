@@ -18,6 +18,28 @@
 // terms: within float rounding of the CPU engine, twice the tensor work of a prefill; decode costs the
 // same), 'fast' plain bf16 activations. See kernels_cuda.h MatmulPrecision.
 //
+// Decode steps as CUDA graphs (issue #6). forward() brackets each pass with begin_step/end_step; a
+// pure decode pass (one token per item) is captured on the stream instead of launched, and end_step
+// replays it: the graph instantiated for this batch size (the exact number of rows is the key; no
+// padding) gets the new capture's arguments by cudaGraphExecUpdate, then one cudaGraphLaunch. The
+// pass is captured again every step, so every pointer and size in it is the current one (the states
+// of the sequences in the batch, staging offsets, scratch, split counts that grow with the context);
+// only the topology must repeat for the update to succeed. Inside a capture nothing may wait for the
+// stream or touch host memory in stream order, so:
+//   - staged ids and block tables are written to the pinned ring and copied to the device by end_step,
+//     before the launch (begin_step makes room first: a wrap waits for the stream);
+//   - to_host into host memory is captured as a copy into a device readback buffer; end_step copies
+//     it out after the launch and waits, as an eager to_host would (logits_sink rows stay on-device);
+//   - buffers replaced while capturing (scratch, ring, readback growth) are kept until the graph ran;
+//   - other threads' transfers and frees on the stream wait for the step (stream_mu_).
+// What invalidates a graph, and what happens then:
+//   - another topology for the same batch size (another number of logits rows, hence copies; another
+//     kernel choice): the update fails and the graph is instantiated anew;
+//   - a failed capture (a launch error or a forbidden call inside it): the pass never ran, so it is
+//     the step's error, and this backend launches eagerly from then on;
+//   - the backend going away: its graphs are destroyed before its stream.
+// NEMOTRON_CUDA_GRAPHS=0 (read when the backend is made) launches every pass eagerly (A/B checks).
+//
 // Errors. Ops cannot return a Status through the seam; the first CUDA error is kept and handed back by
 // take_error() (the forward pass returns it), and host transfers synchronise the stream, so failures of
 // queued work surface there too.
@@ -25,6 +47,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -40,12 +63,17 @@
 namespace nemo {
 namespace {
 
+std::atomic<int64_t> g_graph_launches{0}, g_graph_instantiations{0}, g_graph_updates{0};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cuda::MatmulPrecision precision) : device_(device), precision_(precision) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
+    for (auto& [rows, exec] : graphs_) cudaGraphExecDestroy(exec);
+    free_retired();
+    if (readback_dev_) cudaFree(readback_dev_);
     for (void* p : weight_allocs_) cudaFree(p);
     for (float* p : pinned_) cudaFreeHost(p);
     if (sink_dev_) cudaFree(sink_dev_);
@@ -60,6 +88,8 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaSetDevice(device_));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     scratch_ = std::make_unique<cuda::Scratch>();
+    const char* graphs = std::getenv("NEMOTRON_CUDA_GRAPHS");
+    graphs_enabled_ = !(graphs && std::strcmp(graphs, "0") == 0);
     return grow_ring(kRingInts);
   }
 
@@ -138,6 +168,7 @@ class CudaBackend final : public Backend {
   }
 
   float* alloc(size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     void* p = nullptr;
     const size_t bytes = std::max<size_t>(n, 1) * sizeof(float);
@@ -154,6 +185,7 @@ class CudaBackend final : public Backend {
   // Frees wait for the stream: a forward pass without logits returns while its kernels may still
   // read the sequence state being freed.
   void free(float* p) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (!p) return;
     record(cudaStreamSynchronize(stream_));
@@ -172,6 +204,7 @@ class CudaBackend final : public Backend {
   void to_host(float* dst, const float* src, size_t n) override { bytes_to_host(dst, src, n * sizeof(float)); }
   void from_host(float* dst, const float* src, size_t n) override { bytes_from_host(dst, src, n * sizeof(float)); }
   void zero(float* p, size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     record(cudaMemsetAsync(p, 0, n * sizeof(float), stream_));
   }
@@ -185,26 +218,34 @@ class CudaBackend final : public Backend {
     return p;
   }
   void free_pool(void* p, size_t) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (!p) return;
     record(cudaStreamSynchronize(stream_));
     record(cudaFree(p));
   }
   void copy_bytes(void* dst, const void* src, size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     // Default: either side may be an offloaded (pinned host) Mamba state; UVA tells them apart.
     if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_));
   }
   void bytes_to_host(void* dst, const void* src, size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (n && in_sink(dst)) {  // logits kept on the device for sample()
       record(cudaMemcpyAsync(sink_dev_ + (static_cast<float*>(dst) - sink_), src, n, cudaMemcpyDeviceToDevice, stream_));
+      return;
+    }
+    if (capturing_) {  // into the readback buffer now, to the host after the launch (end_step)
+      if (n) capture_readback(dst, src, n);
       return;
     }
     if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream_));
     record(cudaStreamSynchronize(stream_));
   }
   void bytes_from_host(void* dst, const void* src, size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (n) record(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, stream_));
     record(cudaStreamSynchronize(stream_));
@@ -265,6 +306,7 @@ class CudaBackend final : public Backend {
   // The sink is a PROT_NONE reservation (no memory; a stray host write faults loudly); its rows live in
   // sink_dev_. Both grow to the largest request and are kept.
   float* logits_sink(int64_t rows, int64_t vocab) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     const size_t n = static_cast<size_t>(std::max<int64_t>(rows, 1) * vocab);
     if (n > sink_cap_) {
@@ -289,6 +331,7 @@ class CudaBackend final : public Backend {
     return sink_;
   }
   Status sample(const std::vector<SampleSpec>& rows, int32_t* tokens, float* logprobs) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (!sink_dev_ || rows.size() * static_cast<size_t>(sink_vocab_) > sink_cap_) {
       return Status(StatusCode::kInternal, "sample: no logits_sink() for these rows");
@@ -299,6 +342,7 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
   float* offload(float* p, size_t n) override {
+    std::lock_guard<std::recursive_mutex> guard(stream_mu_);
     cudaSetDevice(device_);
     if (!p) return nullptr;
     {
@@ -321,6 +365,65 @@ class CudaBackend final : public Backend {
     return static_cast<float*>(h);
   }
 
+  // ---- decode steps as graphs (see the top of this file) ------------------------------------------
+  void begin_step(StepKind kind, int64_t rows) override {
+    if (kind != StepKind::kDecode || !graphs_enabled_ || rows <= 0) return;
+    stream_mu_.lock();  // held until end_step: other threads' stream work waits for the step
+    cudaSetDevice(device_);
+    if (ring_off_ > ring_cap_ / 2) {  // a wrap inside the capture would have to wait: wrap now
+      if (!record(cudaStreamSynchronize(stream_))) {
+        stream_mu_.unlock();
+        return;
+      }
+      ring_off_ = 0;
+      ++lap_;
+      tables_.clear();
+    }
+    uploads_.clear();
+    readbacks_.clear();
+    readback_off_ = 0;
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed) != cudaSuccess) {
+      cudaGetLastError();
+      graphs_enabled_ = false;  // capture unsupported here: launch eagerly from now on
+      stream_mu_.unlock();
+      return;
+    }
+    scratch_->defer_frees(true);
+    capturing_ = true;
+    step_rows_ = rows;
+  }
+
+  void end_step() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    scratch_->defer_frees(false);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t cap = cudaStreamEndCapture(stream_, &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (cap == cudaSuccess && graph) exec = instantiate(graph);
+    if (graph) cudaGraphDestroy(graph);
+    if (!exec) {
+      // Nothing of the pass ran: the step fails, and later passes are launched eagerly.
+      record(cap != cudaSuccess ? cap : cudaErrorStreamCaptureInvalidated);
+      graphs_enabled_ = false;
+      tables_.clear();  // tables staged in the capture were never uploaded
+    } else {
+      for (const Upload& u : uploads_) {
+        record(cudaMemcpyAsync(u.dev, u.host, u.n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+      }
+      if (record(cudaGraphLaunch(exec, stream_))) g_graph_launches.fetch_add(1, std::memory_order_relaxed);
+      for (const Readback& r : readbacks_) record(cudaMemcpyAsync(r.host, r.dev, r.n, cudaMemcpyDeviceToHost, stream_));
+      if (!readbacks_.empty()) record(cudaStreamSynchronize(stream_));
+    }
+    if (scratch_->has_retired() || !retired_.empty() || !retired_host_.empty()) {
+      record(cudaStreamSynchronize(stream_));  // the graph read them
+      free_retired();
+    }
+    uploads_.clear();
+    readbacks_.clear();
+    stream_mu_.unlock();
+  }
+
   Status take_error() override {
     std::lock_guard<std::mutex> lock(err_mu_);
     Status s = error_;
@@ -330,6 +433,53 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr size_t kRingInts = size_t{1} << 20;  // 4 MiB of ids and block tables per lap
+
+  // The executable graph for this step's batch size, updated to `graph` (or built when there is none
+  // or the topology changed). nullptr (error recorded) when it cannot be built.
+  cudaGraphExec_t instantiate(cudaGraph_t graph) {
+    auto it = graphs_.find(step_rows_);
+    if (it != graphs_.end()) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(it->second, graph, &info) == cudaSuccess) {
+        g_graph_updates.fetch_add(1, std::memory_order_relaxed);
+        return it->second;
+      }
+      cudaGetLastError();  // cudaErrorGraphExecUpdateFailure: another topology, build it anew
+      cudaGraphExecDestroy(it->second);
+      graphs_.erase(it);
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (!record(cudaGraphInstantiate(&exec, graph, 0))) return nullptr;
+    g_graph_instantiations.fetch_add(1, std::memory_order_relaxed);
+    graphs_[step_rows_] = exec;
+    return exec;
+  }
+
+  // During a capture: a device -> host copy goes to the readback buffer; end_step finishes it.
+  void capture_readback(void* host, const void* src, size_t n) {
+    size_t at = (readback_off_ + 255) / 256 * 256;
+    if (at + n > readback_cap_) {  // a new buffer; earlier copies of this step keep the old one
+      const size_t cap = std::max({n, 2 * readback_cap_, size_t{1} << 20});
+      void* p = nullptr;
+      if (!record(cudaMalloc(&p, cap))) return;
+      if (readback_dev_) retired_.push_back(readback_dev_);
+      readback_dev_ = static_cast<char*>(p);
+      readback_cap_ = cap;
+      at = 0;
+    }
+    if (!record(cudaMemcpyAsync(readback_dev_ + at, src, n, cudaMemcpyDeviceToDevice, stream_))) return;
+    readbacks_.push_back(Readback{host, readback_dev_ + at, n});
+    readback_off_ = at + n;
+  }
+
+  // Buffers replaced during a capture; the caller has waited for the graph that read them.
+  void free_retired() {
+    scratch_->free_retired();
+    for (void* p : retired_) cudaFree(p);
+    for (void* p : retired_host_) cudaFreeHost(p);
+    retired_.clear();
+    retired_host_.clear();
+  }
 
   static int64_t ceil_blocks(int64_t positions, int64_t block_tokens) {
     return (positions + block_tokens - 1) / block_tokens;
@@ -345,8 +495,13 @@ class CudaBackend final : public Backend {
   }
 
   Status grow_ring(size_t n) {
-    if (ring_host_) cudaFreeHost(ring_host_);
-    if (ring_dev_) cudaFree(ring_dev_);
+    if (capturing_) {  // captured launches and pending uploads still refer to the old ring
+      if (ring_host_) retired_host_.push_back(ring_host_);
+      if (ring_dev_) retired_.push_back(ring_dev_);
+    } else {
+      if (ring_host_) cudaFreeHost(ring_host_);
+      if (ring_dev_) cudaFree(ring_dev_);
+    }
     ring_host_ = nullptr;
     ring_dev_ = nullptr;
     CUDA_CHECK(cudaMallocHost(&ring_host_, n * sizeof(int32_t)));
@@ -363,9 +518,11 @@ class CudaBackend final : public Backend {
     cudaSetDevice(device_);
     const size_t need = (std::max<size_t>(n, 1) + 31) / 32 * 32;  // 128-byte aligned slots
     if (ring_off_ + need > ring_cap_) {
-      if (!record(cudaStreamSynchronize(stream_))) return nullptr;  // every queued reader is done
-      if (need > ring_cap_) {
-        const Status st = grow_ring(need * 2);
+      // Eagerly: wait until every queued reader is done, then wrap. Capturing (no waiting): continue
+      // in a new ring; the old one is freed after the graph ran.
+      if (!capturing_ && !record(cudaStreamSynchronize(stream_))) return nullptr;
+      if (capturing_ || need > ring_cap_) {
+        const Status st = grow_ring(std::max(need * 2, capturing_ ? ring_cap_ : size_t{0}));
         if (!st.ok()) {
           std::lock_guard<std::mutex> lock(err_mu_);
           if (error_.ok()) error_ = st;
@@ -379,7 +536,16 @@ class CudaBackend final : public Backend {
     int32_t* h = ring_host_ + ring_off_;
     int32_t* d = ring_dev_ + ring_off_;
     if (n) std::memcpy(h, src, n * sizeof(int32_t));
-    if (n && !record(cudaMemcpyAsync(d, h, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_))) return nullptr;
+    if (capturing_) {  // copied by end_step before the launch; consecutive slots in one copy
+      if (!uploads_.empty() && uploads_.back().host + uploads_.back().n <= h && uploads_.back().host >= ring_host_ &&
+          uploads_.back().host < h) {
+        uploads_.back().n = static_cast<size_t>(h - uploads_.back().host) + n;
+      } else {
+        uploads_.push_back(Upload{d, h, n});
+      }
+    } else if (n && !record(cudaMemcpyAsync(d, h, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_))) {
+      return nullptr;
+    }
     ring_off_ += need;
     return d;
   }
@@ -408,6 +574,16 @@ class CudaBackend final : public Backend {
     size_t off;
     size_t n;
   };
+  struct Upload {  // ring slots written during a capture
+    int32_t* dev;
+    const int32_t* host;
+    size_t n;
+  };
+  struct Readback {  // device -> host copies of a captured step
+    void* host;
+    const char* dev;
+    size_t n;
+  };
 
   int device_;
   cuda::MatmulPrecision precision_;
@@ -423,6 +599,18 @@ class CudaBackend final : public Backend {
   Status error_;
   std::mutex pin_mu_;
   std::unordered_set<float*> pinned_;  // offloaded Mamba states (host memory), under pin_mu_
+  // Decode graphs (top of the file). stream_mu_ guards the stream against other threads' transfers
+  // and frees while a step is captured (begin_step to end_step); the capturing thread re-enters it.
+  std::recursive_mutex stream_mu_;
+  bool graphs_enabled_ = true;
+  bool capturing_ = false;
+  int64_t step_rows_ = 0;
+  std::unordered_map<int64_t, cudaGraphExec_t> graphs_;  // by batch size (rows of the pass)
+  std::vector<Upload> uploads_;
+  std::vector<Readback> readbacks_;
+  char* readback_dev_ = nullptr;
+  size_t readback_cap_ = 0, readback_off_ = 0;
+  std::vector<void*> retired_, retired_host_;  // device / pinned buffers replaced during a capture
   float* sink_ = nullptr;              // logits_sink's reservation ...
   float* sink_dev_ = nullptr;          // ... and where its rows are
   size_t sink_cap_ = 0;
@@ -430,6 +618,14 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+CudaGraphStats cuda_graph_stats() {
+  CudaGraphStats s;
+  s.launches = g_graph_launches.load(std::memory_order_relaxed);
+  s.instantiations = g_graph_instantiations.load(std::memory_order_relaxed);
+  s.updates = g_graph_updates.load(std::memory_order_relaxed);
+  return s;
+}
 
 std::unique_ptr<Backend> make_cuda_backend(int device, cpu::MatmulPrecision matmul_precision, Status* status) {
   int count = 0;

@@ -22,7 +22,9 @@ namespace nemo::cuda {
 
 // Device working memory that grows on demand; contents are undefined between calls. Work queued on
 // one stream may reuse it from op to op (stream order keeps them apart). Growing frees the old buffer,
-// which waits for the device to finish with it.
+// which waits for the device to finish with it; while frees are deferred (a stream capture is under
+// way, where waiting is not allowed) the old buffer is kept until free_retired(), which the caller
+// makes once the work that may read it has finished.
 class Scratch {
  public:
   Scratch() = default;
@@ -31,10 +33,15 @@ class Scratch {
   Scratch& operator=(const Scratch&) = delete;
   cudaError_t get(size_t bytes, void** out);
   size_t size() const { return size_; }
+  void defer_frees(bool on) { defer_ = on; }
+  bool has_retired() const { return !retired_.empty(); }
+  void free_retired();
 
  private:
   void* p_ = nullptr;
   size_t size_ = 0;
+  bool defer_ = false;
+  std::vector<void*> retired_;
 };
 
 // ---- weights on the device ----------------------------------------------------------------------

@@ -15,12 +15,22 @@
 namespace nemo::cuda {
 
 Scratch::~Scratch() {
+  free_retired();
   if (p_) cudaFree(p_);
+}
+
+void Scratch::free_retired() {
+  for (void* p : retired_) cudaFree(p);
+  retired_.clear();
 }
 
 cudaError_t Scratch::get(size_t bytes, void** out) {
   if (bytes > size_) {
-    if (p_) {
+    if (p_ && defer_) {
+      retired_.push_back(p_);  // captured launches read it when the graph runs
+      p_ = nullptr;
+      size_ = 0;
+    } else if (p_) {
       CUDA_TRY(cudaDeviceSynchronize());  // queued work may still read the old buffer
       CUDA_TRY(cudaFree(p_));
       p_ = nullptr;

@@ -5,6 +5,9 @@
 // a decode step must read every weight once (embeddings aside) plus each sequence's Mamba state
 // (read and written) and KV cache, so roofline tokens/s = B · bandwidth / bytes per step.
 //
+// Decode runs with the decode step as a CUDA graph per batch size (the default) and, for comparison,
+// with every kernel launched eagerly (NEMOTRON_CUDA_GRAPHS=0 when the backend is made).
+//
 // Usage: nemotron_cuda_bench [--prompt N] [--steps N] [--dtype bf16|q8_0]
 #include <cuda_runtime_api.h>
 
@@ -144,8 +147,10 @@ struct Result {
 
 class Runner {
  public:
-  Runner(const Model& m, const char* precision, int64_t prompt, int64_t max_seqs) : m_(m), prompt_(prompt) {
+  Runner(const Model& m, const char* precision, int64_t prompt, int64_t max_seqs, bool graphs = true)
+      : m_(m), prompt_(prompt) {
     Status st;
+    setenv("NEMOTRON_CUDA_GRAPHS", graphs ? "1" : "0", 1);  // read when the backend is made
     be_ = make_cuda_backend(0,
                             std::string(precision) == "bf16" ? cpu::MatmulPrecision::kFast : cpu::MatmulPrecision::kExact,
                             &st);
@@ -263,6 +268,7 @@ int main(int argc, char** argv) {
 
   std::vector<Result> rows;
   bool finite = true;
+  const CudaGraphStats g0 = cuda_graph_stats();
   for (const char* precision : {"bf16", "bf16x2"}) {
     Runner r(m, precision, prompt, 8);
     r.prefill(1);  // warm-up: first launches, scratch growth
@@ -273,11 +279,26 @@ int main(int argc, char** argv) {
                       static_cast<double>(B * prompt) / s, s * 1e3, 0});
       finite = finite && r.finite_logits(B);
       const double step = r.decode(B, steps);
-      rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B), static_cast<double>(B) / step,
+      rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B) + " graphs", static_cast<double>(B) / step,
                       step * 1e3, roofline(B)});
       finite = finite && r.finite_logits(B);
     }
   }
+  const CudaGraphStats g1 = cuda_graph_stats();
+  for (const char* precision : {"bf16", "bf16x2"}) {  // the same decode, every kernel launched eagerly
+    Runner r(m, precision, prompt, 8, false);
+    r.prefill(1);
+    r.decode(1, 2);
+    for (int64_t B : {int64_t{1}, int64_t{8}}) {
+      r.prefill(B);
+      const double step = r.decode(B, steps);
+      rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B) + " eager", static_cast<double>(B) / step,
+                      step * 1e3, roofline(B)});
+      finite = finite && r.finite_logits(B);
+    }
+  }
+  const CudaGraphStats g2 = cuda_graph_stats();
+  unsetenv("NEMOTRON_CUDA_GRAPHS");
 
   std::printf("\n%-34s %12s %10s %12s %9s\n", "run", "tokens/s", "ms", "roofline", "fraction");
   for (const Result& r : rows) {
@@ -294,6 +315,22 @@ int main(int argc, char** argv) {
               "(Mamba state read+write, KV at %lld tokens)\n",
               bw, static_cast<double>(m.matrix_bytes) / (1 << 30), per_seq / (1 << 20),
               static_cast<long long>(prompt + steps / 2));
+  std::printf("cuda graphs: %lld decode steps replayed, %lld graphs built, %lld updated in place (graphs on); "
+              "%lld replayed with NEMOTRON_CUDA_GRAPHS=0\n",
+              static_cast<long long>(g1.launches - g0.launches), static_cast<long long>(g1.instantiations - g0.instantiations),
+              static_cast<long long>(g1.updates - g0.updates), static_cast<long long>(g2.launches - g1.launches));
+  for (const char* precision : {"bf16", "bf16x2"}) {
+    for (int64_t B : {int64_t{1}, int64_t{8}}) {
+      const std::string key = std::string("decode  ") + precision + " batch " + std::to_string(B);
+      double on = 0, off = 0;
+      for (const Result& r : rows) {
+        if (r.what == key + " graphs") on = r.tokens_per_s;
+        if (r.what == key + " eager") off = r.tokens_per_s;
+      }
+      std::printf("graphs speedup %-8s batch %lld: %.2fx (%.1f vs %.1f tokens/s)\n", precision,
+                  static_cast<long long>(B), off > 0 ? on / off : 0.0, on, off);
+    }
+  }
   std::printf("logits finite: %s (random weights: values are meaningless, only the speed is)\n", finite ? "yes" : "NO");
   for (void* p : m.allocs) cudaFree(p);
   return 0;

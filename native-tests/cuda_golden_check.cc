@@ -19,6 +19,10 @@
 // Paths that differ only in f32 rounding order on the device (decode vs chunked prefill vs pieces)
 // agree within 5e-3 (bf16x2; bf16 mode: 0.2, as roundings to bf16 may flip); a decode row batched with
 // another sequence equals the same row alone bit for bit (the matmul is batch invariant).
+// Decode steps run as CUDA graphs by default (cuda/backend_cuda.cu): on CUDA, the same decode traces
+// with graphs and with every kernel launched eagerly (NEMOTRON_CUDA_GRAPHS=0) must agree bit for bit,
+// logits and sampled tokens, at batch 1, 3 and 8, across a KV block boundary and as sequences leave
+// and join the batch.
 #include <climits>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +34,7 @@
 #include <vector>
 
 #include "core/json.h"
+#include "engine/backend.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 
@@ -337,6 +342,153 @@ void check_model(const std::string& root, const std::string& name, const std::st
   }
 }
 
+// ---- decode as CUDA graphs vs eager launches ------------------------------------------------------
+
+struct Trace {
+  std::vector<std::vector<float>> logits;  // every decode row, in order
+  std::vector<int32_t> tokens;             // every token sampled by step()
+};
+
+int32_t argmax_row(const std::vector<float>& row) { return static_cast<int32_t>(argmax(row.data(), static_cast<int64_t>(row.size()))); }
+
+// B sequences prefilled to 61..63 tokens, then decode steps that cross position 64 (a KV block boundary:
+// KvPool::kBlockTokens), with logits (evaluate_batch) and sampled tokens (step(): device sampling);
+// then one sequence leaves and a fresh one joins (same batch size, other states: the graph is updated
+// in place), and finally one more leaves (a smaller batch).
+Status decode_trace(Engine& e, const std::vector<int32_t>& text, int B, Trace* out) {
+  auto tok = [&](size_t i) { return text[i % text.size()]; };
+  std::vector<int32_t> ids;
+  std::vector<int32_t> next;  // each sequence's next input token
+  auto cleanup = [&](Status st) {
+    for (int32_t id : ids) e.free_sequence(id);
+    return st;
+  };
+  auto prefill = [&](const std::vector<int32_t>& which, const std::vector<size_t>& lens) -> Status {
+    std::vector<Engine::BatchRequest> batch;
+    for (size_t k = 0; k < which.size(); ++k) {
+      std::vector<int32_t> p;
+      for (size_t i = 0; i < lens[k]; ++i) p.push_back(tok(i * (k + 2) + static_cast<size_t>(which[k])));
+      batch.push_back({which[k], p, false});
+    }
+    std::vector<std::vector<float>> rows;
+    NEMO_RETURN_IF_ERROR(e.evaluate_batch(batch, &rows));
+    for (auto& r : rows) next.push_back(argmax_row(r));
+    return Status::Ok();
+  };
+  auto decode = [&](int steps) -> Status {  // greedy, logits kept
+    for (int s = 0; s < steps; ++s) {
+      std::vector<Engine::BatchRequest> batch;
+      for (size_t k = 0; k < ids.size(); ++k) batch.push_back({ids[k], {next[k]}, false});
+      std::vector<std::vector<float>> rows;
+      NEMO_RETURN_IF_ERROR(e.evaluate_batch(batch, &rows));
+      for (size_t k = 0; k < rows.size(); ++k) {
+        next[k] = argmax_row(rows[k]);
+        out->logits.push_back(std::move(rows[k]));
+      }
+    }
+    return Status::Ok();
+  };
+  auto sample = [&](int steps, uint64_t draw0) -> Status {  // seeded draws on the device
+    for (int s = 0; s < steps; ++s) {
+      std::vector<Engine::StepRequest> reqs;
+      for (size_t k = 0; k < ids.size(); ++k) {
+        nemo::SamplingParams sp;
+        sp.temperature = 0.9f;
+        sp.top_k = 40;
+        sp.seed = 17 + k;
+        reqs.push_back(Engine::StepRequest{ids[k], {next[k]}, true, sp, 2, draw0 + static_cast<uint64_t>(s), {}});
+      }
+      std::vector<Engine::StepResult> res;
+      NEMO_RETURN_IF_ERROR(e.step(reqs, &res));
+      for (size_t k = 0; k < res.size(); ++k) {
+        next[k] = res[k].token;
+        out->tokens.push_back(res[k].token);
+      }
+    }
+    return Status::Ok();
+  };
+
+  std::vector<size_t> lens;
+  for (int i = 0; i < B; ++i) {
+    int32_t id = -1;
+    NEMO_RETURN_IF_ERROR(cleanup(e.create_sequence(&id)));
+    ids.push_back(id);
+    lens.push_back(61 + static_cast<size_t>(i % 3));
+  }
+  Status st = prefill(ids, lens);
+  if (st.ok()) st = decode(3);     // positions 61..65: across the block boundary at 64
+  if (st.ok()) st = sample(3, 0);  // 64..68
+  if (!st.ok()) return cleanup(st);
+  // The first sequence leaves, a new one joins (prefilled eagerly): the same batch size again.
+  e.free_sequence(ids[0]);
+  ids.erase(ids.begin());
+  next.erase(next.begin());
+  int32_t joined = -1;
+  st = e.create_sequence(&joined);
+  if (!st.ok()) return cleanup(st);
+  ids.push_back(joined);
+  st = prefill({joined}, {50});
+  if (st.ok()) st = decode(3);
+  if (st.ok()) st = sample(2, 3);
+  if (st.ok() && ids.size() > 1) {  // one more leaves: a smaller batch
+    e.free_sequence(ids[0]);
+    ids.erase(ids.begin());
+    next.erase(next.begin());
+    st = decode(2);
+  }
+  return cleanup(st);
+}
+
+void check_graphs(const std::string& root, const std::string& name, const std::string& mode) {
+  const std::string dir = root + "/test/fixtures/golden/" + name;
+  Golden g;
+  if (!load_golden(root + "/test/fixtures/golden/" + name + ".reference-f64.json", &g)) {
+    std::printf("  %s: cannot read the reference logits  FAIL\n", name.c_str());
+    ++failures;
+    return;
+  }
+  std::printf("%s: decode steps as CUDA graphs vs eager launches, matmul %s\n", name.c_str(), mode.c_str());
+  EngineOptions opt;
+  opt.matmul_precision = mode == "bf16" ? nemo::cpu::MatmulPrecision::kFast : nemo::cpu::MatmulPrecision::kExact;
+  opt.device = "cuda";
+  opt.kv_dtype = nemo::DType::F16;
+  opt.context_length = 256;
+  opt.max_sequences = 8;
+  opt.max_batch_tokens = 512;
+  const char* saved = std::getenv("NEMOTRON_CUDA_GRAPHS");
+  const std::string saved_value = saved ? saved : "";
+  for (int B : {1, 3, 8}) {
+    Trace on, off;
+    nemo::CudaGraphStats s0{}, s1{}, s2{};
+    bool ok = true;
+    for (int graphs = 0; graphs < 2 && ok; ++graphs) {  // eager first, then graphs
+      setenv("NEMOTRON_CUDA_GRAPHS", graphs ? "1" : "0", 1);  // read when the backend is made
+      std::unique_ptr<Engine> e;
+      ok = !die(Engine::load(dir, opt, &e), "load");
+      if (ok) {
+        (graphs ? s1 : s0) = nemo::cuda_graph_stats();
+        ok = !die(decode_trace(*e, g.tokens, B, graphs ? &on : &off), "decode trace");
+        if (graphs) s2 = nemo::cuda_graph_stats();
+      }
+    }
+    if (saved) setenv("NEMOTRON_CUDA_GRAPHS", saved_value.c_str(), 1);
+    else unsetenv("NEMOTRON_CUDA_GRAPHS");
+    if (!ok) return;
+    const std::string what = name + ": batch " + std::to_string(B) + " graphs = eager, ";
+    report_bool(what + "logits bitwise (" + std::to_string(on.logits.size()) + " rows)",
+                !on.logits.empty() && on.logits == off.logits);
+    report_bool(what + "sampled tokens (" + std::to_string(on.tokens.size()) + ")",
+                !on.tokens.empty() && on.tokens == off.tokens);
+    // Decode passes of the graphs engine went through graphs, and reused them with new arguments; the
+    // eager engine's (made between s0 and s1) never did.
+    const long long launched = s2.launches - s1.launches, updated = s2.updates - s1.updates;
+    const long long eager_launched = s1.launches - s0.launches;
+    report_bool(what + "steps replayed as graphs: " + std::to_string(launched) + " (" + std::to_string(updated) +
+                    " updated in place), eager engine: " + std::to_string(eager_launched),
+                launched > 0 && updated > 0 && eager_launched == 0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -351,6 +503,7 @@ int main(int argc, char** argv) {
     for (const char* mode : {"bf16x2", "bf16"}) {
       for (const char* name : {"tiny-a", "tiny-long"}) check_model(root, name, device, mode, std::string(mode) == "bf16" ? kBf16 : kBf16x2);
     }
+    for (const char* mode : {"bf16x2", "bf16"}) check_graphs(root, "tiny-long", mode);
   }
   std::printf("golden check on %s: %s (%d failure%s)\n", device.c_str(), failures ? "FAIL" : "PASS", failures,
               failures == 1 ? "" : "s");

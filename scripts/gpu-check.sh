@@ -5,10 +5,11 @@
 #      (native-tests/cuda_kernels_check.cc)
 #   2. the golden models' logits on CUDA against the float64 reference logits stored in the repo
 #      (test/fixtures/golden/*.reference-f64.json), in both matmul precisions, plus decode = prefill =
-#      chunked = batched on the device (native-tests/cuda_golden_check.cc)
+#      chunked = batched on the device, and decode steps as CUDA graphs bitwise equal to eager launches
+#      (NEMOTRON_CUDA_GRAPHS=0) at batch 1, 3 and 8 (native-tests/cuda_golden_check.cc)
 #   3. prefill and decode tokens/s of a Nano-9B-v2-shaped model with random bf16 weights made in device
-#      memory, at batch 1 and 8, decode as a fraction of a bandwidth roofline measured in the same run
-#      (native-tests/cuda_bench.cc)
+#      memory, at batch 1 and 8, decode as a fraction of a bandwidth roofline measured in the same run,
+#      with the decode step as a CUDA graph and launched eagerly (native-tests/cuda_bench.cc)
 # and ends with a short table. Exit status 1 when a check failed (the benchmark only fails on errors).
 #
 # Usage: scripts/gpu-check.sh [build dir]          (default build-cuda/gpu-check)
@@ -94,8 +95,10 @@ printf '%-44s %s   %s checks, %s failed, worst rel err %s\n' "kernel parity vs C
 printf '%-44s %s   %s checks, %s failed\n' "golden logits + decode/chunked/batched" "$(status golden)" \
   "$(grep -cE 'PASS|FAIL' "$LOGS/golden.log")" "$(grep -c ' FAIL' "$LOGS/golden.log")"
 grep -E 'prompt logits vs float64' "$LOGS/golden.log" | sed 's/^ */    /'
+grep -E 'graphs = eager' "$LOGS/golden.log" | sed 's/^ */    /'
 printf '%-44s %s\n' "benchmark" "$(status bench)"
 sed -n '/^run /,/^roofline/p' "$LOGS/bench.log" | sed 's/^/    /'
+grep -E '^(cuda graphs|graphs speedup)' "$LOGS/bench.log" | sed 's/^/    /'
 echo "total $(elapsed $START) s; logs in $LOGS"
 
 fail=0

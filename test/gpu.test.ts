@@ -13,6 +13,10 @@
 // 3. Incremental use on the device: token-by-token decode, prefill in pieces and chunked prefill equal
 //    the whole prefill (5e-3 in bf16x2 mode), and a decode row batched with another sequence equals
 //    the same row alone bit for bit (the CUDA matmul is batch invariant).
+// 4. Decode steps as CUDA graphs (the default) equal the same steps launched eagerly
+//    (NEMOTRON_CUDA_GRAPHS=0, read when an engine is made) bit for bit: logits and sampled tokens at
+//    batch 1, 3 and 8, across a KV block boundary, as sequences leave and join. That graphs were in
+//    fact used is asserted by native-tests/cuda_golden_check.cc (the addon has no counter for it).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -426,6 +430,94 @@ describe.skipIf(!gpu)('sampling on the device (CUDA step() copies back only the 
       }
     }
   });
+});
+
+describe.skipIf(!gpu)('decode steps as CUDA graphs equal eager launches bit for bit (NEMOTRON_CUDA_GRAPHS)', () => {
+  const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'tiny-long.reference-f64.json'), 'utf8')) as F64Golden;
+  const text = golden.tokens;
+  const tok = (i: number) => text[i % text.length]!;
+  const sampling = { temperature: 0.9, topK: 40, topP: 1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: [] as [number, number][], seed: 17 };
+  const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  const argmax = (a: Float32Array) => argmaxRows(a, a.length)[0]!;
+
+  async function withGraphs<T>(on: boolean, fn: (e: NativeEngine) => Promise<T>): Promise<T> {
+    const saved = process.env.NEMOTRON_CUDA_GRAPHS;
+    process.env.NEMOTRON_CUDA_GRAPHS = on ? '1' : '0';
+    let e: NativeEngine | undefined;
+    try {
+      e = await loadOnCuda('tiny-long', 'bf16x2', { maxSequences: 8, contextLength: 256, kvDtype: 'f16' });
+    } finally {
+      if (saved === undefined) delete process.env.NEMOTRON_CUDA_GRAPHS;
+      else process.env.NEMOTRON_CUDA_GRAPHS = saved;
+    }
+    try {
+      return await fn(e);
+    } finally {
+      e.close();
+    }
+  }
+
+  // B sequences prefilled to 61..63 tokens; greedy decode with logits and seeded device sampling across
+  // position 64 (a KV block boundary); then the first sequence leaves and a new one joins (same batch
+  // size, other states), and one more leaves.
+  async function trace(e: NativeEngine, B: number): Promise<{ rows: Buffer[]; tokens: number[] }> {
+    const rows: Buffer[] = [];
+    const tokens: number[] = [];
+    const ids: number[] = [];
+    const next: number[] = [];
+    const prefill = async (which: number[], lens: number[]) => {
+      const out = await e.evaluateBatch(which.map((id, k) => ({
+        id, tokens: Int32Array.from({ length: lens[k]! }, (_, i) => tok(i + 7 * k + id)), allLogits: false,
+      })));
+      for (const r of out) next.push(argmax(r));
+    };
+    const decode = async (steps: number) => {
+      for (let s = 0; s < steps; s++) {
+        const out = await e.evaluateBatch(ids.map((id, k) => ({ id, tokens: Int32Array.from([next[k]!]), allLogits: false })));
+        out.forEach((r, k) => { next[k] = argmax(r); rows.push(Buffer.from(bytes(r))); });
+      }
+    };
+    const sample = async (steps: number, draw0: number) => {
+      for (let s = 0; s < steps; s++) {
+        const r = await e.step(ids.map((id, k) => ({
+          id, tokens: Int32Array.from([next[k]!]), sample: true, sampling: { ...sampling, seed: 17 + k }, nPrompt: 2, draw: draw0 + s,
+        })));
+        ids.forEach((_, k) => { next[k] = r.token[k]!; tokens.push(r.token[k]!); });
+      }
+    };
+    try {
+      for (let i = 0; i < B; i++) ids.push(e.createSequence());
+      await prefill(ids, ids.map((_, i) => 61 + (i % 3)));
+      await decode(3);
+      await sample(3, 0);
+      e.freeSequence(ids.shift()!);
+      next.shift();
+      const joined = e.createSequence();
+      ids.push(joined);
+      await prefill([joined], [50]);
+      await decode(3);
+      await sample(2, 3);
+      if (ids.length > 1) {
+        e.freeSequence(ids.shift()!);
+        next.shift();
+        await decode(2);
+      }
+    } finally {
+      for (const id of ids) e.freeSequence(id);
+    }
+    return { rows, tokens };
+  }
+
+  for (const B of [1, 3, 8]) {
+    it(`batch ${B}: the same logits and sampled tokens with graphs on and off`, async () => {
+      const off = await withGraphs(false, (e) => trace(e, B));
+      const on = await withGraphs(true, (e) => trace(e, B));
+      expect(on.rows.length).toBe(off.rows.length);
+      expect(on.rows.length).toBeGreaterThan(0);
+      on.rows.forEach((r, i) => expect(r.equals(off.rows[i]!), `decode row ${i}`).toBe(true));
+      expect(on.tokens).toEqual(off.tokens);
+    });
+  }
 });
 
 // Runs everywhere: 'auto' must fall back to the CPU with exactly one log line when the CUDA addon is

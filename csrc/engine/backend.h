@@ -87,6 +87,15 @@ class Backend {
   // already; nullptr when not supported or out of host memory (p unchanged).
   virtual float* offload(float* p, size_t n) { return nullptr; }
 
+  // ---- optional: step hooks ----------------------------------------------------------------------
+  // forward() brackets every pass with begin_step/end_step (always both). kDecode: every item is one
+  // token; a device backend may record the pass's launches and replay them as one graph (the CUDA
+  // backend, per batch size), so between the two calls an op must not depend on the host seeing its
+  // result (to_host may complete only at end_step). Errors surface through take_error. No-ops here.
+  enum class StepKind { kPrefill, kDecode };
+  virtual void begin_step(StepKind kind, int64_t rows) {}
+  virtual void end_step() {}
+
   // The first failure of an op or transfer since the last call (a device backend's launch, execution
   // and out-of-memory errors), cleared by the call. CPU ops cannot fail.
   virtual Status take_error() { return Status::Ok(); }
@@ -101,5 +110,14 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads,
 // kExact maps to bf16x2 tensor-core products (within float rounding of the f32 CPU engine), kFast to
 // plain bf16 activations.
 std::unique_ptr<Backend> make_cuda_backend(int device, cpu::MatmulPrecision precision, Status* status);
+
+// Decode steps run as CUDA graphs (unless NEMOTRON_CUDA_GRAPHS=0 when the backend is made): counters
+// over all CUDA backends of the process, for checks that graphs were used. Linked with the CUDA backend.
+struct CudaGraphStats {
+  int64_t launches = 0;        // decode steps replayed as a graph
+  int64_t instantiations = 0;  // graphs built (first use of a batch size, or a changed topology)
+  int64_t updates = 0;         // steps that reused an instantiated graph with new arguments
+};
+CudaGraphStats cuda_graph_stats();
 
 }  // namespace nemo

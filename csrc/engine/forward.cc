@@ -133,6 +133,9 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   }
   const int64_t hidden = config.hidden_size;
   const float eps = static_cast<float>(config.layer_norm_epsilon);
+  // A pure decode pass (one token per item) may be recorded and replayed by the backend (backend.h).
+  const bool decode = std::all_of(items.begin(), items.end(), [](const BatchItem& it) { return it.n_tokens == 1; });
+  backend.begin_step(decode ? Backend::StepKind::kDecode : Backend::StepKind::kPrefill, c.rows);
 
   // h = embeddings[tokens]   (no scaling)
   for (size_t i = 0; i < items.size(); ++i) {
@@ -161,7 +164,10 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
       ++n_out;
     }
   }
-  if (n_out == 0) return backend.take_error();
+  if (n_out == 0) {
+    backend.end_step();
+    return backend.take_error();
+  }
   backend.rmsnorm(ws.u, ws.u, vec(weights.norm_f, weights.norm_f_dev), n_out, hidden, eps);
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
@@ -170,6 +176,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
                    cpu::MatmulInput::kPlain);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }
+  backend.end_step();
   return backend.take_error();
 }
 

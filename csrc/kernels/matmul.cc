@@ -54,6 +54,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_paths.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -713,8 +714,12 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
       return;
     }
     case KernelIsa::kScalar:
+    case KernelIsa::kNeon:  // aarch64 only
       break;
   }
+#endif
+#if defined(__aarch64__)
+  if (kernel_isa() == KernelIsa::kNeon) return matmul_neon(y, ldy, x, ldx, w, T, pool);
 #endif
   matmul_scalar(y, ldy, x, ldx, w, T, pool);
 }

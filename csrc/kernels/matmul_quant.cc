@@ -46,6 +46,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_paths.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -699,6 +700,9 @@ void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const Matr
     matmul_quant_simd(y, ldy, x, ldx, w, T, pool, simd_kernels(w.dtype, isa));
     return;
   }
+#endif
+#if defined(__aarch64__)
+  if (kernel_isa() == KernelIsa::kNeon && matmul_quant_neon(y, ldy, x, ldx, w, T, pool)) return;
 #endif
   matmul_quant_scalar(y, ldy, x, ldx, w, T, pool);
 }

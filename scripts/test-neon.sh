@@ -8,14 +8,15 @@
 # Needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user); without
 # them prints "test-neon: SKIPPED (...)" and exits 0. Exit status 1 when anything fails.
 # Environment: AARCH64_CXX, QEMU_AARCH64, AARCH64_SYSROOT override the tools; TEST_NEON_OUT the build
-# folder (default build/neon); NEMO_BUILD_LOCK a file to flock around the compiles (shared machines).
+# folder (default: one under $TMPDIR per checkout); NEMO_BUILD_LOCK a file to flock around the compiles (shared machines).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 CXX=${AARCH64_CXX:-aarch64-linux-gnu-g++}
 QEMU=${QEMU_AARCH64:-qemu-aarch64}
 SYSROOT=${AARCH64_SYSROOT:-/usr/aarch64-linux-gnu}
-OUT=${TEST_NEON_OUT:-build/neon}
+# Outside build/, which node-gyp rebuild wipes; one folder per checkout.
+OUT=${TEST_NEON_OUT:-${TMPDIR:-/tmp}/nemotron-test-neon.$(pwd | cksum | cut -d' ' -f1)}
 
 missing=()
 command -v "$CXX" >/dev/null 2>&1 || missing+=("$CXX")
@@ -104,14 +105,15 @@ done
 
 QEMU_ARGS=(-L "$SYSROOT")
 # -cpu max: every feature qemu emulates (dotprod, bf16, ...), so detection sees them.
-"$QEMU" -cpu help 2>/dev/null | grep -qw max && QEMU_ARGS+=(-cpu max)
+cpus=$("$QEMU" -cpu help 2>/dev/null || true)  # (not piped into grep -q: pipefail, SIGPIPE)
+grep -qw max <<<"$cpus" && QEMU_ARGS+=(-cpu max)
 pass=0 fail=0
 for t in "${tests[@]}"; do
   [[ -x "$OUT/$t" ]] || continue
   for path in neon scalar; do
     log="$OUT/$t.$path.log"
     start=$SECONDS
-    NEMOTRON_CPU_KERNELS=$path "$QEMU" "${QEMU_ARGS[@]}" "$OUT/$t" --quick >"$log" 2>&1
+    NEMOTRON_SELFTEST_LIGHT=1 NEMOTRON_CPU_KERNELS=$path "$QEMU" "${QEMU_ARGS[@]}" "$OUT/$t" --quick >"$log" 2>&1
     rc=$?
     last=$(grep -E '^(PASS|FAILED)' "$log" | tail -1)
     if ((rc == 0)); then

@@ -7,6 +7,9 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace nemo {
 namespace {
@@ -33,19 +36,33 @@ CpuFeatures detect() {
   f.avx512bf16 = f.avx512f && __builtin_cpu_supports("avx512bf16");
   f.avx512vnni = f.avx512f && __builtin_cpu_supports("avx512vnni");
   f.avxvnni = f.avx2_fma && __builtin_cpu_supports("avxvnni");
+#elif defined(__aarch64__)
+  f.neon = true;  // Advanced SIMD is part of the aarch64 base ABI
+#if defined(__linux__)
+  // Bit values from the kernel's asm/hwcap.h, spelled out for older libc headers.
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.neon_dotprod = (hw >> 20) & 1u;  // HWCAP_ASIMDDP
+  f.neon_bf16 = (hw2 >> 14) & 1u;    // HWCAP2_BF16
+#elif defined(__ARM_FEATURE_DOTPROD)
+  f.neon_dotprod = true;  // not Linux (e.g. macOS): what the compiler was told to assume
+#endif
 #endif
   return f;
 }
 
 KernelIsa best_path(const CpuFeatures& f) {
+  if (f.neon) return KernelIsa::kNeon;
   if (f.avx512f) return KernelIsa::kAvx512;
   if (f.avx2_fma) return KernelIsa::kAvx2;
   return KernelIsa::kScalar;
 }
 
-// Caps `want` at what the CPU supports.
+// Maps `want` to this architecture and caps it at what the CPU supports: on aarch64 every vector path
+// means neon; on x86-64 neon means the best x86 path. Scalar stays scalar everywhere.
 KernelIsa cap(KernelIsa want) {
   const KernelIsa best = best_path(cpu_features());
+  if (want == KernelIsa::kScalar) return want;
+  if (best == KernelIsa::kNeon || want == KernelIsa::kNeon) return best;
   return static_cast<int>(want) > static_cast<int>(best) ? best : want;
 }
 
@@ -58,6 +75,7 @@ bool parse(const char* name, KernelIsa* out) {
   if (std::strcmp(name, "scalar") == 0) { *out = KernelIsa::kScalar; return true; }
   if (std::strcmp(name, "avx2") == 0) { *out = cap(KernelIsa::kAvx2); return true; }
   if (std::strcmp(name, "avx512") == 0) { *out = cap(KernelIsa::kAvx512); return true; }
+  if (std::strcmp(name, "neon") == 0) { *out = cap(KernelIsa::kNeon); return true; }
   return false;
 }
 
@@ -77,6 +95,7 @@ const char* path_name(KernelIsa p) {
     case KernelIsa::kScalar: return "scalar";
     case KernelIsa::kAvx2: return "avx2";
     case KernelIsa::kAvx512: return "avx512";
+    case KernelIsa::kNeon: return "neon";
   }
   return "scalar";
 }

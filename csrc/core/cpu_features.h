@@ -4,8 +4,9 @@
 // chosen at run time from what the CPU (and the OS, for the AVX/AVX-512 register state) supports.
 //
 // The path can be forced down (never up) with the environment variable
-//   NEMOTRON_CPU_KERNELS = scalar | avx2 | avx512      (anything else, or unset: the best available)
-// Asking for a path the CPU lacks falls back to the best path it has.
+//   NEMOTRON_CPU_KERNELS = scalar | avx2 | avx512 | neon   (anything else, or unset: the best available)
+// Asking for a path the CPU lacks falls back to the best path it has: on aarch64 "avx2" and "avx512"
+// give neon, on x86-64 "neon" gives the best x86 path. "scalar" is honoured everywhere.
 #pragma once
 
 namespace nemo {
@@ -16,21 +17,26 @@ struct CpuFeatures {
   bool avx512bf16 = false;  // AVX-512 BF16 (vdpbf16ps); implies avx512f here
   bool avx512vnni = false;  // AVX-512 VNNI (vpdpbusd on zmm); implies avx512f here
   bool avxvnni = false;     // AVX-VNNI (vpdpbusd on ymm, VEX encoded); implies avx2_fma here
+  bool neon = false;        // aarch64 Advanced SIMD (baseline on aarch64, so true on every aarch64 CPU)
+  bool neon_dotprod = false;  // FEAT_DotProd (sdot/udot, HWCAP_ASIMDDP); not used by kernels yet
+  bool neon_bf16 = false;     // FEAT_BF16 (bfdot/bfmmla, HWCAP2_BF16); not used by kernels yet
 };
 
-// What the CPU supports, detected once (thread-safe). All false on non-x86 builds.
+// What the CPU supports, detected once (thread-safe). The x86 fields are false on aarch64 and the
+// neon fields false on x86-64; all false on other architectures.
 const CpuFeatures& cpu_features();
 
-enum class KernelIsa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+// kNeon only ever comes up on aarch64, kAvx2/kAvx512 only on x86-64.
+enum class KernelIsa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 };
 
 // The path the kernels use now: the environment override (read once) or a later
 // set_kernel_path_override, capped at what the CPU supports.
 KernelIsa kernel_isa();
 
-// "scalar", "avx2" or "avx512".
+// "scalar", "avx2", "avx512" or "neon".
 const char* active_kernel_path();
 
-// For tests: forces the path by name ("scalar" | "avx2" | "avx512"); nullptr, "" or "auto" selects
+// For tests: forces the path by name ("scalar" | "avx2" | "avx512" | "neon"); nullptr, "" or "auto" selects
 // the best available (ignoring the environment). Asking for more than the CPU has gives the best it
 // has; an unknown name leaves the path unchanged. Returns the name of the path now active.
 // Not meant to be called while kernels run on other threads.

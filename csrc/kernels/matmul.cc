@@ -58,6 +58,7 @@
 
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_paths.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -891,7 +892,18 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
       return;
     }
     case KernelIsa::kScalar:
+    case KernelIsa::kNeon:  // aarch64 only
       break;
+  }
+#endif
+#if defined(__aarch64__)
+  if (kernel_isa() == KernelIsa::kNeon) {
+    if (input != MatmulInput::kRelu2) return matmul_neon(y, ldy, x, ldx, w, T, pool);
+    // The NEON kernel does not fuse relu² yet: apply it into a copy.
+    std::vector<float> act(static_cast<size_t>(T * K));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t k = 0; k < K; ++k) act[static_cast<size_t>(t * K + k)] = relu_sq(x[t * ldx + k]);
+    return matmul_neon(y, ldy, act.data(), K, w, T, pool);
   }
 #endif
   matmul_scalar(y, ldy, x, ldx, w, T, pool, input);

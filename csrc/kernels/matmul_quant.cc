@@ -49,6 +49,7 @@
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul_quant_fast.h"
+#include "kernels/matmul_paths.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -678,6 +679,9 @@ void matmul_quant_exact(float* y, int64_t ldy, const float* x, int64_t ldx, cons
     matmul_quant_simd(y, ldy, x, ldx, w, T, pool, simd_kernels(w.dtype, isa));
     return;
   }
+#endif
+#if defined(__aarch64__)
+  if (kernel_isa() == KernelIsa::kNeon && matmul_quant_neon(y, ldy, x, ldx, w, T, pool)) return;
 #endif
   matmul_quant_scalar(y, ldy, x, ldx, w, T, pool);
 }

@@ -3,9 +3,11 @@
 //   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_quant_selftest.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
-// Options: --quick (skip the benchmark), --bench (only the benchmark), --fast (only the precision
-// benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 GFLOP/s and T = 1 GB/s, 1 and 2 threads), --only NAME (benchmark only the
-// type or path NAME, e.g. Q4_K or avx2; repeatable). Exit status 0 when every check passes.
+// (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:
+// scripts/test-neon.sh). Options: --quick (skip the benchmark), --bench (only the benchmark), --fast
+// (only the precision benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 GFLOP/s and T = 1
+// GB/s, 1 and 2 threads), --only NAME (benchmark only the type or path NAME, e.g. Q4_K or avx2;
+// repeatable). NEMOTRON_CPU_KERNELS=<path> checks only that path. Exit status 0 when every check passes.
 //
 // Checks (every available path, every quantized type): each SIMD path against the float64 product
 // with the convert_to_f32 weights, one-hot x rows giving back the dequantized weights bit for bit, and
@@ -17,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -56,11 +59,15 @@ double seconds_since(Clock::time_point t0) {
 
 const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
+// Every path the CPU has, or only the one NEMOTRON_CPU_KERNELS names (when the CPU has it), so that
+// scripts/test-neon.sh can split the work between runs.
 std::vector<std::string> available_paths() {
   std::vector<std::string> out;
-  for (const char* p : {"scalar", "avx2", "avx512"})
+  for (const char* p : {"scalar", "avx2", "avx512", "neon"})
     if (std::strcmp(set_kernel_path_override(p), p) == 0) out.push_back(p);
   set_kernel_path_override(nullptr);
+  const char* env = std::getenv("NEMOTRON_CPU_KERNELS");
+  if (env != nullptr && std::find(out.begin(), out.end(), env) != out.end()) return {env};
   return out;
 }
 
@@ -106,9 +113,11 @@ void test_correctness() {
   std::printf("correctness\n");
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  ThreadPool pool(2);
+  ThreadPool pool(2), pool1(1);
   struct Shape { int64_t T, K, N; };
-  const Shape shapes[] = {{1, 256, 33}, {3, 512, 70}, {7, 1024, 13}, {17, 1024, 130}, {40, 4608, 37}};
+  // T from 1 (decode) to 300 (several prefill T tiles at K = 512), N tails of every size mod 8.
+  const Shape shapes[] = {{1, 256, 33}, {2, 256, 9},  {3, 512, 70}, {4, 768, 5},   {5, 256, 3},
+                          {7, 1024, 13}, {17, 1024, 130}, {40, 4608, 37}, {300, 512, 11}};
   for (const std::string& path : available_paths()) {
     set_kernel_path_override(path.c_str());
     for (DType dt : kTypes) {
@@ -149,8 +158,8 @@ void test_correctness() {
 
         // Batch invariance: every row alone vs all rows together and a window.
         std::vector<float> alone(y.size()), part(y.size());
-        for (int64_t t = 0; t < s.T; ++t)
-          cpu::matmul(alone.data() + t * s.N, s.N, x.data() + t * s.K, s.K, w, 1, pool);
+        for (int64_t t = 0; t < s.T; ++t)  // alone on one thread; the batches below use two
+          cpu::matmul(alone.data() + t * s.N, s.N, x.data() + t * s.K, s.K, w, 1, pool1);
         check(std::memcmp(alone.data(), y.data(), y.size() * 4) == 0,
               path + " " + dtype_name(dt) + ": batch of " + std::to_string(s.T) + " = rows alone");
         for (int64_t t0 = 0; t0 < s.T; t0 += 5) {
@@ -209,7 +218,7 @@ void bench() {
       }
     }
     for (const std::string& path : paths) {
-      if (!wanted(path, {"scalar", "avx2", "avx512"})) continue;
+      if (!wanted(path, {"scalar", "avx2", "avx512", "neon"})) continue;
       set_kernel_path_override(path.c_str());
       std::printf("  %-4s %-6s (%5.1f MB):", r.label.c_str(), path.c_str(), bytes / 1e6);
       for (int threads : {1, 2}) {

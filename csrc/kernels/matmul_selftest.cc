@@ -1,16 +1,19 @@
 // Standalone self-test and micro-benchmark for ThreadPool, cpu_features and cpu::matmul.
 // Not part of the addon build. Build and run (one line):
 //   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_selftest.cc csrc/kernels/matmul.cc
-//       csrc/kernels/matmul_quant.cc csrc/core/dtype.cc
-//       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
-// Options: --quick (skip the benchmarks), --bench (only the benchmarks). Exit status 0 when every
-// check passes.
+//       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul_neon.cc
+//       csrc/kernels/matmul_quant_neon.cc csrc/core/dtype.cc csrc/core/thread_pool.cc
+//       csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
+// (for aarch64 under qemu: scripts/test-neon.sh). Options: --quick (skip the benchmarks), --bench
+// (only the benchmarks). NEMOTRON_CPU_KERNELS=<path> checks only that path; NEMOTRON_SELFTEST_LIGHT=1
+// runs a smaller invariance sweep (for emulators). Exit status 0 when every check passes.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -170,23 +173,54 @@ void test_thread_pool() {
 
 // ---- cpu_features ------------------------------------------------------------------------------------
 
-std::vector<std::string> available_paths() {
+std::vector<std::string> all_paths() {
   std::vector<std::string> paths = {"scalar"};
   if (cpu_features().avx2_fma) paths.push_back("avx2");
   if (cpu_features().avx512f) paths.push_back("avx512");
+  if (cpu_features().neon) paths.push_back("neon");
   return paths;
 }
 
-void test_cpu_features() {
+// The paths the checks run on: all of them, or only the one NEMOTRON_CPU_KERNELS names (when the CPU
+// has it), so that scripts/test-neon.sh can split the work between runs.
+std::vector<std::string> available_paths() {
+  const std::vector<std::string> all = all_paths();
+  const char* env = std::getenv("NEMOTRON_CPU_KERNELS");
+  if (env != nullptr && std::find(all.begin(), all.end(), env) != all.end()) return {env};
+  return all;
+}
+
+void test_cpu_features(const std::string& initial) {
   const CpuFeatures& f = cpu_features();
-  std::printf("CPU: avx2_fma=%d avx512f=%d avx512bf16=%d; default path: %s\n", f.avx2_fma,
-              f.avx512f, f.avx512bf16, active_kernel_path());
-  const std::string best = available_paths().back();
+  std::printf("CPU: avx2_fma=%d avx512f=%d avx512bf16=%d neon=%d dotprod=%d bf16=%d; initial path: "
+              "%s\n", f.avx2_fma, f.avx512f, f.avx512bf16, f.neon, f.neon_dotprod, f.neon_bf16,
+              initial.c_str());
+  const std::vector<std::string> all = all_paths();
+  const std::string best = all.back();
+  const char* env = std::getenv("NEMOTRON_CPU_KERNELS");
+  if (env != nullptr && std::find(all.begin(), all.end(), env) != all.end())
+    check(initial == env, "NEMOTRON_CPU_KERNELS selects the initial path");
+  else if (env == nullptr)
+    check(initial == best, "the initial path is the best one");
   check(std::string(set_kernel_path_override("scalar")) == "scalar", "override scalar");
   check(std::string(set_kernel_path_override("avx512")) == best, "override avx512 capped");
   check(std::string(set_kernel_path_override("bogus")) == best, "unknown name keeps the path");
-  check(std::string(set_kernel_path_override("avx2")) == (f.avx2_fma ? "avx2" : "scalar"),
+  check(std::string(set_kernel_path_override("avx2")) ==
+            (f.neon ? "neon" : f.avx2_fma ? "avx2" : "scalar"),
         "override avx2");
+  // Forced down, never up, and mapped across architectures: neon on x86 gives the best x86 path.
+  check(std::string(set_kernel_path_override("scalar")) == "scalar", "override scalar again");
+  check(std::string(set_kernel_path_override("neon")) == best, "override neon");
+  check(kernel_isa() == (f.neon ? KernelIsa::kNeon
+                         : f.avx512f ? KernelIsa::kAvx512
+                         : f.avx2_fma ? KernelIsa::kAvx2
+                                      : KernelIsa::kScalar),
+        "kernel_isa() matches the name");
+#if defined(__aarch64__)
+  check(f.neon && !f.avx2_fma && !f.avx512f, "aarch64: neon, no x86 features");
+#elif defined(__x86_64__)
+  check(!f.neon && !f.neon_dotprod && !f.neon_bf16, "x86-64: no neon features");
+#endif
   check(std::string(set_kernel_path_override(nullptr)) == best, "auto");
 }
 
@@ -400,8 +434,14 @@ void test_invariance(cpu::MatmulPrecision prec) {
   const bool fast = prec == cpu::MatmulPrecision::kFast;
   std::printf("matmul batch invariance%s (bitwise, alone vs batched, 1/2/3 threads)\n",
               fast ? " kFast" : "");
-  const int64_t Ks[] = {1, 31, 64, 100, 1000, 1024, 1056, 1500, 2080, 4480};
-  const int64_t Ns[] = {1, 33, 257};
+  // NEMOTRON_SELFTEST_LIGHT (scripts/test-neon.sh, under an emulator): fewer K and N, still with K
+  // tails, K below and above one kKc slice and N tails.
+  const bool light = std::getenv("NEMOTRON_SELFTEST_LIGHT") != nullptr;
+  const std::vector<int64_t> Ks = light ? std::vector<int64_t>{1, 31, 100, 1056, 2080}
+                                        : std::vector<int64_t>{1, 31, 64, 100, 1000, 1024, 1056,
+                                                               1500, 2080, 4480};
+  const std::vector<int64_t> Ns = light ? std::vector<int64_t>{1, 33, 70}
+                                        : std::vector<int64_t>{1, 33, 257};
   const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 64, 130};
   const int64_t rows = 150;
   const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
@@ -680,9 +720,10 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--bench") == 0) bench_only = true;
   }
+  const std::string initial = active_kernel_path();  // before any override
   const auto t0 = Clock::now();
   if (!bench_only) {
-    test_cpu_features();
+    test_cpu_features(initial);
     test_thread_pool();
     test_matmul();
     test_invariance(cpu::MatmulPrecision::kExact);

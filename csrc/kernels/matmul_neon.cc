@@ -1,0 +1,272 @@
+// matmul, NEON path (aarch64): y[T, N] = x[T, K] · W[N, K]^T for W in F32, F16 or BF16, f32
+// activations, f32 accumulation. matmul() in matmul.cc calls it when kernel_isa() is kNeon. Compiles to
+// nothing on other architectures.
+//
+// Structure:
+//  * x rows are copied into a scratch buffer, each zero-padded to a multiple of kS floats, so the last
+//    vector step of a row reads zeros past K.
+//  * W is converted in registers: BF16 by a 16-bit left shift into f32 lanes (vshll), F16 by
+//    vcvt_f32_f16 (exact for every f16, subnormals included), F32 as is. Unaligned loads cost nothing
+//    extra on aarch64 cores, so unlike x86 there is no realignment of the K loop.
+//  * The work is split over W rows: each task owns groups of W rows and all tokens of a T tile.
+//  * A register tile computes TR tokens × NR W rows with one 4-lane accumulator each (32 NEON
+//    registers: 4 x 4 tiles leave room for 8 converted W vectors and an x vector).
+//  * Decode (T <= kSmall) is memory bound: each task streams its W rows once with prefetch, 8 rows at
+//    a time for T = 1 (8 independent FMA chains), 4 rows for T = 2..4.
+//  * Prefill cuts K into slices of kKc and W rows into L2 blocks of kNB rows, as the x86 paths do.
+//
+// Batch invariance (the contract of matmul.cc): y[t, n] is bitwise the same whatever T, the row's
+// position in the batch and the thread count. Every element is reduced in one order that depends only
+// on K:
+//  * K is cut into slices [k0, k0 + kKc), for decode and prefill alike;
+//  * within a slice, one accumulator per (token, W row) starts at +0 and takes one FMA per 4
+//    consecutive elements in increasing k (past K, zero W against zero x);
+//  * the accumulator is reduced by vaddvq_f32 (pairwise: (a0 + a1) + (a2 + a3));
+//  * the slice sums are added left to right (in y for prefill, in a local array for decode).
+// Tiles and tasks only decide which elements are computed together; K is never split across tasks.
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels/matmul_paths.h"
+
+namespace nemo::cpu {
+namespace {
+
+constexpr int64_t kS = 8;        // elements per step: two 4-lane vectors (one 16-byte F16/BF16 load)
+constexpr int64_t kKc = 1024;    // K slice (multiple of kS)
+constexpr int64_t kNB = 64;      // W rows per L2 block in prefill
+constexpr int64_t kXTileBytes = int64_t{2} << 20;  // prepared x per prefill T tile
+constexpr int64_t kPrefetch = 1024;                 // bytes ahead along each W row when streaming
+constexpr int kTR = 4, kNR = 4;                     // prefill tile
+constexpr int kSmall = 4, kMaxNRS = 8;              // decode: T <= kSmall, up to kMaxNRS rows
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// A range of row groups is worth handing to another thread once it holds about this much work
+// (weight bytes plus 2 "bytes" per multiply-add), as on x86.
+int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
+  const int64_t cost = NR * K * (esize + 2 * T);
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+}
+
+template <DType DT>
+constexpr int64_t kEs = DT == DType::F32 ? 4 : 2;
+
+// The kS weights at p (any alignment) as two f32 vectors: elements 0-3 and 4-7.
+template <DType DT>
+inline void load_w(const uint8_t* p, float32x4_t& lo, float32x4_t& hi) {
+  if constexpr (DT == DType::BF16) {
+    const uint16x8_t v = vreinterpretq_u16_u8(vld1q_u8(p));
+    lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16));
+    hi = vreinterpretq_f32_u32(vshll_high_n_u16(v, 16));
+  } else if constexpr (DT == DType::F16) {
+    const float16x8_t v = vreinterpretq_f16_u8(vld1q_u8(p));
+    lo = vcvt_f32_f16(vget_low_f16(v));
+    hi = vcvt_high_f32_f16(v);
+  } else {
+    lo = vreinterpretq_f32_u8(vld1q_u8(p));
+    hi = vreinterpretq_f32_u8(vld1q_u8(p + 16));
+  }
+}
+
+// One step of kS elements: x_i's at xr[i] + kx, W_j's at wr[j] + kw elements. Elements 0-3 go into
+// every accumulator before elements 4-7 (increasing k).
+template <DType DT, int TR, int NR>
+inline void step(const float* const* xr, const uint8_t* const* wr, int64_t kx, int64_t kw,
+                 float32x4_t (&acc)[TR][NR]) {
+  float32x4_t lo[NR], hi[NR];
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) load_w<DT>(wr[j] + kw * kEs<DT>, lo[j], hi[j]);
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const float32x4_t xv = vld1q_f32(xr[i] + kx);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = vfmaq_f32(acc[i][j], xv, lo[j]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) {
+    const float32x4_t xv = vld1q_f32(xr[i] + kx + 4);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = vfmaq_f32(acc[i][j], xv, hi[j]);
+  }
+}
+
+// out[i * NR + j] = sum over k < kn of xr[i][k] * W_j[k] (wr[j]: W_j's element 0 of the slice).
+template <DType DT, int TR, int NR, bool kPf>
+void tile(const float* const* xr, const uint8_t* const* wr, int64_t kn, float* out) {
+  constexpr int64_t es = kEs<DT>;
+  float32x4_t acc[TR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = vdupq_n_f32(0.0f);
+  int64_t k = 0;
+  if constexpr (kPf) {
+    constexpr int64_t kLine = 64 / es;  // elements per 64-byte line of W
+    for (; k + kLine <= kn; k += kLine) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) __builtin_prefetch(wr[j] + k * es + kPrefetch, 0, 3);
+#pragma GCC unroll 4
+      for (int64_t u = 0; u < kLine; u += kS) step<DT, TR, NR>(xr, wr, k + u, k + u, acc);
+    }
+  }
+  for (; k + kS <= kn; k += kS) step<DT, TR, NR>(xr, wr, k, k, acc);
+  if (k < kn) {  // K tail: W's last elements in zero-filled buffers (x is zero-padded already)
+    alignas(16) uint8_t buf[NR][kS * es];
+    const uint8_t* tw[NR];
+    for (int j = 0; j < NR; ++j) {
+      std::memset(buf[j], 0, sizeof(buf[j]));
+      std::memcpy(buf[j], wr[j] + k * es, static_cast<size_t>((kn - k) * es));
+      tw[j] = buf[j];
+    }
+    step<DT, TR, NR>(xr, tw, k, 0, acc);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) out[i * NR + j] = vaddvq_f32(acc[i][j]);
+}
+
+using TileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t kn, float* out);
+
+struct Tiles {
+  TileFn tile[kTR + 1];        // tile[tr]: tr tokens x kNR rows (prefill)
+  TileFn stream[kSmall + 1];   // stream[t]: t tokens x stream_nr[t] rows, with prefetch (decode)
+  int stream_nr[kSmall + 1];
+};
+
+template <DType DT>
+const Tiles& tiles() {
+  static const Tiles t = {
+      {nullptr, tile<DT, 1, kNR, false>, tile<DT, 2, kNR, false>, tile<DT, 3, kNR, false>,
+       tile<DT, 4, kNR, false>},
+      {nullptr, tile<DT, 1, 8, true>, tile<DT, 2, 4, true>, tile<DT, 3, 4, true>,
+       tile<DT, 4, 4, true>},
+      {0, 8, 4, 4, 4}};
+  return t;
+}
+
+// Scratch for the prepared x, owned by the calling thread and read by the workers.
+float* x_scratch(size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// xp[t, 0..Kp) = x[t, 0..K) followed by zeros.
+void prepare_x(float* xp, int64_t Kp, const float* x, int64_t ldx, int64_t T, int64_t K,
+               ThreadPool& pool) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(Kp, 1));
+  pool.parallel_for(T, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* dst = xp + t * Kp;
+      std::memcpy(dst, x + t * ldx, static_cast<size_t>(K) * sizeof(float));
+      std::fill(dst + K, dst + Kp, 0.0f);
+    }
+  });
+}
+
+void run(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+         ThreadPool& pool, const Tiles& ks) {
+  const int64_t N = w.rows, K = w.cols;
+  const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
+  const uint8_t* wb = static_cast<const uint8_t*>(w.data);
+  const int64_t row_bytes = K * es;
+  const int64_t Kp = round_up(K, kS);
+
+  if (T <= kSmall) {
+    float* xp = x_scratch(static_cast<size_t>(T * Kp));
+    prepare_x(xp, Kp, x, ldx, T, K, pool);
+    const TileFn fn = ks.stream[T];
+    const int nrs = ks.stream_nr[T];
+    const int64_t groups = (N + nrs - 1) / nrs;
+    pool.parallel_for(groups, group_grain(nrs, K, es, T), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[kMaxNRS];
+      const float* xr[kSmall];
+      float out[kSmall * kMaxNRS], sum[kSmall * kMaxNRS];
+      for (int64_t g = g0; g < g1; ++g) {
+        const int64_t n0 = g * nrs;
+        const int64_t nr = std::min<int64_t>(nrs, N - n0);
+        for (int64_t k0 = 0; k0 < K; k0 += kKc) {  // the K slices of prefill, in the same order
+          const int64_t kn = std::min(kKc, K - k0);
+          for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp + k0;
+          for (int j = 0; j < nrs; ++j)  // N tail: repeat the last row, drop the result
+            wr[j] = wb + std::min(n0 + j, N - 1) * row_bytes + k0 * es;
+          fn(xr, wr, kn, out);
+          if (k0 == 0) {
+            for (int64_t f = 0; f < T * nrs; ++f) sum[f] = out[f];
+          } else {
+            for (int64_t f = 0; f < T * nrs; ++f) sum[f] += out[f];
+          }
+        }
+        for (int64_t i = 0; i < T; ++i)
+          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * nrs + j];
+      }
+    });
+    return;
+  }
+
+  // Prefill: T tiles of TB tokens; within a tile each task walks its W row groups in L2 blocks of kNB
+  // rows, K slices of kKc and groups of kTR tokens (the W block slice stays in L2, x rows in L1).
+  const int64_t TB = std::max<int64_t>(kTR, kXTileBytes / (Kp * 4) / kTR * kTR);
+  float* xp = x_scratch(static_cast<size_t>(std::min(T, TB) * Kp));
+  const int64_t groups = (N + kNR - 1) / kNR;
+  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
+    const int64_t tt1 = std::min(T, tt0 + TB);
+    prepare_x(xp, Kp, x + tt0 * ldx, ldx, tt1 - tt0, K, pool);
+    pool.parallel_for(groups, group_grain(kNR, K, es, tt1 - tt0), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[kNR];
+      const float* xr[kTR];
+      float out[kTR * kNR];
+      constexpr int64_t gpb = kNB / kNR;  // groups per L2 block
+      for (int64_t b0 = g0; b0 < g1; b0 += gpb) {
+        const int64_t b1 = std::min(g1, b0 + gpb);
+        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
+          const int64_t kn = std::min(kKc, K - k0);
+          for (int64_t t0 = tt0; t0 < tt1; t0 += kTR) {
+            const int64_t tr = std::min<int64_t>(kTR, tt1 - t0);
+            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 - tt0 + i) * Kp + k0;
+            const TileFn fn = ks.tile[tr];
+            for (int64_t g = b0; g < b1; ++g) {
+              const int64_t n0 = g * kNR;
+              const int64_t nr = std::min<int64_t>(kNR, N - n0);
+              for (int j = 0; j < kNR; ++j)
+                wr[j] = wb + std::min(n0 + j, N - 1) * row_bytes + k0 * es;
+              fn(xr, wr, kn, out);
+              for (int64_t i = 0; i < tr; ++i) {
+                float* yr = y + (t0 + i) * ldy + n0;
+                const float* o = out + i * kNR;
+                if (k0 == 0) {
+                  for (int64_t j = 0; j < nr; ++j) yr[j] = o[j];
+                } else {
+                  for (int64_t j = 0; j < nr; ++j) yr[j] += o[j];
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+void matmul_neon(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                 ThreadPool& pool) {
+  switch (w.dtype) {
+    case DType::BF16: return run(y, ldy, x, ldx, w, T, pool, tiles<DType::BF16>());
+    case DType::F16: return run(y, ldy, x, ldx, w, T, pool, tiles<DType::F16>());
+    default: return run(y, ldy, x, ldx, w, T, pool, tiles<DType::F32>());
+  }
+}
+
+}  // namespace nemo::cpu
+
+#endif  // __aarch64__

@@ -84,7 +84,7 @@ fi
 
 # ---- selftests ---------------------------------------------------------------------------------------
 O="$OUT/obj"
-KERNEL_OBJS=("$O/csrc_kernels_matmul.o" "$O/csrc_kernels_matmul_quant.o" "$O/csrc_kernels_matmul_neon.o"
+KERNEL_OBJS=("$O/csrc_kernels_matmul.o" "$O/csrc_kernels_matmul_quant.o" "$O/csrc_kernels_matmul_quant_fast.o" "$O/csrc_kernels_matmul_neon.o"
              "$O/csrc_kernels_matmul_quant_neon.o" "$O/csrc_core_dtype.o" "$O/csrc_core_thread_pool.o"
              "$O/csrc_core_cpu_features.o")
 tests=(matmul_selftest matmul_quant_selftest)

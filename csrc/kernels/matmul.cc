@@ -860,7 +860,6 @@ void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixVi
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
             ThreadPool& pool, MatmulPrecision precision, MatmulInput input) {
   const int64_t N = w.rows, K = w.cols;
-  const bool relu2 = input == MatmulInput::kRelu2;
   if (dtype_is_quantized(w.dtype)) return matmul_quant(y, ldy, x, ldx, w, T, pool, precision, input);
   if (T <= 0 || N <= 0) return;
   if (K <= 0) {
@@ -868,6 +867,7 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
     return;
   }
 #if defined(__x86_64__)
+  const bool relu2 = input == MatmulInput::kRelu2;
   switch (kernel_isa()) {
     case KernelIsa::kAvx512: {
       // kFast: bf16 dot products for BF16 weights where the CPU has them. On any other CPU or path

@@ -539,9 +539,8 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   const bool relu2 = input == MatmulInput::kRelu2;
   thread_local XTile xt_local;
   XTile& xt = xt_local;  // the caller's buffers, also in the worker lambdas
-  const Dot dot = dot_path();
-
 #if defined(__x86_64__)
+  const Dot dot = dot_path();
   if (dot != Dot::kScalar) {
     const FKernels& ks = simd_kernels(w.dtype, dot);
     if (T <= ks.small) {

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 import * as ref from './reference/kernels.js';
 import { makeRng } from './reference/random.js';
+import { randomSsmCase } from './reference/ssm-case.js';
 import { maxRelErr, native } from './helpers.js';
 
 const k = native._kernels;
@@ -29,18 +30,7 @@ function onPath<T>(path: (typeof paths)[number], body: () => T): T {
 }
 
 function stepCase(seed: number, H: number, P: number, G: number, N: number, dtLimit?: [number, number]) {
-  const rng = makeRng(seed);
-  const r = (n: number, s = 1) => f64(f32(rng.normalArray(n, s)));
-  const p: ref.SsmParams = {
-    H, P, G, N,
-    A: f64(f32(Float64Array.from({ length: H }, () => -Math.exp(Math.log(1 + 15 * rng.uniform()))))),
-    D: r(H),
-    dtBias: f64(f32(Float64Array.from({ length: H }, () => Math.log(Math.expm1(0.001 * 100 ** rng.uniform()))))),
-    dtMin: dtLimit ? dtLimit[0] : 0,
-    dtMax: dtLimit ? dtLimit[1] : Infinity,
-  };
-  const nativeP = { ...p, A: f32(p.A), D: f32(p.D), dtBias: f32(p.dtBias) };
-  return { x: r(H * P), dt: r(H), B: r(G * N), C: r(G * N), s0: r(H * P * N, 0.5), p, native: nativeP };
+  return randomSsmCase(seed, 1, H, P, G, N, dtLimit ? { dtMin: dtLimit[0], dtMax: dtLimit[1] } : {});
 }
 
 describe('Mamba-2 state update (decode)', () => {

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 import * as ref from './reference/kernels.js';
 import { makeRng } from './reference/random.js';
+import { randomSsmCase } from './reference/ssm-case.js';
 import { bf16ToNumber, f16ToNumber } from './reference/safetensors.js';
 import { maxRelErr, native } from './helpers.js';
 
@@ -127,20 +128,7 @@ describe('conv1d', () => {
   });
 });
 
-function ssmCase(seed: number, T: number, H: number, P: number, G: number, N: number) {
-  const rng = makeRng(seed);
-  const r = (n: number, s = 1) => f64(f32(rng.normalArray(n, s)));
-  const p: ref.SsmParams = {
-    H, P, G, N,
-    A: f64(f32(Float64Array.from({ length: H }, () => -Math.exp(Math.log(1 + 15 * rng.uniform()))))),
-    D: r(H),
-    dtBias: f64(f32(Float64Array.from({ length: H }, () => Math.log(Math.expm1(0.001 * 100 ** rng.uniform()))))),
-    dtMin: 0,
-    dtMax: Infinity,
-  };
-  const native = { ...p, A: f32(p.A), D: f32(p.D), dtBias: f32(p.dtBias) };
-  return { x: r(T * H * P), dt: r(T * H), B: r(T * G * N), C: r(T * G * N), s0: r(H * P * N, 0.5), p, native };
-}
+const ssmCase = randomSsmCase;
 
 describe('Mamba-2 SSM', () => {
   const shapes: Array<[number, number, number, number, number, number]> = [

@@ -13,7 +13,7 @@
 import { describe, expect, it } from 'vitest';
 
 import * as ref from './reference/kernels.js';
-import { makeRng } from './reference/random.js';
+import { randomSsmCase, type SsmCaseOptions } from './reference/ssm-case.js';
 import { maxRelErr, native } from './helpers.js';
 
 const k = native._kernels;
@@ -38,30 +38,9 @@ function withPath<T>(path: string, fn: () => T): T {
   }
 }
 
-interface CaseOpts {
-  dtMin?: number;
-  dtMax?: number;
-  /** dt after softplus spans [dtLo, dtHi] (log-uniform) before clamping. */
-  dtLo?: number;
-  dtHi?: number;
-  zeroState?: boolean;
-}
-
-function ssdCase(seed: number, T: number, H: number, P: number, G: number, N: number, o: CaseOpts = {}) {
-  const rng = makeRng(seed);
-  const r = (n: number, s = 1) => f64(f32(rng.normalArray(n, s)));
-  const [lo, hi] = [o.dtLo ?? 0.001, o.dtHi ?? 0.1];
-  const p: ref.SsmParams = {
-    H, P, G, N,
-    A: f64(f32(Float64Array.from({ length: H }, () => -(1 + 15 * rng.uniform())))),
-    D: r(H),
-    dtBias: f64(f32(Float64Array.from({ length: H }, () => Math.log(Math.expm1(lo * (hi / lo) ** rng.uniform()))))),
-    dtMin: o.dtMin ?? 0,
-    dtMax: o.dtMax ?? Infinity,
-  };
-  const nat = { ...p, A: f32(p.A), D: f32(p.D), dtBias: f32(p.dtBias) };
-  const s0 = o.zeroState ? new Float64Array(H * P * N) : r(H * P * N, 0.5);
-  const c = { T, x: r(T * H * P), dt: r(T * H, 0.5), B: r(T * G * N), C: r(T * G * N), s0, p, nat };
+function ssdCase(seed: number, T: number, H: number, P: number, G: number, N: number, o: SsmCaseOptions = {}) {
+  const { native: nat, ...rest } = randomSsmCase(seed, T, H, P, G, N, { dtScale: 0.5, ...o });
+  const c = { T, ...rest, nat };
   let want: { y: Float64Array; state: Float64Array } | undefined;
   return {
     ...c,

@@ -87,27 +87,6 @@ __attribute__((always_inline)) inline void store(float* p, F x) {
   std::memcpy(p, &x, sizeof(x));
 }
 
-// softmax_exp (math.h) on a vector: the same clamp, rounding trick and degree-6 polynomial, so the same
-// accuracy (< 2e-7 relative).
-template <class F, class I>
-__attribute__((always_inline)) inline F vexp(F x) {
-  const F lo = F{} - 87.0f, hi = F{} + 88.0f;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const F t = x * 1.44269504088896341f;
-  const F r = (t + 12582912.0f) - 12582912.0f;
-  const F f = t - r;
-  F p = F{} + 1.5403530393381609e-4f;
-  p = p * f + 1.3333558146428443e-3f;
-  p = p * f + 9.6181291076284772e-3f;
-  p = p * f + 5.5504108664821580e-2f;
-  p = p * f + 2.4022650695910071e-1f;
-  p = p * f + 6.9314718055994531e-1f;
-  p = p * f + 1.0f;
-  const I bits = (__builtin_convertvector(r, I) + 127) << 23;
-  return p * (F)bits;
-}
-
 inline float to_f32(float x) { return x; }
 inline float to_f32(uint16_t h) { return f16_to_f32(h); }
 
@@ -186,7 +165,7 @@ __attribute__((always_inline)) inline void slots_step(const T* kt, const T* v, i
     c[g] = softmax_exp(m[g] - m_new);
     F sum = F{};
     for (int64_t t0 = 0; t0 < rmax; t0 += L) {
-      const F p = vexp<F, I>(Isa::load(sg + t0) - m_new);
+      const F p = softmax_exp_vec<F, I>(Isa::load(sg + t0) - m_new);
       const F pz = (lane + static_cast<int32_t>(t0)) < static_cast<int32_t>(n) ? p : F{};
       store(sg + t0, pz);
       sum += pz;

@@ -35,6 +35,28 @@ inline float softmax_exp(float x) {
   return p * scale;
 }
 
+// softmax_exp on a GCC vector of floats V (I: the int32 vector with as many lanes): the same clamp,
+// rounding trick and polynomial lane by lane, so the same accuracy. For the SIMD kernels' loops.
+template <class V, class I>
+__attribute__((always_inline)) inline V softmax_exp_vec(V x) {
+  const V lo = V{} - 87.0f, hi = V{} + 88.0f;
+  x = x < lo ? lo : (x > hi ? hi : x);
+  const V t = x * 1.44269504088896341f;
+  const V r = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
+  const V f = t - r;
+  V p = V{} + 1.5403530393381609e-4f;
+  p = p * f + 1.3333558146428443e-3f;
+  p = p * f + 9.6181291076284772e-3f;
+  p = p * f + 5.5504108664821580e-2f;
+  p = p * f + 2.4022650695910071e-1f;
+  p = p * f + 6.9314718055994531e-1f;
+  p = p * f + 1.0f;
+  const I bits = (__builtin_convertvector(r, I) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(V));
+  return p * scale;
+}
+
 // silu with softmax_exp, so loops over it vectorise (relative error of the exp < 1.3e-7; |x| > 87
 // saturates the exp, where silu is x or 0 to f32 precision anyway).
 inline float silu_fast(float x) { return x / (1.0f + softmax_exp(-x)); }

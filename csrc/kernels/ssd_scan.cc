@@ -58,27 +58,12 @@ __attribute__((always_inline)) inline void store(float* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// softmax_exp (kernels/math.h) on a whole vector: the same polynomial, lane by lane.
+// softmax_exp (kernels/math.h) on a whole vector, lane by lane.
 template <class V>
 __attribute__((always_inline)) inline V vexp(V x) {
   using I = std::conditional_t<lanes<V>() == 16, i32x16,
                                std::conditional_t<lanes<V>() == 8, i32x8, i32x4>>;
-  const V lo = V{} - 87.0f, hi = V{} + 88.0f;
-  x = x < lo ? lo : (x > hi ? hi : x);
-  const V t = x * 1.44269504088896341f;
-  const V r = (t + 12582912.0f) - 12582912.0f;  // round to nearest integer
-  const V f = t - r;
-  V p = V{} + 1.5403530393381609e-4f;
-  p = p * f + 1.3333558146428443e-3f;
-  p = p * f + 9.6181291076284772e-3f;
-  p = p * f + 5.5504108664821580e-2f;
-  p = p * f + 2.4022650695910071e-1f;
-  p = p * f + 6.9314718055994531e-1f;
-  p = p * f + 1.0f;
-  const I bits = (__builtin_convertvector(r, I) + 127) << 23;
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(V));
-  return p * scale;
+  return softmax_exp_vec<V, I>(x);
 }
 
 // How a product's result is stored: out = beta·out + rs[row]·acc when `accumulate`, else rs[row]·acc

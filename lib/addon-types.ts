@@ -100,6 +100,8 @@ export interface NativeCacheStats {
   kvBlockBytes: number;
   snapshots: number;
   snapshotStateBytes: number;
+  /** Of snapshotStateBytes, the Mamba states moved to host memory (CUDA, when the device needed room). */
+  snapshotHostStateBytes: number;
   /** KV blocks referenced by snapshots and by no live sequence. */
   snapshotOnlyKvBlocks: number;
 }

@@ -84,6 +84,8 @@ export interface ModelStats {
   /** Snapshots in the prefix cache and the bytes they hold (Mamba state copies + KV blocks only they keep). */
   snapshots: number;
   snapshotBytes: number;
+  /** Of snapshotBytes, Mamba states kept in host memory (CUDA moves them there when the device needs room; 0 on CPU). */
+  snapshotHostBytes: number;
   /** Requests that restored a cached prefix, and the prompt tokens that saved. */
   prefixCacheHits: number;
   tokensReused: number;
@@ -439,6 +441,7 @@ export class NemotronModel {
       kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
       snapshots: cache?.snapshots ?? 0,
       snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
+      snapshotHostBytes: cache?.snapshotHostStateBytes ?? 0,
       prefixCacheHits: this.cache.hits,
       tokensReused: this.cache.tokensReused,
       queuedRequests: this.scheduler.queued,

@@ -137,6 +137,7 @@ describe('prefix reuse in generate()', () => {
     const s = small.stats();
     expect(s.snapshotBytes).toBeLessThanOrEqual(400_000);
     expect(s.snapshots).toBeGreaterThan(0);
+    expect(s.snapshotHostBytes).toBe(0); // the CPU backend keeps every state where it is
     // The newest prompt's prefix survived; the oldest was evicted.
     const newest = await small.generate({ prompt: [1, ...tokens(105, 200), 7], maxTokens: 1 });
     expect(newest.usage.cachedTokens).toBe(192);

@@ -332,6 +332,7 @@ Napi::Value JsEngine::CacheStats(const Napi::CallbackInfo& info) {
   o.Set("kvBlockBytes", static_cast<double>(st.kv_block_bytes));
   o.Set("snapshots", static_cast<double>(st.snapshots));
   o.Set("snapshotStateBytes", static_cast<double>(st.snapshot_state_bytes));
+  o.Set("snapshotHostStateBytes", static_cast<double>(st.snapshot_host_state_bytes));
   o.Set("snapshotOnlyKvBlocks", static_cast<double>(st.snapshot_only_kv_blocks));
   return o;
 }

@@ -270,8 +270,9 @@ using VI = __m512i;
 using VF = __m512;
 constexpr int kW = 64;
 constexpr bool kVnni = true;
-// Prefill 4 tokens x 4 rows; decode up to 4 tokens, 4 rows at a time.
-constexpr int kTR = 4, kNR = 4, kSmall = 4, kNRS = 4;
+// Prefill 6 tokens x 4 rows (24 accumulators; measured against 4 x 4: as fast at T = 512, +30-45 % at
+// T = 8, 8 x 2 and 8 x 3 no better); decode up to 4 tokens, 4 rows at a time.
+constexpr int kTR = 6, kNR = 4, kSmall = 4, kNRS = 4;
 
 inline float f16(const uint8_t* p) {
   uint16_t h;

@@ -29,6 +29,7 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_quant_fast.h"
 
 using namespace nemo;
 using Clock = std::chrono::steady_clock;
@@ -109,7 +110,40 @@ MatrixView view(const void* data, DType dt, int64_t rows, int64_t cols) {
   return v;
 }
 
+// The vector activation quantizer of kFast against the scalar one, bitwise, on rows built to hit the
+// edges: rounding ties (amax 127 gives id 1 and x = k + 0.5), zeros, -0, subnormals (127 / amax
+// overflows), huge values, inf, NaN, and plain random rows.
+void test_fast_quantizer() {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 11), code(-127, 127);
+  const float specials[] = {0.0f, -0.0f, 1e-45f, -3e-39f, 1e38f, -3.4e38f, INFINITY, -INFINITY, NAN};
+  int bad = 0, rows = 0;
+  for (int64_t block : {32, 256}) {
+    for (bool relu2 : {false, true}) {
+      for (int r = 0; r < 2000; ++r, ++rows) {
+        const int64_t K = block * (1 + r % 5);
+        std::vector<float> x(static_cast<size_t>(K));
+        const int kind = r % 4;
+        for (int64_t k = 0; k < K; ++k) {
+          float v = u(rng);
+          if (kind == 1) v = static_cast<float>(code(rng)) + 0.5f * (pick(rng) & 1);  // ties
+          if (kind == 2 && pick(rng) == 0) v = specials[rng() % 9];
+          if (kind == 3) v = pick(rng) < 6 ? 0.0f : v * 1e-38f;  // zero and subnormal blocks
+          x[k] = v;
+        }
+        if (kind == 1 && (r & 8)) x[0] = 127.0f;  // amax 127: x * id is x, ties kept
+        bad += !cpu::quant_fast_quantizers_agree(x.data(), K, block, relu2);
+      }
+    }
+  }
+  check(bad == 0, "kFast vector quantizer differs from the scalar one on " + std::to_string(bad) + " of " +
+                      std::to_string(rows) + " rows");
+  std::printf("kFast activation quantizer: %d rows, %d differing\n", rows, bad);
+}
+
 void test_correctness() {
+  test_fast_quantizer();
   std::printf("correctness\n");
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

@@ -368,7 +368,12 @@ inline float hsum(VF v) {
 template <DType DT>
 inline void w32(const uint8_t* b, bool two, VI& ws, VF& dw) {
   constexpr int64_t BB = kBB<DT>;
-  dw = _mm512_insertf32x8(_mm512_set1_ps(f16(b)), _mm256_set1_ps(two ? f16(b + BB) : 0.0f), 1);
+  // Both scales in one conversion, then each to its 8 lanes.
+  uint16_t h0, h1 = 0;
+  std::memcpy(&h0, b, 2);
+  if (two) std::memcpy(&h1, b + BB, 2);
+  const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(h0 | static_cast<uint32_t>(h1) << 16)));
+  dw = _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_castps128_ps512(f));
   if constexpr (DT == DType::Q8_0) {
     const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
     const __m256i hi =

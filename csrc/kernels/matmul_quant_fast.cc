@@ -1,7 +1,8 @@
 // matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
 // Q4_0, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
 //
-// Activation format (made once per call and x tile, shared by every path, plain C++):
+// Activation format (made once per call and x tile, shared by every path; plain C++, or AVX-512
+// code giving the same bytes):
 //   Each x row (relu(x)² first for kRelu2, in f32) is cut into blocks of the weight's block size (32
 //   for Q8_0 / Q4_0, 256 for the K-quants). Per block: amax = max |x|, d = amax / 127,
 //   q = round-to-nearest-even(x * (127 / amax)) in [-127, 127] (all f32 operations; amax = 0 gives

@@ -32,6 +32,9 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
 // "avx2" (maddubs + madd) or "scalar"; it follows kernel_isa(), and allow_vnni(false) drops the
 // VNNI instructions (AVX-512 then uses the ymm AVX2 kernels). Not for use while kernels run.
 const char* quant_dot_path();
+// For tests: whether the activation quantizer in use (AVX-512 where available) gives one x row of K
+// values (a multiple of block, 32 or 256) the same codes, scales and sums as the scalar one, bitwise.
+bool quant_fast_quantizers_agree(const float* x, int64_t K, int64_t block, bool relu2);
 void quant_allow_vnni(bool allow);
 
 }  // namespace nemo::cpu

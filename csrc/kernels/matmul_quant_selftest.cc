@@ -5,8 +5,8 @@
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
 // (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:
 // scripts/test-neon.sh). Options: --quick (skip the benchmark), --bench (only the benchmark), --fast
-// (only the precision benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 GFLOP/s and T = 1
-// GB/s, 1 and 2 threads), --only NAME (benchmark only the type or path NAME, e.g. Q4_K or avx2;
+// (only the precision benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 and T = 8 GFLOP/s and T = 1
+// GB/s, 1 and 2 threads), --only NAME (benchmark only the type, path or precision NAME, e.g. Q4_K, avx2 or fast;
 // repeatable). NEMOTRON_CPU_KERNELS=<path> checks only that path. Exit status 0 when every check passes.
 //
 // Checks (every available path, every quantized type): each SIMD path against the float64 product
@@ -29,6 +29,7 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/kernels.h"
+#include "kernels/matmul_quant_fast.h"
 
 using namespace nemo;
 using Clock = std::chrono::steady_clock;
@@ -109,7 +110,40 @@ MatrixView view(const void* data, DType dt, int64_t rows, int64_t cols) {
   return v;
 }
 
+// The vector activation quantizer of kFast against the scalar one, bitwise, on rows built to hit the
+// edges: rounding ties (amax 127 gives id 1 and x = k + 0.5), zeros, -0, subnormals (127 / amax
+// overflows), huge values, inf, NaN, and plain random rows.
+void test_fast_quantizer() {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 11), code(-127, 127);
+  const float specials[] = {0.0f, -0.0f, 1e-45f, -3e-39f, 1e38f, -3.4e38f, INFINITY, -INFINITY, NAN};
+  int bad = 0, rows = 0;
+  for (int64_t block : {32, 256}) {
+    for (bool relu2 : {false, true}) {
+      for (int r = 0; r < 2000; ++r, ++rows) {
+        const int64_t K = block * (1 + r % 5);
+        std::vector<float> x(static_cast<size_t>(K));
+        const int kind = r % 4;
+        for (int64_t k = 0; k < K; ++k) {
+          float v = u(rng);
+          if (kind == 1) v = static_cast<float>(code(rng)) + 0.5f * (pick(rng) & 1);  // ties
+          if (kind == 2 && pick(rng) == 0) v = specials[rng() % 9];
+          if (kind == 3) v = pick(rng) < 6 ? 0.0f : v * 1e-38f;  // zero and subnormal blocks
+          x[k] = v;
+        }
+        if (kind == 1 && (r & 8)) x[0] = 127.0f;  // amax 127: x * id is x, ties kept
+        bad += !cpu::quant_fast_quantizers_agree(x.data(), K, block, relu2);
+      }
+    }
+  }
+  check(bad == 0, "kFast vector quantizer differs from the scalar one on " + std::to_string(bad) + " of " +
+                      std::to_string(rows) + " rows");
+  std::printf("kFast activation quantizer: %d rows, %d differing\n", rows, bad);
+}
+
 void test_correctness() {
+  test_fast_quantizer();
   std::printf("correctness\n");
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -258,11 +292,13 @@ void bench_precision() {
   for (auto& v : x) v = dist(rng);
   std::printf("exact vs fast (4096 x 4096, best path %s):\n", active_kernel_path());
   for (DType dt : {DType::Q8_0, DType::Q4_K}) {
+    if (!wanted(dtype_name(dt), {"Q8_0", "Q4_K"})) continue;
     const size_t bytes = dtype_row_bytes(dt, K) * N;
     const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
     std::vector<std::vector<uint8_t>> mats;
     for (int c = 0; c < copies; ++c) mats.push_back(random_blocks(dt, N, K, rng));
     for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
+      if (!wanted(prec == cpu::MatmulPrecision::kFast ? "fast" : "exact", {"fast", "exact"})) continue;
       for (int threads : {1, 2}) {
         ThreadPool pool(threads);
         int it = 0;
@@ -275,9 +311,17 @@ void bench_precision() {
         auto pre = [&] { cpu::matmul_quant(y.data(), N, x.data(), K, w, TP, pool, prec); };
         pre();
         const double tp = best_time(3, pre);
-        std::printf("  %-4s %-5s %d thread%s  decode %6.1f GB/s (%.2f ms)  prefill T=512 %6.1f GFLOP/s (%.1f ms)\n",
+        // Batched decode (8 streams): W from memory again, as at T = 1.
+        auto b8 = [&] {
+          cpu::matmul_quant(y.data(), N, x.data(), K, view(mats[it++ % copies].data(), dt, N, K), 8, pool, prec);
+        };
+        b8();
+        const double t8 = best_time(20, b8);
+        std::printf("  %-4s %-5s %d thread%s  decode %6.1f GB/s (%.2f ms)  T=8 %6.1f GFLOP/s (%.2f ms)"
+                    "  prefill T=512 %6.1f GFLOP/s (%.1f ms)\n",
                     dtype_name(dt), prec == cpu::MatmulPrecision::kFast ? "fast" : "exact", threads,
-                    threads > 1 ? "s" : " ", bytes / td / 1e9, td * 1e3, 2.0 * TP * N * K / tp / 1e9, tp * 1e3);
+                    threads > 1 ? "s" : " ", bytes / td / 1e9, td * 1e3, 2.0 * 8 * N * K / t8 / 1e9, t8 * 1e3,
+                    2.0 * TP * N * K / tp / 1e9, tp * 1e3);
       }
     }
   }
@@ -286,15 +330,16 @@ void bench_precision() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, bench_only = false;
+  bool quick = false, bench_only = false, fast = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) quick = true;
     if (std::strcmp(argv[i], "--bench") == 0) bench_only = true;
-    if (std::strcmp(argv[i], "--fast") == 0) {
-      bench_precision();
-      return 0;
-    }
+    if (std::strcmp(argv[i], "--fast") == 0) fast = true;
     if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc) g_only.push_back(argv[++i]);
+  }
+  if (fast) {
+    bench_precision();
+    return 0;
   }
   const auto t0 = Clock::now();
   if (!bench_only) test_correctness();

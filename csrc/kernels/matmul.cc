@@ -270,6 +270,10 @@ template <class XT, int TR, int NR, int SMALL, int NRS>
 struct TileSet {
   TileFn<XT> tile[TR + 1];       // tile[tr]: tr tokens (1..TR) × NR W rows
   TileFn<XT> stream[SMALL + 1];  // stream[t]: t tokens (1..SMALL) × NRS W rows, with prefetch
+  // One token streams 2·NRS rows at once: more loads in flight per thread (decode, memory bound;
+  // measured +19 % on Zen 5), while larger T keeps NRS rows so the accumulators stay in registers.
+  TileFn<XT> stream1;
+  int rows1;                     // W rows of stream1: 2·NRS, or NRS where registers are few (AVX2)
   PackFn<XT> pack;               // prepares one x row
   int align;                     // W load alignment the shift aims for (bytes)
   int64_t kc;                    // K slice (multiple of kXPad): part of the reduction order
@@ -306,33 +310,34 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
   if (T <= SMALL) {
     XT* xp = x_scratch_as<XT>(T * Kp);
     prepare_x(xp, Kp, x, ldx, T, K, shift, relu2, ks.pack, pool);
-    const TileFn<XT> tile = ks.stream[T];
-    const int64_t groups = (N + NRS - 1) / NRS;
-    pool.parallel_for(groups, group_grain(NRS, K, esize, T), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[NRS];
+    const TileFn<XT> tile = T == 1 ? ks.stream1 : ks.stream[T];
+    const int64_t rows = T == 1 ? ks.rows1 : NRS;  // W rows per tile call, at most 2·NRS
+    const int64_t groups = (N + rows - 1) / rows;
+    pool.parallel_for(groups, group_grain(rows, K, esize, T), [&](int64_t g0, int64_t g1) {
+      const uint8_t* wr[2 * NRS];
       const XT* xr[SMALL];
-      float out[SMALL * NRS], sum[SMALL * NRS];
+      float out[SMALL * 2 * NRS], sum[SMALL * 2 * NRS];
       for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * NRS;
-        const int64_t nr = std::min<int64_t>(NRS, N - n0);
+        const int64_t n0 = g * rows;
+        const int64_t nr = std::min<int64_t>(rows, N - n0);
         // The K slices of prefill, summed in the same order (see the note above matmul_blocked).
         for (int64_t k0 = 0; k0 < Ks; k0 += kc) {
           const int64_t kn = std::min(kc, Ks - k0);
           const int64_t head = k0 == 0 ? shift : 0;
           for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp + k0;
-          for (int j = 0; j < NRS; ++j) {  // N tail: repeat the last row, drop the result
+          for (int j = 0; j < rows; ++j) {  // N tail: repeat the last row, drop the result
             const int64_t n = std::min(n0 + j, N - 1);
             wr[j] = offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
           }
           tile(xr, wr, head, kn, out);
           if (k0 == 0) {
-            for (int64_t f = 0; f < T * NRS; ++f) sum[f] = out[f];
+            for (int64_t f = 0; f < T * rows; ++f) sum[f] = out[f];
           } else {
-            for (int64_t f = 0; f < T * NRS; ++f) sum[f] += out[f];
+            for (int64_t f = 0; f < T * rows; ++f) sum[f] += out[f];
           }
         }
         for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * NRS + j];
+          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * rows + j];
       }
     });
     return;
@@ -533,6 +538,8 @@ template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{nullptr, tile<DT, I + 1, kNR, false>...},
           {nullptr, tile<DT, J + 1, kNRS, true>...},
+          tile<DT, 1, kNRS, true>,  // 16 ymm registers: 8 rows would spill
+          kNRS,
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
           32,
           kKc};
@@ -695,6 +702,8 @@ template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{nullptr, tile<DT, I + 1, kNR, false>...},
           {nullptr, tile<DT, J + 1, kNRS, true>...},
+          tile<DT, 1, 2 * kNRS, true>,
+          2 * kNRS,
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
           64,
           kKc};
@@ -828,6 +837,8 @@ template <int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{nullptr, tile<I + 1, kNR, false>...},
           {nullptr, tile<J + 1, kNRS, true>...},
+          tile<1, 2 * kNRS, true>,
+          2 * kNRS,
           pack_bf16,
           64,
           kKcBf16};

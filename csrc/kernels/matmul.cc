@@ -77,8 +77,7 @@ namespace {
 // Tasks are groups of NR W rows; a range of groups is worth handing to another thread once it holds
 // about this much work (weight bytes plus 2 "bytes" per multiply-add).
 int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
-  const int64_t cost = NR * K * (esize + 2 * T);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+  return row_group_grain(NR, K * esize, 2 * K * T);  // 2 "bytes" per multiply-add
 }
 
 // ---- scalar path -----------------------------------------------------------------------------------

@@ -51,8 +51,7 @@ inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 // A range of row groups is worth handing to another thread once it holds about this much work
 // (weight bytes plus 2 "bytes" per multiply-add), as on x86.
 int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
-  const int64_t cost = NR * K * (esize + 2 * T);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+  return row_group_grain(NR, K * esize, 2 * K * T);  // 2 "bytes" per multiply-add
 }
 
 template <DType DT>

@@ -68,8 +68,7 @@ namespace {
 // A range of row groups is worth handing to another thread once it holds about this much work
 // (weight bytes plus 2 "bytes" per multiply-add).
 int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
-  const int64_t cost = rows_per_group * (row_bytes + 2 * K * T);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+  return row_group_grain(rows_per_group, row_bytes, 2 * K * T);  // 2 "bytes" per multiply-add
 }
 
 // ---- scalar path -------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@
 // madd on ymm), scalar. The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
 // L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc.
 #include "kernels/matmul_quant_fast.h"
+#include "kernels/matmul_paths.h"
 
 #include <algorithm>
 #include <atomic>
@@ -206,8 +207,7 @@ void quantize_tile(XTile& xt, const float* x, int64_t ldx, int64_t t0, int64_t t
 
 // A range of row groups is worth handing to another thread once it holds about this much work.
 int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
-  const int64_t cost = rows_per_group * (row_bytes + K * T / 2);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+  return row_group_grain(rows_per_group, row_bytes, K * T / 2);  // integer dots: 1/2 "byte" each
 }
 
 // Prefill x tiles: TB tokens of K int8 codes in about this many bytes (a quarter of a Zen 4/5 L2).

@@ -34,8 +34,7 @@ constexpr int64_t kXTileBytes = int64_t{512} << 10;
 constexpr int64_t kPrefetch = 1024;      // bytes ahead in each row when streaming
 
 int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
-  const int64_t cost = rows_per_group * (row_bytes + 2 * K * T);
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cost, 1));
+  return row_group_grain(rows_per_group, row_bytes, 2 * K * T);  // 2 "bytes" per multiply-add
 }
 
 template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;

@@ -94,7 +94,54 @@ export interface NativeStepResult {
   snapshotId: Int32Array;
 }
 
+/** One request as the engine registers it (csrc/engine/scheduler.h RequestSpec). */
+export interface NativeRequestSpec {
+  prompt: Int32Array;
+  sampling?: NativeSampling;
+  /** Sampled end tokens finish the request (never emitted). */
+  eos?: Int32Array;
+  /** Tokens to generate, forced ones included; 0 = prefill only. */
+  maxTokens: number;
+  /** Logits of the prompt: 0 none, 1 the last position, 2 every position (evaluate). */
+  logits?: 0 | 1 | 2;
+  /** Restore the longest cached prefix of the prompt. */
+  reusePrefix: boolean;
+  /** Prompt positions in (0, prompt.length] to snapshot into the prefix cache. */
+  snapshotAt?: number[];
+  /** Of those, the positions whose snapshot is pinned for the caller (released with pin(id, -1)). */
+  pinAt?: number[];
+  /** Also snapshot every this many prompt positions; 0 = off. */
+  snapshotEvery?: number;
+}
+
+export type NativeRequestEnd = 'stop' | 'length' | 'done' | 'cancelled' | 'error';
+
+/** What one engine step did. Pairs and quads are flattened into Float64Arrays. */
+export interface NativeStepEvents {
+  /** [request, cached prompt tokens] pairs: requests given a sequence this step. */
+  admitted: Float64Array;
+  /** [request, token] pairs, in order. */
+  tokens: Float64Array;
+  /** [request, position, snapshot id, pinned (1/0)] quads. */
+  snapshots: Float64Array;
+  finished: Array<{ request: number; reason: NativeRequestEnd; error?: Error & { code?: string }; logits?: Float32Array }>;
+  tokensProcessed: number;
+  ranForward: boolean;
+}
+
+export interface NativeSchedulerStats {
+  liveSequences: number;
+  queued: number;
+  liveRequests: number;
+  sequenceBytes: number;
+}
+
 export interface NativeCacheStats {
+  /** Prefix-cache entries, the bytes they hold (Mamba copies + snapshot-only KV blocks), hits and tokens reused. */
+  cacheEntries: number;
+  cacheBytes: number;
+  cacheHits: number;
+  cacheTokensReused: number;
   kvBlocksTotal: number;
   kvBlocksUsed: number;
   kvBlockBytes: number;
@@ -106,8 +153,40 @@ export interface NativeCacheStats {
   snapshotOnlyKvBlocks: number;
 }
 
-export interface NativeEngine {
+/**
+ * The engine as the library drives it: requests registered once, steps run on a worker. The synchronous
+ * methods are O(1) and never wait for a running step.
+ */
+export interface NativeEngine extends NativeEngineDebug {
   info(): NativeModelInfo;
+  /** Registers a request (queued for a sequence slot); returns its id. */
+  submit(spec: NativeRequestSpec): number;
+  /** The consumer wants the next token; `forced` tokens are fed first. False: the request has ended. */
+  resume(request: number, forced?: Int32Array): boolean;
+  /** Ends a request at the next step. False: it has ended already. */
+  cancel(request: number): boolean;
+  /** Adds (+1) or removes (-1) a pin on a cached snapshot, applied at the next step. */
+  pin(snapshotId: number, delta: number): void;
+  /** Whether a step now would do anything. */
+  hasWork(): boolean;
+  /** One step on a worker thread. */
+  runStep(): Promise<NativeStepEvents>;
+  schedulerStats(): NativeSchedulerStats;
+  /** O(1): figures published at the end of each step. */
+  cacheStats(): NativeCacheStats;
+  /** A self-describing image of a snapshot (Mamba state + the KV rows it covers). */
+  exportSnapshot(snapshotId: number): Promise<Uint8Array>;
+  /** Rebuilds a snapshot from an image and the tokens it covers, into the prefix cache with one pin. */
+  importSnapshot(bytes: Uint8Array, tokens: Int32Array): Promise<number>;
+  /** Ends every request and frees the engine on a worker (running steps finish first on their own reference). */
+  close(): Promise<void>;
+}
+
+/**
+ * Sequence-level calls for native tests and benchmarks only (test/gpu.test.ts, kernel tests): they take
+ * the engine's compute lock and may wait for a running step. The library never calls them.
+ */
+export interface NativeEngineDebug {
   createSequence(): number;
   freeSequence(id: number): void;
   sequenceLength(id: number): number;
@@ -121,21 +200,14 @@ export interface NativeEngine {
   /** Replaces a sequence's state with a snapshot's. */
   restore(id: number, snapshotId: number): void;
   dropSnapshot(snapshotId: number): void;
-  /** A self-describing image of a snapshot (Mamba state + the KV rows it covers). */
-  exportSnapshot(snapshotId: number): Promise<Uint8Array>;
-  /** Rebuilds a snapshot from an image and the tokens it covers. */
-  importSnapshot(bytes: Uint8Array, tokens: Int32Array): Promise<number>;
-  cacheStats(): NativeCacheStats;
   /** Several sequences in one forward pass. */
   evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
   /**
-   * One continuous-batching step over several sequences (csrc/engine/scheduler.h): each item's pending
+   * One continuous-batching step over several sequences (csrc/engine/step_plan.h): each item's pending
    * tokens are fed (all or, for long inputs, a chunk-aligned piece) in ONE forward pass. consumed[i]
    * is how many of item i's tokens ran; token[i] the sampled token, or -1.
    */
   step(items: NativeStepItem[]): Promise<NativeStepResult>;
-  /** Releases the engine; running calls finish first on their own reference. */
-  close(): void;
 }
 
 export interface SsmKernelParams {

@@ -14,6 +14,8 @@ export type NemotronErrorCode =
   | 'ERR_EMPTY_PROMPT'
   | 'ERR_CONTEXT_OVERFLOW'
   | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_NUMERICAL'
+  | 'ERR_IDLE_TIMEOUT'
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
   | 'ERR_DEVICE_UNAVAILABLE'
@@ -98,6 +100,20 @@ export class InternalError extends NemotronError {
   }
 }
 
+/** The model computed NaN or infinite logits: the request failed instead of sampling from garbage. */
+export class NumericalError extends NemotronError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NUMERICAL', message, options);
+  }
+}
+
+/** A stream whose consumer stopped reading for longer than `idleTimeoutMs` was cancelled to free its sequence. */
+export class IdleTimeoutError extends NemotronError {
+  constructor(message: string) {
+    super('ERR_IDLE_TIMEOUT', message);
+  }
+}
+
 const LOAD_CODES = new Set<NemotronErrorCode>([
   'ERR_MODEL_NOT_FOUND',
   'ERR_INVALID_CONFIG',
@@ -119,6 +135,7 @@ export function errorFromCode(code: string, message: string, cause?: unknown): N
   if (c === 'ERR_UNSUPPORTED_MODEL') return new UnsupportedModelError(message, { cause });
   if (c === 'ERR_CONTEXT_OVERFLOW') return new ContextOverflowError(message);
   if (c === 'ERR_OUT_OF_MEMORY') return new NemotronError('ERR_OUT_OF_MEMORY', message, { cause });
+  if (c === 'ERR_NUMERICAL') return new NumericalError(message, { cause });
   if (c === 'ERR_MODEL_CLOSED') return new ModelClosedError();
   return new InternalError(message, { cause });
 }

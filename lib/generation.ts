@@ -1,18 +1,20 @@
 /**
- * One generation request from admission to its last event: feeds its prompt and sampled tokens through
- * the scheduler, turns tokens into text (whole UTF-8 only), splits reasoning from the answer, enforces
- * the thinking budget by forcing `</think>` through the model, applies stop strings and end tokens,
- * extracts tool calls, and hands events to the consumer one at a time (backpressure: no step runs for
- * this request while its consumer is not asking for more).
+ * One generation request from registration to its last event. The engine owns the request's tokens
+ * (csrc/engine/scheduler.h: admission, prefix restore, prompt chunks, sampling, end tokens, the token
+ * budget, snapshots); this side turns tokens into text (whole UTF-8 only), splits reasoning from the
+ * answer, enforces the thinking budget by forcing `</think>` through the model, applies stop strings,
+ * extracts tool calls, and hands events to the consumer one at a time. Backpressure: after each token
+ * the engine leaves the request alone until its consumer asks for more; a consumer that stops asking
+ * for longer than `idleTimeoutMs` gets its request cancelled (ERR_IDLE_TIMEOUT), so a forgotten stream
+ * cannot hold a sequence slot forever.
  */
-import type { NativeSampling } from './addon-types.js';
-import type { CacheEntry, PrefixCache } from './cache/prefix-cache.js';
+import type { NativeRequestEnd, NativeRequestSpec, NativeSampling } from './addon-types.js';
 import type { ToolCall } from './chat/template.js';
 import { ReasoningSplitter } from './chat/reasoning.js';
 import { StopMatcher } from './chat/stop.js';
 import { ToolCallParser } from './chat/tool-calls.js';
-import type { NemotronError } from './errors.js';
-import type { Scheduler, StepClient, StepInput } from './scheduler.js';
+import { IdleTimeoutError, type NemotronError } from './errors.js';
+import type { RequestHandler, Scheduler } from './scheduler.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -72,29 +74,36 @@ export interface RequestSpec {
   closeReasoning: number[];
   parseToolCalls: boolean;
   signal: AbortSignal | undefined;
-  contextLength: number;
-  /** The engine's prefill chunk (maxBatchTokens): the most input one step can take from a sequence. */
-  chunkTokens: number;
-  /** Where to restore prefixes from and store snapshots into (null: no reuse). */
-  cache: PrefixCache | null;
-  /** Prompt positions to snapshot at (e.g. chat message boundaries), plus every `snapshotEvery` tokens. */
+  /** Restore the longest cached prefix of the prompt. */
+  reusePrefix: boolean;
+  /** Prompt positions to snapshot into the prefix cache (message boundaries, the end of the prompt). */
   snapshotAt: number[];
+  /** Of those, positions whose snapshot the caller keeps (pinned; onSnapshot receives the pin). */
+  pinAt: number[];
+  /** Also snapshot every this many prompt tokens (0: off). */
   snapshotEvery: number;
-  /** Called with each snapshot this request stored. */
-  onSnapshot?: (position: number, entry: CacheEntry) => void;
+  /** Called with each snapshot this request cached; a pinned one must be unpinned by the receiver. */
+  onSnapshot?: (position: number, id: number, pinned: boolean) => void;
+  /** Cancel the request when its consumer has not asked for the next event for this long (0: never). */
+  idleTimeoutMs: number;
+  /** Called once with the final result, before the `done` event is delivered. */
+  onDone?: (result: GenerateResult) => void;
 }
 
 /** NVIDIA's rule: after the budget, end reasoning at the next newline, or at budget + 500 at the latest. */
 export const THINKING_GRACE_TOKENS = 500;
 
-export class GenerationRequest implements StepClient {
-  seq = -1;
+export class GenerationRequest implements RequestHandler {
+  id = -1;
   private readonly events: StreamEvent[] = [];
   private wake: (() => void) | null = null;
-  private demand = false;
   private finished = false;
-  private input: number[];
-  private draw = 0;
+  /** The engine has ended the request (its sequence is free). */
+  private nativeDone = false;
+  /** The engine paused the request after a token: resume it when the consumer asks for more. */
+  private paused = false;
+  /** Tokens to force in with the next resume (`</think>` when the thinking budget runs out). */
+  private forced: number[] = [];
   private readonly decoder: IncrementalDecoder | null;
   private readonly stopper: StopMatcher;
   private readonly splitter: ReasoningSplitter;
@@ -106,10 +115,11 @@ export class GenerationRequest implements StepClient {
   private readonly toolCallErrors: Array<{ raw: string; error: string }> = [];
   private reasoningTokens = 0;
   private cachedTokens = 0;
-  private snapshotAt: number[] = [];
+  private draws = 0;
   private forcedClose = false;
   private finishReason: FinishReason = 'length';
   private error: NemotronError | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
   private readonly tSubmit = performance.now();
   private tAdmit = 0;
   private tFirst = 0;
@@ -121,129 +131,129 @@ export class GenerationRequest implements StepClient {
     private readonly scheduler: Scheduler,
     tokenizer: TextTokenizer | null,
   ) {
-    this.input = Array.from(spec.prompt);
     this.decoder = tokenizer ? new IncrementalDecoder(tokenizer) : null;
     this.stopper = new StopMatcher(spec.stop);
     this.splitter = new ReasoningSplitter({ startsInReasoning: spec.startsInReasoning });
     this.tools = spec.parseToolCalls ? new ToolCallParser() : null;
   }
 
-  /** Waits for a sequence slot, then streams events until done. */
+  /** Whether the request has ended on this side (its `done` event is queued or delivered). */
+  get ended(): boolean {
+    return this.finished;
+  }
+
+  /** Registers the request with the engine, then streams events until done. */
   async *run(): AsyncGenerator<StreamEvent, void, undefined> {
     const { signal } = this.spec;
     try {
-      try {
-        this.seq = await this.scheduler.acquire(signal);
-      } catch {
-        this.finish('abort'); // aborted while queued
-      }
-      this.tAdmit = performance.now();
-      if (!this.finished) this.restorePrefix();
-      if (!this.finished) {
+      if (signal?.aborted) this.finish('abort');
+      else {
+        this.id = this.scheduler.submit(this.nativeSpec(), this);
         signal?.addEventListener('abort', this.onAbort, { once: true });
-        if (signal?.aborted) this.finish('abort');
-        else this.scheduler.attach(this);
       }
       for (;;) {
         const ev = this.events.shift();
         if (ev) {
+          // The consumer has the event; how long it takes to ask for the next one is its idle time.
+          if (ev.type !== 'done') this.armIdle();
           yield ev;
+          this.disarmIdle();
           if (ev.type === 'done') return;
           continue;
         }
-        this.demand = true;
-        this.scheduler.kick();
+        if (this.paused && !this.finished) {
+          this.paused = false;
+          this.scheduler.resume(this.id, this.forced.splice(0));
+        }
         await new Promise<void>((resolve) => (this.wake = resolve));
       }
     } finally {
       // The consumer stopped early (break, return, throw): end now, free the slot.
+      this.disarmIdle();
       if (!this.finished) this.finish('abort');
       signal?.removeEventListener('abort', this.onAbort);
     }
   }
 
-  /** Restores the longest cached prefix of the prompt (leaving at least one token to compute logits). */
-  private restorePrefix(): void {
-    const { prompt, cache } = this.spec;
-    if (!cache) return;
-    const hit = cache.lookup(prompt, prompt.length - 1);
-    if (hit) {
-      try {
-        this.scheduler.restore(this.seq, hit.id);
-        this.cachedTokens = hit.tokens.length;
-        this.input = Array.from(prompt.subarray(this.cachedTokens));
-      } catch {
-        // An unusable snapshot costs only speed: compute the whole prompt on a fresh sequence.
-        this.cachedTokens = 0;
-        this.input = Array.from(prompt);
-      }
-    }
-    const at = new Set(this.spec.snapshotAt.filter((p) => p > this.cachedTokens && p <= prompt.length));
-    const every = this.spec.snapshotEvery;
-    if (every > 0) for (let p = every; p <= prompt.length; p += every) if (p > this.cachedTokens) at.add(p);
-    this.snapshotAt = [...at].sort((a, b) => a - b);
+  /** Ends the request as abandoned (its iterator was garbage-collected, or the model is closing). */
+  abandon(): void {
+    this.finish('abort');
   }
 
-  // ---- StepClient ------------------------------------------------------------------------------------
-
-  pendingInput(): StepInput | null {
-    if (this.finished || !this.demand || this.input.length === 0) return null;
-    // A step runs at most one prefill chunk of a sequence, so only that much input crosses to native
-    // code; the sample comes once the window holds the end of the input.
-    const window = this.input.length > this.spec.chunkTokens ? this.input.slice(0, this.spec.chunkTokens) : this.input;
+  private nativeSpec(): NativeRequestSpec {
+    const s = this.spec;
     return {
-      tokens: Int32Array.from(window),
-      sample: window.length === this.input.length,
-      sampling: this.spec.sampling,
-      nPrompt: this.spec.prompt.length,
-      draw: this.draw,
-      ...(this.snapshotAt.length > 0 ? { snapshotAt: this.snapshotAt } : {}),
+      prompt: s.prompt,
+      sampling: s.sampling,
+      eos: Int32Array.from(s.eos),
+      maxTokens: s.maxTokens,
+      reusePrefix: s.reusePrefix,
+      snapshotAt: s.snapshotAt,
+      pinAt: s.pinAt,
+      snapshotEvery: s.snapshotEvery,
     };
   }
 
-  onStep(consumed: number, token: number, snapshot: { position: number; id: number } | null): void {
-    if (snapshot) {
-      // Keep it even if this request has ended: the state at that position is valid and reusable.
-      const entry = this.spec.cache!.insert(snapshot.id, this.spec.prompt.slice(0, snapshot.position));
-      this.snapshotAt = this.snapshotAt.filter((p) => p > snapshot.position);
-      this.spec.onSnapshot?.(snapshot.position, entry);
-    }
-    if (this.finished) return; // aborted while the step ran: its result is dropped
-    this.input.splice(0, consumed);
-    if (token >= 0) {
-      if (this.draw === 0) this.tFirst = performance.now();
-      this.draw++;
-      this.accept(token);
-    }
-    if (this.events.length > 0 || this.finished) this.notify();
+  private armIdle(): void {
+    if (this.spec.idleTimeoutMs <= 0 || this.finished || this.idleTimer) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.finished) return;
+      this.error = new IdleTimeoutError(`the stream's consumer did not ask for the next event for ${this.spec.idleTimeoutMs} ms (idleTimeoutMs): the request was cancelled to free its sequence`);
+      this.finish('abort');
+    }, this.spec.idleTimeoutMs);
+    this.idleTimer.unref();
   }
 
-  onError(err: NemotronError): void {
+  private disarmIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  // ---- RequestHandler (events of the engine's steps) ---------------------------------------------------
+
+  onAdmitted(cached: number): void {
+    this.tAdmit = performance.now();
+    this.cachedTokens = cached;
+  }
+
+  onSnapshot(position: number, id: number, pinned: boolean): void {
+    // Kept even if this request has ended: the state at that position is valid and reusable.
+    if (this.spec.onSnapshot) this.spec.onSnapshot(position, id, pinned);
+    else if (pinned) this.scheduler.pin(id, -1);
+  }
+
+  onToken(token: number): void {
+    if (this.finished) return; // ended on this side while the step ran: the token is dropped
+    if (this.draws === 0) this.tFirst = performance.now();
+    this.draws++;
+    this.paused = true;
+    this.accept(token);
+    this.notify();
+  }
+
+  onFinished(reason: NativeRequestEnd, error: NemotronError | undefined): void {
+    this.nativeDone = true;
     if (this.finished) return;
-    this.error = err;
-    this.finish('error');
+    if (reason === 'error') {
+      this.error = error;
+      this.finish('error');
+    } else this.finish(reason === 'length' ? 'length' : reason === 'cancelled' ? 'abort' : 'stop');
   }
 
   // ---- token handling ----------------------------------------------------------------------------------
 
   private accept(token: number): void {
-    if (this.spec.eos.has(token)) return this.finish('stop');
     this.generated.push(token);
     const inReasoning = this.splitter.inReasoning;
     if (inReasoning) this.reasoningTokens++;
     const piece = this.emitToken(token);
     if (this.finished) return;
-    if (this.generated.length >= this.spec.maxTokens) return this.finish('length');
-    // The sampled token is fed next (plus `</think>` when the thinking budget runs out).
-    this.input = [token];
     const budget = this.spec.thinkingBudget;
     if (inReasoning && this.splitter.inReasoning && budget !== undefined && !this.forcedClose) {
       const over = this.reasoningTokens - budget;
       if (over >= 0 && (piece.includes('\n') || over >= THINKING_GRACE_TOKENS)) this.forceCloseReasoning();
     }
-    // Never feed past the context: the next step needs room for every pending token.
-    const held = this.spec.prompt.length + this.generated.length - 1;
-    if (held + this.input.length > this.spec.contextLength) this.finish('length');
   }
 
   private forceCloseReasoning(): void {
@@ -253,7 +263,7 @@ export class GenerationRequest implements StepClient {
       this.emitToken(t);
       if (this.finished) return;
     }
-    this.input.push(...this.spec.closeReasoning);
+    this.forced.push(...this.spec.closeReasoning);
   }
 
   /** Pushes one token's text through stop strings, the reasoning split and tool-call parsing. */
@@ -311,16 +321,22 @@ export class GenerationRequest implements StepClient {
     const tail = this.decoder ? this.decoder.flush() : '';
     const { emit, stopped } = this.stopper.push(tail);
     this.route(stopped ? emit : emit + this.stopper.flush(), true);
-    this.scheduler.detach(this);
-    if (this.seq >= 0) this.scheduler.release(this.seq);
-    this.events.push({ type: 'done', result: this.result() });
+    this.disarmIdle();
+    if (this.id >= 0 && !this.nativeDone) this.scheduler.cancel(this.id); // frees its sequence at the next step
+    const result = this.result();
+    this.events.push({ type: 'done', result });
+    try {
+      this.spec.onDone?.(result);
+    } catch {
+      // a follow-up's failure (e.g. preparing the next turn) never changes this request's result
+    }
     this.notify();
   }
 
   private result(): GenerateResult {
     const prefillMs = (this.tFirst || this.tEnd) - this.tAdmit;
     const decodeMs = this.tFirst ? this.tEnd - this.tFirst : 0;
-    const decoded = Math.max(this.draw - 1, 0);
+    const decoded = Math.max(this.draws - 1, 0);
     return {
       text: this.text,
       reasoning: this.reasoning,
@@ -346,7 +362,6 @@ export class GenerationRequest implements StepClient {
   }
 
   private notify(): void {
-    this.demand = false;
     const w = this.wake;
     this.wake = null;
     w?.();

@@ -26,6 +26,8 @@ export {
   TemplateError,
   SessionFileError,
   DeviceUnavailableError,
+  NumericalError,
+  IdleTimeoutError,
 } from './errors.js';
 export { ChatSession } from './chat/session.js';
 export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';

@@ -8,11 +8,13 @@ import os from 'node:os';
 import path from 'node:path';
 
 import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
-import { PrefixCache, type CacheEntry } from './cache/prefix-cache.js';
+import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
+import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
@@ -39,6 +41,19 @@ export interface LoadOptions {
   cacheBytes?: number;
   /** Snapshot long prompts every this many tokens, so a later prompt sharing a long prefix resumes there. Default 2048; 0 = off. */
   snapshotInterval?: number;
+  /**
+   * Cancel a stream whose consumer has not asked for the next event for this many milliseconds, with
+   * finishReason 'abort' and an IdleTimeoutError: a paused or forgotten stream holds a sequence slot that
+   * queued requests wait for. Default 60000 (a minute: far beyond any network stall of a live client,
+   * short enough that a leaked iterator frees its slot soon); 0 = never.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * After a chat request ends, compute its reply as the next turn will render it (the template drops the
+   * reasoning) and cache that state, so the conversation's next request, stateless or not, computes only
+   * its new message. Costs one prefill of the reply per turn, off the caller's path. Default true.
+   */
+  prepareNextTurn?: boolean;
   /** Refuse to load when the memory plan (model.info.memory) exceeds this many bytes. Default: the machine's total memory. */
   memoryLimit?: number;
   /** 'cpu' (default), 'cuda' (a typed error without a usable GPU and CUDA build), or 'auto' (the GPU when there is one). */
@@ -143,7 +158,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -221,14 +236,20 @@ export class NemotronModel {
   private readonly template: ChatTemplate | null;
   private readonly eos: Set<number>;
   private readonly scheduler: Scheduler;
-  private readonly cache: PrefixCache;
   private readonly snapshotInterval: number;
+  private readonly idleTimeoutMs: number;
+  private readonly prepareNextTurn: boolean;
+  private readonly tokenizers: TokenizerPool | null;
+  private readonly markers: TurnMarkers | null;
+  /** Streams started and not yet finished by their consumers (close() ends them). */
+  private readonly live = new Set<GenerationRequest>();
   private fingerprint: Promise<string> | undefined;
-  private readonly inflight = new Set<Promise<unknown>>();
   private readonly closing = new AbortController();
   private closed = false;
+  /** A stream whose iterator was dropped unfinished is cancelled when the iterator is collected. */
+  private readonly abandoned = new FinalizationRegistry<GenerationRequest>((request) => request.abandon());
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
@@ -236,10 +257,12 @@ export class NemotronModel {
     const eosTokenIds = readEosIds(dir, ni, tokenizer);
     this.eos = new Set(eosTokenIds);
     this.info = Object.freeze({ path: dir, ...ni, eosTokenIds, ...numerics, memory });
-    this.cache = new PrefixCache(engine, cacheBytes);
-    // A freed sequence can leave KV blocks held only by snapshots: re-check the cache budget then.
-    this.scheduler = new Scheduler(engine, ni.maxSequences, () => this.cache.evict());
-    this.snapshotInterval = snapshotInterval;
+    this.scheduler = new Scheduler(engine);
+    this.snapshotInterval = tuning.snapshotInterval;
+    this.idleTimeoutMs = tuning.idleTimeoutMs;
+    this.prepareNextTurn = tuning.prepareNextTurn;
+    this.tokenizers = tokenizer ? new TokenizerPool(tokenizer) : null;
+    this.markers = tokenizer ? turnMarkers(tokenizer) : null;
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files) or a llama.cpp `.gguf` file (architecture nemotron_h). */
@@ -260,6 +283,9 @@ export class NemotronModel {
     const precision: 'exact' | 'fast' = precisionOption;
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
+    const idleTimeoutMs = v.optionalInteger('options.idleTimeoutMs', options.idleTimeoutMs, 0) ?? 60_000;
+    if (options.prepareNextTurn !== undefined && typeof options.prepareNextTurn !== 'boolean') throw v.invalid('options.prepareNextTurn', 'true or false', options.prepareNextTurn);
+    const prepareNextTurn = options.prepareNextTurn ?? true;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
@@ -306,11 +332,11 @@ export class NemotronModel {
         plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes });
         checkPlanFits(plan, memoryLimit);
       } catch (err) {
-        engine.close();
+        await engine.close();
         throw err;
       }
     }
-    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, { kvDtype, precision }, plan);
+    return new NemotronModel(dir, engine, tokenizer, { snapshotInterval, idleTimeoutMs, prepareNextTurn }, { kvDtype, precision }, plan);
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */
@@ -343,21 +369,27 @@ export class NemotronModel {
     }
     const tokens = v.tokenIds('ids', ids, this.info.config.vocabSize);
     this.assertFits(tokens.length);
-    return this.track(async () => {
-      let seq: number;
-      try {
-        seq = await this.scheduler.acquire(this.closing.signal);
-      } catch {
-        throw new ModelClosedError();
-      }
-      try {
-        return await this.engine.evaluate(seq, tokens, options.logits === 'all');
-      } catch (err) {
-        rethrow(err, stack);
-      } finally {
-        this.scheduler.release(seq);
-      }
-    });
+    // A request of its own (fresh sequence, no prefix reuse), batched with whatever else runs.
+    const logits = await new Promise<Float32Array>((resolve, reject) => {
+      const closing = this.closing.signal;
+      let id = -1;
+      const onClose = () => {
+        this.scheduler.cancel(id);
+        reject(new ModelClosedError());
+      };
+      id = this.scheduler.submit({ prompt: tokens, maxTokens: 0, logits: options.logits === 'all' ? 2 : 1, reusePrefix: false }, {
+        onAdmitted: () => {},
+        onToken: () => {},
+        onSnapshot: () => {},
+        onFinished: (reason, error, rows) => {
+          closing.removeEventListener('abort', onClose);
+          if (rows) resolve(rows);
+          else reject(error ?? new ModelClosedError());
+        },
+      });
+      closing.addEventListener('abort', onClose, { once: true });
+    }).catch((err: unknown) => rethrow(err, stack));
+    return logits;
   }
 
   /** Generates a completion and resolves with all of it (finishReason 'error' carries `error`). */
@@ -378,22 +410,35 @@ export class NemotronModel {
     return this.streamSpec(this.parseGenerate(options));
   }
 
+  /**
+   * Like stream(), but resolves only once the request is checked and tokenized, so a caller (the server)
+   * can answer a bad request before it starts streaming. Large inputs are measured before any work (a
+   * prompt whose bytes cannot fit the context is refused without tokenizing) and tokenized in a worker
+   * thread, so one huge request never holds the event loop.
+   */
+  async startStream(options: GenerateOptions): Promise<AsyncGenerator<StreamEvent, void, undefined>> {
+    this.assertOpen();
+    const spec = await this.parseGenerateAsync(options);
+    return this.streamSpec(spec);
+  }
+
   private streamSpec(spec: RequestSpec): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
     const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
     const events = request.run();
-    let done!: () => void;
-    const tracked = new Promise<void>((resolve) => (done = resolve));
-    this.inflight.add(tracked);
-    const inflight = this.inflight;
-    return (async function* () {
+    const live = this.live;
+    live.add(request);
+    const generator = (async function* () {
       try {
         yield* events;
       } finally {
-        inflight.delete(tracked);
-        done();
+        live.delete(request);
       }
     })();
+    // Dropped unfinished without break/return (a handler that threw between reads): the request is
+    // cancelled once the iterator is collected, and idleTimeoutMs bounds the wait for that.
+    this.abandoned.register(generator, request);
+    return generator;
   }
 
   /**
@@ -418,48 +463,72 @@ export class NemotronModel {
       throw new SessionFileError(`session file ${file}: its metadata has no chat options and history`);
     }
     const history = meta.history.length ? validateMessages(meta.history) : [];
-    let anchor: CacheEntry | null = null;
+    let anchor: SnapshotRef | null = null;
     if (content.state.byteLength > 0) {
       let id: number;
       try {
+        // Into the engine's prefix cache with one pin, which the session owns.
         id = await this.engine.importSnapshot(content.state, content.tokens);
       } catch (err) {
         const e = err as { message?: string };
         throw new SessionFileError(`session file ${file}: its engine state cannot be used: ${e.message ?? String(err)}`, { cause: err });
       }
-      anchor = this.cache.insert(id, content.tokens);
+      anchor = { id, tokens: content.tokens };
     }
-    return new ChatSession(this.chatHost, meta.options, history, anchor);
+    const session = new ChatSession(this.chatHost, meta.options, history, anchor);
+    if (anchor) this.scheduler.pin(anchor.id, -1); // the session took a pin of its own; drop the import's
+    return session;
+  }
+
+  /**
+   * Resolves once the engine has nothing left to do right now: every cancelled or finished request's
+   * sequence is freed, every queued request that can run has run. Paused streams (consumers not
+   * reading) keep their sequences. For tests and graceful shutdowns; generation never needs it.
+   */
+  async idle(): Promise<void> {
+    while (!this.closed) {
+      await this.scheduler.idle();
+      if (!this.engine.hasWork()) return;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
 
   /** Live sequences, queued requests, state memory and work done, for monitoring. */
   stats(): ModelStats {
     const cache = this.closed ? null : this.engine.cacheStats();
+    const sched = this.engine.schedulerStats();
     return {
-      liveSequences: this.scheduler.liveSequences,
+      liveSequences: sched.liveSequences,
       kvBlocksUsed: cache?.kvBlocksUsed ?? 0,
       kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
       snapshots: cache?.snapshots ?? 0,
       snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
       snapshotHostBytes: cache?.snapshotHostStateBytes ?? 0,
-      prefixCacheHits: this.cache.hits,
-      tokensReused: this.cache.tokensReused,
-      queuedRequests: this.scheduler.queued,
-      sequenceBytes: this.closed ? 0 : this.engine.sequenceBytes(),
+      prefixCacheHits: cache?.cacheHits ?? 0,
+      tokensReused: cache?.cacheTokensReused ?? 0,
+      queuedRequests: sched.queued,
+      sequenceBytes: sched.sequenceBytes,
       steps: this.scheduler.steps,
       tokensProcessed: this.scheduler.tokensProcessed,
     };
   }
 
-  /** Frees the engine. Running generations end with finishReason 'abort'; further calls throw. */
+  /**
+   * Frees the engine. Running and queued generations end with finishReason 'abort' (their consumers
+   * get the `done` event whenever they read again; nobody is waited for), evaluate() calls reject with
+   * ERR_MODEL_CLOSED, further calls throw. Resolves after at most the running step, once native memory
+   * is freed.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.closing.abort(new ModelClosedError());
-    this.scheduler.rejectWaiting(new ModelClosedError());
-    await Promise.allSettled([...this.inflight]);
-    await this.scheduler.idle(); // a step may still be running for a request that already ended
-    this.engine.close();
+    for (const request of this.live) request.abandon();
+    this.live.clear();
+    this.scheduler.close();
+    await this.scheduler.idle(); // the running step, if any
+    await this.engine.close(); // ends every request and frees the engine on a worker
+    await this.tokenizers?.close();
   }
 
   // ---- internals -----------------------------------------------------------------------------------
@@ -477,8 +546,9 @@ export class NemotronModel {
     tokenizeChat: (text) => Int32Array.from(this.tokenize(text)),
     contextLength: () => this.info.contextLength,
     streamTurn: (prompt, chat, options) => this.streamSpec(this.parseTurn(prompt, chat, options)),
-    pin: (entry) => this.cache.pin(entry),
-    unpin: (entry) => this.cache.unpin(entry),
+    prepareTurn: (tokens) => (this.prepareNextTurn ? this.prefill(tokens, true) : Promise.resolve(null)),
+    pin: (entry) => this.scheduler.pin(entry.id, 1),
+    unpin: (entry) => this.scheduler.pin(entry.id, -1),
     exportTurnState: async (session, file) => {
       this.assertOpen();
       const anchor = session.anchorEntry;
@@ -493,14 +563,93 @@ export class NemotronModel {
     },
   };
 
-  private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (p: number, e: CacheEntry) => void }, options: TurnOptions): RequestSpec {
+  private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): RequestSpec {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
     const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
-    return { ...spec, snapshotAt: chat.snapshotAt, onSnapshot: chat.onSnapshot };
+    const pinAt = chat.anchorAt > 0 ? [chat.anchorAt] : [];
+    return {
+      ...spec,
+      snapshotAt: [...spec.snapshotAt, ...pinAt],
+      pinAt,
+      onSnapshot: (position, id, pinned) => {
+        if (pinned && position === chat.anchorAt) chat.onAnchor({ id, tokens: prompt.slice(0, position) });
+        else if (pinned) this.scheduler.pin(id, -1);
+      },
+    };
   }
 
-  private parseGenerate(options: GenerateOptions): RequestSpec {
+  /**
+   * Feeds `tokens` through a sequence without generating (prefix reuse makes it cost only what is not
+   * cached) and caches the state at the end; resolves to it (pinned for the caller when `pin`), or null
+   * when the request failed or the model closed.
+   */
+  private prefill(tokens: Int32Array, pin: boolean): Promise<SnapshotRef | null> {
+    if (this.closed || tokens.length === 0 || tokens.length > this.info.contextLength) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      let ref: SnapshotRef | null = null;
+      this.scheduler.submit(
+        { prompt: tokens, maxTokens: 0, reusePrefix: true, snapshotAt: [tokens.length], pinAt: pin ? [tokens.length] : [] },
+        {
+          onAdmitted: () => {},
+          onToken: () => {},
+          onSnapshot: (position, id, pinned) => {
+            if (pinned && position === tokens.length) ref = { id, tokens };
+            else if (pinned) this.scheduler.pin(id, -1);
+          },
+          onFinished: () => resolve(ref),
+        },
+      );
+    });
+  }
+
+  /** After a stateless chat request: cache its reply as the next request will render it (LoadOptions.prepareNextTurn). */
+  private warmNextTurn(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean }, result: GenerateResult): void {
+    if (!this.prepareNextTurn || this.closed || !this.template || !this.markers) return;
+    if (result.finishReason !== 'stop' && result.finishReason !== 'length') return;
+    const reply: ChatMessage = { role: 'assistant', content: result.text, ...(result.reasoning ? { reasoning: result.reasoning } : {}), ...(result.toolCalls.length ? { toolCalls: result.toolCalls } : {}) };
+    const text = nextTurnText(this.template, messages, reply, options, this.markers);
+    if (text === null) return;
+    void this.tokenizeAsync(text).then(
+      (tokens) => this.prefill(Int32Array.from(tokens), false),
+      () => null, // a failed warm-up costs only the next turn's speed
+    );
+  }
+
+  /** Tokenizes with the checkpoint's BOS policy; inputs over TokenizerPool.THRESHOLD go to a worker thread. */
+  private tokenizeAsync(text: string): Promise<number[]> {
+    const pool = this.tokenizers;
+    if (!pool) return Promise.resolve(this.tokenize(text));
+    return pool.encode(text, true);
+  }
+
+  /**
+   * The least number of tokens `text` can become: no token is longer than the tokenizer's longest token,
+   * so a text whose UTF-8 bytes exceed contextLength x that length cannot fit, whatever it tokenizes to.
+   * Refusing it costs no tokenization.
+   */
+  private assertBytesCanFit(what: string, bytes: number): void {
+    const longest = this.tokenizer?.longestTokenBytes ?? 0;
+    if (longest > 0 && bytes > this.info.contextLength * longest) {
+      throw new ContextOverflowError(`${what} has ${bytes} bytes: at least ${Math.ceil(bytes / longest)} tokens, more than the context length ${this.info.contextLength}`);
+    }
+  }
+
+  /** parseGenerate, with the template rendered and large texts tokenized off the event loop. */
+  private async parseGenerateAsync(options: GenerateOptions): Promise<RequestSpec> {
+    v.assertObject('options', options);
+    if (typeof options.prompt === 'string') this.assertBytesCanFit('options.prompt', Buffer.byteLength(options.prompt));
+    if (Array.isArray(options.messages)) {
+      let bytes = 0;
+      for (const m of options.messages as Array<{ content?: unknown }>) if (typeof m?.content === 'string') bytes += Buffer.byteLength(m.content);
+      this.assertBytesCanFit('options.messages', bytes);
+    }
+    return this.parseGenerate(options, (text) => this.tokenizeAsync(text));
+  }
+
+  private parseGenerate(options: GenerateOptions): RequestSpec;
+  private parseGenerate(options: GenerateOptions, tokenize: (text: string) => Promise<number[]>): Promise<RequestSpec>;
+  private parseGenerate(options: GenerateOptions, tokenize?: (text: string) => Promise<number[]>): RequestSpec | Promise<RequestSpec> {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
     const hasPrompt = options.prompt !== undefined;
@@ -513,20 +662,30 @@ export class NemotronModel {
     if (hasPrompt && (options.tools !== undefined || reasoningOpt !== undefined || options.thinkingBudget !== undefined)) {
       throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', '`tools`, `reasoning` and `thinkingBudget` apply to `messages`, not to a raw `prompt`');
     }
-    // The prompt, and whether it opens the reasoning (the generation prompt ends with `<think>\n`).
-    let prompt: Int32Array;
+    // The text to tokenize, and whether it opens the reasoning (the generation prompt ends with `<think>\n`).
+    const renderOptions = { ...(options.tools ? { tools: options.tools as ToolDefinition[] } : {}), ...(reasoningOpt === undefined ? {} : { reasoning: reasoningOpt }) };
+    let text: string | null = null;
     let startsInReasoning = false;
     if (hasMessages) {
-      const text = this.applyChatTemplate(options.messages as ChatMessage[], { ...(options.tools ? { tools: options.tools as ToolDefinition[] } : {}), ...(reasoningOpt === undefined ? {} : { reasoning: reasoningOpt }) });
+      text = this.applyChatTemplate(options.messages as ChatMessage[], renderOptions);
       startsInReasoning = /<think>\s*$/.test(text);
-      prompt = Int32Array.from(this.tokenize(text));
     } else if (typeof options.prompt === 'string') {
       if (options.prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'options.prompt is empty: give some text or token ids');
-      prompt = Int32Array.from(this.tokenize(options.prompt));
-    } else {
-      prompt = v.tokenIds('options.prompt', options.prompt, this.info.config.vocabSize);
+      text = options.prompt;
     }
-    return this.buildSpec(options, prompt, startsInReasoning, hasMessages);
+    const finish = (prompt: Int32Array): RequestSpec => {
+      const spec = this.buildSpec(options, prompt, startsInReasoning, hasMessages);
+      if (!hasMessages) return spec;
+      // Stateless reuse: snapshot at every message boundary and one token before the end (the same
+      // request again restores there and computes only the last token); after the reply, cache the next
+      // turn's start (warmNextTurn).
+      const messages = validateMessages(options.messages as ChatMessage[]);
+      const bounds = this.markers ? turnBoundaries(prompt, this.markers) : [];
+      return { ...spec, snapshotAt: [...bounds, prompt.length - 1].filter((p) => p > 0), onDone: (r: GenerateResult) => this.warmNextTurn(messages, renderOptions, r) };
+    };
+    if (text === null) return finish(v.tokenIds('options.prompt', options.prompt as readonly number[], this.info.config.vocabSize));
+    if (tokenize) return tokenize(text).then((ids) => finish(Int32Array.from(ids)));
+    return finish(Int32Array.from(this.tokenize(text)));
   }
 
   /** Validates the sampling and stopping options and assembles a request around a tokenized prompt. */
@@ -561,12 +720,12 @@ export class NemotronModel {
       thinkingBudget,
       closeReasoning,
       parseToolCalls,
-      signal: signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal,
-      contextLength: this.info.contextLength,
-      chunkTokens: this.info.maxBatchTokens,
-      cache: this.cache,
+      signal,
+      reusePrefix: true,
       snapshotAt: [],
+      pinAt: [],
       snapshotEvery: this.snapshotInterval,
+      idleTimeoutMs: this.idleTimeoutMs,
     };
   }
 
@@ -582,16 +741,6 @@ export class NemotronModel {
       if (typeof value !== 'number' || Number.isNaN(value)) throw v.invalid(`options.logitBias[${key}]`, 'a number', value);
       return [id, Math.max(value, -1e9)];
     });
-  }
-
-  private async track<T>(fn: () => Promise<T>): Promise<T> {
-    const p = fn();
-    this.inflight.add(p);
-    try {
-      return await p;
-    } finally {
-      this.inflight.delete(p);
-    }
   }
 
   private assertOpen(): void {

@@ -1,188 +1,141 @@
 /**
- * Continuous batching on the JS side of the seam: every live request that wants progress contributes
- * its pending tokens to ONE native step (csrc/engine/scheduler.h decides how much of each runs), so
- * the weights are read once per step for all streams and a long prompt is prefilled in chunks
- * interleaved with the other streams' decode steps. Sequence slots are handed out in FIFO order.
+ * The JavaScript end of the engine's request scheduler (csrc/engine/scheduler.h). The engine owns each
+ * request from registration to its last token: admission into sequence slots, prefix restores, prompt
+ * chunks, the batched forward pass, sampling, snapshots and cache eviction all happen inside one native
+ * step on a worker thread. This side only pumps steps and routes their events to the requests that
+ * registered handlers; every call it makes on the JS thread is O(1) and never waits for a step.
+ *
+ * The pump runs while the engine has work: one step at a time, with a macrotask turn between steps so
+ * that consumers woken by the last step's events can ask for more (resume) before the next one starts.
  */
-import type { NativeEngine, NativeSampling, NativeStepResult } from './addon-types.js';
+import type { NativeEngine, NativeRequestEnd, NativeRequestSpec, NativeStepEvents } from './addon-types.js';
 import { NemotronError, errorFromCode } from './errors.js';
 
-export interface StepInput {
-  tokens: Int32Array;
-  sample: boolean;
-  sampling: NativeSampling;
-  nPrompt: number;
-  draw: number;
-  snapshotAt?: number[];
+/** What a registered request hears from the engine. */
+export interface RequestHandler {
+  /** It got a sequence; `cached` prompt tokens were restored from the prefix cache. */
+  onAdmitted(cached: number): void;
+  onToken(token: number): void;
+  /** A snapshot of its prompt was cached at `position`; when `pinned`, the handler owns one pin of `id`. */
+  onSnapshot(position: number, id: number, pinned: boolean): void;
+  /** The engine is done with it (it has freed its sequence). */
+  onFinished(reason: NativeRequestEnd, error: NemotronError | undefined, logits: Float32Array | undefined): void;
 }
 
-/** What a running request shows the scheduler. */
-export interface StepClient {
-  readonly seq: number;
-  /** The tokens to feed next, or null when it does not want a step now. */
-  pendingInput(): StepInput | null;
-  /** After a step: how many of its tokens ran, the sampled token (-1 when none), and the snapshot
-   * taken at the end of its piece, if it asked for one there. */
-  onStep(consumed: number, token: number, snapshot: { position: number; id: number } | null): void;
-  /** The step failed; the request must finish with an error. */
-  onError(err: NemotronError): void;
-}
+const setImmediateP = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-interface Waiter {
-  resolve: (seq: number) => void;
-  reject: (err: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
+function typed(err: unknown): NemotronError {
+  if (err instanceof NemotronError) return err;
+  const e = err as { code?: string; message?: string };
+  return errorFromCode(e.code ?? 'ERR_INTERNAL', e.message ?? String(err), err);
 }
 
 export class Scheduler {
-  private readonly clients = new Set<StepClient>();
-  private readonly waiting: Waiter[] = [];
-  private live = 0;
-  private running = false;
-  /** Forward passes run, and tokens fed through them, since load. */
+  private readonly handlers = new Map<number, RequestHandler>();
+  private pump: Promise<void> | null = null;
+  private closed = false;
+  /** Steps that ran a forward pass, and tokens fed through them, since load. */
   steps = 0;
   tokensProcessed = 0;
-  private inStep = new Set<StepClient>();
-  private releaseAfterStep = new Set<number>();
+  /** Wall time inside native steps, and between a step's end and the next step's start (event routing,
+   * consumers, the rest of the event loop): what bench/serving.ts reports as JavaScript time per step. */
+  nativeMs = 0;
+  betweenMs = 0;
 
-  constructor(
-    private readonly engine: NativeEngine,
-    private readonly maxSequences: number,
-    private readonly onRelease: () => void = () => {},
-  ) {}
+  constructor(private readonly engine: NativeEngine) {}
 
-  get liveSequences(): number {
-    return this.live;
+  /** Registers a request with the engine; its events go to `handler` until it finishes. */
+  submit(spec: NativeRequestSpec, handler: RequestHandler): number {
+    const id = this.engine.submit(spec);
+    this.handlers.set(id, handler);
+    this.kick();
+    return id;
   }
 
-  get queued(): number {
-    return this.waiting.length;
+  /** The request's consumer wants its next token (after `forced` tokens, if any). */
+  resume(id: number, forced?: readonly number[]): void {
+    if (this.closed) return;
+    this.engine.resume(id, forced && forced.length > 0 ? Int32Array.from(forced) : undefined);
+    this.kick();
   }
 
-  /** A fresh sequence, once a slot is free (FIFO). Rejects with the signal's reason if aborted while waiting. */
-  acquire(signal?: AbortSignal): Promise<number> {
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.live < this.maxSequences && this.waiting.length === 0) return Promise.resolve(this.create());
-    return new Promise<number>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const i = this.waiting.indexOf(waiter);
-          if (i >= 0) this.waiting.splice(i, 1);
-          reject(signal!.reason);
-        },
-      };
-      signal?.addEventListener('abort', waiter.onAbort, { once: true });
-      this.waiting.push(waiter);
+  /** Ends a request; the engine frees its sequence at the next step. */
+  cancel(id: number): void {
+    if (this.closed) return;
+    this.engine.cancel(id);
+    this.kick();
+  }
+
+  pin(snapshotId: number, delta: 1 | -1): void {
+    if (this.closed) return;
+    this.engine.pin(snapshotId, delta);
+    this.kick();
+  }
+
+  /** Resolves once no step is running. */
+  idle(): Promise<void> {
+    return this.pump ?? Promise.resolve();
+  }
+
+  /** No more steps (model closing): the running one, if any, still delivers its events. */
+  close(): void {
+    this.closed = true;
+  }
+
+  get liveRequests(): number {
+    return this.handlers.size;
+  }
+
+  private kick(): void {
+    if (this.pump || this.closed) return;
+    this.pump = this.run().finally(() => {
+      this.pump = null;
     });
   }
 
-  /** Frees a sequence (after any step that still uses it) and admits the next waiter. */
-  release(seq: number): void {
-    for (const c of this.inStep) {
-      if (c.seq === seq) {
-        this.releaseAfterStep.add(seq);
+  private async run(): Promise<void> {
+    let lastEnd = 0;
+    // Let the caller that kicked finish its synchronous work (more submits) before the first step.
+    await setImmediateP();
+    while (!this.closed && this.engine.hasWork()) {
+      const t0 = performance.now();
+      if (lastEnd > 0) this.betweenMs += t0 - lastEnd;
+      let events: NativeStepEvents;
+      try {
+        events = await this.engine.runStep();
+      } catch (err) {
+        // A failed step (an engine bug, not a request's error): every request ends with it.
+        const e = typed(err);
+        for (const [id, h] of [...this.handlers]) {
+          this.handlers.delete(id);
+          h.onFinished('error', e, undefined);
+        }
         return;
       }
-    }
-    this.free(seq);
-  }
-
-  /** Replaces a sequence's state with a cached snapshot's (prefix reuse). */
-  restore(seq: number, snapshotId: number): void {
-    this.engine.restore(seq, snapshotId);
-  }
-
-  attach(client: StepClient): void {
-    this.clients.add(client);
-  }
-
-  detach(client: StepClient): void {
-    this.clients.delete(client);
-  }
-
-  /** Something wants progress: make sure the step loop runs. */
-  kick(): void {
-    if (this.running) return;
-    this.running = true;
-    void this.loop();
-  }
-
-  /** Resolves once no step is running (model closing). */
-  async idle(): Promise<void> {
-    while (this.running) await new Promise<void>((r) => setTimeout(r, 1));
-  }
-
-  /** Fails every waiter (model closing). */
-  rejectWaiting(err: unknown): void {
-    for (const w of this.waiting.splice(0)) {
-      w.signal?.removeEventListener('abort', w.onAbort);
-      w.reject(err);
+      this.nativeMs += performance.now() - t0;
+      if (events.ranForward) this.steps++;
+      this.tokensProcessed += events.tokensProcessed;
+      this.dispatch(events);
+      lastEnd = performance.now();
+      await setImmediateP();
     }
   }
 
-  private create(): number {
-    const seq = this.engine.createSequence();
-    this.live++;
-    return seq;
-  }
-
-  private free(seq: number): void {
-    this.engine.freeSequence(seq);
-    this.live--;
-    this.onRelease();
-    while (this.live < this.maxSequences && this.waiting.length > 0) {
-      const w = this.waiting.shift()!;
-      w.signal?.removeEventListener('abort', w.onAbort);
-      try {
-        w.resolve(this.create());
-      } catch (err) {
-        w.reject(err);
-      }
+  private dispatch(ev: NativeStepEvents): void {
+    const { admitted, tokens, snapshots, finished } = ev;
+    for (let i = 0; i < admitted.length; i += 2) this.handlers.get(admitted[i]!)?.onAdmitted(admitted[i + 1]!);
+    for (let i = 0; i < snapshots.length; i += 4) {
+      const h = this.handlers.get(snapshots[i]!);
+      const id = snapshots[i + 2]!;
+      const pinned = snapshots[i + 3] === 1;
+      if (h) h.onSnapshot(snapshots[i + 1]!, id, pinned);
+      else if (pinned) this.pin(id, -1); // nobody left to hold it
     }
-  }
-
-  private async loop(): Promise<void> {
-    try {
-      for (;;) {
-        // Let consumers woken by the last step register their demand before the batch is formed.
-        await new Promise<void>((r) => setImmediate(r));
-        const batch: Array<{ client: StepClient; input: StepInput }> = [];
-        for (const client of this.clients) {
-          const input = client.pendingInput();
-          if (input) batch.push({ client, input });
-        }
-        if (batch.length === 0) return;
-        this.inStep = new Set(batch.map((b) => b.client));
-        let result: NativeStepResult | undefined;
-        let failure: NemotronError | undefined;
-        try {
-          result = await this.engine.step(batch.map(({ client, input }) => ({ id: client.seq, ...input })));
-        } catch (err) {
-          const e = err as { code?: string; message?: string };
-          failure = err instanceof NemotronError ? err : errorFromCode(e.code ?? 'ERR_INTERNAL', e.message ?? String(err), err);
-        }
-        this.inStep = new Set();
-        if (result) {
-          this.steps++;
-          for (const c of result.consumed) this.tokensProcessed += c;
-        }
-        for (let i = 0; i < batch.length; i++) {
-          const { client } = batch[i]!;
-          if (failure) client.onError(failure);
-          else {
-            const id = result!.snapshotId[i]!;
-            client.onStep(result!.consumed[i]!, result!.token[i]!, id >= 0 ? { position: result!.snapshotPosition[i]!, id } : null);
-          }
-        }
-        for (const seq of this.releaseAfterStep) this.free(seq);
-        this.releaseAfterStep.clear();
-      }
-    } finally {
-      this.running = false;
+    for (let i = 0; i < tokens.length; i += 2) this.handlers.get(tokens[i]!)?.onToken(tokens[i + 1]!);
+    for (const f of finished) {
+      const h = this.handlers.get(f.request);
+      this.handlers.delete(f.request);
+      h?.onFinished(f.reason, f.error ? typed(f.error) : undefined, f.logits);
     }
   }
 }

@@ -22,14 +22,38 @@ function readJson(file: string): Record<string, unknown> {
   }
 }
 
+function longestToken(json: Record<string, unknown>): number {
+  let longest = 0;
+  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
+  if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) {
+    for (const piece of Object.keys(vocab)) longest = Math.max(longest, Buffer.byteLength(piece));
+  } else if (Array.isArray(vocab)) {
+    for (const e of vocab) if (Array.isArray(e) && typeof e[0] === 'string') longest = Math.max(longest, Buffer.byteLength(e[0]));
+  } else return 0;
+  for (const t of (json.added_tokens ?? []) as Array<{ content?: unknown }>) {
+    if (typeof t.content === 'string') longest = Math.max(longest, Buffer.byteLength(t.content));
+  }
+  return longest;
+}
+
 export class TextTokenizer {
   private readonly tok: Tokenizer;
   private readonly specialIds: Set<number>;
   readonly config: Record<string, unknown>;
+  /** The files it was built from (a worker thread builds its own copy from them). */
+  readonly files: TokenizerFiles;
+  /**
+   * An upper bound on the UTF-8 bytes one token stands for (its vocabulary text's length; byte-level
+   * and byte-fallback spellings only overstate it), 0 when unknown. A text of B bytes is at least
+   * B / longestTokenBytes tokens: enough to refuse an input that cannot fit before tokenizing it.
+   */
+  readonly longestTokenBytes: number;
 
   private constructor(files: TokenizerFiles) {
     this.tok = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
     this.config = files.tokenizerConfig;
+    this.files = files;
+    this.longestTokenBytes = longestToken(files.tokenizerJson);
     const added = (files.tokenizerJson.added_tokens ?? []) as Array<{ id: number; special?: boolean }>;
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
   }

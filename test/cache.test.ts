@@ -159,16 +159,26 @@ describe('chat sessions', () => {
     const chat = model.chat({ system, reasoning: false });
     const t1 = await chat.send('Hello there, how are you?', { maxTokens: 8, seed: 1 });
     expect(t1.usage.cachedTokens).toBe(0);
+    await chat.ready(); // turn 1's reply, re-rendered as history, computed before turn 2 is sent
     const before = model.stats().tokensProcessed;
     const t2 = await chat.send('And tomorrow?', { maxTokens: 8, seed: 1 });
+    await chat.ready();
     const processed = model.stats().tokensProcessed - before;
-    // Reused: everything up to the start of turn 1's assistant message.
-    const head = model.tokenize(model.applyChatTemplate([{ role: 'system', content: system }, { role: 'user', content: 'Hello there, how are you?' }], { reasoning: false }).replace(/<think><\/think>$/, ''));
+    const render = (extra: Array<{ role: 'assistant' | 'user'; content: string }>) =>
+      model.applyChatTemplate([{ role: 'system', content: system }, { role: 'user', content: 'Hello there, how are you?' }, ...extra], { reasoning: false });
+    // Reused: turn 1's conversation with its answer as the template re-renders it, up to turn 2's user
+    // message: more than turn 1's whole prompt.
+    const head = model.tokenize(render([{ role: 'assistant', content: t1.text }, { role: 'user', content: 'And tomorrow?' }]).split('<SPECIAL_11>User\nAnd tomorrow?')[0]!);
     expect(t2.usage.cachedTokens).toBe(head.length);
-    // Computed: the re-rendered answer, the new message and the generation prompt, plus fed-back tokens.
+    expect(t2.usage.cachedTokens).toBeGreaterThanOrEqual(t1.usage.promptTokens);
+    // Computed for turn 2: only the new message and the generation prompt, plus fed-back tokens...
     const newPromptTokens = t2.usage.promptTokens - t2.usage.cachedTokens;
-    expect(processed).toBe(newPromptTokens + t2.usage.completionTokens - (t2.finishReason === 'length' ? 1 : 0));
-    expect(newPromptTokens).toBeLessThan(t2.usage.promptTokens / 3);
+    const newMessage = model.tokenize('<SPECIAL_11>User\nAnd tomorrow?\n<SPECIAL_11>Assistant\n<think></think>', { addSpecialTokens: false });
+    expect(newPromptTokens).toBe(newMessage.length);
+    // ...and, after it, turn 2's answer as turn 3 will render it, from turn 2's assistant start.
+    const head3 = model.tokenize(render([{ role: 'assistant', content: t1.text }, { role: 'user', content: 'And tomorrow?' }, { role: 'assistant', content: t2.text }, { role: 'user', content: 'X' }]).split('<SPECIAL_11>User\nX')[0]!);
+    const anchor2 = t2.usage.promptTokens - model.tokenize('<think></think>', { addSpecialTokens: false }).length;
+    expect(processed).toBe(newPromptTokens + t2.usage.completionTokens - (t2.finishReason === 'length' ? 1 : 0) + head3.length - anchor2);
     chat.dispose();
   });
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import type { NativeEngine, NativeSampling, NativeStepItem } from '../lib/addon-types.js';
+import type { NativeEngine, NativeRequestSpec, NativeSampling, NativeStepEvents } from '../lib/addon-types.js';
 import { GenerationRequest, type RequestSpec, type StreamEvent } from '../lib/generation.js';
 import { Scheduler } from '../lib/scheduler.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
@@ -15,34 +15,89 @@ import { tempDir } from './helpers.js';
 
 const EOS = 12;
 
-/** A NativeEngine whose sequences emit scripted tokens, one per sampled step. */
+interface ScriptedRequest {
+  script: number[];
+  input: number[];
+  wanting: boolean;
+  admitted: boolean;
+  cancelled: boolean;
+  done: boolean;
+  generated: number;
+  maxTokens: number;
+  eos: Set<number>;
+}
+
+/** The engine's request surface (csrc/engine/scheduler.h) where each request's "model" emits a token script. */
 class ScriptedEngine {
   readonly fed = new Map<number, number[]>();
-  private scripts = new Map<number, number[]>();
+  private readonly requests = new Map<number, ScriptedRequest>();
   private next = 1;
   nextScript: number[] = [];
   steps = 0;
 
-  createSequence(): number {
+  submit(spec: NativeRequestSpec): number {
     const id = this.next++;
     this.fed.set(id, []);
-    this.scripts.set(id, [...this.nextScript]);
+    this.requests.set(id, { script: [...this.nextScript], input: Array.from(spec.prompt), wanting: true, admitted: false, cancelled: false, done: false, generated: 0, maxTokens: spec.maxTokens, eos: new Set(spec.eos ?? []) });
     return id;
   }
-  freeSequence(id: number): void {
-    this.scripts.delete(id);
+  resume(id: number, forced?: Int32Array): boolean {
+    const r = this.requests.get(id);
+    if (!r || r.done) return false;
+    r.wanting = true;
+    if (forced) {
+      r.input.push(...forced);
+      r.generated += forced.length;
+    }
+    return true;
   }
-  async step(items: NativeStepItem[]) {
+  cancel(id: number): boolean {
+    const r = this.requests.get(id);
+    if (!r || r.done) return false;
+    r.cancelled = true;
+    return true;
+  }
+  pin(): void {}
+  hasWork(): boolean {
+    for (const r of this.requests.values()) if (!r.done && (r.cancelled || !r.admitted || (r.wanting && r.input.length > 0))) return true;
+    return false;
+  }
+  async runStep(): Promise<NativeStepEvents> {
     this.steps++;
     await new Promise((r) => setImmediate(r));
-    const consumed = new Int32Array(items.length);
-    const token = new Int32Array(items.length).fill(-1);
-    items.forEach((it, i) => {
-      this.fed.get(it.id)!.push(...it.tokens);
-      consumed[i] = it.tokens.length;
-      if (it.sample) token[i] = this.scripts.get(it.id)!.shift() ?? EOS;
-    });
-    return { consumed, token, snapshotPosition: new Float64Array(items.length).fill(-1), snapshotId: new Int32Array(items.length).fill(-1) };
+    const admitted: number[] = [];
+    const tokens: number[] = [];
+    const finished: NativeStepEvents['finished'] = [];
+    for (const [id, r] of this.requests) {
+      if (r.done) continue;
+      if (r.cancelled) {
+        r.done = true;
+        finished.push({ request: id, reason: 'cancelled' });
+        continue;
+      }
+      if (!r.admitted) {
+        r.admitted = true;
+        admitted.push(id, 0);
+      }
+      if (!r.wanting || r.input.length === 0) continue;
+      this.fed.get(id)!.push(...r.input);
+      r.input = [];
+      const tok = r.script.shift() ?? EOS;
+      if (r.eos.has(tok)) {
+        r.done = true;
+        finished.push({ request: id, reason: 'stop' });
+        continue;
+      }
+      r.generated++;
+      tokens.push(id, tok);
+      r.input = [tok];
+      r.wanting = false;
+      if (r.generated >= r.maxTokens) {
+        r.done = true;
+        finished.push({ request: id, reason: 'length' });
+      }
+    }
+    return { admitted: Float64Array.from(admitted), tokens: Float64Array.from(tokens), snapshots: new Float64Array(0), finished, tokensProcessed: 0, ranForward: true };
   }
 }
 
@@ -68,11 +123,11 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
     closeReasoning: tok.encode('</think>\n\n', false),
     parseToolCalls: true,
     signal: undefined,
-    contextLength: 4096,
-    chunkTokens: 64,
-    cache: null,
+    reusePrefix: false,
     snapshotAt: [],
+    pinAt: [],
     snapshotEvery: 0,
+    idleTimeoutMs: 0,
     ...over,
   };
 }
@@ -80,7 +135,7 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
 async function run(output: string | number[], over: Partial<RequestSpec> = {}) {
   const engine = new ScriptedEngine();
   engine.nextScript = typeof output === 'string' ? [...tok.encode(output, false), EOS] : output;
-  const scheduler = new Scheduler(engine as unknown as NativeEngine, 4);
+  const scheduler = new Scheduler(engine as unknown as NativeEngine);
   const req = new GenerationRequest(spec(over), scheduler, tok);
   const events: StreamEvent[] = [];
   for await (const ev of req.run()) events.push(ev);
@@ -182,7 +237,7 @@ describe('generation pipeline', () => {
 
   it('requests in one scheduler share steps', async () => {
     const engine = new ScriptedEngine();
-    const scheduler = new Scheduler(engine as unknown as NativeEngine, 4);
+    const scheduler = new Scheduler(engine as unknown as NativeEngine);
     const script = [...tok.encode('</think>\n\nabcdefghij', false), EOS];
     const runs = [0, 1, 2, 3].map(() => {
       engine.nextScript = script;

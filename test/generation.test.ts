@@ -124,6 +124,10 @@ describe('concurrent requests', () => {
   it('beyond maxSequences, requests wait in FIFO order and their wait shows in timings', async () => {
     // maxSequences is 4: the first four run at once, the last three wait for their slots.
     const runs = Array.from({ length: 7 }, (_, i) => model.generate({ prompt: [1, 30 + i], maxTokens: 6 + i, logitBias: noEos }));
+    // All seven are registered with the engine at once; its first step admits four into the slots.
+    expect(model.stats().queuedRequests).toBe(7);
+    const t0 = performance.now();
+    while (model.stats().queuedRequests === 7 && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 1));
     expect(model.stats().queuedRequests).toBe(3);
     const results = await Promise.all(runs);
     const queue = results.map((r) => r.timings.queueMs);
@@ -149,14 +153,18 @@ describe('streaming and cancellation', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(model.stats().tokensProcessed).toBe(snapshot);
     await stream.return(undefined);
+    await model.idle(); // the engine frees the sequence at its next step
     expect(model.stats().liveSequences).toBe(0);
   });
 
-  it('break frees the sequence at once', async () => {
+  it('break frees the sequence within one step', async () => {
     let n = 0;
     for await (const ev of model.stream({ prompt: 'Break early', maxTokens: 500, logitBias: noEos })) {
       if (ev.type === 'text' && ++n === 3) break;
     }
+    const steps = model.stats().steps;
+    await model.idle();
+    expect(model.stats().steps - steps).toBeLessThanOrEqual(1);
     expect(model.stats().liveSequences).toBe(0);
     expect(model.stats().sequenceBytes).toBe(0);
   });
@@ -171,6 +179,7 @@ describe('streaming and cancellation', () => {
     }
     expect(result!.finishReason).toBe('abort');
     expect(result!.tokens.length).toBeLessThan(20);
+    await model.idle();
     expect(model.stats().liveSequences).toBe(0);
   });
 
@@ -197,6 +206,7 @@ describe('streaming and cancellation', () => {
       );
     }
     await Promise.all(runs);
+    await model.idle();
     console.log('finish reasons of 1,000 requests:', Object.fromEntries(reasons));
     expect(reasons.get('abort')).toBeGreaterThan(50);
     expect(reasons.get('length')).toBeGreaterThan(50);

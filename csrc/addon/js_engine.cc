@@ -96,6 +96,13 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::ImportSnapshot>("importSnapshot"),
                          InstanceMethod<&JsEngine::CacheStats>("cacheStats"),
                          InstanceMethod<&JsEngine::Close>("close"),
+                         InstanceMethod<&JsEngine::Submit>("submit"),
+                         InstanceMethod<&JsEngine::Resume>("resume"),
+                         InstanceMethod<&JsEngine::Cancel>("cancel"),
+                         InstanceMethod<&JsEngine::Pin>("pin"),
+                         InstanceMethod<&JsEngine::HasWork>("hasWork"),
+                         InstanceMethod<&JsEngine::RunStep>("runStep"),
+                         InstanceMethod<&JsEngine::SchedulerStats>("schedulerStats"),
                      });
 }
 
@@ -162,6 +169,7 @@ Napi::Value JsEngine::CreateSequence(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
   int32_t id = 0;
   Status st = e->create_sequence(&id);
+  e->publish_cache_stats();
   if (!st.ok()) throw make_error(info.Env(), st);
   return Napi::Number::New(info.Env(), id);
 }
@@ -170,6 +178,7 @@ Napi::Value JsEngine::FreeSequence(const Napi::CallbackInfo& info) {
   if (!engine_) return info.Env().Undefined();  // closing the engine freed every sequence already
   auto e = engine_;
   Status st = e->free_sequence(info[0].As<Napi::Number>().Int32Value());
+  e->publish_cache_stats();
   if (!st.ok()) throw make_error(info.Env(), st);
   return info.Env().Undefined();
 }
@@ -201,7 +210,9 @@ Napi::Value JsEngine::Evaluate(const Napi::CallbackInfo& info) {
   return TaskWorker::Queue(
       info.Env(),
       [e, id, tokens, all, logits] {
-        return e->evaluate(id, tokens->data(), static_cast<int64_t>(tokens->size()), all, logits.get());
+        Status st = e->evaluate(id, tokens->data(), static_cast<int64_t>(tokens->size()), all, logits.get());
+        e->publish_cache_stats();
+        return st;
       },
       [logits](Napi::Env env) { return copy_to_js<Napi::Float32Array>(env, *logits); });
 }
@@ -219,7 +230,12 @@ Napi::Value JsEngine::EvaluateBatch(const Napi::CallbackInfo& info) {
   auto shared = std::make_shared<std::vector<Engine::BatchRequest>>(std::move(batch));
   auto logits = std::make_shared<std::vector<std::vector<float>>>();
   return TaskWorker::Queue(
-      info.Env(), [e, shared, logits] { return e->evaluate_batch(*shared, logits.get()); },
+      info.Env(),
+      [e, shared, logits] {
+        Status st = e->evaluate_batch(*shared, logits.get());
+        e->publish_cache_stats();
+        return st;
+      },
       [logits](Napi::Env env) -> Napi::Value {
         auto arr = Napi::Array::New(env, logits->size());
         for (size_t i = 0; i < logits->size(); ++i) {
@@ -252,7 +268,12 @@ Napi::Value JsEngine::Step(const Napi::CallbackInfo& info) {
   auto shared = std::make_shared<std::vector<Engine::StepRequest>>(std::move(requests));
   auto results = std::make_shared<std::vector<Engine::StepResult>>();
   return TaskWorker::Queue(
-      info.Env(), [e, shared, results] { return e->step(*shared, results.get()); },
+      info.Env(),
+      [e, shared, results] {
+        Status st = e->step(*shared, results.get());
+        e->publish_cache_stats();
+        return st;
+      },
       [results](Napi::Env env) -> Napi::Value {
         // Parallel arrays: consumed[i], token[i] (-1: none sampled), and the snapshot taken, if any.
         const size_t n = results->size();
@@ -280,6 +301,7 @@ Napi::Value JsEngine::Snapshot(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
   int32_t id = -1;
   Status st = e->snapshot_sequence(info[0].As<Napi::Number>().Int32Value(), &id);
+  e->publish_cache_stats();
   if (!st.ok()) throw make_error(info.Env(), st);
   return Napi::Number::New(info.Env(), id);
 }
@@ -327,6 +349,10 @@ Napi::Value JsEngine::CacheStats(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
   const nemo::CacheStats st = e->cache_stats();
   Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("cacheEntries", static_cast<double>(st.cache_entries));
+  o.Set("cacheBytes", static_cast<double>(st.cache_bytes));
+  o.Set("cacheHits", static_cast<double>(st.cache_hits));
+  o.Set("cacheTokensReused", static_cast<double>(st.cache_tokens_reused));
   o.Set("kvBlocksTotal", static_cast<double>(st.kv_blocks_total));
   o.Set("kvBlocksUsed", static_cast<double>(st.kv_blocks_used));
   o.Set("kvBlockBytes", static_cast<double>(st.kv_block_bytes));
@@ -338,8 +364,148 @@ Napi::Value JsEngine::CacheStats(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value JsEngine::Close(const Napi::CallbackInfo& info) {
-  engine_.reset();  // running workers keep their own reference; memory goes when the last one ends
+  // Running workers keep their own reference; the memory goes with the last one. This reference is
+  // dropped on a worker too: freeing gigabytes of state is not the JS thread's job.
+  auto last = std::make_shared<std::shared_ptr<Engine>>(std::move(engine_));
+  return TaskWorker::Queue(
+      info.Env(),
+      [last] {
+        if (*last) (*last)->scheduler().cancel_all();
+        last->reset();
+        return Status::Ok();
+      },
+      [](Napi::Env env) { return env.Undefined(); });
+}
+
+// ---- the request API ------------------------------------------------------------------------------
+
+namespace {
+
+std::vector<int64_t> int64_list(const Napi::Value& v) {
+  std::vector<int64_t> out;
+  if (!v.IsArray()) return out;
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+  return out;
+}
+
+const char* end_name(RequestEnd r) {
+  switch (r) {
+    case RequestEnd::kStop: return "stop";
+    case RequestEnd::kLength: return "length";
+    case RequestEnd::kDone: return "done";
+    case RequestEnd::kCancelled: return "cancelled";
+    case RequestEnd::kError: return "error";
+  }
+  return "error";
+}
+
+}  // namespace
+
+Napi::Value JsEngine::Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto e = engine_or_throw(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  RequestSpec spec;
+  spec.prompt = int32_vector(o.Get("prompt"));
+  if (o.Get("sampling").IsObject()) spec.sampling = sampling_from_js(o.Get("sampling").As<Napi::Object>());
+  if (o.Get("eos").IsTypedArray()) spec.eos = int32_vector(o.Get("eos"));
+  spec.max_tokens = int_field(o, "maxTokens", 0);
+  spec.logits = static_cast<RequestLogits>(int_field(o, "logits", 0));
+  spec.reuse_prefix = o.Get("reusePrefix").ToBoolean().Value();
+  spec.snapshot_at = int64_list(o.Get("snapshotAt"));
+  spec.pin_at = int64_list(o.Get("pinAt"));
+  spec.snapshot_every = int_field(o, "snapshotEvery", 0);
+  return Napi::Number::New(env, static_cast<double>(e->scheduler().submit(std::move(spec))));
+}
+
+Napi::Value JsEngine::Resume(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) return Napi::Boolean::New(env, false);
+  const int64_t id = info[0].As<Napi::Number>().Int64Value();
+  std::vector<int32_t> forced;
+  if (info.Length() > 1 && info[1].IsTypedArray()) forced = int32_vector(info[1]);
+  return Napi::Boolean::New(env, engine_->scheduler().resume(id, forced.data(), static_cast<int64_t>(forced.size())));
+}
+
+Napi::Value JsEngine::Cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!engine_) return Napi::Boolean::New(env, false);  // closing ended every request
+  return Napi::Boolean::New(env, engine_->scheduler().cancel(info[0].As<Napi::Number>().Int64Value()));
+}
+
+Napi::Value JsEngine::Pin(const Napi::CallbackInfo& info) {
+  if (engine_) engine_->scheduler().pin(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
+}
+
+Napi::Value JsEngine::HasWork(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), engine_ && engine_->scheduler().has_work());
+}
+
+Napi::Value JsEngine::SchedulerStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("liveSequences", engine_ ? engine_->scheduler().live_sequences() : 0);
+  o.Set("queued", static_cast<double>(engine_ ? engine_->scheduler().queued() : 0));
+  o.Set("liveRequests", static_cast<double>(engine_ ? engine_->scheduler().live_requests() : 0));
+  o.Set("sequenceBytes", static_cast<double>(engine_ ? engine_->scheduler().sequence_bytes() : 0));
+  return o;
+}
+
+Napi::Value JsEngine::RunStep(const Napi::CallbackInfo& info) {
+  auto e = engine_or_throw(info.Env());
+  auto events = std::make_shared<StepEvents>();
+  return TaskWorker::Queue(
+      info.Env(), [e, events] { return e->scheduler().step(events.get()); },
+      [events](Napi::Env env) -> Napi::Value {
+        const StepEvents& ev = *events;
+        // Flat typed arrays for the per-token traffic; objects only for the rare finished requests.
+        auto admitted = Napi::Float64Array::New(env, 2 * ev.admitted.size());
+        for (size_t i = 0; i < ev.admitted.size(); ++i) {
+          admitted[2 * i] = static_cast<double>(ev.admitted[i].request);
+          admitted[2 * i + 1] = static_cast<double>(ev.admitted[i].cached);
+        }
+        auto tokens = Napi::Float64Array::New(env, 2 * ev.tokens.size());
+        for (size_t i = 0; i < ev.tokens.size(); ++i) {
+          tokens[2 * i] = static_cast<double>(ev.tokens[i].request);
+          tokens[2 * i + 1] = ev.tokens[i].token;
+        }
+        auto snaps = Napi::Float64Array::New(env, 4 * ev.snapshots.size());
+        for (size_t i = 0; i < ev.snapshots.size(); ++i) {
+          snaps[4 * i] = static_cast<double>(ev.snapshots[i].request);
+          snaps[4 * i + 1] = static_cast<double>(ev.snapshots[i].position);
+          snaps[4 * i + 2] = ev.snapshots[i].id;
+          snaps[4 * i + 3] = ev.snapshots[i].pinned ? 1 : 0;
+        }
+        Napi::Array finished = Napi::Array::New(env, ev.finished.size());
+        for (size_t i = 0; i < ev.finished.size(); ++i) {
+          const StepEvents::Finished& f = ev.finished[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("request", static_cast<double>(f.request));
+          o.Set("reason", end_name(f.reason));
+          if (!f.error.ok()) o.Set("error", make_error(env, f.error).Value());
+          if (f.logits && f.logits->empty()) {
+            o.Set("logits", Napi::Float32Array::New(env, 0));
+          } else if (f.logits) {
+            // Zero-copy: the ArrayBuffer owns the vector.
+            auto* holder = new std::shared_ptr<std::vector<float>>(f.logits);
+            auto buf = Napi::ArrayBuffer::New(env, (*holder)->data(), (*holder)->size() * sizeof(float),
+                                              [](Napi::Env, void*, std::shared_ptr<std::vector<float>>* h) { delete h; },
+                                              holder);
+            o.Set("logits", Napi::Float32Array::New(env, (*holder)->size(), buf, 0));
+          }
+          finished.Set(static_cast<uint32_t>(i), o);
+        }
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("admitted", admitted);
+        out.Set("tokens", tokens);
+        out.Set("snapshots", snaps);
+        out.Set("finished", finished);
+        out.Set("tokensProcessed", static_cast<double>(ev.tokens_processed));
+        out.Set("ranForward", ev.ran_forward);
+        return out;
+      });
 }
 
 Napi::Value LoadEngine(const Napi::CallbackInfo& info) {

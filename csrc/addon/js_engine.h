@@ -32,6 +32,15 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value ImportSnapshot(const Napi::CallbackInfo& info);
   Napi::Value CacheStats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
+  // The request API (engine/scheduler.h): the library's path. Synchronous calls are O(1) and never wait
+  // for a step; runStep() runs one step on a worker and resolves with its events.
+  Napi::Value Submit(const Napi::CallbackInfo& info);
+  Napi::Value Resume(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value Pin(const Napi::CallbackInfo& info);
+  Napi::Value HasWork(const Napi::CallbackInfo& info);
+  Napi::Value RunStep(const Napi::CallbackInfo& info);
+  Napi::Value SchedulerStats(const Napi::CallbackInfo& info);
 
   // The engine, or a thrown ERR_MODEL_CLOSED when closed.
   std::shared_ptr<Engine> engine_or_throw(Napi::Env env);

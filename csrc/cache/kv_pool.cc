@@ -22,6 +22,8 @@ size_t KvPool::layer_bytes() const {
 
 Status KvPool::init() {
   refs_.assign(static_cast<size_t>(capacity_), 0);
+  seq_refs_.assign(static_cast<size_t>(capacity_), 0);
+  snapshot_only_ = 0;
   free_.clear();
   for (int64_t b = capacity_ - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
   if (n_layers_ == 0 || capacity_ == 0) return Status::Ok();
@@ -34,23 +36,37 @@ Status KvPool::init() {
   return Status::Ok();
 }
 
-int32_t KvPool::allocate() {
+int32_t KvPool::allocate(Holder holder) {
   std::lock_guard<std::mutex> lock(mu_);
   if (free_.empty()) return -1;
   const int32_t b = free_.back();
   free_.pop_back();
   refs_[b] = 1;
+  seq_refs_[b] = holder == Holder::kSequence ? 1 : 0;
+  if (holder == Holder::kSnapshot) ++snapshot_only_;
   return b;
 }
 
-void KvPool::retain(int32_t block) {
+void KvPool::retain(int32_t block, Holder holder) {
   std::lock_guard<std::mutex> lock(mu_);
+  const bool was_snapshot_only = refs_[block] > 0 && seq_refs_[block] == 0;
   ++refs_[block];
+  if (holder == Holder::kSequence && seq_refs_[block]++ == 0 && was_snapshot_only) --snapshot_only_;
 }
 
-void KvPool::release(int32_t block) {
+void KvPool::release(int32_t block, Holder holder) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (--refs_[block] == 0) free_.push_back(block);
+  const bool was_snapshot_only = refs_[block] > 0 && seq_refs_[block] == 0;
+  --refs_[block];
+  if (holder == Holder::kSequence) --seq_refs_[block];
+  const bool is_snapshot_only = refs_[block] > 0 && seq_refs_[block] == 0;
+  snapshot_only_ += static_cast<int64_t>(is_snapshot_only) - static_cast<int64_t>(was_snapshot_only);
+  if (refs_[block] == 0) free_.push_back(block);
+}
+
+int64_t KvPool::snapshot_only_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return snapshot_only_;
 }
 
 int32_t KvPool::refs(int32_t block) const {

@@ -32,10 +32,14 @@ class KvPool {
 
   Status init();  // reserves the storage (pages committed when first written)
 
+  // Who holds a reference: live sequences or snapshots. The pool counts the blocks that only snapshots
+  // hold, so the prefix cache knows its size in O(1) (snapshot_only_blocks()).
+  enum class Holder { kSequence, kSnapshot };
+
   // A fresh block with one reference, or -1 when the pool is full.
-  int32_t allocate();
-  void retain(int32_t block);
-  void release(int32_t block);
+  int32_t allocate(Holder holder = Holder::kSequence);
+  void retain(int32_t block, Holder holder);
+  void release(int32_t block, Holder holder);
   int32_t refs(int32_t block) const;
 
   // Copies the first `rows` positions of every layer from `src` into `dst`.
@@ -51,6 +55,8 @@ class KvPool {
 
   int64_t capacity() const { return capacity_; }
   int64_t used() const;
+  // Blocks referenced by snapshots and by no live sequence.
+  int64_t snapshot_only_blocks() const;
   int64_t block_bytes() const;  // all layers, K and V
   int64_t row_bytes() const { return kv_dim_ * static_cast<int64_t>(dtype_size(dtype_)); }
   DType dtype() const { return dtype_; }
@@ -69,6 +75,8 @@ class KvPool {
   size_t storage_bytes_ = 0;
   mutable std::mutex mu_;
   std::vector<int32_t> refs_;
+  std::vector<int32_t> seq_refs_;  // of refs_, those held by live sequences
+  int64_t snapshot_only_ = 0;      // blocks with refs_ > 0 and seq_refs_ == 0
   std::vector<int32_t> free_;  // stack of free block ids
 };
 

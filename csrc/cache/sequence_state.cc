@@ -8,12 +8,60 @@ namespace nemo {
 Snapshot::~Snapshot() {
   for (float* p : conv) if (p) backend_->free(p);
   for (float* p : ssm) if (p) backend_->free(p);
-  for (int32_t b : blocks) pool_->release(b);
+  for (int32_t b : blocks) pool_->release(b, KvPool::Holder::kSnapshot);
+}
+
+MambaStatePool::~MambaStatePool() {
+  for (Buffers& b : free_) free_set(backend_, &b);
+}
+
+void MambaStatePool::free_set(Backend* backend, Buffers* b) {
+  for (float* p : b->conv) if (p) backend->free(p);
+  for (float* p : b->ssm) if (p) backend->free(p);
+  b->conv.clear();
+  b->ssm.clear();
+}
+
+Status MambaStatePool::take(Buffers* out, bool* zeroed) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      *out = std::move(free_.back());
+      free_.pop_back();
+      *zeroed = false;
+      return Status::Ok();
+    }
+  }
+  Buffers b;
+  for (size_t i = 0; i < n_layers_; ++i) {
+    b.conv.push_back(backend_->alloc(conv_floats_));
+    b.ssm.push_back(backend_->alloc(ssm_floats_));
+    if (!b.conv.back() || !b.ssm.back()) {
+      free_set(backend_, &b);
+      return Status(StatusCode::kOutOfMemory, "cannot allocate the Mamba state of a sequence");
+    }
+  }
+  *out = std::move(b);
+  *zeroed = true;  // backend alloc() zero-fills
+  return Status::Ok();
+}
+
+void MambaStatePool::give(Buffers* b) {
+  if (b->conv.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  free_.push_back(std::move(*b));
+  b->conv.clear();
+  b->ssm.clear();
+}
+
+size_t MambaStatePool::free_sets() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return free_.size();
 }
 
 SequenceState::SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config,
-                             int64_t max_context)
-    : backend_(backend), pool_(pool), config_(config), max_context_(max_context) {
+                             int64_t max_context, MambaStatePool* states)
+    : backend_(backend), pool_(pool), config_(config), max_context_(max_context), states_(states) {
   int64_t n_mamba = 0, n_attn = 0;
   for (BlockKind kind : config.layers) {
     if (kind == BlockKind::kMamba) slot_.push_back(n_mamba++);
@@ -25,8 +73,13 @@ SequenceState::SequenceState(Backend* backend, KvPool* pool, const NemotronHConf
 }
 
 SequenceState::~SequenceState() {
-  for (float* p : conv_) if (p) backend_->free(p);
-  for (float* p : ssm_) if (p) backend_->free(p);
+  if (states_ && !conv_.empty() && conv_[0]) {
+    MambaStatePool::Buffers b{conv_, ssm_};
+    states_->give(&b);
+  } else {
+    for (float* p : conv_) if (p) backend_->free(p);
+    for (float* p : ssm_) if (p) backend_->free(p);
+  }
   release_blocks();
 }
 
@@ -38,7 +91,22 @@ size_t SequenceState::ssm_floats() const {
   return static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
 }
 
-Status SequenceState::init() {
+Status SequenceState::init(bool will_restore) {
+  if (states_) {
+    if (conv_.empty()) return Status::Ok();
+    MambaStatePool::Buffers b;
+    bool zeroed = false;
+    NEMO_RETURN_IF_ERROR(states_->take(&b, &zeroed));
+    conv_ = std::move(b.conv);
+    ssm_ = std::move(b.ssm);
+    if (!zeroed && !will_restore) {
+      for (size_t i = 0; i < conv_.size(); ++i) {
+        backend_->zero(conv_[i], conv_floats());
+        backend_->zero(ssm_[i], ssm_floats());
+      }
+    }
+    return Status::Ok();
+  }
   for (size_t i = 0; i < conv_.size(); ++i) {
     conv_[i] = backend_->alloc(conv_floats());
     ssm_[i] = backend_->alloc(ssm_floats());
@@ -50,7 +118,7 @@ Status SequenceState::init() {
 }
 
 void SequenceState::release_blocks() {
-  for (int32_t b : table_) pool_->release(b);
+  for (int32_t b : table_) pool_->release(b, KvPool::Holder::kSequence);
   table_.clear();
 }
 
@@ -74,7 +142,7 @@ Status SequenceState::reserve(int64_t extra) {
                                                   std::to_string(pool_->capacity()) + " blocks)");
     }
     pool_->copy_rows(own, table_[first], n_past_ % B);
-    pool_->release(table_[first]);
+    pool_->release(table_[first], KvPool::Holder::kSequence);
     table_[first] = own;
   }
   const int64_t blocks_needed = (needed + B - 1) / B;
@@ -113,7 +181,7 @@ Status SequenceState::snapshot(Snapshot* out) const {
   }
   const int64_t B = KvPool::kBlockTokens;
   for (int64_t i = 0; i < (n_past_ + B - 1) / B; ++i) {
-    pool_->retain(table_[i]);
+    pool_->retain(table_[i], KvPool::Holder::kSnapshot);
     out->blocks.push_back(table_[i]);
   }
   out->state_bytes = mamba_state_bytes();
@@ -121,13 +189,13 @@ Status SequenceState::snapshot(Snapshot* out) const {
 }
 
 Status SequenceState::restore(const Snapshot& snap) {
-  reset();
+  release_blocks();  // the Mamba state is overwritten below: no need to zero it first
   for (size_t i = 0; i < conv_.size(); ++i) {
     backend_->copy(conv_[i], snap.conv[i], conv_floats());
     backend_->copy(ssm_[i], snap.ssm[i], ssm_floats());
   }
   for (int32_t b : snap.blocks) {
-    pool_->retain(b);
+    pool_->retain(b, KvPool::Holder::kSequence);
     table_.push_back(b);
   }
   n_past_ = snap.n_past;

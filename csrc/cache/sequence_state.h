@@ -6,6 +6,7 @@
 // reuse and fork cheap on a hybrid model.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "cache/kv_pool.h"
@@ -29,22 +30,54 @@ class Snapshot {
   std::vector<float*> ssm;      // per Mamba layer, [H, P, N]
   std::vector<int32_t> blocks;  // KV blocks covering [0, n_past), one reference each
 
-  int64_t state_bytes = 0;  // the Mamba state copies
+  int64_t state_bytes = 0;       // the Mamba state copies
+  int64_t host_state_bytes = 0;  // of those, moved to host memory (Backend::offload)
 
  private:
   Backend* backend_;
   KvPool* pool_;
 };
 
+// A free list of Mamba state buffers (conv window + SSM state per Mamba layer). A new sequence takes the
+// buffers a finished one gave back instead of allocating: at the 9B shape that is ~145 MB a sequence,
+// and fresh pages cost a page fault each on first write. The list holds at most as many sets as were
+// live at once (maxSequences), memory the plan counts anyway.
+class MambaStatePool {
+ public:
+  MambaStatePool(Backend* backend, size_t n_layers, size_t conv_floats, size_t ssm_floats)
+      : backend_(backend), n_layers_(n_layers), conv_floats_(conv_floats), ssm_floats_(ssm_floats) {}
+  ~MambaStatePool();
+  MambaStatePool(const MambaStatePool&) = delete;
+  MambaStatePool& operator=(const MambaStatePool&) = delete;
+
+  struct Buffers {
+    std::vector<float*> conv, ssm;
+  };
+  // A set of buffers; *zeroed says whether they are known to hold zeros (fresh ones do).
+  Status take(Buffers* out, bool* zeroed);
+  void give(Buffers* b);  // back to the list; *b is left empty
+  size_t free_sets() const;
+
+ private:
+  static void free_set(Backend* backend, Buffers* b);
+  Backend* backend_;
+  size_t n_layers_, conv_floats_, ssm_floats_;
+  mutable std::mutex mu_;
+  std::vector<Buffers> free_;
+};
+
 class SequenceState {
  public:
-  SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config, int64_t max_context);
+  // `states`, when given, lends the Mamba buffers (and takes them back when the sequence ends).
+  SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config, int64_t max_context,
+                MambaStatePool* states = nullptr);
   ~SequenceState();
   SequenceState(const SequenceState&) = delete;
   SequenceState& operator=(const SequenceState&) = delete;
 
-  // Allocates the fixed-size Mamba state. Fails with kOutOfMemory.
-  Status init();
+  // Allocates the fixed-size Mamba state, zeroed unless `will_restore` (a restore overwrites it all).
+  // Fails with kOutOfMemory.
+  Status init(bool will_restore = false);
 
   int64_t n_past() const { return n_past_; }
   int64_t max_context() const { return max_context_; }
@@ -86,6 +119,7 @@ class SequenceState {
   KvPool* pool_;
   const NemotronHConfig& config_;
   int64_t max_context_;
+  MambaStatePool* states_;
   int64_t n_past_ = 0;
   std::vector<int64_t> slot_;  // layer -> index among its kind, or -1
   std::vector<float*> conv_, ssm_;

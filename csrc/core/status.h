@@ -16,6 +16,7 @@ enum class StatusCode {
   kInvalidArgument,     // ERR_INVALID_ARGUMENT: a caller passed something the engine cannot use
   kContextOverflow,     // ERR_CONTEXT_OVERFLOW: a sequence would grow past the planned context
   kOutOfMemory,         // ERR_OUT_OF_MEMORY
+  kNumerical,           // ERR_NUMERICAL: the model computed NaN or infinite logits
   kInternal,            // ERR_INTERNAL: a bug; the message says where
 };
 
@@ -31,6 +32,7 @@ inline const char* status_code_name(StatusCode c) {
     case StatusCode::kInvalidArgument: return "ERR_INVALID_ARGUMENT";
     case StatusCode::kContextOverflow: return "ERR_CONTEXT_OVERFLOW";
     case StatusCode::kOutOfMemory: return "ERR_OUT_OF_MEMORY";
+    case StatusCode::kNumerical: return "ERR_NUMERICAL";
     case StatusCode::kInternal: return "ERR_INTERNAL";
   }
   return "ERR_INTERNAL";

@@ -4,7 +4,7 @@
 #include <climits>
 #include <cstring>
 
-#include "engine/scheduler.h"
+#include "engine/step_plan.h"
 
 namespace nemo {
 
@@ -63,26 +63,43 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   e->workspace_ = std::make_unique<Workspace>(
       e->backend_.get(), e->config_, e->options_.max_batch_tokens + e->options_.max_sequences);
   NEMO_RETURN_IF_ERROR(e->workspace_->init());
+  size_t n_mamba = 0;
+  for (BlockKind k : e->config_.layers) n_mamba += k == BlockKind::kMamba;
+  e->states_ = std::make_unique<MambaStatePool>(e->backend_.get(), n_mamba, e->conv_floats(), e->ssm_floats());
+  e->cache_ = std::make_unique<PrefixCache>(e->kv_pool_.get(), e->options_.cache_bytes, &e->snapshot_ids_);
+  e->scheduler_ = std::make_unique<Scheduler>(e.get());
+  e->publish_cache_stats();
   *out = std::move(e);
   return Status::Ok();
 }
 
+size_t Engine::conv_floats() const {
+  return static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
+}
+
+size_t Engine::ssm_floats() const {
+  return static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+}
+
 Engine::~Engine() {
-  // Sequences, snapshots and the workspace hold pool and backend memory: release them first.
+  // Requests, sequences, snapshots and the workspace hold pool and backend memory: release them first.
+  scheduler_.reset();
+  cache_.reset();
   sequences_.clear();
   snapshots_.clear();
+  states_.reset();
   workspace_.reset();
   kv_pool_.reset();
 }
 
 Status Engine::create_sequence(int32_t* id) {
   auto seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_,
-                                             options_.context_length);
+                                             options_.context_length, states_.get());
   Status st = seq->init();
   if (st.code() == StatusCode::kOutOfMemory) {  // device memory: move snapshot states out, retry once
     std::lock_guard<std::mutex> lock(compute_mu_);
     if (offload_locked(INT64_MAX) > 0) {
-      seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_, options_.context_length);
+      seq = std::make_shared<SequenceState>(backend_.get(), kv_pool_.get(), config_, options_.context_length, states_.get());
       st = seq->init();
     }
   }
@@ -109,6 +126,8 @@ Status Engine::free_sequence(int32_t id) {
   sequences_.erase(it);
   return Status::Ok();
 }
+
+
 
 Status Engine::sequence_length(int32_t id, int64_t* n_past) const {
   std::lock_guard<std::mutex> lock(seq_mu_);
@@ -301,7 +320,7 @@ Status Engine::step(const std::vector<StepRequest>& requests, std::vector<StepRe
 
 // ---- snapshots ----------------------------------------------------------------------------------------
 
-Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
+Status Engine::make_snapshot(const SequenceState& seq, std::shared_ptr<Snapshot>* out) {
   auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
   Status st = seq.snapshot(snap.get());
   if (st.code() == StatusCode::kOutOfMemory) {  // compute_mu_ is held by every caller
@@ -309,10 +328,26 @@ Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
     if (offload_locked(seq.mamba_state_bytes()) > 0) st = seq.snapshot(snap.get());
   }
   NEMO_RETURN_IF_ERROR(st);
+  *out = std::move(snap);
+  return Status::Ok();
+}
+
+Status Engine::take_snapshot(const SequenceState& seq, int32_t* snapshot_id) {
+  std::shared_ptr<Snapshot> snap;
+  NEMO_RETURN_IF_ERROR(make_snapshot(seq, &snap));
   std::lock_guard<std::mutex> lock(seq_mu_);
-  *snapshot_id = next_snapshot_id_++;
+  *snapshot_id = snapshot_ids_.fetch_add(1);
   snapshots_[*snapshot_id] = std::move(snap);
   return Status::Ok();
+}
+
+std::shared_ptr<const Snapshot> Engine::any_snapshot(int32_t snapshot_id) const {
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    auto it = snapshots_.find(snapshot_id);
+    if (it != snapshots_.end()) return it->second;
+  }
+  return cache_->get(snapshot_id);
 }
 
 Status Engine::find_snapshot(int32_t snapshot_id, std::shared_ptr<Snapshot>* out) const {
@@ -335,8 +370,8 @@ Status Engine::snapshot_sequence(int32_t id, int32_t* snapshot_id) {
 Status Engine::restore_sequence(int32_t id, int32_t snapshot_id) {
   std::shared_ptr<SequenceState> seq;
   NEMO_RETURN_IF_ERROR(acquire(id, &seq));
-  std::shared_ptr<Snapshot> snap;
-  NEMO_RETURN_IF_ERROR(find_snapshot(snapshot_id, &snap));
+  std::shared_ptr<const Snapshot> snap = any_snapshot(snapshot_id);
+  if (!snap) return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
   if (snap->n_past > seq->max_context()) {
     return Status(StatusCode::kContextOverflow, "the snapshot holds more tokens than the context length");
   }
@@ -346,14 +381,20 @@ Status Engine::restore_sequence(int32_t id, int32_t snapshot_id) {
 
 Status Engine::drop_snapshot(int32_t snapshot_id) {
   std::shared_ptr<Snapshot> victim;  // destroyed outside the lock
-  std::lock_guard<std::mutex> lock(seq_mu_);
-  auto it = snapshots_.find(snapshot_id);
-  if (it == snapshots_.end()) {
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    auto it = snapshots_.find(snapshot_id);
+    if (it != snapshots_.end()) {
+      victim = std::move(it->second);
+      snapshots_.erase(it);
+    }
+  }
+  // A prefix-cache entry (an imported snapshot): drop the caller's pin; the LRU evicts it later.
+  if (!victim && !cache_->pin(snapshot_id, -1)) {
     return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
   }
-  victim = std::move(it->second);
-  snapshots_.erase(it);
-  offloaded_bytes_.erase(snapshot_id);
+  victim.reset();
+  publish_cache_stats();
   return Status::Ok();
 }
 
@@ -363,11 +404,16 @@ int64_t Engine::offload_snapshot_states(int64_t bytes) {
 }
 
 int64_t Engine::offload_locked(int64_t bytes) {
-  const size_t conv_n = static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
-  const size_t ssm_n = static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
-  std::lock_guard<std::mutex> lock(seq_mu_);
+  const size_t conv_n = conv_floats(), ssm_n = ssm_floats();
+  // Debug snapshots by id (age), then the prefix cache's least recently used first.
+  std::vector<std::shared_ptr<Snapshot>> order;
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    for (auto& [id, snap] : snapshots_) order.push_back(snap);
+  }
+  for (auto& snap : cache_->snapshots_by_age()) order.push_back(std::move(snap));
   int64_t moved = 0;
-  for (auto& [id, snap] : snapshots_) {  // ids rise with age: oldest first
+  for (auto& snap : order) {
     if (moved >= bytes) break;
     for (size_t i = 0; i < snap->conv.size(); ++i) {
       for (auto [p, n] : {std::pair<float**, size_t>{&snap->conv[i], conv_n}, {&snap->ssm[i], ssm_n}}) {
@@ -376,7 +422,7 @@ int64_t Engine::offload_locked(int64_t bytes) {
         if (h == *p) continue;           // there already
         *p = h;
         moved += static_cast<int64_t>(n * sizeof(float));
-        offloaded_bytes_[id] += static_cast<int64_t>(n * sizeof(float));
+        snap->host_state_bytes += static_cast<int64_t>(n * sizeof(float));
       }
     }
   }
@@ -396,10 +442,9 @@ void put(std::vector<uint8_t>* out, const void* p, size_t n) {
 }  // namespace
 
 Status Engine::export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const {
-  std::shared_ptr<Snapshot> snap;
-  NEMO_RETURN_IF_ERROR(find_snapshot(snapshot_id, &snap));
-  const uint64_t conv_n = static_cast<uint64_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
-  const uint64_t ssm_n = static_cast<uint64_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+  std::shared_ptr<const Snapshot> snap = any_snapshot(snapshot_id);
+  if (!snap) return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
+  const uint64_t conv_n = conv_floats(), ssm_n = ssm_floats();
   uint64_t f[kFields] = {kSnapshotVersion, static_cast<uint64_t>(snap->n_past), snap->conv.size(), conv_n, ssm_n,
                          static_cast<uint64_t>(kv_pool_->n_layers()), static_cast<uint64_t>(config_.kv_dim()),
                          static_cast<uint64_t>(kv_pool_->dtype())};
@@ -436,8 +481,7 @@ Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t*
   }
   uint64_t f[kFields];
   std::memcpy(f, bytes + 8, sizeof(f));
-  const uint64_t conv_n = static_cast<uint64_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
-  const uint64_t ssm_n = static_cast<uint64_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
+  const uint64_t conv_n = conv_floats(), ssm_n = ssm_floats();
   size_t n_mamba = 0;
   for (BlockKind k : config_.layers) n_mamba += k == BlockKind::kMamba;
   if (f[kVersion] != kSnapshotVersion) return bad("unsupported version " + std::to_string(f[kVersion]));
@@ -477,7 +521,7 @@ Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t*
   }
   snap->state_bytes = static_cast<int64_t>(n_mamba * (conv_n + ssm_n) * 4);
   for (int64_t i = 0; i < (n_past + B - 1) / B; ++i) {
-    const int32_t b = kv_pool_->allocate();
+    const int32_t b = kv_pool_->allocate(KvPool::Holder::kSnapshot);
     if (b < 0) return Status(StatusCode::kOutOfMemory, "the KV cache pool is full");
     snap->blocks.push_back(b);
   }
@@ -491,30 +535,38 @@ Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t*
       }
     }
   }
-  std::lock_guard<std::mutex> lock(seq_mu_);
-  *snapshot_id = next_snapshot_id_++;
-  snapshots_[*snapshot_id] = std::move(snap);
+  *snapshot_id = cache_->insert(std::move(snap), /*pins=*/1);
+  publish_cache_stats();
   return Status::Ok();
 }
 
-CacheStats Engine::cache_stats() const {
+void Engine::publish_cache_stats() {
   CacheStats st;
   st.kv_blocks_total = kv_pool_->capacity();
   st.kv_blocks_used = kv_pool_->used();
   st.kv_block_bytes = kv_pool_->block_bytes();
-  std::lock_guard<std::mutex> lock(seq_mu_);
-  st.snapshots = static_cast<int64_t>(snapshots_.size());
-  std::map<int32_t, int> live_refs;
-  for (const auto& [id, seq] : sequences_) for (int32_t b : seq->block_table()) ++live_refs[b];
-  std::map<int32_t, bool> snap_only;
-  for (const auto& [id, snap] : snapshots_) {
-    st.snapshot_state_bytes += snap->state_bytes;
-    auto off = offloaded_bytes_.find(id);
-    if (off != offloaded_bytes_.end()) st.snapshot_host_state_bytes += off->second;
-    for (int32_t b : snap->blocks) if (!live_refs.count(b)) snap_only[b] = true;
+  st.snapshot_only_kv_blocks = kv_pool_->snapshot_only_blocks();
+  st.cache_entries = cache_->entries();
+  st.cache_bytes = cache_->bytes();
+  st.cache_hits = cache_->hits();
+  st.cache_tokens_reused = cache_->tokens_reused();
+  st.snapshot_state_bytes = cache_->state_bytes();
+  for (const auto& snap : cache_->snapshots_by_age()) st.snapshot_host_state_bytes += snap->host_state_bytes;
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    st.snapshots = st.cache_entries + static_cast<int64_t>(snapshots_.size());
+    for (const auto& [id, snap] : snapshots_) {
+      st.snapshot_state_bytes += snap->state_bytes;
+      st.snapshot_host_state_bytes += snap->host_state_bytes;
+    }
   }
-  st.snapshot_only_kv_blocks = static_cast<int64_t>(snap_only.size());
-  return st;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  published_ = st;
+}
+
+CacheStats Engine::cache_stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return published_;
 }
 
 

@@ -1,10 +1,13 @@
 // Engine: the plain C++ API of the library (the N-API addon wraps it; C++ tests and benchmarks use it
 // directly). Owns the weights, the backend, the sequences and the activation workspace.
 //
-// Thread safety: every method may be called from any thread. Compute (evaluate*) is serialised on
-// one mutex; sequence bookkeeping uses another, held only briefly, so a caller on the JS thread never
-// waits for a forward pass to finish.
+// Requests: scheduler() owns generation requests end to end (scheduler.h): that is the library's path,
+// and the only one the JS thread calls synchronously (it never waits for compute). The sequence-level
+// methods below (create_sequence, evaluate, step, snapshot_sequence, restore_sequence, ...) are the
+// engine's plain C++ API for native tests and benchmarks: compute is serialised on compute_mu_, so
+// they may wait for a running step and must be called from worker threads.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -13,11 +16,13 @@
 #include <vector>
 
 #include "cache/kv_pool.h"
+#include "cache/prefix_cache.h"
 #include "cache/sequence_state.h"
 #include "core/status.h"
 #include "engine/backend.h"
 #include "engine/forward.h"
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
 #include "model/config.h"
 #include "model/weights.h"
 
@@ -35,6 +40,10 @@ struct EngineOptions {
 };
 
 struct CacheStats {
+  int64_t cache_entries = 0;             // snapshots in the prefix cache
+  int64_t cache_bytes = 0;               // what the prefix cache holds (its budget is options.cache_bytes)
+  int64_t cache_hits = 0;                // requests that restored a cached prefix ...
+  int64_t cache_tokens_reused = 0;       // ... and the prompt tokens that saved
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
   int64_t kv_block_bytes = 0;
@@ -58,7 +67,7 @@ class Engine {
   Status create_sequence(int32_t* id);
   Status free_sequence(int32_t id);
   Status sequence_length(int32_t id, int64_t* n_past) const;
-  int32_t live_sequences() const;
+  int32_t live_sequences() const;  // sequence-level API only; requests: scheduler().live_sequences()
   // Bytes held by live sequences (conv + SSM state and allocated KV); 0 when none is live.
   int64_t sequence_bytes() const;
 
@@ -75,9 +84,19 @@ class Engine {
   Status drop_snapshot(int32_t snapshot_id);
   // A self-describing byte image of a snapshot (Mamba state and the KV rows it covers), and back.
   Status export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const;
+  // The imported snapshot goes into the prefix cache with one pin (the caller unpins it through the
+  // scheduler when done); token ids and state values are checked.
   Status import_snapshot(const uint8_t* bytes, size_t size, const int32_t* tokens, int64_t n_tokens,
                          int32_t* snapshot_id);
+  // O(1): figures published at the end of each step (and after import/drop), never a walk.
   CacheStats cache_stats() const;
+
+  // Recomputes what cache_stats() returns; the scheduler calls it after each step, the sequence-level
+  // API's callers after theirs (it takes the engine's bookkeeping locks: not while holding them).
+  void publish_cache_stats();
+
+  Scheduler& scheduler() { return *scheduler_; }
+  PrefixCache& prefix_cache() { return *cache_; }
   // Moves snapshots' Mamba states to host memory (oldest snapshot first) until `bytes` have moved or
   // none is left on the device; returns the bytes moved. A device backend's way to make room: the
   // engine calls it when a Mamba state allocation fails, then retries once. Restores read the host copy
@@ -121,7 +140,14 @@ class Engine {
 
 
  private:
+  friend class Scheduler;
   Engine() = default;
+  // A copy of the sequence's state; moves older snapshot states to the host and retries once when the
+  // device is out of memory. compute_mu_ held.
+  Status make_snapshot(const SequenceState& seq, std::shared_ptr<Snapshot>* out);
+  std::shared_ptr<const Snapshot> any_snapshot(int32_t snapshot_id) const;  // debug map or cache
+  size_t conv_floats() const;
+  size_t ssm_floats() const;
   Status acquire(int32_t id, std::shared_ptr<SequenceState>* seq);
   Status check_tokens(const int32_t* tokens, int64_t n) const;
 
@@ -131,16 +157,20 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<KvPool> kv_pool_;
   std::unique_ptr<Workspace> workspace_;
+  std::unique_ptr<MambaStatePool> states_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::atomic<int32_t> snapshot_ids_{1};  // one id space for debug snapshots and cache entries
+  mutable std::mutex stats_mu_;
+  CacheStats published_;  // stats_mu_
 
   mutable std::mutex seq_mu_;  // guards sequences_, snapshots_, next ids
   std::map<int32_t, std::shared_ptr<SequenceState>> sequences_;
   std::map<int32_t, std::shared_ptr<Snapshot>> snapshots_;
   int32_t next_id_ = 1;
-  int32_t next_snapshot_id_ = 1;
   Status take_snapshot(const SequenceState& seq, int32_t* snapshot_id);
   Status find_snapshot(int32_t snapshot_id, std::shared_ptr<Snapshot>* out) const;
   int64_t offload_locked(int64_t bytes);          // offload_snapshot_states with compute_mu_ held
-  std::map<int32_t, int64_t> offloaded_bytes_;  // snapshot id -> its state bytes in host memory (seq_mu_)
 
   std::mutex compute_mu_;  // one forward pass at a time
 };

@@ -4,9 +4,10 @@
  * new. Nemotron Nano 2's template re-renders earlier answers without their reasoning, so the state
  * after a generated turn is never a prefix of the next prompt; the session therefore snapshots each
  * turn at the start of the assistant message (right after `<SPECIAL_11>Assistant\n`), which the next
- * prompt shares. Turn k+1 then costs only the re-rendered answer plus the new message.
+ * prompt shares. After each turn the session also has the engine compute the reply as the next turn
+ * will render it (prepareTurn), off the caller's path, so turn k+1 computes only its new message.
  */
-import type { CacheEntry } from '../cache/prefix-cache.js';
+import type { SnapshotRef } from '../cache/snapshot-ref.js';
 import { ContextOverflowError, InvalidArgumentError } from '../errors.js';
 import type { GenerateResult, StreamEvent } from '../generation.js';
 import type { GenerateOptions } from '../model.js';
@@ -36,9 +37,12 @@ export interface ChatHost {
   renderChat(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean; addGenerationPrompt?: boolean }): string;
   tokenizeChat(text: string): Int32Array;
   contextLength(): number;
-  streamTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; snapshotAt: number[]; onSnapshot: (position: number, entry: CacheEntry) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
-  pin(entry: CacheEntry): void;
-  unpin(entry: CacheEntry): void;
+  /** Streams one turn; `onAnchor` receives the pinned snapshot at `anchorAt` (the session owns its pin). */
+  streamTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
+  /** Computes `tokens` (restoring what is cached) and resolves to the pinned state at their end, or null. */
+  prepareTurn(tokens: Int32Array): Promise<SnapshotRef | null>;
+  pin(entry: SnapshotRef): void;
+  unpin(entry: SnapshotRef): void;
   exportTurnState(session: ChatSession, path: string): Promise<void>;
 }
 
@@ -48,15 +52,16 @@ const CONTENT_MARK = '\u0000ASSISTANT_CONTENT\u0000';
 export class ChatSession {
   private history: ChatMessage[] = [];
   /** The snapshot at the start of the last assistant message, pinned while the session holds it. */
-  private anchor: CacheEntry | null = null;
+  private anchor: SnapshotRef | null = null;
   private busy = false;
+  private preparing: Promise<void> = Promise.resolve();
   readonly options: Readonly<ChatOptions>;
 
   constructor(
     private readonly host: ChatHost,
     options: ChatOptions = {},
     history: ChatMessage[] = [],
-    anchor: CacheEntry | null = null,
+    anchor: SnapshotRef | null = null,
   ) {
     const overflow = options.contextOverflow ?? 'error';
     if (overflow !== 'error' && overflow !== 'truncate-oldest') {
@@ -76,8 +81,13 @@ export class ChatSession {
   }
 
   /** The pinned snapshot the next turn starts from (for save). */
-  get anchorEntry(): CacheEntry | null {
+  get anchorEntry(): SnapshotRef | null {
     return this.anchor;
+  }
+
+  /** Resolves once the state for the next turn is cached (after a turn, the reply is prepared in the background). */
+  ready(): Promise<void> {
+    return this.preparing;
   }
 
   /** Sends a user message and resolves with the assistant's reply. */
@@ -104,13 +114,17 @@ export class ChatSession {
 
   /** Writes the session (messages and the engine state of its last turn) to a file, atomically. */
   async save(path: string): Promise<void> {
+    await this.preparing; // save the state the next turn would start from
     await this.host.exportTurnState(this, path);
   }
 
   /** Releases the session's pinned snapshot (it stays in the cache until evicted). */
   dispose(): void {
+    this.disposed = true;
     this.setAnchor(null);
   }
+
+  private disposed = false;
 
   // ---- internals -----------------------------------------------------------------------------------
 
@@ -159,16 +173,19 @@ export class ChatSession {
 
   private async *run(turn: { history: ChatMessage[]; prompt: Int32Array; anchorAt: number; dropped: number }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined> {
     this.busy = true;
-    let anchor: CacheEntry | null = null;
+    let anchor: SnapshotRef | null = null;
     try {
+      // The previous reply's re-rendered state, when it is still being computed: this turn needs it.
+      await this.preparing;
       const events = this.host.streamTurn(
         turn.prompt,
         {
           tools: !!this.options.tools,
           reasoning: this.options.reasoning,
-          snapshotAt: turn.anchorAt > 0 ? [turn.anchorAt] : [],
-          onSnapshot: (position, entry) => {
-            if (position === turn.anchorAt) anchor = entry;
+          anchorAt: turn.anchorAt,
+          onAnchor: (ref) => {
+            if (anchor) this.host.unpin(anchor);
+            anchor = ref;
           },
         },
         options,
@@ -179,18 +196,56 @@ export class ChatSession {
           // The turn counts only when it produced an answer; an aborted or failed turn leaves the session as it was.
           if (r.finishReason === 'stop' || r.finishReason === 'length') {
             this.history = [...turn.history, { role: 'assistant', content: r.text, ...(r.reasoning ? { reasoning: r.reasoning } : {}), ...(r.toolCalls.length ? { toolCalls: r.toolCalls } : {}) }];
-            if (anchor) this.setAnchor(anchor);
+            if (anchor) this.adoptAnchor(anchor);
+            anchor = null;
+            this.prepareNext();
           }
           yield { type: 'done', result: { ...r, usage: { ...r.usage, droppedMessages: turn.dropped } } };
         } else yield ev;
       }
     } finally {
+      if (anchor) this.host.unpin(anchor); // a failed or aborted turn keeps the session's old anchor
       this.busy = false;
     }
   }
 
-  private setAnchor(entry: CacheEntry | null): void {
+  /**
+   * The next turn's prompt starts with the conversation so far, the last reply rendered as history (its
+   * reasoning dropped). Compute that now and anchor the session there: the next turn then computes only
+   * its new message. The start of the next user message's header is the cut (special tokens split).
+   */
+  private prepareNext(): void {
+    const mark = '\u0000NEXT_USER\u0000';
+    const renderOpts = { ...(this.options.tools ? { tools: this.options.tools } : {}), ...(this.options.reasoning === undefined ? {} : { reasoning: this.options.reasoning }) };
+    let head: Int32Array;
+    try {
+      const text = this.host.renderChat([...this.allMessages(this.history), { role: 'user', content: mark }], { ...renderOpts, addGenerationPrompt: false });
+      const at = text.indexOf(mark);
+      const cut = Math.max(text.lastIndexOf('<SPECIAL_11>', at), text.lastIndexOf('<SPECIAL_10>', at));
+      if (at < 0 || cut <= 0) return;
+      head = this.host.tokenizeChat(text.slice(0, cut));
+    } catch {
+      return; // only speed is lost
+    }
+    if (this.anchor && head.length <= this.anchor.tokens.length) return;
+    const historyNow = this.history;
+    this.preparing = this.host.prepareTurn(head).then((ref) => {
+      if (!ref) return;
+      // Still the same conversation (no turn ran meanwhile, not disposed): move the anchor forward.
+      if (this.history === historyNow && !this.disposed && !this.busy) this.adoptAnchor(ref);
+      else this.host.unpin(ref);
+    });
+  }
+
+  /** Takes `entry` as the anchor, with a pin of its own. */
+  private setAnchor(entry: SnapshotRef | null): void {
     if (entry) this.host.pin(entry);
+    if (this.anchor) this.host.unpin(this.anchor);
+    this.anchor = entry;
+  }
+
+  /** Takes `entry` as the anchor, keeping the pin the engine already gave it. */
+  private adoptAnchor(entry: SnapshotRef): void {
     if (this.anchor) this.host.unpin(this.anchor);
     this.anchor = entry;
   }

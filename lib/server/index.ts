@@ -170,9 +170,15 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
     };
     let events: AsyncGenerator<StreamEvent, void, undefined>;
     try {
-      events = model.stream({ ...parsed.options, signal: controller.signal });
+      // Checked and tokenized before anything is sent (a bad request is a 4xx, not a broken stream);
+      // large prompts are measured before tokenizing and tokenized off the event loop.
+      events = await model.startStream({ ...parsed.options, signal: controller.signal });
     } catch (err) {
       throw fromLibraryError(err, kind === 'chat' ? 'messages' : 'prompt');
+    }
+    if (res.destroyed) {
+      void events.return(undefined); // the client left while its prompt was tokenized
+      return undefined;
     }
     active++;
     controllers.add(controller);

@@ -258,8 +258,21 @@ export interface NativeKernels {
   cpuFeatures(): { avx2Fma: boolean; avx512f: boolean; avx512bf16: boolean };
 }
 
+/** Constants of the engine that the JavaScript side plans with, from their one C++ definition. */
+export interface NativeEngineConstants {
+  /** Positions per KV-cache block (KvPool::kBlockTokens). */
+  kvBlockTokens: number;
+  /** Rows the lm_head runs on at a time (Workspace::kLogitRows). */
+  logitRows: number;
+  defaultMaxSequences: number;
+  defaultMaxBatchTokens: number;
+  /** The prefix cache's default budget in bytes. */
+  defaultCacheBytes: number;
+}
+
 export interface NativeAddon {
   loadEngine(path: string, options: NativeEngineOptions): Promise<NativeEngine>;
+  engineConstants: NativeEngineConstants;
   _kernels: NativeKernels;
   /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
   _measureReadBandwidth(bytes: number, threads: number): number;

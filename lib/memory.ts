@@ -12,15 +12,20 @@
  * - the prefix/snapshot cache budget.
  */
 import { InvalidArgumentError, NemotronError } from './errors.js';
+import { loadNative } from './native.js';
 import * as v from './validate.js';
 
+// The engine's own numbers (csrc: KvPool::kBlockTokens, Workspace::kLogitRows, EngineOptions), as the
+// addon reports them: one definition, never a copy that can drift.
+const engine = loadNative().engineConstants;
 /** Positions per KV-cache block. */
-export const KV_BLOCK_TOKENS = 64;
-/** Rows the lm_head runs on at a time (Workspace::kLogitRows). */
-export const LOGIT_ROWS = 16;
-/** Default snapshot/prefix cache budget: 1 GiB. */
-export const DEFAULT_CACHE_BYTES = 1024 ** 3;
-export const DEFAULT_MAX_BATCH_TOKENS = 256;
+export const KV_BLOCK_TOKENS = engine.kvBlockTokens;
+/** Rows the lm_head runs on at a time. */
+export const LOGIT_ROWS = engine.logitRows;
+/** Default snapshot/prefix cache budget (1 GiB). */
+export const DEFAULT_CACHE_BYTES = engine.defaultCacheBytes;
+export const DEFAULT_MAX_BATCH_TOKENS = engine.defaultMaxBatchTokens;
+export const DEFAULT_MAX_SEQUENCES = engine.defaultMaxSequences;
 
 export type StateDtype = 'bf16' | 'f16' | 'f32';
 export type KvDtype = 'f16' | 'f32';

@@ -17,7 +17,7 @@ import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './c
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
-import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { loadCudaAddon, noteCpuFallback } from './cuda.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
@@ -112,6 +112,10 @@ export interface ModelStats {
   steps: number;
   /** Tokens fed through those passes (prompts, sampled and forced tokens). */
   tokensProcessed: number;
+  /** Wall time inside engine steps since load, and between one step's end and the next step's start
+   * while the engine had work (event routing, text work, consumers: the JavaScript share of serving). */
+  stepMs: number;
+  jsMsBetweenSteps: number;
 }
 
 export interface SamplingOptions {
@@ -191,7 +195,6 @@ function weightFileBytes(dir: string): number {
   for (const f of readdirSync(dir)) if (f.endsWith('.safetensors')) total += statSync(path.join(dir, f)).size;
   return total;
 }
-const DEFAULT_CACHE_BYTES = 1024 ** 3;
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
@@ -300,7 +303,7 @@ export class NemotronModel {
     const rawConfig = gguf ? ggufConfigForPlan(gguf) : readConfigForPlan(dir);
     const maxPos = typeof rawConfig?.max_position_embeddings === 'number' ? rawConfig.max_position_embeddings : DEFAULT_CONTEXT_CAP;
     const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
-    const planOptions = { contextLength: context, maxSequences: maxSequences ?? 8, maxBatchTokens: maxBatchTokens ?? 256, kvDtype, cacheBytes };
+    const planOptions = { contextLength: context, maxSequences: maxSequences ?? DEFAULT_MAX_SEQUENCES, maxBatchTokens: maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
       try {
@@ -317,8 +320,8 @@ export class NemotronModel {
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,
-        maxSequences: maxSequences ?? 8,
-        maxBatchTokens: maxBatchTokens ?? 256,
+        maxSequences: planOptions.maxSequences,
+        maxBatchTokens: planOptions.maxBatchTokens,
         kvDtype,
         cacheBytes,
         device: backend.device,
@@ -510,6 +513,8 @@ export class NemotronModel {
       sequenceBytes: sched.sequenceBytes,
       steps: this.scheduler.steps,
       tokensProcessed: this.scheduler.tokensProcessed,
+      stepMs: this.scheduler.nativeMs,
+      jsMsBetweenSteps: this.scheduler.betweenMs,
     };
   }
 
@@ -675,7 +680,7 @@ export class NemotronModel {
     }
     const finish = (prompt: Int32Array): RequestSpec => {
       const spec = this.buildSpec(options, prompt, startsInReasoning, hasMessages);
-      if (!hasMessages) return spec;
+      if (!hasMessages) return prompt.length > 1 ? { ...spec, snapshotAt: [prompt.length - 1] } : spec;
       // Stateless reuse: snapshot at every message boundary and one token before the end (the same
       // request again restores there and computes only the last token); after the reply, cache the next
       // turn's start (warmNextTurn).

@@ -138,9 +138,10 @@ describe('prefix reuse in generate()', () => {
     expect(s.snapshotBytes).toBeLessThanOrEqual(400_000);
     expect(s.snapshots).toBeGreaterThan(0);
     expect(s.snapshotHostBytes).toBe(0); // the CPU backend keeps every state where it is
-    // The newest prompt's prefix survived; the oldest was evicted.
+    // The newest prompt's prefix survived (its snapshot one token before its end: 200 of 201); the
+    // oldest was evicted.
     const newest = await small.generate({ prompt: [1, ...tokens(105, 200), 7], maxTokens: 1 });
-    expect(newest.usage.cachedTokens).toBe(192);
+    expect(newest.usage.cachedTokens).toBe(200);
     const oldest = await small.generate({ prompt: [1, ...tokens(100, 200), 7], maxTokens: 1 });
     expect(oldest.usage.cachedTokens).toBe(0);
     await small.close();

@@ -515,11 +515,11 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   EngineOptions options;
   options.n_threads = static_cast<int>(int_field(o, "threads", 0));
   options.context_length = int_field(o, "contextLength", 0);
-  options.max_sequences = static_cast<int32_t>(int_field(o, "maxSequences", 8));
-  options.max_batch_tokens = int_field(o, "maxBatchTokens", 256);
+  options.max_sequences = static_cast<int32_t>(int_field(o, "maxSequences", options.max_sequences));
+  options.max_batch_tokens = int_field(o, "maxBatchTokens", options.max_batch_tokens);
   Napi::Value kv = o.Get("kvDtype");
   options.kv_dtype = kv.IsString() && kv.As<Napi::String>().Utf8Value() == "f32" ? DType::F32 : DType::F16;
-  options.cache_bytes = int_field(o, "cacheBytes", 0);
+  options.cache_bytes = int_field(o, "cacheBytes", options.cache_bytes);
   Napi::Value precision = o.Get("precision");
   options.matmul_precision = precision.IsString() && precision.As<Napi::String>().Utf8Value() == "fast"
                                  ? cpu::MatmulPrecision::kFast

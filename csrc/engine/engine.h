@@ -34,7 +34,7 @@ struct EngineOptions {
   int32_t max_sequences = 8;      // live sequences at once
   int64_t max_batch_tokens = 256; // tokens per forward pass: prompts are prefilled in chunks of this
   DType kv_dtype = DType::F16;    // KV cache storage: F16 (default) or F32
-  int64_t cache_bytes = 0;        // KV pool room for snapshots beyond the live sequences' needs
+  int64_t cache_bytes = int64_t{1} << 30;  // the prefix cache's budget (and KV pool room for snapshots)
   std::string device = "cpu";     // "cpu", or "cuda" / "cuda:N" (builds with NEMOTRON_CUDA only)
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::kExact;  // kernels.h
 };

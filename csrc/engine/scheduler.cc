@@ -105,6 +105,21 @@ void Scheduler::finish(Request* r, RequestEnd reason, const Status& error, StepE
   ev->finished.push_back(StepEvents::Finished{r->id, reason, error, std::move(r->logits)});
 }
 
+bool Scheduler::extends_pending_prefill(const Request& r) const {
+  // A prefill-only request (the next turn's start of a conversation) still running or queued ahead
+  // whose prompt is a prefix of this one: admitting now would compute the same tokens twice.
+  for (const auto& [id, other] : requests_) {
+    if (id >= r.id) break;  // only requests registered earlier (ids rise with registration)
+    const RequestSpec& o = other->spec;
+    if (other->done || other->cancelled || o.max_tokens != 0 || o.logits != RequestLogits::kNone) continue;
+    if (o.prompt.size() <= r.spec.prompt.size() &&
+        std::equal(o.prompt.begin(), o.prompt.end(), r.spec.prompt.begin())) {
+      return true;
+    }
+  }
+  return false;
+}
+
 Status Scheduler::admit(Request* r, StepEvents* ev) {
   Engine& e = *engine_;
   const std::vector<int32_t>& prompt = r->spec.prompt;
@@ -190,14 +205,20 @@ Status Scheduler::step(StepEvents* ev) {
     for (auto& [id, r] : requests_) {
       if (r->cancelled && !r->done) cancel_now.push_back(r.get());
     }
+    std::deque<int64_t> deferred;
     while (!queue_.empty() && live_.load() < e.options_.max_sequences) {
       auto it = requests_.find(queue_.front());
       queue_.pop_front();
       if (it == requests_.end() || it->second->cancelled) continue;
+      if (extends_pending_prefill(*it->second)) {
+        deferred.push_back(it->first);  // its prefix is being computed: restore it when cached
+        continue;
+      }
       it->second->admitted = true;
       live_.fetch_add(1);
       admit_now.push_back(it->second.get());
     }
+    queue_.insert(queue_.begin(), deferred.begin(), deferred.end());
     for (auto& [id, r] : requests_) {
       if (!r->admitted || r->cancelled || r->done) continue;
       r->input.insert(r->input.end(), r->forced.begin(), r->forced.end());

@@ -3,8 +3,9 @@
 // A request is registered once (submit) with everything that stays constant: prompt tokens, sampling
 // parameters, end tokens, token budget, the positions at which to snapshot and whether to reuse the
 // prefix cache. Each step (on a worker thread, one at a time) then admits queued requests into free
-// sequence slots (FIFO, maxSequences), restores their longest cached prefix, cuts prompt chunks
-// (step_plan.h), runs ONE forward pass over every request that wants progress, samples, takes and caches
+// sequence slots (FIFO, maxSequences; a request whose prompt extends a prefill-only request still
+// running waits for it, then restores its result), restores their longest cached prefix, cuts prompt
+// chunks (step_plan.h), runs ONE forward pass over every request that wants progress, samples, takes and caches
 // snapshots, frees finished sequences, evicts the cache down to its budget, and returns only events:
 // admissions, (request, token) pairs, snapshots, finished requests.
 //
@@ -112,6 +113,7 @@ class Scheduler {
   void finish(Request* r, RequestEnd reason, const Status& error, StepEvents* ev);
   Status admit(Request* r, StepEvents* ev);
   Status take_snapshot_at(Request* r, StepEvents* ev);
+  bool extends_pending_prefill(const Request& r) const;  // mu_ held
 
   Engine* engine_;
   mutable std::mutex mu_;                          // JS-facing flags below

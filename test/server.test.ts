@@ -327,6 +327,9 @@ function scriptedModel(script: (options: GenerateOptions) => StreamEvent[]): Nem
         yield* events;
       })();
     },
+    async startStream(options: GenerateOptions) {
+      return this.stream(options);
+    },
   } as unknown as NemotronModel;
 }
 

@@ -415,6 +415,9 @@ export async function pullModel(reference: string, options: PullOptions = {}): P
     throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `two files given: ${JSON.stringify(spec.file)} in the reference and ${JSON.stringify(options.file)} in options.file`);
   }
   const file = options.file !== undefined ? assertRepoPath(options.file) : spec.file;
+  if (spec.revision !== undefined && options.revision !== undefined && spec.revision !== options.revision) {
+    throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `two revisions given: ${JSON.stringify(spec.revision)} in the reference and ${JSON.stringify(options.revision)} in options.revision`);
+  }
   const revision = spec.revision ?? options.revision ?? 'main';
   const ctx = makeCtx(spec.repo, options);
   const offline = options.offline ?? hubOffline();
@@ -525,7 +528,7 @@ async function pullOnline(ctx: Ctx, revision: string, file: string | undefined, 
     tally.emit(m.path, true);
     files.push({ path: m.path, size: m.size, etag: m.etag, source: 'download' });
   }
-  if (todo.length > 0 || onProgress) tally.emit(todo.at(-1)?.path ?? wanted.at(-1) ?? '', true);
+  if (todo.length === 0) tally.emit(wanted.at(-1) ?? '', true); // nothing to fetch: one report, fraction 1
   return {
     repo: ctx.repo,
     revision,

@@ -2,7 +2,7 @@
 // that serves a tiny checkpoint the way huggingface.co does (revision API, resolve with 302 to another
 // origin for LFS files, Range, ETag / X-Repo-Commit / X-Linked-Etag / X-Linked-Size, a dropped connection).
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -132,6 +132,19 @@ describe('hf: references and pullModel against a local hub', () => {
     expect(gets.map((q) => q.headers.range)).toEqual([`bytes=${kept}-`]);
     expect(r.downloadedBytes).toBe(shard.length - kept);
     expect(events[0]).toMatchObject({ bytes: kept, totalBytes: shard.length });
+  });
+
+  it('two pulls of the same repository at once: each file is fetched once (a lock per blob), both get the checkpoint', async () => {
+    const cache = fresh('cache-concurrent');
+    hub.log.length = 0;
+    const [a, b] = await Promise.all([pullModel(REPO, { endpoint: hub.url, cacheDir: cache }), pullModel(REPO, { endpoint: hub.url, cacheDir: cache })]);
+    expect(a.path).toBe(b.path);
+    for (const [name, data] of hub.repos.get(REPO)!.files) {
+      if (!name.endsWith('.safetensors')) continue;
+      expect(readFileSync(path.join(a.path, name)).equals(data)).toBe(true);
+      expect(hub.log.filter((q) => q.server === 'cdn' && q.url.includes(sha256(data))).length).toBe(1);
+    }
+    expect(readdirSync(path.join(cache, 'models--nvidia--Tiny-Nemotron', 'blobs')).filter((f) => /\.(lock|incomplete)$/.test(f))).toEqual([]);
   });
 
   it('a corrupted LFS file fails its sha256 check (ERR_CHECKSUM_MISMATCH) and is not kept', async () => {

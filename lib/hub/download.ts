@@ -271,6 +271,47 @@ interface Tally {
   emit: (file: string, force?: boolean) => void;
 }
 
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One writer per blob across processes: `blobs/{etag}.lock` holds the writer's pid (created exclusively).
+ * Another pull of the same file waits for it; a lock whose process is gone is taken over. Returns the
+ * release function.
+ */
+async function lockBlob(ctx: Ctx, blob: string, file: string): Promise<() => Promise<void>> {
+  const lock = `${blob}.lock`;
+  for (let waited = 0; ; waited++) {
+    if (ctx.signal?.aborted) throw abortError(ctx.signal);
+    try {
+      const fh = await open(lock, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return () => rm(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let owner = NaN;
+    try {
+      owner = Number(readFileSync(lock, 'utf8'));
+    } catch {
+      continue; // released meanwhile
+    }
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && !pidAlive(owner)) {
+      await rm(lock, { force: true }); // its process is gone
+      continue;
+    }
+    if (waited > 0 && waited % 120 === 0) process.emitWarning(`nemotron-node: waiting for another download of ${ctx.repo}/${file} (${lock}, pid ${owner})`);
+    await sleep(250, undefined, ctx.signal ? { signal: ctx.signal } : undefined).catch(() => {});
+  }
+}
+
 /** Downloads one file into blobs/{etag}: resumes `.incomplete`, retries, checks size and sha256. */
 async function downloadBlob(ctx: Ctx, meta: FileMeta, blob: string, tally: Tally): Promise<void> {
   const partial = `${blob}.incomplete`;
@@ -522,7 +563,15 @@ async function pullOnline(ctx: Ctx, revision: string, file: string | undefined, 
   };
   for (const m of todo) {
     const blob = path.join(ctx.storage, 'blobs', m.etag);
-    await downloadBlob(ctx, m, blob, tally);
+    await mkdir(path.dirname(blob), { recursive: true });
+    const release = await lockBlob(ctx, blob, m.path);
+    try {
+      // Another process (or pull) may have finished it while this one waited for the lock.
+      if ((await sizeOf(blob)) !== m.size) await downloadBlob(ctx, m, blob, tally);
+      else tally.bytes += m.size;
+    } finally {
+      await release();
+    }
     await linkIntoSnapshot(blob, path.join(snapshot, m.path));
     tally.filesDone++;
     tally.emit(m.path, true);

@@ -460,8 +460,11 @@ program
     }
     const model = await loadWithProgress(modelPath, loadOptions(opts));
     const apiKey = opts.apiKey ?? (process.env.NEMOTRON_API_KEY || undefined);
+    // hf:owner/name is served as "name" (the folder name a local copy would have), not as the snapshot's commit hash.
+    const hubSpec = isHubSpec(modelPath) ? parseHubSpec(modelPath) : undefined;
+    const modelName = opts.modelName ?? (hubSpec && !hubSpec.file ? hubSpec.repo.split('/')[1] : undefined);
     const server = await createServer(model, {
-      ...(opts.modelName === undefined ? {} : { modelName: opts.modelName }),
+      ...(modelName === undefined ? {} : { modelName }),
       ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
       ...(apiKey === undefined ? {} : { apiKey }),
     });

@@ -16,6 +16,8 @@ import { InvalidArgumentError } from './errors.js';
 
 export type { DownloadProgress } from './hub/index.js';
 
+const HUB_KEYS = ['revision', 'file', 'cacheDir', 'endpoint', 'token', 'offline', 'retries', 'signal'];
+
 export interface PhaseProgress {
   phase: 'plan' | 'tokenizer' | 'load';
   /** 0 when the phase begins, 1 when it is done: these phases report no fractions in between */
@@ -46,7 +48,10 @@ export function progressCallback(onProgress: unknown): LoadProgressCallback {
 export async function resolveModelPath(modelPath: string, options: { hub?: HubOptions; onProgress?: LoadProgressCallback } = {}): Promise<string> {
   if (typeof modelPath !== 'string' || !isHubSpec(modelPath)) return modelPath;
   const hub = options.hub ?? {};
-  if (typeof hub !== 'object' || hub === null) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.hub must be an object');
+  if (typeof hub !== 'object' || hub === null || Array.isArray(hub)) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.hub must be an object');
+  for (const key of Object.keys(hub)) {
+    if (!HUB_KEYS.includes(key)) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `options.hub has an unknown option "${key}" (known: ${HUB_KEYS.join(', ')})`);
+  }
   const onProgress = progressCallback(options.onProgress);
   const r = await pullModel(modelPath, { ...hub, onProgress });
   return r.path;

@@ -1,7 +1,7 @@
 // Getting a model from a Hugging Face hub, as a client does it: against a local hub server (test/hub-server.ts)
 // that serves a tiny checkpoint the way huggingface.co does (revision API, resolve with 302 to another
 // origin for LFS files, Range, ETag / X-Repo-Commit / X-Linked-Etag / X-Linked-Size, a dropped connection).
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -147,6 +147,24 @@ describe('hf: references and pullModel against a local hub', () => {
     expect(readdirSync(path.join(cache, 'models--nvidia--Tiny-Nemotron', 'blobs')).filter((f) => /\.(lock|incomplete)$/.test(f))).toEqual([]);
   });
 
+  it('an AbortSignal stops a pull; the next pull keeps what was fetched and completes', async () => {
+    const cache = fresh('cache-abort');
+    const ac = new AbortController();
+    const err = await pullModel(REPO, {
+      endpoint: hub.url,
+      cacheDir: cache,
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.filesDone >= 2) ac.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect((err as Error).name).toBe('AbortError');
+    const r = await pullModel(REPO, { endpoint: hub.url, cacheDir: cache });
+    expect(r.files.filter((f) => f.source === 'cache').length).toBeGreaterThanOrEqual(2);
+    expect(r.files.some((f) => f.source === 'download')).toBe(true);
+    for (const f of r.files) expect(readFileSync(path.join(r.path, f.path)).equals(hub.repos.get(REPO)!.files.get(f.path)!)).toBe(true);
+  });
+
   it('a corrupted LFS file fails its sha256 check (ERR_CHECKSUM_MISMATCH) and is not kept', async () => {
     const cache = fresh('cache-corrupt');
     hub.corrupt.add(SHARD);
@@ -182,6 +200,8 @@ describe('hf: references and pullModel against a local hub', () => {
     } finally {
       hub.cdnStatus = undefined;
     }
+    await expect(loadModel(`hf:${REPO}`, { hub: { endpoint: hub.url, cacheDir: cache, bogus: 1 } as never })).rejects.toThrow(/options\.hub has an unknown option "bogus"/);
+    await expect(pullModel(`hf:${REPO}@main`, { revision: 'dev', endpoint: hub.url, cacheDir: cache })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     // A GGUF repository with several files needs one chosen.
     await expect(pullModel(GGUF_REPO, { endpoint: hub.url, cacheDir: cache })).rejects.toThrow(/choose one.*tiny-BF16\.gguf, tiny-F32\.gguf/);
   });
@@ -227,7 +247,7 @@ describe('hf: references and pullModel against a local hub', () => {
     expect(existsSync(path.join(r.snapshot, 'README.md'))).toBe(false);
   });
 
-  it('the CLI: pull with a progress bar, then generate --model hf:…, honouring HF_ENDPOINT, HF_HUB_CACHE and HF_TOKEN', async () => {
+  it('the CLI: pull with a progress bar, then generate, inspect, bench and serve --model hf:…, honouring HF_ENDPOINT, HF_HUB_CACHE and HF_TOKEN; --version', async () => {
     const cache = fresh('cache-cli');
     hub.token = 'hf_cli';
     try {
@@ -241,6 +261,35 @@ describe('hf: references and pullModel against a local hub', () => {
       expect(g.stderr).toMatch(/generated, finish/);
       expect(g.stderr).toMatch(/loading nvidia\/Tiny-Nemotron .*\[[█░]+\] [0-3]\/3 (reading|mapping|ready)/);
       expect(g.stderr).not.toMatch(/downloading/); // all cached
+      // inspect sizes the model from config.json alone: nothing else is fetched.
+      const inspectCache = fresh('cache-cli-inspect');
+      hub.log.length = 0;
+      const ins = await run(process.execPath, [...cli, 'inspect', '--model', `hf:${REPO}`], { env: { ...env, HF_HUB_CACHE: inspectCache }, cwd: root });
+      expect(ins.stdout).toMatch(/^config: .*models--nvidia--Tiny-Nemotron\/snapshots\/[0-9a-f]{40}\/config\.json$/m);
+      expect(ins.stdout).toMatch(/weights: not present/);
+      expect(hub.log.filter((q) => q.method === 'GET' && q.url.includes('/resolve/')).map((q) => q.url.split('/').pop())).toEqual(['config.json']);
+      const bench = await run(process.execPath, [...cli, 'bench', '--model', `hf:${REPO}`, '--prompt', '8', '--decode', '2', '--runs', '1', '--threads', '1'], { env, cwd: root });
+      expect(bench.stdout).toMatch(/^decode /m);
+      // serve names the model after the repository ("Tiny-Nemotron"), not the snapshot's commit hash.
+      const served = await new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, [...cli, 'serve', '--model', `hf:${REPO}`, '--port', '0', '--threads', '1'], { env, cwd: root });
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', async (d: string) => {
+          out += d;
+          const m = /listening on (http:\/\/\S+)/.exec(out);
+          if (!m) return;
+          try {
+            const body = (await (await fetch(`${m[1]}/v1/models`)).json()) as { data: Array<{ id: string }> };
+            resolve(body.data.map((x) => x.id).join(','));
+          } catch (err) {
+            reject(err as Error);
+          } finally {
+            child.kill('SIGTERM');
+          }
+        });
+        child.on('exit', (code) => reject(new Error(`serve exited (${code}) before answering: ${out}`)));
+      });
+      expect(served).toBe('Tiny-Nemotron');
       const v = await run(process.execPath, [...cli, '--version'], { env, cwd: root });
       expect(v.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version);
     } finally {

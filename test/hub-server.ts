@@ -42,6 +42,12 @@ export interface HubServer {
   corrupt: Set<string>;
   /** Answer every file-host GET with this status (e.g. 503), while set. */
   cdnStatus: number | undefined;
+  /**
+   * The file host's URLs carry a signature that the hub issues; only the latest is accepted (403 otherwise),
+   * as pre-signed URLs expire. A dropped connection also rotates it when `rotateOnDrop` is set.
+   */
+  signature: number;
+  rotateOnDrop: boolean;
   close(): Promise<void>;
 }
 
@@ -78,6 +84,8 @@ export async function startHubServer(): Promise<HubServer> {
     dropAfter: new Map(),
     corrupt: new Set(),
     cdnStatus: undefined,
+    signature: 1,
+    rotateOnDrop: false,
   };
   const byHash = () => {
     const m = new Map<string, { path: string; data: Buffer }>();
@@ -87,9 +95,9 @@ export async function startHubServer(): Promise<HubServer> {
 
   const cdn = http.createServer((req, res) => {
     log.push({ server: 'cdn', method: req.method ?? '', url: req.url ?? '', headers: req.headers });
-    const m = /^\/lfs\/([0-9a-f]{64})\?X-Amz-Signature=\w+$/.exec(req.url ?? '');
+    const m = /^\/lfs\/([0-9a-f]{64})\?X-Amz-Signature=sig(\d+)$/.exec(req.url ?? '');
     const hit = m ? byHash().get(m[1]!) : undefined;
-    if (!hit) {
+    if (!hit || Number(m![2]) !== state.signature) {
       res.writeHead(403, { 'content-type': 'text/plain' }).end('AccessDenied');
       return;
     }
@@ -125,6 +133,7 @@ export async function startHubServer(): Promise<HubServer> {
     const cut = start === 0 ? state.dropAfter.get(hit.path) : undefined;
     if (cut !== undefined && cut < body.length) {
       state.dropAfter.delete(hit.path);
+      if (state.rotateOnDrop) state.signature++;
       res.write(body.subarray(0, cut), () => setTimeout(() => res.socket?.destroy(), 20));
       return;
     }
@@ -173,7 +182,7 @@ export async function startHubServer(): Promise<HubServer> {
       if (isLfs(file)) {
         const body = 'Found. Redirecting';
         res.writeHead(302, {
-          location: `${cdnUrl}/lfs/${sha256(data)}?X-Amz-Signature=abc123`,
+          location: `${cdnUrl}/lfs/${sha256(data)}?X-Amz-Signature=sig${state.signature}`,
           etag: `"${gitBlobId(lfsPointer(data))}"`,
           'x-linked-etag': `"${sha256(data)}"`,
           'x-linked-size': String(data.length),

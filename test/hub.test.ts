@@ -68,6 +68,7 @@ describe('hf: references and pullModel against a local hub', () => {
     hub.log.length = 0;
     const shard = hub.repos.get(REPO)!.files.get(SHARD)!;
     hub.dropAfter.set(SHARD, Math.floor(shard.length / 3));
+    hub.rotateOnDrop = true; // and the file host's signed URL expires with it: the client must ask the hub again
     const events: DownloadProgress[] = [];
     const r = await pullModel(REPO, { endpoint: hub.url, cacheDir: cache, token: 'hf_secret', onProgress: (p) => events.push(p) });
     hub.token = undefined;
@@ -95,6 +96,8 @@ describe('hf: references and pullModel against a local hub', () => {
     expect(shardGets.length).toBe(2);
     expect(shardGets[0]!.headers.range).toBeUndefined();
     expect(shardGets[1]!.headers.range).toBe(`bytes=${Math.floor(shard.length / 3)}-`);
+    expect(shardGets[1]!.url).not.toBe(shardGets[0]!.url); // a freshly signed URL
+    hub.rotateOnDrop = false;
     // The token went to the hub, never to the file host (another origin).
     expect(hub.log.filter((q) => q.server === 'hub').every((q) => q.headers.authorization === 'Bearer hf_secret')).toBe(true);
     expect(hub.log.filter((q) => q.server === 'cdn').every((q) => q.headers.authorization === undefined)).toBe(true);

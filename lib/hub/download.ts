@@ -108,6 +108,8 @@ interface FileMeta {
   sha256: string | undefined;
   /** where to GET it (the redirect target of an LFS file, else the resolve URL) */
   url: string;
+  /** the revision the metadata was resolved at (to resolve a fresh URL: the file host's are signed and expire) */
+  revision: string;
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
@@ -219,6 +221,7 @@ async function fileMeta(ctx: Ctx, revision: string, file: string): Promise<FileM
     size,
     sha256: linkedEtag && SHA256.test(linkedEtag) ? linkedEtag : undefined,
     url: redirected && location ? new URL(location, resolve).href : resolve,
+    revision,
   };
 }
 
@@ -325,12 +328,21 @@ async function downloadBlob(ctx: Ctx, meta: FileMeta, blob: string, tally: Tally
   tally.emit(meta.path, true);
   let hash: Hash | undefined = meta.sha256 ? await hashPrefix(partial, have) : undefined;
   let failures = 0;
+  let refresh = false;
+  let refreshedAfterDenial = false;
   for (;;) {
     if (ctx.signal?.aborted) throw abortError(ctx.signal);
     if (have === meta.size) break;
     let res: Response | undefined;
     let fh: Awaited<ReturnType<typeof open>> | undefined;
     try {
+      if (refresh) {
+        // After a failure, ask the hub again: the file host's URL is signed and may have expired.
+        const fresh = await fileMeta(ctx, meta.revision, meta.path);
+        if (fresh.etag !== meta.etag || fresh.size !== meta.size) throw new DownloadError('ERR_DOWNLOAD', `${ctx.repo}/${meta.path} changed on the hub during the download (etag ${meta.etag} -> ${fresh.etag}); pull again`);
+        meta.url = fresh.url;
+        refresh = false;
+      }
       res = await request(ctx, meta.url, { method: 'GET', headers: have > 0 ? { range: `bytes=${have}-` } : {} }, true);
       if (res.status === 416 && have > 0) {
         // The server cannot serve from there: start over.
@@ -344,6 +356,12 @@ async function downloadBlob(ctx: Ctx, meta: FileMeta, blob: string, tally: Tally
       if (!res.ok) {
         const err = await httpError(ctx, res, `downloading ${ctx.repo}/${meta.path}`);
         if (res.status >= 500 || res.status === 429 || res.status === 408) throw Object.assign(err, { retry: true });
+        // The file host (not the hub) refusing a signed URL: it may have expired; resolve once more.
+        if ((res.status === 401 || res.status === 403) && new URL(res.url || meta.url).origin !== ctx.origin && !refreshedAfterDenial) {
+          refreshedAfterDenial = true;
+          refresh = true;
+          continue;
+        }
         throw err;
       }
       if (have > 0 && res.status === 206) {
@@ -376,6 +394,7 @@ async function downloadBlob(ctx: Ctx, meta: FileMeta, blob: string, tally: Tally
       if (ctx.signal?.aborted) throw abortError(ctx.signal);
       const retry = (err as { retry?: boolean }).retry === true || (!(err instanceof NemotronError) && networkError(err));
       if (!retry) throw err;
+      refresh = true;
       if (++failures > ctx.retries) {
         if (err instanceof NemotronError) throw err;
         throw new DownloadError('ERR_DOWNLOAD', `downloading ${ctx.repo}/${meta.path}: ${(err as Error).message} (after ${ctx.retries} retries; ${have} of ${meta.size} bytes are kept and resumed next time)`, { cause: err });

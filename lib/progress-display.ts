@@ -17,6 +17,7 @@ import { formatBytes } from './memory.js';
 /** Weights at least this large get a loading bar (on a terminal). */
 const LOAD_BAR_MIN_BYTES = 256 * 1024 ** 2;
 const WIDTH = 24;
+const SPEED_WINDOW_MS = 10_000;
 
 const PHASES = ['plan', 'tokenizer', 'load'] as const;
 const PHASE_LABEL: Record<(typeof PHASES)[number], string> = {
@@ -53,6 +54,8 @@ export function progressDisplay(label: string, stream: NodeJS.WriteStream = proc
   let current: cliProgress.SingleBar | null = null;
   let kind: 'download' | 'load' | null = null;
   let dl = { bytes: 0, total: 0, received: 0, file: '', filesDone: 0, filesTotal: 0, t0: 0 };
+  // (time, bytes received) over the last SPEED_WINDOW_MS: the speed and ETA follow the recent rate.
+  let samples: Array<[number, number]> = [];
   let load = { done: 0, phase: 'plan' as (typeof PHASES)[number], t0: 0, name: label };
   let loadShown = false;
   let downloaded = false;
@@ -78,15 +81,20 @@ export function progressDisplay(label: string, stream: NodeJS.WriteStream = proc
     if (!enabled) return;
     if (p.phase === 'download') {
       dl = { ...dl, bytes: p.bytes, total: p.totalBytes, received: p.receivedBytes, file: p.file, filesDone: p.filesDone, filesTotal: p.filesTotal };
+      const now = Date.now();
+      samples.push([now, p.receivedBytes]);
+      while (samples.length > 2 && samples[1]![0] < now - SPEED_WINDOW_MS) samples.shift();
       if (kind !== 'download') {
         if (p.totalBytes === 0 || (downloaded && p.bytes >= p.totalBytes)) return; // all in the cache, or the final report
         downloaded = false;
         stop();
         dl.t0 = Date.now();
+        samples = [[dl.t0, p.receivedBytes]];
         kind = 'download';
         current = make(() => {
-          const secs = (Date.now() - dl.t0) / 1000;
-          const speed = secs > 0.2 ? dl.received / secs : 0;
+          const [t0, r0] = samples[0] ?? [dl.t0, 0];
+          const secs = (Date.now() - t0) / 1000;
+          const speed = secs > 0.2 ? (dl.received - r0) / secs : 0;
           const eta = speed > 0 ? (dl.total - dl.bytes) / speed : Infinity;
           const pct = dl.total > 0 ? (100 * dl.bytes) / dl.total : 100;
           return `downloading ${label} [${bar(dl.total > 0 ? dl.bytes / dl.total : 1)}] ${pct.toFixed(0).padStart(3)}% ${formatBytes(dl.bytes)}/${formatBytes(dl.total)} ${formatBytes(speed)}/s ETA ${duration(eta)} (file ${Math.min(dl.filesDone + 1, dl.filesTotal)}/${dl.filesTotal}: ${dl.file})`;

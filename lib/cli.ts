@@ -8,7 +8,6 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 
-import cliProgress from 'cli-progress';
 import { Command, InvalidArgumentError as CliArgumentError } from 'commander';
 
 import type { ChatSession } from './chat/session.js';
@@ -17,6 +16,9 @@ import { ModelLoadError, NemotronError } from './errors.js';
 import { formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
 import { loadModel, type LoadOptions, type NemotronModel } from './model.js';
 import { makeTinyModel } from './tiny-model/index.js';
+import { isHubSpec, parseHubSpec, pullModel } from './hub/index.js';
+import { progressDisplay } from './progress-display.js';
+import { packageVersion } from './version.js';
 
 function int(name: string) {
   return (value: string): number => {
@@ -58,57 +60,24 @@ function weightFiles(dir: string): { files: number; bytes: number } {
   return { files, bytes };
 }
 
-/** Weights at least this large get a progress bar while they load (on a terminal). */
-const PROGRESS_MIN_BYTES = 256 * 1024 ** 2;
-const BAR_WIDTH = 24;
-const BAR_BLOCK = 6;
-
 /**
- * loadModel, with a progress display for big checkpoints. The native loader reports no progress, so the
- * bar is honest about it: indeterminate (a block sweeping back and forth) with the elapsed time, never a
- * percentage. Shown on a terminal when the weights are >= 256 MiB; NEMOTRON_NODE_PROGRESS=1 forces it
- * (off a terminal too, one line every 0.5 s) and NEMOTRON_NODE_PROGRESS=0 hides it.
+ * loadModel with progress bars (lib/progress-display.ts): for `hf:` references a download bar in bytes
+ * (speed, ETA), then for big checkpoints a loading bar over the load phases. NEMOTRON_NODE_PROGRESS=1 shows
+ * them always (off a terminal too, one line every 0.5 s), NEMOTRON_NODE_PROGRESS=0 never.
  */
-async function loadWithProgress(dir: string, options: LoadOptions): Promise<NemotronModel> {
-  const { bytes } = weightFiles(dir);
-  const setting = process.env.NEMOTRON_NODE_PROGRESS;
-  const tty = process.stderr.isTTY === true;
-  if (!(setting === '1' || (setting !== '0' && tty && bytes >= PROGRESS_MIN_BYTES))) return loadModel(dir, options);
-  const name = path.basename(path.resolve(dir));
-  const label = `loading ${name} (${formatBytes(bytes)} of weights)`;
-  const bar = new cliProgress.SingleBar({
-    stream: process.stderr,
-    noTTYOutput: setting === '1',
-    notTTYSchedule: 500,
-    fps: 10,
-    hideCursor: tty,
-    clearOnComplete: tty,
-    format: (_options, params) => {
-      const elapsed = (Date.now() - params.startTime) / 1000;
-      const span = BAR_WIDTH - BAR_BLOCK;
-      const step = Math.floor(elapsed * 10) % (2 * span);
-      const at = step < span ? step : 2 * span - step;
-      const track = ' '.repeat(at) + '\u2588'.repeat(BAR_BLOCK) + ' '.repeat(span - at);
-      return `${label} [${track}] ${elapsed.toFixed(1)} s elapsed`;
-    },
-  });
+async function loadWithProgress(modelPath: string, options: LoadOptions): Promise<NemotronModel> {
+  const label = isHubSpec(modelPath) ? parseHubSpec(modelPath).repo : path.basename(path.resolve(modelPath));
+  const display = progressDisplay(label);
   // Ctrl+C while loading: put the cursor back (the bar hides it) and exit as the default handler would.
   const interrupted = () => {
-    bar.stop();
+    display.stop();
     process.exit(130);
   };
-  const t0 = performance.now();
-  bar.start(1, 0);
   process.once('SIGINT', interrupted);
   try {
-    const model = await loadModel(dir, options);
-    bar.stop();
-    process.stderr.write(`loaded ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
-    return model;
-  } catch (err) {
-    bar.stop();
-    throw err;
+    return await loadModel(modelPath, { ...options, onProgress: display.onProgress });
   } finally {
+    display.stop();
     process.off('SIGINT', interrupted);
   }
 }
@@ -146,14 +115,19 @@ function dimmer(stream: NodeJS.WriteStream): (s: string) => string {
   return stream.isTTY === true && !process.env.NO_COLOR ? (s) => `\x1b[2m${s}\x1b[22m` : (s) => s;
 }
 
+const MODEL_HELP = 'a checkpoint folder, a .gguf file, or hf:owner/name[@revision][/file.gguf] (downloaded to the Hugging Face cache) (default: the built-in tiny model, random weights)';
+
 const program = new Command();
-program.name('nemotron-node').description('Run Nemotron-H / Nemotron Nano 2 models on this machine.');
+program
+  .name('nemotron-node')
+  .description('Run Nemotron-H / Nemotron Nano 2 models on this machine.')
+  .version(packageVersion(), '-V, --version', 'print the version of nemotron-node');
 
 program
   .command('generate')
   .description('generate a completion of PROMPT and stream it to stdout')
   .argument('<prompt>', 'the text to continue')
-  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-m, --model <path>', MODEL_HELP)
   .option('-n, --max-tokens <n>', 'most tokens to generate', int('--max-tokens'), 64)
   .option('-t, --temperature <t>', 'sampling temperature (0 = greedy)', num('--temperature'), 0)
   .option('--top-k <k>', 'top-k cut-off (0 = off)', int('--top-k'), 0)
@@ -190,7 +164,7 @@ const CHAT_HELP = `In the chat:
 program
   .command('chat')
   .description('chat in the terminal: replies stream as they are generated, reasoning shown apart (dimmed) from the answer')
-  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-m, --model <path>', MODEL_HELP)
   .option('-s, --system <text>', 'a system message')
   .option('--no-think', 'start with reasoning off (as /no_think)')
   .option('--thinking-budget <n>', 'reasoning tokens per reply, after which the reasoning is closed at the next newline', int('--thinking-budget'))
@@ -305,7 +279,7 @@ program
 program
   .command('inspect')
   .description("print a checkpoint's config, parameter count and memory plan; works from config.json alone (the weights need not be there)")
-  .option('-m, --model <path>', 'a checkpoint folder or its config.json (default: the built-in tiny model)')
+  .option('-m, --model <path>', 'a checkpoint folder or its config.json, or hf:owner/name[@revision] (fetches config.json only) (default: the built-in tiny model)')
   .option('-c, --context <n>', 'tokens per sequence (default: max_position_embeddings, up to 8192, as loadModel)', int('--context'))
   .option('-s, --sequences <n>', 'sequences alive at once (as loadModel maxSequences)', int('--sequences'), 8)
   .option('--batch-tokens <n>', 'prompt tokens per forward pass (as loadModel maxBatchTokens)', int('--batch-tokens'), 256)
@@ -313,7 +287,14 @@ program
   .option('--cache-bytes <n>', 'snapshot cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
   .option('--json', 'print config, parameter count and plan as JSON')
   .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean }) => {
-    const { dir, file, config } = readConfigJson(opts.model ?? (await modelPathOrDefault(undefined)));
+    let modelPath = opts.model ?? (await modelPathOrDefault(undefined));
+    if (isHubSpec(modelPath)) {
+      // Only config.json: a model is sized before its weights are downloaded.
+      const spec = parseHubSpec(modelPath);
+      if (spec.file && spec.file.split('/').pop() !== 'config.json') throw new CliArgumentError(`inspect reads config.json: give hf:${spec.repo}${spec.revision ? `@${spec.revision}` : ''}, not one of its files`);
+      modelPath = (await pullModel(modelPath, { file: 'config.json' })).path;
+    }
+    const { dir, file, config } = readConfigJson(modelPath);
     if (opts.kvDtype !== 'f16' && opts.kvDtype !== 'f32') throw new CliArgumentError(`--kv-dtype must be f16 or f32, got "${opts.kvDtype}"`);
     const c = resolveConfig(config);
     const maxPos = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : undefined;
@@ -353,7 +334,7 @@ program
 program
   .command('bench')
   .description('measure prefill and decode tokens/s on a model (default: the built-in tiny model)')
-  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-m, --model <path>', MODEL_HELP)
   .option('--prompt <n>', 'prompt tokens', int('--prompt'), 256)
   .option('--decode <n>', 'tokens to generate after the prompt', int('--decode'), 64)
   .option('--runs <n>', 'runs; the best of each is reported', int('--runs'), 3)
@@ -396,6 +377,52 @@ program
   });
 
 program
+  .command('pull')
+  .description('download a Hugging Face model repository (or one file of it) into the Hugging Face cache and print its local path')
+  .argument('<repo>', 'owner/name, owner/name@revision or owner/name/file.gguf (hf: prefix optional)')
+  .option('-f, --file <path>', 'only this file of the repository (e.g. one .gguf of a repository holding several)')
+  .option('-r, --revision <rev>', 'branch, tag or commit (default: main)')
+  .option('--cache-dir <dir>', 'the hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)')
+  .addHelpText(
+    'after',
+    `
+Honours HF_TOKEN (gated and private repositories), HF_ENDPOINT (a mirror), HF_HUB_CACHE / HF_HOME and
+HF_HUB_OFFLINE=1. Files another tool already put in the cache are not downloaded again; an interrupted
+download resumes where it stopped. Every file's size and every LFS file's sha256 is checked.
+Without --file: config, tokenizer and *.safetensors files (a GGUF-only repository needs --file unless it has one GGUF).
+Then: nemotron-node generate --model hf:owner/name "prompt"
+`,
+  )
+  .action(async (repo: string, opts: { file?: string; revision?: string; cacheDir?: string }) => {
+    const spec = parseHubSpec(repo);
+    const display = progressDisplay(spec.repo);
+    const interrupted = () => {
+      display.stop();
+      process.exit(130);
+    };
+    process.once('SIGINT', interrupted);
+    try {
+      const r = await pullModel(repo, {
+        ...(opts.file === undefined ? {} : { file: opts.file }),
+        ...(opts.revision === undefined ? {} : { revision: opts.revision }),
+        ...(opts.cacheDir === undefined ? {} : { cacheDir: opts.cacheDir }),
+        onProgress: display.onProgress,
+      });
+      display.stop();
+      const fetched = r.files.filter((f) => f.source === 'download');
+      const bytes = r.files.reduce((n, f) => n + f.size, 0);
+      process.stderr.write(
+        `${r.repo}@${r.revision === r.commit ? r.commit.slice(0, 12) : `${r.revision} (${r.commit.slice(0, 12)})`}: ${r.files.length} file${r.files.length === 1 ? '' : 's'}, ${formatBytes(bytes)}; ` +
+          `${fetched.length === 0 ? 'all in the cache already' : `${fetched.length} downloaded (${formatBytes(r.downloadedBytes)} received)`}\n`,
+      );
+      process.stdout.write(`${r.path}\n`);
+    } finally {
+      display.stop();
+      process.off('SIGINT', interrupted);
+    }
+  });
+
+program
   .command('make-tiny-model')
   .description('write a small Nemotron-H checkpoint with random weights (for tests and demos)')
   .argument('<dir>', 'the folder to create')
@@ -416,7 +443,7 @@ program
 program
   .command('serve')
   .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)')
-  .option('-m, --model <path>', 'a Hugging Face checkpoint folder (default: the built-in tiny model, random weights)')
+  .option('-m, --model <path>', MODEL_HELP)
   .option('-p, --port <n>', 'port to listen on (0: any free port)', int('--port'), 8080)
   .option('--host <host>', 'interface to listen on (0.0.0.0: all)', '127.0.0.1')
   .option('--max-concurrent <n>', 'requests in flight before 429 (default: 4 x the model\'s sequences)', int('--max-concurrent'))
@@ -431,10 +458,13 @@ program
       modelPath = await defaultModelPath();
       process.stderr.write(`Using the built-in tiny model at ${modelPath}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
     }
-    const model = await loadModel(modelPath, loadOptions(opts));
+    const model = await loadWithProgress(modelPath, loadOptions(opts));
     const apiKey = opts.apiKey ?? (process.env.NEMOTRON_API_KEY || undefined);
+    // hf:owner/name is served as "name" (the folder name a local copy would have), not as the snapshot's commit hash.
+    const hubSpec = isHubSpec(modelPath) ? parseHubSpec(modelPath) : undefined;
+    const modelName = opts.modelName ?? (hubSpec && !hubSpec.file ? hubSpec.repo.split('/')[1] : undefined);
     const server = await createServer(model, {
-      ...(opts.modelName === undefined ? {} : { modelName: opts.modelName }),
+      ...(modelName === undefined ? {} : { modelName }),
       ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
       ...(apiKey === undefined ? {} : { apiKey }),
     });

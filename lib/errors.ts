@@ -21,6 +21,9 @@ export type NemotronErrorCode =
   | 'ERR_DEVICE_UNAVAILABLE'
   | 'ERR_TEMPLATE'
   | 'ERR_INVALID_SESSION_FILE'
+  | 'ERR_DOWNLOAD'
+  | 'ERR_DOWNLOAD_UNAUTHORIZED'
+  | 'ERR_CHECKSUM_MISMATCH'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {
@@ -90,6 +93,21 @@ export class SessionFileError extends NemotronError {
 export class DeviceUnavailableError extends NemotronError {
   constructor(message: string) {
     super('ERR_DEVICE_UNAVAILABLE', message);
+  }
+}
+
+/**
+ * A Hugging Face download failed: the hub or its file host could not be reached or answered an error
+ * (`ERR_DOWNLOAD`), refused the credentials or asked for some (`ERR_DOWNLOAD_UNAUTHORIZED`: set HF_TOKEN),
+ * or a file's size or LFS sha256 did not match what the hub announced (`ERR_CHECKSUM_MISMATCH`). A repository
+ * or file the hub does not have is a ModelLoadError with `ERR_MODEL_NOT_FOUND`.
+ */
+export class DownloadError extends NemotronError {
+  /** The HTTP status, when the failure was an HTTP answer. */
+  readonly status: number | undefined;
+  constructor(code: 'ERR_DOWNLOAD' | 'ERR_DOWNLOAD_UNAUTHORIZED' | 'ERR_CHECKSUM_MISMATCH', message: string, options?: { cause?: unknown; status?: number }) {
+    super(code, message, options);
+    this.status = options?.status;
   }
 }
 

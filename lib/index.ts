@@ -28,7 +28,11 @@ export {
   DeviceUnavailableError,
   NumericalError,
   IdleTimeoutError,
+  DownloadError,
 } from './errors.js';
+export { pullModel, parseHubSpec, hubCacheDir } from './hub/index.js';
+export type { HubOptions, PullOptions, PullResult, PulledFile, DownloadProgress, HubSpec } from './hub/index.js';
+export type { LoadProgress, PhaseProgress, LoadProgressCallback } from './load-progress.js';
 export { ChatSession } from './chat/session.js';
 export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';
 export type { NemotronErrorCode } from './errors.js';

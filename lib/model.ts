@@ -23,6 +23,8 @@ import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
+import type { HubOptions } from './hub/index.js';
+import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
 
 export type { FinishReason, GenerateResult, StreamEvent, Timings, Usage } from './generation.js';
 
@@ -66,6 +68,10 @@ export interface LoadOptions {
    * prompts and batches, log-probs within ~1e-2. Both are batch invariant.
    */
   precision?: 'exact' | 'fast';
+  /** Progress of the load, phase by phase ('download' for hf: references, 'plan', 'tokenizer', 'load'): see LoadProgress. */
+  onProgress?: LoadProgressCallback;
+  /** For `hf:owner/name` references: revision, file, cache folder, endpoint, token, offline (see HubOptions). */
+  hub?: HubOptions;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -162,7 +168,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision', 'onProgress', 'hub'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -292,7 +298,9 @@ export class NemotronModel {
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
+    const progress = progressCallback(options.onProgress);
     const dir = path.resolve(modelPath);
+    progress({ phase: 'plan', fraction: 0, path: dir });
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     // A llama.cpp .gguf file (nemotron_h): config, tokenizer and memory plan come from its metadata.
     const gguf = dir.endsWith('.gguf') && statSync(dir).isFile() ? readGgufMetadata(dir) : undefined;
@@ -313,7 +321,11 @@ export class NemotronModel {
       }
     }
     if (plan) checkPlanFits(plan, memoryLimit);
+    progress({ phase: 'plan', fraction: 1, path: dir, ...(plan ? { weightBytes: plan.weights } : {}) });
+    progress({ phase: 'tokenizer', fraction: 0, path: dir });
     const tokenizer = gguf ? (hasGgufTokenizer(gguf) ? TextTokenizer.fromFiles(tokenizerFromGguf(gguf)) : null) : TextTokenizer.fromDir(dir);
+    progress({ phase: 'tokenizer', fraction: 1, path: dir });
+    progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
       const backend = chooseBackend(deviceOption);
@@ -339,7 +351,9 @@ export class NemotronModel {
         throw err;
       }
     }
-    return new NemotronModel(dir, engine, tokenizer, { snapshotInterval, idleTimeoutMs, prepareNextTurn }, { kvDtype, precision }, plan);
+    const model = new NemotronModel(dir, engine, tokenizer, { snapshotInterval, idleTimeoutMs, prepareNextTurn }, { kvDtype, precision }, plan);
+    progress({ phase: 'load', fraction: 1, path: dir });
+    return model;
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */
@@ -767,7 +781,7 @@ export class NemotronModel {
   }
 }
 
-/** Loads a Hugging Face checkpoint folder. See LoadOptions. */
-export function loadModel(modelPath: string, options?: LoadOptions): Promise<NemotronModel> {
-  return NemotronModel.load(modelPath, options);
+/** Loads a Hugging Face checkpoint folder, a .gguf file, or `hf:owner/name[@rev][/file.gguf]` (downloaded to the hub cache first). See LoadOptions. */
+export async function loadModel(modelPath: string, options?: LoadOptions): Promise<NemotronModel> {
+  return NemotronModel.load(await resolveModelPath(modelPath, options ?? {}), options);
 }

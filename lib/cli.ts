@@ -312,8 +312,17 @@ program
   .option('--kv-dtype <dtype>', 'KV cache element type: f16 | f32', 'f16')
   .option('--cache-bytes <n>', 'snapshot cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
   .option('--json', 'print config, parameter count and plan as JSON')
-  .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean }) => {
+  .option('--check', 'also load the weights and scan every tensor for NaN and Inf (loadModel checkTensors); exit status 1 names the first bad tensor')
+  .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean; check?: boolean }) => {
     const { dir, file, config } = readConfigJson(opts.model ?? (await modelPathOrDefault(undefined)));
+    // --check: a full load with the scan, at the smallest plan (the weights are what is checked).
+    let check: { tensors: 'finite'; seconds: number } | undefined;
+    if (opts.check) {
+      const t0 = performance.now();
+      const m = await loadModel(dir, { checkTensors: true, contextLength: 64, maxSequences: 1, maxBatchTokens: 64, cacheBytes: 0, allowContextBeyondTraining: true });
+      await m.close();
+      check = { tensors: 'finite', seconds: Number(((performance.now() - t0) / 1000).toFixed(2)) };
+    }
     if (opts.kvDtype !== 'f16' && opts.kvDtype !== 'f32') throw new CliArgumentError(`--kv-dtype must be f16 or f32, got "${opts.kvDtype}"`);
     const c = resolveConfig(config);
     const maxPos = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : undefined;
@@ -330,7 +339,7 @@ program
     const plan = planMemory(config, planOptions);
     if (opts.json) {
       const { lines, ...numbers } = plan;
-      process.stdout.write(JSON.stringify({ config: file, resolved: c, weightFiles: weights, planOptions, plan: numbers, lines: lines() }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ config: file, resolved: c, weightFiles: weights, planOptions, plan: numbers, lines: lines(), ...(check ? { check } : {}) }, null, 2) + '\n');
       return;
     }
     const arch = [config.architectures, config.model_type].flat().filter((x) => typeof x === 'string').join(', ');
@@ -346,6 +355,7 @@ program
       `parameters: ${grouped(plan.parameterCount)} (${plan.parameterCount >= 1e9 ? `${(plan.parameterCount / 1e9).toFixed(2)} B` : `${(plan.parameterCount / 1e6).toFixed(2)} M`})`,
       `memory plan at ${grouped(contextLength)} tokens x ${opts.sequences} sequence${opts.sequences === 1 ? '' : 's'} (KV ${opts.kvDtype}, ${opts.batchTokens} batch tokens):`,
       ...plan.lines().map((l) => `  ${l}`),
+      ...(check ? [`tensors: every weight is finite (checked in ${check.seconds} s)`] : []),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   });
@@ -367,7 +377,8 @@ program
     }
     const dir = await modelPathOrDefault(opts.model);
     const contextLength = Math.ceil((opts.prompt + opts.decode) / 64) * 64;
-    const model = await loadWithProgress(dir, { ...loadOptions(opts), contextLength, maxSequences: 1, maxBatchTokens: opts.batchTokens });
+    // Synthetic tokens measure speed only: a context past the trained one is fine here.
+    const model = await loadWithProgress(dir, { ...loadOptions(opts), contextLength, maxSequences: 1, maxBatchTokens: opts.batchTokens, allowContextBeyondTraining: true });
     try {
       const info = model.info;
       const vocab = info.config.vocabSize;

@@ -3,6 +3,7 @@
  * templates and streaming live here; every forward pass runs natively off the JS thread, and all live
  * requests share each forward pass (continuous batching, lib/scheduler.ts).
  */
+import { setMaxListeners } from 'node:events';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import { PrefixCache, type CacheEntry } from './cache/prefix-cache.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
-import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
+import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
@@ -51,6 +52,17 @@ export interface LoadOptions {
    * prompts and batches, log-probs within ~1e-2. Both are batch invariant.
    */
   precision?: 'exact' | 'fast';
+  /**
+   * Scan every weight for NaN and Inf before loading, on the thread pool; the first tensor holding one is
+   * named in an ERR_INVALID_CHECKPOINT error. Reads every weight byte once (seconds for a 9B checkpoint),
+   * so it is off by default. The CLI's `inspect --check` runs it.
+   */
+  checkTensors?: boolean;
+  /**
+   * Allow a contextLength above the config's max_position_embeddings (the context the model was trained
+   * for). Without it such a contextLength is refused: quality past the trained context is not known.
+   */
+  allowContextBeyondTraining?: boolean;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -143,7 +155,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision', 'checkTensors', 'allowContextBeyondTraining'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -240,6 +252,9 @@ export class NemotronModel {
     // A freed sequence can leave KV blocks held only by snapshots: re-check the cache budget then.
     this.scheduler = new Scheduler(engine, ni.maxSequences, () => this.cache.evict());
     this.snapshotInterval = snapshotInterval;
+    // Every running or queued request listens on the close signal (and stops listening when it ends), so
+    // 11 concurrent requests are not a leak: no MaxListenersExceededWarning (issue #13).
+    setMaxListeners(0, this.closing.signal);
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files) or a llama.cpp `.gguf` file (architecture nemotron_h). */
@@ -263,6 +278,9 @@ export class NemotronModel {
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
+    for (const key of ['checkTensors', 'allowContextBeyondTraining'] as const) {
+      if (options[key] !== undefined && typeof options[key] !== 'boolean') throw v.invalid(`options.${key}`, 'true or false', options[key]);
+    }
     const dir = path.resolve(modelPath);
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
     // A llama.cpp .gguf file (nemotron_h): config, tokenizer and memory plan come from its metadata.
@@ -274,6 +292,12 @@ export class NemotronModel {
     const rawConfig = gguf ? ggufConfigForPlan(gguf) : readConfigForPlan(dir);
     const maxPos = typeof rawConfig?.max_position_embeddings === 'number' ? rawConfig.max_position_embeddings : DEFAULT_CONTEXT_CAP;
     const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
+    if (contextLength !== undefined && typeof rawConfig?.max_position_embeddings === 'number' && contextLength > maxPos && options.allowContextBeyondTraining !== true) {
+      throw new InvalidArgumentError(
+        'ERR_INVALID_ARGUMENT',
+        `options.contextLength is ${contextLength}, above the model's max_position_embeddings (${maxPos}), the context it was trained for; pass allowContextBeyondTraining: true to load it anyway`,
+      );
+    }
     const planOptions = { contextLength: context, maxSequences: maxSequences ?? 8, maxBatchTokens: maxBatchTokens ?? 256, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
@@ -297,9 +321,16 @@ export class NemotronModel {
         cacheBytes,
         device: backend.device,
         precision,
+        checkTensors: options.checkTensors === true,
       });
     } catch (err) {
       rethrow(err, stack);
+    }
+    try {
+      tokenizer?.checkVocabulary(engine.info().config.vocabSize);
+    } catch (err) {
+      engine.close();
+      throw err;
     }
     if (!plan) {
       try {
@@ -413,6 +444,7 @@ export class NemotronModel {
   async loadChat(file: string): Promise<ChatSession> {
     this.assertOpen();
     const content = await readSessionFile(file, await this.modelFingerprint());
+    checkSessionTokens(content.tokens, this.info.config.vocabSize, `session file ${file}`);
     const meta = content.meta as { options?: ChatOptions; history?: ChatMessage[] };
     if (typeof meta.options !== 'object' || !Array.isArray(meta.history)) {
       throw new SessionFileError(`session file ${file}: its metadata has no chat options and history`);
@@ -579,7 +611,8 @@ export class NemotronModel {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) {
         throw new InvalidArgumentError('ERR_TOKEN_OUT_OF_RANGE', `options.logitBias has token id ${JSON.stringify(key)}: ids must be integers in [0, ${vocab})`);
       }
-      if (typeof value !== 'number' || Number.isNaN(value)) throw v.invalid(`options.logitBias[${key}]`, 'a number', value);
+      // +Infinity would make every other token impossible and NaN poisons the softmax: finite, or -Infinity (a ban).
+      if (typeof value !== 'number' || Number.isNaN(value) || value === Infinity) throw v.invalid(`options.logitBias[${key}]`, 'a finite number, or -Infinity to ban the token', value);
       return [id, Math.max(value, -1e9)];
     });
   }

@@ -446,10 +446,17 @@ export class NemotronModel {
     const content = await readSessionFile(file, await this.modelFingerprint());
     checkSessionTokens(content.tokens, this.info.config.vocabSize, `session file ${file}`);
     const meta = content.meta as { options?: ChatOptions; history?: ChatMessage[] };
-    if (typeof meta.options !== 'object' || !Array.isArray(meta.history)) {
+    if (typeof meta.options !== 'object' || meta.options === null || Array.isArray(meta.options) || !Array.isArray(meta.history)) {
       throw new SessionFileError(`session file ${file}: its metadata has no chat options and history`);
     }
-    const history = meta.history.length ? validateMessages(meta.history) : [];
+    // Check the messages and options before any state is imported (found by scripts/fuzz-session.ts).
+    let history: ChatMessage[];
+    try {
+      history = meta.history.length ? validateMessages(meta.history) : [];
+      new ChatSession(this.chatHost, meta.options, history, null);
+    } catch (err) {
+      throw new SessionFileError(`session file ${file}: its chat metadata is invalid: ${(err as Error).message}`, { cause: err });
+    }
     let anchor: CacheEntry | null = null;
     if (content.state.byteLength > 0) {
       let id: number;

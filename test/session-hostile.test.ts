@@ -103,6 +103,13 @@ describe('crafted session contents with a valid checksum', () => {
     }
   });
 
+  it('chat metadata of the wrong shape (found by scripts/fuzz-session.ts: options null gave a TypeError)', async () => {
+    for (const [name, meta] of [['null-options', { options: null, history: [] }], ['array-options', { options: [], history: [] }], ['bad-overflow', { options: { contextOverflow: 'x' }, history: [] }], ['bad-message', { options: {}, history: [{ role: 'nobody', content: 'x' }] }]] as const) {
+      const file = craft((c) => (c.meta = structuredClone(meta) as unknown as Record<string, unknown>), `${name}.session`);
+      await expect(model.loadChat(file), name).rejects.toMatchObject({ code: 'ERR_INVALID_SESSION_FILE' });
+    }
+  });
+
   it('NaN or Inf in the Mamba state or the KV rows', async () => {
     const cases: Array<[string, (s: Uint8Array) => void]> = [
       ['conv NaN', (s) => new DataView(s.buffer).setFloat32(SNAP_HEADER, NaN, true)],

@@ -3,7 +3,7 @@
 # (native-tests/fuzz_driver.cc, a seeded mutation fuzzer built with AddressSanitizer + UBSan), and the
 # session-file format with the native snapshot import (scripts/fuzz-session.ts).
 #
-#   bash scripts/fuzz.sh                     # the CI slice: seed 1, 20,000 cases per native target + 600 session cases
+#   bash scripts/fuzz.sh                     # the CI slice: seed 1, 20,000 cases per native target + 2,000 session cases
 #   bash scripts/fuzz.sh --seconds 600       # a longer run: 600 s per target, a time-based seed
 #   bash scripts/fuzz.sh --libfuzzer gguf --seconds 600   # libFuzzer (needs clang++), one target
 #
@@ -86,7 +86,7 @@ for t in "${targets[@]}"; do
   fi
 done
 if ((session)); then
-  s_cases=${FUZZ_SESSION_CASES:-600}
+  s_cases=${FUZZ_SESSION_CASES:-2000}
   ((seconds > 0)) && s_cases=${FUZZ_SESSION_CASES:-0}
   node --import tsx scripts/fuzz-session.ts --seed "$seed" --cases "$s_cases" --seconds "$seconds" --crash-dir "$OUT" || status=1
 fi

@@ -16,6 +16,7 @@ import { defaultModelPath } from './default-model.js';
 import { ModelLoadError, NemotronError } from './errors.js';
 import { formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
 import { loadModel, type LoadOptions, type NemotronModel } from './model.js';
+import { DEFAULT_TIMEOUTS } from './server/limits.js';
 import { makeTinyModel } from './tiny-model/index.js';
 
 function int(name: string) {
@@ -435,7 +436,11 @@ program
   .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
   .option('--model-name <name>', 'the model id clients see (default: the checkpoint folder name)')
   .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
-  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string }) => {
+  .option('--headers-timeout <ms>', `close a connection whose request headers take longer (408) (default: ${DEFAULT_TIMEOUTS.headersTimeoutMs})`, int('--headers-timeout'))
+  .option('--body-timeout <ms>', `close a connection whose whole request, body included, takes longer (408) (default: ${DEFAULT_TIMEOUTS.bodyTimeoutMs})`, int('--body-timeout'))
+  .option('--idle-timeout <ms>', `close a kept-alive or new connection that sends no request for this long (default: ${DEFAULT_TIMEOUTS.idleTimeoutMs})`, int('--idle-timeout'))
+  .addHelpText('after', '\nTime limits apply to receiving requests only: a generation may take as long as it needs.\nBodies over 8 MiB get 413, before the body is sent when the client asks `Expect: 100-continue`.\n')
+  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string; headersTimeout?: number; bodyTimeout?: number; idleTimeout?: number }) => {
     const { createServer } = await import('./server/index.js'); // loaded here so other commands do not load the HTTP stack
     let modelPath = opts.model;
     if (!modelPath) {
@@ -448,6 +453,9 @@ program
       ...(opts.modelName === undefined ? {} : { modelName: opts.modelName }),
       ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
       ...(apiKey === undefined ? {} : { apiKey }),
+      ...(opts.headersTimeout === undefined ? {} : { headersTimeoutMs: opts.headersTimeout }),
+      ...(opts.bodyTimeout === undefined ? {} : { bodyTimeoutMs: opts.bodyTimeout }),
+      ...(opts.idleTimeout === undefined ? {} : { idleTimeoutMs: opts.idleTimeout }),
     });
     let url: string;
     try {

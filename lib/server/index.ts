@@ -41,6 +41,7 @@ import {
   type RequestLimits,
   type WireToolCallOut,
 } from './protocol.js';
+import { DEFAULT_TIMEOUTS } from './limits.js';
 import { chatCompletionBody, completionBody } from './schemas.js';
 
 export interface ServerOptions {
@@ -71,8 +72,6 @@ export interface NemotronServer {
 }
 
 const DEFAULT_BODY_BYTES = 8 * 1024 * 1024;
-/** The defaults `serve --help` states. */
-export const DEFAULT_TIMEOUTS = { headersTimeoutMs: 10_000, bodyTimeoutMs: 60_000, idleTimeoutMs: 5_000 } as const;
 
 function positiveInteger(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
@@ -100,6 +99,8 @@ function drained(res: ServerResponse): Promise<void> {
     res.on('close', done);
   });
 }
+
+export { DEFAULT_TIMEOUTS } from './limits.js';
 
 export async function createServer(model: NemotronModel, options: ServerOptions = {}): Promise<NemotronServer> {
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options must be an object');

@@ -101,6 +101,23 @@ describe('config fields the engine cannot honour are typed errors naming the fie
     }
   });
 
+  it('chunk_size 1 to 256 (odd ones too) run and agree with the default chunking', async () => {
+    const prompt = Array.from({ length: 45 }, (_, i) => 10 + ((i * 13) % 300));
+    const ref = await loadModel(good, { threads: 1 });
+    const want = await ref.evaluate(prompt, { logits: 'all' });
+    await ref.close();
+    for (const value of [1, 7, 256]) {
+      const dir = copy();
+      editJson(dir, 'config.json', (c) => (c.chunk_size = value));
+      const m = await loadModel(dir, { threads: 1 });
+      const got = await m.evaluate(prompt, { logits: 'all' });
+      await m.close();
+      let worst = 0;
+      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
+      expect(worst, `chunk_size=${value}`).toBeLessThan(1e-3); // chunking sets only the rounding
+    }
+  });
+
   it('model_type other than nemotron_h, even with the right architectures', async () => {
     const dir = copy();
     editJson(dir, 'config.json', (c) => (c.model_type = 'llama'));

@@ -69,6 +69,14 @@ describe('the fingerprint identifies the weights', () => {
     }
   });
 
+  it('GGUF files: the same for the same weights, different for other weights of the same layout', async () => {
+    const g = async (name: string, seed: number) => (await makeTinyModel(path.join(tmp.dir, name), { seed, format: 'gguf' })).gguf!;
+    const [a1, a2, b] = [await g('gguf-a1', 1), await g('gguf-a2', 1), await g('gguf-b', 2)];
+    const fa = await fingerprintCheckpoint(a1);
+    expect(await fingerprintCheckpoint(a2)).toBe(fa);
+    expect(await fingerprintCheckpoint(b)).not.toBe(fa);
+  });
+
   it('a session saved with one checkpoint does not load into the other', async () => {
     const other = await loadModel(dirB, { threads: 1 });
     try {

@@ -38,6 +38,7 @@
         "csrc/model/gguf.cc",
         "csrc/model/mapped_file.cc",
         "csrc/model/safetensors.cc",
+        "csrc/model/tensor_check.cc",
         "csrc/model/weights.cc"
       ],
       "include_dirs": [

@@ -15,6 +15,8 @@ export interface NativeEngineOptions {
   device?: string;
   /** Matmul activation precision (csrc/kernels/kernels.h MatmulPrecision); default 'exact'. */
   precision?: 'exact' | 'fast';
+  /** Scan every weight for NaN/Inf before loading (csrc/model/tensor_check.h); default false. */
+  checkTensors?: boolean;
 }
 
 export interface NativeConfig {

@@ -15,6 +15,7 @@ import { defaultModelPath } from './default-model.js';
 import { ModelLoadError, NemotronError } from './errors.js';
 import { formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
 import { loadModel, type LoadOptions, type NemotronModel } from './model.js';
+import { DEFAULT_TIMEOUTS } from './server/limits.js';
 import { makeTinyModel } from './tiny-model/index.js';
 import { isHubSpec, parseHubSpec, pullModel } from './hub/index.js';
 import { progressDisplay } from './progress-display.js';
@@ -286,15 +287,24 @@ program
   .option('--kv-dtype <dtype>', 'KV cache element type: f16 | f32', 'f16')
   .option('--cache-bytes <n>', 'snapshot cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
   .option('--json', 'print config, parameter count and plan as JSON')
-  .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean }) => {
+  .option('--check', 'also load the weights and scan every tensor for NaN and Inf (loadModel checkTensors); exit status 1 names the first bad tensor')
+  .action(async (opts: { model?: string; context?: number; sequences: number; batchTokens: number; kvDtype: string; cacheBytes?: number; json?: boolean; check?: boolean }) => {
     let modelPath = opts.model ?? (await modelPathOrDefault(undefined));
     if (isHubSpec(modelPath)) {
-      // Only config.json: a model is sized before its weights are downloaded.
+      // Only config.json: a model is sized before its weights are downloaded (--check needs them all).
       const spec = parseHubSpec(modelPath);
       if (spec.file && spec.file.split('/').pop() !== 'config.json') throw new CliArgumentError(`inspect reads config.json: give hf:${spec.repo}${spec.revision ? `@${spec.revision}` : ''}, not one of its files`);
-      modelPath = (await pullModel(modelPath, { file: 'config.json' })).path;
+      modelPath = (await pullModel(modelPath, opts.check ? {} : { file: 'config.json' })).path;
     }
     const { dir, file, config } = readConfigJson(modelPath);
+    // --check: a full load with the scan, at the smallest plan (the weights are what is checked).
+    let check: { tensors: 'finite'; seconds: number } | undefined;
+    if (opts.check) {
+      const t0 = performance.now();
+      const m = await loadModel(dir, { checkTensors: true, contextLength: 64, maxSequences: 1, maxBatchTokens: 64, cacheBytes: 0, allowContextBeyondTraining: true });
+      await m.close();
+      check = { tensors: 'finite', seconds: Number(((performance.now() - t0) / 1000).toFixed(2)) };
+    }
     if (opts.kvDtype !== 'f16' && opts.kvDtype !== 'f32') throw new CliArgumentError(`--kv-dtype must be f16 or f32, got "${opts.kvDtype}"`);
     const c = resolveConfig(config);
     const maxPos = typeof config.max_position_embeddings === 'number' ? config.max_position_embeddings : undefined;
@@ -311,7 +321,7 @@ program
     const plan = planMemory(config, planOptions);
     if (opts.json) {
       const { lines, ...numbers } = plan;
-      process.stdout.write(JSON.stringify({ config: file, resolved: c, weightFiles: weights, planOptions, plan: numbers, lines: lines() }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ config: file, resolved: c, weightFiles: weights, planOptions, plan: numbers, lines: lines(), ...(check ? { check } : {}) }, null, 2) + '\n');
       return;
     }
     const arch = [config.architectures, config.model_type].flat().filter((x) => typeof x === 'string').join(', ');
@@ -327,6 +337,7 @@ program
       `parameters: ${grouped(plan.parameterCount)} (${plan.parameterCount >= 1e9 ? `${(plan.parameterCount / 1e9).toFixed(2)} B` : `${(plan.parameterCount / 1e6).toFixed(2)} M`})`,
       `memory plan at ${grouped(contextLength)} tokens x ${opts.sequences} sequence${opts.sequences === 1 ? '' : 's'} (KV ${opts.kvDtype}, ${opts.batchTokens} batch tokens):`,
       ...plan.lines().map((l) => `  ${l}`),
+      ...(check ? [`tensors: every weight is finite (checked in ${check.seconds} s)`] : []),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   });
@@ -348,7 +359,8 @@ program
     }
     const dir = await modelPathOrDefault(opts.model);
     const contextLength = Math.ceil((opts.prompt + opts.decode) / 64) * 64;
-    const model = await loadWithProgress(dir, { ...loadOptions(opts), contextLength, maxSequences: 1, maxBatchTokens: opts.batchTokens });
+    // Synthetic tokens measure speed only: a context past the trained one is fine here.
+    const model = await loadWithProgress(dir, { ...loadOptions(opts), contextLength, maxSequences: 1, maxBatchTokens: opts.batchTokens, allowContextBeyondTraining: true });
     try {
       const info = model.info;
       const vocab = info.config.vocabSize;
@@ -451,7 +463,11 @@ program
   .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
   .option('--model-name <name>', 'the model id clients see (default: the checkpoint folder name)')
   .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
-  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string }) => {
+  .option('--headers-timeout <ms>', `close a connection whose request headers take longer (408) (default: ${DEFAULT_TIMEOUTS.headersTimeoutMs})`, int('--headers-timeout'))
+  .option('--body-timeout <ms>', `close a connection whose whole request, body included, takes longer (408) (default: ${DEFAULT_TIMEOUTS.bodyTimeoutMs})`, int('--body-timeout'))
+  .option('--idle-timeout <ms>', `close a kept-alive or new connection that sends no request for this long (default: ${DEFAULT_TIMEOUTS.idleTimeoutMs})`, int('--idle-timeout'))
+  .addHelpText('after', '\nTime limits apply to receiving requests only: a generation may take as long as it needs.\nBodies over 8 MiB get 413, before the body is sent when the client asks `Expect: 100-continue`.\n')
+  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string; headersTimeout?: number; bodyTimeout?: number; idleTimeout?: number }) => {
     const { createServer } = await import('./server/index.js'); // loaded here so other commands do not load the HTTP stack
     let modelPath = opts.model;
     if (!modelPath) {
@@ -467,6 +483,9 @@ program
       ...(modelName === undefined ? {} : { modelName }),
       ...(opts.maxConcurrent === undefined ? {} : { maxConcurrent: opts.maxConcurrent }),
       ...(apiKey === undefined ? {} : { apiKey }),
+      ...(opts.headersTimeout === undefined ? {} : { headersTimeoutMs: opts.headersTimeout }),
+      ...(opts.bodyTimeout === undefined ? {} : { bodyTimeoutMs: opts.bodyTimeout }),
+      ...(opts.idleTimeout === undefined ? {} : { idleTimeoutMs: opts.idleTimeout }),
     });
     let url: string;
     try {

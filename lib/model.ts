@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
-import { fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
+import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
@@ -72,6 +72,17 @@ export interface LoadOptions {
   onProgress?: LoadProgressCallback;
   /** For `hf:owner/name` references: revision, file, cache folder, endpoint, token, offline (see HubOptions). */
   hub?: HubOptions;
+  /**
+   * Scan every weight for NaN and Inf before loading, on the thread pool; the first tensor holding one is
+   * named in an ERR_INVALID_CHECKPOINT error. Reads every weight byte once (seconds for a 9B checkpoint),
+   * so it is off by default. The CLI's `inspect --check` runs it.
+   */
+  checkTensors?: boolean;
+  /**
+   * Allow a contextLength above the config's max_position_embeddings (the context the model was trained
+   * for). Without it such a contextLength is refused: quality past the trained context is not known.
+   */
+  allowContextBeyondTraining?: boolean;
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -168,7 +179,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision', 'onProgress', 'hub'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -299,6 +310,9 @@ export class NemotronModel {
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
     const progress = progressCallback(options.onProgress);
+    for (const key of ['checkTensors', 'allowContextBeyondTraining'] as const) {
+      if (options[key] !== undefined && typeof options[key] !== 'boolean') throw v.invalid(`options.${key}`, 'true or false', options[key]);
+    }
     const dir = path.resolve(modelPath);
     progress({ phase: 'plan', fraction: 0, path: dir });
     if (!existsSync(dir)) throw new ModelLoadError('ERR_MODEL_NOT_FOUND', `no checkpoint at ${dir}: the path does not exist`);
@@ -311,6 +325,12 @@ export class NemotronModel {
     const rawConfig = gguf ? ggufConfigForPlan(gguf) : readConfigForPlan(dir);
     const maxPos = typeof rawConfig?.max_position_embeddings === 'number' ? rawConfig.max_position_embeddings : DEFAULT_CONTEXT_CAP;
     const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
+    if (contextLength !== undefined && typeof rawConfig?.max_position_embeddings === 'number' && contextLength > maxPos && options.allowContextBeyondTraining !== true) {
+      throw new InvalidArgumentError(
+        'ERR_INVALID_ARGUMENT',
+        `options.contextLength is ${contextLength}, above the model's max_position_embeddings (${maxPos}), the context it was trained for; pass allowContextBeyondTraining: true to load it anyway`,
+      );
+    }
     const planOptions = { contextLength: context, maxSequences: maxSequences ?? DEFAULT_MAX_SEQUENCES, maxBatchTokens: maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
@@ -338,9 +358,16 @@ export class NemotronModel {
         cacheBytes,
         device: backend.device,
         precision,
+        checkTensors: options.checkTensors === true,
       });
     } catch (err) {
       rethrow(err, stack);
+    }
+    try {
+      tokenizer?.checkVocabulary(engine.info().config.vocabSize);
+    } catch (err) {
+      engine.close();
+      throw err;
     }
     if (!plan) {
       try {
@@ -475,11 +502,19 @@ export class NemotronModel {
   async loadChat(file: string): Promise<ChatSession> {
     this.assertOpen();
     const content = await readSessionFile(file, await this.modelFingerprint());
+    checkSessionTokens(content.tokens, this.info.config.vocabSize, `session file ${file}`);
     const meta = content.meta as { options?: ChatOptions; history?: ChatMessage[] };
-    if (typeof meta.options !== 'object' || !Array.isArray(meta.history)) {
+    if (typeof meta.options !== 'object' || meta.options === null || Array.isArray(meta.options) || !Array.isArray(meta.history)) {
       throw new SessionFileError(`session file ${file}: its metadata has no chat options and history`);
     }
-    const history = meta.history.length ? validateMessages(meta.history) : [];
+    // Check the messages and options before any state is imported (found by scripts/fuzz-session.ts).
+    let history: ChatMessage[];
+    try {
+      history = meta.history.length ? validateMessages(meta.history) : [];
+      new ChatSession(this.chatHost, meta.options, history, null);
+    } catch (err) {
+      throw new SessionFileError(`session file ${file}: its chat metadata is invalid: ${(err as Error).message}`, { cause: err });
+    }
     let anchor: SnapshotRef | null = null;
     if (content.state.byteLength > 0) {
       let id: number;
@@ -757,7 +792,8 @@ export class NemotronModel {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) {
         throw new InvalidArgumentError('ERR_TOKEN_OUT_OF_RANGE', `options.logitBias has token id ${JSON.stringify(key)}: ids must be integers in [0, ${vocab})`);
       }
-      if (typeof value !== 'number' || Number.isNaN(value)) throw v.invalid(`options.logitBias[${key}]`, 'a number', value);
+      // +Infinity would make every other token impossible and NaN poisons the softmax: finite, or -Infinity (a ban).
+      if (typeof value !== 'number' || Number.isNaN(value) || value === Infinity) throw v.invalid(`options.logitBias[${key}]`, 'a finite number, or -Infinity to ban the token', value);
       return [id, Math.max(value, -1e9)];
     });
   }

@@ -58,6 +58,27 @@ export class TextTokenizer {
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
   }
 
+  /**
+   * Throws ModelLoadError (ERR_INVALID_CONFIG) when the tokenizer can produce an id the model has no row for
+   * (an added token or a vocabulary entry at or beyond `vocabSize`): such a prompt could never run.
+   */
+  checkVocabulary(vocabSize: number): void {
+    const beyond = (what: string, token: unknown, id: unknown): ModelLoadError =>
+      new ModelLoadError('ERR_INVALID_CONFIG', `tokenizer.json: ${what} ${JSON.stringify(token)} has id ${String(id)}, outside the model's vocabulary (vocab_size ${vocabSize})`);
+    const added = this.files.tokenizerJson.added_tokens;
+    if (Array.isArray(added)) {
+      for (const t of added as Array<{ id?: unknown; content?: unknown }>) {
+        if (typeof t?.id !== 'number' || !Number.isInteger(t.id) || t.id < 0 || t.id >= vocabSize) throw beyond('added token', t?.content, t?.id);
+      }
+    }
+    const vocab = (this.files.tokenizerJson.model as { vocab?: unknown } | undefined)?.vocab;
+    if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) {
+      for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) {
+        if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocabSize) throw beyond('token', token, id);
+      }
+    }
+  }
+
   /** Reads tokenizer.json (+ tokenizer_config.json when present) from a checkpoint folder; null if absent. */
   static fromDir(dir: string): TextTokenizer | null {
     const tj = path.join(dir, 'tokenizer.json');

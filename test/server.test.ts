@@ -327,7 +327,7 @@ function scriptedModel(script: (options: GenerateOptions) => StreamEvent[]): Nem
         yield* events;
       })();
     },
-    async startStream(options: GenerateOptions) {
+    async startStream(this: NemotronModel, options: GenerateOptions) {
       return this.stream(options);
     },
   } as unknown as NemotronModel;

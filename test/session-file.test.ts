@@ -515,8 +515,7 @@ describe('model fingerprint', () => {
     writeFileSync(path.join(cfg, 'config.json'), cfgText.replace('"max_position_embeddings": 4096', '"max_position_embeddings": 4097'));
     expect(await fingerprintCheckpoint(cfg)).not.toBe(fa);
 
-    // other weights (another seed) with the same shapes: the fingerprint reads headers only, so it is the same
-    // model "layout"; other shapes give another fingerprint
+    // other shapes give another fingerprint (other weights with the same shapes too: test/session-hostile.test.ts)
     const wide = path.join(tmp.dir, 'ckpt-wide');
     await makeTinyModel(wide, { seed: 3, intermediateSize: 192 });
     expect(await fingerprintCheckpoint(wide)).not.toBe(fa);

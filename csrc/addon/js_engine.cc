@@ -9,6 +9,7 @@
 #include "addon/addon_data.h"
 #include "addon/convert.h"
 #include "addon/errors.h"
+#include "model/tensor_check.h"
 
 namespace nemo::addon {
 namespace {
@@ -540,10 +541,12 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
                                  : cpu::MatmulPrecision::kExact;
   Napi::Value device = o.Get("device");
   if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
+  const bool check_tensors = o.Get("checkTensors").ToBoolean();  // issue #13: scan weights for NaN/Inf first
   auto engine = std::make_shared<std::shared_ptr<Engine>>();
   return TaskWorker::Queue(
       env,
-      [path, options, engine] {
+      [path, options, engine, check_tensors] {
+        if (check_tensors) NEMO_RETURN_IF_ERROR(check_checkpoint_finite(path, options.n_threads));
         std::unique_ptr<Engine> e;
         NEMO_RETURN_IF_ERROR(Engine::load(path, options, &e));
         *engine = std::move(e);

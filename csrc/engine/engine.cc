@@ -500,6 +500,31 @@ Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t*
   const size_t expected = 8 + sizeof(f) + n_mamba * (conv_n + ssm_n) * 4 +
                           static_cast<size_t>(2 * kv_pool_->n_layers() * n_past * row);
   if (size != expected) return bad("it is " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
+  // Issue #13: a crafted image can hold any bits. Token ids outside the vocabulary and NaN/Inf state
+  // would poison every later step of the sequence, so both are refused before anything is allocated.
+  for (int64_t i = 0; i < n_tokens; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+      return bad("token " + std::to_string(i) + " is " + std::to_string(tokens[i]) + ", outside the vocabulary [0, " +
+                 std::to_string(config_.vocab_size) + ")");
+  }
+  {
+    const uint8_t* q = bytes + 8 + sizeof(f);
+    const size_t state_floats = n_mamba * (conv_n + ssm_n);
+    for (size_t i = 0; i < state_floats; ++i) {
+      uint32_t b;
+      std::memcpy(&b, q + 4 * i, 4);
+      if ((b & 0x7f800000u) == 0x7f800000u) return bad("its Mamba state holds a non-finite value (float " + std::to_string(i) + ")");
+    }
+    q += state_floats * 4;
+    const size_t kv_bytes = size - (q - bytes);
+    const bool f32 = kv_pool_->dtype() == DType::F32;
+    for (size_t i = 0; i < kv_bytes; i += f32 ? 4 : 2) {
+      uint32_t b = 0;
+      std::memcpy(&b, q + i, f32 ? 4 : 2);
+      if (f32 ? (b & 0x7f800000u) == 0x7f800000u : (b & 0x7c00u) == 0x7c00u)
+        return bad("its KV cache rows hold a non-finite value (byte " + std::to_string(i) + ")");
+    }
+  }
 
   auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
   snap->n_past = n_past;

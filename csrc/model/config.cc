@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
 #include <unordered_set>
 #include <utility>
 
@@ -15,6 +16,8 @@ namespace {
 
 // Sizes above this are not a real model and would overflow the derived products.
 constexpr int64_t kMaxSize = int64_t{1} << 26;
+// Largest Mamba chunk_size accepted (HF and Megatron use 128; the scan is tested for 1 to 256).
+constexpr int64_t kMaxChunkSize = 256;
 
 Status invalid(const std::string& what) {
   return Status(StatusCode::kInvalidConfig, "config.json: " + what);
@@ -164,6 +167,20 @@ class Reader {
   const JsonValue& root_;
 };
 
+// An activation field: absent means the HF default, which is what the engine runs.
+Status check_activation(const Reader& r, const char* key, std::initializer_list<const char*> allowed) {
+  Field f;
+  NEMO_RETURN_IF_ERROR(r.lookup(key, nullptr, &f));
+  if (f.value == nullptr) return Status::Ok();
+  std::string names;
+  for (const char* a : allowed) {
+    if (f.value->is_string() && f.value->string_value() == a) return Status::Ok();
+    names += std::string(names.empty() ? "\"" : ", \"") + a + "\"";
+  }
+  return unsupported(std::string("field '") + key + "' is " + Reader::type_and_value(*f.value) +
+                     "; this engine implements " + names + " only");
+}
+
 std::string char_for_message(char c) {
   const unsigned char u = static_cast<unsigned char>(c);
   if (u >= 0x20 && u < 0x7f) return std::string("'") + c + "'";
@@ -252,6 +269,12 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
     if (!ok)
       return unsupported("architectures is " + describe(*arch.value) +
                          "; only NemotronHForCausalLM (Nemotron-H / Nemotron Nano 2) is supported");
+    // A config naming our class but another model_type was edited or converted wrongly: refuse it too.
+    Field mt;
+    NEMO_RETURN_IF_ERROR(r.lookup("model_type", nullptr, &mt));
+    if (mt.value != nullptr && (!mt.value->is_string() || mt.value->string_value() != "nemotron_h"))
+      return unsupported("model_type is " + describe(*mt.value) +
+                         "; NemotronHForCausalLM checkpoints have model_type \"nemotron_h\"");
   } else {
     // No architectures list: accept the model_type HF would map to NemotronHForCausalLM.
     Field mt;
@@ -329,6 +352,11 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
   NEMO_RETURN_IF_ERROR(r.read_int("n_groups", "mamba_n_groups", has_mamba, 1, &c.n_groups));
   NEMO_RETURN_IF_ERROR(r.read_int("conv_kernel", "mamba_d_conv", has_mamba, 1, &c.conv_kernel));
   NEMO_RETURN_IF_ERROR(r.read_int("chunk_size", "mamba_chunk_size", false, 1, &c.chunk_size));
+  // The scan's chunk only sets rounding; sizes beyond those its tests cover (test/ssd-kernels.test.ts)
+  // would also make its per-chunk products (chunk² floats per group) unbounded.
+  if (c.chunk_size > kMaxChunkSize)
+    return invalid("field 'chunk_size' is " + std::to_string(c.chunk_size) +
+                   "; the SSD scan handles chunks of 1 to " + std::to_string(kMaxChunkSize) + " tokens");
   NEMO_RETURN_IF_ERROR(
       r.read_int("max_position_embeddings", nullptr, false, 1, &c.max_position_embeddings));
 
@@ -391,6 +419,27 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
     if (!dt.value->is_string())
       return invalid("field '" + dt.key + "' must be a string, found " + Reader::type_and_value(*dt.value));
     c.torch_dtype = dt.value->string_value();
+  }
+
+  // --- token ids the vocabulary must hold (an id beyond it could never be fed or sampled) ---
+  if (c.bos_token_id >= c.vocab_size)
+    return invalid("field 'bos_token_id' is " + std::to_string(c.bos_token_id) +
+                   ", outside the vocabulary (vocab_size " + std::to_string(c.vocab_size) + ")");
+  for (int64_t id : c.eos_token_ids)
+    if (id >= c.vocab_size)
+      return invalid("field 'eos_token_id' holds " + std::to_string(id) +
+                     ", outside the vocabulary (vocab_size " + std::to_string(c.vocab_size) + ")");
+
+  // --- what the forward pass implements: relu² MLPs, SiLU Mamba gates, no projection biases ---
+  NEMO_RETURN_IF_ERROR(check_activation(r, "mlp_hidden_act", {"relu2"}));
+  NEMO_RETURN_IF_ERROR(check_activation(r, "mamba_hidden_act", {"silu", "swish"}));
+  for (const char* key : {"attention_bias", "mlp_bias", "use_bias", "mamba_proj_bias"}) {
+    bool on = false;
+    NEMO_RETURN_IF_ERROR(r.read_bool(key, &on));
+    if (on)
+      return unsupported(std::string("field '") + key +
+                         "' is true: this engine runs no biases on those projections (none of NVIDIA's "
+                         "Nemotron-H checkpoints has them)");
   }
 
   // --- consistency ---

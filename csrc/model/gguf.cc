@@ -616,6 +616,10 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
     if (v == nullptr) return Status::Ok();
     if (!v->is_number() || !v->is_integer || v->i < 0)
       return m.invalid(std::string("'") + k + "' must be a non-negative integer");
+    // An end/begin token the vocabulary does not hold could never be sampled or fed (issue #13).
+    if (v->u64_overflow || v->i >= c.vocab_size)
+      return m.invalid(std::string("'") + k + "' is " + std::to_string(v->i) + ", outside the vocabulary of " +
+                       std::to_string(c.vocab_size) + " tokens");
     *out = v->i;
     return Status::Ok();
   };

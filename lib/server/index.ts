@@ -7,12 +7,16 @@
  *   GET  /health                       liveness (no API key needed)
  *
  * Requests are checked against JSON Schemas (schemas.ts) and mapped onto generate options (protocol.ts).
- * Limits: body size (413), max_tokens (400), in-flight generations (429). Each generation is tied to its
+ * Limits: body size (413, also answered before the body is sent to a client that asks `Expect: 100-continue`),
+ * max_tokens (400), in-flight generations (429), and time: the headers must arrive within headersTimeoutMs,
+ * the whole request within bodyTimeoutMs, and a kept-alive connection idle for idleTimeoutMs is closed
+ * (a client that stalls is disconnected; the time a generation takes is not limited). Each generation is tied to its
  * connection: a client that goes away (streaming or not) aborts its generation, which frees its sequence
  * within one step. Errors are OpenAI's `{ error: { message, type, param, code } }`.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import path from 'node:path';
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -37,6 +41,7 @@ import {
   type RequestLimits,
   type WireToolCallOut,
 } from './protocol.js';
+import { DEFAULT_TIMEOUTS } from './limits.js';
 import { chatCompletionBody, completionBody } from './schemas.js';
 
 export interface ServerOptions {
@@ -50,6 +55,12 @@ export interface ServerOptions {
   maxTokensLimit?: number;
   /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (else 401). */
   apiKey?: string;
+  /** Milliseconds for a client to send the request headers (else the connection is closed, 408 if possible). Default 10 000. */
+  headersTimeoutMs?: number;
+  /** Milliseconds for a client to send the whole request, body included (else 408 and closed). Default 60 000. */
+  bodyTimeoutMs?: number;
+  /** Milliseconds a kept-alive connection may wait for its next request, and a new one for its first byte. Default 5 000. */
+  idleTimeoutMs?: number;
 }
 
 export interface NemotronServer {
@@ -89,6 +100,8 @@ function drained(res: ServerResponse): Promise<void> {
   });
 }
 
+export { DEFAULT_TIMEOUTS } from './limits.js';
+
 export async function createServer(model: NemotronModel, options: ServerOptions = {}): Promise<NemotronServer> {
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options must be an object');
   const modelName = options.modelName ?? path.basename(model.info.path);
@@ -102,15 +115,48 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
   const apiKey = options.apiKey;
   if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.apiKey must be a non-empty string');
   const created = unixSeconds();
+  const headersTimeout = positiveInteger('headersTimeoutMs', options.headersTimeoutMs) ?? DEFAULT_TIMEOUTS.headersTimeoutMs;
+  const bodyTimeout = positiveInteger('bodyTimeoutMs', options.bodyTimeoutMs) ?? DEFAULT_TIMEOUTS.bodyTimeoutMs;
+  const idleTimeout = positiveInteger('idleTimeoutMs', options.idleTimeoutMs) ?? DEFAULT_TIMEOUTS.idleTimeoutMs;
+  if (headersTimeout > bodyTimeout) {
+    throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `options.headersTimeoutMs (${headersTimeout}) must not exceed options.bodyTimeoutMs (${bodyTimeout}): the body timeout counts from the request's first byte`);
+  }
 
   const app = Fastify({
     logger: false,
     bodyLimit: maxBodyBytes,
+    // Node checks headersTimeout / requestTimeout on an interval (30 s by default): check often enough that
+    // a stalled client goes within about a quarter of its timeout.
+    http: { headersTimeout, connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(Math.min(headersTimeout, bodyTimeout) / 4))) },
+    requestTimeout: bodyTimeout,
+    keepAliveTimeout: idleTimeout,
     // Validate as OpenAI does: no type coercion ("1" is not a number), nothing added or removed.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allowUnionTypes: true } },
   });
 
   app.removeContentTypeParser('text/plain'); // JSON only: anything else is 415
+
+  // `Expect: 100-continue` (curl's default for bodies over 1 MB): Node would answer 100 before any route ran,
+  // the client would send the whole body, and the 413 would come after it (or the connection would be cut).
+  // Answer 413 at once when the announced length is over the limit; otherwise continue as usual.
+  app.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > maxBodyBytes) {
+      const body = JSON.stringify(new HttpError(413, `the request body is too large (${declared} bytes announced; this server accepts ${maxBodyBytes})`, null, 'request_too_large').body());
+      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+      res.end(body);
+      return;
+    }
+    res.writeContinue();
+    app.server.emit('request', req, res);
+  });
+  // A connection that never sends a byte: Node's headers timeout starts at the first byte, so idle it out.
+  app.server.on('connection', (socket: Socket) => {
+    const timer = setTimeout(() => socket.destroy(), idleTimeout + headersTimeout);
+    timer.unref();
+    socket.once('data', () => clearTimeout(timer));
+    socket.once('close', () => clearTimeout(timer));
+  });
 
   let closing = false;
   let active = 0;

@@ -41,6 +41,7 @@ import {
   type RequestLimits,
   type WireToolCallOut,
 } from './protocol.js';
+import { registerJsonParser } from './json-body.js';
 import { DEFAULT_TIMEOUTS } from './limits.js';
 import { chatCompletionBody, completionBody } from './schemas.js';
 
@@ -135,6 +136,8 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
   });
 
   app.removeContentTypeParser('text/plain'); // JSON only: anything else is 415
+  // Large bodies are parsed (and refused when their text cannot fit the context) off the event loop.
+  const jsonBodies = registerJsonParser(app, { bodyLimit: maxBodyBytes, promptByteLimit: model.promptByteLimit(), contextLength: model.info.contextLength });
 
   // `Expect: 100-continue` (curl's default for bodies over 1 MB): Node would answer 100 before any route ran,
   // the client would send the whole body, and the 413 would come after it (or the connection would be cut).
@@ -381,6 +384,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
       await Promise.all([...responses].map((res) => (res.writableFinished || res.destroyed ? undefined : new Promise((resolve) => res.once('close', resolve)))));
       app.server.closeAllConnections();
       await closed;
+      await jsonBodies.close();
     },
   };
 }

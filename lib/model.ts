@@ -471,8 +471,8 @@ export class NemotronModel {
     const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
     const events = request.run();
     const live = this.live;
-    live.add(request);
     const generator = (async function* () {
+      live.add(request); // from the first next(): a stream never iterated holds nothing
       try {
         yield* events;
       } finally {

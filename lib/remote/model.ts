@@ -57,6 +57,17 @@ export interface ConnectOptions {
   reasoningParser?: 'server' | 'client';
   /** Milliseconds between health checks of the endpoints (with more than one). Default 5000; 0 = never. */
   healthCheckIntervalMs?: number;
+  /** Called after every attempt on an endpoint (for metrics and logs): which endpoint, for which session, and how it went. */
+  onAttempt?: (attempt: RemoteAttempt) => void;
+}
+
+export interface RemoteAttempt {
+  endpoint: string;
+  path: string;
+  sessionId: string | undefined;
+  /** true: answered; false: failed over (connection error, 5xx, a stream cut short) or failed. */
+  ok: boolean;
+  error?: string;
 }
 
 /** GenerateOptions plus the session id a stateless call is routed and logged by. */
@@ -279,6 +290,7 @@ export class RemoteModel implements TextModel {
   private readonly tok: ClientTokenizer | null;
   private failovers = 0;
   private closed = false;
+  private readonly onAttempt: ((a: RemoteAttempt) => void) | undefined;
 
   /** @internal use connect() */
   constructor(pool: EndpointPool, model: string, options: ConnectOptions, tok: ClientTokenizer | null) {
@@ -287,6 +299,7 @@ export class RemoteModel implements TextModel {
     this.extraHeaders = { ...(options.headers ?? {}) };
     this.reasoningParser = options.reasoningParser ?? 'server';
     this.tok = tok;
+    this.onAttempt = options.onAttempt;
     this.info = Object.freeze({ model, endpoints: pool.endpoints.map((e) => e.url), tokenizer: tok?.source ?? null });
   }
 
@@ -366,6 +379,15 @@ export class RemoteModel implements TextModel {
     return this.tok;
   }
 
+  private note(ep: Endpoint, path: string, route: RoutedRequest, error?: unknown): void {
+    if (!this.onAttempt) return;
+    try {
+      this.onAttempt({ endpoint: ep.url, path, sessionId: route.sessionId, ok: error === undefined, ...(error !== undefined ? { error: (error as Error).message ?? String(error) } : {}) });
+    } catch {
+      // a hook's failure is not the request's
+    }
+  }
+
   headers(sessionId: string | undefined): Record<string, string> {
     return {
       'content-type': 'application/json',
@@ -390,15 +412,17 @@ export class RemoteModel implements TextModel {
     }
     if (res.ok) return res;
     const text = await res.text().catch(() => '');
-    let e: { message?: string; code?: string | null } = {};
+    // OpenAI's `{ error: { message, code } }`, or vLLM's older flat `{ object: 'error', message, code }`.
+    let e: { message?: string; code?: string | number | null } = {};
     try {
-      e = (JSON.parse(text) as { error?: typeof e }).error ?? {};
+      const j = JSON.parse(text) as { error?: typeof e } & typeof e;
+      e = j.error ?? j;
     } catch {
       // not JSON
     }
     const message = `${ep.url}${path}: HTTP ${res.status}${e.message ? `: ${e.message}` : text ? `: ${text.slice(0, 200)}` : ''}`;
     if (res.status >= 500) throw new RetryableError(message, res.status);
-    throw new RemoteError('ERR_REMOTE', message, { status: res.status, ...(e.code ? { remoteCode: e.code } : {}), endpoint: ep.url });
+    throw new RemoteError('ERR_REMOTE', message, { status: res.status, ...(e.code !== undefined && e.code !== null ? { remoteCode: String(e.code) } : {}), endpoint: ep.url });
   }
 
   /**
@@ -411,10 +435,12 @@ export class RemoteModel implements TextModel {
       try {
         const res = await this.post(ep, path, body, route);
         const json = (await res.json()) as T;
+        this.note(ep, path, route);
         ep.served++;
         if (!ep.healthy) this.pool.markUp(ep);
         return json;
       } catch (err) {
+        if (!isAbort(err, route.signal)) this.note(ep, path, route, err);
         if (!(err instanceof RetryableError) || isAbort(err, route.signal)) throw err;
         last = err;
         this.pool.markDown(ep, err.message);
@@ -486,11 +512,13 @@ export class RemoteModel implements TextModel {
             yield ev;
           }
         }
+        this.note(ep, path, route);
         ep.served++;
         if (!ep.healthy) this.pool.markUp(ep);
         yield* held;
         return;
       } catch (err) {
+        if (!isAbort(err, route.signal)) this.note(ep, path, route, err);
         if (!(err instanceof RetryableError)) throw err;
         last = err;
         this.pool.markDown(ep, err.message);
@@ -605,7 +633,7 @@ export async function connect(baseURL: string | string[], options: ConnectOption
   const urls = typeof baseURL === 'string' ? [baseURL] : baseURL;
   if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string')) throw v.invalid('baseURL', 'a URL or a non-empty array of URLs', baseURL);
   v.assertObject('options', options as unknown);
-  v.assertKnownKeys('options', options as Record<string, unknown>, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs']);
+  v.assertKnownKeys('options', options as Record<string, unknown>, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs', 'onAttempt']);
   if (options.reasoningParser !== undefined && options.reasoningParser !== 'server' && options.reasoningParser !== 'client') throw v.invalid('options.reasoningParser', "'server' or 'client'", options.reasoningParser);
   const interval = v.optionalInteger('options.healthCheckIntervalMs', options.healthCheckIntervalMs, 0) ?? 5000;
   const auth = (): Record<string, string> => ({ ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}), ...(options.headers ?? {}) });

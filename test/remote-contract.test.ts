@@ -32,12 +32,14 @@ type Answer = { status?: number; sse?: string; json?: unknown };
 describe('connect() and vLLM\'s request/response shapes for Nemotron Nano 2', () => {
   const tmp = tempDir('remote-contract');
   let server: http.Server;
+  let server2: http.Server;
   let url: string;
+  let url2: string;
   const seen: Seen[] = [];
   let answers: Answer[] = [];
 
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       let raw = '';
       req.on('data', (c: Buffer) => (raw += c.toString()));
       req.on('end', () => {
@@ -51,9 +53,13 @@ describe('connect() and vLLM\'s request/response shapes for Nemotron Nano 2', ()
           res.end(JSON.stringify(a.json));
         }
       });
-    });
+    };
+    server = http.createServer(handler);
+    server2 = http.createServer(handler);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => server2.listen(0, '127.0.0.1', r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    url2 = `http://127.0.0.1:${(server2.address() as AddressInfo).port}/v1`;
   });
   beforeEach(() => {
     seen.length = 0;
@@ -61,6 +67,7 @@ describe('connect() and vLLM\'s request/response shapes for Nemotron Nano 2', ()
   });
   afterAll(async () => {
     await new Promise((r) => server.close(r));
+    await new Promise((r) => server2.close(r));
     tmp.cleanup();
   });
 
@@ -189,6 +196,30 @@ describe('connect() and vLLM\'s request/response shapes for Nemotron Nano 2', ()
     await expect(other.generate({ messages: [{ role: 'user', content: 'x' }] })).rejects.toMatchObject({ code: 'ERR_REMOTE_UNAVAILABLE' });
     await remote.close();
     await other.close();
+  });
+
+  it('a stream cut short: generate() retries it whole on the next endpoint; stream() throws once text was delivered, and the chat records nothing', async () => {
+    const cut = fixture('chat-reasoning.sse').split('\n\n').slice(0, 4).join('\n\n') + '\n\n';
+    const remote = await connect([url, url2], { model: MODEL, healthCheckIntervalMs: 0 });
+    answers.push({ sse: cut }, { sse: fixture('chat-reasoning.sse') });
+    const r = await remote.generate({ messages: [{ role: 'user', content: 'x' }], sessionId: 's-cut' });
+    expect(r.text).toBe('2 + 2 = 4.');
+    expect(r.reasoning).toBe('The user asks 2+2. That is 4.');
+    expect(seen).toHaveLength(2);
+    expect(remote.stats().failovers).toBe(1);
+
+    const one = await connect(url, { model: MODEL });
+    const chat = one.chat({ sessionId: 's-cut-2' });
+    answers.push({ sse: cut });
+    const got: string[] = [];
+    const err = await (async () => {
+      for await (const ev of chat.stream('x')) if (ev.type === 'reasoning') got.push(ev.text);
+    })().catch((e: unknown) => e);
+    expect(got.join('')).toBe('The user asks 2+2. That is 4.');
+    expect(err).toMatchObject({ code: 'ERR_REMOTE' });
+    expect(chat.messages).toEqual([]);
+    await remote.close();
+    await one.close();
   });
 
   it('thinking budget, NVIDIA\'s way: /v1/completions on the client-rendered prompt, max_tokens = budget, then to the next newline, then </think> and the answer', async () => {

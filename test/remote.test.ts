@@ -179,6 +179,17 @@ describe('connect() against nemotron-node serve: the same outputs as the local m
     expect(after - before).toBeLessThan(1000);
   });
 
+  it('serve echoes the session id (x-session-id, else `user`) in its answer', async () => {
+    const base = remote.info.endpoints[0]!;
+    const body = { model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 };
+    const a = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-session-id': 'abc-123' }, body: JSON.stringify(body) });
+    expect(a.headers.get('x-session-id')).toBe('abc-123');
+    await a.json();
+    const b = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, user: 'user-7', stream: true }) });
+    expect(b.headers.get('x-session-id')).toBe('user-7');
+    await b.text();
+  });
+
   it('errors: a 4xx is a RemoteError with the server\'s status and code; the thinking budget needs the tokenizer', async () => {
     const err = await remote.generate({ prompt: 'x', maxTokens: 100_000 }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_REMOTE', status: 400 });
@@ -289,6 +300,18 @@ describe('three replicas behind one connect([...]) client', () => {
     expect(missesAfterMove).toBe(moved);
     expect(hits + moved).toBe(later);
     expect(stats.endpoints.find((e) => e.url === victim)!.healthy).toBe(false);
+
+    // The replica comes back on its address: a health check marks it up and its sessions return to it.
+    const port = Number(new URL(victim).port);
+    servers[1] = await createServer(models[1]!, { modelName: 'tiny' });
+    await servers[1].listen(port, '127.0.0.1');
+    await client.checkHealth();
+    expect(client.stats().endpoints.every((e) => e.healthy)).toBe(true);
+    for (const id of victims) expect(client.endpointFor(id)).toBe(victim);
+    const back = sessions.find((s) => victims.has(s.sessionId))!;
+    const r = await back.send('Back home?', { maxTokens: 4, temperature: 0 });
+    expect(attempts.at(-1)).toMatchObject({ endpoint: victim, sessionId: back.sessionId, ok: true });
+    expect(r.usage.cachedTokens).toBeLessThan(r.usage.promptTokens); // a fresh replica: the conversation is recomputed
     await client.close();
   });
 });

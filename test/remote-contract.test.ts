@@ -15,6 +15,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { connect, RemoteError } from '../lib/remote/index.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
 import { TextTokenizer } from '../lib/tokenizer.js';
+import { repoFromDir, startHubServer } from './hub-server.js';
 import { tempDir } from './helpers.js';
 
 const FIXTURES = path.resolve(import.meta.dirname, 'fixtures/remote-vllm');
@@ -220,6 +221,26 @@ describe('connect() and vLLM\'s request/response shapes for Nemotron Nano 2', ()
     expect(chat.messages).toEqual([]);
     await remote.close();
     await one.close();
+  });
+
+  it('the client-side tokenizer from hf: downloads tokenizer.json and tokenizer_config.json only; a refused thinking-budget request throws', async () => {
+    const dir = path.join(tmp.dir, 'tiny-hub');
+    await makeTinyModel(dir, { seed: 1 });
+    const hub = await startHubServer();
+    try {
+      hub.repos.set('test/tiny', repoFromDir(dir, {}, 'tiny-remote'));
+      const remote = await connect(url, { model: MODEL, tokenizer: 'hf:test/tiny', hub: { endpoint: hub.url, cacheDir: path.join(tmp.dir, 'hub-cache'), token: false } });
+      const local = TextTokenizer.fromDir(dir)!;
+      expect(remote.tokenize('Hello world')).toEqual(local.encode('Hello world', true));
+      expect(remote.applyChatTemplate([{ role: 'user', content: 'hi' }], { reasoning: true })).toMatch(/<think>\n$/);
+      const fetched = new Set(hub.log.filter((l) => l.server === 'hub' && l.url.includes('/resolve/')).map((l) => l.url.split('/').pop()));
+      expect([...fetched].sort()).toEqual(['tokenizer.json', 'tokenizer_config.json']);
+      answers.push({ status: 400, json: JSON.parse(fixture('error-400.json')) });
+      await expect(remote.generate({ messages: [{ role: 'user', content: 'x' }], thinkingBudget: 8 })).rejects.toMatchObject({ code: 'ERR_REMOTE', status: 400 });
+      await remote.close();
+    } finally {
+      await hub.close();
+    }
   });
 
   it('thinking budget, NVIDIA\'s way: /v1/completions on the client-rendered prompt, max_tokens = budget, then to the next newline, then </think> and the answer', async () => {

@@ -25,7 +25,7 @@ import { validateMessages } from '../chat/template.js';
 import { InvalidArgumentError, type NemotronError } from '../errors.js';
 import type { GenerateOptions } from '../model.js';
 import { RemoteError } from './errors.js';
-import { REMOTE_DEFAULTS, stopList, wireSampling, withReasoningKeyword, type RemoteModel, type RoutedRequest } from './model.js';
+import { stopList, wireSampling, withReasoningKeyword, type RemoteModel, type RoutedRequest } from './model.js';
 import type { ClientTokenizer } from './tokenizer.js';
 
 interface CompletionAnswer {
@@ -195,7 +195,11 @@ export async function* runThinkingBudget(model: RemoteModel, tok: ClientTokenize
     snapshotEvery: 0,
     idleTimeoutMs: 0,
   };
-  void REMOTE_DEFAULTS;
   const request = new GenerationRequest(spec, scheduler, tok.tokenizer);
-  yield* request.run();
+  for await (const ev of request.run()) {
+    // A request refused before any token (a 4xx, no endpoint reachable) throws, as the chat path does;
+    // a failure after tokens were delivered ends the result with finishReason 'error', as locally.
+    if (ev.type === 'done' && ev.result.finishReason === 'error' && ev.result.tokens.length === 0 && ev.result.error) throw ev.result.error;
+    yield ev;
+  }
 }

@@ -21,7 +21,7 @@ const BAN_END = { 12: -100, 2: -100 };
 
 /** What must be equal between a local and a remote result (the remote chat path returns no token ids). */
 function visible(r: GenerateResult) {
-  return { text: r.text, reasoning: r.reasoning, toolCalls: r.toolCalls, finishReason: r.finishReason, completionTokens: r.usage.completionTokens, reasoningTokens: r.usage.reasoningTokens };
+  return { text: r.text, reasoning: r.reasoning, toolCalls: r.toolCalls, finishReason: r.finishReason, promptTokens: r.usage.promptTokens, completionTokens: r.usage.completionTokens, reasoningTokens: r.usage.reasoningTokens };
 }
 
 async function collect(events: AsyncIterable<StreamEvent>): Promise<{ text: string; reasoning: string; result: GenerateResult }> {
@@ -237,15 +237,17 @@ describe('three replicas behind one connect([...]) client', () => {
     let turnsDone = 0;
     let killedAt = -1;
     let killing: Promise<void> | undefined;
-    const log: Array<{ session: string; turn: number; cached: number; prompt: number; endpoint: string }> = [];
+    const log: Array<{ session: string; turn: number; cached: number; prompt: number; endpoint: string; ms: number }> = [];
     const t0 = performance.now();
     await Promise.all(
       sessions.map(async (chat) => {
         for (let turn = 1; turn <= TURNS; turn++) {
+          const t = performance.now();
           const r = await chat.send(`Turn ${turn}: tell me something about ${chat.sessionId}`, { maxTokens: 4, temperature: 0 });
+          const ms = performance.now() - t;
           expect(['stop', 'length']).toContain(r.finishReason);
           const served = attempts.filter((a) => a.sessionId === chat.sessionId && a.ok).at(-1)!;
-          log.push({ session: chat.sessionId, turn, cached: r.usage.cachedTokens, prompt: r.usage.promptTokens, endpoint: served.endpoint });
+          log.push({ session: chat.sessionId, turn, cached: r.usage.cachedTokens, prompt: r.usage.promptTokens, endpoint: served.endpoint, ms });
           // Kill the victim replica once 40% of all turns are done, while the others are mid-request.
           if (++turnsDone === Math.round(0.4 * SESSIONS * TURNS)) {
             killedAt = turnsDone;
@@ -289,12 +291,18 @@ describe('three replicas behind one connect([...]) client', () => {
       }
     }
     const failedOver = attempts.filter((a) => !a.ok).length;
+    const movedTurns = new Set<(typeof log)[number]>();
+    for (const turns of bySession.values()) for (let k = 1; k < turns.length; k++) if (turns[k]!.endpoint !== turns[k - 1]!.endpoint) movedTurns.add(turns[k]!);
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+    const normalMs = median(log.filter((l) => l.turn > 1 && !movedTurns.has(l)).map((l) => l.ms));
+    const movedMs = median([...movedTurns].map((l) => l.ms));
     const stats = client.stats();
     console.log(
       `[remote fleet] ${SESSIONS} sessions x ${TURNS} turns in ${wallMs.toFixed(0)} ms; replica killed after ${killedAt} turns; ` +
         `affinity: ${hits}/${later} later turns hit the cache (${((100 * hits) / later).toFixed(1)}%), ${later - moved} stayed on their replica; ` +
         `${victims.size} sessions on the killed replica, ${moved} moved (${missesAfterMove} cache misses), ${failedOver} failed attempts retried elsewhere, ` +
-        `client failovers ${stats.failovers}; errors surfaced: 0; messages: ${sessions.reduce((n, s) => n + s.messages.length, 0)}`,
+        `client failovers ${stats.failovers}; errors surfaced: 0; messages: ${sessions.reduce((n, s) => n + s.messages.length, 0)}; ` +
+        `median turn ${normalMs.toFixed(1)} ms on the same replica, ${movedMs.toFixed(1)} ms for a turn that moved (failover + cache miss)`,
     );
     expect(moved).toBeLessThanOrEqual(victims.size);
     expect(missesAfterMove).toBe(moved);
@@ -312,6 +320,28 @@ describe('three replicas behind one connect([...]) client', () => {
     const r = await back.send('Back home?', { maxTokens: 4, temperature: 0 });
     expect(attempts.at(-1)).toMatchObject({ endpoint: victim, sessionId: back.sessionId, ok: true });
     expect(r.usage.cachedTokens).toBeLessThan(r.usage.promptTokens); // a fresh replica: the conversation is recomputed
+
+    // The control: the same conversations sent statelessly without a session id land on a random replica.
+    let controlLater = 0;
+    let controlHits = 0;
+    await Promise.all(
+      Array.from({ length: SESSIONS }, async (_, i) => {
+        const messages: Array<{ role: 'system' | 'user' | 'assistant'; content: string }> = [{ role: 'system', content: `Control conversation ${i}.` }];
+        let prevPrompt = 0;
+        for (let turn = 1; turn <= 3; turn++) {
+          messages.push({ role: 'user', content: `Turn ${turn}` });
+          const c = await client.generate({ messages, reasoning: false, maxTokens: 4, temperature: 0 });
+          if (turn > 1) {
+            controlLater++;
+            if (c.usage.cachedTokens >= prevPrompt) controlHits++;
+          }
+          prevPrompt = c.usage.promptTokens;
+          messages.push({ role: 'assistant', content: c.text });
+        }
+      }),
+    );
+    console.log(`[remote fleet] control without session ids (random replica per request): ${controlHits}/${controlLater} later turns restored the previous prompt (${((100 * controlHits) / controlLater).toFixed(1)}%)`);
+    expect(controlHits).toBeLessThan(controlLater);
     await client.close();
   });
 });

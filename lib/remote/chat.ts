@@ -109,11 +109,13 @@ export class RemoteChat implements TextChat {
       ...(this.options.reasoning !== undefined ? { reasoning: this.options.reasoning } : {}),
       sessionId: this.sessionId,
     };
-    this.busy = true;
     return this.run(request, history, buffered);
   }
 
   private async *run(request: Parameters<RemoteModel['generate']>[0], history: ChatMessage[], buffered: boolean): AsyncGenerator<StreamEvent, void, undefined> {
+    // Taken when the turn starts running (as the local session does): a stream never iterated holds nothing.
+    if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
+    this.busy = true;
     try {
       const events = buffered ? this.buffered(request) : this.model.stream(request);
       for await (const ev of events) {

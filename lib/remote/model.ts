@@ -388,6 +388,7 @@ export class RemoteModel implements TextModel {
     }
   }
 
+  /** @internal */
   headers(sessionId: string | undefined): Record<string, string> {
     return {
       'content-type': 'application/json',
@@ -399,6 +400,7 @@ export class RemoteModel implements TextModel {
   }
 
   /**
+   * @internal
    * POSTs to one endpoint. Resolves to the response when it is 2xx; throws RetryableError for a
    * connection failure or a 5xx, RemoteError for any other status; rethrows an abort.
    */
@@ -426,6 +428,7 @@ export class RemoteModel implements TextModel {
   }
 
   /**
+   * @internal
    * One complete (non-streamed) request with failover: the endpoints in the key's order, until one
    * answers. For the thinking budget's segments, each of which is a whole request.
    */

@@ -406,11 +406,19 @@ export class RemoteModel implements TextModel {
    */
   async post(ep: Endpoint, path: string, body: unknown, route: RoutedRequest): Promise<Response> {
     let res: Response;
-    try {
-      res = await fetch(`${ep.url}${path}`, { method: 'POST', headers: this.headers(route.sessionId), body: JSON.stringify(body), ...(route.signal ? { signal: route.signal } : {}) });
-    } catch (err) {
-      if (isAbort(err, route.signal)) throw err;
-      throw new RetryableError(`${ep.url}: ${(err as Error).message}${(err as { cause?: { code?: string } }).cause?.code ? ` (${(err as { cause: { code: string } }).cause.code})` : ''}`, undefined, { cause: err });
+    const payload = JSON.stringify(body);
+    for (let tries = 0; ; tries++) {
+      try {
+        res = await fetch(`${ep.url}${path}`, { method: 'POST', headers: this.headers(route.sessionId), body: payload, ...(route.signal ? { signal: route.signal } : {}) });
+        break;
+      } catch (err) {
+        if (isAbort(err, route.signal)) throw err;
+        const code = (err as { cause?: { code?: string } }).cause?.code;
+        // A kept-alive connection the server closed just as it was reused: once more on a fresh one,
+        // before the endpoint is taken for down (its sessions would move and lose their cache).
+        if (tries === 0 && (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET')) continue;
+        throw new RetryableError(`${ep.url}: ${(err as Error).message}${code ? ` (${code})` : ''}`, undefined, { cause: err });
+      }
     }
     if (res.ok) return res;
     const text = await res.text().catch(() => '');

@@ -251,7 +251,9 @@ describe('three replicas behind one connect([...]) client', () => {
           // Kill the victim replica once 40% of all turns are done, while the others are mid-request.
           if (++turnsDone === Math.round(0.4 * SESSIONS * TURNS)) {
             killedAt = turnsDone;
+            // Abruptly: stop listening and cut every open connection at once (streams in flight break mid-way).
             killing = servers[1]!.close();
+            servers[1]!.app.server.closeAllConnections();
           }
         }
       }),
@@ -291,6 +293,7 @@ describe('three replicas behind one connect([...]) client', () => {
       }
     }
     const failedOver = attempts.filter((a) => !a.ok).length;
+    const failureKinds = [...new Set(attempts.filter((a) => !a.ok).map((a) => (a.error ?? '').replace(/^https?:\/\/[^ ]+:? ?/, '').replace(/\d+/g, 'N').slice(0, 60)))];
     const movedTurns = new Set<(typeof log)[number]>();
     for (const turns of bySession.values()) for (let k = 1; k < turns.length; k++) if (turns[k]!.endpoint !== turns[k - 1]!.endpoint) movedTurns.add(turns[k]!);
     const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
@@ -302,7 +305,7 @@ describe('three replicas behind one connect([...]) client', () => {
         `affinity: ${hits}/${later} later turns hit the cache (${((100 * hits) / later).toFixed(1)}%), ${later - moved} stayed on their replica; ` +
         `${victims.size} sessions on the killed replica, ${moved} moved (${missesAfterMove} cache misses), ${failedOver} failed attempts retried elsewhere, ` +
         `client failovers ${stats.failovers}; errors surfaced: 0; messages: ${sessions.reduce((n, s) => n + s.messages.length, 0)}; ` +
-        `median turn ${normalMs.toFixed(1)} ms on the same replica, ${movedMs.toFixed(1)} ms for a turn that moved (failover + cache miss)`,
+        `median turn ${normalMs.toFixed(1)} ms on the same replica, ${movedMs.toFixed(1)} ms for a turn that moved (failover + cache miss); failures seen: ${JSON.stringify(failureKinds)}`,
     );
     expect(moved).toBeLessThanOrEqual(victims.size);
     expect(missesAfterMove).toBe(moved);

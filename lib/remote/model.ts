@@ -170,7 +170,7 @@ export function stopList(stop: string | string[] | undefined): string[] {
 export function withReasoningKeyword(messages: ChatMessage[], reasoning: boolean | undefined): ChatMessage[] {
   if (reasoning === undefined) return messages;
   const flag = reasoning ? '/think' : '/no_think';
-  const strip = (s: string) => s.replaceAll('/no_think', '').replaceAll('/think', '');
+  const strip = (s: string) => s.split('/think').join('').split('/no_think').join(''); // the order ChatTemplate.render uses
   const out = messages.map((m) => (m.role === 'system' || m.role === 'user' ? { ...m, content: strip(m.content) } : { ...m }));
   const first = out[0];
   if (first && first.role === 'system') out[0] = { ...first, content: first.content === '' ? flag : `${first.content} ${flag}` };

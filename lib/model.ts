@@ -25,6 +25,7 @@ import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
 import type { HubOptions } from './hub/index.js';
 import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
+import type { TextModel } from './text-model.js';
 
 export type { FinishReason, GenerateResult, StreamEvent, Timings, Usage } from './generation.js';
 
@@ -249,7 +250,7 @@ function readEosIds(dir: string, info: NativeModelInfo, tokenizer: TextTokenizer
   return [...ids].filter((id) => id >= 0 && id < info.config.vocabSize).sort((a, b) => a - b);
 }
 
-export class NemotronModel {
+export class NemotronModel implements TextModel {
   readonly info: ModelInfo;
   private readonly engine: NativeEngine;
   private readonly tokenizer: TextTokenizer | null;

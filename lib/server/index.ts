@@ -214,6 +214,13 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
     }
     const controller = new AbortController();
     const res = reply.raw;
+    // A session id (x-session-id header, else the body's `user`; connect() sends both) is echoed and logged.
+    // Routing by it is the router's job; the prefix cache needs no key: it matches exact tokens.
+    const sid = String(request.headers['x-session-id'] ?? (request.body as { user?: unknown } | undefined)?.user ?? '').slice(0, 256);
+    if (sid && /^[\x21-\x7e]+$/.test(sid)) {
+      res.setHeader('x-session-id', sid);
+      request.log.info({ sessionId: sid, url: request.url }, 'session request');
+    }
     const onClose = () => {
       if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
     };
@@ -235,7 +242,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
     if (res.destroyed || request.raw.socket?.destroyed) onClose(); // gone before we listened
     const work = (async () => {
       try {
-        return parsed.stream ? await sendStream(reply, events, parsed, kind) : await sendJson(events, kind);
+        return parsed.stream ? await sendStream(reply, events, parsed, kind) : await sendJson(events, kind, parsed);
       } finally {
         active--;
         controllers.delete(controller);
@@ -266,7 +273,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
     }
   }
 
-  async function sendJson(events: AsyncGenerator<StreamEvent, void, undefined>, kind: 'chat' | 'completion'): Promise<unknown> {
+  async function sendJson(events: AsyncGenerator<StreamEvent, void, undefined>, kind: 'chat' | 'completion', parsed: ParsedRequest): Promise<unknown> {
     let content = '';
     let reasoning = '';
     const toolCalls: WireToolCallOut[] = [];
@@ -288,7 +295,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
         object: 'text_completion',
         created: unixSeconds(),
         model: modelName,
-        choices: [{ index: 0, text: content, logprobs: null, finish_reason, ...(reasoning ? { reasoning_content: reasoning } : {}) }],
+        choices: [{ index: 0, text: content, logprobs: null, finish_reason, ...(reasoning ? { reasoning_content: reasoning } : {}), ...(parsed.returnTokenIds ? { token_ids: r.tokens } : {}) }],
         usage: wireUsage(r.usage),
       };
     }

@@ -66,6 +66,8 @@ export interface CompletionBody extends SamplingBody {
   suffix?: Nullable<string>;
   best_of?: Nullable<number>;
   logprobs?: Nullable<number>;
+  /** vLLM's extension: also answer the generated token ids (`choices[0].token_ids`; non-streamed answers). */
+  return_token_ids?: Nullable<boolean>;
 }
 
 export interface WireUsage {
@@ -170,6 +172,8 @@ export interface ParsedRequest {
   options: GenerateOptions;
   stream: boolean;
   includeUsage: boolean;
+  /** /v1/completions with return_token_ids: the answer carries the generated token ids. */
+  returnTokenIds?: boolean;
 }
 
 const isSet = <T>(v: Nullable<T>): v is T => v !== undefined && v !== null;
@@ -323,7 +327,7 @@ export function parseCompletionRequest(body: CompletionBody, limits: RequestLimi
   else if (typeof p[0] === 'number') prompt = p as number[];
   else if (p.length === 1) prompt = p[0] as string | number[];
   else throw badRequest(`prompt has ${p.length} prompts: this server takes one prompt per request`, 'prompt', 'unsupported_value');
-  return { options: { ...samplingOptions(body, limits, DEFAULT_MAX_TOKENS.plain), prompt }, ...streamFlags(body) };
+  return { options: { ...samplingOptions(body, limits, DEFAULT_MAX_TOKENS.plain), prompt }, ...streamFlags(body), ...(body.return_token_ids === true ? { returnTokenIds: true } : {}) };
 }
 
 // ---- responses ---------------------------------------------------------------------------------------

@@ -114,6 +114,8 @@ export interface ModelStats {
   /** KV cache blocks (64 positions each, all attention layers) in use and free in the planned pool. */
   kvBlocksUsed: number;
   kvBlocksFree: number;
+  /** Of kvBlocksUsed, the blocks only snapshots hold (no live sequence): with no request running, all of them. */
+  kvBlocksCached: number;
   /** Snapshots in the prefix cache and the bytes they hold (Mamba state copies + KV blocks only they keep). */
   snapshots: number;
   snapshotBytes: number;
@@ -554,6 +556,7 @@ export class NemotronModel implements TextModel {
       liveSequences: sched.liveSequences,
       kvBlocksUsed: cache?.kvBlocksUsed ?? 0,
       kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
+      kvBlocksCached: cache?.snapshotOnlyKvBlocks ?? 0,
       snapshots: cache?.snapshots ?? 0,
       snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
       snapshotHostBytes: cache?.snapshotHostStateBytes ?? 0,

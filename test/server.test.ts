@@ -341,7 +341,7 @@ describe('response mapping (scripted model)', () => {
     const model = scriptedModel(() => [
       { type: 'reasoning', text: 'need weather' },
       { type: 'toolCall', call },
-      { type: 'toolCall', error: 'invalid JSON', raw: '<TOOLCALL>[oops</TOOLCALL>' },
+      { type: 'toolCallError', error: 'invalid JSON', raw: '<TOOLCALL>[oops</TOOLCALL>' },
       done({ finishReason: 'stop' }),
     ]);
     const server = await createServer(model);

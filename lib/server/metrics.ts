@@ -1,0 +1,119 @@
+/**
+ * Prometheus metrics (prom-client), named as vLLM names them where vLLM has the metric, so dashboards
+ * and autoscalers built for vLLM read them unchanged. Every metric carries `model_name` as vLLM's do.
+ *
+ *   vllm:num_requests_running            gauge      sequences held by running requests (model.stats().liveSequences)
+ *   vllm:num_requests_waiting            gauge      requests waiting for a sequence slot
+ *   vllm:kv_cache_usage_perc             gauge      KV blocks in use / the planned pool, 0..1 (also as vllm:gpu_cache_usage_perc, vLLM's older name)
+ *   vllm:prompt_tokens_total             counter    prompt tokens of finished requests
+ *   vllm:generation_tokens_total         counter    generated tokens of finished requests
+ *   vllm:prefix_cache_queries_total      counter    prompt tokens looked up in the prefix cache (vLLM counts tokens)
+ *   vllm:prefix_cache_hits_total         counter    of those, tokens restored from it
+ *   vllm:request_success_total           counter    finished requests, by finished_reason (stop | length | abort | error)
+ *   vllm:time_to_first_token_seconds     histogram  from arrival to the first token (queue + prefill)
+ *   vllm:inter_token_latency_seconds     histogram  time per output token after the first (each request's mean, observed once per token)
+ *   vllm:e2e_request_latency_seconds     histogram  from arrival to the last token
+ *   nemotron_node:tokens_processed_total counter    tokens fed through the forward pass (prompts, sampled and forced tokens)
+ *   nemotron_node:prefix_cache_hit_requests_total counter requests that restored a cached prefix
+ *   nemotron_node:snapshot_bytes         gauge      bytes held by the prefix cache
+ * plus prom-client's default process metrics (process_*, nodejs_*).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+import type { GenerateResult, ModelStats, NemotronModel } from '../model.js';
+
+const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640, 2560];
+const ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+const E2E_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
+
+export interface ServerMetrics {
+  registry: Registry;
+  /** Records a finished generation; `arrivalMs` is when its HTTP request arrived (performance.now()). */
+  observe(result: GenerateResult, arrivalMs: number): void;
+}
+
+export function createMetrics(model: NemotronModel, modelName: string, registry: Registry = new Registry()): ServerMetrics {
+  const labelNames = ['model_name'] as const;
+  const labels = { model_name: modelName };
+  let stats: ModelStats | null = null;
+  let statsAt = -1;
+  // One stats() read per scrape (each gauge's collect asks).
+  const read = (): ModelStats | null => {
+    const now = performance.now();
+    if (now - statsAt > 50) {
+      statsAt = now;
+      try {
+        stats = model.stats();
+      } catch {
+        stats = null; // closed
+      }
+    }
+    return stats;
+  };
+  const gauge = (name: string, help: string, value: (s: ModelStats) => number) =>
+    new Gauge({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        const s = read();
+        if (s) this.set(labels, value(s));
+      },
+    });
+  /** A counter that mirrors a monotonic figure of model.stats(). */
+  const mirrored = (name: string, help: string, value: (s: ModelStats) => number) => {
+    let last = 0;
+    return new Counter({
+      name, help, labelNames, registers: [registry],
+      collect() {
+        const s = read();
+        if (!s) return;
+        const v = value(s);
+        if (v > last) this.inc(labels, v - last);
+        last = Math.max(last, v);
+      },
+    });
+  };
+  gauge('vllm:num_requests_running', 'Requests holding a sequence (running or prefilling).', (s) => s.liveSequences);
+  gauge('vllm:num_requests_waiting', 'Requests waiting for a sequence slot.', (s) => s.queuedRequests);
+  const usage = (s: ModelStats) => (s.kvBlocksUsed + s.kvBlocksFree > 0 ? s.kvBlocksUsed / (s.kvBlocksUsed + s.kvBlocksFree) : 0);
+  gauge('vllm:kv_cache_usage_perc', 'KV-cache usage: blocks in use over the planned pool, 0..1.', usage);
+  gauge('vllm:gpu_cache_usage_perc', 'KV-cache usage, 0..1 (vLLM\'s older name for vllm:kv_cache_usage_perc; also on CPU).', usage);
+  gauge('nemotron_node:snapshot_bytes', 'Bytes held by the prefix (snapshot) cache.', (s) => s.snapshotBytes);
+  mirrored('nemotron_node:tokens_processed_total', 'Tokens fed through the forward pass (prompts, sampled and forced tokens).', (s) => s.tokensProcessed);
+  mirrored('nemotron_node:prefix_cache_hit_requests_total', 'Requests that restored a cached prefix.', (s) => s.prefixCacheHits);
+
+  const counter = (name: string, help: string, extra: string[] = []) => new Counter({ name, help, labelNames: [...labelNames, ...extra], registers: [registry] });
+  const promptTokens = counter('vllm:prompt_tokens_total', 'Prompt tokens of finished requests.');
+  const generationTokens = counter('vllm:generation_tokens_total', 'Generated tokens of finished requests.');
+  const cacheQueries = counter('vllm:prefix_cache_queries_total', 'Prompt tokens looked up in the prefix cache.');
+  const cacheHits = counter('vllm:prefix_cache_hits_total', 'Prompt tokens restored from the prefix cache.');
+  const success = counter('vllm:request_success_total', 'Finished requests by finish reason.', ['finished_reason']);
+  const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, labelNames, buckets, registers: [registry] });
+  const ttft = histogram('vllm:time_to_first_token_seconds', 'Time from arrival to the first generated token.', TTFT_BUCKETS);
+  const itl = histogram('vllm:inter_token_latency_seconds', 'Time per output token after the first (a request\'s mean, once per token).', ITL_BUCKETS);
+  const e2e = histogram('vllm:e2e_request_latency_seconds', 'Time from arrival to the last token.', E2E_BUCKETS);
+  collectDefaultMetrics({ register: registry });
+
+  return {
+    registry,
+    observe(r, arrivalMs) {
+      const u = r.usage;
+      promptTokens.inc(labels, u.promptTokens);
+      generationTokens.inc(labels, u.completionTokens);
+      cacheQueries.inc(labels, u.promptTokens);
+      cacheHits.inc(labels, u.cachedTokens);
+      success.inc({ ...labels, finished_reason: r.finishReason }, 1);
+      const t = r.timings;
+      const now = performance.now();
+      if (u.completionTokens > 0 && t.timeToFirstTokenMs > 0) {
+        // arrival → first token: what the client waited (its HTTP request's queue and tokenizing included)
+        const submitted = now - t.totalMs;
+        ttft.observe(labels, Math.max(0, submitted - arrivalMs + t.queueMs + t.timeToFirstTokenMs) / 1000);
+      }
+      if (u.completionTokens > 1 && t.decodeTokensPerSecond > 0) {
+        const perToken = 1 / t.decodeTokensPerSecond;
+        for (let i = 1; i < u.completionTokens; i++) itl.observe(labels, perToken);
+      }
+      e2e.observe(labels, (now - arrivalMs) / 1000);
+    },
+  };
+}

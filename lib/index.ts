@@ -1,4 +1,4 @@
-export { loadModel, NemotronModel } from './model.js';
+export { loadModel, NemotronModel, AbortError } from './model.js';
 export type {
   LoadOptions,
   ModelInfo,
@@ -12,6 +12,9 @@ export type {
   Timings,
   EvaluateOptions,
   ModelStats,
+  AbortBehavior,
+  TokenLogprob,
+  TopLogprob,
 } from './model.js';
 export type { ChatMessage, ToolCall, ToolDefinition, Role } from './chat/template.js';
 export {
@@ -34,7 +37,8 @@ export { pullModel, parseHubSpec, hubCacheDir } from './hub/index.js';
 export type { HubOptions, PullOptions, PullResult, PulledFile, DownloadProgress, HubSpec } from './hub/index.js';
 export type { LoadProgress, PhaseProgress, LoadProgressCallback } from './load-progress.js';
 export { ChatSession } from './chat/session.js';
-export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';
+export type { ChatOptions, TurnOptions, ContextOverflowPolicy, ToolResult, TurnInput } from './chat/session.js';
+export type { Message, OpenAIChatMessage, OpenAIContentPart, OpenAIToolCall } from './chat/openai.js';
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';

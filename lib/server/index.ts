@@ -25,7 +25,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 
 import cors from '@fastify/cors';
-import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Registry } from 'prom-client';
 
 import type { GenerateResult, NemotronModel, StreamEvent, TokenLogprob } from '../model.js';
@@ -517,6 +517,9 @@ function loggerOption(logger: ServerOptions['logger']): FastifyServerOptions['lo
   return logger;
 }
 
+/** Fastify's two lines per request (incoming, completed) off: addRequestLog writes one, with tokens. */
+const quietRequests = () => new LogController({ disableRequestLogging: true });
+
 /** One log line per request when its response ends: method, url, status, duration, tokens. */
 function addRequestLog(app: FastifyInstance): void {
   app.addHook('onRequest', async (request, reply) => {
@@ -545,7 +548,7 @@ function addRequestLog(app: FastifyInstance): void {
 export function createRequestHandler(model: NemotronModel, options: Omit<ServerOptions, 'headersTimeoutMs' | 'bodyTimeoutMs' | 'idleTimeoutMs'> = {}): NemotronRequestHandler {
   resolveOptions(model, options); // option errors now, not at the first request
   const state = newState();
-  const app = Fastify({ logger: loggerOption(options.logger), disableRequestLogging: true, ajv: AJV_OPTIONS });
+  const app = Fastify({ logger: loggerOption(options.logger), logController: quietRequests(), ajv: AJV_OPTIONS });
   if (options.logger) addRequestLog(app);
   if (options.cors !== undefined && options.cors !== false) void app.register(cors, { origin: corsOrigin(options.cors) });
   void app.register(openaiRoutes, { ...options, model, [kState]: state } as RoutesPluginOptions);
@@ -599,7 +602,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
 
   const app = Fastify({
     logger: loggerOption(options.logger),
-    disableRequestLogging: true,
+    logController: quietRequests(),
     bodyLimit: o.maxBodyBytes,
     // Node checks headersTimeout / requestTimeout on an interval (30 s by default): check often enough that
     // a stalled client goes within about a quarter of its timeout.

@@ -43,8 +43,10 @@ export interface Timings {
 /** One alternative at a sampled token's position. */
 export interface TopLogprob {
   token: number;
-  /** The token's own text (a token that is part of a multi-byte character decodes to U+FFFD here). */
+  /** The token's own text (a token that is part of a multi-byte character shows U+FFFD here: see `bytes`). */
   text: string;
+  /** The bytes the token stands for (UTF-8; part of a character for some tokens). */
+  bytes: number[];
   /** Natural log of its probability under the model's raw distribution (before penalties, bias, temperature, top-k/p). */
   logprob: number;
 }
@@ -303,7 +305,9 @@ export class GenerationRequest implements RequestHandler {
   // ---- token handling ----------------------------------------------------------------------------------
 
   private tokenEntry(token: number, logprob: number): TopLogprob {
-    return { token, text: this.tokenizer ? this.tokenizer.decode([token]) : '', logprob };
+    if (!this.tokenizer) return { token, text: '', bytes: [], logprob };
+    const bytes = Array.from(this.tokenizer.tokenBytes(token));
+    return { token, text: Buffer.from(bytes).toString('utf8'), bytes, logprob };
   }
 
   /** Queues an event, with the log-probs of the tokens completed since the last one. */

@@ -579,10 +579,10 @@ export function createRequestHandler(model: NemotronModel, options: Omit<ServerO
   return handler;
 }
 
-function corsOrigin(c: true | string | readonly string[]): boolean | Array<string | RegExp> {
-  if (c === true) return true;
+function corsOrigin(c: true | string | readonly string[]): '*' | Array<string | RegExp> {
+  if (c === true) return '*';
   const list = typeof c === 'string' ? c.split(',').map((s) => s.trim()).filter(Boolean) : [...c];
-  if (list.includes('*')) return true;
+  if (list.includes('*')) return '*';
   return list.map((s) => (/^\/.+\/$/.test(s) ? new RegExp(s.slice(1, -1)) : s));
 }
 

@@ -342,7 +342,12 @@ export function wireToolCall(call: ToolCall): WireToolCallOut {
 
 // ---- logprobs ----------------------------------------------------------------------------------------
 
-const utf8 = (text: string) => Array.from(Buffer.from(text, 'utf8'));
+/** A token's text for the legacy completions shape: its text, or `bytes:\\xNN…` when it is not whole UTF-8 (as OpenAI writes it). */
+function legacyToken(t: { text: string; bytes: number[] }): string {
+  const whole = Buffer.from(t.text, 'utf8');
+  if (whole.length === t.bytes.length && whole.every((b, i) => b === t.bytes[i])) return t.text;
+  return `bytes:${t.bytes.map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')}`;
+}
 
 export interface WireChatLogprob {
   token: string;
@@ -356,8 +361,8 @@ export function wireChatLogprobs(list: readonly TokenLogprob[]): { content: Arra
     content: list.map((t) => ({
       token: t.text,
       logprob: t.logprob,
-      bytes: utf8(t.text),
-      top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: utf8(a.text) })),
+      bytes: t.bytes,
+      top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })),
     })),
     refusal: null,
   };
@@ -372,9 +377,9 @@ export function wireCompletionLogprobs(list: readonly TokenLogprob[], offset: nu
     at += t.text.length;
   }
   return {
-    tokens: list.map((t) => t.text),
+    tokens: list.map(legacyToken),
     token_logprobs: list.map((t) => t.logprob),
-    top_logprobs: list.map((t) => Object.fromEntries(t.top.map((a) => [a.text, a.logprob]))),
+    top_logprobs: list.map((t) => Object.fromEntries(t.top.map((a) => [legacyToken(a), a.logprob]))),
     text_offset,
   };
 }

@@ -128,6 +128,8 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
     pinAt: [],
     snapshotEvery: 0,
     idleTimeoutMs: 0,
+    topLogprobs: -1,
+    abortBehavior: 'resolve',
     ...over,
   };
 }

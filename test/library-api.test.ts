@@ -41,7 +41,7 @@ describe('the library API (issue #14 items 4 and 5)', () => {
       { role: 'assistant', content: '', toolCalls: [{ name: 'weather', arguments: { city: 'Paris' } }] },
       { role: 'tool', content: '{"celsius": 21}' },
     ];
-    const toolDefs = tools.map((t) => ({ type: 'function' as const, function: { name: t.function.name, parameters: t.function.parameters! } }));
+    const toolDefs = tools.map((t) => (t.type === 'function' ? { type: 'function' as const, function: { name: t.function.name, parameters: t.function.parameters! } } : null!));
     expect(model.applyChatTemplate(messages, { tools: toolDefs })).toBe(model.applyChatTemplate(own, { tools: toolDefs }));
     const r = await model.generate({ messages, tools: toolDefs, maxTokens: 3, reasoning: false });
     const same = await model.generate({ messages: own, tools: toolDefs, maxTokens: 3, reasoning: false });

@@ -41,6 +41,7 @@ export type { ChatOptions, TurnOptions, ContextOverflowPolicy, ToolResult, TurnI
 export type { Message, OpenAIChatMessage, OpenAIContentPart, OpenAIToolCall } from './chat/openai.js';
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
-export type { TinyModelOptions } from './tiny-model/index.js';
-export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig } from './memory.js';
+export type { TinyModelOptions, TinyModelResult } from './tiny-model/index.js';
+export type { NativeConfig } from './addon-types.js';
+export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig, KvDtype, WeightDtype } from './memory.js';
 export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2 } from './known-configs.js';

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeAddon, NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
@@ -87,7 +87,8 @@ export interface LoadOptions {
   allowContextBeyondTraining?: boolean;
 }
 
-export type ModelConfig = NativeModelInfo['config'];
+/** The model's configuration as the native loader read it (config.json or GGUF metadata). */
+export type ModelConfig = NativeConfig;
 
 export interface ModelInfo {
   /** The checkpoint folder. */

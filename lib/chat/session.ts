@@ -26,8 +26,8 @@ export interface ChatOptions {
   contextOverflow?: ContextOverflowPolicy;
 }
 
-/** Per-turn options: the generation options that do not describe the conversation itself. */
-export type TurnOptions = Pick<GenerateOptions, (typeof TURN_OPTION_KEYS)[number]>;
+/** Per-turn options: the generation options that do not describe the conversation itself (the session holds those). */
+export type TurnOptions = Omit<GenerateOptions, 'prompt' | 'messages' | 'tools' | 'reasoning'>;
 export const TURN_OPTION_KEYS = [
   'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
   'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
@@ -64,6 +64,7 @@ export class ChatSession {
   private preparing: Promise<void> = Promise.resolve();
   readonly options: Readonly<ChatOptions>;
 
+  /** @internal sessions come from model.chat(), model.loadChat() and fork() */
   constructor(
     private readonly host: ChatHost,
     options: ChatOptions = {},
@@ -88,6 +89,7 @@ export class ChatSession {
   }
 
   /** The pinned snapshot the next turn starts from (for save). */
+  /** @internal */
   get anchorEntry(): SnapshotRef | null {
     return this.anchor;
   }

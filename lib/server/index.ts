@@ -56,7 +56,7 @@ import { chatCompletionBody, completionBody } from './schemas.js';
 
 export { DEFAULT_TIMEOUTS } from './limits.js';
 export { HttpError } from './protocol.js';
-export type { ErrorType, ParsedRequest, RequestLimits, WireToolCallOut, WireUsage, WireFinishReason, ChatCompletionBody, CompletionBody, WireMessage, WireToolCall } from './protocol.js';
+export type { ErrorType, Nullable, WireChatLogprob, ParsedRequest, RequestLimits, WireToolCallOut, WireUsage, WireFinishReason, ChatCompletionBody, CompletionBody, WireMessage, WireToolCall } from './protocol.js';
 export type { ServerMetrics } from './metrics.js';
 
 /** What the OpenAI routes need, wherever they are mounted. */
@@ -174,7 +174,8 @@ async function shutdown(state: RoutesState): Promise<void> {
 
 const kState = Symbol('nemotron-node routes state');
 
-interface RoutesPluginOptions extends OpenAIRoutesOptions {
+/** openaiRoutes' options: the model to serve, and the routes' options. */
+export interface OpenAIRoutesPluginOptions extends OpenAIRoutesOptions {
   model: NemotronModel;
 }
 
@@ -216,7 +217,7 @@ function resolveOptions(model: NemotronModel, options: OpenAIRoutesOptions): Res
  * Validation follows your app's Ajv settings (Fastify's default coerces types: "1" passes as 1);
  * createServer and createRequestHandler turn coercion off, as OpenAI validates.
  */
-export const openaiRoutes: FastifyPluginAsync<RoutesPluginOptions> = async (app, options) => {
+export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async (app, options) => {
   const { model } = options;
   const o = resolveOptions(model, options);
   const state: RoutesState = (options as { [kState]?: RoutesState })[kState] ?? newState();
@@ -551,7 +552,7 @@ export function createRequestHandler(model: NemotronModel, options: Omit<ServerO
   const app = Fastify({ logger: loggerOption(options.logger), logController: quietRequests(), ajv: AJV_OPTIONS });
   if (options.logger) addRequestLog(app);
   if (options.cors !== undefined && options.cors !== false) void app.register(cors, { origin: corsOrigin(options.cors) });
-  void app.register(openaiRoutes, { ...options, model, [kState]: state } as RoutesPluginOptions);
+  void app.register(openaiRoutes, { ...options, model, [kState]: state } as OpenAIRoutesPluginOptions);
   const ready: Promise<void> = Promise.resolve(app.ready()).then(() => undefined);
   const handler = ((req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => {
     const url = req.url ?? '/';
@@ -653,7 +654,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
   });
   if (options.cors !== undefined && options.cors !== false) void app.register(cors, { origin: corsOrigin(options.cors) });
   app.get('/health', async () => ({ status: 'ok' }));
-  void app.register(openaiRoutes, { ...options, ...(metricsRegistry ? { metricsRegistry } : {}), model, [kState]: state } as RoutesPluginOptions);
+  void app.register(openaiRoutes, { ...options, ...(metricsRegistry ? { metricsRegistry } : {}), model, [kState]: state } as OpenAIRoutesPluginOptions);
 
   let closing = false;
   return {

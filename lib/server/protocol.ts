@@ -11,7 +11,8 @@ import type { FinishReason, GenerateOptions, GenerateResult, TokenLogprob, Usage
 
 // ---- wire types --------------------------------------------------------------------------------------
 
-type Nullable<T> = T | null | undefined;
+/** A field a client may leave out or send as null. */
+export type Nullable<T> = T | null | undefined;
 
 export interface WireToolCall {
   id?: string;

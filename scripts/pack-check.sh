@@ -78,6 +78,9 @@ node -e '
 say "contents ok: dist (ESM + .d.ts), dist/cjs (CommonJS + .d.ts), prebuilds/linux-x64, csrc + binding.gyp; no lib, test, build or source maps"
 say "tarball $(basename "$TGZ") $SIZE bytes packed ($(awk -v s="$SIZE" 'BEGIN { printf "%.2f", s / 1e6 }') MB), $UNPACKED bytes unpacked, $NFILES files; budget $BUDGET bytes"
 (( SIZE <= BUDGET )) || fail "the tarball ($SIZE bytes) is over the budget of $BUDGET bytes"
+# The README's figures come from here: README_FIGURES=write (npm run readme:figures) writes them, =check fails when stale.
+node "$REPO/scripts/readme-figures.mjs" --pack-json "$WORK/pack.json" --binary "$STAGE/${bins[0]}" --readme "$REPO/README.md" ${README_FIGURES:+--$README_FIGURES} | sed 's/^readme-figures:/pack-check: readme-figures:/' \
+  || fail "README figures (README_FIGURES=${README_FIGURES:-})"
 
 # ---- 4. install into a fresh project, with no way to compile -------------------------------------------
 APP="$WORK/app"

@@ -26,7 +26,7 @@ import path from 'node:path';
 
 import cors from '@fastify/cors';
 import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
-import type { Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 
 import type { GenerateResult, NemotronModel, StreamEvent, TokenLogprob } from '../model.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -599,7 +599,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
   if (headersTimeout > bodyTimeout) {
     throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `options.headersTimeoutMs (${headersTimeout}) must not exceed options.bodyTimeoutMs (${bodyTimeout}): the body timeout counts from the request's first byte`);
   }
-  const metricsRegistry = options.metrics === false ? null : (options.metricsRegistry ?? new (await import('prom-client')).Registry());
+  const metricsRegistry = options.metrics === false ? null : (options.metricsRegistry ?? new Registry());
 
   const app = Fastify({
     logger: loggerOption(options.logger),

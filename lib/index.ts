@@ -37,7 +37,7 @@ export { pullModel, parseHubSpec, hubCacheDir } from './hub/index.js';
 export type { HubOptions, PullOptions, PullResult, PulledFile, DownloadProgress, HubSpec } from './hub/index.js';
 export type { LoadProgress, PhaseProgress, LoadProgressCallback } from './load-progress.js';
 export { ChatSession } from './chat/session.js';
-export type { ChatOptions, TurnOptions, ContextOverflowPolicy, ToolResult, TurnInput } from './chat/session.js';
+export type { ChatOptions, NewChatOptions, TurnOptions, ContextOverflowPolicy, ToolResult, TurnInput } from './chat/session.js';
 export type { Message, OpenAIChatMessage, OpenAIContentPart, OpenAIToolCall } from './chat/openai.js';
 export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';

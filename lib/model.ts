@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import type { NativeAddon, NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
-import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
+import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type NewChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
@@ -511,14 +511,23 @@ export class NemotronModel {
   /**
    * A chat session: send() / stream() a turn at a time; each turn computes only its new tokens (the
    * state at the previous turn's assistant message is restored from the snapshot cache). fork() and
-   * save() make cheap copies and bit-exact files.
+   * save() make cheap copies and bit-exact files. `messages` continues a conversation (the library's
+   * shape or OpenAI's, e.g. a stored ChatCompletionMessageParam[]); its first turn computes it once.
    */
-  chat(options: ChatOptions = {}): ChatSession {
+  chat(options: NewChatOptions = {}): ChatSession {
     this.assertOpen();
     v.assertObject('options', options);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow']);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow', 'messages']);
     if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat template`);
-    return new ChatSession(this.chatHost, options);
+    const { messages, ...chatOptions } = options as NewChatOptions;
+    if (messages === undefined) return new ChatSession(this.chatHost, chatOptions);
+    // A conversation to continue (either shape): a leading system message becomes the session's `system`.
+    const history = messages.length > 0 ? validateMessages(messages) : [];
+    if (history[0]?.role === 'system') {
+      if (chatOptions.system !== undefined) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.system and a system message in options.messages: give one');
+      chatOptions.system = history.shift()!.content;
+    }
+    return new ChatSession(this.chatHost, chatOptions, history);
   }
 
   /** Restores a session written by ChatSession.save(); it continues exactly where the saved one was. */

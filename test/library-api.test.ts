@@ -68,6 +68,25 @@ describe('the library API (issue #14 items 4 and 5)', () => {
     expect(() => session.stream({ role: 'assistant', content: 'no' })).toThrow(/a turn sends user messages and tool results/);
   });
 
+  it('model.chat({ messages }) continues a conversation given in OpenAI\'s shape', async () => {
+    const history: ChatCompletionMessageParam[] = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello!' },
+    ];
+    await using session = model.chat({ messages: history, reasoning: false });
+    expect(session.options.system).toBe('Be brief.');
+    const r = await session.send('And now?', { maxTokens: 2 });
+    expect(r.finishReason).not.toBe('error');
+    expect(session.messages.slice(0, 4)).toEqual([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello!' },
+      { role: 'user', content: 'And now?' },
+    ]);
+    expect(() => model.chat({ system: 'x', messages: history })).toThrow(/give one/);
+  });
+
   it('await using closes a model; sessions dispose', async () => {
     let escaped: NemotronModel;
     {

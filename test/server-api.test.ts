@@ -243,6 +243,19 @@ describe('mounted in an existing app', () => {
     }
   });
 
+  it('createServer does not boot its app before listen(): plugins such as @fastify/cors can be registered on server.app', async () => {
+    const server = await createServer(model, { modelName: 'tiny' });
+    await server.app.register(cors, { origin: 'http://late.example' });
+    const base = await server.listen(0);
+    try {
+      const pre = await preflight(`${base}/v1/chat/completions`, 'http://late.example');
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get('access-control-allow-origin')).toBe('http://late.example');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('as a plain Node (req, res, next) handler: unknown paths go to next, /v1 to the routes', async () => {
     const handler = createRequestHandler(model, { modelName: 'tiny', cors: true });
     // an Express-style chain: the handler first, the app's own routes after it

@@ -26,6 +26,12 @@ export interface ChatOptions {
   contextOverflow?: ContextOverflowPolicy;
 }
 
+/** model.chat()'s options: the session's options, and optionally a conversation to continue. */
+export interface NewChatOptions extends ChatOptions {
+  /** The conversation so far (library or OpenAI shape); a leading system message becomes `system`. */
+  messages?: readonly Message[];
+}
+
 /** Per-turn options: the generation options that do not describe the conversation itself (the session holds those). */
 export type TurnOptions = Omit<GenerateOptions, 'prompt' | 'messages' | 'tools' | 'reasoning'>;
 export const TURN_OPTION_KEYS = [

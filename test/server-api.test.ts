@@ -164,7 +164,7 @@ describe('serve for deployments: logprobs, n, model check, metrics, CORS, logs',
       const m = new RegExp(`^${name.replace(/[{}]/g, '\\$&')}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm').exec(text);
       return m ? Number(m[1]) : NaN;
     };
-    for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:kv_cache_usage_perc', 'vllm:gpu_cache_usage_perc', 'vllm:prefix_cache_queries_total', 'vllm:prefix_cache_hits_total', 'nemotron_node:tokens_processed_total']) {
+    for (const name of ['vllm:num_requests_running', 'vllm:num_requests_waiting', 'vllm:kv_cache_usage_perc', 'vllm:gpu_cache_usage_perc', 'vllm:prefix_cache_queries_total', 'vllm:prefix_cache_hits_total', 'nemotron_node:tokens_processed_total', 'nemotron_node:prefix_cache_tokens_reused_total', 'nemotron_node:kv_blocks_used']) {
       expect(Number.isFinite(value(name)), name).toBe(true);
     }
     expect(value('vllm:prompt_tokens_total')).toBeGreaterThan(0);
@@ -173,6 +173,9 @@ describe('serve for deployments: logprobs, n, model check, metrics, CORS, logs',
     expect(text).toMatch(/^vllm:time_to_first_token_seconds_bucket\{le="0\.1",model_name="tiny"\} \d+$/m);
     expect(value('vllm:time_to_first_token_seconds_count')).toBeGreaterThan(0);
     expect(value('vllm:inter_token_latency_seconds_count')).toBeGreaterThan(0);
+    expect(value('nemotron_node:kv_blocks_total')).toBeGreaterThan(0);
+    // time to first token is at most the whole request's latency
+    expect(value('vllm:time_to_first_token_seconds_sum')).toBeLessThanOrEqual(value('vllm:e2e_request_latency_seconds_sum'));
     expect(text).toMatch(/^vllm:request_success_total\{model_name="tiny",finished_reason="length"\} \d+$/m);
     expect(text).toContain('model_name="tiny"');
   });

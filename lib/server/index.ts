@@ -299,8 +299,8 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     state.controllers.add(controller);
     res.on('close', onClose);
     if (res.destroyed || request.raw.socket?.destroyed) onClose(); // gone before we listened
-    const observe = (results: GenerateResult[]) => {
-      for (const r of results) metrics?.observe(r, arrival);
+    const observe = (results: GenerateResult[], doneAt: number[]) => {
+      results.forEach((r, i) => metrics?.observe(r, arrival, doneAt[i] ?? performance.now()));
       if (results.length > 0) {
         requestUsage.set(request.raw, {
           promptTokens: results[0]!.usage.promptTokens,
@@ -362,20 +362,24 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     let reasoning = '';
     const toolCalls: WireToolCallOut[] = [];
     let result: GenerateResult | undefined;
+    let doneAt = 0;
     for await (const ev of events) {
       const p = piece(ev);
       if ('content' in p) content += p.content;
       else if ('reasoning' in p) reasoning += p.reasoning;
       else if ('toolCall' in p) toolCalls.push(p.toolCall);
-      else result = p.done;
+      else {
+        result = p.done;
+        doneAt = performance.now();
+      }
     }
-    return { content, reasoning, toolCalls, result: result! };
+    return { content, reasoning, toolCalls, result: result!, doneAt };
   }
 
-  async function sendJson(streams: Array<AsyncGenerator<StreamEvent, void, undefined>>, parsed: ParsedRequest, kind: 'chat' | 'completion', observe: (r: GenerateResult[]) => void): Promise<unknown> {
+  async function sendJson(streams: Array<AsyncGenerator<StreamEvent, void, undefined>>, parsed: ParsedRequest, kind: 'chat' | 'completion', observe: (r: GenerateResult[], doneAt: number[]) => void): Promise<unknown> {
     const outs = await Promise.all(streams.map(collect));
     const results = outs.map((x) => x.result);
-    observe(results);
+    observe(results, outs.map((x) => x.doneAt));
     for (const r of results) {
       const failed = resultError(r, state.closing);
       if (failed) throw failed;
@@ -422,7 +426,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     streams: Array<AsyncGenerator<StreamEvent, void, undefined>>,
     parsed: ParsedRequest,
     kind: 'chat' | 'completion',
-    observe: (r: GenerateResult[]) => void,
+    observe: (r: GenerateResult[], doneAt: number[]) => void,
   ): Promise<void> {
     reply.hijack();
     const res = reply.raw;
@@ -461,6 +465,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
       'x-accel-buffering': 'no',
     });
     const results: Array<GenerateResult | undefined> = streams.map(() => undefined);
+    const doneAt = streams.map(() => 0);
     let failed: HttpError | null = null;
     try {
       await Promise.all(
@@ -475,6 +480,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
             else {
               const r = p.done;
               results[index] = r;
+              doneAt[index] = performance.now();
               if (res.destroyed) return; // the client is gone: the generation was aborted for it
               const error = resultError(r, state.closing);
               if (error) {
@@ -488,7 +494,8 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
           }
         }),
       );
-      observe(results.filter((r): r is GenerateResult => r !== undefined));
+      const ended = results.map((r, i) => [r, doneAt[i]!] as const).filter((x): x is readonly [GenerateResult, number] => x[0] !== undefined);
+      observe(ended.map((x) => x[0]), ended.map((x) => x[1]));
       if (!res.destroyed) {
         if (failed) await write((failed as HttpError).body());
         else if (parsed.includeUsage) await write({ id, object, created: stamp, model: o.modelName, choices: [], usage: usageOf(results as GenerateResult[]) });

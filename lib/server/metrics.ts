@@ -15,6 +15,9 @@
  *   vllm:e2e_request_latency_seconds     histogram  from arrival to the last token
  *   nemotron_node:tokens_processed_total counter    tokens fed through the forward pass (prompts, sampled and forced tokens)
  *   nemotron_node:prefix_cache_hit_requests_total counter requests that restored a cached prefix
+ *   nemotron_node:prefix_cache_tokens_reused_total counter prompt tokens restored from the prefix cache (every request of the model)
+ *   nemotron_node:kv_blocks_used         gauge      KV-cache blocks (64 positions, all attention layers) in use
+ *   nemotron_node:kv_blocks_total        gauge      KV-cache blocks in the planned pool
  *   nemotron_node:snapshot_bytes         gauge      bytes held by the prefix cache
  * plus prom-client's default process metrics (process_*, nodejs_*).
  */
@@ -28,8 +31,8 @@ const E2E_BUCKETS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 6
 
 export interface ServerMetrics {
   registry: Registry;
-  /** Records a finished generation; `arrivalMs` is when its HTTP request arrived (performance.now()). */
-  observe(result: GenerateResult, arrivalMs: number): void;
+  /** Records a finished generation: `arrivalMs` when its HTTP request arrived, `doneMs` when its result came (performance.now()). */
+  observe(result: GenerateResult, arrivalMs: number, doneMs: number): void;
 }
 
 export function createMetrics(model: NemotronModel, modelName: string, registry: Registry = new Registry()): ServerMetrics {
@@ -77,9 +80,12 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
   const usage = (s: ModelStats) => (s.kvBlocksUsed + s.kvBlocksFree > 0 ? s.kvBlocksUsed / (s.kvBlocksUsed + s.kvBlocksFree) : 0);
   gauge('vllm:kv_cache_usage_perc', 'KV-cache usage: blocks in use over the planned pool, 0..1.', usage);
   gauge('vllm:gpu_cache_usage_perc', 'KV-cache usage, 0..1 (vLLM\'s older name for vllm:kv_cache_usage_perc; also on CPU).', usage);
+  gauge('nemotron_node:kv_blocks_used', 'KV-cache blocks (64 positions, all attention layers) in use.', (s) => s.kvBlocksUsed);
+  gauge('nemotron_node:kv_blocks_total', 'KV-cache blocks in the planned pool.', (s) => s.kvBlocksUsed + s.kvBlocksFree);
   gauge('nemotron_node:snapshot_bytes', 'Bytes held by the prefix (snapshot) cache.', (s) => s.snapshotBytes);
   mirrored('nemotron_node:tokens_processed_total', 'Tokens fed through the forward pass (prompts, sampled and forced tokens).', (s) => s.tokensProcessed);
   mirrored('nemotron_node:prefix_cache_hit_requests_total', 'Requests that restored a cached prefix.', (s) => s.prefixCacheHits);
+  mirrored('nemotron_node:prefix_cache_tokens_reused_total', 'Prompt tokens restored from the prefix cache.', (s) => s.tokensReused);
 
   const counter = (name: string, help: string, extra: string[] = []) => new Counter({ name, help, labelNames: [...labelNames, ...extra], registers: [registry] });
   const promptTokens = counter('vllm:prompt_tokens_total', 'Prompt tokens of finished requests.');
@@ -95,7 +101,7 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
 
   return {
     registry,
-    observe(r, arrivalMs) {
+    observe(r, arrivalMs, doneMs) {
       const u = r.usage;
       promptTokens.inc(labels, u.promptTokens);
       generationTokens.inc(labels, u.completionTokens);
@@ -103,17 +109,17 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
       cacheHits.inc(labels, u.cachedTokens);
       success.inc({ ...labels, finished_reason: r.finishReason }, 1);
       const t = r.timings;
-      const now = performance.now();
       if (u.completionTokens > 0 && t.timeToFirstTokenMs > 0) {
-        // arrival → first token: what the client waited (its HTTP request's queue and tokenizing included)
-        const submitted = now - t.totalMs;
+        // arrival → first token: what the client waited (body parsing and tokenizing included). The request
+        // was submitted totalMs before it ended (doneMs, within a microtask of its end).
+        const submitted = doneMs - t.totalMs;
         ttft.observe(labels, Math.max(0, submitted - arrivalMs + t.queueMs + t.timeToFirstTokenMs) / 1000);
       }
       if (u.completionTokens > 1 && t.decodeTokensPerSecond > 0) {
         const perToken = 1 / t.decodeTokensPerSecond;
         for (let i = 1; i < u.completionTokens; i++) itl.observe(labels, perToken);
       }
-      e2e.observe(labels, (now - arrivalMs) / 1000);
+      e2e.observe(labels, (doneMs - arrivalMs) / 1000);
     },
   };
 }

@@ -270,11 +270,12 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     if (state.closing) throw new HttpError(503, 'the server is shutting down', null, 'shutting_down');
     if (body.model !== undefined && body.model !== o.modelName) throw unknownModel(body.model);
     const parsed = parse();
-    if (parsed.n > o.maxChoices) throw new HttpError(400, `n is ${parsed.n} but this server allows at most ${o.maxChoices}`, 'n', 'invalid_value');
+    const most = Math.min(o.maxChoices, o.maxConcurrent);
+    if (parsed.n > most) throw new HttpError(400, `n is ${parsed.n} but this server allows at most ${most}`, 'n', 'invalid_value');
     if (active + parsed.n > o.maxConcurrent) {
       throw new HttpError(429, `too many requests in flight (${active}; this server allows ${o.maxConcurrent}): retry later`, null, 'rate_limit_exceeded', 'rate_limit_error');
     }
-    const arrival = performance.now();
+    const arrival = performance.now() - reply.elapsedTime; // when the request arrived (its body read and checked since)
     const controller = new AbortController();
     const res = reply.raw;
     const onClose = () => {

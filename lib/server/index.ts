@@ -364,8 +364,11 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     const toolCalls: WireToolCallOut[] = [];
     let result: GenerateResult | undefined;
     let doneAt = 0;
+    // The logprobs of the tokens behind the pieces (as a stream sends them: tokens cut by a stop string have none).
+    const logprobs: TokenLogprob[] = [];
     for await (const ev of events) {
       const p = piece(ev);
+      if (p.logprobs) logprobs.push(...p.logprobs);
       if ('content' in p) content += p.content;
       else if ('reasoning' in p) reasoning += p.reasoning;
       else if ('toolCall' in p) toolCalls.push(p.toolCall);
@@ -374,7 +377,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
         doneAt = performance.now();
       }
     }
-    return { content, reasoning, toolCalls, result: result!, doneAt };
+    return { content, reasoning, toolCalls, result: result!, doneAt, logprobs };
   }
 
   async function sendJson(streams: Array<AsyncGenerator<StreamEvent, void, undefined>>, parsed: ParsedRequest, kind: 'chat' | 'completion', observe: (r: GenerateResult[], doneAt: number[]) => void): Promise<unknown> {
@@ -395,7 +398,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
         choices: outs.map((x, index) => ({
           index,
           text: x.content,
-          logprobs: parsed.logprobs ? wireCompletionLogprobs(x.result.logprobs ?? [], 0) : null,
+          logprobs: parsed.logprobs ? wireCompletionLogprobs(x.logprobs, 0) : null,
           finish_reason: wireFinishReason(x.result.finishReason, x.toolCalls.length),
           ...(x.reasoning ? { reasoning_content: x.reasoning } : {}),
         })),
@@ -415,7 +418,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
           reasoning_content: x.reasoning === '' ? null : x.reasoning,
           ...(x.toolCalls.length > 0 ? { tool_calls: x.toolCalls } : {}),
         },
-        logprobs: parsed.logprobs ? wireChatLogprobs(x.result.logprobs ?? []) : null,
+        logprobs: parsed.logprobs ? wireChatLogprobs(x.logprobs) : null,
         finish_reason: wireFinishReason(x.result.finishReason, x.toolCalls.length),
       })),
       usage,

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 
 import cors from '@fastify/cors';
+import express from 'express';
 import Fastify from 'fastify';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -280,6 +281,37 @@ describe('mounted in an existing app', () => {
       expect(await (await fetch(`${base}/elsewhere`)).text()).toBe('app route');
       const pre = await preflight(`${base}/v1/completions`, 'http://any.example');
       expect(pre.headers.get('access-control-allow-origin')).toBe('*');
+    } finally {
+      await handler.close();
+      await new Promise((resolve) => http.close(resolve));
+    }
+  });
+
+  it('from Express: app.use(path, handler), next to the app\'s routes and body parser', async () => {
+    const handler = createRequestHandler(model, { modelName: 'tiny', cors: ['http://ui.example'] });
+    const app = express();
+    app.use('/llm', handler); // before the body parser: the handler reads the body itself
+    app.use(express.json());
+    app.post('/echo', (req, res) => void res.json({ got: (req.body as { x: number }).x }));
+    const http = await new Promise<Server>((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    try {
+      const client = new OpenAI({ baseURL: `${base}/llm/v1`, apiKey: 'x', maxRetries: 0 });
+      const r = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 });
+      expect(r.choices).toHaveLength(1);
+      const streamed: string[] = [];
+      for await (const chunk of await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, stream: true })) {
+        streamed.push(chunk.object);
+      }
+      expect(streamed.every((o) => o === 'chat.completion.chunk')).toBe(true);
+      const e = (await client.chat.completions.create({ model: 'other', messages: [{ role: 'user', content: 'hi' }] }).catch((x: unknown) => x)) as APIError;
+      expect(e.status).toBe(404);
+      expect(await (await fetch(`${base}/echo`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"x":5}' })).json()).toEqual({ got: 5 });
+      const pre = await preflight(`${base}/llm/v1/chat/completions`, 'http://ui.example');
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get('access-control-allow-origin')).toBe('http://ui.example');
     } finally {
       await handler.close();
       await new Promise((resolve) => http.close(resolve));

@@ -748,16 +748,27 @@ export class NemotronModel {
   }
 
   /**
+   * The most UTF-8 bytes of prompt text that could still fit the context (contextLength x the longest
+   * token's bytes); 0 when the tokenizer does not say. Anything longer is refused before tokenizing.
+   */
+  promptByteLimit(): number {
+    const longest = this.tokenizer?.longestTokenBytes ?? 0;
+    return longest > 0 ? this.info.contextLength * longest : 0;
+  }
+
+  /**
    * The least number of tokens `text` can become: no token is longer than the tokenizer's longest token,
    * so a text whose UTF-8 bytes exceed contextLength x that length cannot fit, whatever it tokenizes to.
    * Refusing it costs no tokenization.
    */
   private assertBytesCanFit(what: string, bytes: number): void {
-    const longest = this.tokenizer?.longestTokenBytes ?? 0;
-    if (longest > 0 && bytes > this.info.contextLength * longest) {
+    const limit = this.promptByteLimit();
+    if (limit > 0 && bytes > limit) {
+      const longest = this.tokenizer!.longestTokenBytes;
       throw new ContextOverflowError(`${what} has ${bytes} bytes: at least ${Math.ceil(bytes / longest)} tokens, more than the context length ${this.info.contextLength}`);
     }
   }
+
 
   /** parseGenerate, with the template rendered and large texts tokenized off the event loop. */
   private async parseGenerateAsync(options: GenerateOptions): Promise<RequestSpec> {

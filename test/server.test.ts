@@ -332,6 +332,7 @@ function scriptedModel(script: (options: GenerateOptions) => StreamEvent[]): Nem
     async startStream(this: NemotronModel, options: GenerateOptions) {
       return this.stream(options);
     },
+    promptByteLimit: () => 0,
   } as unknown as NemotronModel;
 }
 

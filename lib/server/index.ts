@@ -50,6 +50,7 @@ import {
   type RequestLimits,
   type WireToolCallOut,
 } from './protocol.js';
+import { registerJsonParser } from './json-body.js';
 import { DEFAULT_TIMEOUTS } from './limits.js';
 import { createMetrics, type ServerMetrics } from './metrics.js';
 import { chatCompletionBody, completionBody } from './schemas.js';
@@ -226,7 +227,12 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
   let active = 0;
 
   app.removeContentTypeParser('text/plain'); // JSON only: anything else is 415
-  app.addHook('onClose', async () => shutdown(state));
+  // Large bodies are parsed (and refused when their text cannot fit the context) off the event loop.
+  const jsonBodies = registerJsonParser(app, { bodyLimit: o.maxBodyBytes, promptByteLimit: model.promptByteLimit(), contextLength: model.info.contextLength });
+  app.addHook('onClose', async () => {
+    await shutdown(state);
+    await jsonBodies.close();
+  });
 
   app.setErrorHandler((err, _request, reply) => {
     const e = err instanceof HttpError ? err : fromFrameworkError(err as Parameters<typeof fromFrameworkError>[0]);
@@ -682,7 +688,7 @@ export async function createServer(model: NemotronModel, options: ServerOptions 
       await stopped;
       await Promise.all([...responses].map((res) => (res.writableFinished || res.destroyed ? undefined : new Promise((resolve) => res.once('close', resolve)))));
       app.server.closeAllConnections();
-      await closed;
+      await closed; // the routes' onClose hook stops their JSON parser thread
     },
   };
 }

@@ -175,6 +175,9 @@ describe('serve for deployments: logprobs, n, model check, metrics, CORS, logs',
     expect(value('vllm:time_to_first_token_seconds_count')).toBeGreaterThan(0);
     expect(value('vllm:inter_token_latency_seconds_count')).toBeGreaterThan(0);
     expect(value('nemotron_node:kv_blocks_total')).toBeGreaterThan(0);
+    for (const h of ['vllm:request_queue_time_seconds', 'vllm:request_prefill_time_seconds', 'vllm:request_decode_time_seconds', 'vllm:request_prompt_tokens', 'vllm:request_generation_tokens']) {
+      expect(value(`${h}_count`), h).toBeGreaterThan(0);
+    }
     // time to first token is at most the whole request's latency
     expect(value('vllm:time_to_first_token_seconds_sum')).toBeLessThanOrEqual(value('vllm:e2e_request_latency_seconds_sum'));
     expect(text).toMatch(/^vllm:request_success_total\{model_name="tiny",finished_reason="length"\} \d+$/m);

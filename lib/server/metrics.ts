@@ -13,6 +13,11 @@
  *   vllm:time_to_first_token_seconds     histogram  from arrival to the first token (queue + prefill)
  *   vllm:inter_token_latency_seconds     histogram  time per output token after the first (each request's mean, observed once per token)
  *   vllm:e2e_request_latency_seconds     histogram  from arrival to the last token
+ *   vllm:request_queue_time_seconds      histogram  waiting for a sequence slot
+ *   vllm:request_prefill_time_seconds    histogram  from admission to the first token
+ *   vllm:request_decode_time_seconds     histogram  from the first token to the last
+ *   vllm:request_prompt_tokens           histogram  prompt tokens per request
+ *   vllm:request_generation_tokens       histogram  generated tokens per request
  *   nemotron_node:tokens_processed_total counter    tokens fed through the forward pass (prompts, sampled and forced tokens)
  *   nemotron_node:prefix_cache_hit_requests_total counter requests that restored a cached prefix
  *   nemotron_node:prefix_cache_tokens_reused_total counter prompt tokens restored from the prefix cache (every request of the model)
@@ -97,6 +102,12 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
   const ttft = histogram('vllm:time_to_first_token_seconds', 'Time from arrival to the first generated token.', TTFT_BUCKETS);
   const itl = histogram('vllm:inter_token_latency_seconds', 'Time per output token after the first (a request\'s mean, once per token).', ITL_BUCKETS);
   const e2e = histogram('vllm:e2e_request_latency_seconds', 'Time from arrival to the last token.', E2E_BUCKETS);
+  const queue = histogram('vllm:request_queue_time_seconds', 'Time waiting for a sequence slot.', E2E_BUCKETS);
+  const prefill = histogram('vllm:request_prefill_time_seconds', 'Time from admission to the first token.', E2E_BUCKETS);
+  const decode = histogram('vllm:request_decode_time_seconds', 'Time from the first token to the last.', E2E_BUCKETS);
+  const TOKEN_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000];
+  const promptSizes = histogram('vllm:request_prompt_tokens', 'Prompt tokens per request.', TOKEN_BUCKETS);
+  const generationSizes = histogram('vllm:request_generation_tokens', 'Generated tokens per request.', TOKEN_BUCKETS);
   collectDefaultMetrics({ register: registry });
 
   return {
@@ -120,6 +131,13 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
         for (let i = 1; i < u.completionTokens; i++) itl.observe(labels, perToken);
       }
       e2e.observe(labels, (doneMs - arrivalMs) / 1000);
+      queue.observe(labels, t.queueMs / 1000);
+      promptSizes.observe(labels, u.promptTokens);
+      generationSizes.observe(labels, u.completionTokens);
+      if (t.timeToFirstTokenMs > 0) {
+        prefill.observe(labels, t.timeToFirstTokenMs / 1000);
+        decode.observe(labels, Math.max(0, t.totalMs - t.queueMs - t.timeToFirstTokenMs) / 1000);
+      }
     },
   };
 }

@@ -137,7 +137,16 @@ export interface RequestSpec {
   topLogprobs: number;
   /** 'resolve' (default): an abort ends with finishReason 'abort'; 'reject': the stream throws an AbortError. */
   abortBehavior: AbortBehavior;
+  /** Told of each sampled token as it arrives (kTokenObserver). */
+  onTokenTime?: TokenObserver;
 }
+
+/**
+ * @internal An option key (a symbol, so option validation never sees it) through which the server
+ * watches each sampled token's arrival for its latency metrics: `(request, performance.now())`.
+ */
+export const kTokenObserver: unique symbol = Symbol('nemotron-node token observer');
+export type TokenObserver = (request: number, atMs: number) => void;
 
 /** NVIDIA's rule: after the budget, end reasoning at the next newline, or at budget + 500 at the latest. */
 export const THINKING_GRACE_TOKENS = 500;
@@ -281,9 +290,11 @@ export class GenerationRequest implements RequestHandler {
 
   onToken(token: number, logprobs?: NativeTokenLogprobs): void {
     if (this.finished) return; // ended on this side while the step ran: the token is dropped
-    if (this.draws === 0) this.tFirst = performance.now();
+    const now = performance.now();
+    if (this.draws === 0) this.tFirst = now;
     this.draws++;
     this.paused = true;
+    this.spec.onTokenTime?.(this.id, now);
     if (logprobs && this.spec.topLogprobs >= 0) {
       const entry: TokenLogprob = { ...this.tokenEntry(token, logprobs.logprob), top: logprobs.top.map(([t, lp]) => this.tokenEntry(t, lp)) };
       this.logprobs.push(entry);

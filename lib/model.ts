@@ -15,7 +15,7 @@ import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition }
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
-import { GenerationRequest, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
 import type { Message } from './chat/openai.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
@@ -242,6 +242,12 @@ const GENERATE_KEYS = [
 
 /** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
 const REASONING_DEFAULTS = { temperature: 0.6, topP: 0.95, maxTokens: 4096 };
+
+/** The server's per-token latency hook (kTokenObserver), when the options carry one. */
+function tokenObserver(options: GenerateOptions): { onTokenTime?: TokenObserver } {
+  const f = (options as { [kTokenObserver]?: unknown })[kTokenObserver];
+  return typeof f === 'function' ? { onTokenTime: f as TokenObserver } : {};
+}
 
 /** Re-homes a native rejection as the typed error, keeping the caller's stack. */
 function rethrow(err: unknown, stack: Error): never {
@@ -866,6 +872,7 @@ export class NemotronModel {
       idleTimeoutMs: this.idleTimeoutMs,
       topLogprobs,
       abortBehavior,
+      ...tokenObserver(options),
     };
   }
 

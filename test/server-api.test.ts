@@ -263,6 +263,22 @@ describe('mounted in an existing app', () => {
     }
   });
 
+  it('latency histograms: one time to first token per choice, one inter-token interval per later token', async () => {
+    const server = await createServer(model, { modelName: 'tiny' });
+    const base = await server.listen(0);
+    try {
+      const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 });
+      await client.completions.create({ model: 'tiny', prompt: 'Once upon', max_tokens: 5, n: 2, temperature: 1, seed: 1, logit_bias: { '12': -100, '2': -100 } });
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const count = (name: string) => Number(new RegExp(`^${name}_count\\{model_name="tiny"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+      expect(count('vllm:time_to_first_token_seconds')).toBe(2);
+      expect(count('vllm:inter_token_latency_seconds')).toBe(8);
+      expect(count('vllm:e2e_request_latency_seconds')).toBe(2);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('as a plain Node (req, res, next) handler: unknown paths go to next, /v1 to the routes', async () => {
     const handler = createRequestHandler(model, { modelName: 'tiny', cors: true });
     // an Express-style chain: the handler first, the app's own routes after it

@@ -29,6 +29,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyPluginAsync, 
 import { Registry } from 'prom-client';
 
 import type { GenerateResult, NemotronModel, StreamEvent, TokenLogprob } from '../model.js';
+import { kTokenObserver } from '../generation.js';
 import { InvalidArgumentError } from '../errors.js';
 import {
   HttpError,
@@ -281,18 +282,18 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     if (active + parsed.n > o.maxConcurrent) {
       throw new HttpError(429, `too many requests in flight (${active}; this server allows ${o.maxConcurrent}): retry later`, null, 'rate_limit_exceeded', 'rate_limit_error');
     }
-    const arrival = performance.now() - reply.elapsedTime; // when the request arrived (its body read and checked since)
     const controller = new AbortController();
     const res = reply.raw;
     const onClose = () => {
       if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
     };
     let streams: Array<AsyncGenerator<StreamEvent, void, undefined>>;
+    const arrival = performance.now() - reply.elapsedTime; // when the request arrived (its body read and checked since)
     active += parsed.n; // held while the prompt is tokenized, so a burst cannot overshoot maxConcurrent
     try {
       // Checked and tokenized before anything is sent (a bad request is a 4xx, not a broken stream);
       // large prompts are measured before tokenizing and tokenized off the event loop. n > 1: one prefill.
-      const options = { ...parsed.options, signal: controller.signal };
+      const options = { ...parsed.options, signal: controller.signal, ...(metrics ? { [kTokenObserver]: metrics.tokenTimes(arrival) } : {}) };
       streams = parsed.n === 1 ? [await model.startStream(options)] : await model.startStreams(options, parsed.n);
     } catch (err) {
       active -= parsed.n;

@@ -10,8 +10,8 @@
  *   vllm:prefix_cache_queries_total      counter    prompt tokens looked up in the prefix cache (vLLM counts tokens)
  *   vllm:prefix_cache_hits_total         counter    of those, tokens restored from it
  *   vllm:request_success_total           counter    finished requests, by finished_reason (stop | length | abort | error)
- *   vllm:time_to_first_token_seconds     histogram  from arrival to the first token (queue + prefill)
- *   vllm:inter_token_latency_seconds     histogram  time per output token after the first (each request's mean, observed once per token)
+ *   vllm:time_to_first_token_seconds     histogram  from the HTTP request's arrival to its first sampled token
+ *   vllm:inter_token_latency_seconds     histogram  between consecutive sampled tokens of a request (each interval)
  *   vllm:e2e_request_latency_seconds     histogram  from arrival to the last token
  *   vllm:request_queue_time_seconds      histogram  waiting for a sequence slot
  *   vllm:request_prefill_time_seconds    histogram  from admission to the first token
@@ -38,6 +38,8 @@ export interface ServerMetrics {
   registry: Registry;
   /** Records a finished generation: `arrivalMs` when its HTTP request arrived, `doneMs` when its result came (performance.now()). */
   observe(result: GenerateResult, arrivalMs: number, doneMs: number): void;
+  /** A per-token hook for one HTTP request (its choices are told apart by request id): time to first token, then each inter-token interval. */
+  tokenTimes(arrivalMs: number): (request: number, atMs: number) => void;
 }
 
 export function createMetrics(model: NemotronModel, modelName: string, registry: Registry = new Registry()): ServerMetrics {
@@ -100,7 +102,7 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
   const success = counter('vllm:request_success_total', 'Finished requests by finish reason.', ['finished_reason']);
   const histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, labelNames, buckets, registers: [registry] });
   const ttft = histogram('vllm:time_to_first_token_seconds', 'Time from arrival to the first generated token.', TTFT_BUCKETS);
-  const itl = histogram('vllm:inter_token_latency_seconds', 'Time per output token after the first (a request\'s mean, once per token).', ITL_BUCKETS);
+  const itl = histogram('vllm:inter_token_latency_seconds', 'Time between consecutive generated tokens of a request.', ITL_BUCKETS);
   const e2e = histogram('vllm:e2e_request_latency_seconds', 'Time from arrival to the last token.', E2E_BUCKETS);
   const queue = histogram('vllm:request_queue_time_seconds', 'Time waiting for a sequence slot.', E2E_BUCKETS);
   const prefill = histogram('vllm:request_prefill_time_seconds', 'Time from admission to the first token.', E2E_BUCKETS);
@@ -112,6 +114,15 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
 
   return {
     registry,
+    tokenTimes(arrivalMs) {
+      const last = new Map<number, number>();
+      return (request, atMs) => {
+        const prev = last.get(request);
+        if (prev === undefined) ttft.observe(labels, Math.max(0, atMs - arrivalMs) / 1000);
+        else itl.observe(labels, Math.max(0, atMs - prev) / 1000);
+        last.set(request, atMs);
+      };
+    },
     observe(r, arrivalMs, doneMs) {
       const u = r.usage;
       promptTokens.inc(labels, u.promptTokens);
@@ -120,16 +131,6 @@ export function createMetrics(model: NemotronModel, modelName: string, registry:
       cacheHits.inc(labels, u.cachedTokens);
       success.inc({ ...labels, finished_reason: r.finishReason }, 1);
       const t = r.timings;
-      if (u.completionTokens > 0 && t.timeToFirstTokenMs > 0) {
-        // arrival → first token: what the client waited (body parsing and tokenizing included). The request
-        // was submitted totalMs before it ended (doneMs, within a microtask of its end).
-        const submitted = doneMs - t.totalMs;
-        ttft.observe(labels, Math.max(0, submitted - arrivalMs + t.queueMs + t.timeToFirstTokenMs) / 1000);
-      }
-      if (u.completionTokens > 1 && t.decodeTokensPerSecond > 0) {
-        const perToken = 1 / t.decodeTokensPerSecond;
-        for (let i = 1; i < u.completionTokens; i++) itl.observe(labels, perToken);
-      }
       e2e.observe(labels, (doneMs - arrivalMs) / 1000);
       queue.observe(labels, t.queueMs / 1000);
       promptSizes.observe(labels, u.promptTokens);

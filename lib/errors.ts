@@ -25,6 +25,8 @@ export type NemotronErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_DOWNLOAD_UNAUTHORIZED'
   | 'ERR_CHECKSUM_MISMATCH'
+  | 'ERR_REMOTE'
+  | 'ERR_REMOTE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {

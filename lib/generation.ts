@@ -189,7 +189,7 @@ export class GenerationRequest implements RequestHandler {
 
   constructor(
     private readonly spec: RequestSpec,
-    private readonly scheduler: Scheduler,
+    private readonly scheduler: Pick<Scheduler, 'submit' | 'resume' | 'cancel' | 'pin'>,
     private readonly tokenizer: TextTokenizer | null,
   ) {
     this.decoder = tokenizer ? new IncrementalDecoder(tokenizer) : null;

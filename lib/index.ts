@@ -45,3 +45,6 @@ export type { TinyModelOptions, TinyModelResult } from './tiny-model/index.js';
 export type { NativeConfig } from './addon-types.js';
 export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig, KvDtype, WeightDtype } from './memory.js';
 export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2 } from './known-configs.js';
+export { connect, RemoteModel, RemoteChat, RemoteError } from './remote/index.js';
+export type { ConnectOptions, RemoteAttempt, RemoteGenerateOptions, RemoteModelInfo, RemoteStats, RemoteChatOptions, EndpointStats } from './remote/index.js';
+export type { TextModel, TextChat } from './text-model.js';

@@ -26,6 +26,7 @@ import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
 import type { HubOptions } from './hub/index.js';
 import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
+import type { TextModel } from './text-model.js';
 
 export type { AbortBehavior, FinishReason, GenerateResult, StreamEvent, Timings, TokenLogprob, TopLogprob, Usage } from './generation.js';
 export { AbortError } from './generation.js';
@@ -278,7 +279,7 @@ function readEosIds(dir: string, info: NativeModelInfo, tokenizer: TextTokenizer
   return [...ids].filter((id) => id >= 0 && id < info.config.vocabSize).sort((a, b) => a - b);
 }
 
-export class NemotronModel {
+export class NemotronModel implements TextModel {
   readonly info: ModelInfo;
   private readonly engine: NativeEngine;
   private readonly tokenizer: TextTokenizer | null;
@@ -500,8 +501,8 @@ export class NemotronModel {
     const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
     const events = request.run();
     const live = this.live;
-    live.add(request);
     const generator = (async function* () {
+      live.add(request); // from the first next(): a stream never iterated holds nothing
       try {
         yield* events;
       } finally {

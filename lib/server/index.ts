@@ -284,6 +284,13 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
     }
     const controller = new AbortController();
     const res = reply.raw;
+    // A session id (x-session-id header, else the body's `user`; connect() sends both) is echoed and logged.
+    // Routing by it is the router's job; the prefix cache needs no key: it matches exact tokens.
+    const sid = String(request.headers['x-session-id'] ?? (request.body as { user?: unknown } | undefined)?.user ?? '').slice(0, 256);
+    if (sid && /^[\x21-\x7e]+$/.test(sid)) {
+      res.setHeader('x-session-id', sid);
+      request.log.info({ sessionId: sid, url: request.url }, 'session request');
+    }
     const onClose = () => {
       if (!res.writableFinished) controller.abort(new Error('the client disconnected'));
     };
@@ -408,6 +415,7 @@ export const openaiRoutes: FastifyPluginAsync<OpenAIRoutesPluginOptions> = async
           logprobs: parsed.logprobs ? wireCompletionLogprobs(x.logprobs, 0) : null,
           finish_reason: wireFinishReason(x.result.finishReason, x.toolCalls.length),
           ...(x.reasoning ? { reasoning_content: x.reasoning } : {}),
+          ...(parsed.returnTokenIds ? { token_ids: x.result.tokens } : {}),
         })),
         usage,
       };

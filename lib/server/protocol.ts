@@ -67,6 +67,8 @@ export interface CompletionBody extends SamplingBody {
   suffix?: Nullable<string>;
   best_of?: Nullable<number>;
   logprobs?: Nullable<number>;
+  /** vLLM's extension: also answer the generated token ids (`choices[0].token_ids`; non-streamed answers). */
+  return_token_ids?: Nullable<boolean>;
 }
 
 export interface WireUsage {
@@ -175,6 +177,8 @@ export interface ParsedRequest {
   n: number;
   /** Whether the response carries logprobs (chat `logprobs: true`, completions `logprobs: k`). */
   logprobs: boolean;
+  /** /v1/completions with return_token_ids: the answer carries the generated token ids. */
+  returnTokenIds?: boolean;
 }
 
 const isSet = <T>(v: Nullable<T>): v is T => v !== undefined && v !== null;
@@ -293,7 +297,7 @@ export function parseCompletionRequest(body: CompletionBody, limits: RequestLimi
   else throw badRequest(`prompt has ${p.length} prompts: this server takes one prompt per request`, 'prompt', 'unsupported_value');
   const options: GenerateOptions = { ...samplingOptions(body, limits, DEFAULT_MAX_TOKENS.plain), prompt };
   if (isSet(body.logprobs)) options.topLogprobs = body.logprobs;
-  return { options, ...streamFlags(body), n: body.n ?? 1, logprobs: isSet(body.logprobs) };
+  return { options, ...streamFlags(body), n: body.n ?? 1, logprobs: isSet(body.logprobs), ...(body.return_token_ids === true ? { returnTokenIds: true } : {}) };
 }
 
 // ---- responses ---------------------------------------------------------------------------------------

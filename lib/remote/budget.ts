@@ -194,6 +194,8 @@ export async function* runThinkingBudget(model: RemoteModel, tok: ClientTokenize
     pinAt: [],
     snapshotEvery: 0,
     idleTimeoutMs: 0,
+    topLogprobs: -1, // the remote server samples: no log-probs on this path
+    abortBehavior: 'resolve',
   };
   const request = new GenerationRequest(spec, scheduler, tok.tokenizer);
   for await (const ev of request.run()) {

@@ -257,7 +257,7 @@ class TextPipeline {
     return this.events(this.tools.push(text));
   }
   private events(evs: ReturnType<ToolCallParser['push']>): StreamEvent[] {
-    return evs.flatMap((e): StreamEvent[] => (e.type === 'text' ? (e.text ? [{ type: 'text', text: e.text }] : []) : e.type === 'toolCall' ? [{ type: 'toolCall', call: e.call }] : [{ type: 'toolCall', error: e.error, raw: e.raw }]));
+    return evs.flatMap((e): StreamEvent[] => (e.type === 'text' ? (e.text ? [{ type: 'text', text: e.text }] : []) : e.type === 'toolCall' ? [{ type: 'toolCall', call: e.call }] : [{ type: 'toolCallError', error: e.error, raw: e.raw }]));
   }
 }
 
@@ -270,10 +270,8 @@ export class ResultBuilder {
   add(ev: StreamEvent): void {
     if (ev.type === 'text') this.text += ev.text;
     else if (ev.type === 'reasoning') this.reasoning += ev.text;
-    else if (ev.type === 'toolCall') {
-      if ('call' in ev) this.toolCalls.push(ev.call);
-      else this.toolCallErrors.push({ raw: ev.raw, error: ev.error });
-    }
+    else if (ev.type === 'toolCall') this.toolCalls.push(ev.call);
+    else if (ev.type === 'toolCallError') this.toolCallErrors.push({ raw: ev.raw, error: ev.error });
   }
 }
 
@@ -616,7 +614,7 @@ export class RemoteModel implements TextModel {
     yield* emit(pipe.push('', true));
     for (const [, c] of [...calls].sort((a, b) => a[0] - b[0])) {
       const parsed = parseToolCallList(`[{"name": ${JSON.stringify(c.name)}, "arguments": ${c.args.trim() === '' ? '{}' : c.args}}]`);
-      yield* emit('error' in parsed ? [{ type: 'toolCall', error: parsed.error, raw: c.args }] : parsed.calls.map((call) => ({ type: 'toolCall' as const, call })));
+      yield* emit('error' in parsed ? [{ type: 'toolCallError' as const, error: parsed.error, raw: c.args }] : parsed.calls.map((call) => ({ type: 'toolCall' as const, call })));
     }
     t.end = performance.now();
     const u = usageFromWire(usage);

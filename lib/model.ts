@@ -500,16 +500,25 @@ export class NemotronModel implements TextModel {
 
   private streamSpec(spec: RequestSpec): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
-    const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
-    const events = request.run();
     const live = this.live;
+    // The live set holds a request from its first next() until it ends (not until its consumer reads
+    // the end: a dropped iterator never does), so close() can end it and nothing else keeps it.
+    const onDone = spec.onDone;
+    const request: GenerationRequest = new GenerationRequest(
+      {
+        ...spec,
+        onDone: (result) => {
+          live.delete(request);
+          onDone?.(result);
+        },
+      },
+      this.scheduler,
+      this.tokenizer,
+    );
+    const events = request.run();
     const generator = (async function* () {
-      live.add(request); // from the first next(): a stream never iterated holds nothing
-      try {
-        yield* events;
-      } finally {
-        live.delete(request);
-      }
+      if (!request.ended) live.add(request); // a stream never iterated holds nothing
+      yield* events;
     })();
     // Dropped unfinished without break/return (a handler that threw between reads): the request is
     // cancelled once the iterator is collected, and idleTimeoutMs bounds the wait for that.

@@ -156,7 +156,8 @@ await sleep(1600); // idle timeouts of the warm-up's abandoned streams
 await settle();
 counts.clear();
 unexpected.length = 0;
-const rssStart = process.memoryUsage().rss;
+const heapStart = process.memoryUsage();
+const rssStart = heapStart.rss;
 const t0 = performance.now();
 const deadline = t0 + seconds * 1000;
 await Promise.all(
@@ -173,7 +174,8 @@ const rssChange = (rssEnd - rssStart) / rssStart;
 const total = [...counts.values()].reduce((a, b) => a + b, 0);
 console.log(`soak: ${streams} clients, ${wall.toFixed(0)} s, ${total} requests: ${JSON.stringify(Object.fromEntries([...counts].sort()))}`);
 console.log(`end state: ${s.liveSequences} live sequences, ${s.queuedRequests} queued, ${s.kvBlocksUsed} KV blocks in use (${s.kvBlocksCached} held only by the prefix cache), cache ${(s.snapshotBytes / 2 ** 20).toFixed(1)} MiB / ${cacheBytes / 2 ** 20} MiB, ${s.prefixCacheHits} prefix hits`);
-console.log(`RSS after warm-up ${(rssStart / 2 ** 20).toFixed(0)} MiB, at the end ${(rssEnd / 2 ** 20).toFixed(0)} MiB (${(rssChange * 100).toFixed(1)} %); unexpected errors: ${unexpected.length}`);
+const heapEnd = process.memoryUsage();
+console.log(`RSS after warm-up ${(rssStart / 2 ** 20).toFixed(0)} MiB, at the end ${(rssEnd / 2 ** 20).toFixed(0)} MiB (${(rssChange * 100).toFixed(1)} %); JS heap ${(heapStart.heapUsed / 2 ** 20).toFixed(1)} -> ${(heapEnd.heapUsed / 2 ** 20).toFixed(1)} MiB, external ${(heapStart.external / 2 ** 20).toFixed(1)} -> ${(heapEnd.external / 2 ** 20).toFixed(1)} MiB; unexpected errors: ${unexpected.length}`);
 for (const u of unexpected.slice(0, 10)) console.log(`  ${u}`);
 const failures: string[] = [];
 if (s.liveSequences !== 0) failures.push('live sequences remain');

@@ -26,6 +26,8 @@ export {
   TemplateError,
   SessionFileError,
   DeviceUnavailableError,
+  DriverTooOldError,
+  SelfCheckError,
   NumericalError,
   IdleTimeoutError,
   DownloadError,
@@ -35,7 +37,9 @@ export type { HubOptions, PullOptions, PullResult, PulledFile, DownloadProgress,
 export type { LoadProgress, PhaseProgress, LoadProgressCallback } from './load-progress.js';
 export { ChatSession } from './chat/session.js';
 export type { ChatOptions, TurnOptions, ContextOverflowPolicy } from './chat/session.js';
-export type { NemotronErrorCode } from './errors.js';
+export type { NemotronErrorCode, SelfCheckDifference } from './errors.js';
+export { runSelfCheck, SELF_CHECK_TOLERANCES } from './selfcheck.js';
+export type { SelfCheckReport, SelfCheckFigures, SelfCheckOptions } from './selfcheck.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';
 export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig } from './memory.js';

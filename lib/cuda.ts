@@ -172,7 +172,7 @@ export function loadCudaAddon(options: { binary?: string; timeoutMs?: number } =
   const candidates = options.binary ? [path.resolve(options.binary)] : cudaBinaryCandidates();
   const binary = candidates.find((p) => existsSync(p));
   if (!binary) {
-    return { reason: `no CUDA build of the addon (looked for ${candidates.join(', ')}; build it with \`npx cmake-js compile -O build-cuda --CDNEMOTRON_CUDA=ON\`)` };
+    return { reason: `no CUDA build of the addon (looked for ${candidates.join(', ')}; on Linux x64 glibc npm installs the prebuilt @nemotron-node/linux-x64-cuda with nemotron-node, or build it with \`npx cmake-js compile -O build-cuda --CDNEMOTRON_CUDA=ON\`)` };
   }
   const cached = cache.get(binary);
   if (cached) return cached;

@@ -463,9 +463,12 @@ void check_elementwise(Rng& rng) {
 // about 1e-12 per draw). Log-probs against the host log-softmax of the raw logits.
 void check_sampling(Rng& rng) {
   cuda::Scratch scratch;
-  struct Case { const char* what; int64_t vocab; bool ties; bool specials; };
+  struct Case { const char* what; int64_t vocab; bool ties; bool specials; bool zeros = false; };
+  // "signed zeros": most logits are -0.0 or +0.0 (a few are 1), so the top-k and top-p cuts fall among
+  // zeros of both signs: the CPU compares them equal (ties by id), so must the device's sort key.
   const Case cases[] = {{"vocab 131072", 131072, false, false}, {"vocab 1000, tied logits", 1000, true, false},
-                        {"vocab 5000, NaN/inf logits", 5000, false, true}};
+                        {"vocab 5000, NaN/inf logits", 5000, false, true},
+                        {"vocab 1000, signed zeros", 1000, false, false, true}};
   for (const Case& c : cases) {
     std::vector<SamplingParams> ps;
     auto add = [&](float t, int32_t k, float p, float mp) {
@@ -492,7 +495,14 @@ void check_sampling(Rng& rng) {
     }
     const int rows = static_cast<int>(ps.size()) * 4;
     std::vector<float> logits(static_cast<size_t>(rows * c.vocab));
-    for (float& v : logits) v = c.ties ? static_cast<float>(static_cast<int>(rng.uniform() * 8)) : rng.normal() * 3.0f;
+    for (float& v : logits) {
+      if (c.zeros) {
+        const float u = rng.uniform();
+        v = u < 0.01f ? 1.0f : (u < 0.5f ? -0.0f : 0.0f);
+      } else {
+        v = c.ties ? static_cast<float>(static_cast<int>(rng.uniform() * 8)) : rng.normal() * 3.0f;
+      }
+    }
     if (c.specials) {
       for (int r = 0; r < rows; ++r) {
         float* row = logits.data() + static_cast<int64_t>(r) * c.vocab;

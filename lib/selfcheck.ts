@@ -206,20 +206,20 @@ async function runScript(engine: NativeEngine, sampler: NativeAddon['_kernels'])
   const live: number[] = [seq];
   let snap = -1;
   try {
-    const a = await engine.evaluate(seq, prompt.subarray(0, FIRST_CHUNK), true);
-    const b = await engine.evaluate(seq, prompt.subarray(FIRST_CHUNK), true);
+    const a = await engine.evaluate(seq, prompt.slice(0, FIRST_CHUNK), true);
+    const b = await engine.evaluate(seq, prompt.slice(FIRST_CHUNK), true);
     const prefillLogits = new Float32Array(PROMPT_TOKENS * V);
     prefillLogits.set(a, 0);
     prefillLogits.set(b, FIRST_CHUNK * V);
     snap = engine.snapshot(seq);
     const decodeLogits = new Float32Array(DECODE_STEPS * V);
     for (let j = 0; j < DECODE_STEPS; j++) {
-      decodeLogits.set(await engine.evaluate(seq, decodeTokens.subarray(j, j + 1), false), j * V);
+      decodeLogits.set(await engine.evaluate(seq, decodeTokens.slice(j, j + 1), false), j * V);
     }
     const restoredSeq = engine.createSequence();
     live.push(restoredSeq);
     engine.restore(restoredSeq, snap);
-    const restored = logSoftmaxRows(await engine.evaluate(restoredSeq, decodeTokens.subarray(0, 1), false), V);
+    const restored = logSoftmaxRows(await engine.evaluate(restoredSeq, decodeTokens.slice(0, 1), false), V);
 
     const sampled: number[] = [];
     const sampledWant: number[] = [];
@@ -232,8 +232,8 @@ async function runScript(engine: NativeEngine, sampler: NativeAddon['_kernels'])
           engine.restore(s, snap);
           engine.restore(twin, snap);
           // The twin's logits come from the same forward pass shape as the step's (one token).
-          const logits = await engine.evaluate(twin, decodeTokens.subarray(0, 1), false);
-          const r = await engine.step([{ id: s, tokens: decodeTokens.subarray(0, 1), sample: true, sampling, nPrompt: history.length, draw }]);
+          const logits = await engine.evaluate(twin, decodeTokens.slice(0, 1), false);
+          const r = await engine.step([{ id: s, tokens: decodeTokens.slice(0, 1), sample: true, sampling, nPrompt: history.length, draw }]);
           sampled.push(r.token[0]!);
           sampledWant.push(sampler.sample(logits, sampling, draw, history, history.length));
         } finally {

@@ -265,8 +265,6 @@ function perturbation(options: SelfCheckOptions): 'logprob' | 'token' | undefine
  */
 export async function runSelfCheck(options: SelfCheckOptions): Promise<SelfCheckReport> {
   const t0 = performance.now();
-  const reference = options.reference ?? loadNative();
-  const modelPath = options.modelPath ?? (await defaultModelPath());
   const precisions = options.precisions ?? ['exact', 'fast'];
   const perturb = perturbation(options);
   const deviceName = options.device.name ?? options.device.engineDevice;
@@ -275,6 +273,8 @@ export async function runSelfCheck(options: SelfCheckOptions): Promise<SelfCheck
   let error: string | undefined;
   let ref: NativeEngine | undefined;
   try {
+    const reference = options.reference ?? loadNative();
+    const modelPath = options.modelPath ?? (await defaultModelPath());
     ref = await reference.loadEngine(modelPath, engineOptions('cpu', 'exact'));
     const cpu = await runScript(ref, reference._kernels);
     for (const precision of precisions) {

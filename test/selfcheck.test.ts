@@ -76,6 +76,16 @@ describe('self-check, CPU against CPU (the comparison code, no GPU needed)', () 
   }, 120_000);
 });
 
+describe('a device that cannot run the check', () => {
+  it('is a failed report with the error, not an exception', async () => {
+    const broken = { addon: { loadEngine: () => Promise.reject(new Error('cudaErrorNoKernelImageForDevice: no kernel image is available')) }, engineDevice: 'cuda', name: 'GPU X' };
+    const r = await runSelfCheck({ device: broken, perturb: 'none' });
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/^GPU X: cudaErrorNoKernelImageForDevice/);
+    expect(r.figures).toEqual([]);
+  }, 60_000);
+});
+
 describe('the CUDA driver check', () => {
   const info = (driverVersion: number, deviceCount = 1): CudaInfo => ({
     runtimeVersion: 13000,

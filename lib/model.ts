@@ -7,7 +7,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
@@ -19,7 +19,6 @@ import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEv
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { chooseDevice } from './device.js';
-import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';

@@ -8,8 +8,10 @@
 #      chunked = batched on the device, snapshot state offload to host memory and restore, and decode
 #      steps as CUDA graphs bitwise equal to eager launches (NEMOTRON_CUDA_GRAPHS=0) at batch 1, 3 and 8
 #      (native-tests/cuda_golden_check.cc)
-#   3. the load-time self-check (lib/selfcheck.ts: the built-in tiny model on the GPU against the CPU
-#      backend, both precisions, with its figures) and a small decode benchmark: `nemotron-node doctor`
+#   3. the load-time self-check on the GPU against the CPU backend, both precisions, with its figures:
+#      natively (native-tests/cuda_selfcheck.cc: lib/selfcheck.ts's script on the Engine API, golden
+#      tiny-long checkpoint; needs no Node) and, with Node, as the library runs it at load plus a small
+#      decode benchmark: `nemotron-node doctor --require-gpu`
 #   4. the GPU test suite (vitest: test/gpu.test.ts, test/selfcheck.test.ts; none of it may be skipped)
 #   5. a throughput table: prefill and decode of the 330M bench model's shape and of the Nano-9B-v2 layer
 #      stack at bf16 (random weights made on the device), decode against the measured read and copy
@@ -56,7 +58,7 @@ if command -v node >/dev/null 2>&1 && [ -x node_modules/.bin/cmake-js ] && [ -x 
 step "build (NEMOTRON_CUDA=ON, CUDA architectures $ARCH, $JOBS jobs, $([ $WITH_NODE = 1 ] && echo 'cmake-js: addon + C++ checks' || echo 'CMake: C++ checks only, no node_modules'))"
 t=$SECONDS
 build_ok=1
-CHECKS="nemotron_cuda_kernels_check nemotron_cuda_golden_check nemotron_cuda_bench"
+CHECKS="nemotron_cuda_kernels_check nemotron_cuda_golden_check nemotron_cuda_selfcheck nemotron_cuda_bench"
 if [ $WITH_NODE = 1 ]; then
   {
     npx --no-install cmake-js compile -O "$BUILD" -p "$JOBS" -T nemotron_node_cuda --CDNEMOTRON_CUDA=ON "--CDCMAKE_CUDA_ARCHITECTURES=$ARCH" &&
@@ -101,7 +103,10 @@ run_step kernels 180 "$BUILD/nemotron_cuda_kernels_check"
 step "2. golden logits on CUDA vs the float64 reference; decode/chunked/batched; snapshot offload + restore; graphs = eager"
 run_step golden 120 "$BUILD/nemotron_cuda_golden_check" "$ROOT"
 
-step "3. self-check (tiny model on the GPU vs the CPU backend) and decode benchmark: nemotron-node doctor"
+step "3a. self-check (native): the tiny model on the GPU vs the CPU engine"
+run_step selfcheck 60 "$BUILD/nemotron_cuda_selfcheck" --model "$ROOT/test/fixtures/golden/tiny-long" --device cuda
+
+step "3b. self-check as loadModel runs it, and a decode benchmark: nemotron-node doctor"
 if [ $WITH_NODE = 1 ]; then
   run_step doctor 120 "${NODE_ENV_VARS[@]}" node dist/cli.js doctor --require-gpu
 else
@@ -142,7 +147,9 @@ printf '%-44s %s   %s checks, %s failed\n' "golden logits, offload, graphs = eag
   "$(grep -cE 'PASS|FAIL' "$LOGS/golden.log")" "$(grep -c ' FAIL' "$LOGS/golden.log")"
 grep -E 'prompt logits vs float64' "$LOGS/golden.log" | sed 's/^ */    /'
 grep -E 'offload|graphs = eager' "$LOGS/golden.log" | sed 's/^ */    /'
-printf '%-44s %s\n' "self-check + doctor" "$(status doctor)"
+printf '%-44s %s\n' "self-check (native, GPU vs CPU engine)" "$(status selfcheck)"
+grep -E '^  (exact|fast) |^self-check' "$LOGS/selfcheck.log" | sed 's/^ */    /'
+printf '%-44s %s\n' "self-check (loadModel's) + doctor" "$(status doctor)"
 grep -E '^(device [0-9]|driver|cuda  |self-check| +(exact|fast) |bench)' "$LOGS/doctor.log" | sed 's/^/    /'
 vitest_tests=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/vitest.log" | grep -E '^ +Tests ' | tr -s ' ')
 printf '%-44s %s  %s\n' "GPU test suite (vitest)" "$(status vitest)" "$vitest_tests"
@@ -160,7 +167,7 @@ done
 echo "total $(elapsed $START) s; logs in $LOGS"
 
 fail=$vitest_skipped
-for s in kernels golden doctor vitest bench330m bench; do
+for s in kernels golden selfcheck doctor vitest bench330m bench; do
   read -r rc _ < "$LOGS/$s.rc"
   [ "$rc" -eq 0 ] || fail=1
 done

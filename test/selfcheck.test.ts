@@ -103,6 +103,35 @@ describe('the CUDA driver check', () => {
     expect(err.code).toBe('ERR_CUDA_DRIVER');
     expect(err.name).toBe('DriverTooOldError');
   });
+  it("loadModel: device 'cuda' with a too old driver is a DriverTooOldError (ERR_CUDA_DRIVER); 'auto' falls back with one line", async () => {
+    // A stand-in binary: the probe require()s it in a child process, as it does the real .node file.
+    const { writeFileSync } = await import('node:fs');
+    const fake = path.join(cache, 'old-driver-addon.cjs');
+    writeFileSync(fake, `module.exports = { cudaInfo: () => (${JSON.stringify(info(12040))}) };\n`);
+    const savedBinary = process.env.NEMOTRON_NODE_CUDA_BINARY;
+    process.env.NEMOTRON_NODE_CUDA_BINARY = fake;
+    const lines: string[] = [];
+    const warn = console.warn;
+    try {
+      const { loadModel } = await import('../lib/index.js');
+      const { defaultModelPath } = await import('../lib/default-model.js');
+      const dir = await defaultModelPath();
+      const err = await loadModel(dir, { threads: 1, device: 'cuda' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DriverTooOldError);
+      expect(err).toMatchObject({ code: 'ERR_CUDA_DRIVER', requiredDriverVersion: 13000, driverVersion: 12040 });
+      expect((err as Error).message).toMatch(/needs an NVIDIA driver for CUDA 13\.0 or later \(Linux driver >= 580\.65\.06\); the installed driver supports CUDA 12\.4 only/);
+      console.warn = (...a: unknown[]) => void lines.push(a.map(String).join(' '));
+      const m = await loadModel(dir, { threads: 1, device: 'auto' });
+      expect(m.info.backend).toBe('cpu');
+      await m.close();
+    } finally {
+      console.warn = warn;
+      if (savedBinary === undefined) delete process.env.NEMOTRON_NODE_CUDA_BINARY;
+      else process.env.NEMOTRON_NODE_CUDA_BINARY = savedBinary;
+    }
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/device 'auto' is using the CPU \(.*supports CUDA 12\.4 only: update the NVIDIA driver\)/);
+  }, 60_000);
   it('accepts a newer minor or major driver; no driver and no device are reasons, not driver errors', () => {
     expect(judgeCudaInfo('b', info(13020))).toEqual({ info: info(13020) });
     expect(judgeCudaInfo('b', info(14000))).toEqual({ info: info(14000) });

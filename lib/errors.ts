@@ -16,6 +16,7 @@ export type NemotronErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NUMERICAL'
   | 'ERR_IDLE_TIMEOUT'
+  | 'ERR_ABORTED'
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
   | 'ERR_DEVICE_UNAVAILABLE'
@@ -26,6 +27,8 @@ export type NemotronErrorCode =
   | 'ERR_DOWNLOAD'
   | 'ERR_DOWNLOAD_UNAUTHORIZED'
   | 'ERR_CHECKSUM_MISMATCH'
+  | 'ERR_REMOTE'
+  | 'ERR_REMOTE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {

@@ -7,15 +7,16 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
-import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
+import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type NewChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
-import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
+import type { Message } from './chat/openai.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { chooseDevice } from './device.js';
@@ -24,8 +25,10 @@ import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
 import type { HubOptions } from './hub/index.js';
 import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
+import type { TextModel } from './text-model.js';
 
-export type { FinishReason, GenerateResult, StreamEvent, Timings, Usage } from './generation.js';
+export type { AbortBehavior, FinishReason, GenerateResult, StreamEvent, Timings, TokenLogprob, TopLogprob, Usage } from './generation.js';
+export { AbortError } from './generation.js';
 
 export interface LoadOptions {
   /** Worker threads for the CPU kernels; default: one per hardware thread. */
@@ -91,7 +94,8 @@ export interface LoadOptions {
   allowContextBeyondTraining?: boolean;
 }
 
-export type ModelConfig = NativeModelInfo['config'];
+/** The model's configuration as the native loader read it (config.json or GGUF metadata). */
+export type ModelConfig = NativeConfig;
 
 export interface ModelInfo {
   /** The checkpoint folder. */
@@ -119,6 +123,8 @@ export interface ModelStats {
   /** KV cache blocks (64 positions each, all attention layers) in use and free in the planned pool. */
   kvBlocksUsed: number;
   kvBlocksFree: number;
+  /** Of kvBlocksUsed, the blocks only snapshots hold (no live sequence): with no request running, all of them. */
+  kvBlocksCached: number;
   /** Snapshots in the prefix cache and the bytes they hold (Mamba state copies + KV blocks only they keep). */
   snapshots: number;
   snapshotBytes: number;
@@ -165,8 +171,12 @@ export interface SamplingOptions {
 export interface GenerateOptions extends SamplingOptions {
   /** Raw text (tokenized with the checkpoint's BOS policy) or token ids. Give this or `messages`. */
   prompt?: string | readonly number[];
-  /** A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. */
-  messages?: ChatMessage[];
+  /**
+   * A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. Messages in the
+   * library's shape (ChatMessage) or in OpenAI's (the `openai` package's ChatCompletionMessageParam[]:
+   * `developer`, text content parts, `tool_calls`, `tool_call_id`), see OpenAIChatMessage.
+   */
+  messages?: readonly Message[];
   /** Function tools the model may call (rendered by the template; its calls come back parsed). */
   tools?: ToolDefinition[];
   /** Reasoning on (`/think`) or off (`/no_think`); default: the messages' keywords, else on. */
@@ -177,7 +187,23 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens?: number;
   /** Generation stops before any of these strings; they are not part of the text. */
   stop?: string | string[];
+  /** Stops the request within one step and frees its sequence; what the caller sees is `abortBehavior`. */
   signal?: AbortSignal;
+  /**
+   * How an aborted request ends (its signal, model.close(), or the stream's idleTimeoutMs):
+   * 'resolve' (default) — generate() resolves and stream() ends with `done`, finishReason 'abort' (the
+   * text so far is in the result); 'reject' — generate() rejects and stream() throws an AbortError
+   * (`name` 'AbortError', code ERR_ABORTED, `cause` the reason, `result` the partial result), as the OpenAI
+   * SDK does. Breaking out of a stream is not an abort: it just ends the request.
+   */
+  abortBehavior?: AbortBehavior;
+  /**
+   * Report log-probabilities: 0..20 most likely alternatives per sampled token (0: the token's own only).
+   * The result gets `logprobs` and stream pieces carry theirs. Values are from the raw model distribution
+   * (log-softmax of the logits before penalties, bias, temperature and top-k/p, as vLLM's default), and
+   * a request that asks for them samples on the host (CUDA builds otherwise sample on the device).
+   */
+  topLogprobs?: number;
 }
 
 export interface EvaluateOptions {
@@ -208,12 +234,18 @@ function weightFileBytes(dir: string): number {
   return total;
 }
 const GENERATE_KEYS = [
-  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
+  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
 ] as const;
 
 /** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
 const REASONING_DEFAULTS = { temperature: 0.6, topP: 0.95, maxTokens: 4096 };
+
+/** The server's per-token latency hook (kTokenObserver), when the options carry one. */
+function tokenObserver(options: GenerateOptions): { onTokenTime?: TokenObserver } {
+  const f = (options as { [kTokenObserver]?: unknown })[kTokenObserver];
+  return typeof f === 'function' ? { onTokenTime: f as TokenObserver } : {};
+}
 
 /** Re-homes a native rejection as the typed error, keeping the caller's stack. */
 function rethrow(err: unknown, stack: Error): never {
@@ -244,7 +276,7 @@ function readEosIds(dir: string, info: NativeModelInfo, tokenizer: TextTokenizer
   return [...ids].filter((id) => id >= 0 && id < info.config.vocabSize).sort((a, b) => a - b);
 }
 
-export class NemotronModel {
+export class NemotronModel implements TextModel {
   readonly info: ModelInfo;
   private readonly engine: NativeEngine;
   private readonly tokenizer: TextTokenizer | null;
@@ -393,7 +425,7 @@ export class NemotronModel {
   }
 
   /** Renders a conversation with the checkpoint's chat template, generation prompt included. */
-  applyChatTemplate(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean } = {}): string {
+  applyChatTemplate(messages: readonly Message[], options: { tools?: ToolDefinition[]; reasoning?: boolean } = {}): string {
     this.assertOpen();
     if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat_template in tokenizer_config.json`);
     return this.template.render(validateMessages(messages), { ...(options.tools ? { tools: options.tools } : {}), ...(options.reasoning === undefined ? {} : { reasoning: options.reasoning }) });
@@ -468,8 +500,8 @@ export class NemotronModel {
     const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
     const events = request.run();
     const live = this.live;
-    live.add(request);
     const generator = (async function* () {
+      live.add(request); // from the first next(): a stream never iterated holds nothing
       try {
         yield* events;
       } finally {
@@ -485,14 +517,23 @@ export class NemotronModel {
   /**
    * A chat session: send() / stream() a turn at a time; each turn computes only its new tokens (the
    * state at the previous turn's assistant message is restored from the snapshot cache). fork() and
-   * save() make cheap copies and bit-exact files.
+   * save() make cheap copies and bit-exact files. `messages` continues a conversation (the library's
+   * shape or OpenAI's, e.g. a stored ChatCompletionMessageParam[]); its first turn computes it once.
    */
-  chat(options: ChatOptions = {}): ChatSession {
+  chat(options: NewChatOptions = {}): ChatSession {
     this.assertOpen();
     v.assertObject('options', options);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow']);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow', 'messages']);
     if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat template`);
-    return new ChatSession(this.chatHost, options);
+    const { messages, ...chatOptions } = options as NewChatOptions;
+    if (messages === undefined) return new ChatSession(this.chatHost, chatOptions);
+    // A conversation to continue (either shape): a leading system message becomes the session's `system`.
+    const history = messages.length > 0 ? validateMessages(messages) : [];
+    if (history[0]?.role === 'system') {
+      if (chatOptions.system !== undefined) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.system and a system message in options.messages: give one');
+      chatOptions.system = history.shift()!.content;
+    }
+    return new ChatSession(this.chatHost, chatOptions, history);
   }
 
   /** Restores a session written by ChatSession.save(); it continues exactly where the saved one was. */
@@ -550,6 +591,7 @@ export class NemotronModel {
       liveSequences: sched.liveSequences,
       kvBlocksUsed: cache?.kvBlocksUsed ?? 0,
       kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
+      kvBlocksCached: cache?.snapshotOnlyKvBlocks ?? 0,
       snapshots: cache?.snapshots ?? 0,
       snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
       snapshotHostBytes: cache?.snapshotHostStateBytes ?? 0,
@@ -562,6 +604,44 @@ export class NemotronModel {
       stepMs: this.scheduler.nativeMs,
       jsMsBetweenSteps: this.scheduler.betweenMs,
     };
+  }
+
+  /** `await using model = await loadModel(…)`: closes the model when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /**
+   * `n` completions of one prompt, computed from one prefill: the prompt (minus its last token) is
+   * computed once and cached, then `n` requests restore it and compute only the last prompt token each
+   * (their usage.cachedTokens shows it). Choice i samples with seed `seed + i` (mod 2^32; a random `seed`
+   * when none is given), so with temperature > 0 the choices differ and each is reproducible on its own:
+   * choice i equals a single request with seed + i. Resolves once the prompt is checked and tokenized.
+   */
+  async startStreams(options: GenerateOptions, n: number): Promise<Array<AsyncGenerator<StreamEvent, void, undefined>>> {
+    this.assertOpen();
+    const count = v.optionalInteger('n', n, 1, 128) ?? 1;
+    const spec = await this.parseGenerateAsync(options);
+    this.assertOpen();
+    if (count === 1) return [this.streamSpec(spec)];
+    const base = spec.sampling.seed;
+    // Submitted before the choices: a choice whose prompt extends it waits for it, then restores its state.
+    if (spec.prompt.length > 1) void this.prefill(spec.prompt.slice(0, spec.prompt.length - 1), false);
+    return Array.from({ length: count }, (_, i) =>
+      this.streamSpec({ ...spec, sampling: { ...spec.sampling, seed: (base + i) % 2 ** 32 }, ...(i > 0 ? { onDone: undefined, onSnapshot: undefined } : {}) }),
+    );
+  }
+
+  /** `n` completions of one prompt from one prefill (see startStreams); resolves to their results, in order. */
+  async generateMany(options: GenerateOptions, n: number): Promise<GenerateResult[]> {
+    const streams = await this.startStreams(options, n);
+    return Promise.all(
+      streams.map(async (events) => {
+        let result: GenerateResult | undefined;
+        for await (const ev of events) if (ev.type === 'done') result = ev.result;
+        return result!;
+      }),
+    );
   }
 
   /**
@@ -675,16 +755,27 @@ export class NemotronModel {
   }
 
   /**
+   * The most UTF-8 bytes of prompt text that could still fit the context (contextLength x the longest
+   * token's bytes); 0 when the tokenizer does not say. Anything longer is refused before tokenizing.
+   */
+  promptByteLimit(): number {
+    const longest = this.tokenizer?.longestTokenBytes ?? 0;
+    return longest > 0 ? this.info.contextLength * longest : 0;
+  }
+
+  /**
    * The least number of tokens `text` can become: no token is longer than the tokenizer's longest token,
    * so a text whose UTF-8 bytes exceed contextLength x that length cannot fit, whatever it tokenizes to.
    * Refusing it costs no tokenization.
    */
   private assertBytesCanFit(what: string, bytes: number): void {
-    const longest = this.tokenizer?.longestTokenBytes ?? 0;
-    if (longest > 0 && bytes > this.info.contextLength * longest) {
+    const limit = this.promptByteLimit();
+    if (limit > 0 && bytes > limit) {
+      const longest = this.tokenizer!.longestTokenBytes;
       throw new ContextOverflowError(`${what} has ${bytes} bytes: at least ${Math.ceil(bytes / longest)} tokens, more than the context length ${this.info.contextLength}`);
     }
   }
+
 
   /** parseGenerate, with the template rendered and large texts tokenized off the event loop. */
   private async parseGenerateAsync(options: GenerateOptions): Promise<RequestSpec> {
@@ -718,7 +809,7 @@ export class NemotronModel {
     let text: string | null = null;
     let startsInReasoning = false;
     if (hasMessages) {
-      text = this.applyChatTemplate(options.messages as ChatMessage[], renderOptions);
+      text = this.applyChatTemplate(options.messages as readonly Message[], renderOptions);
       startsInReasoning = /<think>\s*$/.test(text);
     } else if (typeof options.prompt === 'string') {
       if (options.prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'options.prompt is empty: give some text or token ids');
@@ -730,7 +821,7 @@ export class NemotronModel {
       // Stateless reuse: snapshot at every message boundary and one token before the end (the same
       // request again restores there and computes only the last token); after the reply, cache the next
       // turn's start (warmNextTurn).
-      const messages = validateMessages(options.messages as ChatMessage[]);
+      const messages = validateMessages(options.messages);
       const bounds = this.markers ? turnBoundaries(prompt, this.markers) : [];
       return { ...spec, snapshotAt: [...bounds, prompt.length - 1].filter((p) => p > 0), onDone: (r: GenerateResult) => this.warmNextTurn(messages, renderOptions, r) };
     };
@@ -760,6 +851,9 @@ export class NemotronModel {
       seed: v.optionalInteger('options.seed', options.seed, 0) ?? Math.floor(Math.random() * 2 ** 32),
     };
     const maxTokens = v.optionalInteger('options.maxTokens', options.maxTokens, 1) ?? d.maxTokens;
+    const topLogprobs = v.optionalInteger('options.topLogprobs', options.topLogprobs, 0, 20) ?? -1;
+    const abortBehavior: unknown = options.abortBehavior ?? 'resolve';
+    if (abortBehavior !== 'resolve' && abortBehavior !== 'reject') throw v.invalid('options.abortBehavior', "'resolve' or 'reject'", abortBehavior);
     const closeReasoning = this.tokenizer && startsInReasoning ? this.tokenizer.encode('</think>\n\n', false) : [];
     return {
       prompt,
@@ -777,6 +871,9 @@ export class NemotronModel {
       pinAt: [],
       snapshotEvery: this.snapshotInterval,
       idleTimeoutMs: this.idleTimeoutMs,
+      topLogprobs,
+      abortBehavior,
+      ...tokenObserver(options),
     };
   }
 

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-# Budget for the .tgz: measured 0.85 MB at 0.1.0 (the stripped 1.3 MB binary is most of it); 15 MB leaves room
+# Budget for the .tgz (README.md states the measured size: npm run readme:figures; the stripped binary is most of it); 15 MB leaves room
 # for more prebuilds (linux-arm64, a CUDA variant) without letting an accident (a model, build/) through.
 BUDGET=${PACK_BUDGET_BYTES:-$((15 * 1000 * 1000))}
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nemotron-pack-check.XXXXXX")"
@@ -82,6 +82,9 @@ node -e '
 say "contents ok: dist (ESM + .d.ts), dist/cjs (CommonJS + .d.ts), prebuilds/linux-x64, csrc + binding.gyp; no lib, test, build or source maps"
 say "tarball $(basename "$TGZ") $SIZE bytes packed ($(awk -v s="$SIZE" 'BEGIN { printf "%.2f", s / 1e6 }') MB), $UNPACKED bytes unpacked, $NFILES files; budget $BUDGET bytes"
 (( SIZE <= BUDGET )) || fail "the tarball ($SIZE bytes) is over the budget of $BUDGET bytes"
+# The README's figures come from here: README_FIGURES=write (npm run readme:figures) writes them, =check fails when stale.
+node "$REPO/scripts/readme-figures.mjs" --pack-json "$WORK/pack.json" --binary "$STAGE/${bins[0]}" --readme "$REPO/README.md" ${README_FIGURES:+--$README_FIGURES} | sed 's/^readme-figures:/pack-check: readme-figures:/' \
+  || fail "README figures (README_FIGURES=${README_FIGURES:-})"
 
 # ---- 4. install into a fresh project, with no way to compile -------------------------------------------
 APP="$WORK/app"

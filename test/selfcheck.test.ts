@@ -226,6 +226,36 @@ describe("loadModel's device path with the CPU standing in for the GPU (NEMOTRON
   }, 120_000);
 });
 
+describe('nemotron-node doctor (the CLI)', () => {
+  const root = path.resolve(import.meta.dirname, '..');
+  const run = async (args: string[], env: Record<string, string> = {}) => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'lib/cli.ts'), 'doctor', ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', NEMOTRON_NODE_CACHE: cache, ...env } });
+    return { code: r.status, out: `${r.stdout}${r.stderr}` };
+  };
+  it('without a GPU: reports why, runs no self-check, exits 0 (1 with --require-gpu)', async () => {
+    const bogus = path.join(cache, 'no-such-cuda-addon.node');
+    const plain = await run(['--no-bench'], { NEMOTRON_NODE_CUDA_BINARY: bogus });
+    expect(plain.code).toBe(0);
+    expect(plain.out).toMatch(/^cuda binary {2}none \(looked for .*no-such-cuda-addon\.node\)$/m);
+    expect(plain.out).toMatch(/^gpu {10}not usable: no CUDA build of the addon/m);
+    expect(plain.out).toMatch(/^self-check {3}not run \(no usable GPU\)$/m);
+    expect((await run(['--no-bench', '--require-gpu'], { NEMOTRON_NODE_CUDA_BINARY: bogus })).code).toBe(1);
+  }, 60_000);
+  it('with the CPU standing in for the GPU: the figures, the benchmark, and exit 1 when the check fails', async () => {
+    const ok = await run(['--json'], { NEMOTRON_NODE_FAKE_CUDA: 'cpu' });
+    expect(ok.code).toBe(0);
+    const report = JSON.parse(ok.out.slice(ok.out.indexOf('{'))) as { selfCheck: { ok: boolean; figures: unknown[] }; bench: { device: string; decodeTokensPerSecond: number }[] };
+    expect(report.selfCheck.ok).toBe(true);
+    expect(report.selfCheck.figures).toHaveLength(2);
+    expect(report.bench.map((b) => b.device)).toEqual(['cpu', 'cpu']);
+    expect(report.bench[0]!.decodeTokensPerSecond).toBeGreaterThan(0);
+    const bad = await run(['--no-bench'], { NEMOTRON_NODE_FAKE_CUDA: 'cpu', NEMOTRON_NODE_SELFCHECK_PERTURB: 'token' });
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/^self-check {3}FAIL on .* against the CPU in \d+ ms: sampled tokens \(exact\): 1 > 0; sampled tokens \(fast\): 1 > 0$/m);
+  }, 120_000);
+});
+
 // On a GPU (a CUDA build that sees a device): the real thing. Skipped, by name, everywhere else.
 const probe = loadCudaAddon();
 const gpu = 'addon' in probe && process.env.NEMOTRON_NODE_FAKE_CUDA === undefined;

@@ -409,6 +409,19 @@ program
   });
 
 program
+  .command('doctor')
+  .description('what this machine can run: CPU and CUDA binaries, driver, GPUs, the GPU self-check against the CPU, a small decode benchmark')
+  .option('--no-bench', 'skip the decode benchmark')
+  .option('--json', 'print the report as JSON')
+  .option('--require-gpu', 'exit status 1 also when no GPU is usable')
+  .action(async (opts: { bench: boolean; json?: boolean; requireGpu?: boolean }) => {
+    const { doctor, formatDoctor } = await import('./doctor.js');
+    const r = await doctor({ bench: opts.bench });
+    process.stdout.write(opts.json ? `${JSON.stringify(r, null, 1)}\n` : formatDoctor(r));
+    if ((r.selfCheck && !r.selfCheck.ok) || (opts.requireGpu && !r.selfCheck)) process.exitCode = 1;
+  });
+
+program
   .command('pull')
   .description('download a Hugging Face model repository (or one file of it) into the Hugging Face cache and print its local path')
   .argument('<repo>', 'owner/name, owner/name@revision or owner/name/file.gguf (hf: prefix optional)')

@@ -29,6 +29,8 @@ export {
   TemplateError,
   SessionFileError,
   DeviceUnavailableError,
+  DriverTooOldError,
+  SelfCheckError,
   NumericalError,
   IdleTimeoutError,
   DownloadError,
@@ -39,7 +41,9 @@ export type { LoadProgress, PhaseProgress, LoadProgressCallback } from './load-p
 export { ChatSession } from './chat/session.js';
 export type { ChatOptions, NewChatOptions, TurnOptions, ContextOverflowPolicy, ToolResult, TurnInput } from './chat/session.js';
 export type { Message, OpenAIChatMessage, OpenAIContentPart, OpenAIToolCall } from './chat/openai.js';
-export type { NemotronErrorCode } from './errors.js';
+export type { NemotronErrorCode, SelfCheckDifference } from './errors.js';
+export { runSelfCheck, SELF_CHECK_TOLERANCES } from './selfcheck.js';
+export type { SelfCheckReport, SelfCheckFigures, SelfCheckOptions } from './selfcheck.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions, TinyModelResult } from './tiny-model/index.js';
 export type { NativeConfig } from './addon-types.js';

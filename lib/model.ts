@@ -7,20 +7,19 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeAddon, NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type NewChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
 import type { Message } from './chat/openai.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
-import { loadCudaAddon, noteCpuFallback } from './cuda.js';
-import { loadNative } from './native.js';
+import { chooseDevice } from './device.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
@@ -63,6 +62,13 @@ export interface LoadOptions {
   memoryLimit?: number;
   /** 'cpu' (default), 'cuda' (a typed error without a usable GPU and CUDA build), or 'auto' (the GPU when there is one). */
   device?: 'cpu' | 'cuda' | 'auto';
+  /**
+   * The GPU self-check before a CUDA model serves (lib/selfcheck.ts: the built-in tiny model on the device
+   * against the CPU backend, under 2 s): 'run' (default) every load, 'cached' trusts a pass cached for this
+   * binary, device and driver in the cache folder, 'off' never. A failure is a SelfCheckError with
+   * device: 'cuda' and a fallback to the CPU (one log line) with 'auto'. No effect on the CPU.
+   */
+  selfCheck?: 'run' | 'cached' | 'off';
   /**
    * Matrix-product precision. 'exact' (default): activations stay f32 on CPU (log-probs within ~1e-5 of
    * a float64 reference); on CUDA each activation is split into two bf16 terms. 'fast': activations are
@@ -205,19 +211,8 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'selfCheck', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
 
-/** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
-function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
-  if (device === 'cpu') return { addon: loadNative(), device: 'cpu' };
-  const probe = loadCudaAddon();
-  if ('addon' in probe && probe.deviceCount > 0) return { addon: probe.addon as unknown as Pick<NativeAddon, 'loadEngine'>, device: 'cuda' };
-  const reason = 'addon' in probe ? 'no CUDA device is visible' : probe.reason;
-  if (device === 'cuda') throw new DeviceUnavailableError(`device 'cuda' is not available: ${reason}`);
-  // 'auto': one log line per process, whether the CUDA build is missing or failed its smoke test.
-  noteCpuFallback(reason);
-  return { addon: loadNative(), device: 'cpu' };
-}
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
 const DEFAULT_CONTEXT_CAP = 8192;
 
@@ -341,6 +336,8 @@ export class NemotronModel implements TextModel {
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
+    const selfCheck: unknown = options.selfCheck ?? 'run';
+    if (selfCheck !== 'run' && selfCheck !== 'cached' && selfCheck !== 'off') throw v.invalid('options.selfCheck', "'run', 'cached' or 'off'", selfCheck);
     const progress = progressCallback(options.onProgress);
     for (const key of ['checkTensors', 'allowContextBeyondTraining'] as const) {
       if (options[key] !== undefined && typeof options[key] !== 'boolean') throw v.invalid(`options.${key}`, 'true or false', options[key]);
@@ -380,7 +377,7 @@ export class NemotronModel implements TextModel {
     progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
-      const backend = chooseBackend(deviceOption);
+      const backend = await chooseDevice(deviceOption, { selfCheck });
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,

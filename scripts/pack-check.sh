@@ -32,6 +32,10 @@ cp -R package.json binding.gyp CMakeLists.txt csrc cuda lib tsconfig.json tsconf
 cp scripts/build-cjs.mjs "$STAGE/scripts/"
 for f in README.md LICENSE LICENSE.md NOTICE; do [[ -e "$f" ]] && cp "$f" "$STAGE/"; done
 ln -s "$REPO/node_modules" "$STAGE/node_modules" # node-addon-api, node-gyp, prebuildify, typescript
+# The published manifest: optionalDependencies on the platform packages under packages/ (the CUDA one),
+# which npm skips here where it cannot fetch them (scripts/release-manifest.mjs says why they are added
+# at pack time). So this install also proves the CPU package installs alone.
+node "$REPO/scripts/release-manifest.mjs" "$STAGE/package.json" | sed 's/^/pack-check: /'
 
 # ---- 2. prebuild (prebuildify --napi --strip --tag-libc -> prebuilds/linux-x64/nemotron-node.glibc.node) ----
 cd "$STAGE"

@@ -277,8 +277,8 @@ export class GenerationRequest implements RequestHandler {
 
   // ---- RequestHandler (events of the engine's steps) ---------------------------------------------------
 
-  onAdmitted(cached: number): void {
-    this.tAdmit = performance.now();
+  onAdmitted(cached: number, at: number): void {
+    this.tAdmit = Math.max(at, this.tSubmit); // the step that admitted it began then: its prefill counts after
     this.cachedTokens = cached;
   }
 

@@ -43,7 +43,7 @@ export type { ChatOptions, NewChatOptions, TurnOptions, ContextOverflowPolicy, T
 export type { Message, OpenAIChatMessage, OpenAIContentPart, OpenAIToolCall } from './chat/openai.js';
 export type { NemotronErrorCode, SelfCheckDifference } from './errors.js';
 export { runSelfCheck, SELF_CHECK_TOLERANCES } from './selfcheck.js';
-export type { SelfCheckReport, SelfCheckFigures, SelfCheckOptions } from './selfcheck.js';
+export type { SelfCheckReport, SelfCheckFigures, SelfCheckOptions, SelfCheckDevice } from './selfcheck.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions, TinyModelResult } from './tiny-model/index.js';
 export type { NativeConfig } from './addon-types.js';

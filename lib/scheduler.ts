@@ -19,8 +19,9 @@ export interface NativeTokenLogprobs {
 
 /** What a registered request hears from the engine. */
 export interface RequestHandler {
-  /** It got a sequence; `cached` prompt tokens were restored from the prefix cache. */
-  onAdmitted(cached: number): void;
+  /** It got a sequence at `at` (performance.now() when the step that admitted it began); `cached`
+   * prompt tokens were restored from the prefix cache. */
+  onAdmitted(cached: number, at: number): void;
   /** A sampled token; `logprobs` when the request asked for them (topLogprobs). */
   onToken(token: number, logprobs?: NativeTokenLogprobs): void;
   /** A snapshot of its prompt was cached at `position`; when `pinned`, the handler owns one pin of `id`. */
@@ -122,15 +123,16 @@ export class Scheduler {
       this.nativeMs += performance.now() - t0;
       if (events.ranForward) this.steps++;
       this.tokensProcessed += events.tokensProcessed;
-      this.dispatch(events);
+      this.dispatch(events, t0);
       lastEnd = performance.now();
       await setImmediateP();
     }
   }
 
-  private dispatch(ev: NativeStepEvents): void {
+  /** Routes one step's events; admissions happen as a step begins, at `stepStart`. */
+  private dispatch(ev: NativeStepEvents, stepStart: number): void {
     const { admitted, tokens, snapshots, finished } = ev;
-    for (let i = 0; i < admitted.length; i += 2) this.handlers.get(admitted[i]!)?.onAdmitted(admitted[i + 1]!);
+    for (let i = 0; i < admitted.length; i += 2) this.handlers.get(admitted[i]!)?.onAdmitted(admitted[i + 1]!, stepStart);
     for (let i = 0; i < snapshots.length; i += 4) {
       const h = this.handlers.get(snapshots[i]!);
       const id = snapshots[i + 2]!;

@@ -81,6 +81,7 @@ export interface SelfCheckReport {
 
 /** The device side of the check: an addon and the device string its engines are made with. */
 export interface SelfCheckDevice {
+  /** @hidden the device's native addon (lib/cuda.ts finds it); not part of the public API */
   addon: Pick<NativeAddon, 'loadEngine'>;
   /** NativeEngineOptions.device: 'cuda', 'cuda:1', or 'cpu' (tests). */
   engineDevice: string;
@@ -90,7 +91,10 @@ export interface SelfCheckDevice {
 
 export interface SelfCheckOptions {
   device: SelfCheckDevice;
-  /** The CPU addon the device is compared with (default: loadNative()). */
+  /**
+   * The CPU addon the device is compared with (default: loadNative()).
+   * @hidden tests and tools only: the native surface is not part of the public API
+   */
   reference?: NativeAddon;
   /** Default ['exact', 'fast']. */
   precisions?: ('exact' | 'fast')[];

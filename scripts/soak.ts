@@ -160,12 +160,16 @@ const heapStart = process.memoryUsage();
 const rssStart = heapStart.rss;
 const t0 = performance.now();
 const deadline = t0 + seconds * 1000;
+// RSS over time: growth that levels off is the allocator settling; growth that does not is a leak.
+const rssCurve: number[] = [];
+const sampler = setInterval(() => rssCurve.push(Math.round(process.memoryUsage().rss / 2 ** 20)), Math.max(1000, (seconds * 1000) / 10));
 await Promise.all(
   Array.from({ length: streams }, async () => {
     while (performance.now() < deadline) await scenarios[pick(names)]!();
   }),
 );
 const wall = (performance.now() - t0) / 1000;
+clearInterval(sampler);
 await sleep(1600); // the last abandoned streams' idle timeouts
 await settle();
 const s = model.stats();
@@ -176,6 +180,7 @@ console.log(`soak: ${streams} clients, ${wall.toFixed(0)} s, ${total} requests: 
 console.log(`end state: ${s.liveSequences} live sequences, ${s.queuedRequests} queued, ${s.kvBlocksUsed} KV blocks in use (${s.kvBlocksCached} held only by the prefix cache), cache ${(s.snapshotBytes / 2 ** 20).toFixed(1)} MiB / ${cacheBytes / 2 ** 20} MiB, ${s.prefixCacheHits} prefix hits`);
 const heapEnd = process.memoryUsage();
 console.log(`RSS after warm-up ${(rssStart / 2 ** 20).toFixed(0)} MiB, at the end ${(rssEnd / 2 ** 20).toFixed(0)} MiB (${(rssChange * 100).toFixed(1)} %); JS heap ${(heapStart.heapUsed / 2 ** 20).toFixed(1)} -> ${(heapEnd.heapUsed / 2 ** 20).toFixed(1)} MiB, external ${(heapStart.external / 2 ** 20).toFixed(1)} -> ${(heapEnd.external / 2 ** 20).toFixed(1)} MiB; unexpected errors: ${unexpected.length}`);
+console.log(`RSS during the load (MiB, every ${(Math.max(1000, (seconds * 1000) / 10) / 1000).toFixed(0)} s): ${rssCurve.join(' ')}`);
 for (const u of unexpected.slice(0, 10)) console.log(`  ${u}`);
 const failures: string[] = [];
 if (s.liveSequences !== 0) failures.push('live sequences remain');

@@ -120,7 +120,7 @@ class SegmentScheduler {
       const tokens = Array.isArray(choice.token_ids) ? choice.token_ids : this.tok.tokenizer.encode(choice.text ?? '', false);
       if (!admitted) {
         admitted = true;
-        handler.onAdmitted(answer.usage?.prompt_tokens_details?.cached_tokens ?? 0);
+        handler.onAdmitted(answer.usage?.prompt_tokens_details?.cached_tokens ?? 0, performance.now());
       }
       let forcedClose = false;
       for (const t of tokens) {

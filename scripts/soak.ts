@@ -147,15 +147,24 @@ async function settle(): Promise<void> {
   }
 }
 
-// Warm-up: every scenario a few times, the prefix cache filled to its budget.
-for (let round = 0; round < 3 || model.stats().snapshotBytes < 0.8 * cacheBytes; round++) {
-  await Promise.all(Array.from({ length: streams }, (_, i) => scenarios[names[i % names.length]!]!()));
-  if (round > 30) break;
+async function load(ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  await Promise.all(
+    Array.from({ length: streams }, async () => {
+      while (performance.now() < until) await scenarios[pick(names)]!();
+    }),
+  );
 }
+
+// Warm-up: the same load for a tenth of the run (20 s at least), so the prefix cache is at its budget and
+// the allocators (V8's heap, malloc's per-thread arenas, the state free list) have their working size:
+// growth after that is what a leak would look like.
+await load(Math.max(20_000, (seconds * 1000) / 10));
 await sleep(1600); // idle timeouts of the warm-up's abandoned streams
 await settle();
 counts.clear();
 unexpected.length = 0;
+if (process.env.SOAK_HEAP_SNAPSHOTS) (await import('node:v8')).writeHeapSnapshot(path.join(process.env.SOAK_HEAP_SNAPSHOTS, 'start.heapsnapshot'));
 const heapStart = process.memoryUsage();
 const rssStart = heapStart.rss;
 const t0 = performance.now();
@@ -163,11 +172,7 @@ const deadline = t0 + seconds * 1000;
 // RSS over time: growth that levels off is the allocator settling; growth that does not is a leak.
 const rssCurve: number[] = [];
 const sampler = setInterval(() => rssCurve.push(Math.round(process.memoryUsage().rss / 2 ** 20)), Math.max(1000, (seconds * 1000) / 10));
-await Promise.all(
-  Array.from({ length: streams }, async () => {
-    while (performance.now() < deadline) await scenarios[pick(names)]!();
-  }),
-);
+await load(deadline - performance.now());
 const wall = (performance.now() - t0) / 1000;
 clearInterval(sampler);
 await sleep(1600); // the last abandoned streams' idle timeouts
@@ -178,6 +183,7 @@ const rssChange = (rssEnd - rssStart) / rssStart;
 const total = [...counts.values()].reduce((a, b) => a + b, 0);
 console.log(`soak: ${streams} clients, ${wall.toFixed(0)} s, ${total} requests: ${JSON.stringify(Object.fromEntries([...counts].sort()))}`);
 console.log(`end state: ${s.liveSequences} live sequences, ${s.queuedRequests} queued, ${s.kvBlocksUsed} KV blocks in use (${s.kvBlocksCached} held only by the prefix cache), cache ${(s.snapshotBytes / 2 ** 20).toFixed(1)} MiB / ${cacheBytes / 2 ** 20} MiB, ${s.prefixCacheHits} prefix hits`);
+if (process.env.SOAK_HEAP_SNAPSHOTS) (await import('node:v8')).writeHeapSnapshot(path.join(process.env.SOAK_HEAP_SNAPSHOTS, 'end.heapsnapshot'));
 const heapEnd = process.memoryUsage();
 console.log(`RSS after warm-up ${(rssStart / 2 ** 20).toFixed(0)} MiB, at the end ${(rssEnd / 2 ** 20).toFixed(0)} MiB (${(rssChange * 100).toFixed(1)} %); JS heap ${(heapStart.heapUsed / 2 ** 20).toFixed(1)} -> ${(heapEnd.heapUsed / 2 ** 20).toFixed(1)} MiB, external ${(heapStart.external / 2 ** 20).toFixed(1)} -> ${(heapEnd.external / 2 ** 20).toFixed(1)} MiB; unexpected errors: ${unexpected.length}`);
 console.log(`RSS during the load (MiB, every ${(Math.max(1000, (seconds * 1000) / 10) / 1000).toFixed(0)} s): ${rssCurve.join(' ')}`);

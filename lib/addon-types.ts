@@ -40,6 +40,16 @@ export interface NativeConfig {
   bosTokenId: number;
   eosTokenIds: number[];
   torchDtype: string;
+  /** Mixture-of-experts ('E') blocks, present only for models that have them (HF NemotronHConfig names). */
+  nRoutedExperts?: number;
+  numExpertsPerTok?: number;
+  moeIntermediateSize?: number;
+  /** 0: no shared expert. */
+  moeSharedExpertIntermediateSize?: number;
+  nGroup?: number;
+  topkGroup?: number;
+  normTopkProb?: boolean;
+  routedScalingFactor?: number;
 }
 
 export interface NativeModelInfo {

@@ -14,13 +14,25 @@ Workspace::Workspace(Backend* backend, const NemotronHConfig& config, int64_t ma
     : backend_(backend), config_(config), max_rows_(max_rows) {}
 
 Workspace::~Workspace() {
-  for (float* p : {h, u, proj, conv, mix, out, logits}) if (p) backend_->free(p);
+  for (float* p : {h, u, proj, conv, mix, out, logits, moe_x, moe_y, moe_acc}) if (p) backend_->free(p);
 }
 
 Status Workspace::init() {
   const NemotronHConfig& c = config_;
-  proj_ld = std::max({c.in_proj_dim(), c.q_dim() + 2 * c.kv_dim(), c.intermediate_size});
+  proj_ld = std::max({c.in_proj_dim(), c.q_dim() + 2 * c.kv_dim(), c.intermediate_size, c.n_routed_experts,
+                      c.moe_intermediate_size, c.moe_shared_expert_intermediate_size});
   const int64_t R = max_rows_;
+  if (std::find(c.layers.begin(), c.layers.end(), BlockKind::kMoe) != c.layers.end()) {
+    moe_x = backend_->alloc(R * c.hidden_size);
+    moe_y = backend_->alloc(R * c.hidden_size);
+    moe_acc = backend_->alloc(R * c.hidden_size);
+    if (!moe_x || !moe_y || !moe_acc)
+      return Status(StatusCode::kOutOfMemory, "cannot allocate the MoE activation workspace");
+    moe_ids.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0);
+    moe_w.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0.0f);
+    moe_rows.reserve(static_cast<size_t>(R));
+    moe_row_w.reserve(static_cast<size_t>(R));
+  }
   h = backend_->alloc(R * c.hidden_size);
   u = backend_->alloc(R * c.hidden_size);
   proj = backend_->alloc(R * proj_ld);
@@ -118,6 +130,58 @@ void mlp_block(Ctx& c, const MlpWeights& w) {
               cpu::MatmulInput::kRelu2);
 }
 
+size_t matrix_bytes(const MatrixView& m) { return dtype_row_bytes(m.dtype, m.cols) * static_cast<size_t>(m.rows); }
+
+// Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
+// relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits.
+// Tokens are grouped by expert, so each selected expert's weights are read once per step for all the
+// rows that chose it, and experts nobody chose are not read at all. Each row's routed sum is accumulated
+// in ascending expert order whatever the batch holds, and matmul is batch invariant, so a sequence's
+// result does not depend on the other rows of the batch.
+void moe_block(Ctx& c, const MoeWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  Workspace& ws = c.ws;
+  const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
+  const int64_t I = cfg.moe_intermediate_size;
+  // Router logits [R, E] in f32 (the router matrix is an f32 copy, so both precisions compute it exactly).
+  c.be.matmul(ws.proj, E, ws.u, H, w.router, R, cpu::MatmulInput::kPlain);
+  const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
+                           static_cast<float>(cfg.routed_scaling_factor)};
+  cpu::moe_route(ws.moe_ids.data(), ws.moe_w.data(), ws.proj, E, w.score_bias.data(), R, rp);
+  ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.router));
+
+  // Routed experts, in ascending expert order, into moe_acc.
+  c.be.zero(ws.moe_acc, static_cast<size_t>(R * H));
+  for (int64_t e = 0; e < E; ++e) {
+    ws.moe_rows.clear();
+    ws.moe_row_w.clear();
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t k = 0; k < K; ++k)
+        if (ws.moe_ids[r * K + k] == e) {
+          ws.moe_rows.push_back(static_cast<int32_t>(r));
+          ws.moe_row_w.push_back(ws.moe_w[r * K + k]);
+        }
+    const int64_t n = static_cast<int64_t>(ws.moe_rows.size());
+    if (n == 0) continue;
+    for (int64_t j = 0; j < n; ++j) c.be.copy(ws.moe_x + j * H, ws.u + ws.moe_rows[j] * H, H);
+    c.be.matmul(ws.proj, I, ws.moe_x, H, w.up[e], n, cpu::MatmulInput::kPlain);
+    c.be.matmul(ws.moe_y, H, ws.proj, I, w.down[e], n, cpu::MatmulInput::kRelu2);
+    cpu::moe_scatter_add(ws.moe_acc, ws.moe_y, ws.moe_rows.data(), ws.moe_row_w.data(), n, H);
+    ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.up[e]) + matrix_bytes(w.down[e]));
+  }
+
+  // Shared expert on every row, then out = shared + routed (HF: routed + shared; the same sum).
+  if (cfg.has_shared_expert()) {
+    const int64_t S = cfg.moe_shared_expert_intermediate_size;
+    c.be.matmul(ws.proj, S, ws.u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
+    c.be.matmul(ws.out, H, ws.proj, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
+    c.be.add_inplace(ws.out, ws.moe_acc, R * H);
+    ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.shared_up) + matrix_bytes(w.shared_down));
+  } else {
+    c.be.copy(ws.out, ws.moe_acc, static_cast<size_t>(R * H));
+  }
+}
+
 }  // namespace
 
 Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeights& weights,
@@ -131,6 +195,10 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   if (c.rows > ws.max_rows()) {
     return Status(StatusCode::kInternal, "forward: batch larger than the workspace");
   }
+  if (!backend.host_memory() &&
+      std::find(config.layers.begin(), config.layers.end(), BlockKind::kMoe) != config.layers.end())
+    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E') run on the CPU backend only; the ") +
+                                                     backend.name() + " backend has no MoE kernels yet");
   const int64_t hidden = config.hidden_size;
   const float eps = static_cast<float>(config.layer_norm_epsilon);
   // A pure decode pass (one token per item) may be recorded and replayed by the backend (backend.h).
@@ -149,6 +217,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
       case BlockKind::kMamba: mamba_block(c, l, lw.mamba); break;
       case BlockKind::kAttention: attention_block(c, l, lw.attn); break;
       case BlockKind::kMlp: mlp_block(c, lw.mlp); break;
+      case BlockKind::kMoe: moe_block(c, lw.moe); break;
     }
     backend.add_inplace(ws.h, ws.out, c.rows * hidden);  // residual
   }

@@ -77,12 +77,20 @@ const char* kind_name(BlockKind k) {
     case BlockKind::kMamba: return "Mamba-2";
     case BlockKind::kAttention: return "attention";
     case BlockKind::kMlp: return "MLP";
+    case BlockKind::kMoe: return "MoE";
   }
   return "?";
 }
 
 // Which block kind owns a tensor "mixer.<suffix>"; false when no kind does.
 bool mixer_tensor_kind(const std::string& rest, BlockKind* kind) {
+  // MoE: mixer.gate.*, mixer.experts.* (per expert, or HF's fused 3-D experts.up_proj/down_proj),
+  // mixer.shared_experts.*
+  if (starts_with(rest, "mixer.gate.") || starts_with(rest, "mixer.experts.") ||
+      starts_with(rest, "mixer.shared_experts.")) {
+    *kind = BlockKind::kMoe;
+    return true;
+  }
   static const char* kMamba[] = {"mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias",
                                  "mixer.A_log",          "mixer.D",             "mixer.dt_bias",
                                  "mixer.norm.weight",    "mixer.out_proj.weight"};
@@ -293,6 +301,50 @@ Status bind_layer(Binder* b, const NemotronHConfig& c, int64_t i, LayerWeights* 
                                      &p.down_proj));
       break;
     }
+    case BlockKind::kMoe: {
+      MoeWeights& m = L->moe;
+      const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size, S = c.moe_shared_expert_intermediate_size;
+      const std::string sE = "n_routed_experts = " + num(E), sI = "moe_intermediate_size = " + num(I);
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "mixer.gate.weight", {{E, c.hidden_size}}, sE + ", hidden_size = " + H, note,
+                                  &m.router_w));
+      m.router = MatrixView{m.router_w.data(), DType::F32, E, c.hidden_size};
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "mixer.gate.e_score_correction_bias", {{E}}, sE, note, &m.score_bias));
+      m.up.resize(static_cast<size_t>(E));
+      m.down.resize(static_cast<size_t>(E));
+      Entry* fused = nullptr;
+      if (b->find(pre + "mixer.experts.up_proj", note, &fused).ok()) {
+        // transformers >= 5 saves the experts fused: experts.up_proj [E, I, H], experts.down_proj [E, H, I].
+        Entry* fd = nullptr;
+        NEMO_RETURN_IF_ERROR(b->find(pre + "mixer.experts.down_proj", note, &fd));
+        NEMO_RETURN_IF_ERROR(b->check_shape(*fused, {{E, I, c.hidden_size}}, sE + ", " + sI + ", hidden_size = " + H));
+        NEMO_RETURN_IF_ERROR(b->check_shape(*fd, {{E, c.hidden_size, I}}, sE + ", hidden_size = " + H + ", " + sI));
+        const size_t es = dtype_size(fused->info.dtype);
+        for (int64_t e = 0; e < E; ++e) {
+          m.up[e] = MatrixView{static_cast<const uint8_t*>(fused->info.data) + e * I * c.hidden_size * es,
+                               fused->info.dtype, I, c.hidden_size};
+          m.down[e] = MatrixView{static_cast<const uint8_t*>(fd->info.data) + e * I * c.hidden_size * es,
+                                 fd->info.dtype, c.hidden_size, I};
+        }
+        b->count(fused);
+        b->count(fd);
+      } else {
+        for (int64_t e = 0; e < E; ++e) {
+          const std::string ep = pre + "mixer.experts." + num(e) + ".";
+          NEMO_RETURN_IF_ERROR(b->matrix(ep + "up_proj.weight", I, c.hidden_size, sI + ", hidden_size = " + H,
+                                         note + ", " + sE, &m.up[e]));
+          NEMO_RETURN_IF_ERROR(b->matrix(ep + "down_proj.weight", c.hidden_size, I, "hidden_size = " + H + ", " + sI,
+                                         note + ", " + sE, &m.down[e]));
+        }
+      }
+      if (c.has_shared_expert()) {
+        const std::string sS = "moe_shared_expert_intermediate_size = " + num(S);
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "mixer.shared_experts.up_proj.weight", S, c.hidden_size,
+                                       sS + ", hidden_size = " + H, note, &m.shared_up));
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "mixer.shared_experts.down_proj.weight", c.hidden_size, S,
+                                       "hidden_size = " + H + ", " + sS, note, &m.shared_down));
+      }
+      break;
+    }
   }
   return Status::Ok();
 }
@@ -308,6 +360,10 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& norm) {
     const BlockKind kind = c.layers[static_cast<size_t>(layer)];
     if (rest == "mixer.conv1d.bias" && kind == BlockKind::kMamba && !c.use_conv_bias)
       return "use_conv_bias is false";
+    if (kind == BlockKind::kMoe && starts_with(rest, "mixer.shared_experts.") && !c.has_shared_expert())
+      return "n_shared_experts is 0";
+    if (kind == BlockKind::kMoe && starts_with(rest, "mixer.experts."))
+      return "layer " + num(layer) + " is 'E' with n_routed_experts = " + num(c.n_routed_experts);
     return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
            kind_name(kind) + "), which has no such tensor";
   }

@@ -53,6 +53,18 @@ struct MlpWeights {
   MatrixView down_proj;  // [hidden, intermediate]
 };
 
+// Mixture of experts ('E', HF NemotronHMoE). Each routed expert is a relu² MLP like MlpWeights, viewed
+// in place: from per-expert safetensors tensors, or as [E] consecutive slices of a GGUF 3-D tensor.
+struct MoeWeights {
+  std::vector<float> router_w;          // [n_routed_experts, hidden] f32 copy (HF computes the router in f32)
+  MatrixView router;                    // views router_w (F32)
+  std::vector<float> score_bias;        // [n_routed_experts] e_score_correction_bias (selection only)
+  std::vector<MatrixView> up;           // per expert [moe_intermediate_size, hidden]
+  std::vector<MatrixView> down;         // per expert [hidden, moe_intermediate_size]
+  MatrixView shared_up;                 // [moe_shared_expert_intermediate_size, hidden] (rows 0: none)
+  MatrixView shared_down;               // [hidden, moe_shared_expert_intermediate_size]
+};
+
 struct LayerWeights {
   BlockKind kind;
   std::vector<float> norm;  // [hidden]  the block's pre-norm
@@ -60,6 +72,7 @@ struct LayerWeights {
   MambaWeights mamba;       // valid when kind == kMamba
   AttentionWeights attn;    // valid when kind == kAttention
   MlpWeights mlp;           // valid when kind == kMlp
+  MoeWeights moe;           // valid when kind == kMoe
 };
 
 class MappedFile;

@@ -39,4 +39,5 @@ export type { NemotronErrorCode } from './errors.js';
 export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions } from './tiny-model/index.js';
 export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig } from './memory.js';
-export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2 } from './known-configs.js';
+export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2, NEMOTRON_3_NANO_30B_A3B } from './known-configs.js';
+export { activeParameterCount, parameterCount } from './memory.js';

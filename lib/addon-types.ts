@@ -261,6 +261,13 @@ export interface NativeKernels {
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
   attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean; threads?: number }): Float32Array;
   relu2(x: Float32Array): Float32Array;
+  /** MoE routing (csrc/kernels/kernels.h moe_route) of T rows of router logits [T, nExperts]. */
+  moeRoute(
+    logits: Float32Array,
+    bias: Float32Array,
+    T: number,
+    p: { nExperts: number; topK: number; nGroup: number; topkGroup: number; normTopkProb: boolean; scaling: number },
+  ): { ids: Int32Array; weights: Float32Array };
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   /** 'scalar' | 'avx2' | 'avx512' | 'neon' | 'auto'; an unknown name leaves the path as it is. Returns the active path. */
   setKernelPath(name: string): string;

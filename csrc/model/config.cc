@@ -242,7 +242,8 @@ Status read_moe(const Reader& r, bool has_moe, NemotronHConfig* c) {
   NEMO_RETURN_IF_ERROR(r.read_int("moe_intermediate_size", nullptr, has_moe, 1, &c->moe_intermediate_size));
   int64_t n_shared = 1;  // HF builds one shared expert whatever n_shared_experts says, unless it is 0 here
   NEMO_RETURN_IF_ERROR(r.read_int("n_shared_experts", nullptr, false, 0, &n_shared));
-  NEMO_RETURN_IF_ERROR(r.read_int("moe_shared_expert_intermediate_size", nullptr, has_moe && n_shared > 0, 1,
+  // 0 (a shared expert of no width) is accepted as no shared expert
+  NEMO_RETURN_IF_ERROR(r.read_int("moe_shared_expert_intermediate_size", nullptr, has_moe && n_shared > 0, 0,
                                   &c->moe_shared_expert_intermediate_size));
   if (n_shared == 0) c->moe_shared_expert_intermediate_size = 0;
   if (n_shared > 1)

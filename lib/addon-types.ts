@@ -268,6 +268,8 @@ export interface NativeKernels {
     T: number,
     p: { nExperts: number; topK: number; nGroup: number; topkGroup: number; normTopkProb: boolean; scaling: number },
   ): { ids: Int32Array; weights: Float32Array };
+  /** Bytes of weight matrices read by every forward pass of the process so far (csrc/engine/forward.h). */
+  weightBytesRead(): number;
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   /** 'scalar' | 'avx2' | 'avx512' | 'neon' | 'auto'; an unknown name leaves the path as it is. Returns the active path. */
   setKernelPath(name: string): string;

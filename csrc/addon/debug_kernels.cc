@@ -8,6 +8,7 @@
 #include "addon/errors.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
+#include "engine/forward.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul_quant_fast.h"
@@ -385,6 +386,10 @@ Napi::Object DebugKernels(Napi::Env env) {
   k.Set("attentionGqa", Napi::Function::New<AttentionGqa>(env));
   k.Set("relu2", Napi::Function::New<Relu2>(env));
   k.Set("moeRoute", Napi::Function::New<MoeRoute>(env));
+  // weightBytesRead() -> bytes of weight matrices read by all forward passes of the process (forward.h)
+  k.Set("weightBytesRead", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          return Napi::Number::New(info.Env(), static_cast<double>(weight_bytes_read()));
+        }));
   k.Set("sample", Napi::Function::New<Sample>(env));
   k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
   k.Set("kernelPath", Napi::Function::New<KernelPath>(env));

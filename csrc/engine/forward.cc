@@ -7,6 +7,7 @@
 #include "engine/forward.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace nemo {
 
@@ -48,6 +49,18 @@ Status Workspace::init() {
 
 namespace {
 
+std::atomic<int64_t> g_weight_bytes_read{0};
+
+// Every weight product of the forward pass goes through here, so the bytes of weights it reads are
+// counted (weight_bytes_read in forward.h): a decode step's memory traffic, and the proof that an MoE
+// step reads only the experts its tokens chose.
+inline void mm(Backend& be, float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+               cpu::MatmulInput input = cpu::MatmulInput::kPlain) {
+  g_weight_bytes_read.fetch_add(static_cast<int64_t>(dtype_row_bytes(w.dtype, w.cols)) * w.rows,
+                                std::memory_order_relaxed);
+  be.matmul(y, ldy, x, ldx, w, T, input);
+}
+
 // Where the ops read a small f32 weight vector: its device copy when the backend made one.
 inline const float* vec(const std::vector<float>& host, const float* dev) { return dev ? dev : host.data(); }
 
@@ -65,7 +78,7 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t d_inner = cfg.d_inner(), conv_dim = cfg.conv_dim(), ld = c.ws.proj_ld;
   const int64_t GN = cfg.n_groups * cfg.ssm_state_size;
-  c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
+  mm(c.be, c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
               cpu::MatmulInput::kPlain);
   const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
                           cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
@@ -94,7 +107,7 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
   c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, vec(w.norm_w, w.norm_w_dev), c.rows, d_inner,
                              d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
               cpu::MatmulInput::kPlain);
 }
 
@@ -105,9 +118,9 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
   float* q = c.ws.proj;            // [R, q_dim]   (row stride ld)
   float* k = c.ws.proj + q_dim;    // [R, kv_dim]
   float* v = k + kv_dim;           // [R, kv_dim]
-  c.be.matmul(q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
-  c.be.matmul(k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
-  c.be.matmul(v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
@@ -116,7 +129,7 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
     c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kv, past, T,
                        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
   }
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
               cpu::MatmulInput::kPlain);
 }
 
@@ -124,13 +137,11 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
 void mlp_block(Ctx& c, const MlpWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t inter = cfg.intermediate_size;
-  c.be.matmul(c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
+  mm(c.be, c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
               cpu::MatmulInput::kPlain);
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
               cpu::MatmulInput::kRelu2);
 }
-
-size_t matrix_bytes(const MatrixView& m) { return dtype_row_bytes(m.dtype, m.cols) * static_cast<size_t>(m.rows); }
 
 // Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
 // relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits.
@@ -144,11 +155,10 @@ void moe_block(Ctx& c, const MoeWeights& w) {
   const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
   const int64_t I = cfg.moe_intermediate_size;
   // Router logits [R, E] in f32 (the router matrix is an f32 copy, so both precisions compute it exactly).
-  c.be.matmul(ws.proj, E, ws.u, H, w.router, R, cpu::MatmulInput::kPlain);
+  mm(c.be, ws.proj, E, ws.u, H, w.router, R, cpu::MatmulInput::kPlain);
   const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
                            static_cast<float>(cfg.routed_scaling_factor)};
   cpu::moe_route(ws.moe_ids.data(), ws.moe_w.data(), ws.proj, E, w.score_bias.data(), R, rp);
-  ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.router));
 
   // Routed experts, in ascending expert order, into moe_acc.
   c.be.zero(ws.moe_acc, static_cast<size_t>(R * H));
@@ -164,25 +174,25 @@ void moe_block(Ctx& c, const MoeWeights& w) {
     const int64_t n = static_cast<int64_t>(ws.moe_rows.size());
     if (n == 0) continue;
     for (int64_t j = 0; j < n; ++j) c.be.copy(ws.moe_x + j * H, ws.u + ws.moe_rows[j] * H, H);
-    c.be.matmul(ws.proj, I, ws.moe_x, H, w.up[e], n, cpu::MatmulInput::kPlain);
-    c.be.matmul(ws.moe_y, H, ws.proj, I, w.down[e], n, cpu::MatmulInput::kRelu2);
+    mm(c.be, ws.proj, I, ws.moe_x, H, w.up[e], n, cpu::MatmulInput::kPlain);
+    mm(c.be, ws.moe_y, H, ws.proj, I, w.down[e], n, cpu::MatmulInput::kRelu2);
     cpu::moe_scatter_add(ws.moe_acc, ws.moe_y, ws.moe_rows.data(), ws.moe_row_w.data(), n, H);
-    ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.up[e]) + matrix_bytes(w.down[e]));
   }
 
   // Shared expert on every row, then out = shared + routed (HF: routed + shared; the same sum).
   if (cfg.has_shared_expert()) {
     const int64_t S = cfg.moe_shared_expert_intermediate_size;
-    c.be.matmul(ws.proj, S, ws.u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
-    c.be.matmul(ws.out, H, ws.proj, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
+    mm(c.be, ws.proj, S, ws.u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
+    mm(c.be, ws.out, H, ws.proj, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
     c.be.add_inplace(ws.out, ws.moe_acc, R * H);
-    ws.moe_bytes_read += static_cast<int64_t>(matrix_bytes(w.shared_up) + matrix_bytes(w.shared_down));
   } else {
     c.be.copy(ws.out, ws.moe_acc, static_cast<size_t>(R * H));
   }
 }
 
 }  // namespace
+
+int64_t weight_bytes_read() { return g_weight_bytes_read.load(std::memory_order_relaxed); }
 
 Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeights& weights,
                Workspace& ws, const std::vector<BatchItem>& items, float* logits_host) {
@@ -241,7 +251,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
     const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
-    backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
+    mm(backend, ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
                    cpu::MatmulInput::kPlain);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }

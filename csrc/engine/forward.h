@@ -48,15 +48,17 @@ class Workspace {
   std::vector<float> moe_w;        // [R, top_k]
   std::vector<int32_t> moe_rows;   // rows of the current expert
   std::vector<float> moe_row_w;    // their routing weights
-  // Bytes of weights read by MoE blocks (router, selected experts, shared expert) since the last reset:
-  // what a decode step costs in memory traffic, reported by bench.
-  int64_t moe_bytes_read = 0;
 
  private:
   Backend* backend_;
   const NemotronHConfig& config_;
   int64_t max_rows_;
 };
+
+// Bytes of weight matrices read by every forward pass of the process so far (each product counts its
+// whole matrix once; the small f32 vectors are not counted). bench/ divides its growth by the tokens
+// decoded to report the bytes read per token.
+int64_t weight_bytes_read();
 
 // Runs the items' tokens through the model, updates each sequence's state, and writes the requested
 // logits to `logits_host` row by row in item order (none, the last or all positions, per item).

@@ -322,3 +322,33 @@ describe('config forms and typed errors', () => {
     expect(maxAbsDiff(await after.evaluate(PROMPT, { logits: 'all' }), a)).toBe(0);
   });
 });
+
+describe('weights read per step', () => {
+  it('a decode step reads exactly the chosen experts; a prefill step reads each chosen expert once', async () => {
+    const options: TinyModelOptions = { ...BASE, seed: 9, pattern: 'ME*E-', nRoutedExperts: 16, numExpertsPerTok: 3 };
+    const dir = await build(options);
+    const ref = ReferenceModel.load(dir);
+    const c = ref.config;
+    const m = c.moe!;
+    const H = c.hiddenSize;
+    const bf16 = 2;
+    // every matrix but the experts: in_proj/out_proj, q/k/v/o, up/down, the shared expert, lm_head (bf16);
+    // the router is an f32 copy (HF computes it in f32)
+    const dense =
+      bf16 * ((c.inProjDim * H + H * c.dInner) * 1 + (2 * c.numAttentionHeads * c.headDim * H + 2 * c.numKeyValueHeads * c.headDim * H) + 2 * c.intermediateSize * H) +
+      2 * (4 * m.nRoutedExperts * H + bf16 * 2 * m.moeSharedExpertIntermediateSize * H) +
+      bf16 * c.vocabSize * H;
+    const expert = bf16 * 2 * m.moeIntermediateSize * H;
+    const model = await load(dir);
+    // prefill of the whole prompt in one step (the last position's logits): each chosen expert once
+    ref.forward(PROMPT);
+    const distinct = [1, 3].map((layer) => new Set(ref.routings.filter((r) => r.layer === layer).flatMap((r) => r.ids)).size);
+    let before = k.weightBytesRead();
+    await model.evaluate(PROMPT, { logits: 'last' });
+    expect(k.weightBytesRead() - before).toBe(dense + (distinct[0]! + distinct[1]!) * expert);
+    // one token: k experts in each of the 2 MoE layers
+    before = k.weightBytesRead();
+    await model.evaluate([PROMPT[0]!], { logits: 'last' });
+    expect(k.weightBytesRead() - before).toBe(dense + 2 * m.numExpertsPerTok * expert);
+  });
+});

@@ -12,7 +12,7 @@ import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { ContextOverflowError, DeviceUnavailableError, UnsupportedModelError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
@@ -348,7 +348,15 @@ export class NemotronModel {
     progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
-      const backend = chooseBackend(deviceOption);
+      // MoE blocks ('E') have CPU kernels only (csrc/engine/forward.cc moe_block): 'auto' keeps such a
+      // model on the CPU, 'cuda' is refused before anything is loaded.
+      const pattern = rawConfig?.hybrid_override_pattern;
+      const blocks = rawConfig?.layers_block_type;
+      const hasMoe = (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
+      if (hasMoe && deviceOption === 'cuda') {
+        throw new UnsupportedModelError("this model has mixture-of-experts blocks ('E'), which run on the CPU only for now: load it with device 'cpu' or 'auto'");
+      }
+      const backend = chooseBackend(hasMoe ? 'cpu' : deviceOption);
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,

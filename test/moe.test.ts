@@ -302,6 +302,13 @@ describe('config forms and typed errors', () => {
     expect(e.message).toContain(word);
   });
 
+  it("device 'cuda' is refused with a typed error (MoE blocks have CPU kernels only); 'auto' runs on the CPU", async () => {
+    const dir = await withConfig(() => undefined);
+    await expect(loadModel(dir, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_MODEL', message: expect.stringMatching(/CPU only/) });
+    const m = await load(dir, { device: 'auto' });
+    expect(m.info.backend).toBe('cpu');
+  });
+
   it('multi-token-prediction weights (mtp.*) beside num_nextn_predict_layers are ignored for plain decoding', async () => {
     const dir = await build({ ...BASE, seed: 8, pattern: 'ME*E', nRoutedExperts: 8, numExpertsPerTok: 2, shards: 2 });
     const before = await load(dir);

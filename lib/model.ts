@@ -353,10 +353,12 @@ export class NemotronModel {
       const pattern = rawConfig?.hybrid_override_pattern;
       const blocks = rawConfig?.layers_block_type;
       const hasMoe = (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
-      if (hasMoe && deviceOption === 'cuda') {
-        throw new UnsupportedModelError("this model has mixture-of-experts blocks ('E'), which run on the CPU only for now: load it with device 'cpu' or 'auto'");
+      const hasFp8 = typeof rawConfig?.quantization_config === 'object' && rawConfig.quantization_config !== null;
+      if ((hasMoe || hasFp8) && deviceOption === 'cuda') {
+        const what = hasMoe ? "mixture-of-experts blocks ('E')" : 'FP8 weights';
+        throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
       }
-      const backend = chooseBackend(hasMoe ? 'cpu' : deviceOption);
+      const backend = chooseBackend(hasMoe || hasFp8 ? 'cpu' : deviceOption);
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,

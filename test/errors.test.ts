@@ -141,7 +141,7 @@ describe('loading a broken checkpoint', () => {
     });
     e = await loadError(dtype);
     expect(e.code).toBe('ERR_INVALID_CHECKPOINT');
-    expect(e.message).toMatch(/dtype I8; only F32, F16 and BF16/);
+    expect(e.message).toMatch(/dtype I8; only F32, F16, BF16 and F8_E4M3/);
   });
 
   it('config and tensors that disagree name the tensor and both shapes', async () => {

@@ -359,3 +359,40 @@ describe('weights read per step', () => {
     expect(k.weightBytesRead() - before).toBe(dense + 2 * m.numExpertsPerTok * expert);
   });
 });
+
+describe('ModelOpt FP8 checkpoints (E4M3 weights with scales)', () => {
+  // The engine keeps the E4M3 values as exact BF16 copies and applies each weight_scale (per tensor, or
+  // per row for the experts' up_proj here) to the product's output; the reference multiplies the values by
+  // their scales in float64. Same math, f32 rounding only: the 1e-4 of the other model tests applies.
+  it.each([
+    ['MoE', { ...BASE, seed: 10, pattern: 'ME*E-', nRoutedExperts: 8, numExpertsPerTok: 2, fp8: true }],
+    ['dense', { ...BASE, seed: 11, pattern: 'M-M*-', fp8: true }],
+  ] as Array<[string, TinyModelOptions]>)('%s: log-probs match the float64 reference of the scaled values', async (_name, options) => {
+    const dir = await build(options);
+    const ref = ReferenceModel.load(dir);
+    const V = ref.config.vocabSize;
+    const refLp = logSoftmaxRows(ref.forward(PROMPT), V);
+    expect(ref.minRoutingMargin).toBeGreaterThan(MARGIN);
+    const model = await load(dir);
+    const diff = maxAbsDiff(logSoftmaxRows(await model.evaluate(PROMPT, { logits: 'all' }), V), refLp);
+    console.log(`FP8 ${options.pattern}: max |Δ log-prob| vs float64 = ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(TOL);
+  });
+
+  it('other quantization methods, and an FP8 weight without its scale, are typed errors', async () => {
+    const dir = await build({ ...BASE, seed: 12, pattern: 'ME*E', nRoutedExperts: 8, numExpertsPerTok: 2, fp8: true });
+    const file = path.join(dir, 'config.json');
+    const text = readFileSync(file, 'utf8');
+    writeFileSync(file, text.replace('"quant_algo": "FP8"', '"quant_algo": "NVFP4"'));
+    await expect(load(dir)).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_MODEL', message: expect.stringMatching(/quant_algo "NVFP4"/) });
+    writeFileSync(file, text);
+    // drop one weight_scale from the file by renaming it (same length keeps the header valid)
+    const st = path.join(dir, 'model.safetensors');
+    const bytes = readFileSync(st);
+    const at = bytes.indexOf('layers.1.mixer.shared_experts.up_proj.weight_scale');
+    expect(at).toBeGreaterThan(0);
+    bytes.write('layers.1.mixer.shared_experts.up_proj.weight_scalX', at);
+    writeFileSync(st, bytes);
+    await expect(load(dir)).rejects.toMatchObject({ code: 'ERR_TENSOR_MISMATCH', message: expect.stringMatching(/weight_scale/) });
+  });
+});

@@ -499,6 +499,22 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
                          "Nemotron-H checkpoints has them)");
   }
 
+  // --- quantization: ModelOpt FP8 (E4M3 weights with scales) only ---
+  Field quant;
+  NEMO_RETURN_IF_ERROR(r.lookup("quantization_config", nullptr, &quant));
+  if (quant.value != nullptr) {
+    if (!quant.value->is_object())
+      return invalid("field 'quantization_config' must be an object, found " + Reader::type_and_value(*quant.value));
+    const JsonValue* method = quant.value->find("quant_method");
+    const JsonValue* algo = quant.value->find("quant_algo");
+    const bool modelopt = method != nullptr && method->is_string() && method->string_value() == "modelopt";
+    const bool fp8 = algo != nullptr && algo->is_string() && algo->string_value() == "FP8";
+    if (!modelopt || !fp8)
+      return unsupported("quantization_config has quant_method " + (method ? describe(*method) : std::string("(none)")) +
+                         " and quant_algo " + (algo ? describe(*algo) : std::string("(none)")) +
+                         "; this engine reads ModelOpt FP8 (\"modelopt\", \"FP8\") checkpoints only (or GGUF files)");
+  }
+
   // --- mixture of experts (HF NemotronHMoE); see read_moe ---
   NEMO_RETURN_IF_ERROR(read_moe(r, has_moe, &c));
 

@@ -189,6 +189,7 @@ class Binder {
     Entry* e = nullptr;
     NEMO_RETURN_IF_ERROR(find(norm, note, &e));
     NEMO_RETURN_IF_ERROR(check_shape(*e, {{rows, cols}}, why));
+    if (e->info.dtype == DType::F8_E4M3) return fp8_matrix(norm, e, rows, cols, out);
     out->data = e->info.data;
     out->dtype = e->info.dtype;
     out->rows = rows;
@@ -206,6 +207,60 @@ class Binder {
     const size_t n = static_cast<size_t>(e->info.numel());
     out->assign(n, 0.0f);
     convert_to_f32(out->data(), e->info.data, e->info.dtype, n);
+    count(e);
+    if (e->info.dtype == DType::F8_E4M3) {  // an FP8 router: values times their scale, in f32
+      std::vector<float> scale;
+      const int64_t rows = e->info.shape.empty() ? 1 : e->info.shape[0];
+      NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
+      const size_t per_row = n / static_cast<size_t>(rows);
+      for (size_t i = 0; i < n; ++i) (*out)[i] *= scale.size() == 1 ? scale[0] : scale[i / per_row];
+    }
+    return Status::Ok();
+  }
+
+  // The weight_scale of an FP8 tensor `<name>.weight` (`<name>.weight_scale`: one value, or one per row),
+  // as f32. Its `<name>.input_scale` (the activation scale of FP8 matmuls) is accepted and not used: the
+  // engine keeps activations unquantized.
+  Status fp8_scale(const std::string& norm, const Entry& e, int64_t rows, std::vector<float>* out) {
+    const std::string suffix = ".weight";
+    if (norm.size() <= suffix.size() || norm.compare(norm.size() - suffix.size(), suffix.size(), suffix) != 0)
+      return mismatch("tensor '" + e.info.name + "' is F8_E4M3 but not a '.weight': no scale can apply to it");
+    const std::string base = norm.substr(0, norm.size() - suffix.size());
+    Entry* s = nullptr;
+    NEMO_RETURN_IF_ERROR(find(base + ".weight_scale", "tensor '" + e.info.name + "' is F8_E4M3 (ModelOpt FP8)", &s));
+    NEMO_RETURN_IF_ERROR(check_shape(*s, {{}, {1}, {rows}, {rows, 1}},
+                                     "one scale for the tensor, or one per its " + std::to_string(rows) + " rows"));
+    if (s->info.dtype == DType::F8_E4M3) return mismatch("tensor '" + s->info.name + "' (a scale) is F8_E4M3");
+    out->assign(static_cast<size_t>(s->info.numel()), 0.0f);
+    convert_to_f32(out->data(), s->info.data, s->info.dtype, out->size());
+    for (float v : *out)
+      if (!std::isfinite(v) || v <= 0.0f)
+        return mismatch("tensor '" + s->info.name + "' holds " + std::to_string(v) + "; FP8 scales are positive");
+    count(s);
+    auto in = t_->entries.find(base + ".input_scale");
+    if (in != t_->entries.end()) in->second.used = true;
+    return Status::Ok();
+  }
+
+  // An FP8 matrix: an exact BF16 copy of its E4M3 values, with its scale applied to the product's output.
+  Status fp8_matrix(const std::string& norm, Entry* e, int64_t rows, int64_t cols, MatrixView* out) {
+    std::vector<float> scale;
+    NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
+    std::vector<uint16_t> copy(static_cast<size_t>(rows * cols));
+    const uint8_t* p = static_cast<const uint8_t*>(e->info.data);
+    for (size_t i = 0; i < copy.size(); ++i) copy[i] = f32_to_bf16(f8_e4m3_to_f32(p[i]));  // exact
+    w_->owned_bf16.push_back(std::move(copy));
+    out->data = w_->owned_bf16.back().data();
+    out->dtype = DType::BF16;
+    out->rows = rows;
+    out->cols = cols;
+    if (scale.size() == 1) {
+      out->scale = scale[0];
+    } else {
+      w_->owned_f32.push_back(std::move(scale));
+      out->row_scales = w_->owned_f32.back().data();
+    }
+    w_->has_scaled_matrices = true;
     count(e);
     return Status::Ok();
   }
@@ -318,6 +373,9 @@ Status bind_layer(Binder* b, const NemotronHConfig& c, int64_t i, LayerWeights* 
         NEMO_RETURN_IF_ERROR(b->find(pre + "mixer.experts.down_proj", note, &fd));
         NEMO_RETURN_IF_ERROR(b->check_shape(*fused, {{E, I, c.hidden_size}}, sE + ", " + sI + ", hidden_size = " + H));
         NEMO_RETURN_IF_ERROR(b->check_shape(*fd, {{E, c.hidden_size, I}}, sE + ", hidden_size = " + H + ", " + sI));
+        if (fused->info.dtype == DType::F8_E4M3 || fd->info.dtype == DType::F8_E4M3)
+          return Status(StatusCode::kUnsupportedModel,
+                        "tensor '" + fused->info.name + "': fused FP8 experts are not supported (per-expert FP8 tensors are)");
         const size_t es = dtype_size(fused->info.dtype);
         for (int64_t e = 0; e < E; ++e) {
           m.up[e] = MatrixView{static_cast<const uint8_t*>(fused->info.data) + e * I * c.hidden_size * es,
@@ -509,9 +567,18 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
   }
 
   // --- anything left over is an error (reported in a stable order) ---
+  // Activation and KV-cache scales of FP8 checkpoints (input_scale, k_scale, v_scale): the engine keeps
+  // activations and the KV cache unquantized, so they have no use here.
+  auto quant_scale = [](const std::string& n) {
+    for (const char* s : {".input_scale", ".k_scale", ".v_scale"}) {
+      const size_t l = std::char_traits<char>::length(s);
+      if (n.size() > l && n.compare(n.size() - l, l, s) == 0) return true;
+    }
+    return false;
+  };
   std::vector<std::string> extras;
   for (const auto& kv : table.entries)
-    if (!kv.second.used) extras.push_back(kv.first);
+    if (!kv.second.used && !quant_scale(kv.first)) extras.push_back(kv.first);
   if (!extras.empty()) {
     std::sort(extras.begin(), extras.end());
     const Entry& e = table.entries.at(extras[0]);

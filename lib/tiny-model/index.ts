@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { GgufValueType, type GgmlTypeName } from '../gguf/reader.js';
 import { ggufTypeFits, kv, writeGguf, type GgufKv, type GgufTensorSource } from '../gguf/writer.js';
-import { writeSafetensors, DTYPE_BYTES, toBf16Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
+import { writeSafetensors, DTYPE_BYTES, e4m3ToNumber, toBf16Bits, toE4M3Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
 import { ADDED_TOKENS, buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS } from './tokenizer.js';
 import { generateTensor, mambaSizes, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
 
@@ -55,6 +55,13 @@ export interface TinyModelOptions {
   routedScalingFactor?: number;
   /** std of the random e_score_correction_bias. Default 0.1. */
   moeScoreBiasStd?: number;
+  /**
+   * ModelOpt FP8 checkpoint (safetensors, one file): the projection matrices (Mamba in/out, attention q/k/v/o,
+   * MLP and expert up/down) stored as F8_E4M3 with a `weight_scale` (per tensor; per row for the routed
+   * experts' up_proj) and an `input_scale`, config quantization_config {quant_method "modelopt", quant_algo
+   * "FP8"}. Default false.
+   */
+  fp8?: boolean;
   /** config form: 'pattern' writes hybrid_override_pattern, 'blocks' the newer layers_block_type list. Default 'pattern'. */
   configForm?: 'pattern' | 'blocks';
   /** rows of embeddings/lm_head; >= the tokenizer's size (extra ids are unused rows). Default: the tokenizer's size. */
@@ -122,7 +129,7 @@ const KNOWN_OPTIONS = new Set<string>([
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
   'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType',
   'nRoutedExperts', 'numExpertsPerTok', 'moeIntermediateSize', 'moeSharedExpertIntermediateSize', 'nGroup', 'topkGroup',
-  'normTopkProb', 'routedScalingFactor', 'moeScoreBiasStd', 'configForm',
+  'normTopkProb', 'routedScalingFactor', 'moeScoreBiasStd', 'configForm', 'fp8',
 ]);
 
 const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
@@ -166,6 +173,7 @@ interface MoeResolved {
 }
 
 interface Resolved {
+  fp8: boolean;
   moe: MoeResolved;
   configForm: 'pattern' | 'blocks';
   seed: number;
@@ -300,7 +308,10 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
     throw invalid('pattern', "free of '-' (MLP) layers when it has 'E' layers and format is 'gguf'", pattern);
   }
   const moe = { numExpertsPerTok, nGroup, topkGroup, normTopkProb, routedScalingFactor };
-  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm };
+  const fp8 = options.fp8 ?? false;
+  if (typeof fp8 !== 'boolean') throw invalid('fp8', 'a boolean', fp8);
+  if (fp8 && (format !== 'safetensors' || shards !== 1)) throw invalid('fp8', "set only with format 'safetensors' and one shard", fp8);
+  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -423,8 +434,47 @@ function buildConfig(r: Resolved): Record<string, unknown> {
     use_mamba_kernels: true,
     vocab_size: d.vocabSize,
     ...moe,
+    ...(r.fp8 ? { quantization_config: { quant_method: 'modelopt', quant_algo: 'FP8', kv_cache_quant_algo: null, producer: { name: 'modelopt' } } } : {}),
   };
   return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+const FP8_MATRIX = /mixer\.(in_proj|out_proj|q_proj|k_proj|v_proj|o_proj|up_proj|down_proj)\.weight$|mixer\.(experts\.\d+|shared_experts)\.(up_proj|down_proj)\.weight$/;
+
+/**
+ * The tensors of a ModelOpt FP8 checkpoint: each projection matrix as E4M3 values q with a scale s (the
+ * weight is q·s; s = max|w| / 448 so nothing saturates), plus its weight_scale and input_scale tensors.
+ */
+function fp8Sources(specs: TensorSpec[], r: Resolved, plainSource: (s: TensorSpec) => TensorSource): TensorSource[] {
+  const out: TensorSource[] = [];
+  for (const s of specs) {
+    if (!FP8_MATRIX.test(s.key)) {
+      out.push(plainSource(s));
+      continue;
+    }
+    const w = new Float32Array(s.numel);
+    let at = 0;
+    for (const chunk of generateTensor(s, r.seed)) {
+      w.set(chunk, at);
+      at += chunk.length;
+    }
+    const rows = s.shape[0] as number;
+    const cols = s.numel / rows;
+    const perRow = /experts\.\d+\.up_proj/.test(s.key);
+    const scales = new Float32Array(perRow ? rows : 1);
+    for (let i = 0; i < s.numel; i++) {
+      const k = perRow ? Math.floor(i / cols) : 0;
+      scales[k] = Math.max(scales[k] as number, Math.abs(w[i] as number));
+    }
+    for (let k = 0; k < scales.length; k++) scales[k] = Math.fround((scales[k] as number) / 448 || 1);
+    const q = new Float32Array(s.numel);
+    for (let i = 0; i < s.numel; i++) q[i] = e4m3ToNumber(toE4M3Bits((w[i] as number) / (scales[perRow ? Math.floor(i / cols) : 0] as number)));
+    const base = s.name.slice(0, -'.weight'.length);
+    out.push({ name: s.name, dtype: 'F8_E4M3', shape: s.shape, chunks: () => [q] });
+    out.push({ name: `${base}.weight_scale`, dtype: 'F32', shape: perRow ? [rows] : [], chunks: () => [scales] });
+    out.push({ name: `${base}.input_scale`, dtype: 'F32', shape: [], chunks: () => [Float32Array.of(1)] });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** Splits tensors (model order) into `n` contiguous, non-empty groups of roughly equal byte size. */
@@ -485,7 +535,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
     if (stale) await unlink(join(out, name));
   }
 
-  if (r.shards === 1) {
+  if (r.fp8) {
+    await writeSafetensors(join(out, 'model.safetensors'), fp8Sources([...specs].sort(byName), r, source));
+  } else if (r.shards === 1) {
     await writeSafetensors(join(out, 'model.safetensors'), [...specs].sort(byName).map(source));
   } else {
     const groups = splitShards(specs, r.shards, elemBytes);

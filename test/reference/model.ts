@@ -16,7 +16,7 @@ import {
   type SsmParams,
 } from './kernels.js';
 import { route } from './moe.js';
-import { readSafetensors, type RefTensor } from './safetensors.js';
+import { dequantizeFp8, readSafetensors, type RefTensor } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Weights (§2)
@@ -237,6 +237,7 @@ export class ReferenceModel {
   static load(dir: string, options: ReferenceModelOptions = {}): ReferenceModel {
     const cfg = readConfig(dir);
     const tensors = readSafetensors(dir);
+    dequantizeFp8(tensors); // ModelOpt FP8: values x weight_scale, exactly in float64
     const embeddingShape = [cfg.vocabSize, cfg.hiddenSize];
 
     // §2: backbone.embeddings.weight (NV-MOD load_hook also accepts the legacy backbone.embedding.weight)

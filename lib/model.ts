@@ -335,7 +335,9 @@ export class NemotronModel {
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
       try {
-        plan = planMemory(rawConfig, { ...planOptions, weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) });
+        // FP8 weights are held as BF16 copies (csrc/model/weights.cc): plan them at 2 bytes per parameter.
+        const fp8 = typeof rawConfig.quantization_config === 'object' && rawConfig.quantization_config !== null;
+        plan = planMemory(rawConfig, { ...planOptions, ...(fp8 ? { weightDtype: 'bf16' as const } : { weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) }) });
       } catch {
         plan = undefined; // a broken config: the native loader says precisely what is wrong
       }

@@ -274,6 +274,12 @@ describe('config forms and typed errors', () => {
     throw new Error('loaded');
   }
 
+  it('n_shared_experts 2 is one shared expert of moe_shared_expert_intermediate_size, as in HF (same logits as 1)', async () => {
+    const one = await load(await withConfig(() => undefined));
+    const two = await load(await withConfig((c) => void (c.n_shared_experts = 2)));
+    expect(maxAbsDiff(await one.evaluate(PROMPT, { logits: 'all' }), await two.evaluate(PROMPT, { logits: 'all' }))).toBe(0);
+  });
+
   it('layers_block_type with "moe" loads like the pattern, and both may be given when they agree', async () => {
     const dir = await withConfig((c) => {
       c.layers_block_type = ['mamba', 'moe', 'attention', 'moe'];
@@ -284,7 +290,6 @@ describe('config forms and typed errors', () => {
 
   it.each([
     ['moe_latent_size set (latent MoE)', (c: Record<string, unknown>) => void (c.moe_latent_size = 1024), 'ERR_UNSUPPORTED_MODEL', 'moe_latent_size'],
-    ['two shared experts', (c: Record<string, unknown>) => void (c.n_shared_experts = 2), 'ERR_UNSUPPORTED_MODEL', 'n_shared_experts'],
     ['a softmax router', (c: Record<string, unknown>) => void (c.scoring_func = 'softmax'), 'ERR_UNSUPPORTED_MODEL', 'scoring_func'],
     ['an unknown block kind', (c: Record<string, unknown>) => {
       delete c.hybrid_override_pattern;

@@ -240,15 +240,14 @@ Status read_moe(const Reader& r, bool has_moe, NemotronHConfig* c) {
   NEMO_RETURN_IF_ERROR(r.read_int("n_routed_experts", nullptr, has_moe, 1, &c->n_routed_experts));
   NEMO_RETURN_IF_ERROR(r.read_int("num_experts_per_tok", nullptr, has_moe, 1, &c->num_experts_per_tok));
   NEMO_RETURN_IF_ERROR(r.read_int("moe_intermediate_size", nullptr, has_moe, 1, &c->moe_intermediate_size));
-  int64_t n_shared = 1;  // HF builds one shared expert whatever n_shared_experts says, unless it is 0 here
+  // HF's NemotronHMoE builds one shared expert, moe_shared_expert_intermediate_size wide, whatever
+  // n_shared_experts says (Megatron's shared width already counts them all); 0 here means none.
+  int64_t n_shared = 1;
   NEMO_RETURN_IF_ERROR(r.read_int("n_shared_experts", nullptr, false, 0, &n_shared));
   // 0 (a shared expert of no width) is accepted as no shared expert
   NEMO_RETURN_IF_ERROR(r.read_int("moe_shared_expert_intermediate_size", nullptr, has_moe && n_shared > 0, 0,
                                   &c->moe_shared_expert_intermediate_size));
   if (n_shared == 0) c->moe_shared_expert_intermediate_size = 0;
-  if (n_shared > 1)
-    return unsupported("field 'n_shared_experts' is " + std::to_string(n_shared) +
-                       "; Nemotron-H MoE blocks have one shared expert (moe_shared_expert_intermediate_size wide)");
   NEMO_RETURN_IF_ERROR(r.read_int("n_group", nullptr, false, 1, &c->n_group));
   NEMO_RETURN_IF_ERROR(r.read_int("topk_group", nullptr, false, 1, &c->topk_group));
   NEMO_RETURN_IF_ERROR(r.read_bool("norm_topk_prob", &c->norm_topk_prob));

@@ -603,10 +603,8 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
     if (!eff_found) NEMO_RETURN_IF_ERROR(uniform(m, "feed_forward_length", ff, is_e, "MoE", &c.moe_intermediate_size));
     int64_t n_shared = 1;
     NEMO_RETURN_IF_ERROR(m.integer("expert_shared_count", false, 0, &n_shared));
-    if (n_shared > 1)
-      return m.unsupported("'" + m.key("expert_shared_count") + "' is " + num(n_shared) +
-                           "; Nemotron-H MoE blocks have one shared expert");
-    if (n_shared == 1)
+    // one shared MLP, expert_shared_feed_forward_length wide, however many it counts (as HF and llama.cpp)
+    if (n_shared >= 1)
       NEMO_RETURN_IF_ERROR(m.integer("expert_shared_feed_forward_length", true, 1,
                                      &c.moe_shared_expert_intermediate_size));
     NEMO_RETURN_IF_ERROR(m.integer("expert_group_count", false, 1, &c.n_group));

@@ -442,3 +442,36 @@ describe('llama.cpp on the same GGUF (test/fixtures/moe, written by bench/moe-ll
     });
   }
 });
+
+describe('fused expert tensors (transformers >= 5 saves experts.up_proj [E, I, H] and experts.down_proj [E, H, I])', () => {
+  it('load like the per-expert tensors they stack', async () => {
+    const options: TinyModelOptions = { ...BASE, seed: 13, dtype: 'f32', pattern: 'ME*E', nRoutedExperts: 8, numExpertsPerTok: 2 };
+    const dir = await build(options);
+    const perExpert = await load(dir);
+    const a = await perExpert.evaluate(PROMPT, { logits: 'all' });
+    // rewrite model.safetensors with each MoE layer's experts stacked into two 3-D tensors
+    const { readSafetensors } = await import('./reference/safetensors.js');
+    const tensors = readSafetensors(dir);
+    const out: Array<{ name: string; shape: number[]; data: Float32Array }> = [];
+    const stacked = new Map<string, { shape: number[]; parts: Float64Array[] }>();
+    for (const [name, t] of [...tensors].sort(([x], [y]) => (x < y ? -1 : 1))) {
+      const m = /^(backbone\.layers\.\d+\.mixer\.experts)\.(\d+)\.(up_proj|down_proj)\.weight$/.exec(name);
+      if (!m) {
+        out.push({ name, shape: t.shape, data: Float32Array.from(t.data) });
+        continue;
+      }
+      const key = `${m[1]}.${m[3]}`;
+      const s = stacked.get(key) ?? { shape: t.shape, parts: [] };
+      s.parts[Number(m[2])] = t.data;
+      stacked.set(key, s);
+    }
+    for (const [name, s] of stacked) {
+      const data = new Float32Array(s.parts.length * s.parts[0]!.length);
+      s.parts.forEach((p, e) => data.set(p, e * p.length));
+      out.push({ name, shape: [s.parts.length, ...s.shape], data });
+    }
+    await writeSafetensors(path.join(dir, 'model.safetensors'), out.map((t) => ({ name: t.name, dtype: 'F32', shape: t.shape, chunks: () => [t.data] })));
+    const fused = await load(dir);
+    expect(maxAbsDiff(await fused.evaluate(PROMPT, { logits: 'all' }), a)).toBeLessThan(1e-5);
+  });
+});

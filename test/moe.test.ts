@@ -475,3 +475,40 @@ describe('fused expert tensors (transformers >= 5 saves experts.up_proj [E, I, H
     expect(maxAbsDiff(await fused.evaluate(PROMPT, { logits: 'all' }), a)).toBeLessThan(1e-5);
   });
 });
+
+describe('GGUF multi-token-prediction blocks (nextn_predict_layers)', () => {
+  it('the trailing MTP block counted in block_count is dropped: same logits as the model without it', async () => {
+    const { readGgufMetadata } = await import('../lib/gguf/reader.js');
+    const { writeGguf } = await import('../lib/gguf/writer.js');
+    const dir = await build({ ...BASE, seed: 14, dtype: 'f32', format: 'gguf', pattern: 'ME*E*', nRoutedExperts: 8, numExpertsPerTok: 2 });
+    const file = path.join(dir, 'model.gguf');
+    const meta = readGgufMetadata(file);
+    expect(meta.tensors.every((t) => t.typeName === 'F32')).toBe(true);
+    const bytes = readFileSync(file);
+    const values = (t: { shape: number[]; offset: number }) => {
+      const start = bytes.byteOffset + meta.dataOffset + t.offset;
+      return new Float32Array(bytes.buffer.slice(start, start + 4 * t.shape.reduce((a, b) => a * b, 1)));
+    };
+    // As the converter appends the MTP head: block_count + 1, the per-layer arrays one longer (the block
+    // has attention heads and an FFN), nextn_predict_layers 1, and the block's tensors as blk.5.*: here
+    // copies of blk.3's MoE tensors plus an MTP-only one (nextn.eh_proj).
+    const entries = [...meta.kv].map(([key, e]) => {
+      if (key === 'nemotron_h_moe.block_count') return { key, ...e, value: 6 };
+      if (Array.isArray(e.value) && e.value.length === 5) return { key, ...e, value: [...e.value, e.value[3]!] };
+      return { key, ...e };
+    });
+    entries.push({ key: 'nemotron_h_moe.nextn_predict_layers', type: 4, value: 1 }); // UINT32
+    const tensors = meta.tensors.map((t) => ({ name: t.name, shape: t.shape, type: 'F32' as const, chunks: () => [values(t)] }));
+    for (const t of meta.tensors.filter((x) => x.name.startsWith('blk.3.'))) {
+      tensors.push({ name: t.name.replace('blk.3.', 'blk.5.'), shape: t.shape, type: 'F32', chunks: () => [values(t)] });
+    }
+    tensors.push({ name: 'blk.5.nextn.eh_proj.weight', shape: [128, 64], type: 'F32', chunks: () => [new Float32Array(128 * 64)] });
+    const before = await load(file);
+    const a = await before.evaluate(PROMPT, { logits: 'all' });
+    const mtpFile = path.join(dir, 'mtp.gguf');
+    await writeGguf(mtpFile, entries as never, tensors);
+    const after = await load(mtpFile);
+    expect(after.info.config.hybridOverridePattern).toBe('ME*E*');
+    expect(maxAbsDiff(await after.evaluate(PROMPT, { logits: 'all' }), a)).toBeLessThan(1e-5);
+  });
+});

@@ -303,7 +303,7 @@ cudaError_t attention_typed(const AttnArgs& a, Scratch& scratch, cudaStream_t st
     const int64_t S_tot = a.past + a.T;
     const int n_splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, ceil_div(S_tot, 128))));
     void* buf = nullptr;
-    CUDA_TRY(scratch.get(static_cast<size_t>(a.Hkv * n_splits * R * (a.Dh + 2)) * sizeof(float), &buf));
+    CUDA_TRY(scratch.get(static_cast<size_t>(a.Hkv * n_splits * R * (a.Dh + 2)) * sizeof(float), &buf, stream));
     float* part = static_cast<float*>(buf);
     const dim3 grid(static_cast<unsigned>(a.Hkv), static_cast<unsigned>(n_splits));
     if (a.Dh <= 32) {
@@ -320,7 +320,7 @@ cudaError_t attention_typed(const AttnArgs& a, Scratch& scratch, cudaStream_t st
   const size_t smem = static_cast<size_t>(kRows * (a.Dh + 1) + kKeys * (a.Dh + 1) + kKeys * a.Dh + kRows * 33 + 3 * kRows) *
                       sizeof(float);
   auto kernel = k_attn_tile<KT>;
-  if (smem > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  CUDA_TRY(allow_smem(kernel, smem));
   const dim3 grid(static_cast<unsigned>(ceil_div(R, kRows)), static_cast<unsigned>(a.Hkv));
   kernel<<<grid, kTileThreads, smem, stream>>>(a);
   return cudaGetLastError();

@@ -36,6 +36,15 @@ inline Status cuda_status(cudaError_t err, const char* what, const char* file, i
     if (_err != cudaSuccess) return _err;     \
   } while (0)
 
+// Lets `kernel` launch with `smem` bytes of dynamic shared memory. Above the 48 KiB default that takes
+// cudaFuncSetAttribute, a driver call: it is made once per kernel and device (and again only for a
+// larger size), not on every launch. Thread-safe (memory.cu).
+cudaError_t allow_dynamic_smem(const void* kernel, size_t smem);
+template <typename F>
+cudaError_t allow_smem(F* kernel, size_t smem) {
+  return smem <= 48 * 1024 ? cudaSuccess : allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 

@@ -22,16 +22,17 @@ namespace nemo::cuda {
 
 // Device working memory that grows on demand; contents are undefined between calls. Work queued on
 // one stream may reuse it from op to op (stream order keeps them apart). Growing frees the old buffer,
-// which waits for the device to finish with it; while frees are deferred (a stream capture is under
-// way, where waiting is not allowed) the old buffer is kept until free_retired(), which the caller
-// makes once the work that may read it has finished.
+// which waits for `stream` (the one stream this scratch serves) to finish with it, not for the whole
+// device: a device-wide wait would also wait for, and break the capture of, another backend's stream;
+// while frees are deferred (a stream capture is under way, where waiting is not allowed) the old buffer
+// is kept until free_retired(), which the caller makes once the work that may read it has finished.
 class Scratch {
  public:
   Scratch() = default;
   ~Scratch();
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  cudaError_t get(size_t bytes, void** out);
+  cudaError_t get(size_t bytes, void** out, cudaStream_t stream);
   size_t size() const { return size_; }
   void defer_frees(bool on) { defer_ = on; }
   bool has_retired() const { return !retired_.empty(); }

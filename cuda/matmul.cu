@@ -472,7 +472,7 @@ template <int NG, bool Q8, bool SPLIT>
 cudaError_t launch_small(const MmArgs& a, size_t smem, cudaStream_t stream) {
   constexpr int U = Q8 ? 8 : 4;
   auto kernel = k_mm_small<NG, Q8, SPLIT, U>;
-  if (smem > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  CUDA_TRY(allow_smem(kernel, smem));
   kernel<<<static_cast<unsigned>(ceil_div(a.N, 8)), kSmallWarps * 32, smem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp,
                                                                                      a.w, a.scales, a.Np, a.N);
   return cudaGetLastError();
@@ -482,7 +482,7 @@ template <bool Q8, bool SPLIT>
 cudaError_t launch_big(const MmArgs& a, cudaStream_t stream) {
   using Tile = BigTile<Q8, SPLIT>;
   auto kernel = k_mm_big<Q8, SPLIT>;
-  CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tile::kSmem));
+  CUDA_TRY(allow_smem(kernel, Tile::kSmem));
   const dim3 grid(static_cast<unsigned>(ceil_div(a.T, Tile::kBM)), static_cast<unsigned>(ceil_div(a.N, kBN)));
   kernel<<<grid, kBigThreads, Tile::kSmem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp, a.w, a.scales, a.Np, a.N);
   return cudaGetLastError();
@@ -510,7 +510,7 @@ cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
   const bool split = precision == MatmulPrecision::kBf16x2;
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
   void* buf = nullptr;
-  CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf));
+  CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf, stream));
   auto* xh = static_cast<__nv_bfloat16*>(buf);
   auto* xl = split ? xh + T * Kp : nullptr;
   auto convert = input == cpu::MatmulInput::kRelu2 ? k_x_to_bf16<true> : k_x_to_bf16<false>;

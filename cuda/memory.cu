@@ -6,6 +6,9 @@
 // by convert_to_f32 (the CPU engine's own dequantizer) and staged as f32.
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -24,14 +27,14 @@ void Scratch::free_retired() {
   retired_.clear();
 }
 
-cudaError_t Scratch::get(size_t bytes, void** out) {
+cudaError_t Scratch::get(size_t bytes, void** out, cudaStream_t stream) {
   if (bytes > size_) {
     if (p_ && defer_) {
       retired_.push_back(p_);  // captured launches read it when the graph runs
       p_ = nullptr;
       size_ = 0;
     } else if (p_) {
-      CUDA_TRY(cudaDeviceSynchronize());  // queued work may still read the old buffer
+      CUDA_TRY(cudaStreamSynchronize(stream));  // queued work on this stream may still read the old buffer
       CUDA_TRY(cudaFree(p_));
       p_ = nullptr;
       size_ = 0;
@@ -41,6 +44,19 @@ cudaError_t Scratch::get(size_t bytes, void** out) {
     size_ = want;
   }
   *out = p_;
+  return cudaSuccess;
+}
+
+cudaError_t allow_dynamic_smem(const void* kernel, size_t smem) {
+  int device = 0;
+  CUDA_TRY(cudaGetDevice(&device));
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, size_t> allowed;  // (kernel, device) -> bytes set
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = allowed[{kernel, device}];
+  if (smem <= have) return cudaSuccess;
+  CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  have = smem;
   return cudaSuccess;
 }
 
@@ -200,7 +216,7 @@ cudaError_t upload_matrix(const MatrixView& host, void* dst, MatrixView* dev, Sc
   const size_t src_row_bytes = plain ? row_bytes : dtype_row_bytes(host.dtype, K);
   const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / std::max<size_t>(row_bytes, 1)));
   void* staging = nullptr;
-  CUDA_TRY(scratch.get(static_cast<size_t>(std::min(rows_per_chunk, N)) * row_bytes, &staging));
+  CUDA_TRY(scratch.get(static_cast<size_t>(std::min(rows_per_chunk, N)) * row_bytes, &staging, stream));
   std::vector<float> deq;
   const uint8_t* src = static_cast<const uint8_t*>(host.data);
   for (int64_t r0 = 0; r0 < N; r0 += rows_per_chunk) {

@@ -56,8 +56,11 @@ struct SampleEditDev {
   double pres, fc;
 };
 
+// -0.0 and +0.0 are one value here, as in the CPU sampler's float comparisons (equal, so ordered by id):
+// the sign bit is dropped before the bits are made monotone, or -0.0 would sort below +0.0 and a top-k
+// or top-p cut between them would keep another token than the CPU does.
 __device__ __forceinline__ uint64_t sort_key(float x, int64_t i) {
-  const uint32_t b = __float_as_uint(x);
+  const uint32_t b = x == 0.0f ? 0u : __float_as_uint(x);  // canonical zero
   const uint32_t o = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // monotone in x
   return (static_cast<uint64_t>(o) << 32) | static_cast<uint64_t>(0xFFFFFFFFu - static_cast<uint32_t>(i));
 }
@@ -441,7 +444,7 @@ cudaError_t sample(int32_t* tokens_host, float* logprobs_host, const float* logi
   const size_t lp_off = round_up(static_cast<int64_t>(tok_off + n * sizeof(int32_t)), 256);
   const size_t total = lp_off + n * sizeof(float);
   void* buf = nullptr;
-  CUDA_TRY(scratch.get(total, &buf));
+  CUDA_TRY(scratch.get(total, &buf, stream));
   uint8_t* base = static_cast<uint8_t*>(buf);
   // The parameters are small (a few KB): one staging vector, copied in stream order.
   std::vector<uint8_t> host(total - rows_off);

@@ -226,7 +226,7 @@ cudaError_t launch_out(float* y, const float* x, int64_t ldx, const float* C, in
                        int64_t Q, int64_t nc, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(32 * 33 * 2 + p.head_dim * 33 + 32 * p.head_dim) * sizeof(float);
   auto kernel = k_ssd_out<PR>;
-  if (smem > 48 * 1024) CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  CUDA_TRY(allow_smem(kernel, smem));
   const dim3 grid(static_cast<unsigned>(ceil_div(Q, 32)), static_cast<unsigned>(p.n_heads), static_cast<unsigned>(nc));
   kernel<<<grid, 256, smem, stream>>>(y, x, ldx, C, ldbc, cb, sin, dt, acs, p, T, Q, nc);
   return cudaGetLastError();
@@ -245,7 +245,7 @@ cudaError_t ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* d
   const size_t n_dt = static_cast<size_t>(H * T), n_cb = static_cast<size_t>(G * nc * Q * Q);
   const size_t n_sin = static_cast<size_t>(nc * H * P * N);
   void* buf = nullptr;
-  CUDA_TRY(scratch.get((2 * n_dt + n_cb + n_sin) * sizeof(float), &buf));
+  CUDA_TRY(scratch.get((2 * n_dt + n_cb + n_sin) * sizeof(float), &buf, stream));
   float* dt = static_cast<float*>(buf);
   float* acs = dt + n_dt;
   float* cb = acs + n_dt;
@@ -261,9 +261,7 @@ cudaError_t ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* d
   }
   {
     const size_t smem = static_cast<size_t>(kPT * N + Q + 32 * kPT + 32 * N) * sizeof(float);
-    if (smem > 48 * 1024) {
-      CUDA_TRY(cudaFuncSetAttribute(k_ssd_states, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    }
+    CUDA_TRY(allow_smem(k_ssd_states, smem));
     const dim3 grid(static_cast<unsigned>(H), static_cast<unsigned>(ceil_div(P, kPT)));
     k_ssd_states<<<grid, 256, smem, stream>>>(sin, state, x, ldx, B, ldbc, dt, acs, p, T, Q, nc);
     CUDA_TRY(cudaGetLastError());

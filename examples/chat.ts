@@ -23,7 +23,9 @@ for await (const ev of stream) {
     if (section !== ev.type) process.stdout.write(`\n[${(section = ev.type)}] `);
     process.stdout.write(ev.text);
   } else if (ev.type === 'toolCall') {
-    console.log('\n[tool call]', 'call' in ev ? ev.call : ev.error);
+    console.log('\n[tool call]', ev.call);
+  } else if (ev.type === 'toolCallError') {
+    console.log('\n[tool call that did not parse]', ev.error);
   } else {
     const { usage, finishReason, timings } = ev.result;
     console.log(`\n[done] ${finishReason}; ${usage.reasoningTokens} reasoning + ${usage.completionTokens - usage.reasoningTokens} answer tokens; ${timings.decodeTokensPerSecond.toFixed(0)} tok/s`);

@@ -124,6 +124,8 @@ export interface NativeRequestSpec {
   pinAt?: number[];
   /** Also snapshot every this many prompt positions; 0 = off. */
   snapshotEvery?: number;
+  /** 0..20: log-probs of each emitted token and its top alternatives (raw model distribution); -1 or absent = off. */
+  topLogprobs?: number;
 }
 
 export type NativeRequestEnd = 'stop' | 'length' | 'done' | 'cancelled' | 'error';
@@ -137,6 +139,8 @@ export interface NativeStepEvents {
   /** [request, position, snapshot id, pinned (1/0)] quads. */
   snapshots: Float64Array;
   finished: Array<{ request: number; reason: NativeRequestEnd; error?: Error & { code?: string }; logits?: Float32Array }>;
+  /** For requests with topLogprobs: per emitted token, [request, token, log-prob, k, then k (id, log-prob) pairs]. */
+  logprobs?: Float64Array;
   tokensProcessed: number;
   ranForward: boolean;
 }

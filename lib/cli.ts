@@ -90,6 +90,26 @@ function loadOptions(opts: { threads?: number; context?: number; precision?: str
   return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }), precision };
 }
 
+interface ServeFlags {
+  model?: string; port: number; host: string; maxConcurrent?: number; context?: number; sequences?: number; batchTokens?: number; kvDtype?: string; device?: string;
+  cacheBytes?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string; cors?: string | true; logLevel: string; metrics: boolean;
+  headersTimeout?: number; bodyTimeout?: number; idleTimeout?: number;
+}
+
+/** serve's LoadOptions: every flag loadModel takes, left out when not given. */
+function serveLoadOptions(opts: ServeFlags): LoadOptions {
+  if (opts.kvDtype !== undefined && opts.kvDtype !== 'f16' && opts.kvDtype !== 'f32') throw new CliArgumentError(`--kv-dtype must be f16 or f32, got "${opts.kvDtype}"`);
+  if (opts.device !== undefined && opts.device !== 'cpu' && opts.device !== 'cuda' && opts.device !== 'auto') throw new CliArgumentError(`--device must be cpu, cuda or auto, got "${opts.device}"`);
+  return {
+    ...loadOptions(opts),
+    ...(opts.sequences === undefined ? {} : { maxSequences: opts.sequences }),
+    ...(opts.batchTokens === undefined ? {} : { maxBatchTokens: opts.batchTokens }),
+    ...(opts.kvDtype === undefined ? {} : { kvDtype: opts.kvDtype }),
+    ...(opts.device === undefined ? {} : { device: opts.device }),
+    ...(opts.cacheBytes === undefined ? {} : { cacheBytes: opts.cacheBytes }),
+  };
+}
+
 /** config.json of a checkpoint folder (or the file itself), read as the planner reads it: HF writes bare Infinity/NaN. */
 function readConfigJson(modelPath: string): { dir: string; file: string; config: Record<string, unknown> } {
   const resolved = path.resolve(modelPath);
@@ -394,6 +414,19 @@ program
   });
 
 program
+  .command('doctor')
+  .description('what this machine can run: CPU and CUDA binaries, driver, GPUs, the GPU self-check against the CPU, a small decode benchmark')
+  .option('--no-bench', 'skip the decode benchmark')
+  .option('--json', 'print the report as JSON')
+  .option('--require-gpu', 'exit status 1 also when no GPU is usable')
+  .action(async (opts: { bench: boolean; json?: boolean; requireGpu?: boolean }) => {
+    const { doctor, formatDoctor } = await import('./doctor.js');
+    const r = await doctor({ bench: opts.bench });
+    process.stdout.write(opts.json ? `${JSON.stringify(r, null, 1)}\n` : formatDoctor(r));
+    if ((r.selfCheck && !r.selfCheck.ok) || (opts.requireGpu && !r.selfCheck)) process.exitCode = 1;
+  });
+
+program
   .command('pull')
   .description('download a Hugging Face model repository (or one file of it) into the Hugging Face cache and print its local path')
   .argument('<repo>', 'owner/name, owner/name@revision or owner/name/file.gguf (hf: prefix optional)')
@@ -462,24 +495,36 @@ program
   .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models)')
   .option('-m, --model <path>', MODEL_HELP)
   .option('-p, --port <n>', 'port to listen on (0: any free port)', int('--port'), 8080)
-  .option('--host <host>', 'interface to listen on (0.0.0.0: all)', '127.0.0.1')
+  .option('--host <host>', 'interface to listen on (0.0.0.0 or :: for all; default: this machine only)', '127.0.0.1')
   .option('--max-concurrent <n>', 'requests in flight before 429 (default: 4 x the model\'s sequences)', int('--max-concurrent'))
+  .option('-c, --context <n>', "context length in tokens (default: the model's, up to 8192)", int('--context'))
+  .option('-s, --sequences <n>', 'sequences alive at once: requests beyond them queue (default: 8)', int('--sequences'))
+  .option('--batch-tokens <n>', 'prompt tokens per forward pass (default: 256)', int('--batch-tokens'))
+  .option('--kv-dtype <dtype>', 'KV cache element type: f16 | f32 (default: f16)')
+  .option('--device <device>', 'cpu | cuda | auto (default: cpu)')
+  .option('--cache-bytes <n>', 'prefix (snapshot) cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
   .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
-  .option('--model-name <name>', 'the model id clients see (default: the checkpoint folder name)')
+  .option('--model-name <name>', 'the model id clients see and must send (default: the checkpoint folder name)')
   .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
+  .option('--cors [origins]', 'answer CORS requests: from any origin, or only the comma-separated origins given (exact, or /regex/)')
+  .option('--log-level <level>', 'request logs (JSON lines on stdout): fatal | error | warn | info | debug | trace | silent', 'info')
+  .option('--no-metrics', 'do not serve Prometheus metrics at /metrics')
   .option('--headers-timeout <ms>', `close a connection whose request headers take longer (408) (default: ${DEFAULT_TIMEOUTS.headersTimeoutMs})`, int('--headers-timeout'))
   .option('--body-timeout <ms>', `close a connection whose whole request, body included, takes longer (408) (default: ${DEFAULT_TIMEOUTS.bodyTimeoutMs})`, int('--body-timeout'))
   .option('--idle-timeout <ms>', `close a kept-alive or new connection that sends no request for this long (default: ${DEFAULT_TIMEOUTS.idleTimeoutMs})`, int('--idle-timeout'))
-  .addHelpText('after', '\nTime limits apply to receiving requests only: a generation may take as long as it needs.\nBodies over 8 MiB get 413, before the body is sent when the client asks `Expect: 100-continue`.\n')
-  .action(async (opts: { model?: string; port: number; host: string; maxConcurrent?: number; threads?: number; precision?: string; modelName?: string; apiKey?: string; headersTimeout?: number; bodyTimeout?: number; idleTimeout?: number }) => {
+  .addHelpText('after', '\nTime limits apply to receiving requests only: a generation may take as long as it needs.\nBodies over 8 MiB get 413, before the body is sent when the client asks `Expect: 100-continue`.\nPrometheus metrics (vLLM\'s names: vllm:num_requests_running, vllm:time_to_first_token_seconds, ...) at /metrics.\n')
+  .action(async (opts: ServeFlags) => {
     const { createServer } = await import('./server/index.js'); // loaded here so other commands do not load the HTTP stack
+    const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+    const logLevel = levels.find((l) => l === opts.logLevel);
+    if (!logLevel) throw new CliArgumentError(`--log-level must be one of ${levels.join(', ')}, got "${opts.logLevel}"`);
     let modelPath = opts.model;
     if (!modelPath) {
       modelPath = await defaultModelPath();
       process.stderr.write(`Using the built-in tiny model at ${modelPath}.\nIts weights are random, so its text is gibberish: pass --model PATH for a real checkpoint.\n`);
     }
-    const model = await loadWithProgress(modelPath, loadOptions(opts));
+    const model = await loadWithProgress(modelPath, serveLoadOptions(opts));
     const apiKey = opts.apiKey ?? (process.env.NEMOTRON_API_KEY || undefined);
     // hf:owner/name is served as "name" (the folder name a local copy would have), not as the snapshot's commit hash.
     const hubSpec = isHubSpec(modelPath) ? parseHubSpec(modelPath) : undefined;
@@ -491,6 +536,9 @@ program
       ...(opts.headersTimeout === undefined ? {} : { headersTimeoutMs: opts.headersTimeout }),
       ...(opts.bodyTimeout === undefined ? {} : { bodyTimeoutMs: opts.bodyTimeout }),
       ...(opts.idleTimeout === undefined ? {} : { idleTimeoutMs: opts.idleTimeout }),
+      ...(opts.cors === undefined ? {} : { cors: opts.cors }),
+      metrics: opts.metrics,
+      logger: logLevel,
     });
     let url: string;
     try {

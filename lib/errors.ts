@@ -16,14 +16,19 @@ export type NemotronErrorCode =
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NUMERICAL'
   | 'ERR_IDLE_TIMEOUT'
+  | 'ERR_ABORTED'
   | 'ERR_MODEL_CLOSED'
   | 'ERR_NATIVE_BINARY'
   | 'ERR_DEVICE_UNAVAILABLE'
+  | 'ERR_CUDA_DRIVER'
+  | 'ERR_DEVICE_SELF_CHECK'
   | 'ERR_TEMPLATE'
   | 'ERR_INVALID_SESSION_FILE'
   | 'ERR_DOWNLOAD'
   | 'ERR_DOWNLOAD_UNAUTHORIZED'
   | 'ERR_CHECKSUM_MISMATCH'
+  | 'ERR_REMOTE'
+  | 'ERR_REMOTE_UNAVAILABLE'
   | 'ERR_INTERNAL';
 
 export class NemotronError extends Error {
@@ -91,8 +96,45 @@ export class SessionFileError extends NemotronError {
 
 /** `device: 'cuda'` was asked for, but no usable CUDA build or GPU is present. */
 export class DeviceUnavailableError extends NemotronError {
-  constructor(message: string) {
-    super('ERR_DEVICE_UNAVAILABLE', message);
+  constructor(message: string, code: 'ERR_DEVICE_UNAVAILABLE' | 'ERR_CUDA_DRIVER' | 'ERR_DEVICE_SELF_CHECK' = 'ERR_DEVICE_UNAVAILABLE') {
+    super(code, message);
+  }
+}
+
+/**
+ * `device: 'cuda'`: the NVIDIA driver is older than the CUDA binary needs (`ERR_CUDA_DRIVER`). Versions
+ * are CUDA's integers (13000 = CUDA 13.0); the message names the Linux driver release to install.
+ */
+export class DriverTooOldError extends DeviceUnavailableError {
+  readonly requiredDriverVersion: number;
+  readonly driverVersion: number;
+  constructor(message: string, requiredDriverVersion: number, driverVersion: number) {
+    super(message, 'ERR_CUDA_DRIVER');
+    this.requiredDriverVersion = requiredDriverVersion;
+    this.driverVersion = driverVersion;
+  }
+}
+
+/** One measured difference of the device self-check (lib/selfcheck.ts). */
+export interface SelfCheckDifference {
+  /** 'prefill log-probs', 'decode log-probs', 'restore', 'sampler', 'greedy tokens', ... */
+  check: string;
+  precision: 'exact' | 'fast';
+  /** The largest |device - CPU| log-prob difference, or the number of differing tokens. */
+  measured: number;
+  tolerance: number;
+}
+
+/**
+ * `device: 'cuda'`: the GPU gave other results than the CPU backend on the built-in tiny model before
+ * serving anything (`ERR_DEVICE_SELF_CHECK`). `differences` lists every check that failed, with what was
+ * measured and the tolerance.
+ */
+export class SelfCheckError extends DeviceUnavailableError {
+  readonly differences: SelfCheckDifference[];
+  constructor(message: string, differences: SelfCheckDifference[]) {
+    super(message, 'ERR_DEVICE_SELF_CHECK');
+    this.differences = differences;
   }
 }
 

@@ -13,8 +13,8 @@ import type { ToolCall } from './chat/template.js';
 import { ReasoningSplitter } from './chat/reasoning.js';
 import { StopMatcher } from './chat/stop.js';
 import { ToolCallParser } from './chat/tool-calls.js';
-import { IdleTimeoutError, type NemotronError } from './errors.js';
-import type { RequestHandler, Scheduler } from './scheduler.js';
+import { IdleTimeoutError, NemotronError } from './errors.js';
+import type { NativeTokenLogprobs, RequestHandler, Scheduler } from './scheduler.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.js';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -40,6 +40,26 @@ export interface Timings {
   totalMs: number;
 }
 
+/** One alternative at a sampled token's position. */
+export interface TopLogprob {
+  token: number;
+  /** The token's own text (a token that is part of a multi-byte character shows U+FFFD here: see `bytes`). */
+  text: string;
+  /** The bytes the token stands for (UTF-8; part of a character for some tokens). */
+  bytes: number[];
+  /** Natural log of its probability under the model's raw distribution (before penalties, bias, temperature, top-k/p). */
+  logprob: number;
+}
+
+/**
+ * A sampled token's log-probability and the `topLogprobs` most likely tokens at its position (most likely
+ * first), from the raw model distribution: the log-softmax of the logits before repetition/presence
+ * penalties, logit bias, temperature and truncation (vLLM's default `raw_logprobs`).
+ */
+export interface TokenLogprob extends TopLogprob {
+  top: TopLogprob[];
+}
+
 export interface GenerateResult {
   text: string;
   reasoning: string;
@@ -51,14 +71,39 @@ export interface GenerateResult {
   error?: NemotronError;
   usage: Usage;
   timings: Timings;
+  /** With `topLogprobs`: one entry per sampled token, in order (tokens forced by a thinking budget have none). */
+  logprobs?: TokenLogprob[];
 }
 
+/**
+ * What a stream yields; `type` alone narrows it. With `topLogprobs`, the pieces carry `logprobs`: the
+ * sampled tokens whose text completed since the previous piece (a token holding back part of a character
+ * or a possible stop string is reported with the piece its text ends up in).
+ */
 export type StreamEvent =
-  | { type: 'reasoning'; text: string }
-  | { type: 'text'; text: string }
-  | { type: 'toolCall'; call: ToolCall }
-  | { type: 'toolCall'; error: string; raw: string }
+  | { type: 'reasoning'; text: string; logprobs?: TokenLogprob[] }
+  | { type: 'text'; text: string; logprobs?: TokenLogprob[] }
+  | { type: 'toolCall'; call: ToolCall; logprobs?: TokenLogprob[] }
+  /** A tool call the model wrote that could not be parsed (its raw text and why); also in result.toolCallErrors. */
+  | { type: 'toolCallError'; error: string; raw: string; logprobs?: TokenLogprob[] }
   | { type: 'done'; result: GenerateResult };
+
+/** How a request ended by its AbortSignal (or model.close(), or an idle timeout) is reported (GenerateOptions.abortBehavior). */
+export type AbortBehavior = 'resolve' | 'reject';
+
+/**
+ * The error generate() rejects with, and stream() throws, for an aborted request under abortBehavior
+ * 'reject' (as the OpenAI SDK rejects an aborted call): `name` 'AbortError', `code` 'ERR_ABORTED',
+ * `cause` the signal's reason (or the IdleTimeoutError / ModelClosedError), `result` the partial result.
+ */
+export class AbortError extends NemotronError {
+  /** The partial result (text so far, usage, timings; finishReason 'abort'). */
+  readonly result: GenerateResult;
+  constructor(result: GenerateResult, reason: unknown) {
+    super('ERR_ABORTED', reason instanceof Error ? `the request was aborted: ${reason.message}` : 'the request was aborted', { cause: reason });
+    this.result = result;
+  }
+}
 
 export interface RequestSpec {
   prompt: Int32Array;
@@ -88,7 +133,20 @@ export interface RequestSpec {
   idleTimeoutMs: number;
   /** Called once with the final result, before the `done` event is delivered. */
   onDone?: (result: GenerateResult) => void;
+  /** 0..20: report log-probs with this many alternatives per token; -1: off. */
+  topLogprobs: number;
+  /** 'resolve' (default): an abort ends with finishReason 'abort'; 'reject': the stream throws an AbortError. */
+  abortBehavior: AbortBehavior;
+  /** Told of each sampled token as it arrives (kTokenObserver). */
+  onTokenTime?: TokenObserver;
 }
+
+/**
+ * @internal An option key (a symbol, so option validation never sees it) through which the server
+ * watches each sampled token's arrival for its latency metrics: `(request, performance.now())`.
+ */
+export const kTokenObserver: unique symbol = Symbol('nemotron-node token observer');
+export type TokenObserver = (request: number, atMs: number) => void;
 
 /** NVIDIA's rule: after the budget, end reasoning at the next newline, or at budget + 500 at the latest. */
 export const THINKING_GRACE_TOKENS = 500;
@@ -125,11 +183,14 @@ export class GenerationRequest implements RequestHandler {
   private tFirst = 0;
   private tEnd = 0;
   private readonly onAbort = () => this.finish('abort');
+  /** With topLogprobs: every sampled token's entry, and those not yet attached to an event. */
+  private readonly logprobs: TokenLogprob[] = [];
+  private pendingLogprobs: TokenLogprob[] = [];
 
   constructor(
     private readonly spec: RequestSpec,
-    private readonly scheduler: Scheduler,
-    tokenizer: TextTokenizer | null,
+    private readonly scheduler: Pick<Scheduler, 'submit' | 'resume' | 'cancel' | 'pin'>,
+    private readonly tokenizer: TextTokenizer | null,
   ) {
     this.decoder = tokenizer ? new IncrementalDecoder(tokenizer) : null;
     this.stopper = new StopMatcher(spec.stop);
@@ -156,6 +217,9 @@ export class GenerationRequest implements RequestHandler {
         if (ev) {
           // The consumer has the event; how long it takes to ask for the next one is its idle time.
           if (ev.type !== 'done') this.armIdle();
+          if (ev.type === 'done' && ev.result.finishReason === 'abort' && this.spec.abortBehavior === 'reject') {
+            throw new AbortError(ev.result, ev.result.error ?? this.spec.signal?.reason);
+          }
           yield ev;
           this.disarmIdle();
           if (ev.type === 'done') return;
@@ -191,6 +255,7 @@ export class GenerationRequest implements RequestHandler {
       snapshotAt: s.snapshotAt,
       pinAt: s.pinAt,
       snapshotEvery: s.snapshotEvery,
+      ...(s.topLogprobs >= 0 ? { topLogprobs: s.topLogprobs } : {}),
     };
   }
 
@@ -223,11 +288,18 @@ export class GenerationRequest implements RequestHandler {
     else if (pinned) this.scheduler.pin(id, -1);
   }
 
-  onToken(token: number): void {
+  onToken(token: number, logprobs?: NativeTokenLogprobs): void {
     if (this.finished) return; // ended on this side while the step ran: the token is dropped
-    if (this.draws === 0) this.tFirst = performance.now();
+    const now = performance.now();
+    if (this.draws === 0) this.tFirst = now;
     this.draws++;
     this.paused = true;
+    this.spec.onTokenTime?.(this.id, now);
+    if (logprobs && this.spec.topLogprobs >= 0) {
+      const entry: TokenLogprob = { ...this.tokenEntry(token, logprobs.logprob), top: logprobs.top.map(([t, lp]) => this.tokenEntry(t, lp)) };
+      this.logprobs.push(entry);
+      this.pendingLogprobs.push(entry);
+    }
     this.accept(token);
     this.notify();
   }
@@ -242,6 +314,21 @@ export class GenerationRequest implements RequestHandler {
   }
 
   // ---- token handling ----------------------------------------------------------------------------------
+
+  private tokenEntry(token: number, logprob: number): TopLogprob {
+    if (!this.tokenizer) return { token, text: '', bytes: [], logprob };
+    const bytes = Array.from(this.tokenizer.tokenBytes(token));
+    return { token, text: Buffer.from(bytes).toString('utf8'), bytes, logprob };
+  }
+
+  /** Queues an event, with the log-probs of the tokens completed since the last one. */
+  private push(ev: Exclude<StreamEvent, { type: 'done' }>): void {
+    if (this.pendingLogprobs.length > 0) {
+      ev.logprobs = this.pendingLogprobs;
+      this.pendingLogprobs = [];
+    }
+    this.events.push(ev);
+  }
 
   private accept(token: number): void {
     this.generated.push(token);
@@ -281,7 +368,7 @@ export class GenerationRequest implements RequestHandler {
     for (const part of parts) {
       if (part.type === 'reasoning') {
         this.reasoning += part.text;
-        if (part.text) this.events.push({ type: 'reasoning', text: part.text });
+        if (part.text) this.push({ type: 'reasoning', text: part.text });
       } else this.answer(part.text);
     }
     if (final && this.tools) this.answerEvents(this.tools.flush());
@@ -290,7 +377,7 @@ export class GenerationRequest implements RequestHandler {
   private answer(text: string): void {
     if (!this.tools) {
       this.text += text;
-      if (text) this.events.push({ type: 'text', text });
+      if (text) this.push({ type: 'text', text });
       return;
     }
     this.answerEvents(this.tools.push(text));
@@ -300,13 +387,13 @@ export class GenerationRequest implements RequestHandler {
     for (const ev of evs) {
       if (ev.type === 'text') {
         this.text += ev.text;
-        if (ev.text) this.events.push({ type: 'text', text: ev.text });
+        if (ev.text) this.push({ type: 'text', text: ev.text });
       } else if (ev.type === 'toolCall') {
         this.toolCalls.push(ev.call);
-        this.events.push({ type: 'toolCall', call: ev.call });
+        this.push({ type: 'toolCall', call: ev.call });
       } else {
         this.toolCallErrors.push({ raw: ev.raw, error: ev.error });
-        this.events.push({ type: 'toolCall', error: ev.error, raw: ev.raw });
+        this.push({ type: 'toolCallError', error: ev.error, raw: ev.raw });
       }
     }
   }
@@ -345,6 +432,7 @@ export class GenerationRequest implements RequestHandler {
       tokens: this.generated,
       finishReason: this.finishReason,
       ...(this.error ? { error: this.error } : {}),
+      ...(this.spec.topLogprobs >= 0 ? { logprobs: this.logprobs } : {}),
       usage: {
         promptTokens: this.spec.prompt.length,
         cachedTokens: this.cachedTokens,

@@ -7,26 +7,28 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { NativeAddon, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
+import type { NativeConfig, NativeEngine, NativeModelInfo, NativeSampling } from './addon-types.js';
 import type { SnapshotRef } from './cache/snapshot-ref.js';
-import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type TurnOptions } from './chat/session.js';
+import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type NewChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, DeviceUnavailableError, UnsupportedModelError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { ContextOverflowError, InvalidArgumentError, UnsupportedModelError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
-import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
+import type { Message } from './chat/openai.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
-import { loadCudaAddon, noteCpuFallback } from './cuda.js';
-import { loadNative } from './native.js';
+import { chooseDevice } from './device.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
 import type { HubOptions } from './hub/index.js';
 import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
+import type { TextModel } from './text-model.js';
 
-export type { FinishReason, GenerateResult, StreamEvent, Timings, Usage } from './generation.js';
+export type { AbortBehavior, FinishReason, GenerateResult, StreamEvent, Timings, TokenLogprob, TopLogprob, Usage } from './generation.js';
+export { AbortError } from './generation.js';
 
 export interface LoadOptions {
   /** Worker threads for the CPU kernels; default: one per hardware thread. */
@@ -61,6 +63,13 @@ export interface LoadOptions {
   /** 'cpu' (default), 'cuda' (a typed error without a usable GPU and CUDA build), or 'auto' (the GPU when there is one). */
   device?: 'cpu' | 'cuda' | 'auto';
   /**
+   * The GPU self-check before a CUDA model serves (lib/selfcheck.ts: the built-in tiny model on the device
+   * against the CPU backend, under 2 s): 'run' (default) every load, 'cached' trusts a pass cached for this
+   * binary, device and driver in the cache folder, 'off' never. A failure is a SelfCheckError with
+   * device: 'cuda' and a fallback to the CPU (one log line) with 'auto'. No effect on the CPU.
+   */
+  selfCheck?: 'run' | 'cached' | 'off';
+  /**
    * Matrix-product precision. 'exact' (default): activations stay f32 on CPU (log-probs within ~1e-5 of
    * a float64 reference); on CUDA each activation is split into two bf16 terms. 'fast': activations are
    * rounded to the weights' dot-product type where the hardware has one, as llama.cpp does (bf16 for
@@ -85,7 +94,8 @@ export interface LoadOptions {
   allowContextBeyondTraining?: boolean;
 }
 
-export type ModelConfig = NativeModelInfo['config'];
+/** The model's configuration as the native loader read it (config.json or GGUF metadata). */
+export type ModelConfig = NativeConfig;
 
 export interface ModelInfo {
   /** The checkpoint folder. */
@@ -113,6 +123,8 @@ export interface ModelStats {
   /** KV cache blocks (64 positions each, all attention layers) in use and free in the planned pool. */
   kvBlocksUsed: number;
   kvBlocksFree: number;
+  /** Of kvBlocksUsed, the blocks only snapshots hold (no live sequence): with no request running, all of them. */
+  kvBlocksCached: number;
   /** Snapshots in the prefix cache and the bytes they hold (Mamba state copies + KV blocks only they keep). */
   snapshots: number;
   snapshotBytes: number;
@@ -159,8 +171,12 @@ export interface SamplingOptions {
 export interface GenerateOptions extends SamplingOptions {
   /** Raw text (tokenized with the checkpoint's BOS policy) or token ids. Give this or `messages`. */
   prompt?: string | readonly number[];
-  /** A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. */
-  messages?: ChatMessage[];
+  /**
+   * A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. Messages in the
+   * library's shape (ChatMessage) or in OpenAI's (the `openai` package's ChatCompletionMessageParam[]:
+   * `developer`, text content parts, `tool_calls`, `tool_call_id`), see OpenAIChatMessage.
+   */
+  messages?: readonly Message[];
   /** Function tools the model may call (rendered by the template; its calls come back parsed). */
   tools?: ToolDefinition[];
   /** Reasoning on (`/think`) or off (`/no_think`); default: the messages' keywords, else on. */
@@ -171,7 +187,23 @@ export interface GenerateOptions extends SamplingOptions {
   maxTokens?: number;
   /** Generation stops before any of these strings; they are not part of the text. */
   stop?: string | string[];
+  /** Stops the request within one step and frees its sequence; what the caller sees is `abortBehavior`. */
   signal?: AbortSignal;
+  /**
+   * How an aborted request ends (its signal, model.close(), or the stream's idleTimeoutMs):
+   * 'resolve' (default) — generate() resolves and stream() ends with `done`, finishReason 'abort' (the
+   * text so far is in the result); 'reject' — generate() rejects and stream() throws an AbortError
+   * (`name` 'AbortError', code ERR_ABORTED, `cause` the reason, `result` the partial result), as the OpenAI
+   * SDK does. Breaking out of a stream is not an abort: it just ends the request.
+   */
+  abortBehavior?: AbortBehavior;
+  /**
+   * Report log-probabilities: 0..20 most likely alternatives per sampled token (0: the token's own only).
+   * The result gets `logprobs` and stream pieces carry theirs. Values are from the raw model distribution
+   * (log-softmax of the logits before penalties, bias, temperature and top-k/p, as vLLM's default), and
+   * a request that asks for them samples on the host (CUDA builds otherwise sample on the device).
+   */
+  topLogprobs?: number;
 }
 
 export interface EvaluateOptions {
@@ -179,19 +211,8 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'selfCheck', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
 
-/** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
-function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
-  if (device === 'cpu') return { addon: loadNative(), device: 'cpu' };
-  const probe = loadCudaAddon();
-  if ('addon' in probe && probe.deviceCount > 0) return { addon: probe.addon as unknown as Pick<NativeAddon, 'loadEngine'>, device: 'cuda' };
-  const reason = 'addon' in probe ? 'no CUDA device is visible' : probe.reason;
-  if (device === 'cuda') throw new DeviceUnavailableError(`device 'cuda' is not available: ${reason}`);
-  // 'auto': one log line per process, whether the CUDA build is missing or failed its smoke test.
-  noteCpuFallback(reason);
-  return { addon: loadNative(), device: 'cpu' };
-}
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
 const DEFAULT_CONTEXT_CAP = 8192;
 
@@ -213,12 +234,18 @@ function weightFileBytes(dir: string): number {
   return total;
 }
 const GENERATE_KEYS = [
-  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
+  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
 ] as const;
 
 /** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
 const REASONING_DEFAULTS = { temperature: 0.6, topP: 0.95, maxTokens: 4096 };
+
+/** The server's per-token latency hook (kTokenObserver), when the options carry one. */
+function tokenObserver(options: GenerateOptions): { onTokenTime?: TokenObserver } {
+  const f = (options as { [kTokenObserver]?: unknown })[kTokenObserver];
+  return typeof f === 'function' ? { onTokenTime: f as TokenObserver } : {};
+}
 
 /** Re-homes a native rejection as the typed error, keeping the caller's stack. */
 function rethrow(err: unknown, stack: Error): never {
@@ -249,7 +276,7 @@ function readEosIds(dir: string, info: NativeModelInfo, tokenizer: TextTokenizer
   return [...ids].filter((id) => id >= 0 && id < info.config.vocabSize).sort((a, b) => a - b);
 }
 
-export class NemotronModel {
+export class NemotronModel implements TextModel {
   readonly info: ModelInfo;
   private readonly engine: NativeEngine;
   private readonly tokenizer: TextTokenizer | null;
@@ -309,6 +336,8 @@ export class NemotronModel {
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
+    const selfCheck: unknown = options.selfCheck ?? 'run';
+    if (selfCheck !== 'run' && selfCheck !== 'cached' && selfCheck !== 'off') throw v.invalid('options.selfCheck', "'run', 'cached' or 'off'", selfCheck);
     const progress = progressCallback(options.onProgress);
     for (const key of ['checkTensors', 'allowContextBeyondTraining'] as const) {
       if (options[key] !== undefined && typeof options[key] !== 'boolean') throw v.invalid(`options.${key}`, 'true or false', options[key]);
@@ -360,7 +389,7 @@ export class NemotronModel {
         const what = hasMoe ? "mixture-of-experts blocks ('E')" : 'FP8 weights';
         throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
       }
-      const backend = chooseBackend(hasMoe || hasFp8 ? 'cpu' : deviceOption);
+      const backend = await chooseDevice(hasMoe || hasFp8 ? 'cpu' : deviceOption, { selfCheck });
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,
@@ -408,7 +437,7 @@ export class NemotronModel {
   }
 
   /** Renders a conversation with the checkpoint's chat template, generation prompt included. */
-  applyChatTemplate(messages: ChatMessage[], options: { tools?: ToolDefinition[]; reasoning?: boolean } = {}): string {
+  applyChatTemplate(messages: readonly Message[], options: { tools?: ToolDefinition[]; reasoning?: boolean } = {}): string {
     this.assertOpen();
     if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat_template in tokenizer_config.json`);
     return this.template.render(validateMessages(messages), { ...(options.tools ? { tools: options.tools } : {}), ...(options.reasoning === undefined ? {} : { reasoning: options.reasoning }) });
@@ -480,16 +509,25 @@ export class NemotronModel {
 
   private streamSpec(spec: RequestSpec): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
-    const request = new GenerationRequest(spec, this.scheduler, this.tokenizer);
-    const events = request.run();
     const live = this.live;
-    live.add(request);
+    // The live set holds a request from its first next() until it ends (not until its consumer reads
+    // the end: a dropped iterator never does), so close() can end it and nothing else keeps it.
+    const onDone = spec.onDone;
+    const request: GenerationRequest = new GenerationRequest(
+      {
+        ...spec,
+        onDone: (result) => {
+          live.delete(request);
+          onDone?.(result);
+        },
+      },
+      this.scheduler,
+      this.tokenizer,
+    );
+    const events = request.run();
     const generator = (async function* () {
-      try {
-        yield* events;
-      } finally {
-        live.delete(request);
-      }
+      if (!request.ended) live.add(request); // a stream never iterated holds nothing
+      yield* events;
     })();
     // Dropped unfinished without break/return (a handler that threw between reads): the request is
     // cancelled once the iterator is collected, and idleTimeoutMs bounds the wait for that.
@@ -500,14 +538,23 @@ export class NemotronModel {
   /**
    * A chat session: send() / stream() a turn at a time; each turn computes only its new tokens (the
    * state at the previous turn's assistant message is restored from the snapshot cache). fork() and
-   * save() make cheap copies and bit-exact files.
+   * save() make cheap copies and bit-exact files. `messages` continues a conversation (the library's
+   * shape or OpenAI's, e.g. a stored ChatCompletionMessageParam[]); its first turn computes it once.
    */
-  chat(options: ChatOptions = {}): ChatSession {
+  chat(options: NewChatOptions = {}): ChatSession {
     this.assertOpen();
     v.assertObject('options', options);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow']);
+    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow', 'messages']);
     if (!this.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the checkpoint at ${this.info.path} has no chat template`);
-    return new ChatSession(this.chatHost, options);
+    const { messages, ...chatOptions } = options as NewChatOptions;
+    if (messages === undefined) return new ChatSession(this.chatHost, chatOptions);
+    // A conversation to continue (either shape): a leading system message becomes the session's `system`.
+    const history = messages.length > 0 ? validateMessages(messages) : [];
+    if (history[0]?.role === 'system') {
+      if (chatOptions.system !== undefined) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options.system and a system message in options.messages: give one');
+      chatOptions.system = history.shift()!.content;
+    }
+    return new ChatSession(this.chatHost, chatOptions, history);
   }
 
   /** Restores a session written by ChatSession.save(); it continues exactly where the saved one was. */
@@ -565,6 +612,7 @@ export class NemotronModel {
       liveSequences: sched.liveSequences,
       kvBlocksUsed: cache?.kvBlocksUsed ?? 0,
       kvBlocksFree: cache ? cache.kvBlocksTotal - cache.kvBlocksUsed : 0,
+      kvBlocksCached: cache?.snapshotOnlyKvBlocks ?? 0,
       snapshots: cache?.snapshots ?? 0,
       snapshotBytes: cache ? cache.snapshotStateBytes + cache.snapshotOnlyKvBlocks * cache.kvBlockBytes : 0,
       snapshotHostBytes: cache?.snapshotHostStateBytes ?? 0,
@@ -577,6 +625,44 @@ export class NemotronModel {
       stepMs: this.scheduler.nativeMs,
       jsMsBetweenSteps: this.scheduler.betweenMs,
     };
+  }
+
+  /** `await using model = await loadModel(…)`: closes the model when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /**
+   * `n` completions of one prompt, computed from one prefill: the prompt (minus its last token) is
+   * computed once and cached, then `n` requests restore it and compute only the last prompt token each
+   * (their usage.cachedTokens shows it). Choice i samples with seed `seed + i` (mod 2^32; a random `seed`
+   * when none is given), so with temperature > 0 the choices differ and each is reproducible on its own:
+   * choice i equals a single request with seed + i. Resolves once the prompt is checked and tokenized.
+   */
+  async startStreams(options: GenerateOptions, n: number): Promise<Array<AsyncGenerator<StreamEvent, void, undefined>>> {
+    this.assertOpen();
+    const count = v.optionalInteger('n', n, 1, 128) ?? 1;
+    const spec = await this.parseGenerateAsync(options);
+    this.assertOpen();
+    if (count === 1) return [this.streamSpec(spec)];
+    const base = spec.sampling.seed;
+    // Submitted before the choices: a choice whose prompt extends it waits for it, then restores its state.
+    if (spec.prompt.length > 1) void this.prefill(spec.prompt.slice(0, spec.prompt.length - 1), false);
+    return Array.from({ length: count }, (_, i) =>
+      this.streamSpec({ ...spec, sampling: { ...spec.sampling, seed: (base + i) % 2 ** 32 }, ...(i > 0 ? { onDone: undefined, onSnapshot: undefined } : {}) }),
+    );
+  }
+
+  /** `n` completions of one prompt from one prefill (see startStreams); resolves to their results, in order. */
+  async generateMany(options: GenerateOptions, n: number): Promise<GenerateResult[]> {
+    const streams = await this.startStreams(options, n);
+    return Promise.all(
+      streams.map(async (events) => {
+        let result: GenerateResult | undefined;
+        for await (const ev of events) if (ev.type === 'done') result = ev.result;
+        return result!;
+      }),
+    );
   }
 
   /**
@@ -690,16 +776,27 @@ export class NemotronModel {
   }
 
   /**
+   * The most UTF-8 bytes of prompt text that could still fit the context (contextLength x the longest
+   * token's bytes); 0 when the tokenizer does not say. Anything longer is refused before tokenizing.
+   */
+  promptByteLimit(): number {
+    const longest = this.tokenizer?.longestTokenBytes ?? 0;
+    return longest > 0 ? this.info.contextLength * longest : 0;
+  }
+
+  /**
    * The least number of tokens `text` can become: no token is longer than the tokenizer's longest token,
    * so a text whose UTF-8 bytes exceed contextLength x that length cannot fit, whatever it tokenizes to.
    * Refusing it costs no tokenization.
    */
   private assertBytesCanFit(what: string, bytes: number): void {
-    const longest = this.tokenizer?.longestTokenBytes ?? 0;
-    if (longest > 0 && bytes > this.info.contextLength * longest) {
+    const limit = this.promptByteLimit();
+    if (limit > 0 && bytes > limit) {
+      const longest = this.tokenizer!.longestTokenBytes;
       throw new ContextOverflowError(`${what} has ${bytes} bytes: at least ${Math.ceil(bytes / longest)} tokens, more than the context length ${this.info.contextLength}`);
     }
   }
+
 
   /** parseGenerate, with the template rendered and large texts tokenized off the event loop. */
   private async parseGenerateAsync(options: GenerateOptions): Promise<RequestSpec> {
@@ -733,7 +830,7 @@ export class NemotronModel {
     let text: string | null = null;
     let startsInReasoning = false;
     if (hasMessages) {
-      text = this.applyChatTemplate(options.messages as ChatMessage[], renderOptions);
+      text = this.applyChatTemplate(options.messages as readonly Message[], renderOptions);
       startsInReasoning = /<think>\s*$/.test(text);
     } else if (typeof options.prompt === 'string') {
       if (options.prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'options.prompt is empty: give some text or token ids');
@@ -745,7 +842,7 @@ export class NemotronModel {
       // Stateless reuse: snapshot at every message boundary and one token before the end (the same
       // request again restores there and computes only the last token); after the reply, cache the next
       // turn's start (warmNextTurn).
-      const messages = validateMessages(options.messages as ChatMessage[]);
+      const messages = validateMessages(options.messages);
       const bounds = this.markers ? turnBoundaries(prompt, this.markers) : [];
       return { ...spec, snapshotAt: [...bounds, prompt.length - 1].filter((p) => p > 0), onDone: (r: GenerateResult) => this.warmNextTurn(messages, renderOptions, r) };
     };
@@ -775,6 +872,9 @@ export class NemotronModel {
       seed: v.optionalInteger('options.seed', options.seed, 0) ?? Math.floor(Math.random() * 2 ** 32),
     };
     const maxTokens = v.optionalInteger('options.maxTokens', options.maxTokens, 1) ?? d.maxTokens;
+    const topLogprobs = v.optionalInteger('options.topLogprobs', options.topLogprobs, 0, 20) ?? -1;
+    const abortBehavior: unknown = options.abortBehavior ?? 'resolve';
+    if (abortBehavior !== 'resolve' && abortBehavior !== 'reject') throw v.invalid('options.abortBehavior', "'resolve' or 'reject'", abortBehavior);
     const closeReasoning = this.tokenizer && startsInReasoning ? this.tokenizer.encode('</think>\n\n', false) : [];
     return {
       prompt,
@@ -792,6 +892,9 @@ export class NemotronModel {
       pinAt: [],
       snapshotEvery: this.snapshotInterval,
       idleTimeoutMs: this.idleTimeoutMs,
+      topLogprobs,
+      abortBehavior,
+      ...tokenObserver(options),
     };
   }
 

@@ -53,3 +53,15 @@ export function loadNative(): NativeAddon {
     );
   }
 }
+
+/** The path of the CPU addon loadNative() loads (NEMOTRON_NODE_BINARY, else node-gyp-build's choice), if found. */
+export function nativeBinaryPath(): string | undefined {
+  const override = process.env.NEMOTRON_NODE_BINARY;
+  if (override) return path.resolve(override);
+  try {
+    const nodeGypBuild = requireHere('node-gyp-build') as { resolve?: (dir: string) => string; path?: (dir: string) => string };
+    return (nodeGypBuild.resolve ?? nodeGypBuild.path)?.(packageRoot);
+  } catch {
+    return undefined;
+  }
+}

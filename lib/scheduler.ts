@@ -11,11 +11,18 @@
 import type { NativeEngine, NativeRequestEnd, NativeRequestSpec, NativeStepEvents } from './addon-types.js';
 import { NemotronError, errorFromCode } from './errors.js';
 
+/** A sampled token's log-prob and the k most likely tokens at its position (raw model distribution). */
+export interface NativeTokenLogprobs {
+  logprob: number;
+  top: Array<[token: number, logprob: number]>;
+}
+
 /** What a registered request hears from the engine. */
 export interface RequestHandler {
   /** It got a sequence; `cached` prompt tokens were restored from the prefix cache. */
   onAdmitted(cached: number): void;
-  onToken(token: number): void;
+  /** A sampled token; `logprobs` when the request asked for them (topLogprobs). */
+  onToken(token: number, logprobs?: NativeTokenLogprobs): void;
   /** A snapshot of its prompt was cached at `position`; when `pinned`, the handler owns one pin of `id`. */
   onSnapshot(position: number, id: number, pinned: boolean): void;
   /** The engine is done with it (it has freed its sequence). */
@@ -131,7 +138,21 @@ export class Scheduler {
       if (h) h.onSnapshot(snapshots[i + 1]!, id, pinned);
       else if (pinned) this.pin(id, -1); // nobody left to hold it
     }
-    for (let i = 0; i < tokens.length; i += 2) this.handlers.get(tokens[i]!)?.onToken(tokens[i + 1]!);
+    // Log-probs, when any request asked for them: at most one token per request per step.
+    let lps: Map<number, NativeTokenLogprobs> | undefined;
+    const flat = ev.logprobs;
+    if (flat && flat.length > 0) {
+      lps = new Map();
+      for (let i = 0; i < flat.length; ) {
+        const request = flat[i]!;
+        const k = flat[i + 3]!;
+        const top: Array<[number, number]> = [];
+        for (let j = 0; j < k; j++) top.push([flat[i + 4 + 2 * j]!, flat[i + 5 + 2 * j]!]);
+        lps.set(request, { logprob: flat[i + 2]!, top });
+        i += 4 + 2 * k;
+      }
+    }
+    for (let i = 0; i < tokens.length; i += 2) this.handlers.get(tokens[i]!)?.onToken(tokens[i + 1]!, lps?.get(tokens[i]!));
     for (const f of finished) {
       const h = this.handlers.get(f.request);
       this.handlers.delete(f.request);

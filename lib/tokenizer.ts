@@ -119,7 +119,64 @@ export class TextTokenizer {
   isSpecial(id: number): boolean {
     return this.specialIds.has(id);
   }
+
+  private idToToken: Map<number, string> | undefined;
+  private byteLevel: boolean | undefined;
+
+  /**
+   * The bytes a token stands for: its vocabulary string through the byte-level alphabet (GPT-2 /
+   * ByteLevel tokenizers such as Nemotron's), `<0xNN>` byte-fallback tokens as their byte, added tokens as
+   * their UTF-8; otherwise the UTF-8 of its decoded text. A token that holds part of a character has
+   * bytes that are not UTF-8 on their own (what `decode([id])` shows as U+FFFD).
+   */
+  tokenBytes(id: number): Uint8Array {
+    if (!this.idToToken) {
+      const map = new Map<number, string>();
+      const vocab = (this.files.tokenizerJson.model as { vocab?: unknown } | undefined)?.vocab;
+      if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const [t, i] of Object.entries(vocab as Record<string, number>)) map.set(i, t);
+      const added = (this.files.tokenizerJson.added_tokens ?? []) as Array<{ id: number; content: string }>;
+      for (const t of added) map.set(t.id, `\u0000added:${t.content}`);
+      this.idToToken = map;
+      const types = (d: unknown): string[] => {
+        const o = d as { type?: string; decoders?: unknown[] } | null | undefined;
+        return o ? [o.type ?? '', ...(o.decoders ?? []).flatMap(types)] : [];
+      };
+      this.byteLevel = types(this.files.tokenizerJson.decoder).includes('ByteLevel');
+    }
+    const token = this.idToToken.get(id);
+    if (token === undefined) return Buffer.from(this.decode([id]), 'utf8');
+    if (token.startsWith('\u0000added:')) return Buffer.from(token.slice(7), 'utf8');
+    const fallback = /^<0x([0-9A-Fa-f]{2})>$/.exec(token);
+    if (fallback) return Uint8Array.of(parseInt(fallback[1]!, 16));
+    if (this.byteLevel) {
+      const out: number[] = [];
+      for (const ch of token) {
+        const b = UNICODE_TO_BYTE.get(ch);
+        if (b === undefined) return Buffer.from(this.decode([id]), 'utf8');
+        out.push(b);
+      }
+      return Uint8Array.from(out);
+    }
+    return Buffer.from(this.decode([id]), 'utf8');
+  }
 }
+
+/** GPT-2's bytes_to_unicode, inverted: the byte-level alphabet's characters to the bytes they stand for. */
+const UNICODE_TO_BYTE: Map<string, number> = (() => {
+  const bs: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  return new Map(bs.map((b, i) => [String.fromCodePoint(cs[i]!), b]));
+})();
 
 /**
  * Turns a growing list of generated ids into text pieces that are always whole UTF-8: a character

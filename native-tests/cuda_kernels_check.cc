@@ -360,6 +360,36 @@ void check_ssm(Rng& rng) {
   }
 }
 
+// A K or V pool (nb blocks of B positions of kv_dim values, stored as `dt`) as f32 values in one layout,
+// token-major [block][position][kv_dim]. The CPU backend writes K channel-major inside a block
+// ([kv_dim][B]: Backend::kv_k_channel_major() is true there) and the CUDA kernels token-major (false),
+// by design; V is token-major on both. Comparing bytes across the two would compare two layouts.
+std::vector<float> pool_values(const std::vector<uint8_t>& bytes, DType dt, int64_t nb, int64_t B, int64_t kv_dim,
+                               bool channel_major) {
+  std::vector<float> out(static_cast<size_t>(nb * B * kv_dim));
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t r = 0; r < B; ++r) {
+      for (int64_t c = 0; c < kv_dim; ++c) {
+        const size_t at = static_cast<size_t>(b * B * kv_dim + (channel_major ? c * B + r : r * kv_dim + c));
+        float v;
+        if (dt == DType::F32) {
+          std::memcpy(&v, bytes.data() + at * 4, 4);
+        } else {
+          uint16_t h;
+          std::memcpy(&h, bytes.data() + at * 2, 2);
+          v = dt == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+        out[static_cast<size_t>((b * B + r) * kv_dim + c)] = v;
+      }
+    }
+  }
+  return out;
+}
+
+// The paged cache written by cuda::kv_store and read by cuda::attention_gqa, against the CPU's kv_store
+// and attention_gqa. The CPU has block tasks for F32 and F16 pools only; for a BF16 device pool the CPU
+// reference runs on an F32 pool holding K and V rounded to bf16 (exactly the values the device stores),
+// so the attention math is compared on the same inputs and the store is compared value for value.
 void check_attention(Rng& rng) {
   cuda::Scratch scratch;
   struct Case { int64_t past, T, Hq, Hkv, Dh, B; DType dt; };
@@ -368,6 +398,7 @@ void check_attention(Rng& rng) {
       {5, 40, 5, 1, 24, 16, DType::F32},   {0, 200, 40, 8, 128, 64, DType::F16},
       {300, 64, 40, 8, 128, 64, DType::F16}, {1000, 1, 40, 8, 128, 64, DType::F16},
       {5000, 1, 40, 8, 128, 64, DType::F32}, {2000, 1, 40, 8, 128, 64, DType::BF16},
+      {70, 30, 8, 2, 64, 64, DType::BF16},
   };
   for (const Case& c : cases) {
     const int64_t S = c.past + c.T, kv_dim = c.Hkv * c.Dh, nb = (S + c.B - 1) / c.B;
@@ -375,21 +406,39 @@ void check_attention(Rng& rng) {
     for (int64_t i = 0; i < nb; ++i) table[i] = static_cast<int32_t>(nb - 1 - i);  // shuffled order
     const auto q = rng.normals(static_cast<size_t>(c.T * c.Hq * c.Dh));
     const auto k = rng.normals(static_cast<size_t>(S * kv_dim)), v = rng.normals(static_cast<size_t>(S * kv_dim));
-    const size_t elems = static_cast<size_t>(nb * c.B * kv_dim), esz = dtype_size(c.dt);
-    std::vector<uint8_t> kh(elems * esz), vh(elems * esz);
-    const cpu::KvBlocks kvh{kh.data(), vh.data(), table.data(), c.B, c.B * kv_dim, c.dt};
-    cpu::kv_store(kvh, 0, k.data(), v.data(), kv_dim, S, kv_dim);
+    const size_t elems = static_cast<size_t>(nb * c.B * kv_dim);
+    // The CPU side: the same dtype, or f32 holding bf16-rounded values for a BF16 device pool.
+    const bool bf16 = c.dt == DType::BF16;
+    const DType cpu_dt = bf16 ? DType::F32 : c.dt;
+    std::vector<float> kc = k, vc = v;
+    if (bf16) {
+      for (float& x : kc) x = round_bf16(x);
+      for (float& x : vc) x = round_bf16(x);
+    }
+    std::vector<uint8_t> kh(elems * dtype_size(cpu_dt)), vh(elems * dtype_size(cpu_dt));
+    const cpu::KvBlocks kvh{kh.data(), vh.data(), table.data(), c.B, c.B * kv_dim, cpu_dt};
+    cpu::kv_store(kvh, 0, kc.data(), vc.data(), kv_dim, S, kv_dim);
     std::vector<float> want(static_cast<size_t>(c.T * c.Hq * c.Dh));
     cpu::attention_gqa(want.data(), q.data(), c.Hq * c.Dh, kvh, c.past, c.T, c.Hq, c.Hkv, c.Dh, pool());
-    Dev<uint8_t> kd(elems * esz), vd(elems * esz);
+    Dev<uint8_t> kd(elems * dtype_size(c.dt)), vd(elems * dtype_size(c.dt));
     Dev<int32_t> td(table);
     Dev<float> qd(q), kr(k), vr(v), od(want.size());
     const cpu::KvBlocks kvd{kd.p, vd.p, td.p, c.B, c.B * kv_dim, c.dt};
     check(cuda::kv_store(kvd, 0, kr.p, vr.p, kv_dim, S, kv_dim, stream), "kv_store");
     const std::string shape = dims({{"past", c.past}, {"T", c.T}, {"Hq", c.Hq}, {"Hkv", c.Hkv}, {"Dh", c.Dh}}) + " " +
                               dtype_name(c.dt);
-    const std::vector<uint8_t> kback = kd.host();
-    report("kv_store", shape, std::memcmp(kback.data(), kh.data(), kh.size()) == 0 ? 0.0 : 1.0, 0);
+    // K: CPU channel-major vs CUDA token-major, compared as values in one layout; V: token-major both.
+    const auto kcpu = pool_values(kh, cpu_dt, nb, c.B, kv_dim, true), kdev = pool_values(kd.host(), c.dt, nb, c.B, kv_dim, false);
+    const auto vcpu = pool_values(vh, cpu_dt, nb, c.B, kv_dim, false), vdev = pool_values(vd.host(), c.dt, nb, c.B, kv_dim, false);
+    // Only the S stored positions: the rest of the last block is never written on either side.
+    bool same = true;
+    for (int64_t p = 0; p < S && same; ++p) {
+      const int64_t blk = table[static_cast<size_t>(p / c.B)], row = p % c.B;
+      const size_t at = static_cast<size_t>((blk * c.B + row) * kv_dim);
+      same = std::memcmp(kcpu.data() + at, kdev.data() + at, static_cast<size_t>(kv_dim) * 4) == 0 &&
+             std::memcmp(vcpu.data() + at, vdev.data() + at, static_cast<size_t>(kv_dim) * 4) == 0;
+    }
+    report_bool("kv_store (K and V)", shape, same);
     check(cuda::attention_gqa(od.p, qd.p, c.Hq * c.Dh, kvd, c.past, c.T, c.Hq, c.Hkv, c.Dh, scratch, stream), "attention");
     const bool decode = c.T * (c.Hq / c.Hkv) <= 8;
     report(decode ? "attention (decode)" : "attention (tiled)", shape, rel_err(od.host(), want), 1e-4);
@@ -414,9 +463,12 @@ void check_elementwise(Rng& rng) {
 // about 1e-12 per draw). Log-probs against the host log-softmax of the raw logits.
 void check_sampling(Rng& rng) {
   cuda::Scratch scratch;
-  struct Case { const char* what; int64_t vocab; bool ties; bool specials; };
+  struct Case { const char* what; int64_t vocab; bool ties; bool specials; bool zeros = false; };
+  // "signed zeros": most logits are -0.0 or +0.0 (a few are 1), so the top-k and top-p cuts fall among
+  // zeros of both signs: the CPU compares them equal (ties by id), so must the device's sort key.
   const Case cases[] = {{"vocab 131072", 131072, false, false}, {"vocab 1000, tied logits", 1000, true, false},
-                        {"vocab 5000, NaN/inf logits", 5000, false, true}};
+                        {"vocab 5000, NaN/inf logits", 5000, false, true},
+                        {"vocab 1000, signed zeros", 1000, false, false, true}};
   for (const Case& c : cases) {
     std::vector<SamplingParams> ps;
     auto add = [&](float t, int32_t k, float p, float mp) {
@@ -443,7 +495,14 @@ void check_sampling(Rng& rng) {
     }
     const int rows = static_cast<int>(ps.size()) * 4;
     std::vector<float> logits(static_cast<size_t>(rows * c.vocab));
-    for (float& v : logits) v = c.ties ? static_cast<float>(static_cast<int>(rng.uniform() * 8)) : rng.normal() * 3.0f;
+    for (float& v : logits) {
+      if (c.zeros) {
+        const float u = rng.uniform();
+        v = u < 0.01f ? 1.0f : (u < 0.5f ? -0.0f : 0.0f);
+      } else {
+        v = c.ties ? static_cast<float>(static_cast<int>(rng.uniform() * 8)) : rng.normal() * 3.0f;
+      }
+    }
     if (c.specials) {
       for (int r = 0; r < rows; ++r) {
         float* row = logits.data() + static_cast<int64_t>(r) * c.vocab;

@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-# Budget for the .tgz: measured 0.85 MB at 0.1.0 (the stripped 1.3 MB binary is most of it); 15 MB leaves room
+# Budget for the .tgz (README.md states the measured size: npm run readme:figures; the stripped binary is most of it); 15 MB leaves room
 # for more prebuilds (linux-arm64, a CUDA variant) without letting an accident (a model, build/) through.
 BUDGET=${PACK_BUDGET_BYTES:-$((15 * 1000 * 1000))}
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/nemotron-pack-check.XXXXXX")"
@@ -32,6 +32,10 @@ cp -R package.json binding.gyp CMakeLists.txt csrc cuda lib tsconfig.json tsconf
 cp scripts/build-cjs.mjs "$STAGE/scripts/"
 for f in README.md LICENSE LICENSE.md NOTICE; do [[ -e "$f" ]] && cp "$f" "$STAGE/"; done
 ln -s "$REPO/node_modules" "$STAGE/node_modules" # node-addon-api, node-gyp, prebuildify, typescript
+# The published manifest: optionalDependencies on the platform packages under packages/ (the CUDA one),
+# which npm skips here where it cannot fetch them (scripts/release-manifest.mjs says why they are added
+# at pack time). So this install also proves the CPU package installs alone.
+node "$REPO/scripts/release-manifest.mjs" "$STAGE/package.json" | sed 's/^/pack-check: /'
 
 # ---- 2. prebuild (prebuildify --napi --strip --tag-libc -> prebuilds/linux-x64/nemotron-node.glibc.node) ----
 cd "$STAGE"
@@ -78,6 +82,9 @@ node -e '
 say "contents ok: dist (ESM + .d.ts), dist/cjs (CommonJS + .d.ts), prebuilds/linux-x64, csrc + binding.gyp; no lib, test, build or source maps"
 say "tarball $(basename "$TGZ") $SIZE bytes packed ($(awk -v s="$SIZE" 'BEGIN { printf "%.2f", s / 1e6 }') MB), $UNPACKED bytes unpacked, $NFILES files; budget $BUDGET bytes"
 (( SIZE <= BUDGET )) || fail "the tarball ($SIZE bytes) is over the budget of $BUDGET bytes"
+# The README's figures come from here: README_FIGURES=write (npm run readme:figures) writes them, =check fails when stale.
+node "$REPO/scripts/readme-figures.mjs" --pack-json "$WORK/pack.json" --binary "$STAGE/${bins[0]}" --readme "$REPO/README.md" ${README_FIGURES:+--$README_FIGURES} | sed 's/^readme-figures:/pack-check: readme-figures:/' \
+  || fail "README figures (README_FIGURES=${README_FIGURES:-})"
 
 # ---- 4. install into a fresh project, with no way to compile -------------------------------------------
 APP="$WORK/app"

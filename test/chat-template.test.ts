@@ -401,10 +401,15 @@ describe('validateMessages', () => {
     ['unknown role', [{ role: 'bot', content: 'x' }], /^messages\[0\]\.role must be one of "system", "user", "assistant", "tool", got "bot"$/],
     ['missing role', [{ content: 'x' }], /^messages\[0\]\.role must be one of .*, got undefined$/],
     ['non-string content', [{ role: 'user', content: 'a' }, { role: 'user', content: 42 }], /^messages\[1\]\.content must be a string, got 42$/],
-    ['null content', [{ role: 'assistant', content: null }], /^messages\[0\]\.content must be a string, got null$/],
-    ['content parts array', [{ role: 'user', content: [{ type: 'text', text: 'x' }] }], /^messages\[0\]\.content must be a string, got an array of length 1$/],
-    ['unknown field', [{ role: 'user', content: 'x', name: 'bob' }], /^messages\[0\] has an unknown field "name" \(known: role, content, toolCalls, reasoning\)$/],
-    ['HF-style tool_calls field', [{ role: 'assistant', content: '', tool_calls: [] }], /^messages\[0\] has an unknown field "tool_calls"/],
+    // OpenAI's shape is accepted (lib/chat/openai.ts); what it cannot express here is refused naming the wire field
+    ['null content on a user message', [{ role: 'user', content: null }], /^messages\[0\]\.content is required for role "user"$/],
+    ['an image content part', [{ role: 'user', content: [{ type: 'text', text: 'x' }, { type: 'image_url', image_url: { url: 'u' } }] }], /^messages\[0\]\.content\[1\] has type "image_url": only text parts/],
+    ['unknown field', [{ role: 'user', content: 'x', nickname: 'bob' }], /^messages\[0\] has an unknown field "nickname" \(known: role, content, toolCalls, reasoning\)$/],
+    ['a function message', [{ role: 'function', name: 'f', content: 'x' }], /^messages\[0\]\.role "function" \(deprecated by OpenAI\) is not supported: use "tool"$/],
+    ['tool_calls on a user message', [{ role: 'user', content: 'x', tool_calls: [] }], /^messages\[0\]\.tool_calls is only allowed on assistant messages$/],
+    ['tool_calls arguments that are not JSON', [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{x' } }] }], /^messages\[0\]\.tool_calls\[0\]\.function\.arguments is not valid JSON/],
+    ['both toolCalls and tool_calls', [{ role: 'assistant', content: '', toolCalls: [], tool_calls: [{ function: { name: 'f', arguments: '{}' } }] }], /^messages\[0\] has both toolCalls and tool_calls/],
+    ['a custom (non-function) tool call', [{ role: 'assistant', content: '', tool_calls: [{ id: 'c', type: 'custom', custom: { name: 'f', input: 'x' } }] }], /^messages\[0\]\.tool_calls\[0\]\.function must be \{name, arguments\}/],
     ['system not first', [{ role: 'user', content: 'x' }, { role: 'system', content: 's' }], /^messages\[1\]\.role "system" is only allowed for the first message$/],
     ['toolCalls not an array', [{ role: 'assistant', content: '', toolCalls: { name: 'f', arguments: {} } }], /^messages\[0\]\.toolCalls must be an array of \{name, arguments\}, got a value of type object$/],
     ['toolCalls on a user message', [{ role: 'user', content: 'x', toolCalls: [] }], /^messages\[0\]\.toolCalls is only allowed on assistant messages, got role "user"$/],
@@ -419,6 +424,23 @@ describe('validateMessages', () => {
     ['reasoning on a user message', [{ role: 'user', content: 'x', reasoning: 'r' }], /^messages\[0\]\.reasoning is only allowed on assistant messages, got role "user"$/],
     ['non-string reasoning', [{ role: 'assistant', content: 'x', reasoning: 1 }], /^messages\[0\]\.reasoning must be a string, got 1$/],
   ];
+
+  it('accepts OpenAI\'s shape: developer, text parts, tool_calls, tool_call_id, name, reasoning_content', () => {
+    const out = validateMessages([
+      { role: 'developer', content: [{ type: 'text', text: 'S' }] },
+      { role: 'user', content: 'U', name: 'bob' },
+      { role: 'assistant', content: null, reasoning_content: 'r', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":[1]}' } }] },
+      { role: 'tool', tool_call_id: 'c1', content: [{ type: 'text', text: 'T' }] },
+      { role: 'assistant', content: 'A', tool_calls: [], refusal: null },
+    ]);
+    expect(out).toEqual([
+      { role: 'system', content: 'S' },
+      { role: 'user', content: 'U' },
+      { role: 'assistant', content: '', toolCalls: [{ name: 'f', arguments: { a: [1] } }], reasoning: 'r' },
+      { role: 'tool', content: 'T' },
+      { role: 'assistant', content: 'A' },
+    ]);
+  });
 
   it.each(bad)('rejects %s', (_label, input, message) => {
     expectInvalid(() => validateMessages(input), message);

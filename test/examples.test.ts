@@ -14,6 +14,7 @@ const expected: Record<string, RegExp> = {
   'chat.ts': /\[done\] (stop|length); \d+ reasoning \+ \d+ answer tokens/,
   'concurrent.ts': /tokens in [\d.]+ s over 4 streams; \d+ batched steps/,
   'session.ts': /restored session continues identically: true/,
+  'remote.ts': /\[local\][\s\S]*\[remote\][\s\S]*session moved from \S+ to \S+: 4 messages kept, \d+ tokens cached \(a cache miss\), failovers 1/,
   'server.ts': /chat\.completion: finish=(stop|length|tool_calls); \d+ prompt \+ \d+ completion tokens[\s\S]*streamed \d+ chunks; usage/,
 };
 

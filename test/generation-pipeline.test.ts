@@ -128,6 +128,8 @@ function spec(over: Partial<RequestSpec> = {}): RequestSpec {
     pinAt: [],
     snapshotEvery: 0,
     idleTimeoutMs: 0,
+    topLogprobs: -1,
+    abortBehavior: 'resolve',
     ...over,
   };
 }
@@ -202,13 +204,13 @@ describe('generation pipeline', () => {
   it('tool calls come out parsed, and a malformed call is reported, never dropped', async () => {
     const { events, result } = await run('</think>\n\nSure. <TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</TOOLCALL>');
     expect(result.toolCalls).toEqual([{ name: 'get_weather', arguments: { city: 'Paris' } }]);
-    expect(events.some((e) => e.type === 'toolCall' && 'call' in e && e.call.name === 'get_weather')).toBe(true);
+    expect(events.some((e) => e.type === 'toolCall' && e.call.name === 'get_weather')).toBe(true);
     expect(result.text).toBe('Sure. ');
 
     const bad = await run('</think>\n\n<TOOLCALL>[{"name": "f", "arguments": {oops}]</TOOLCALL>');
     expect(bad.result.toolCalls).toEqual([]);
     expect(bad.result.toolCallErrors).toHaveLength(1);
-    expect(bad.events.some((e) => e.type === 'toolCall' && 'error' in e)).toBe(true);
+    expect(bad.events.some((e) => e.type === 'toolCallError' && e.raw.includes('oops'))).toBe(true);
   });
 
   it('stop strings cut the text, and streamed text is never later cut', async () => {

@@ -54,7 +54,7 @@ describe('request limits at the HTTP level', () => {
   });
 
   it('Expect: 100-continue with a body under the limit still gets its 100 and its answer', async () => {
-    const body = JSON.stringify({ model: 'x', prompt: 'hi', max_tokens: 2 });
+    const body = JSON.stringify({ model: 'tiny', prompt: 'hi', max_tokens: 2 });
     const res = await new Promise<string>((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       let text = '';
@@ -108,7 +108,7 @@ describe('no listener warnings under concurrency', () => {
     process.on('warning', onWarning);
     try {
       await Promise.all(Array.from({ length: 20 }, () =>
-        fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'hi', max_tokens: 3 }) }).then((r) => r.text()),
+        fetch(`http://127.0.0.1:${port}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', prompt: 'hi', max_tokens: 3 }) }).then((r) => r.text()),
       ));
       await Promise.all(Array.from({ length: 20 }, () => model.generate({ prompt: 'hi', maxTokens: 3 })));
       await new Promise((r) => setImmediate(r));

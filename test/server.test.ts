@@ -190,7 +190,8 @@ describe('OpenAI-compatible server on the tiny model', () => {
 
   it('bad requests get 4xx OpenAI errors that the client surfaces as APIError', async () => {
     const ok = { model: 'tiny', messages: [{ role: 'user', content: 'hi' }] };
-    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, n: 2 })), 400, 'n');
+    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, n: 0 })), 400, 'n');
+    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, n: 17 })), 400, 'n');
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, messages: [{ role: 'wizard', content: 'hi' }] })), 400, 'messages[0].role');
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, max_tokens: 6001 })), 400, 'max_tokens');
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, max_completion_tokens: 100000 })), 400, 'max_completion_tokens');
@@ -198,7 +199,8 @@ describe('OpenAI-compatible server on the tiny model', () => {
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, messages: [] })), 400, 'messages');
     await expectApiError(client.chat.completions.create(body<Chat>({ model: 'tiny' })), 400, 'messages');
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, logit_bias: { '999999': 5 } })), 400, 'logit_bias');
-    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, logprobs: true })), 400, 'logprobs');
+    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, top_logprobs: 3 })), 400, 'top_logprobs');
+    await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, logprobs: true, top_logprobs: 21 })), 400, 'top_logprobs');
     // the library's own checks (a system message after the first) keep their field name
     await expectApiError(client.chat.completions.create(body<Chat>({ ...ok, messages: [{ role: 'user', content: 'a' }, { role: 'system', content: 'b' }] })), 400, 'messages[1].role');
     // too long for the context: OpenAI's code
@@ -330,6 +332,7 @@ function scriptedModel(script: (options: GenerateOptions) => StreamEvent[]): Nem
     async startStream(this: NemotronModel, options: GenerateOptions) {
       return this.stream(options);
     },
+    promptByteLimit: () => 0,
   } as unknown as NemotronModel;
 }
 
@@ -341,7 +344,7 @@ describe('response mapping (scripted model)', () => {
     const model = scriptedModel(() => [
       { type: 'reasoning', text: 'need weather' },
       { type: 'toolCall', call },
-      { type: 'toolCall', error: 'invalid JSON', raw: '<TOOLCALL>[oops</TOOLCALL>' },
+      { type: 'toolCallError', error: 'invalid JSON', raw: '<TOOLCALL>[oops</TOOLCALL>' },
       done({ finishReason: 'stop' }),
     ]);
     const server = await createServer(model);
@@ -386,28 +389,28 @@ describe('response mapping (scripted model)', () => {
     const server = await createServer(model);
     const client = new OpenAI({ baseURL: `${await server.listen(0)}/v1`, apiKey: 'x', maxRetries: 0 });
     try {
-      const e = (await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'fail' }] }).catch((x: unknown) => x)) as APIError;
+      const e = (await client.chat.completions.create({ model: 'scripted', messages: [{ role: 'user', content: 'fail' }] }).catch((x: unknown) => x)) as APIError;
       expect(e.status).toBe(500);
       expect(e.type).toBe('server_error');
       expect(e.code).toBe('ERR_INTERNAL');
       const streamed = (async () => {
-        for await (const _ of await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'fail' }], stream: true }));
+        for await (const _ of await client.chat.completions.create({ model: 'scripted', messages: [{ role: 'user', content: 'fail' }], stream: true }));
       })();
       await expect(streamed).rejects.toThrow(/engine fault/);
-      const closed = (await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'closed' }] }).catch((x: unknown) => x)) as APIError;
+      const closed = (await client.chat.completions.create({ model: 'scripted', messages: [{ role: 'user', content: 'closed' }] }).catch((x: unknown) => x)) as APIError;
       expect(closed.status).toBe(503);
 
       await client.chat.completions.create(body<Chat>({
-        model: 'm', messages: [{ role: 'user', content: 'ok' }], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none',
+        model: 'scripted', messages: [{ role: 'user', content: 'ok' }], tools: [{ type: 'function', function: { name: 'f' } }], tool_choice: 'none',
         temperature: 0.3, top_p: 0.9, top_k: -1, seed: -1, stop: 'END', presence_penalty: 0.5, frequency_penalty: 0.25, logit_bias: { '5': -100 }, max_completion_tokens: 9, thinking_budget: 3, reasoning: true,
       }));
       expect(seen).toMatchObject({ temperature: 0.3, topP: 0.9, topK: 0, seed: 2 ** 32 - 1, stop: ['END'], presencePenalty: 0.5, frequencyPenalty: 0.25, logitBias: { 5: -100 }, maxTokens: 9, thinkingBudget: 3, reasoning: true });
       expect(seen!.tools).toBeUndefined();
       expect(seen!.signal).toBeInstanceOf(AbortSignal);
       // no max_tokens: the library's default (4096 with reasoning on, else 256) unless it exceeds the limit (here the context, 1000)
-      await client.chat.completions.create(body<Chat>({ model: 'm', messages: [{ role: 'user', content: 'ok' }], reasoning: true }));
+      await client.chat.completions.create(body<Chat>({ model: 'scripted', messages: [{ role: 'user', content: 'ok' }], reasoning: true }));
       expect(seen!.maxTokens).toBe(1000);
-      await client.chat.completions.create(body<Chat>({ model: 'm', messages: [{ role: 'user', content: 'ok /no_think' }] }));
+      await client.chat.completions.create(body<Chat>({ model: 'scripted', messages: [{ role: 'user', content: 'ok /no_think' }] }));
       expect(seen!.maxTokens).toBeUndefined();
       expect(seen!.reasoning).toBeUndefined();
     } finally {

@@ -1,5 +1,6 @@
 #include "addon/js_engine.h"
 
+#include <algorithm>
 #include <functional>
 #include <memory>
 #include <string>
@@ -441,6 +442,7 @@ Napi::Value JsEngine::Submit(const Napi::CallbackInfo& info) {
   spec.snapshot_at = int64_list(o.Get("snapshotAt"));
   spec.pin_at = int64_list(o.Get("pinAt"));
   spec.snapshot_every = int_field(o, "snapshotEvery", 0);
+  spec.top_logprobs = static_cast<int32_t>(std::max<int64_t>(-1, std::min<int64_t>(20, int_field(o, "topLogprobs", -1))));
   return Napi::Number::New(env, static_cast<double>(e->scheduler().submit(std::move(spec))));
 }
 
@@ -527,6 +529,7 @@ Napi::Value JsEngine::RunStep(const Napi::CallbackInfo& info) {
         out.Set("tokens", tokens);
         out.Set("snapshots", snaps);
         out.Set("finished", finished);
+        out.Set("logprobs", copy_to_js<Napi::Float64Array>(env, ev.logprobs));
         out.Set("tokensProcessed", static_cast<double>(ev.tokens_processed));
         out.Set("ranForward", ev.ran_forward);
         return out;

@@ -191,6 +191,35 @@ bool all_finite(const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc += x[i] * 0.0f;  // NaN or ±Inf anywhere makes it NaN
   return acc == 0.0f;
 }
+// top_logprobs: [token, its log-prob, k, then k (id, log-prob) pairs, most likely first] of the raw
+// distribution log_softmax(row), computed in double.
+std::vector<double> logprobs_of(const float* row, int64_t vocab, int32_t token, int32_t k) {
+  k = std::max<int32_t>(0, std::min<int32_t>(k, 20));
+  double mx = -INFINITY;
+  for (int64_t v = 0; v < vocab; ++v) mx = std::max(mx, static_cast<double>(row[v]));
+  double sum = 0.0;
+  for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+  const double lse = mx + std::log(sum);
+  // The k largest: a small sorted list (k <= 20), ties broken by the lower id.
+  std::vector<std::pair<float, int32_t>> top;
+  top.reserve(static_cast<size_t>(k) + 1);
+  for (int64_t v = 0; v < vocab && k > 0; ++v) {
+    if (static_cast<int32_t>(top.size()) == k && !(row[v] > top.back().first)) continue;
+    auto at = std::find_if(top.begin(), top.end(), [&](const std::pair<float, int32_t>& t) { return row[v] > t.first; });
+    top.insert(at, {row[v], static_cast<int32_t>(v)});
+    if (static_cast<int32_t>(top.size()) > k) top.pop_back();
+  }
+  std::vector<double> out;
+  out.reserve(3 + 2 * top.size());
+  out.push_back(token);
+  out.push_back(static_cast<double>(row[token]) - lse);
+  out.push_back(static_cast<double>(top.size()));
+  for (const auto& [logit, id] : top) {
+    out.push_back(id);
+    out.push_back(static_cast<double>(logit) - lse);
+  }
+  return out;
+}
 }  // namespace
 
 Status Scheduler::step(StepEvents* ev) {
@@ -286,7 +315,7 @@ Status Scheduler::step(StepEvents* ev) {
     for (const Item& it : items) {
       batch.push_back(BatchItem{it.r->seq.get(), it.r->input.data(), it.count, it.mode});
       rows += it.mode == Logits::kAll ? it.count : it.mode == Logits::kLast ? 1 : 0;
-      host_rows |= it.r->spec.logits != RequestLogits::kNone;
+      host_rows |= it.r->spec.logits != RequestLogits::kNone || (it.sample && it.r->spec.top_logprobs >= 0);
       ev->tokens_processed += it.count;
     }
     // Device sampling (backend.h logits_sink/sample): the logits stay on the device, only ids come back.
@@ -309,6 +338,7 @@ Status Scheduler::step(StepEvents* ev) {
     }
     // Sampled tokens, from the device or from the host rows.
     std::vector<int32_t> sampled(items.size(), -1);
+    std::vector<std::vector<double>> token_logprobs(items.size());  // top_logprobs: see StepEvents::logprobs
     if (sink) {
       std::vector<SampleSpec> specs;
       std::vector<size_t> which;
@@ -349,6 +379,7 @@ Status Scheduler::step(StepEvents* ev) {
               sampled[i] = sample_token(last, vocab, r->spec.sampling, history.data(),
                                         static_cast<int64_t>(history.size()),
                                         static_cast<int64_t>(r->spec.prompt.size()), r->draw);
+              if (r->spec.top_logprobs >= 0) token_logprobs[i] = logprobs_of(last, vocab, sampled[i], r->spec.top_logprobs);
             }
           }
         }
@@ -370,6 +401,10 @@ Status Scheduler::step(StepEvents* ev) {
       }
       r->generated++;
       ev->tokens.push_back(StepEvents::Token{r->id, tok});
+      if (!token_logprobs[i].empty()) {
+        ev->logprobs.push_back(static_cast<double>(r->id));
+        ev->logprobs.insert(ev->logprobs.end(), token_logprobs[i].begin(), token_logprobs[i].end());
+      }
       r->input.assign(1, tok);
       if (r->generated >= r->spec.max_tokens || r->seq->n_past() + 1 > e.options_.context_length) {
         finish(r, RequestEnd::kLength, Status::Ok(), ev);

@@ -46,6 +46,10 @@ struct RequestSpec {
   std::vector<int64_t> snapshot_at;    // prompt positions in (0, prompt.size()] to snapshot and cache
   std::vector<int64_t> pin_at;         // of those, the ones whose snapshot is pinned for the caller
   int64_t snapshot_every = 0;          // also every this many prompt positions; 0 = off
+  int32_t top_logprobs = -1;           // 0..20: log-prob of each emitted token and of the k most likely
+                                       // tokens, from the raw model distribution (log-softmax of the
+                                       // logits before penalties, bias and temperature); -1 = off.
+                                       // On: the request samples on the host.
 };
 
 // Why a request ended. kStop: an end token; kLength: max_tokens or the context; kDone: a request
@@ -77,6 +81,9 @@ struct StepEvents {
   std::vector<Token> tokens;
   std::vector<Snapshot> snapshots;
   std::vector<Finished> finished;
+  // For requests with top_logprobs >= 0, per emitted token (in token order): request, token, its
+  // log-prob, k, then k (token id, log-prob) pairs, most likely first.
+  std::vector<double> logprobs;
   int64_t tokens_processed = 0;  // fed through the forward pass in this step
   bool ran_forward = false;
 };

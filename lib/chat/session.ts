@@ -11,7 +11,8 @@ import type { SnapshotRef } from '../cache/snapshot-ref.js';
 import { ContextOverflowError, InvalidArgumentError } from '../errors.js';
 import type { GenerateResult, StreamEvent } from '../generation.js';
 import type { GenerateOptions } from '../model.js';
-import type { ChatMessage, ToolDefinition } from './template.js';
+import type { Message } from './openai.js';
+import { validateMessages, type ChatMessage, type ToolDefinition } from './template.js';
 
 export type ContextOverflowPolicy = 'error' | 'truncate-oldest';
 
@@ -25,12 +26,24 @@ export interface ChatOptions {
   contextOverflow?: ContextOverflowPolicy;
 }
 
-/** Per-turn options: the generation options that do not describe the conversation itself. */
-export type TurnOptions = Pick<GenerateOptions, (typeof TURN_OPTION_KEYS)[number]>;
+/** model.chat()'s options: the session's options, and optionally a conversation to continue. */
+export interface NewChatOptions extends ChatOptions {
+  /** The conversation so far (library or OpenAI shape); a leading system message becomes `system`. */
+  messages?: readonly Message[];
+}
+
+/** Per-turn options: the generation options that do not describe the conversation itself (the session holds those). */
+export type TurnOptions = Omit<GenerateOptions, 'prompt' | 'messages' | 'tools' | 'reasoning'>;
 export const TURN_OPTION_KEYS = [
   'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
-  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal',
+  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
 ] as const;
+
+/** A tool's result for ChatSession.toolResults(): its text (JSON, typically), or with the call's id (not used by Nemotron's template). */
+export type ToolResult = string | { content: string; toolCallId?: string };
+
+/** What a turn sends: a user message's text, or messages (user or tool, library or OpenAI shape). */
+export type TurnInput = string | Message | readonly Message[];
 
 /** What a session needs from the model (implemented by NemotronModel). */
 export interface ChatHost {
@@ -57,6 +70,7 @@ export class ChatSession {
   private preparing: Promise<void> = Promise.resolve();
   readonly options: Readonly<ChatOptions>;
 
+  /** @internal sessions come from model.chat(), model.loadChat() and fork() */
   constructor(
     private readonly host: ChatHost,
     options: ChatOptions = {},
@@ -81,6 +95,7 @@ export class ChatSession {
   }
 
   /** The pinned snapshot the next turn starts from (for save). */
+  /** @internal */
   get anchorEntry(): SnapshotRef | null {
     return this.anchor;
   }
@@ -90,21 +105,45 @@ export class ChatSession {
     return this.preparing;
   }
 
-  /** Sends a user message and resolves with the assistant's reply. */
-  async send(content: string, options: TurnOptions = {}): Promise<GenerateResult> {
+  /**
+   * Sends a turn and resolves with the assistant's reply: a user message's text, or messages — user
+   * messages and tool results (`{ role: 'tool', content, tool_call_id }`), in the library's shape or
+   * OpenAI's. Tool results continue the conversation from the cached state of the reply that called the
+   * tools: only the results are computed.
+   */
+  async send(input: TurnInput, options: TurnOptions = {}): Promise<GenerateResult> {
     let result: GenerateResult | undefined;
-    for await (const ev of this.stream(content, options)) if (ev.type === 'done') result = ev.result;
+    for await (const ev of this.stream(input, options)) if (ev.type === 'done') result = ev.result;
     return result!;
   }
 
-  /** Sends a user message and streams the reply (events as in model.stream()). */
-  stream(content: string, options: TurnOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
-    if (typeof content !== 'string' || content.length === 0) {
-      throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'a chat message must be a non-empty string');
-    }
+  /** Sends a turn (as send()) and streams the reply (events as in model.stream()). */
+  stream(input: TurnInput, options: TurnOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
+    const messages = this.turnMessages(input);
     if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
-    const turn = this.prepare({ role: 'user', content }, options);
+    const turn = this.prepare(messages, options);
     return this.run(turn, options);
+  }
+
+  /**
+   * Answers the tool calls of the last reply, in their order, and resolves with the next reply:
+   * `session.toolResults([JSON.stringify(weather)])`. The same as send() with `role: 'tool'` messages.
+   */
+  async toolResults(results: readonly ToolResult[], options: TurnOptions = {}): Promise<GenerateResult> {
+    if (!Array.isArray(results) || results.length === 0) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'toolResults takes a non-empty array of results');
+    return this.send(
+      results.map((r, i): ChatMessage => {
+        const content = typeof r === 'string' ? r : r?.content;
+        if (typeof content !== 'string') throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `results[${i}] must be a string or { content: string }`);
+        return { role: 'tool', content };
+      }),
+      options,
+    );
+  }
+
+  /** `await using session = model.chat()`: disposes the session when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
   }
 
   /** An independent copy: both sessions continue from here without affecting each other. */
@@ -149,8 +188,24 @@ export class ChatSession {
     return { prompt, anchorAt };
   }
 
-  private prepare(user: ChatMessage, options: TurnOptions): { history: ChatMessage[]; prompt: Int32Array; anchorAt: number; dropped: number } {
-    let history = [...this.history, user];
+  /** A turn's messages, checked: user messages and tool results only (the session renders the rest). */
+  private turnMessages(input: TurnInput): ChatMessage[] {
+    if (typeof input === 'string') {
+      if (input.length === 0) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'a chat message must be a non-empty string');
+      return [{ role: 'user', content: input }];
+    }
+    const list = Array.isArray(input) ? (input as readonly Message[]) : [input as Message];
+    const messages = validateMessages(list);
+    messages.forEach((m, i) => {
+      if (m.role !== 'user' && m.role !== 'tool') {
+        throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `messages[${i}].role is "${m.role}": a turn sends user messages and tool results (the system message is a session option, replies are generated)`);
+      }
+    });
+    return messages;
+  }
+
+  private prepare(turnMessages: ChatMessage[], options: TurnOptions): { history: ChatMessage[]; prompt: Int32Array; anchorAt: number; dropped: number } {
+    let history = [...this.history, ...turnMessages];
     let { prompt, anchorAt } = this.render(history);
     const limit = this.host.contextLength() - 1; // room for at least one generated token
     let dropped = 0;

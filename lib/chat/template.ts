@@ -17,6 +17,7 @@ import { Template } from '@huggingface/jinja';
 
 import { InvalidArgumentError, TemplateError } from '../errors.js';
 import { assertObject, invalid } from '../validate.js';
+import { fromOpenAIMessages } from './openai.js';
 
 export type Role = 'system' | 'user' | 'assistant' | 'tool';
 
@@ -81,9 +82,11 @@ function checkKnown(where: string, value: Record<string, unknown>, known: readon
  * `toolCalls` that is not an array of `{name: non-empty string, arguments: object}` (no other fields), and a
  * non-string `reasoning`.
  */
-export function validateMessages(messages: unknown): ChatMessage[] {
-  if (!Array.isArray(messages)) throw invalid('messages', 'a non-empty array of messages', messages);
-  if (messages.length === 0) throw invalid('messages', 'a non-empty array of messages', messages);
+export function validateMessages(input: unknown): ChatMessage[] {
+  if (!Array.isArray(input)) throw invalid('messages', 'a non-empty array of messages', input);
+  if (input.length === 0) throw invalid('messages', 'a non-empty array of messages', input);
+  // OpenAI's shape (developer role, content parts, tool_calls, reasoning_content) is converted first (openai.ts).
+  const messages = fromOpenAIMessages(input);
   const out: ChatMessage[] = [];
   messages.forEach((m: unknown, i: number) => {
     const where = `messages[${i}]`;

@@ -5,13 +5,14 @@
  */
 import { randomBytes } from 'node:crypto';
 
-import { reasoningFromKeywords, type ChatMessage, type ToolCall, type ToolDefinition } from '../chat/template.js';
+import { reasoningFromKeywords, validateMessages, type ChatMessage, type ToolCall, type ToolDefinition } from '../chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, NemotronError, TemplateError } from '../errors.js';
-import type { FinishReason, GenerateOptions, GenerateResult, Usage } from '../model.js';
+import type { FinishReason, GenerateOptions, GenerateResult, TokenLogprob, Usage } from '../model.js';
 
 // ---- wire types --------------------------------------------------------------------------------------
 
-type Nullable<T> = T | null | undefined;
+/** A field a client may leave out or send as null. */
+export type Nullable<T> = T | null | undefined;
 
 export interface WireToolCall {
   id?: string;
@@ -66,6 +67,8 @@ export interface CompletionBody extends SamplingBody {
   suffix?: Nullable<string>;
   best_of?: Nullable<number>;
   logprobs?: Nullable<number>;
+  /** vLLM's extension: also answer the generated token ids (`choices[0].token_ids`; non-streamed answers). */
+  return_token_ids?: Nullable<boolean>;
 }
 
 export interface WireUsage {
@@ -170,6 +173,12 @@ export interface ParsedRequest {
   options: GenerateOptions;
   stream: boolean;
   includeUsage: boolean;
+  /** Choices to generate (n). */
+  n: number;
+  /** Whether the response carries logprobs (chat `logprobs: true`, completions `logprobs: k`). */
+  logprobs: boolean;
+  /** /v1/completions with return_token_ids: the answer carries the generated token ids. */
+  returnTokenIds?: boolean;
 }
 
 const isSet = <T>(v: Nullable<T>): v is T => v !== undefined && v !== null;
@@ -188,7 +197,7 @@ export function seedOf(seed: number): number {
 }
 
 function samplingOptions(body: SamplingBody & { max_completion_tokens?: Nullable<number> }, limits: RequestLimits, defaultMaxTokens: number): GenerateOptions {
-  if (isSet(body.n) && body.n !== 1) throw badRequest(`n must be 1: this server returns one choice per request (got ${body.n})`, 'n', 'unsupported_value');
+  if (isSet(body.n) && body.n < 1) throw badRequest(`n must be at least 1 (got ${body.n})`, 'n');
   const o: GenerateOptions = {};
   if (isSet(body.temperature)) o.temperature = body.temperature;
   if (isSet(body.top_p)) o.topP = body.top_p;
@@ -225,58 +234,21 @@ function streamFlags(body: SamplingBody): { stream: boolean; includeUsage: boole
   return { stream, includeUsage: stream && body.stream_options?.include_usage === true };
 }
 
-function messageText(m: WireMessage, i: number): string {
-  const c = m.content;
-  if (typeof c === 'string') return c;
-  if (Array.isArray(c)) {
-    return c
-      .map((part, j) => {
-        if (part.type !== 'text' || typeof part.text !== 'string') {
-          throw badRequest(`messages[${i}].content[${j}] has type ${JSON.stringify(part.type)}: only text parts ({type: "text", text}) are supported`, `messages[${i}].content[${j}]`, 'unsupported_value');
-        }
-        return part.text;
-      })
-      .join('');
-  }
-  // null / absent: allowed for an assistant message (typically one that only calls tools)
-  if (m.role === 'assistant') return '';
-  throw badRequest(`messages[${i}].content is required for role "${m.role}"`, `messages[${i}].content`, 'missing_required_parameter');
-}
-
 /**
- * OpenAI messages to ours: `developer` is `system`; content parts are joined (text only); an assistant's
- * tool_calls become {name, arguments} with the JSON-string arguments parsed (an object, else 400);
- * an assistant's reasoning_content becomes `reasoning`; tool_call_id and name are not needed by the
- * Nemotron template (tool results are matched to calls by order) and are dropped.
+ * OpenAI messages to ours, by the library's converter (lib/chat/openai.ts: `developer` is `system`, text
+ * content parts are joined, an assistant's tool_calls get their JSON-string arguments parsed, reasoning_content
+ * becomes `reasoning`, tool_call_id and name are dropped); its errors become 400s naming the wire field.
  */
 export function toChatMessages(messages: WireMessage[]): ChatMessage[] {
-  return messages.map((m, i) => {
-    const role = m.role === 'developer' ? 'system' : m.role;
-    const out: ChatMessage = { role, content: messageText(m, i) };
-    if (m.role === 'assistant') {
-      if (isSet(m.tool_calls) && m.tool_calls.length > 0) {
-        out.toolCalls = m.tool_calls.map((c, j): ToolCall => {
-          const param = `messages[${i}].tool_calls[${j}].function.arguments`;
-          let args: unknown;
-          try {
-            args = c.function.arguments.trim() === '' ? {} : JSON.parse(c.function.arguments);
-          } catch (e) {
-            throw badRequest(`${param} is not valid JSON: ${(e as Error).message}`, param);
-          }
-          if (!isPlainObject(args)) throw badRequest(`${param} must be a JSON object`, param);
-          return { name: c.function.name, arguments: args };
-        });
-      }
-      if (isSet(m.reasoning_content) && m.reasoning_content !== '') out.reasoning = m.reasoning_content;
-    } else if (isSet(m.tool_calls) && m.tool_calls.length > 0) {
-      throw badRequest(`messages[${i}].tool_calls is only allowed on assistant messages`, `messages[${i}].tool_calls`);
-    }
-    return out;
-  });
+  try {
+    return validateMessages(messages);
+  } catch (err) {
+    throw fromLibraryError(err, 'messages');
+  }
 }
 
 export function parseChatRequest(body: ChatCompletionBody, limits: RequestLimits): ParsedRequest {
-  if (body.logprobs === true || isSet(body.top_logprobs)) throw badRequest('logprobs are not supported by this server', body.logprobs === true ? 'logprobs' : 'top_logprobs', 'unsupported_parameter');
+  if (isSet(body.top_logprobs) && body.logprobs !== true) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
   if (isSet(body.response_format) && body.response_format.type !== undefined && body.response_format.type !== 'text') {
     throw badRequest(`response_format ${JSON.stringify(body.response_format.type)} is not supported (only "text")`, 'response_format', 'unsupported_value');
   }
@@ -298,6 +270,7 @@ export function parseChatRequest(body: ChatCompletionBody, limits: RequestLimits
   };
   if (reasoning !== undefined) options.reasoning = reasoning;
   if (isSet(body.thinking_budget)) options.thinkingBudget = body.thinking_budget;
+  if (body.logprobs === true) options.topLogprobs = body.top_logprobs ?? 0;
   if (isSet(body.tools) && body.tools.length > 0 && choice !== 'none') {
     options.tools = body.tools.map((t): ToolDefinition => ({
       type: 'function',
@@ -308,14 +281,13 @@ export function parseChatRequest(body: ChatCompletionBody, limits: RequestLimits
       },
     }));
   }
-  return { options, ...streamFlags(body) };
+  return { options, ...streamFlags(body), n: body.n ?? 1, logprobs: body.logprobs === true };
 }
 
 export function parseCompletionRequest(body: CompletionBody, limits: RequestLimits): ParsedRequest {
   if (body.echo === true) throw badRequest('echo is not supported by this server', 'echo', 'unsupported_parameter');
   if (isSet(body.suffix)) throw badRequest('suffix is not supported by this server', 'suffix', 'unsupported_parameter');
   if (isSet(body.best_of) && body.best_of !== 1) throw badRequest('best_of must be 1', 'best_of', 'unsupported_value');
-  if (isSet(body.logprobs)) throw badRequest('logprobs are not supported by this server', 'logprobs', 'unsupported_parameter');
   let prompt: string | number[];
   const p = body.prompt;
   if (typeof p === 'string') prompt = p;
@@ -323,7 +295,9 @@ export function parseCompletionRequest(body: CompletionBody, limits: RequestLimi
   else if (typeof p[0] === 'number') prompt = p as number[];
   else if (p.length === 1) prompt = p[0] as string | number[];
   else throw badRequest(`prompt has ${p.length} prompts: this server takes one prompt per request`, 'prompt', 'unsupported_value');
-  return { options: { ...samplingOptions(body, limits, DEFAULT_MAX_TOKENS.plain), prompt }, ...streamFlags(body) };
+  const options: GenerateOptions = { ...samplingOptions(body, limits, DEFAULT_MAX_TOKENS.plain), prompt };
+  if (isSet(body.logprobs)) options.topLogprobs = body.logprobs;
+  return { options, ...streamFlags(body), n: body.n ?? 1, logprobs: isSet(body.logprobs), ...(body.return_token_ids === true ? { returnTokenIds: true } : {}) };
 }
 
 // ---- responses ---------------------------------------------------------------------------------------
@@ -369,4 +343,48 @@ export interface WireToolCallOut {
 
 export function wireToolCall(call: ToolCall): WireToolCallOut {
   return { id: toolCallId(), type: 'function', function: { name: call.name, arguments: JSON.stringify(call.arguments) } };
+}
+
+// ---- logprobs ----------------------------------------------------------------------------------------
+
+/** A token's text for the legacy completions shape: its text, or `bytes:\\xNN…` when it is not whole UTF-8 (as OpenAI writes it). */
+function legacyToken(t: { text: string; bytes: number[] }): string {
+  const whole = Buffer.from(t.text, 'utf8');
+  if (whole.length === t.bytes.length && whole.every((b, i) => b === t.bytes[i])) return t.text;
+  return `bytes:${t.bytes.map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')}`;
+}
+
+export interface WireChatLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+/** Chat logprobs: `{ content: [{ token, logprob, bytes, top_logprobs: [{ token, logprob, bytes }] }], refusal: null }`. */
+export function wireChatLogprobs(list: readonly TokenLogprob[]): { content: Array<WireChatLogprob & { top_logprobs: WireChatLogprob[] }>; refusal: null } {
+  return {
+    content: list.map((t) => ({
+      token: t.text,
+      logprob: t.logprob,
+      bytes: t.bytes,
+      top_logprobs: t.top.map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })),
+    })),
+    refusal: null,
+  };
+}
+
+/** Completions logprobs (the legacy shape): parallel arrays, and text offsets counted from `offset`. */
+export function wireCompletionLogprobs(list: readonly TokenLogprob[], offset: number): { tokens: string[]; token_logprobs: number[]; top_logprobs: Array<Record<string, number>>; text_offset: number[] } {
+  const text_offset: number[] = [];
+  let at = offset;
+  for (const t of list) {
+    text_offset.push(at);
+    at += t.text.length;
+  }
+  return {
+    tokens: list.map(legacyToken),
+    token_logprobs: list.map((t) => t.logprob),
+    top_logprobs: list.map((t) => Object.fromEntries(t.top.map((a) => [legacyToken(a), a.logprob]))),
+    text_offset,
+  };
 }

@@ -33,7 +33,7 @@ const sampling = {
   seed: nullable('integer'),
   max_tokens: nullable('integer', { minimum: 1 }),
   stop,
-  n: nullable('integer'),
+  n: nullable('integer', { minimum: 1 }),
   stream: nullable('boolean'),
   stream_options: nullable('object', { properties: { include_usage: nullable('boolean') } }),
   user: nullable('string'),
@@ -107,7 +107,7 @@ export const chatCompletionBody = {
     },
     parallel_tool_calls: nullable('boolean'),
     logprobs: nullable('boolean'),
-    top_logprobs: nullable('integer'),
+    top_logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
     response_format: nullable('object', { properties: { type: { type: 'string' } } }),
     // Extensions: reasoning on/off (also vLLM's chat_template_kwargs.enable_thinking) and the thinking budget.
     reasoning: nullable('boolean'),
@@ -132,6 +132,6 @@ export const completionBody = {
     echo: nullable('boolean'),
     suffix: nullable('string'),
     best_of: nullable('integer'),
-    logprobs: nullable('integer'),
+    logprobs: nullable('integer', { minimum: 0, maximum: 20 }),
   },
 };

@@ -31,6 +31,7 @@
         "csrc/kernels/matmul_quant.cc",
         "csrc/kernels/matmul_quant_fast.cc",
         "csrc/kernels/matmul_quant_neon.cc",
+        "csrc/kernels/moe.cc",
         "csrc/kernels/rmsnorm.cc",
         "csrc/kernels/ssd_scan.cc",
         "csrc/kernels/ssm_state_update.cc",

@@ -40,6 +40,16 @@ export interface NativeConfig {
   bosTokenId: number;
   eosTokenIds: number[];
   torchDtype: string;
+  /** Mixture-of-experts ('E') blocks, present only for models that have them (HF NemotronHConfig names). */
+  nRoutedExperts?: number;
+  numExpertsPerTok?: number;
+  moeIntermediateSize?: number;
+  /** 0: no shared expert. */
+  moeSharedExpertIntermediateSize?: number;
+  nGroup?: number;
+  topkGroup?: number;
+  normTopkProb?: boolean;
+  routedScalingFactor?: number;
 }
 
 export interface NativeModelInfo {
@@ -255,6 +265,15 @@ export interface NativeKernels {
   ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
   attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16'; shuffle?: boolean; threads?: number }): Float32Array;
   relu2(x: Float32Array): Float32Array;
+  /** MoE routing (csrc/kernels/kernels.h moe_route) of T rows of router logits [T, nExperts]. */
+  moeRoute(
+    logits: Float32Array,
+    bias: Float32Array,
+    T: number,
+    p: { nExperts: number; topK: number; nGroup: number; topkGroup: number; normTopkProb: boolean; scaling: number },
+  ): { ids: Int32Array; weights: Float32Array };
+  /** Bytes of weight matrices read by every forward pass of the process so far (csrc/engine/forward.h). */
+  weightBytesRead(): number;
   sample(logits: Float32Array, sampling: NativeSamplerParams, step: number, history?: Int32Array, nPrompt?: number): number;
   /** 'scalar' | 'avx2' | 'avx512' | 'neon' | 'auto'; an unknown name leaves the path as it is. Returns the active path. */
   setKernelPath(name: string): string;

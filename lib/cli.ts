@@ -13,7 +13,7 @@ import { Command, InvalidArgumentError as CliArgumentError } from 'commander';
 import type { ChatSession } from './chat/session.js';
 import { defaultModelPath } from './default-model.js';
 import { ModelLoadError, NemotronError } from './errors.js';
-import { formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
+import { activeParameterCount, formatBytes, planMemory, resolveConfig, type PlanOptions } from './memory.js';
 import { loadModel, type LoadOptions, type NemotronModel } from './model.js';
 import { DEFAULT_TIMEOUTS } from './server/limits.js';
 import { makeTinyModel } from './tiny-model/index.js';
@@ -348,13 +348,18 @@ program
     const lines = [
       `config: ${file}`,
       `weights: ${weights.files > 0 ? `${weights.files} file${weights.files === 1 ? '' : 's'}, ${formatBytes(weights.bytes)}` : 'not present (the plan sizes them as bf16 from the config)'}`,
-      `architecture: ${arch || 'unknown'}; ${c.pattern.length} layers: ${c.mambaLayers} Mamba-2, ${c.attentionLayers} attention, ${c.mlpLayers} MLP`,
+      `architecture: ${arch || 'unknown'}; ${c.pattern.length} layers: ${c.mambaLayers} Mamba-2, ${c.attentionLayers} attention, ${c.mlpLayers} MLP${c.moeLayers > 0 ? `, ${c.moeLayers} MoE` : ''}`,
       `pattern: ${c.pattern}`,
       `hidden size ${c.hiddenSize}, vocabulary ${grouped(c.vocabSize)}${maxPos === undefined ? '' : `, max positions ${grouped(maxPos)}`}`,
       ...(c.attentionLayers > 0 ? [`attention: ${c.numAttentionHeads} heads, ${c.numKeyValueHeads} KV heads, head dim ${c.headDim}`] : []),
       ...(c.mambaLayers > 0 ? [`Mamba-2: ${c.mambaNumHeads} heads x head dim ${c.mambaHeadDim}, state ${c.ssmStateSize}, ${c.nGroups} groups, conv kernel ${c.convKernel}`] : []),
       ...(c.mlpLayers > 0 ? [`MLP: intermediate size ${c.intermediateSize}`] : []),
-      `parameters: ${grouped(plan.parameterCount)} (${plan.parameterCount >= 1e9 ? `${(plan.parameterCount / 1e9).toFixed(2)} B` : `${(plan.parameterCount / 1e6).toFixed(2)} M`})`,
+      ...(c.moeLayers > 0
+        ? [
+            `MoE: ${c.nRoutedExperts} routed experts of width ${c.moeIntermediateSize}, ${c.numExpertsPerTok} per token, ${c.moeSharedExpertIntermediateSize > 0 ? `a shared expert of width ${c.moeSharedExpertIntermediateSize}` : 'no shared expert'}`,
+          ]
+        : []),
+      `parameters: ${grouped(plan.parameterCount)} (${plan.parameterCount >= 1e9 ? `${(plan.parameterCount / 1e9).toFixed(2)} B` : `${(plan.parameterCount / 1e6).toFixed(2)} M`})${c.moeLayers > 0 ? `, ${grouped(activeParameterCount(config))} active per token (routed experts a token does not use and the embedding table left out)` : ''}`,
       `memory plan at ${grouped(contextLength)} tokens x ${opts.sequences} sequence${opts.sequences === 1 ? '' : 's'} (KV ${opts.kvDtype}, ${opts.batchTokens} batch tokens):`,
       ...plan.lines().map((l) => `  ${l}`),
       ...(check ? [`tensors: every weight is finite (checked in ${check.seconds} s)`] : []),

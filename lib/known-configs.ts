@@ -34,3 +34,42 @@ export const NEMOTRON_NANO_12B_V2 = Object.freeze({
   hidden_size: 5120,
   intermediate_size: 20480,
 });
+
+/**
+ * Nemotron 3 Nano 30B-A3B (nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16): 52 layers, 23 Mamba-2, 23 MoE ('E')
+ * and 6 attention; 128 routed experts of width 1856, 6 per token, one shared expert of width 3712, sigmoid
+ * routing scaled by 2.5. Values as in the released config.json (several independent copies agree);
+ * mamba_ssm_cache_dtype "float32" there is what the engine keeps anyway.
+ */
+export const NEMOTRON_3_NANO_30B_A3B = Object.freeze({
+  architectures: ['NemotronHForCausalLM'],
+  model_type: 'nemotron_h',
+  hybrid_override_pattern: 'MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME',
+  num_hidden_layers: 52,
+  hidden_size: 2688,
+  intermediate_size: 1856,
+  num_attention_heads: 32,
+  num_key_value_heads: 2,
+  head_dim: 128,
+  mamba_num_heads: 64,
+  mamba_head_dim: 64,
+  ssm_state_size: 128,
+  n_groups: 8,
+  conv_kernel: 4,
+  chunk_size: 128,
+  n_routed_experts: 128,
+  num_experts_per_tok: 6,
+  moe_intermediate_size: 1856,
+  moe_shared_expert_intermediate_size: 3712,
+  n_shared_experts: 1,
+  n_group: 1,
+  topk_group: 1,
+  norm_topk_prob: true,
+  routed_scaling_factor: 2.5,
+  vocab_size: 131072,
+  tie_word_embeddings: false,
+  use_conv_bias: true,
+  max_position_embeddings: 262144,
+  mamba_ssm_cache_dtype: 'float32',
+  torch_dtype: 'bfloat16',
+});

@@ -35,7 +35,7 @@ const DTYPE_BYTES: Record<StateDtype, number> = { bf16: 2, f16: 2, f32: 4 };
 
 /** The config.json fields the planner needs, camelCase. Fields of a block kind the pattern lacks may be 0 or absent. */
 export interface PlanConfig {
-  /** One character per layer: M = Mamba-2, * = attention, - = MLP. */
+  /** One character per layer: M = Mamba-2, * = attention, - = MLP, E = mixture of experts. */
   hybridOverridePattern: string;
   hiddenSize: number;
   vocabSize: number;
@@ -54,6 +54,13 @@ export interface PlanConfig {
   tieWordEmbeddings?: boolean;
   /** Default true: each Mamba layer has conv1d.bias. */
   useConvBias?: boolean;
+  /** MoE ('E') blocks: routed experts, experts per token, each expert's width. */
+  nRoutedExperts?: number;
+  numExpertsPerTok?: number;
+  moeIntermediateSize?: number;
+  /** The shared expert's width; 0 (or nSharedExperts 0) means none. */
+  moeSharedExpertIntermediateSize?: number;
+  nSharedExperts?: number;
 }
 
 export interface PlanOptions {
@@ -100,6 +107,12 @@ export interface ResolvedConfig {
   mambaLayers: number;
   attentionLayers: number;
   mlpLayers: number;
+  /** MoE ('E') layers and their sizes (0 when there are none). */
+  moeLayers: number;
+  nRoutedExperts: number;
+  numExpertsPerTok: number;
+  moeIntermediateSize: number;
+  moeSharedExpertIntermediateSize: number;
   hiddenSize: number;
   vocabSize: number;
   intermediateSize: number;
@@ -142,6 +155,11 @@ const KEYS = {
   convKernel: ['convKernel', 'conv_kernel', 'mamba_d_conv'],
   tieWordEmbeddings: ['tieWordEmbeddings', 'tie_word_embeddings'],
   useConvBias: ['useConvBias', 'use_conv_bias'],
+  nRoutedExperts: ['nRoutedExperts', 'n_routed_experts'],
+  numExpertsPerTok: ['numExpertsPerTok', 'num_experts_per_tok'],
+  moeIntermediateSize: ['moeIntermediateSize', 'moe_intermediate_size'],
+  moeSharedExpertIntermediateSize: ['moeSharedExpertIntermediateSize', 'moe_shared_expert_intermediate_size'],
+  nSharedExperts: ['nSharedExperts', 'n_shared_experts'],
 } as const;
 
 type Field = keyof typeof KEYS;
@@ -193,6 +211,7 @@ const BLOCK_TYPES: Record<string, string> = {
   attention: '*',
   full_attention: '*',
   mlp: '-',
+  moe: 'E',
 };
 
 function readPattern(config: Record<string, unknown>): string {
@@ -204,7 +223,7 @@ function readPattern(config: Record<string, unknown>): string {
     fromBlocks = blocks.value
       .map((name, i) => {
         const c = typeof name === 'string' ? BLOCK_TYPES[name] : undefined;
-        if (!c) throw v.invalid(`config.${blocks.key}[${i}]`, "'mamba', 'attention' or 'mlp'", name);
+        if (!c) throw v.invalid(`config.${blocks.key}[${i}]`, "'mamba', 'attention', 'mlp' or 'moe'", name);
         return c;
       })
       .join('');
@@ -214,8 +233,8 @@ function readPattern(config: Record<string, unknown>): string {
   }
   if (p && typeof p.value !== 'string') throw v.invalid(`config.${p.key}`, 'a string of M, * and -', p.value);
   const pattern = p ? (p.value as string) : (fromBlocks as string);
-  if (pattern.length === 0 || !/^[M*-]+$/.test(pattern)) {
-    throw v.invalid(`config.${p ? p.key : 'layers_block_type'}`, "a non-empty string of 'M' (Mamba-2), '*' (attention) and '-' (MLP)", pattern);
+  if (pattern.length === 0 || !/^[M*\-E]+$/.test(pattern)) {
+    throw v.invalid(`config.${p ? p.key : 'layers_block_type'}`, "a non-empty string of 'M' (Mamba-2), '*' (attention), '-' (MLP) and 'E' (mixture of experts)", pattern);
   }
   if (p && fromBlocks !== undefined && fromBlocks !== pattern) {
     throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `config.${p.key} "${pattern}" and config.${blocks!.key} (as a pattern "${fromBlocks}") disagree`);
@@ -235,6 +254,8 @@ export function resolveConfig(config: PlanConfig | Record<string, unknown>): Res
   const mambaLayers = count('M');
   const attentionLayers = count('*');
   const mlpLayers = count('-');
+  const moeLayers = count('E');
+  const hasMoe = moeLayers > 0;
   const hasMamba = mambaLayers > 0;
   const hasAttn = attentionLayers > 0;
 
@@ -267,6 +288,14 @@ export function resolveConfig(config: PlanConfig | Record<string, unknown>): Res
       `config.num_attention_heads (${numAttentionHeads}) is not divisible by config.num_key_value_heads (${numKeyValueHeads})`,
     );
   }
+  const nRoutedExperts = size(c, 'nRoutedExperts', hasMoe) ?? 0;
+  const numExpertsPerTok = size(c, 'numExpertsPerTok', hasMoe) ?? 0;
+  const moeIntermediateSize = size(c, 'moeIntermediateSize', hasMoe) ?? 0;
+  const nSharedExperts = size(c, 'nSharedExperts', false) ?? 1;
+  const moeSharedExpertIntermediateSize = nSharedExperts > 0 ? (size(c, 'moeSharedExpertIntermediateSize', false) ?? 0) : 0;
+  if (hasMoe && numExpertsPerTok > nRoutedExperts) {
+    throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `config.num_experts_per_tok (${numExpertsPerTok}) is larger than config.n_routed_experts (${nRoutedExperts})`);
+  }
   const dInner = mambaNumHeads * mambaHeadDim;
   const convDim = dInner + 2 * nGroups * ssmStateSize;
   return {
@@ -274,6 +303,11 @@ export function resolveConfig(config: PlanConfig | Record<string, unknown>): Res
     mambaLayers,
     attentionLayers,
     mlpLayers,
+    moeLayers,
+    nRoutedExperts,
+    numExpertsPerTok,
+    moeIntermediateSize,
+    moeSharedExpertIntermediateSize,
     hiddenSize,
     vocabSize,
     intermediateSize,
@@ -297,9 +331,36 @@ export function resolveConfig(config: PlanConfig | Record<string, unknown>): Res
 
 // ---- sizes ---------------------------------------------------------------------------------------------
 
+/** One MoE layer's parameters with `experts` routed experts counted: router + bias, experts, shared expert. */
+function moeParameters(c: ResolvedConfig, experts: number): number {
+  const d = c.hiddenSize;
+  return (
+    c.nRoutedExperts * d + c.nRoutedExperts + // gate.weight, e_score_correction_bias
+    experts * 2 * c.moeIntermediateSize * d + // experts' up, down
+    2 * c.moeSharedExpertIntermediateSize * d // shared expert's up, down
+  );
+}
+
+/**
+ * Parameters one token reads: everything but the routed experts a token does not use (only
+ * num_experts_per_tok of n_routed_experts per MoE layer), and only the lm_head (not the embedding matrix,
+ * of which one row is read). For a dense model it is parameterCount less the embedding matrix (when untied).
+ */
+export function activeParameterCount(config: PlanConfig | Record<string, unknown>): number {
+  const c = resolveConfig(config);
+  return (
+    parametersOf(c) -
+    c.moeLayers * (c.nRoutedExperts - c.numExpertsPerTok) * 2 * c.moeIntermediateSize * c.hiddenSize -
+    (c.tieWordEmbeddings ? 0 : c.vocabSize * c.hiddenSize)
+  );
+}
+
 /** Parameters (elements) of every tensor of architecture.md §2. */
 export function parameterCount(config: PlanConfig | Record<string, unknown>): number {
-  const c = resolveConfig(config);
+  return parametersOf(resolveConfig(config));
+}
+
+function parametersOf(c: ResolvedConfig): number {
   const d = c.hiddenSize;
   const mamba =
     c.inProjDim * d + // in_proj
@@ -311,6 +372,7 @@ export function parameterCount(config: PlanConfig | Record<string, unknown>): nu
   const attention = c.qDim * d + 2 * c.kvDim * d + d * c.qDim; // q, k, v, o
   const mlp = 2 * c.intermediateSize * d; // up, down
   return (
+    c.moeLayers * moeParameters(c, c.nRoutedExperts) +
     c.vocabSize * d + // embeddings
     (c.tieWordEmbeddings ? 0 : c.vocabSize * d) + // lm_head
     d + // norm_f
@@ -390,8 +452,9 @@ function missing(name: string, expected: string): never {
 
 /** Bytes of the forward-pass workspace (csrc/engine/forward.cc Workspace::init), all f32. */
 export function activationBytes(c: ResolvedConfig, rows: number): number {
-  const projLd = Math.max(c.inProjDim, c.qDim + 2 * c.kvDim, c.intermediateSize);
+  const projLd = Math.max(c.inProjDim, c.qDim + 2 * c.kvDim, c.intermediateSize, c.nRoutedExperts, c.moeIntermediateSize, c.moeSharedExpertIntermediateSize);
   const floats =
+    (c.moeLayers > 0 ? 3 * rows * c.hiddenSize : 0) + // moe_x, moe_y, moe_acc
     3 * rows * c.hiddenSize + // h, u, out
     rows * projLd + // proj
     rows * c.convDim + // conv

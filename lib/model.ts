@@ -12,7 +12,7 @@ import type { SnapshotRef } from './cache/snapshot-ref.js';
 import { ChatSession, TURN_OPTION_KEYS, type ChatHost, type ChatOptions, type NewChatOptions, type TurnOptions } from './chat/session.js';
 import { checkSessionTokens, fingerprintCheckpoint, readSessionFile, writeSessionFile } from './chat/session-file.js';
 import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition } from './chat/template.js';
-import { ContextOverflowError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
+import { ContextOverflowError, InvalidArgumentError, UnsupportedModelError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
@@ -364,7 +364,9 @@ export class NemotronModel implements TextModel {
     let plan: MemoryPlan | undefined;
     if (rawConfig) {
       try {
-        plan = planMemory(rawConfig, { ...planOptions, weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) });
+        // FP8 weights are held as BF16 copies (csrc/model/weights.cc): plan them at 2 bytes per parameter.
+        const fp8 = typeof rawConfig.quantization_config === 'object' && rawConfig.quantization_config !== null;
+        plan = planMemory(rawConfig, { ...planOptions, ...(fp8 ? { weightDtype: 'bf16' as const } : { weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) }) });
       } catch {
         plan = undefined; // a broken config: the native loader says precisely what is wrong
       }
@@ -377,7 +379,17 @@ export class NemotronModel implements TextModel {
     progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
-      const backend = await chooseDevice(deviceOption, { selfCheck });
+      // MoE blocks ('E') have CPU kernels only (csrc/engine/forward.cc moe_block): 'auto' keeps such a
+      // model on the CPU, 'cuda' is refused before anything is loaded.
+      const pattern = rawConfig?.hybrid_override_pattern;
+      const blocks = rawConfig?.layers_block_type;
+      const hasMoe = (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
+      const hasFp8 = typeof rawConfig?.quantization_config === 'object' && rawConfig.quantization_config !== null;
+      if ((hasMoe || hasFp8) && deviceOption === 'cuda') {
+        const what = hasMoe ? "mixture-of-experts blocks ('E')" : 'FP8 weights';
+        throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
+      }
+      const backend = await chooseDevice(hasMoe || hasFp8 ? 'cpu' : deviceOption, { selfCheck });
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,

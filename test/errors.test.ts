@@ -141,7 +141,7 @@ describe('loading a broken checkpoint', () => {
     });
     e = await loadError(dtype);
     expect(e.code).toBe('ERR_INVALID_CHECKPOINT');
-    expect(e.message).toMatch(/dtype I8; only F32, F16 and BF16/);
+    expect(e.message).toMatch(/dtype I8; only F32, F16, BF16 and F8_E4M3/);
   });
 
   it('config and tensors that disagree name the tensor and both shapes', async () => {
@@ -166,7 +166,7 @@ describe('loading a broken checkpoint', () => {
     expect(e.message).toMatch(/pattern and the weights disagree/);
   });
 
-  it('other architectures and MoE blocks are refused as unsupported', async () => {
+  it('other architectures and latent MoE blocks are refused as unsupported', async () => {
     const llama = copy();
     editConfig(llama, (t) => t.replace('"NemotronHForCausalLM"', '"LlamaForCausalLM"'));
     let e = await loadError(llama);
@@ -174,10 +174,16 @@ describe('loading a broken checkpoint', () => {
     expect(e.message).toMatch(/LlamaForCausalLM.*only NemotronHForCausalLM/);
 
     const moe = copy();
-    editConfig(moe, (t) => t.replace('"hybrid_override_pattern": "M-M*-M*-"', '"hybrid_override_pattern": "M-ME-M*-"'));
+    // MoE blocks ('E') run (test/moe.test.ts); Nemotron-3 Super's latent MoE projections do not.
+    editConfig(moe, (t) =>
+      t.replace(
+        '"hybrid_override_pattern": "M-M*-M*-"',
+        '"hybrid_override_pattern": "M-ME-M*-", "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8, "moe_shared_expert_intermediate_size": 8, "moe_latent_size": 16',
+      ),
+    );
     e = await loadError(moe);
     expect(e.code).toBe('ERR_UNSUPPORTED_MODEL');
-    expect(e.message).toMatch(/MoE/);
+    expect(e.message).toMatch(/moe_latent_size.*latent MoE/);
   });
 
   it('a config.json that is not JSON, or misses a field, is an invalid config', async () => {

@@ -275,7 +275,8 @@ describe('option and config validation', () => {
 
   it('checks the config', () => {
     expectInvalid(() => planMemory({ ...CONFIG_9B, hidden_size: 0 }, ok), 'config.hidden_size', 'got 0');
-    expectInvalid(() => planMemory({ ...CONFIG_9B, hybrid_override_pattern: 'M*E' }, ok), 'config.hybrid_override_pattern', '"M*E"');
+    expectInvalid(() => planMemory({ ...CONFIG_9B, hybrid_override_pattern: 'M*X' }, ok), 'config.hybrid_override_pattern', '"M*X"');
+    expectInvalid(() => planMemory({ ...CONFIG_9B, hybrid_override_pattern: 'M*E' }, ok), 'config.n_routed_experts', 'required');
     const { mamba_num_heads: _dropped, ...noHeads } = CONFIG_9B;
     expectInvalid(() => planMemory(noHeads, ok), 'config.mamba_num_heads', 'required');
     expectInvalid(() => planMemory({ ...CONFIG_9B, mamba_n_groups: 4 }, ok), 'n_groups', 'mamba_n_groups', 'disagree');
@@ -317,5 +318,27 @@ describe('formatBytes and lines()', () => {
   it('is exported from the package index', () => {
     expect(index.planMemory).toBe(planMemory);
     expect(index.formatBytes).toBe(formatBytes);
+  });
+});
+
+describe('MoE configs (issue #19)', () => {
+  it('Nemotron 3 Nano 30B-A3B: 31.58 B parameters, 3.23 B active per token (NVIDIA: 31.6 B total, 3.2 B active without embeddings)', async () => {
+    const { NEMOTRON_3_NANO_30B_A3B, activeParameterCount, parameterCount } = await import('../lib/index.js');
+    expect(parameterCount(NEMOTRON_3_NANO_30B_A3B)).toBe(31_577_940_288);
+    expect(activeParameterCount(NEMOTRON_3_NANO_30B_A3B)).toBe(3_227_754_816);
+    const plan = planMemory(NEMOTRON_3_NANO_30B_A3B, { contextLength: 262144, maxSequences: 1 });
+    expect(plan.parameterCount).toBe(31_577_940_288);
+    // 23 Mamba layers of conv + SSM state, 6 attention layers of KV: the MoE layers hold no state
+    expect(plan.lines().join('\n')).toContain('23 Mamba layers');
+    expect(plan.lines().join('\n')).toContain('6 attention layers');
+  });
+
+  it('the layers_block_type form gives the same plan as the pattern', async () => {
+    const { NEMOTRON_3_NANO_30B_A3B } = await import('../lib/index.js');
+    const names: Record<string, string> = { M: 'mamba', E: 'moe', '*': 'attention' };
+    const { hybrid_override_pattern: pattern, ...rest } = NEMOTRON_3_NANO_30B_A3B;
+    const blocks = { ...rest, layers_block_type: [...pattern].map((c) => names[c]) };
+    const opts = { contextLength: 8192, maxSequences: 2 };
+    expect(planMemory(blocks, opts).total).toBe(planMemory(NEMOTRON_3_NANO_30B_A3B, opts).total);
   });
 });

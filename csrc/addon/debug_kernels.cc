@@ -8,6 +8,7 @@
 #include "addon/errors.h"
 #include "core/cpu_features.h"
 #include "core/dtype.h"
+#include "engine/forward.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul_quant_fast.h"
@@ -245,6 +246,30 @@ Napi::Value Relu2(const Napi::CallbackInfo& info) {
   return out(info.Env(), x);
 }
 
+// moeRoute(logits: Float32Array [T*E], bias: Float32Array [E], T, {nExperts, topK, nGroup, topkGroup,
+// normTopkProb, scaling}) -> {ids: Int32Array [T*topK], weights: Float32Array [T*topK]}
+Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = f32(info[0]);
+  auto bias = f32(info[1]);
+  const int64_t T = i64(info[2]);
+  Napi::Object o = info[3].As<Napi::Object>();
+  cpu::MoeRouting p{i64(o.Get("nExperts")), i64(o.Get("topK")), i64(o.Get("nGroup")), i64(o.Get("topkGroup")),
+                    o.Get("normTopkProb").As<Napi::Boolean>().Value(), static_cast<float>(f64(o.Get("scaling")))};
+  if (p.n_experts < 1 || p.top_k < 1 || p.n_group < 1 || p.n_experts % p.n_group != 0 ||
+      static_cast<int64_t>(logits.size()) != T * p.n_experts || static_cast<int64_t>(bias.size()) != p.n_experts)
+    throw Napi::RangeError::New(env, "moeRoute: bad sizes");
+  std::vector<int32_t> ids(static_cast<size_t>(T * p.top_k));
+  std::vector<float> w(static_cast<size_t>(T * p.top_k));
+  cpu::moe_route(ids.data(), w.data(), logits.data(), p.n_experts, bias.data(), T, p);
+  Napi::Object r = Napi::Object::New(env);
+  auto ia = Napi::Int32Array::New(env, ids.size());
+  std::copy(ids.begin(), ids.end(), ia.Data());
+  r.Set("ids", ia);
+  r.Set("weights", out(env, w));
+  return r;
+}
+
 // sample(logits, sampling, step, history?, nPrompt?) -> token id. `sampling` holds temperature, topK,
 // topP, minP, seed and optionally repetitionPenalty, presencePenalty, frequencyPenalty and logitBias
 // (an array of [id, bias] pairs or an object keyed by id); a missing field takes the SamplingParams
@@ -360,6 +385,11 @@ Napi::Object DebugKernels(Napi::Env env) {
   k.Set("ssmStateUpdate", Napi::Function::New<SsmStateUpdate>(env));
   k.Set("attentionGqa", Napi::Function::New<AttentionGqa>(env));
   k.Set("relu2", Napi::Function::New<Relu2>(env));
+  k.Set("moeRoute", Napi::Function::New<MoeRoute>(env));
+  // weightBytesRead() -> bytes of weight matrices read by all forward passes of the process (forward.h)
+  k.Set("weightBytesRead", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          return Napi::Number::New(info.Env(), static_cast<double>(weight_bytes_read()));
+        }));
   k.Set("sample", Napi::Function::New<Sample>(env));
   k.Set("setKernelPath", Napi::Function::New<SetKernelPath>(env));
   k.Set("kernelPath", Napi::Function::New<KernelPath>(env));

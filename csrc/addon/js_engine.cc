@@ -154,6 +154,16 @@ Napi::Value JsEngine::Info(const Napi::CallbackInfo& info) {
   }
   cfg.Set("eosTokenIds", eos);
   cfg.Set("torchDtype", c.torch_dtype);
+  if (c.n_routed_experts > 0) {  // MoE ('E') fields, only for models that have them
+    cfg.Set("nRoutedExperts", static_cast<double>(c.n_routed_experts));
+    cfg.Set("numExpertsPerTok", static_cast<double>(c.num_experts_per_tok));
+    cfg.Set("moeIntermediateSize", static_cast<double>(c.moe_intermediate_size));
+    cfg.Set("moeSharedExpertIntermediateSize", static_cast<double>(c.moe_shared_expert_intermediate_size));
+    cfg.Set("nGroup", static_cast<double>(c.n_group));
+    cfg.Set("topkGroup", static_cast<double>(c.topk_group));
+    cfg.Set("normTopkProb", c.norm_topk_prob);
+    cfg.Set("routedScalingFactor", c.routed_scaling_factor);
+  }
 
   Napi::Object out = Napi::Object::New(env);
   out.Set("config", cfg);

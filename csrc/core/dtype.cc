@@ -119,6 +119,9 @@ void convert_to_f32(float* dst, const void* src, DType dtype, size_t n) {
         dst[i] = f16_to_f32(h);
       }
       return;
+    case DType::F8_E4M3:
+      for (size_t i = 0; i < n; ++i) dst[i] = f8_e4m3_to_f32(p[i]);
+      return;
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_K:

@@ -8,7 +8,9 @@ namespace nemo {
 
 // Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) store a row as
 // blocks of `dtype_block_elems` values in `dtype_block_bytes` bytes; a row's length must be a multiple.
-enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K };
+// F8_E4M3 (ModelOpt FP8 checkpoints, safetensors "F8_E4M3") is a storage type of the loader only: the
+// binder converts such matrices to exact BF16 copies (model/weights.cc), so no kernel ever sees it.
+enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -20,11 +22,14 @@ inline const char* dtype_name(DType t) {
     case DType::Q4_K: return "Q4_K";
     case DType::Q5_K: return "Q5_K";
     case DType::Q6_K: return "Q6_K";
+    case DType::F8_E4M3: return "F8_E4M3";
   }
   return "?";
 }
 
-inline bool dtype_is_quantized(DType t) { return t != DType::F32 && t != DType::F16 && t != DType::BF16; }
+inline bool dtype_is_quantized(DType t) {
+  return t != DType::F32 && t != DType::F16 && t != DType::BF16 && t != DType::F8_E4M3;
+}
 
 // Values per block (1 for the plain float types).
 inline int64_t dtype_block_elems(DType t) {
@@ -45,6 +50,7 @@ inline int64_t dtype_block_bytes(DType t) {
     case DType::Q4_K: return 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
     case DType::Q5_K: return 176;  // as Q4_K plus 32 bytes of high bits
     case DType::Q6_K: return 210;  // 128 low nibbles, 64 high 2-bit, 16 int8 scales, f16 d
+    case DType::F8_E4M3: return 1;
   }
   return 4;
 }
@@ -54,8 +60,23 @@ inline size_t dtype_row_bytes(DType t, int64_t n) {
   return static_cast<size_t>(n / dtype_block_elems(t) * dtype_block_bytes(t));
 }
 
-// Element size of the plain float types (F32, F16, BF16) only.
-inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+// Element size of the plain float types (F32, F16, BF16, F8_E4M3) only.
+inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : t == DType::F8_E4M3 ? 1 : 2; }
+
+// OCP FP8 E4M3 (no infinities; 0x7f / 0xff are NaN; largest finite 448), as a float. Every E4M3 value is
+// exactly a BF16 value too (4 significant bits, exponents 2^-9 .. 2^8).
+inline float f8_e4m3_to_f32(uint8_t b) {
+  const int sign = b >> 7, e = (b >> 3) & 0xf, m = b & 7;
+  float v;
+  if (e == 0xf && m == 7) {
+    v = __builtin_nanf("");
+  } else if (e == 0) {
+    v = static_cast<float>(m) * (1.0f / 512.0f);  // subnormal: m * 2^-9
+  } else {
+    v = (1.0f + static_cast<float>(m) / 8.0f) * static_cast<float>(1 << e) / 128.0f;  // 2^(e-7)
+  }
+  return sign ? -v : v;
+}
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;

@@ -21,6 +21,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual int n_threads() const = 0;
+  // True when the ops' pointers are host memory the forward pass may read and write directly (the CPU
+  // backend). The MoE block routes tokens on the host and runs only on such a backend for now.
+  virtual bool host_memory() const { return false; }
 
   // ---- memory ------------------------------------------------------------------------------------
   virtual Status prepare_weights(ModelWeights* weights) = 0;  // make weights usable by the ops

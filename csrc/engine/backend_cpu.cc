@@ -16,6 +16,7 @@ class CpuBackend final : public Backend {
   CpuBackend(int n_threads, cpu::MatmulPrecision precision) : pool_(n_threads), precision_(precision) {}
 
   const char* name() const override { return "cpu"; }
+  bool host_memory() const override { return true; }
   int n_threads() const override { return pool_.size(); }
 
   Status prepare_weights(ModelWeights*) override { return Status::Ok(); }  // mmapped host memory

@@ -7,6 +7,7 @@
 #include "engine/forward.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace nemo {
 
@@ -14,13 +15,25 @@ Workspace::Workspace(Backend* backend, const NemotronHConfig& config, int64_t ma
     : backend_(backend), config_(config), max_rows_(max_rows) {}
 
 Workspace::~Workspace() {
-  for (float* p : {h, u, proj, conv, mix, out, logits}) if (p) backend_->free(p);
+  for (float* p : {h, u, proj, conv, mix, out, logits, moe_x, moe_y, moe_acc}) if (p) backend_->free(p);
 }
 
 Status Workspace::init() {
   const NemotronHConfig& c = config_;
-  proj_ld = std::max({c.in_proj_dim(), c.q_dim() + 2 * c.kv_dim(), c.intermediate_size});
+  proj_ld = std::max({c.in_proj_dim(), c.q_dim() + 2 * c.kv_dim(), c.intermediate_size, c.n_routed_experts,
+                      c.moe_intermediate_size, c.moe_shared_expert_intermediate_size});
   const int64_t R = max_rows_;
+  if (std::find(c.layers.begin(), c.layers.end(), BlockKind::kMoe) != c.layers.end()) {
+    moe_x = backend_->alloc(R * c.hidden_size);
+    moe_y = backend_->alloc(R * c.hidden_size);
+    moe_acc = backend_->alloc(R * c.hidden_size);
+    if (!moe_x || !moe_y || !moe_acc)
+      return Status(StatusCode::kOutOfMemory, "cannot allocate the MoE activation workspace");
+    moe_ids.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0);
+    moe_w.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0.0f);
+    moe_rows.reserve(static_cast<size_t>(R));
+    moe_row_w.reserve(static_cast<size_t>(R));
+  }
   h = backend_->alloc(R * c.hidden_size);
   u = backend_->alloc(R * c.hidden_size);
   proj = backend_->alloc(R * proj_ld);
@@ -35,6 +48,28 @@ Status Workspace::init() {
 }
 
 namespace {
+
+std::atomic<int64_t> g_weight_bytes_read{0};
+
+// Every weight product of the forward pass goes through here, so the bytes of weights it reads are
+// counted (weight_bytes_read in forward.h): a decode step's memory traffic, and the proof that an MoE
+// step reads only the experts its tokens chose.
+inline void mm(Backend& be, float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+               cpu::MatmulInput input = cpu::MatmulInput::kPlain) {
+  g_weight_bytes_read.fetch_add(static_cast<int64_t>(dtype_row_bytes(w.dtype, w.cols)) * w.rows,
+                                std::memory_order_relaxed);
+  be.matmul(y, ldy, x, ldx, w, T, input);
+  if (w.scaled()) {  // FP8 weights (weights.h MatrixView::scale): host memory only, checked in forward()
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = y + t * ldy;
+      if (w.row_scales) {
+        for (int64_t n = 0; n < w.rows; ++n) row[n] *= w.row_scales[n];
+      } else {
+        for (int64_t n = 0; n < w.rows; ++n) row[n] *= w.scale;
+      }
+    }
+  }
+}
 
 // Where the ops read a small f32 weight vector: its device copy when the backend made one.
 inline const float* vec(const std::vector<float>& host, const float* dev) { return dev ? dev : host.data(); }
@@ -53,7 +88,7 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t d_inner = cfg.d_inner(), conv_dim = cfg.conv_dim(), ld = c.ws.proj_ld;
   const int64_t GN = cfg.n_groups * cfg.ssm_state_size;
-  c.be.matmul(c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
+  mm(c.be, c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
               cpu::MatmulInput::kPlain);
   const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
                           cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
@@ -82,7 +117,7 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
   c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, vec(w.norm_w, w.norm_w_dev), c.rows, d_inner,
                              d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
               cpu::MatmulInput::kPlain);
 }
 
@@ -93,9 +128,9 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
   float* q = c.ws.proj;            // [R, q_dim]   (row stride ld)
   float* k = c.ws.proj + q_dim;    // [R, kv_dim]
   float* v = k + kv_dim;           // [R, kv_dim]
-  c.be.matmul(q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
-  c.be.matmul(k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
-  c.be.matmul(v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
@@ -104,7 +139,7 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
     c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kv, past, T,
                        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
   }
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
               cpu::MatmulInput::kPlain);
 }
 
@@ -112,13 +147,62 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
 void mlp_block(Ctx& c, const MlpWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t inter = cfg.intermediate_size;
-  c.be.matmul(c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
+  mm(c.be, c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
               cpu::MatmulInput::kPlain);
-  c.be.matmul(c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
+  mm(c.be, c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
               cpu::MatmulInput::kRelu2);
 }
 
+// Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
+// relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits.
+// Tokens are grouped by expert, so each selected expert's weights are read once per step for all the
+// rows that chose it, and experts nobody chose are not read at all. Each row's routed sum is accumulated
+// in ascending expert order whatever the batch holds, and matmul is batch invariant, so a sequence's
+// result does not depend on the other rows of the batch.
+void moe_block(Ctx& c, const MoeWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  Workspace& ws = c.ws;
+  const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
+  const int64_t I = cfg.moe_intermediate_size;
+  // Router logits [R, E] in f32 (the router matrix is an f32 copy, so both precisions compute it exactly).
+  mm(c.be, ws.proj, E, ws.u, H, w.router, R, cpu::MatmulInput::kPlain);
+  const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
+                           static_cast<float>(cfg.routed_scaling_factor)};
+  cpu::moe_route(ws.moe_ids.data(), ws.moe_w.data(), ws.proj, E, w.score_bias.data(), R, rp);
+
+  // Routed experts, in ascending expert order, into moe_acc.
+  c.be.zero(ws.moe_acc, static_cast<size_t>(R * H));
+  for (int64_t e = 0; e < E; ++e) {
+    ws.moe_rows.clear();
+    ws.moe_row_w.clear();
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t k = 0; k < K; ++k)
+        if (ws.moe_ids[r * K + k] == e) {
+          ws.moe_rows.push_back(static_cast<int32_t>(r));
+          ws.moe_row_w.push_back(ws.moe_w[r * K + k]);
+        }
+    const int64_t n = static_cast<int64_t>(ws.moe_rows.size());
+    if (n == 0) continue;
+    for (int64_t j = 0; j < n; ++j) c.be.copy(ws.moe_x + j * H, ws.u + ws.moe_rows[j] * H, H);
+    mm(c.be, ws.proj, I, ws.moe_x, H, w.up[e], n, cpu::MatmulInput::kPlain);
+    mm(c.be, ws.moe_y, H, ws.proj, I, w.down[e], n, cpu::MatmulInput::kRelu2);
+    cpu::moe_scatter_add(ws.moe_acc, ws.moe_y, ws.moe_rows.data(), ws.moe_row_w.data(), n, H);
+  }
+
+  // Shared expert on every row, then out = shared + routed (HF: routed + shared; the same sum).
+  if (cfg.has_shared_expert()) {
+    const int64_t S = cfg.moe_shared_expert_intermediate_size;
+    mm(c.be, ws.proj, S, ws.u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
+    mm(c.be, ws.out, H, ws.proj, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
+    c.be.add_inplace(ws.out, ws.moe_acc, R * H);
+  } else {
+    c.be.copy(ws.out, ws.moe_acc, static_cast<size_t>(R * H));
+  }
+}
+
 }  // namespace
+
+int64_t weight_bytes_read() { return g_weight_bytes_read.load(std::memory_order_relaxed); }
 
 Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeights& weights,
                Workspace& ws, const std::vector<BatchItem>& items, float* logits_host) {
@@ -131,6 +215,13 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   if (c.rows > ws.max_rows()) {
     return Status(StatusCode::kInternal, "forward: batch larger than the workspace");
   }
+  if (!backend.host_memory() &&
+      std::find(config.layers.begin(), config.layers.end(), BlockKind::kMoe) != config.layers.end())
+    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E') run on the CPU backend only; the ") +
+                                                     backend.name() + " backend has no MoE kernels yet");
+  if (!backend.host_memory() && weights.has_scaled_matrices)
+    return Status(StatusCode::kUnsupportedModel, std::string("FP8 weights run on the CPU backend only; the ") +
+                                                     backend.name() + " backend does not apply their scales");
   const int64_t hidden = config.hidden_size;
   const float eps = static_cast<float>(config.layer_norm_epsilon);
   // A pure decode pass (one token per item) may be recorded and replayed by the backend (backend.h).
@@ -149,6 +240,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
       case BlockKind::kMamba: mamba_block(c, l, lw.mamba); break;
       case BlockKind::kAttention: attention_block(c, l, lw.attn); break;
       case BlockKind::kMlp: mlp_block(c, lw.mlp); break;
+      case BlockKind::kMoe: moe_block(c, lw.moe); break;
     }
     backend.add_inplace(ws.h, ws.out, c.rows * hidden);  // residual
   }
@@ -172,7 +264,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
     const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
-    backend.matmul(ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
+    mm(backend, ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
                    cpu::MatmulInput::kPlain);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }

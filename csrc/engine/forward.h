@@ -39,12 +39,26 @@ class Workspace {
   float* out = nullptr;     // [R, hidden]       block output before the residual add
   float* logits = nullptr;  // [kLogitRows, vocab]
   int64_t proj_ld = 0;
+  // MoE blocks only (allocated when the pattern has an 'E'): rows gathered for one expert, that
+  // expert's output, and the routed sum; routing results and per-expert row lists live on the host.
+  float* moe_x = nullptr;    // [R, hidden]
+  float* moe_y = nullptr;    // [R, hidden]
+  float* moe_acc = nullptr;  // [R, hidden]
+  std::vector<int32_t> moe_ids;    // [R, top_k]
+  std::vector<float> moe_w;        // [R, top_k]
+  std::vector<int32_t> moe_rows;   // rows of the current expert
+  std::vector<float> moe_row_w;    // their routing weights
 
  private:
   Backend* backend_;
   const NemotronHConfig& config_;
   int64_t max_rows_;
 };
+
+// Bytes of weight matrices read by every forward pass of the process so far (each product counts its
+// whole matrix once; the small f32 vectors are not counted). bench/ divides its growth by the tokens
+// decoded to report the bytes read per token.
+int64_t weight_bytes_read();
 
 // Runs the items' tokens through the model, updates each sequence's state, and writes the requested
 // logits to `logits_host` row by row in item order (none, the last or all positions, per item).

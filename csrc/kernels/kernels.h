@@ -115,6 +115,29 @@ void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float*
 void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past,
                    int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, ThreadPool& pool);
 
+// ---- mixture of experts (HF NemotronHMoE.route_tokens_to_experts) ------------------------------------
+struct MoeRouting {
+  int64_t n_experts;    // E (n_routed_experts)
+  int64_t top_k;        // num_experts_per_tok
+  int64_t n_group;      // expert groups (E / n_group experts each, consecutive)
+  int64_t topk_group;   // groups a token may use
+  bool norm_topk_prob;  // divide the k weights by their sum (+ 1e-20)
+  float scaling;        // routed_scaling_factor, applied last
+};
+
+// Routes T tokens from their router logits [T, E] (row stride ld), all in f32 as HF does:
+//   s = sigmoid(logit); c = s + bias                          (bias: e_score_correction_bias)
+//   group score = sum of the 2 largest c in the group; keep the topk_group best groups (n_group > 1)
+//   ids = the top_k largest c among the kept groups' experts
+//   w = s[ids] (the bias selects but does not weigh); if norm: w /= (Σw + 1e-20); w *= scaling
+// Ties are broken toward the lower index (group or expert), so the result is deterministic. ids and
+// weights: [T, top_k], each row in descending order of c.
+void moe_route(int32_t* ids, float* weights, const float* logits, int64_t ld, const float* bias, int64_t T,
+               const MoeRouting& p);
+
+// acc[rows[j], :] += w[j] * y[j, :] for j < n (y: [n, C] contiguous, acc row stride C).
+void moe_scatter_add(float* acc, const float* y, const int32_t* rows, const float* w, int64_t n, int64_t C);
+
 // ---- MLP and elementwise -------------------------------------------------------------------------
 // x = relu(x)², in place (the Nemotron-H MLP activation; the MLP is down(relu2(up(u)))).
 void relu2(float* x, int64_t n);

@@ -194,13 +194,10 @@ Status check_pattern(const std::string& pattern) {
   if (pattern.empty()) return invalid("hybrid_override_pattern is empty; the model needs at least one layer");
   for (size_t i = 0; i < pattern.size(); ++i) {
     const char c = pattern[i];
-    if (c == 'M' || c == '*' || c == '-') continue;
-    if (c == 'E')
-      return unsupported("hybrid_override_pattern has 'E' at position " + std::to_string(i) +
-                         ": MoE blocks ('E', Nemotron-3) are not supported");
+    if (c == 'M' || c == '*' || c == '-' || c == 'E') continue;
     return unsupported("hybrid_override_pattern has unknown block kind " + char_for_message(c) +
                        " at position " + std::to_string(i) +
-                       " (supported: 'M' Mamba-2, '*' attention, '-' MLP)");
+                       " (supported: 'M' Mamba-2, '*' attention, '-' MLP, 'E' mixture of experts)");
   }
   return Status::Ok();
 }
@@ -224,15 +221,73 @@ Status pattern_from_block_types(const JsonValue& list, std::string* out) {
     } else if (s == "mlp") {
       p += '-';
     } else if (s == "moe") {
-      return unsupported("layers_block_type[" + std::to_string(i) +
-                         "] is \"moe\": MoE blocks ('E', Nemotron-3) are not supported");
+      p += 'E';
     } else {
       return unsupported("layers_block_type[" + std::to_string(i) + "] is \"" + s +
                          "\", an unknown block kind (supported: mamba/linear_attention, "
-                         "attention/full_attention, mlp)");
+                         "attention/full_attention, mlp, moe)");
     }
   }
   *out = std::move(p);
+  return Status::Ok();
+}
+
+// The MoE fields (HF NemotronHConfig: n_routed_experts, num_experts_per_tok, moe_intermediate_size,
+// moe_shared_expert_intermediate_size, n_shared_experts, n_group, topk_group, norm_topk_prob,
+// routed_scaling_factor, moe_latent_size). Required sizes only when the pattern has an 'E'; present
+// fields are always checked.
+Status read_moe(const Reader& r, bool has_moe, NemotronHConfig* c) {
+  NEMO_RETURN_IF_ERROR(r.read_int("n_routed_experts", nullptr, has_moe, 1, &c->n_routed_experts));
+  NEMO_RETURN_IF_ERROR(r.read_int("num_experts_per_tok", nullptr, has_moe, 1, &c->num_experts_per_tok));
+  NEMO_RETURN_IF_ERROR(r.read_int("moe_intermediate_size", nullptr, has_moe, 1, &c->moe_intermediate_size));
+  // HF's NemotronHMoE builds one shared expert, moe_shared_expert_intermediate_size wide, whatever
+  // n_shared_experts says (Megatron's shared width already counts them all); 0 here means none.
+  int64_t n_shared = 1;
+  NEMO_RETURN_IF_ERROR(r.read_int("n_shared_experts", nullptr, false, 0, &n_shared));
+  // 0 (a shared expert of no width) is accepted as no shared expert
+  NEMO_RETURN_IF_ERROR(r.read_int("moe_shared_expert_intermediate_size", nullptr, has_moe && n_shared > 0, 0,
+                                  &c->moe_shared_expert_intermediate_size));
+  if (n_shared == 0) c->moe_shared_expert_intermediate_size = 0;
+  NEMO_RETURN_IF_ERROR(r.read_int("n_group", nullptr, false, 1, &c->n_group));
+  NEMO_RETURN_IF_ERROR(r.read_int("topk_group", nullptr, false, 1, &c->topk_group));
+  NEMO_RETURN_IF_ERROR(r.read_bool("norm_topk_prob", &c->norm_topk_prob));
+  Field sf;
+  NEMO_RETURN_IF_ERROR(r.lookup("routed_scaling_factor", nullptr, &sf));
+  if (sf.value != nullptr) {
+    if (!sf.value->is_number() || !std::isfinite(sf.value->number_value()) || sf.value->number_value() <= 0.0)
+      return invalid("field 'routed_scaling_factor' must be a positive finite number, found " +
+                     Reader::type_and_value(*sf.value));
+    c->routed_scaling_factor = sf.value->number_value();
+  }
+  Field latent;
+  NEMO_RETURN_IF_ERROR(r.lookup("moe_latent_size", nullptr, &latent));
+  if (latent.value != nullptr)
+    return unsupported("field 'moe_latent_size' is " + Reader::type_and_value(*latent.value) +
+                       ": latent MoE projections (fc1_latent_proj / fc2_latent_proj, Nemotron-3 Super) are not "
+                       "supported");
+  Field scoring;
+  NEMO_RETURN_IF_ERROR(r.lookup("scoring_func", nullptr, &scoring));
+  if (scoring.value != nullptr && !(scoring.value->is_string() && scoring.value->string_value() == "sigmoid"))
+    return unsupported("field 'scoring_func' is " + Reader::type_and_value(*scoring.value) +
+                       "; Nemotron-H MoE routing is \"sigmoid\" only");
+  if (!has_moe) return Status::Ok();
+  const std::string E = std::to_string(c->n_routed_experts);
+  if (c->num_experts_per_tok > c->n_routed_experts)
+    return invalid("num_experts_per_tok (" + std::to_string(c->num_experts_per_tok) +
+                   ") is larger than n_routed_experts (" + E + ")");
+  if (c->n_routed_experts % c->n_group != 0)
+    return invalid("n_routed_experts (" + E + ") is not divisible by n_group (" + std::to_string(c->n_group) + ")");
+  if (c->topk_group > c->n_group)
+    return invalid("topk_group (" + std::to_string(c->topk_group) + ") is larger than n_group (" +
+                   std::to_string(c->n_group) + ")");
+  const int64_t per_group = c->n_routed_experts / c->n_group;
+  if (c->n_group > 1 && per_group < 2)
+    return invalid("n_group (" + std::to_string(c->n_group) + ") leaves " + std::to_string(per_group) +
+                   " expert per group; group scores are the sum of each group's top 2 experts");
+  if (c->num_experts_per_tok > c->topk_group * per_group)
+    return invalid("num_experts_per_tok (" + std::to_string(c->num_experts_per_tok) + ") is larger than the " +
+                   std::to_string(c->topk_group * per_group) + " experts of the topk_group (" +
+                   std::to_string(c->topk_group) + ") groups a token may use");
   return Status::Ok();
 }
 
@@ -314,6 +369,7 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
   const bool has_mamba = p.find('M') != std::string::npos;
   const bool has_attn = p.find('*') != std::string::npos;
   const bool has_mlp = p.find('-') != std::string::npos;
+  const bool has_moe = p.find('E') != std::string::npos;
 
   Field nl;
   NEMO_RETURN_IF_ERROR(r.lookup("num_hidden_layers", nullptr, &nl));
@@ -441,6 +497,25 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
                          "' is true: this engine runs no biases on those projections (none of NVIDIA's "
                          "Nemotron-H checkpoints has them)");
   }
+
+  // --- quantization: ModelOpt FP8 (E4M3 weights with scales) only ---
+  Field quant;
+  NEMO_RETURN_IF_ERROR(r.lookup("quantization_config", nullptr, &quant));
+  if (quant.value != nullptr) {
+    if (!quant.value->is_object())
+      return invalid("field 'quantization_config' must be an object, found " + Reader::type_and_value(*quant.value));
+    const JsonValue* method = quant.value->find("quant_method");
+    const JsonValue* algo = quant.value->find("quant_algo");
+    const bool modelopt = method != nullptr && method->is_string() && method->string_value() == "modelopt";
+    const bool fp8 = algo != nullptr && algo->is_string() && algo->string_value() == "FP8";
+    if (!modelopt || !fp8)
+      return unsupported("quantization_config has quant_method " + (method ? describe(*method) : std::string("(none)")) +
+                         " and quant_algo " + (algo ? describe(*algo) : std::string("(none)")) +
+                         "; this engine reads ModelOpt FP8 (\"modelopt\", \"FP8\") checkpoints only (or GGUF files)");
+  }
+
+  // --- mixture of experts (HF NemotronHMoE); see read_moe ---
+  NEMO_RETURN_IF_ERROR(read_moe(r, has_moe, &c));
 
   // --- consistency ---
   if (has_mamba && c.mamba_num_heads % c.n_groups != 0)

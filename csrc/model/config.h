@@ -9,7 +9,7 @@
 
 namespace nemo {
 
-enum class BlockKind : char { kMamba = 'M', kAttention = '*', kMlp = '-' };
+enum class BlockKind : char { kMamba = 'M', kAttention = '*', kMlp = '-', kMoe = 'E' };
 
 struct NemotronHConfig {
   std::string architecture;          // "NemotronHForCausalLM"
@@ -37,6 +37,18 @@ struct NemotronHConfig {
   std::vector<int64_t> eos_token_ids;
   std::string torch_dtype;
 
+  // Mixture-of-experts blocks ('E', Nemotron-3; HF NemotronHMoE / NemotronHTopkRouter). Used only when
+  // the pattern has an 'E'.
+  int64_t n_routed_experts = 0;
+  int64_t num_experts_per_tok = 0;                    // top-k
+  int64_t moe_intermediate_size = 0;                  // each routed expert's width
+  int64_t moe_shared_expert_intermediate_size = 0;    // the shared expert's width (0: no shared expert)
+  int64_t n_group = 1;                                // expert groups for group-limited routing
+  int64_t topk_group = 1;                             // groups kept per token
+  bool norm_topk_prob = true;                         // renormalise the top-k weights to sum 1
+  double routed_scaling_factor = 1.0;                 // applied to the routed weights
+  bool has_shared_expert() const { return moe_shared_expert_intermediate_size > 0; }
+
   // Derived (architecture.md §1.2).
   int64_t d_inner() const { return mamba_num_heads * mamba_head_dim; }
   int64_t conv_dim() const { return d_inner() + 2 * n_groups * ssm_state_size; }
@@ -47,8 +59,9 @@ struct NemotronHConfig {
 };
 
 // Parses config.json text (which may hold the bare JSON tokens Infinity/NaN, as HF writes them).
-// Accepts the legacy key aliases; rejects other architectures, unknown pattern characters and the
-// MoE block 'E' with kUnsupportedModel; inconsistent sizes with kInvalidConfig.
+// Accepts the legacy key aliases and the newer `layers_block_type` list; rejects other architectures,
+// unknown block kinds and MoE features not implemented (latent MoE projections, non-sigmoid routing)
+// with kUnsupportedModel; inconsistent sizes with kInvalidConfig.
 Status parse_config(const std::string& json_text, NemotronHConfig* out);
 
 }  // namespace nemo

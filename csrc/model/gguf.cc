@@ -508,12 +508,13 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
     return Status(StatusCode::kInvalidConfig, label + ": GGUF metadata: 'general.architecture' must be a string, found a " +
                                                   Meta::describe(*arch_v));
   const std::string& arch = arch_v->s;
-  if (arch != "nemotron_h") {
+  if (arch != "nemotron_h" && arch != "nemotron_h_moe") {
     std::string why = "general.architecture is " + quote(arch) +
-                      "; only \"nemotron_h\" (Nemotron-H / Nemotron Nano 2) is supported";
-    if (arch == "nemotron_h_moe") why += " (the MoE variant, Nemotron-3, is not)";
+                      "; only \"nemotron_h\" (Nemotron-H / Nemotron Nano 2) and \"nemotron_h_moe\" (Nemotron-3) "
+                      "are supported";
     return Status(StatusCode::kUnsupportedModel, label + ": " + why);
   }
+  const bool moe_arch = arch == "nemotron_h_moe";
   const Meta m(file, label, arch);
   NemotronHConfig c;
   c.architecture = "NemotronHForCausalLM";
@@ -525,11 +526,24 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
   std::vector<int64_t> ff, kvh, qh;
   NEMO_RETURN_IF_ERROR(m.per_layer("feed_forward_length", n_layers, &ff));
   NEMO_RETURN_IF_ERROR(m.per_layer("attention.head_count_kv", n_layers, &kvh));
-  std::vector<bool> is_m(n_layers), is_a(n_layers), is_f(n_layers);
+  // Multi-token-prediction blocks (the converter appends them after the model's layers and counts them
+  // in block_count): plain decoding does not run them, so they are dropped, as llama.cpp does.
+  int64_t nextn = 0;
+  NEMO_RETURN_IF_ERROR(m.integer("nextn_predict_layers", false, 0, &nextn));
+  if (nextn >= n_layers)
+    return m.invalid("'" + m.key("nextn_predict_layers") + "' (" + num(nextn) + ") leaves no layers of the " +
+                     num(n_layers) + " in block_count");
+  n_layers -= nextn;
+  ff.resize(static_cast<size_t>(n_layers));
+  kvh.resize(static_cast<size_t>(n_layers));
+  std::vector<bool> is_m(n_layers), is_a(n_layers), is_f(n_layers), is_e(n_layers);
   for (int64_t i = 0; i < n_layers; ++i) {
     const size_t k = static_cast<size_t>(i);
-    // As llama.cpp: recurrent when neither attention heads nor an FFN; attention when no FFN.
-    BlockKind kind = kvh[k] == 0 && ff[k] == 0 ? BlockKind::kMamba : ff[k] == 0 ? BlockKind::kAttention : BlockKind::kMlp;
+    // As llama.cpp: recurrent when neither attention heads nor an FFN; attention when no FFN; the FFN
+    // layers of nemotron_h_moe are all mixture-of-experts blocks.
+    const BlockKind ffn = moe_arch ? BlockKind::kMoe : BlockKind::kMlp;
+    BlockKind kind = kvh[k] == 0 && ff[k] == 0 ? BlockKind::kMamba : ff[k] == 0 ? BlockKind::kAttention : ffn;
+    is_e[k] = kind == BlockKind::kMoe;
     c.layers.push_back(kind);
     c.hybrid_override_pattern += static_cast<char>(kind);
     is_m[k] = kind == BlockKind::kMamba;
@@ -538,6 +552,7 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
   }
   const bool has_m = std::find(is_m.begin(), is_m.end(), true) != is_m.end();
   const bool has_a = std::find(is_a.begin(), is_a.end(), true) != is_a.end();
+  const bool has_e = std::find(is_e.begin(), is_e.end(), true) != is_e.end();
 
   // --- sizes ---
   NEMO_RETURN_IF_ERROR(m.integer("embedding_length", true, 1, &c.hidden_size));
@@ -578,6 +593,47 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
     if (c.mamba_num_heads % c.n_groups != 0)
       return m.invalid("the SSM head count ('" + m.key("ssm.time_step_rank") + "' = " + num(c.mamba_num_heads) +
                        ") is not divisible by '" + m.key("ssm.group_count") + "' (" + num(c.n_groups) + ")");
+  }
+  if (has_e) {
+    // llama.cpp's keys (LLM_KV_EXPERT_*), as convert_hf_to_gguf.py's NemotronHModel writes them.
+    NEMO_RETURN_IF_ERROR(m.integer("expert_count", true, 1, &c.n_routed_experts));
+    NEMO_RETURN_IF_ERROR(m.integer("expert_used_count", true, 1, &c.num_experts_per_tok));
+    bool eff_found = false;
+    NEMO_RETURN_IF_ERROR(m.integer("expert_feed_forward_length", false, 1, &c.moe_intermediate_size, &eff_found));
+    if (!eff_found) NEMO_RETURN_IF_ERROR(uniform(m, "feed_forward_length", ff, is_e, "MoE", &c.moe_intermediate_size));
+    int64_t n_shared = 1;
+    NEMO_RETURN_IF_ERROR(m.integer("expert_shared_count", false, 0, &n_shared));
+    // one shared MLP, expert_shared_feed_forward_length wide, however many it counts (as HF and llama.cpp)
+    if (n_shared >= 1)
+      NEMO_RETURN_IF_ERROR(m.integer("expert_shared_feed_forward_length", true, 1,
+                                     &c.moe_shared_expert_intermediate_size));
+    NEMO_RETURN_IF_ERROR(m.integer("expert_group_count", false, 1, &c.n_group));
+    bool gu_found = false;
+    NEMO_RETURN_IF_ERROR(m.integer("expert_group_used_count", false, 1, &c.topk_group, &gu_found));
+    if (!gu_found) c.topk_group = c.n_group;  // no group limit recorded: every group may be used
+    if (const GgufValue* v = m.find("expert_weights_norm")) {
+      if (v->type != GgufValueType::kBool) return m.invalid("'" + m.key("expert_weights_norm") + "' must be a bool");
+      c.norm_topk_prob = v->i != 0;
+    } else {
+      c.norm_topk_prob = false;  // llama.cpp's default when the key is absent
+    }
+    double scale = 0.0;
+    bool scale_found = false;
+    NEMO_RETURN_IF_ERROR(m.number(m.key("expert_weights_scale"), &scale, &scale_found));
+    c.routed_scaling_factor = scale_found && scale != 0.0 ? scale : 1.0;  // llama.cpp: 0 means no scaling
+    if (!std::isfinite(c.routed_scaling_factor) || c.routed_scaling_factor < 0.0)
+      return m.invalid("'" + m.key("expert_weights_scale") + "' must be a finite non-negative number");
+    if (const GgufValue* v = m.find("expert_gating_func"); v != nullptr && !(v->is_number() && v->i == 2))
+      return m.unsupported("'" + m.key("expert_gating_func") + "' is not 2 (sigmoid); Nemotron-H routes by sigmoid");
+    if (const GgufValue* v = m.find("moe_latent_size"); v != nullptr && !(v->is_number() && v->i == 0))
+      return m.unsupported("'" + m.key("moe_latent_size") +
+                           "' is set: latent MoE projections (ffn_latent_down/up, Nemotron-3 Super) are not supported");
+    const int64_t E = c.n_routed_experts, per = E / std::max<int64_t>(c.n_group, 1);
+    if (c.num_experts_per_tok > E || E % c.n_group != 0 || c.topk_group > c.n_group ||
+        (c.n_group > 1 && per < 2) || c.num_experts_per_tok > c.topk_group * per)
+      return m.invalid("expert_count " + num(E) + ", expert_used_count " + num(c.num_experts_per_tok) +
+                       ", expert_group_count " + num(c.n_group) + " and expert_group_used_count " +
+                       num(c.topk_group) + " are inconsistent");
   }
   c.chunk_size = 128;  // GGUF stores none; it only changes how the scan is cut, not the model
 
@@ -749,8 +805,24 @@ const char* kind_name(BlockKind k) {
     case BlockKind::kMamba: return "Mamba-2";
     case BlockKind::kAttention: return "attention";
     case BlockKind::kMlp: return "MLP";
+    case BlockKind::kMoe: return "MoE";
   }
   return "?";
+}
+
+// E consecutive [rows, cols] matrices of a ggml {cols, rows, E} tensor (llama.cpp's *_exps), viewed in place.
+Status expert_slices(GgufBinder* b, const std::string& name, int64_t E, int64_t rows, int64_t cols,
+                     const std::string& why, const std::string& note, std::vector<MatrixView>* out) {
+  const GgufTensor* t = nullptr;
+  NEMO_RETURN_IF_ERROR(b->find(name, note, &t));
+  NEMO_RETURN_IF_ERROR(b->check_shape(*t, {{cols, rows, E}}, why));
+  const size_t stride = dtype_row_bytes(t->dtype, cols) * static_cast<size_t>(rows);
+  out->resize(static_cast<size_t>(E));
+  for (int64_t e = 0; e < E; ++e)
+    (*out)[static_cast<size_t>(e)] =
+        MatrixView{static_cast<const uint8_t*>(t->data) + static_cast<size_t>(e) * stride, t->dtype, rows, cols};
+  b->count(*t);
+  return Status::Ok();
 }
 
 Status bind_layer(GgufBinder* b, const NemotronHConfig& c, int64_t i, LayerWeights* L) {
@@ -810,6 +882,22 @@ Status bind_layer(GgufBinder* b, const NemotronHConfig& c, int64_t i, LayerWeigh
       NEMO_RETURN_IF_ERROR(b->matrix(pre + "ffn_down.weight", H, c.intermediate_size, sI + ", " + sH, note, &p.down_proj));
       break;
     }
+    case BlockKind::kMoe: {
+      MoeWeights& w = L->moe;
+      const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size, S = c.moe_shared_expert_intermediate_size;
+      const std::string sE = "expert_count = " + num(E), sI = "expert_feed_forward_length = " + num(I);
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "ffn_gate_inp.weight", {{H, E}}, sH + ", " + sE, note, &w.router_w));
+      w.router = MatrixView{w.router_w.data(), DType::F32, E, H};
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "exp_probs_b.bias", {{E}}, sE, note, &w.score_bias));
+      NEMO_RETURN_IF_ERROR(expert_slices(b, pre + "ffn_up_exps.weight", E, I, H, sH + ", " + sI + ", " + sE, note, &w.up));
+      NEMO_RETURN_IF_ERROR(expert_slices(b, pre + "ffn_down_exps.weight", E, H, I, sI + ", " + sH + ", " + sE, note, &w.down));
+      if (c.has_shared_expert()) {
+        const std::string sS = "expert_shared_feed_forward_length = " + num(S);
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "ffn_up_shexp.weight", S, H, sH + ", " + sS, note, &w.shared_up));
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "ffn_down_shexp.weight", H, S, sS + ", " + sH, note, &w.shared_down));
+      }
+      break;
+    }
   }
   return Status::Ok();
 }
@@ -828,7 +916,21 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& name) {
              ") by head_count_kv/feed_forward_length, which has no such tensor";
     }
   }
-  return "not part of a nemotron_h model";
+  return "not part of a nemotron_h / nemotron_h_moe model";
+}
+
+// A tensor of a multi-token-prediction block (blk.N with N past the layers the model runs; see
+// nextn_predict_layers in gguf_config), which plain decoding ignores.
+bool mtp_tensor(const GgufFile& f, const NemotronHConfig& c, const std::string& name) {
+  const GgufValue* v = f.find("general.architecture");
+  if (v == nullptr) return false;
+  const GgufValue* n = f.find(v->s + ".nextn_predict_layers");
+  if (n == nullptr || !n->is_number() || n->i <= 0 || name.compare(0, 4, "blk.") != 0) return false;
+  size_t i = 4;
+  int64_t layer = 0;
+  while (i < name.size() && name[i] >= '0' && name[i] <= '9' && layer < (int64_t{1} << 40))
+    layer = layer * 10 + (name[i++] - '0');
+  return i > 4 && i < name.size() && name[i] == '.' && layer >= c.num_layers() && layer < c.num_layers() + n->i;
 }
 
 }  // namespace
@@ -860,7 +962,7 @@ Status load_gguf(const std::string& path, NemotronHConfig* config, ModelWeights*
   // Anything left over is an error (a tensor of an unsupported type first: it names the real problem).
   std::vector<std::string> extras;
   for (const auto& kv : b.all())
-    if (!b.used(kv.first)) extras.push_back(kv.first);
+    if (!b.used(kv.first) && !mtp_tensor(g, cfg, kv.first)) extras.push_back(kv.first);
   if (!extras.empty()) {
     std::sort(extras.begin(), extras.end());
     for (const std::string& e : extras)

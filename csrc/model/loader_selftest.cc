@@ -723,7 +723,7 @@ void test_config(const Golden& g) {
   struct Case { const char* name; std::string text; StatusCode code; };
   const StatusCode kIC = StatusCode::kInvalidConfig, kUM = StatusCode::kUnsupportedModel;
   const std::vector<Case> cases = {
-      {"'E' in pattern", config_with(g, "hybrid_override_pattern", "\"M-ME*-M*\""), kUM},
+      {"'E' in pattern without n_routed_experts", config_with(g, "hybrid_override_pattern", "\"M-ME*-M*\""), kIC},
       {"unknown pattern char", config_with(g, "hybrid_override_pattern", "\"M-M|*-M*\""), kUM},
       {"other architecture", config_with(g, "architectures", "[\"LlamaForCausalLM\"]"), kUM},
       {"architectures not a list", config_with(g, "architectures", "\"NemotronHForCausalLM\""), kIC},
@@ -745,9 +745,9 @@ void test_config(const Golden& g) {
       {"time_step_limit 3 items", config_with(g, "time_step_limit", "[0, 1, 2]"), kIC},
       {"use_conv_bias is a string", config_with(g, "use_conv_bias", "\"yes\""), kIC},
       {"eos_token_id list with string", config_with(g, "eos_token_id", "[2, \"x\"]"), kIC},
-      {"layers_block_type with moe",
+      {"layers_block_type with moe disagrees with the pattern",
        config_with(g, "layers_block_type", "[\"mamba\",\"mlp\",\"mamba\",\"attention\",\"moe\",\"mamba\",\"attention\",\"mlp\"]"),
-       kUM},
+       kIC},
       {"layers_block_type disagrees",
        config_with(g, "layers_block_type", "[\"mamba\",\"mlp\",\"mamba\",\"mlp\",\"mlp\",\"mamba\",\"attention\",\"mlp\"]"),
        kIC},

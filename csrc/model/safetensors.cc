@@ -30,6 +30,7 @@ static bool parse_dtype(const std::string& s, DType* out) {
   if (s == "F32") { *out = DType::F32; return true; }
   if (s == "F16") { *out = DType::F16; return true; }
   if (s == "BF16") { *out = DType::BF16; return true; }
+  if (s == "F8_E4M3") { *out = DType::F8_E4M3; return true; }  // ModelOpt FP8; weights.cc converts it
   return false;
 }
 
@@ -83,7 +84,7 @@ Status parse_safetensors(const uint8_t* bytes, size_t size, const std::string& l
                  (dtype ? std::string(", found a ") + dtype->type_name() : std::string(", it is missing")));
     if (!parse_dtype(dtype->string_value(), &info.dtype))
       return bad(t + " has dtype " + dtype->string_value() +
-                 "; only F32, F16 and BF16 are supported");
+                 "; only F32, F16, BF16 and F8_E4M3 are supported");
 
     const JsonValue* shape = e.find("shape");
     if (shape == nullptr || !shape->is_array())

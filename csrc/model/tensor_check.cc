@@ -121,6 +121,17 @@ std::vector<Item> list_tensors(const NemotronHConfig& c, const ModelWeights& w) 
         add_matrix(&items, pre + "mixer.up_proj.weight", l.mlp.up_proj);
         add_matrix(&items, pre + "mixer.down_proj.weight", l.mlp.down_proj);
         break;
+      case BlockKind::kMoe:
+        add_vector(&items, pre + "mixer.gate.weight", l.moe.router_w);
+        add_vector(&items, pre + "mixer.gate.e_score_correction_bias", l.moe.score_bias);
+        for (size_t e = 0; e < l.moe.up.size(); ++e) {
+          const std::string ep = pre + "mixer.experts." + std::to_string(e) + ".";
+          add_matrix(&items, ep + "up_proj.weight", l.moe.up[e]);
+          add_matrix(&items, ep + "down_proj.weight", l.moe.down[e]);
+        }
+        add_matrix(&items, pre + "mixer.shared_experts.up_proj.weight", l.moe.shared_up);
+        add_matrix(&items, pre + "mixer.shared_experts.down_proj.weight", l.moe.shared_down);
+        break;
     }
   }
   add_vector(&items, "norm_f.weight", w.norm_f);

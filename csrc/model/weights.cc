@@ -77,12 +77,20 @@ const char* kind_name(BlockKind k) {
     case BlockKind::kMamba: return "Mamba-2";
     case BlockKind::kAttention: return "attention";
     case BlockKind::kMlp: return "MLP";
+    case BlockKind::kMoe: return "MoE";
   }
   return "?";
 }
 
 // Which block kind owns a tensor "mixer.<suffix>"; false when no kind does.
 bool mixer_tensor_kind(const std::string& rest, BlockKind* kind) {
+  // MoE: mixer.gate.*, mixer.experts.* (per expert, or HF's fused 3-D experts.up_proj/down_proj),
+  // mixer.shared_experts.*
+  if (starts_with(rest, "mixer.gate.") || starts_with(rest, "mixer.experts.") ||
+      starts_with(rest, "mixer.shared_experts.")) {
+    *kind = BlockKind::kMoe;
+    return true;
+  }
   static const char* kMamba[] = {"mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias",
                                  "mixer.A_log",          "mixer.D",             "mixer.dt_bias",
                                  "mixer.norm.weight",    "mixer.out_proj.weight"};
@@ -181,6 +189,7 @@ class Binder {
     Entry* e = nullptr;
     NEMO_RETURN_IF_ERROR(find(norm, note, &e));
     NEMO_RETURN_IF_ERROR(check_shape(*e, {{rows, cols}}, why));
+    if (e->info.dtype == DType::F8_E4M3) return fp8_matrix(norm, e, rows, cols, out);
     out->data = e->info.data;
     out->dtype = e->info.dtype;
     out->rows = rows;
@@ -198,6 +207,60 @@ class Binder {
     const size_t n = static_cast<size_t>(e->info.numel());
     out->assign(n, 0.0f);
     convert_to_f32(out->data(), e->info.data, e->info.dtype, n);
+    count(e);
+    if (e->info.dtype == DType::F8_E4M3) {  // an FP8 router: values times their scale, in f32
+      std::vector<float> scale;
+      const int64_t rows = e->info.shape.empty() ? 1 : e->info.shape[0];
+      NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
+      const size_t per_row = n / static_cast<size_t>(rows);
+      for (size_t i = 0; i < n; ++i) (*out)[i] *= scale.size() == 1 ? scale[0] : scale[i / per_row];
+    }
+    return Status::Ok();
+  }
+
+  // The weight_scale of an FP8 tensor `<name>.weight` (`<name>.weight_scale`: one value, or one per row),
+  // as f32. Its `<name>.input_scale` (the activation scale of FP8 matmuls) is accepted and not used: the
+  // engine keeps activations unquantized.
+  Status fp8_scale(const std::string& norm, const Entry& e, int64_t rows, std::vector<float>* out) {
+    const std::string suffix = ".weight";
+    if (norm.size() <= suffix.size() || norm.compare(norm.size() - suffix.size(), suffix.size(), suffix) != 0)
+      return mismatch("tensor '" + e.info.name + "' is F8_E4M3 but not a '.weight': no scale can apply to it");
+    const std::string base = norm.substr(0, norm.size() - suffix.size());
+    Entry* s = nullptr;
+    NEMO_RETURN_IF_ERROR(find(base + ".weight_scale", "tensor '" + e.info.name + "' is F8_E4M3 (ModelOpt FP8)", &s));
+    NEMO_RETURN_IF_ERROR(check_shape(*s, {{}, {1}, {rows}, {rows, 1}},
+                                     "one scale for the tensor, or one per its " + std::to_string(rows) + " rows"));
+    if (s->info.dtype == DType::F8_E4M3) return mismatch("tensor '" + s->info.name + "' (a scale) is F8_E4M3");
+    out->assign(static_cast<size_t>(s->info.numel()), 0.0f);
+    convert_to_f32(out->data(), s->info.data, s->info.dtype, out->size());
+    for (float v : *out)
+      if (!std::isfinite(v) || v <= 0.0f)
+        return mismatch("tensor '" + s->info.name + "' holds " + std::to_string(v) + "; FP8 scales are positive");
+    count(s);
+    auto in = t_->entries.find(base + ".input_scale");
+    if (in != t_->entries.end()) in->second.used = true;
+    return Status::Ok();
+  }
+
+  // An FP8 matrix: an exact BF16 copy of its E4M3 values, with its scale applied to the product's output.
+  Status fp8_matrix(const std::string& norm, Entry* e, int64_t rows, int64_t cols, MatrixView* out) {
+    std::vector<float> scale;
+    NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
+    std::vector<uint16_t> copy(static_cast<size_t>(rows * cols));
+    const uint8_t* p = static_cast<const uint8_t*>(e->info.data);
+    for (size_t i = 0; i < copy.size(); ++i) copy[i] = f32_to_bf16(f8_e4m3_to_f32(p[i]));  // exact
+    w_->owned_bf16.push_back(std::move(copy));
+    out->data = w_->owned_bf16.back().data();
+    out->dtype = DType::BF16;
+    out->rows = rows;
+    out->cols = cols;
+    if (scale.size() == 1) {
+      out->scale = scale[0];
+    } else {
+      w_->owned_f32.push_back(std::move(scale));
+      out->row_scales = w_->owned_f32.back().data();
+    }
+    w_->has_scaled_matrices = true;
     count(e);
     return Status::Ok();
   }
@@ -293,6 +356,53 @@ Status bind_layer(Binder* b, const NemotronHConfig& c, int64_t i, LayerWeights* 
                                      &p.down_proj));
       break;
     }
+    case BlockKind::kMoe: {
+      MoeWeights& m = L->moe;
+      const int64_t E = c.n_routed_experts, I = c.moe_intermediate_size, S = c.moe_shared_expert_intermediate_size;
+      const std::string sE = "n_routed_experts = " + num(E), sI = "moe_intermediate_size = " + num(I);
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "mixer.gate.weight", {{E, c.hidden_size}}, sE + ", hidden_size = " + H, note,
+                                  &m.router_w));
+      m.router = MatrixView{m.router_w.data(), DType::F32, E, c.hidden_size};
+      NEMO_RETURN_IF_ERROR(b->vec(pre + "mixer.gate.e_score_correction_bias", {{E}}, sE, note, &m.score_bias));
+      m.up.resize(static_cast<size_t>(E));
+      m.down.resize(static_cast<size_t>(E));
+      Entry* fused = nullptr;
+      if (b->find(pre + "mixer.experts.up_proj", note, &fused).ok()) {
+        // transformers >= 5 saves the experts fused: experts.up_proj [E, I, H], experts.down_proj [E, H, I].
+        Entry* fd = nullptr;
+        NEMO_RETURN_IF_ERROR(b->find(pre + "mixer.experts.down_proj", note, &fd));
+        NEMO_RETURN_IF_ERROR(b->check_shape(*fused, {{E, I, c.hidden_size}}, sE + ", " + sI + ", hidden_size = " + H));
+        NEMO_RETURN_IF_ERROR(b->check_shape(*fd, {{E, c.hidden_size, I}}, sE + ", hidden_size = " + H + ", " + sI));
+        if (fused->info.dtype == DType::F8_E4M3 || fd->info.dtype == DType::F8_E4M3)
+          return Status(StatusCode::kUnsupportedModel,
+                        "tensor '" + fused->info.name + "': fused FP8 experts are not supported (per-expert FP8 tensors are)");
+        const size_t es = dtype_size(fused->info.dtype);
+        for (int64_t e = 0; e < E; ++e) {
+          m.up[e] = MatrixView{static_cast<const uint8_t*>(fused->info.data) + e * I * c.hidden_size * es,
+                               fused->info.dtype, I, c.hidden_size};
+          m.down[e] = MatrixView{static_cast<const uint8_t*>(fd->info.data) + e * I * c.hidden_size * es,
+                                 fd->info.dtype, c.hidden_size, I};
+        }
+        b->count(fused);
+        b->count(fd);
+      } else {
+        for (int64_t e = 0; e < E; ++e) {
+          const std::string ep = pre + "mixer.experts." + num(e) + ".";
+          NEMO_RETURN_IF_ERROR(b->matrix(ep + "up_proj.weight", I, c.hidden_size, sI + ", hidden_size = " + H,
+                                         note + ", " + sE, &m.up[e]));
+          NEMO_RETURN_IF_ERROR(b->matrix(ep + "down_proj.weight", c.hidden_size, I, "hidden_size = " + H + ", " + sI,
+                                         note + ", " + sE, &m.down[e]));
+        }
+      }
+      if (c.has_shared_expert()) {
+        const std::string sS = "moe_shared_expert_intermediate_size = " + num(S);
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "mixer.shared_experts.up_proj.weight", S, c.hidden_size,
+                                       sS + ", hidden_size = " + H, note, &m.shared_up));
+        NEMO_RETURN_IF_ERROR(b->matrix(pre + "mixer.shared_experts.down_proj.weight", c.hidden_size, S,
+                                       "hidden_size = " + H + ", " + sS, note, &m.shared_down));
+      }
+      break;
+    }
   }
   return Status::Ok();
 }
@@ -308,6 +418,10 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& norm) {
     const BlockKind kind = c.layers[static_cast<size_t>(layer)];
     if (rest == "mixer.conv1d.bias" && kind == BlockKind::kMamba && !c.use_conv_bias)
       return "use_conv_bias is false";
+    if (kind == BlockKind::kMoe && starts_with(rest, "mixer.shared_experts.") && !c.has_shared_expert())
+      return "n_shared_experts is 0";
+    if (kind == BlockKind::kMoe && starts_with(rest, "mixer.experts."))
+      return "layer " + num(layer) + " is 'E' with n_routed_experts = " + num(c.n_routed_experts);
     return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
            kind_name(kind) + "), which has no such tensor";
   }
@@ -453,9 +567,18 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
   }
 
   // --- anything left over is an error (reported in a stable order) ---
+  // Activation and KV-cache scales of FP8 checkpoints (input_scale, k_scale, v_scale): the engine keeps
+  // activations and the KV cache unquantized, so they have no use here.
+  auto quant_scale = [](const std::string& n) {
+    for (const char* s : {".input_scale", ".k_scale", ".v_scale"}) {
+      const size_t l = std::char_traits<char>::length(s);
+      if (n.size() > l && n.compare(n.size() - l, l, s) == 0) return true;
+    }
+    return false;
+  };
   std::vector<std::string> extras;
   for (const auto& kv : table.entries)
-    if (!kv.second.used) extras.push_back(kv.first);
+    if (!kv.second.used && !quant_scale(kv.first)) extras.push_back(kv.first);
   if (!extras.empty()) {
     std::sort(extras.begin(), extras.end());
     const Entry& e = table.entries.at(extras[0]);

@@ -20,6 +20,13 @@ struct MatrixView {
   DType dtype = DType::F32;
   int64_t rows = 0;
   int64_t cols = 0;
+  // FP8 checkpoints (ModelOpt E4M3): the stored values times weight_scale are the weights. The values
+  // are kept as an exact BF16 copy and the scale is applied to the product's output (y[t, n] *= scale,
+  // or row_scales[n] for a per-output-channel scale), which is the same product. The forward pass applies
+  // it (forward.cc mm); the kernels never see a scale.
+  float scale = 1.0f;
+  const float* row_scales = nullptr;  // [rows], or nullptr
+  bool scaled() const { return scale != 1.0f || row_scales != nullptr; }
 };
 
 // The *_dev pointers: device copies of the small f32 vectors, set by a device backend's
@@ -53,6 +60,18 @@ struct MlpWeights {
   MatrixView down_proj;  // [hidden, intermediate]
 };
 
+// Mixture of experts ('E', HF NemotronHMoE). Each routed expert is a relu² MLP like MlpWeights, viewed
+// in place: from per-expert safetensors tensors, or as [E] consecutive slices of a GGUF 3-D tensor.
+struct MoeWeights {
+  std::vector<float> router_w;          // [n_routed_experts, hidden] f32 copy (HF computes the router in f32)
+  MatrixView router;                    // views router_w (F32)
+  std::vector<float> score_bias;        // [n_routed_experts] e_score_correction_bias (selection only)
+  std::vector<MatrixView> up;           // per expert [moe_intermediate_size, hidden]
+  std::vector<MatrixView> down;         // per expert [hidden, moe_intermediate_size]
+  MatrixView shared_up;                 // [moe_shared_expert_intermediate_size, hidden] (rows 0: none)
+  MatrixView shared_down;               // [hidden, moe_shared_expert_intermediate_size]
+};
+
 struct LayerWeights {
   BlockKind kind;
   std::vector<float> norm;  // [hidden]  the block's pre-norm
@@ -60,6 +79,7 @@ struct LayerWeights {
   MambaWeights mamba;       // valid when kind == kMamba
   AttentionWeights attn;    // valid when kind == kAttention
   MlpWeights mlp;           // valid when kind == kMlp
+  MoeWeights moe;           // valid when kind == kMoe
 };
 
 class MappedFile;
@@ -73,6 +93,11 @@ struct ModelWeights {
   int64_t parameter_count = 0;     // elements over all tensors
   int64_t weight_bytes = 0;        // bytes of all tensors as stored
   std::vector<std::shared_ptr<MappedFile>> files;  // keeps the mappings alive
+  // Converted copies the views point into (FP8 values as BF16, their per-row scales); moving the
+  // ModelWeights keeps them where they are.
+  std::vector<std::vector<uint16_t>> owned_bf16;
+  std::vector<std::vector<float>> owned_f32;
+  bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale (CPU backend only)
 };
 
 // Loads a Hugging Face checkpoint folder: config.json, and model.safetensors or the shards listed in

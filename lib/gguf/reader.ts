@@ -328,9 +328,10 @@ export function ggufArchitecture(meta: GgufMetadata): string | undefined {
 export function assertNemotronH(meta: GgufMetadata): void {
   const arch = ggufArchitecture(meta);
   if (arch === undefined) throw new ModelLoadError('ERR_INVALID_CONFIG', `${meta.path}: GGUF metadata: missing key 'general.architecture'`);
-  if (arch !== 'nemotron_h') {
-    const moe = arch === 'nemotron_h_moe' ? ' (the MoE variant, Nemotron-3, is not)' : '';
-    throw new UnsupportedModelError(`${meta.path}: general.architecture is ${JSON.stringify(arch)}; only "nemotron_h" (Nemotron-H / Nemotron Nano 2) is supported${moe}`);
+  if (arch !== 'nemotron_h' && arch !== 'nemotron_h_moe') {
+    throw new UnsupportedModelError(
+      `${meta.path}: general.architecture is ${JSON.stringify(arch)}; only "nemotron_h" (Nemotron-H / Nemotron Nano 2) and "nemotron_h_moe" (Nemotron-3) are supported`,
+    );
   }
 }
 
@@ -523,15 +524,18 @@ export function tokenizerFromGguf(meta: GgufMetadata): { tokenizerJson: Record<s
  */
 export function ggufConfigForPlan(meta: GgufMetadata): Record<string, unknown> {
   assertNemotronH(meta);
-  const arch = 'nemotron_h';
+  const arch = ggufArchitecture(meta) as 'nemotron_h' | 'nemotron_h_moe';
+  const moe = arch === 'nemotron_h_moe';
   const k = (s: string): string => `${arch}.${s}`;
-  const n = num(meta, k('block_count'));
+  // trailing multi-token-prediction blocks (nextn_predict_layers) are not run: the native loader drops them
+  const blocks = num(meta, k('block_count'));
+  const n = blocks === undefined ? undefined : blocks - (num(meta, k('nextn_predict_layers')) ?? 0);
   const perLayer = (key: string): number[] | undefined => {
     const e = meta.kv.get(k(key));
     if (!e || n === undefined) return undefined;
     if (e.type === GgufValueType.ARRAY) {
       const a = (e.value as GgufScalar[]).map((x) => Number(x));
-      return a.length === n ? a : undefined;
+      return blocks !== undefined && a.length === blocks ? a.slice(0, n) : undefined;
     }
     const x = num(meta, k(key));
     return x === undefined ? undefined : new Array<number>(n).fill(x);
@@ -542,7 +546,7 @@ export function ggufConfigForPlan(meta: GgufMetadata): Record<string, unknown> {
   const out: Record<string, unknown> = { architectures: ['NemotronHForCausalLM'], model_type: 'nemotron_h' };
   let pattern = '';
   if (ff && kvh) {
-    for (let i = 0; i < ff.length; i++) pattern += kvh[i] === 0 && ff[i] === 0 ? 'M' : ff[i] === 0 ? '*' : '-';
+    for (let i = 0; i < ff.length; i++) pattern += kvh[i] === 0 && ff[i] === 0 ? 'M' : ff[i] === 0 ? '*' : moe ? 'E' : '-';
     out.hybrid_override_pattern = pattern;
     out.num_hidden_layers = pattern.length;
     const first = (a: number[] | undefined, kind: string): number | undefined => {
@@ -550,6 +554,13 @@ export function ggufConfigForPlan(meta: GgufMetadata): Record<string, unknown> {
       return a && i >= 0 ? a[i] : undefined;
     };
     out.intermediate_size = first(ff, '-');
+    if (moe) {
+      out.n_routed_experts = num(meta, k('expert_count'));
+      out.num_experts_per_tok = num(meta, k('expert_used_count'));
+      out.moe_intermediate_size = num(meta, k('expert_feed_forward_length')) ?? first(ff, 'E');
+      out.n_shared_experts = num(meta, k('expert_shared_count')) ?? 1;
+      out.moe_shared_expert_intermediate_size = num(meta, k('expert_shared_feed_forward_length'));
+    }
     out.num_key_value_heads = first(kvh, '*');
     out.num_attention_heads = first(qh, '*');
   }

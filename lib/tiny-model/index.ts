@@ -13,14 +13,17 @@ import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { GgufValueType, type GgmlTypeName } from '../gguf/reader.js';
 import { ggufTypeFits, kv, writeGguf, type GgufKv, type GgufTensorSource } from '../gguf/writer.js';
-import { writeSafetensors, DTYPE_BYTES, toBf16Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
+import { writeSafetensors, DTYPE_BYTES, e4m3ToNumber, toBf16Bits, toE4M3Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
 import { ADDED_TOKENS, buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS } from './tokenizer.js';
 import { generateTensor, mambaSizes, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
 
 export interface TinyModelOptions {
   /** PRNG seed (safe integer). Default 0. */
   seed?: number;
-  /** hybrid_override_pattern: one character per layer, M = Mamba-2, * = attention, - = MLP. Default 'M-M*-M*-'. */
+  /**
+   * hybrid_override_pattern: one character per layer, M = Mamba-2, * = attention, - = MLP, E = mixture of
+   * experts. Default 'M-M*-M*-'.
+   */
   pattern?: string;
   /** storage dtype of every tensor. Default 'bf16'. */
   dtype?: 'bf16' | 'f16' | 'f32';
@@ -35,6 +38,32 @@ export interface TinyModelOptions {
   numKeyValueHeads?: number;
   headDim?: number;
   intermediateSize?: number;
+  /** MoE ('E') blocks: routed experts (n_routed_experts). Default 8. */
+  nRoutedExperts?: number;
+  /** experts per token (num_experts_per_tok). Default 2. */
+  numExpertsPerTok?: number;
+  /** each routed expert's width (moe_intermediate_size). Default 32. */
+  moeIntermediateSize?: number;
+  /** the shared expert's width (moe_shared_expert_intermediate_size); 0 writes n_shared_experts 0 and no shared expert. Default 64. */
+  moeSharedExpertIntermediateSize?: number;
+  /** expert groups (n_group) and groups kept per token (topk_group). Default 1 and 1. */
+  nGroup?: number;
+  topkGroup?: number;
+  /** norm_topk_prob. Default true. */
+  normTopkProb?: boolean;
+  /** routed_scaling_factor. Default 2.5 (Nemotron 3 Nano's). */
+  routedScalingFactor?: number;
+  /** std of the random e_score_correction_bias. Default 0.1. */
+  moeScoreBiasStd?: number;
+  /**
+   * ModelOpt FP8 checkpoint (safetensors, one file): the projection matrices (Mamba in/out, attention q/k/v/o,
+   * MLP and expert up/down) stored as F8_E4M3 with a `weight_scale` (per tensor; per row for the routed
+   * experts' up_proj) and an `input_scale`, config quantization_config {quant_method "modelopt", quant_algo
+   * "FP8"}. Default false.
+   */
+  fp8?: boolean;
+  /** config form: 'pattern' writes hybrid_override_pattern, 'blocks' the newer layers_block_type list. Default 'pattern'. */
+  configForm?: 'pattern' | 'blocks';
   /** rows of embeddings/lm_head; >= the tokenizer's size (extra ids are unused rows). Default: the tokenizer's size. */
   vocabSize?: number;
   maxPositionEmbeddings?: number;
@@ -99,6 +128,8 @@ const KNOWN_OPTIONS = new Set<string>([
   'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
   'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType',
+  'nRoutedExperts', 'numExpertsPerTok', 'moeIntermediateSize', 'moeSharedExpertIntermediateSize', 'nGroup', 'topkGroup',
+  'normTopkProb', 'routedScalingFactor', 'moeScoreBiasStd', 'configForm', 'fp8',
 ]);
 
 const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
@@ -133,7 +164,18 @@ function positiveInt(options: TinyModelOptions, key: keyof TinyModelOptions, def
   return v;
 }
 
+interface MoeResolved {
+  numExpertsPerTok: number;
+  nGroup: number;
+  topkGroup: number;
+  normTopkProb: boolean;
+  routedScalingFactor: number;
+}
+
 interface Resolved {
+  fp8: boolean;
+  moe: MoeResolved;
+  configForm: 'pattern' | 'blocks';
   seed: number;
   dtype: keyof typeof DTYPES;
   prefix: 'backbone.' | 'model.';
@@ -156,8 +198,8 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw invalid('seed', 'a safe integer', seed);
 
   const pattern = options.pattern ?? D.pattern;
-  if (typeof pattern !== 'string' || pattern.length === 0 || !/^[M*-]+$/.test(pattern)) {
-    throw invalid('pattern', "a non-empty string of the characters 'M' (Mamba-2), '*' (attention) and '-' (MLP)", pattern);
+  if (typeof pattern !== 'string' || pattern.length === 0 || !/^[M*\-E]+$/.test(pattern)) {
+    throw invalid('pattern', "a non-empty string of the characters 'M' (Mamba-2), '*' (attention), '-' (MLP) and 'E' (mixture of experts)", pattern);
   }
   if (pattern.length > 4096) throw invalid('pattern', 'at most 4096 layers long', `${pattern.length} characters`);
 
@@ -184,6 +226,39 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const maxPositionEmbeddings = positiveInt(options, 'maxPositionEmbeddings', D.maxPositionEmbeddings, 2 ** 31 - 1);
   const vocabSize = positiveInt(options, 'vocabSize', tokenizerVocab);
   const shards = positiveInt(options, 'shards', D.shards, 99999);
+
+  const nRoutedExperts = positiveInt(options, 'nRoutedExperts', 8, 4096);
+  const numExpertsPerTok = positiveInt(options, 'numExpertsPerTok', 2, 4096);
+  const moeIntermediateSize = positiveInt(options, 'moeIntermediateSize', 32);
+  let moeShared = 64;
+  if (options.moeSharedExpertIntermediateSize !== undefined) {
+    const v: unknown = options.moeSharedExpertIntermediateSize;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_DIM) throw invalid('moeSharedExpertIntermediateSize', `an integer between 0 and ${MAX_DIM}`, v);
+    moeShared = v;
+  }
+  const nGroup = positiveInt(options, 'nGroup', 1, 4096);
+  const topkGroup = positiveInt(options, 'topkGroup', 1, 4096);
+  const normTopkProb = options.normTopkProb ?? true;
+  if (typeof normTopkProb !== 'boolean') throw invalid('normTopkProb', 'a boolean', normTopkProb);
+  const routedScalingFactor = options.routedScalingFactor ?? 2.5;
+  if (typeof routedScalingFactor !== 'number' || !(routedScalingFactor > 0) || !Number.isFinite(routedScalingFactor)) {
+    throw invalid('routedScalingFactor', 'a positive finite number', routedScalingFactor);
+  }
+  const moeScoreBiasStd = options.moeScoreBiasStd ?? 0.1;
+  if (typeof moeScoreBiasStd !== 'number' || !(moeScoreBiasStd >= 0) || !Number.isFinite(moeScoreBiasStd)) {
+    throw invalid('moeScoreBiasStd', 'a non-negative finite number', moeScoreBiasStd);
+  }
+  const configForm = options.configForm ?? 'pattern';
+  if (configForm !== 'pattern' && configForm !== 'blocks') throw invalid('configForm', "'pattern' or 'blocks'", configForm);
+  if (pattern.includes('E')) {
+    if (numExpertsPerTok > nRoutedExperts) throw invalid('numExpertsPerTok', `at most nRoutedExperts (${nRoutedExperts})`, numExpertsPerTok);
+    if (nRoutedExperts % nGroup !== 0) throw invalid('nGroup', `a divisor of nRoutedExperts (${nRoutedExperts})`, nGroup);
+    if (topkGroup > nGroup) throw invalid('topkGroup', `at most nGroup (${nGroup})`, topkGroup);
+    if (nGroup > 1 && nRoutedExperts / nGroup < 2) throw invalid('nGroup', 'small enough to leave 2 experts per group', nGroup);
+    if (numExpertsPerTok > topkGroup * (nRoutedExperts / nGroup)) {
+      throw invalid('numExpertsPerTok', `at most the ${topkGroup * (nRoutedExperts / nGroup)} experts of topkGroup groups`, numExpertsPerTok);
+    }
+  }
 
   const format = options.format ?? 'safetensors';
   if (format !== 'safetensors' && format !== 'gguf') throw invalid('format', "'safetensors' or 'gguf'", format);
@@ -215,6 +290,10 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
     intermediateSize,
     vocabSize,
     tieWordEmbeddings: tie,
+    nRoutedExperts,
+    moeIntermediateSize,
+    moeSharedExpertIntermediateSize: moeShared,
+    moeScoreBiasStd,
     timeStepMin: 0.001,
     timeStepMax: 0.1,
     timeStepFloor: 1e-4,
@@ -223,7 +302,16 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   if (shards > tensorCount) {
     throw invalid('shards', `at most the number of tensors (${tensorCount})`, shards);
   }
-  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType };
+  if (format === 'gguf' && pattern.includes('E') && pattern.includes('-')) {
+    // llama.cpp types the FFN layers of nemotron_h_moe by feed_forward_length, all as MoE: a dense MLP
+    // layer cannot be written beside them (the converter gives it length 0, i.e. attention).
+    throw invalid('pattern', "free of '-' (MLP) layers when it has 'E' layers and format is 'gguf'", pattern);
+  }
+  const moe = { numExpertsPerTok, nGroup, topkGroup, normTopkProb, routedScalingFactor };
+  const fp8 = options.fp8 ?? false;
+  if (typeof fp8 !== 'boolean') throw invalid('fp8', 'a boolean', fp8);
+  if (fp8 && (format !== 'safetensors' || shards !== 1)) throw invalid('fp8', "set only with format 'safetensors' and one shard", fp8);
+  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -274,11 +362,31 @@ function plain(v: unknown): unknown {
   return v;
 }
 
+const BLOCK_TYPE_NAMES: Record<string, string> = { M: 'mamba', '*': 'attention', '-': 'mlp', E: 'moe' };
+
 function buildConfig(r: Resolved): Record<string, unknown> {
   const d = r.dims;
   const f = (x: number): PyFloat => new PyFloat(x);
+  const hasMoe = d.pattern.includes('E');
+  const moe = hasMoe
+    ? {
+        moe_intermediate_size: d.moeIntermediateSize,
+        moe_shared_expert_intermediate_size: d.moeSharedExpertIntermediateSize,
+        n_group: r.moe.nGroup,
+        n_routed_experts: d.nRoutedExperts,
+        n_shared_experts: (d.moeSharedExpertIntermediateSize ?? 0) > 0 ? 1 : 0,
+        norm_topk_prob: r.moe.normTopkProb,
+        num_experts_per_tok: r.moe.numExpertsPerTok,
+        routed_scaling_factor: f(r.moe.routedScalingFactor),
+        topk_group: r.moe.topkGroup,
+      }
+    : {};
+  const form =
+    r.configForm === 'blocks'
+      ? { layers_block_type: [...d.pattern].map((ch) => BLOCK_TYPE_NAMES[ch]) }
+      : { hybrid_override_pattern: d.pattern };
   // Keys in the alphabetical order transformers writes them.
-  return {
+  const config: Record<string, unknown> = {
     architectures: ['NemotronHForCausalLM'],
     attention_bias: false,
     attention_dropout: f(0),
@@ -290,7 +398,7 @@ function buildConfig(r: Resolved): Record<string, unknown> {
     head_dim: d.headDim,
     hidden_dropout: f(0),
     hidden_size: d.hiddenSize,
-    hybrid_override_pattern: d.pattern,
+    ...form,
     initializer_range: f(0.02),
     intermediate_size: d.intermediateSize,
     layer_norm_epsilon: f(1e-5),
@@ -325,7 +433,48 @@ function buildConfig(r: Resolved): Record<string, unknown> {
     use_conv_bias: true,
     use_mamba_kernels: true,
     vocab_size: d.vocabSize,
+    ...moe,
+    ...(r.fp8 ? { quantization_config: { quant_method: 'modelopt', quant_algo: 'FP8', kv_cache_quant_algo: null, producer: { name: 'modelopt' } } } : {}),
   };
+  return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+const FP8_MATRIX = /mixer\.(in_proj|out_proj|q_proj|k_proj|v_proj|o_proj|up_proj|down_proj)\.weight$|mixer\.(experts\.\d+|shared_experts)\.(up_proj|down_proj)\.weight$/;
+
+/**
+ * The tensors of a ModelOpt FP8 checkpoint: each projection matrix as E4M3 values q with a scale s (the
+ * weight is q·s; s = max|w| / 448 so nothing saturates), plus its weight_scale and input_scale tensors.
+ */
+function fp8Sources(specs: TensorSpec[], r: Resolved, plainSource: (s: TensorSpec) => TensorSource): TensorSource[] {
+  const out: TensorSource[] = [];
+  for (const s of specs) {
+    if (!FP8_MATRIX.test(s.key)) {
+      out.push(plainSource(s));
+      continue;
+    }
+    const w = new Float32Array(s.numel);
+    let at = 0;
+    for (const chunk of generateTensor(s, r.seed)) {
+      w.set(chunk, at);
+      at += chunk.length;
+    }
+    const rows = s.shape[0] as number;
+    const cols = s.numel / rows;
+    const perRow = /experts\.\d+\.up_proj/.test(s.key);
+    const scales = new Float32Array(perRow ? rows : 1);
+    for (let i = 0; i < s.numel; i++) {
+      const k = perRow ? Math.floor(i / cols) : 0;
+      scales[k] = Math.max(scales[k] as number, Math.abs(w[i] as number));
+    }
+    for (let k = 0; k < scales.length; k++) scales[k] = Math.fround((scales[k] as number) / 448 || 1);
+    const q = new Float32Array(s.numel);
+    for (let i = 0; i < s.numel; i++) q[i] = e4m3ToNumber(toE4M3Bits((w[i] as number) / (scales[perRow ? Math.floor(i / cols) : 0] as number)));
+    const base = s.name.slice(0, -'.weight'.length);
+    out.push({ name: s.name, dtype: 'F8_E4M3', shape: s.shape, chunks: () => [q] });
+    out.push({ name: `${base}.weight_scale`, dtype: 'F32', shape: perRow ? [rows] : [], chunks: () => [scales] });
+    out.push({ name: `${base}.input_scale`, dtype: 'F32', shape: [], chunks: () => [Float32Array.of(1)] });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** Splits tensors (model order) into `n` contiguous, non-empty groups of roughly equal byte size. */
@@ -367,7 +516,7 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
   const parameterCount = specs.reduce((a, s) => a + s.numel, 0);
   const source = (s: TensorSpec): TensorSource => ({
     name: s.name,
-    dtype: stDtype,
+    dtype: s.f32 ? 'F32' : stDtype,
     shape: s.shape,
     chunks: () => generateTensor(s, r.seed),
   });
@@ -386,7 +535,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
     if (stale) await unlink(join(out, name));
   }
 
-  if (r.shards === 1) {
+  if (r.fp8) {
+    await writeSafetensors(join(out, 'model.safetensors'), fp8Sources([...specs].sort(byName), r, source));
+  } else if (r.shards === 1) {
     await writeSafetensors(join(out, 'model.safetensors'), [...specs].sort(byName).map(source));
   } else {
     const groups = splitShards(specs, r.shards, elemBytes);
@@ -471,13 +622,33 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
       type,
       chunks: function* () {
         for (const chunk of generateTensor(spec, r.seed)) {
-          const v = storedValues(chunk, r.dtype);
+          const v = storedValues(chunk, spec.f32 ? 'f32' : r.dtype);
           if (map) for (let i = 0; i < v.length; i++) v[i] = map(v[i]!);
           yield v;
         }
       },
     });
   };
+  // Several HF tensors stacked into one (llama.cpp's merged experts: {ne0, ne1, E} = E [ne1, ne0] matrices).
+  const addStack = (name: string, keys: string[], shape: number[], type: GgmlTypeName): void => {
+    const list = keys.map((key) => {
+      const spec = bySpec.get(key);
+      if (!spec) throw new Error(`internal: no tensor ${key}`);
+      return spec;
+    });
+    tensors.push({
+      name,
+      shape,
+      type,
+      chunks: function* () {
+        for (const spec of list) for (const chunk of generateTensor(spec, r.seed)) yield storedValues(chunk, r.dtype);
+      },
+    });
+  };
+  const moeArch = d.pattern.includes('E');
+  const E = d.nRoutedExperts ?? 0;
+  const I = d.moeIntermediateSize ?? 0;
+  const S = d.moeSharedExpertIntermediateSize ?? 0;
   // Matrices take the requested type where their inner dimension fits its blocks, else F16 (the converter's
   // fallback); vectors and the SSM parameters stay F32.
   const mat = (ne0: number): GgmlTypeName => (ggufTypeFits(r.ggufType, ne0) ? r.ggufType : 'F16');
@@ -505,6 +676,17 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
       add(b + 'attn_k.weight', p + 'mixer.k_proj.weight', [H, kvDim], mat(H));
       add(b + 'attn_v.weight', p + 'mixer.v_proj.weight', [H, kvDim], mat(H));
       add(b + 'attn_output.weight', p + 'mixer.o_proj.weight', [q, H], mat(q));
+    } else if (kind === 'E') {
+      // convert_hf_to_gguf.py NemotronHModel (is_moe): router and bias F32, experts stacked into *_exps.
+      add(b + 'ffn_gate_inp.weight', p + 'mixer.gate.weight', [H, E], 'F32');
+      add(b + 'exp_probs_b.bias', p + 'mixer.gate.e_score_correction_bias', [E], 'F32');
+      const ids = [...Array(E).keys()];
+      addStack(b + 'ffn_up_exps.weight', ids.map((e) => `${p}mixer.experts.${e}.up_proj.weight`), [H, I, E], mat(H));
+      addStack(b + 'ffn_down_exps.weight', ids.map((e) => `${p}mixer.experts.${e}.down_proj.weight`), [I, H, E], mat(I));
+      if (S > 0) {
+        add(b + 'ffn_up_shexp.weight', p + 'mixer.shared_experts.up_proj.weight', [H, S], mat(H));
+        add(b + 'ffn_down_shexp.weight', p + 'mixer.shared_experts.down_proj.weight', [S, H], mat(S));
+      }
     } else {
       add(b + 'ffn_up.weight', p + 'mixer.up_proj.weight', [H, d.intermediateSize], mat(H));
       add(b + 'ffn_down.weight', p + 'mixer.down_proj.weight', [d.intermediateSize, H], mat(d.intermediateSize));
@@ -527,7 +709,7 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
   }
   for (const t of ADDED_TOKENS) types[t.id] = t.special ? 3 : 4;
   const per = (f: (k: string) => number): number[] => [...d.pattern].map(f);
-  const A = 'nemotron_h';
+  const A = moeArch ? 'nemotron_h_moe' : 'nemotron_h';
   const I32 = GgufValueType.INT32;
   const entries: GgufKv[] = [
     kv.str('general.architecture', A),
@@ -536,7 +718,20 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
     kv.u32(`${A}.block_count`, n),
     kv.u32(`${A}.context_length`, 2 ** 20), // no RoPE: the converter writes 2^20
     kv.u32(`${A}.embedding_length`, H),
-    kv.arr(`${A}.feed_forward_length`, I32, per((k) => (k === '-' ? d.intermediateSize : 0))),
+    kv.arr(`${A}.feed_forward_length`, I32, per((k) => (k === '-' ? d.intermediateSize : k === 'E' ? I : 0))),
+    ...(moeArch
+      ? [
+          kv.u32(`${A}.expert_used_count`, r.moe.numExpertsPerTok),
+          kv.u32(`${A}.expert_feed_forward_length`, I),
+          kv.u32(`${A}.expert_shared_feed_forward_length`, S),
+          kv.u32(`${A}.expert_count`, E),
+          kv.u32(`${A}.expert_shared_count`, S > 0 ? 1 : 0),
+          kv.bool(`${A}.expert_weights_norm`, r.moe.normTopkProb),
+          kv.f32(`${A}.expert_weights_scale`, r.moe.routedScalingFactor),
+          kv.u32(`${A}.expert_group_count`, r.moe.nGroup),
+          ...(r.moe.nGroup > 1 ? [kv.u32(`${A}.expert_group_used_count`, r.moe.topkGroup)] : []),
+        ]
+      : []),
     kv.u32(`${A}.attention.head_count`, d.numAttentionHeads),
     kv.arr(`${A}.attention.head_count_kv`, I32, per((k) => (k === '*' ? d.numKeyValueHeads : 0))),
     kv.f32(`${A}.attention.layer_norm_rms_epsilon`, 1e-5),
@@ -562,7 +757,7 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
     kv.u32('tokenizer.ggml.eos_token_id', TOKEN_IDS.chatEos),
     kv.u32('tokenizer.ggml.unknown_token_id', TOKEN_IDS.unk),
     kv.u32('tokenizer.ggml.padding_token_id', TOKEN_IDS.unk),
-    kv.bool('tokenizer.ggml.add_bos_token', true),
+    ...(moeArch ? [] : [kv.bool('tokenizer.ggml.add_bos_token', true)]), // the converter sets it for nemotron_h only
     kv.bool('tokenizer.ggml.add_sep_token', false),
     kv.bool('tokenizer.ggml.add_eos_token', false),
     kv.str('tokenizer.chat_template', CHAT_TEMPLATE),

@@ -11,9 +11,39 @@
 
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 
-export type SafetensorsDtype = 'BF16' | 'F16' | 'F32';
+export type SafetensorsDtype = 'BF16' | 'F16' | 'F32' | 'F8_E4M3';
 
-export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { BF16: 2, F16: 2, F32: 4 };
+export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = { BF16: 2, F16: 2, F32: 4, F8_E4M3: 1 };
+
+/** OCP FP8 E4M3 byte -> value (no infinities; 0x7f/0xff NaN; largest finite 448). */
+export function e4m3ToNumber(b: number): number {
+  const sign = b & 0x80 ? -1 : 1;
+  const e = (b >> 3) & 0xf;
+  const m = b & 7;
+  if (e === 0xf && m === 7) return NaN;
+  return sign * (e === 0 ? m * 2 ** -9 : (1 + m / 8) * 2 ** (e - 7));
+}
+
+/** The positive finite E4M3 values in increasing order (code i = value E4M3_VALUES[i], i < 127). */
+const E4M3_VALUES: number[] = Array.from({ length: 127 }, (_, i) => e4m3ToNumber(i));
+
+/** The E4M3 byte nearest to x (ties to the even code, as round-to-nearest-even), saturating at ±448. */
+export function toE4M3Bits(x: number): number {
+  if (Number.isNaN(x)) return 0x7f;
+  const sign = x < 0 || Object.is(x, -0) ? 0x80 : 0;
+  const a = Math.min(Math.abs(x), 448);
+  let lo = 0;
+  let hi = 126;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if ((E4M3_VALUES[mid] as number) <= a) lo = mid;
+    else hi = mid;
+  }
+  const dl = a - (E4M3_VALUES[lo] as number);
+  const dh = (E4M3_VALUES[hi] as number) - a;
+  const code = dl < dh ? lo : dh < dl ? hi : lo % 2 === 0 ? lo : hi;
+  return sign | code;
+}
 
 export interface TensorSource {
   name: string;
@@ -134,6 +164,10 @@ export function encodeChunk(values: Float32Array, dtype: SafetensorsDtype, out: 
   const n = values.length;
   const bytes = n * DTYPE_BYTES[dtype];
   if (out.length < bytes) throw new Error('encode buffer too small');
+  if (dtype === 'F8_E4M3') {
+    for (let i = 0; i < n; i++) out[i] = toE4M3Bits(values[i] as number);
+    return bytes;
+  }
   if (dtype === 'F32') {
     new Uint8Array(out.buffer, out.byteOffset, bytes).set(
       new Uint8Array(values.buffer, values.byteOffset, bytes),

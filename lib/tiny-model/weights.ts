@@ -28,6 +28,12 @@ export interface ModelDims {
   intermediateSize: number;
   vocabSize: number;
   tieWordEmbeddings: boolean;
+  /** Mixture-of-experts blocks ('E'): routed experts, their width, the shared expert's width (0: none). */
+  nRoutedExperts?: number;
+  moeIntermediateSize?: number;
+  moeSharedExpertIntermediateSize?: number;
+  /** std of the random e_score_correction_bias (0: all zero). Default 0.1. */
+  moeScoreBiasStd?: number;
   /** dt init range (config time_step_min / time_step_max / time_step_floor). */
   timeStepMin: number;
   timeStepMax: number;
@@ -52,6 +58,8 @@ export interface TensorSpec {
   shape: number[];
   numel: number;
   init: InitRule;
+  /** stored as F32 whatever the checkpoint's dtype (HF keeps e_score_correction_bias in fp32). */
+  f32?: boolean;
 }
 
 /** Mamba-2 derived sizes (architecture.md §1.2). */
@@ -69,9 +77,9 @@ export function tensorSpecs(d: ModelDims, prefix: string): TensorSpec[] {
   const specs: TensorSpec[] = [];
   const nLayers = d.pattern.length;
   const residualScale = 1 / Math.sqrt(2 * nLayers);
-  const add = (key: string, shape: number[], init: InitRule, withPrefix = true): void => {
+  const add = (key: string, shape: number[], init: InitRule, withPrefix = true, f32 = false): void => {
     const numel = shape.reduce((a, b) => a * b, 1);
-    specs.push({ name: withPrefix ? prefix + key : key, key, shape, numel, init });
+    specs.push({ name: withPrefix ? prefix + key : key, key, shape, numel, init, ...(f32 ? { f32 } : {}) });
   };
   const linear = (key: string, out: number, inp: number, scale = 1): void =>
     add(key, [out, inp], { kind: 'normal', std: scale / Math.sqrt(inp) });
@@ -111,6 +119,24 @@ export function tensorSpecs(d: ModelDims, prefix: string): TensorSpec[] {
     } else if (type === '-') {
       linear(p + 'mixer.up_proj.weight', d.intermediateSize, H);
       linear(p + 'mixer.down_proj.weight', H, d.intermediateSize, residualScale);
+    } else if (type === 'E') {
+      // HF NemotronHMoE: router (gate.weight, e_score_correction_bias in fp32), routed experts (relu² MLPs,
+      // experts.{j}.up_proj/down_proj), one shared expert. The router's logits are N(0, 1), so sigmoid
+      // scores spread over (0, 1) and the bias (std 0.1) changes many selections: a bias wrongly used in
+      // the weights, or not used in the choice, shows up.
+      const E = d.nRoutedExperts ?? 8;
+      const I = d.moeIntermediateSize ?? 32;
+      const S = d.moeSharedExpertIntermediateSize ?? 0;
+      linear(p + 'mixer.gate.weight', E, H);
+      add(p + 'mixer.gate.e_score_correction_bias', [E], { kind: 'normal', std: d.moeScoreBiasStd ?? 0.1 }, true, true);
+      for (let e = 0; e < E; e++) {
+        linear(p + `mixer.experts.${e}.up_proj.weight`, I, H);
+        linear(p + `mixer.experts.${e}.down_proj.weight`, H, I, residualScale);
+      }
+      if (S > 0) {
+        linear(p + 'mixer.shared_experts.up_proj.weight', S, H);
+        linear(p + 'mixer.shared_experts.down_proj.weight', H, S, residualScale);
+      }
     } else {
       throw new Error(`unknown layer type ${JSON.stringify(type)} at index ${i}`);
     }

@@ -4,7 +4,20 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** One residual block per pattern character (§1.1): M = Mamba-2, * = attention, - = MLP. */
-export type RefLayerType = 'mamba' | 'attention' | 'mlp';
+export type RefLayerType = 'mamba' | 'attention' | 'mlp' | 'moe';
+
+/** Mixture-of-experts settings (HF NemotronHConfig names in camelCase); present when the pattern has an 'E'. */
+export interface RefMoeConfig {
+  nRoutedExperts: number;
+  numExpertsPerTok: number;
+  moeIntermediateSize: number;
+  /** 0: no shared expert (n_shared_experts 0). */
+  moeSharedExpertIntermediateSize: number;
+  nGroup: number;
+  topkGroup: number;
+  normTopkProb: boolean;
+  routedScalingFactor: number;
+}
 
 export interface RefConfig {
   hiddenSize: number;
@@ -35,6 +48,7 @@ export interface RefConfig {
   convDim: number;
   /** Derived (§1.2): dInner + convDim + mambaNumHeads = rows of in_proj.weight. */
   inProjDim: number;
+  moe?: RefMoeConfig;
   /** The parsed config.json, untouched. */
   raw: Record<string, unknown>;
 }
@@ -125,7 +139,7 @@ function booleanOr(cfg: Record<string, unknown>, key: string, fallback: boolean)
 // ---------------------------------------------------------------------------------------------
 // Layer pattern (§1.1 "Pattern characters").
 
-const PATTERN_CHAR_TO_TYPE: Record<string, RefLayerType> = { M: 'mamba', '*': 'attention', '-': 'mlp' };
+const PATTERN_CHAR_TO_TYPE: Record<string, RefLayerType> = { M: 'mamba', '*': 'attention', '-': 'mlp', E: 'moe' };
 
 /** Newer HF configs store `layers_block_type` names instead of the pattern string. */
 const BLOCK_TYPE_NAME_TO_CHAR: Record<string, string> = {
@@ -134,6 +148,7 @@ const BLOCK_TYPE_NAME_TO_CHAR: Record<string, string> = {
   attention: '*',
   full_attention: '*',
   mlp: '-',
+  moe: 'E',
 };
 
 function readPattern(cfg: Record<string, unknown>): string {
@@ -177,6 +192,23 @@ export function configFromJson(raw: Record<string, unknown>): RefConfig {
   const mambaNumHeads = requireNumber(cfg, 'mamba_num_heads');
   const mambaHeadDim = requireNumber(cfg, 'mamba_head_dim');
   const ssmStateSize = requireNumber(cfg, 'ssm_state_size');
+  let moe: RefMoeConfig | undefined;
+  if (layerTypes.includes('moe')) {
+    if (cfg['moe_latent_size'] !== undefined && cfg['moe_latent_size'] !== null) {
+      throw new Error('config.json: moe_latent_size is not supported by the reference');
+    }
+    const nShared = numberOr(cfg, 'n_shared_experts', 1);
+    moe = {
+      nRoutedExperts: requireNumber(cfg, 'n_routed_experts'),
+      numExpertsPerTok: requireNumber(cfg, 'num_experts_per_tok'),
+      moeIntermediateSize: requireNumber(cfg, 'moe_intermediate_size'),
+      moeSharedExpertIntermediateSize: nShared > 0 ? requireNumber(cfg, 'moe_shared_expert_intermediate_size') : 0,
+      nGroup: numberOr(cfg, 'n_group', 1),
+      topkGroup: numberOr(cfg, 'topk_group', 1),
+      normTopkProb: booleanOr(cfg, 'norm_topk_prob', true),
+      routedScalingFactor: numberOr(cfg, 'routed_scaling_factor', 1),
+    };
+  }
   const nGroups = numberOr(cfg, 'n_groups', 8);
 
   // Biases other than conv1d.bias are absent in every Nemotron-H checkpoint (§2); this reference does not implement them.
@@ -207,7 +239,7 @@ export function configFromJson(raw: Record<string, unknown>): RefConfig {
     numLayers,
     pattern,
     layerTypes,
-    intermediateSize: requireNumber(cfg, 'intermediate_size'),
+    intermediateSize: layerTypes.includes('mlp') ? requireNumber(cfg, 'intermediate_size') : numberOr(cfg, 'intermediate_size', 0),
     numAttentionHeads,
     numKeyValueHeads,
     headDim: numberOr(cfg, 'head_dim', hiddenSize / numAttentionHeads),
@@ -224,6 +256,7 @@ export function configFromJson(raw: Record<string, unknown>): RefConfig {
     dInner,
     convDim,
     inProjDim: dInner + convDim + mambaNumHeads,
+    ...(moe ? { moe } : {}),
     raw,
   };
 }

@@ -15,7 +15,8 @@ import {
   ssmRecurrent,
   type SsmParams,
 } from './kernels.js';
-import { readSafetensors, type RefTensor } from './safetensors.js';
+import { route } from './moe.js';
+import { dequantizeFp8, readSafetensors, type RefTensor } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Weights (§2)
@@ -49,7 +50,18 @@ interface MlpWeights {
   downProj: Float64Array; // [hidden, intermediate]
 }
 
-type LayerWeights = MambaWeights | AttentionWeights | MlpWeights;
+interface MoeWeights {
+  kind: 'moe';
+  norm: Float64Array; // [hidden]
+  router: Float64Array; // [E, hidden]      mixer.gate.weight
+  scoreBias: Float64Array; // [E]          mixer.gate.e_score_correction_bias
+  up: Float64Array[]; // E x [I, hidden]   mixer.experts.{e}.up_proj.weight
+  down: Float64Array[]; // E x [hidden, I] mixer.experts.{e}.down_proj.weight
+  sharedUp?: Float64Array; // [S, hidden]  mixer.shared_experts.up_proj.weight
+  sharedDown?: Float64Array; // [hidden, S]
+}
+
+type LayerWeights = MambaWeights | AttentionWeights | MlpWeights | MoeWeights;
 
 // ---------------------------------------------------------------------------------------------
 // Incremental state (§4)
@@ -76,7 +88,11 @@ export interface MlpLayerState {
   kind: 'mlp';
 }
 
-export type RefLayerState = MambaLayerState | AttentionLayerState | MlpLayerState;
+export interface MoeLayerState {
+  kind: 'moe';
+}
+
+export type RefLayerState = MambaLayerState | AttentionLayerState | MlpLayerState | MoeLayerState;
 
 export interface RefState {
   /** Number of tokens consumed so far. */
@@ -156,6 +172,24 @@ function loadLayerWeights(tensors: Map<string, RefTensor>, cfg: RefConfig, i: nu
         oProj: get('mixer.o_proj.weight', [hidden, qWidth]),
       };
     }
+    case 'moe': {
+      const m = cfg.moe!;
+      const E = m.nRoutedExperts;
+      const I = m.moeIntermediateSize;
+      const S = m.moeSharedExpertIntermediateSize;
+      const ids = [...Array(E).keys()];
+      return {
+        kind: 'moe',
+        norm,
+        router: get('mixer.gate.weight', [E, hidden]),
+        scoreBias: get('mixer.gate.e_score_correction_bias', [E]),
+        up: ids.map((e) => get(`mixer.experts.${e}.up_proj.weight`, [I, hidden])),
+        down: ids.map((e) => get(`mixer.experts.${e}.down_proj.weight`, [hidden, I])),
+        ...(S > 0
+          ? { sharedUp: get('mixer.shared_experts.up_proj.weight', [S, hidden]), sharedDown: get('mixer.shared_experts.down_proj.weight', [hidden, S]) }
+          : {}),
+      };
+    }
     case 'mlp':
       return {
         kind: 'mlp',
@@ -175,6 +209,13 @@ export class ReferenceModel {
   private readonly finalNorm: Float64Array; // [hidden]
   private readonly lmHead: Float64Array; // [vocab, hidden]
   private readonly ssmAlgorithm: 'recurrent' | 'chunked';
+  /**
+   * Smallest routing margin (see ./moe.ts) over every MoE decision made so far; tests reset it and check
+   * that their inputs stay clear of near-ties an f32 engine could resolve differently.
+   */
+  minRoutingMargin = Infinity;
+  /** Every routing decision made so far (layer, token, experts), for tests that check expert use. */
+  readonly routings: Array<{ layer: number; ids: number[] }> = [];
 
   private constructor(
     config: RefConfig,
@@ -196,6 +237,7 @@ export class ReferenceModel {
   static load(dir: string, options: ReferenceModelOptions = {}): ReferenceModel {
     const cfg = readConfig(dir);
     const tensors = readSafetensors(dir);
+    dequantizeFp8(tensors); // ModelOpt FP8: values x weight_scale, exactly in float64
     const embeddingShape = [cfg.vocabSize, cfg.hiddenSize];
 
     // §2: backbone.embeddings.weight (NV-MOD load_hook also accepts the legacy backbone.embedding.weight)
@@ -224,6 +266,7 @@ export class ReferenceModel {
         };
       }
       if (type === 'attention') return { kind: 'attention', length: 0, k: new Float64Array(0), v: new Float64Array(0) };
+      if (type === 'moe') return { kind: 'moe' };
       return { kind: 'mlp' };
     });
     return { position: 0, layers };
@@ -242,7 +285,7 @@ export class ReferenceModel {
     for (let i = 0; i < cfg.numLayers; i++) {
       const weights = this.layers[i]!;
       const u = rmsnorm(h, T, cfg.hiddenSize, weights.norm, cfg.layerNormEpsilon);
-      const mixed = this.mixer(weights, state.layers[i]!, u, T);
+      const mixed = weights.kind === 'moe' ? this.moe(weights, u, T, i) : this.mixer(weights, state.layers[i]!, u, T);
       h = addResidual(h, mixed);
     }
 
@@ -339,6 +382,36 @@ export class ReferenceModel {
 
     const o = attentionGqa(q, st.k, st.v, past, T, Hq, Hkv, Dh);
     return matmul(o, T, Hq * Dh, w.oProj, hidden);
+  }
+
+  /**
+   * MoE block (HF NemotronHMoE.forward): router logits in full precision, routing as ./moe.ts, every routed
+   * expert a relu² MLP down(relu(up(u))²) weighted by its routing weight, plus the shared expert on every token.
+   */
+  private moe(w: MoeWeights, u: Float64Array, T: number, layer: number): Float64Array {
+    const cfg = this.config;
+    const m = cfg.moe!;
+    const H = cfg.hiddenSize;
+    const E = m.nRoutedExperts;
+    const I = m.moeIntermediateSize;
+    const logits = matmul(u, T, H, w.router, E);
+    const out = new Float64Array(T * H);
+    for (let t = 0; t < T; t++) {
+      const r = route(logits.subarray(t * E, (t + 1) * E), w.scoreBias, m);
+      this.minRoutingMargin = Math.min(this.minRoutingMargin, r.margin);
+      this.routings.push({ layer, ids: r.ids });
+      const x = u.subarray(t * H, (t + 1) * H);
+      r.ids.forEach((e, k) => {
+        const y = matmul(relu2(matmul(x, 1, H, w.up[e]!, I)), 1, I, w.down[e]!, H);
+        for (let c = 0; c < H; c++) out[t * H + c]! += r.weights[k]! * y[c]!;
+      });
+    }
+    if (w.sharedUp && w.sharedDown) {
+      const S = m.moeSharedExpertIntermediateSize;
+      const shared = matmul(relu2(matmul(u, T, H, w.sharedUp, S)), T, S, w.sharedDown, H);
+      for (let i = 0; i < out.length; i++) out[i]! += shared[i]!;
+    }
+    return out;
   }
 
   /** §3.3: out = W_down · relu(W_up · u)², no gate, no bias. */

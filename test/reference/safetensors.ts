@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export type RefDType = 'F32' | 'F16' | 'BF16';
+export type RefDType = 'F32' | 'F16' | 'BF16' | 'F8_E4M3';
 
 export interface RefTensor {
   dtype: RefDType;
@@ -25,15 +25,40 @@ interface HeaderEntry {
   data_offsets: [number, number];
 }
 
-const BYTES_PER_ELEMENT: Record<RefDType, number> = { F32: 4, F16: 2, BF16: 2 };
+const BYTES_PER_ELEMENT: Record<RefDType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1 };
 
 function isRefDType(s: string): s is RefDType {
-  return s === 'F32' || s === 'F16' || s === 'BF16';
+  return s === 'F32' || s === 'F16' || s === 'BF16' || s === 'F8_E4M3';
 }
 
 const float32Scratch = new DataView(new ArrayBuffer(4));
 
 /** bf16 is the upper 16 bits of an IEEE float32: shift into place and reinterpret. Exact. */
+/** OCP FP8 E4M3 (ModelOpt FP8): sign, 4-bit exponent (bias 7), 3-bit mantissa; 0x7f/0xff NaN, no infinities. */
+export function e4m3ToNumber(b: number): number {
+  const sign = b & 0x80 ? -1 : 1;
+  const e = (b >> 3) & 0xf;
+  const m = b & 7;
+  if (e === 0xf && m === 7) return NaN;
+  return sign * (e === 0 ? m * 2 ** -9 : (1 + m / 8) * 2 ** (e - 7));
+}
+
+/**
+ * ModelOpt FP8 checkpoints: every F8_E4M3 tensor `X.weight` is its values times `X.weight_scale` (one
+ * scale, or one per row). Replaces each by that product, exactly in float64; the scales stay in the map.
+ */
+export function dequantizeFp8(tensors: Map<string, RefTensor>): void {
+  for (const [name, t] of tensors) {
+    if (t.dtype !== 'F8_E4M3') continue;
+    const scale = tensors.get(name.replace(/\.weight$/, '.weight_scale'));
+    if (!name.endsWith('.weight') || !scale) throw new Error(`FP8 tensor ${name} has no weight_scale`);
+    const rows = t.shape[0] ?? 1;
+    const perRow = t.data.length / rows;
+    const data = t.data.map((v, i) => v * (scale.data.length === 1 ? scale.data[0]! : scale.data[Math.floor(i / perRow)]!));
+    tensors.set(name, { ...t, dtype: 'F32', data });
+  }
+}
+
 export function bf16ToNumber(bits: number): number {
   float32Scratch.setUint32(0, ((bits & 0xffff) << 16) >>> 0, true);
   return float32Scratch.getFloat32(0, true);
@@ -53,6 +78,7 @@ function decodeTensor(bytes: DataView, dtype: RefDType, count: number): Float64A
   const out = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     if (dtype === 'F32') out[i] = bytes.getFloat32(4 * i, true);
+    else if (dtype === 'F8_E4M3') out[i] = e4m3ToNumber(bytes.getUint8(i));
     else if (dtype === 'F16') out[i] = f16ToNumber(bytes.getUint16(2 * i, true));
     else out[i] = bf16ToNumber(bytes.getUint16(2 * i, true));
   }

@@ -15,6 +15,8 @@ export interface NativeEngineOptions {
   device?: string;
   /** Matmul activation precision (csrc/kernels/kernels.h MatmulPrecision); default 'exact'. */
   precision?: 'exact' | 'fast';
+  /** CPU weight placement (csrc/model/weights.h WeightsPlacement); default 'mmap'. */
+  weights?: 'mmap' | 'memory';
 }
 
 export interface NativeConfig {
@@ -191,4 +193,12 @@ export interface NativeAddon {
   _kernels: NativeKernels;
   /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
   _measureReadBandwidth(bytes: number, threads: number): number;
+  /**
+   * Loads a checkpoint's weights (no engine), places them as LoadOptions.weights would and measures the
+   * read bandwidth of the weights where they are (GB/s, best of 5 passes on `threads` threads); also the
+   * placement time and how many bytes ended in 2 MiB pages. Synchronous, seconds. For benchmarks.
+   */
+  _measureWeightsReadBandwidth(path: string, weights: 'mmap' | 'memory', threads: number): {
+    gbps: number; bytes: number; placeMs: number; copiedBytes: number; anonHugeBytes: number; filePmdBytes: number;
+  };
 }

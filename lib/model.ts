@@ -15,7 +15,7 @@ import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition }
 import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
-import { checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
+import { checkPlanFits, chooseWeightsPlacement, planMemory, type MemoryPlan } from './memory.js';
 import { loadCudaAddon, noteCpuFallback } from './cuda.js';
 import { loadNative } from './native.js';
 import { Scheduler } from './scheduler.js';
@@ -51,6 +51,16 @@ export interface LoadOptions {
    * prompts and batches, log-probs within ~1e-2. Both are batch invariant.
    */
   precision?: 'exact' | 'fast';
+  /**
+   * Where the CPU engine keeps the weights. 'mmap' (default): in the memory-mapped files, as stored
+   * (shared with the page cache, nothing copied; huge pages and read-ahead are asked for where the
+   * kernel allows). 'memory': copied at load, in parallel, into anonymous memory backed by 2 MiB
+   * transparent huge pages (the plan counts the copy: model.info.memory.weightsCopy): faster decode,
+   * load costs one copy of the weights. 'auto': 'memory' when the load with the copy stays within 3/4
+   * of memoryLimit (at most the machine's memory), else 'mmap' (memory.ts chooseWeightsPlacement).
+   * Results are bitwise the same either way. Ignored by the CUDA backend.
+   */
+  weights?: 'mmap' | 'memory' | 'auto';
 }
 
 export type ModelConfig = NativeModelInfo['config'];
@@ -71,6 +81,8 @@ export interface ModelInfo {
   eosTokenIds: number[];
   kvDtype: 'f16' | 'f32';
   precision: 'exact' | 'fast';
+  /** Where the weights live (LoadOptions.weights, 'auto' resolved). */
+  weights: 'mmap' | 'memory';
   /** What this model needs at its context length and sequence count, planned before loading. */
   memory: MemoryPlan;
 }
@@ -143,7 +155,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'memoryLimit', 'device', 'precision', 'weights'] as const;
 
 /** The addon to load with: the CPU build, or the CUDA build after its child-process smoke test. */
 function chooseBackend(device: 'cpu' | 'cuda' | 'auto'): { addon: Pick<NativeAddon, 'loadEngine'>; device: string } {
@@ -228,7 +240,7 @@ export class NemotronModel {
   private readonly closing = new AbortController();
   private closed = false;
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, cacheBytes: number, snapshotInterval: number, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast'; weights: 'mmap' | 'memory' }, memory: MemoryPlan) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
@@ -261,6 +273,8 @@ export class NemotronModel {
     const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
     const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
+    const weightsOption: unknown = options.weights ?? 'mmap';
+    if (weightsOption !== 'mmap' && weightsOption !== 'memory' && weightsOption !== 'auto') throw v.invalid('options.weights', "'mmap', 'memory' or 'auto'", weightsOption);
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
     const dir = path.resolve(modelPath);
@@ -276,9 +290,15 @@ export class NemotronModel {
     const context = contextLength ?? Math.min(maxPos, DEFAULT_CONTEXT_CAP);
     const planOptions = { contextLength: context, maxSequences: maxSequences ?? 8, maxBatchTokens: maxBatchTokens ?? 256, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
+    // weights: 'auto' decides on the plan with the copy; the CUDA backend keeps no host copy ('mmap').
+    let weights: 'mmap' | 'memory' = weightsOption === 'memory' && deviceOption !== 'cuda' ? 'memory' : 'mmap';
     if (rawConfig) {
       try {
-        plan = planMemory(rawConfig, { ...planOptions, weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) });
+        const weightBytes = gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir);
+        if (weightsOption === 'auto' && deviceOption === 'cpu') {
+          weights = chooseWeightsPlacement(planMemory(rawConfig, { ...planOptions, weightBytes, weights: 'memory' }), Math.min(memoryLimit, os.totalmem()));
+        }
+        plan = planMemory(rawConfig, { ...planOptions, weightBytes, weights });
       } catch {
         plan = undefined; // a broken config: the native loader says precisely what is wrong
       }
@@ -288,6 +308,7 @@ export class NemotronModel {
     let engine: NativeEngine;
     try {
       const backend = chooseBackend(deviceOption);
+      if (backend.device !== 'cpu') weights = 'mmap';
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,
@@ -297,20 +318,21 @@ export class NemotronModel {
         cacheBytes,
         device: backend.device,
         precision,
+        weights,
       });
     } catch (err) {
       rethrow(err, stack);
     }
     if (!plan) {
       try {
-        plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes });
+        plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes, weights });
         checkPlanFits(plan, memoryLimit);
       } catch (err) {
         engine.close();
         throw err;
       }
     }
-    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, { kvDtype, precision }, plan);
+    return new NemotronModel(dir, engine, tokenizer, cacheBytes, snapshotInterval, { kvDtype, precision, weights }, plan);
   }
 
   /** Text to token ids. `addSpecialTokens` (default true) applies the checkpoint's BOS policy. */

@@ -3,11 +3,16 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "addon/addon_data.h"
 #include "addon/js_engine.h"
 #include "core/memory_bandwidth.h"
 #include "core/thread_pool.h"
+#include "model/weights.h"
 
 namespace nemo::addon {
 
@@ -25,6 +30,65 @@ Napi::Value MeasureReadBandwidth(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), measure_read_bandwidth(static_cast<size_t>(bytes), 5, pool));
 }
 
+// Reads a field "Name:   N kB" of /proc/self/smaps_rollup, in bytes (0 when absent).
+static double smaps_bytes(const char* name) {
+  FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  double kb = 0;
+  const size_t n = std::strlen(name);
+  while (std::fgets(line, sizeof(line), f) != nullptr)
+    if (std::strncmp(line, name, n) == 0 && line[n] == ':') kb = std::strtod(line + n + 1, nullptr);
+  std::fclose(f);
+  return kb * 1024;
+}
+
+// _measureWeightsReadBandwidth(path, weights, threads): loads a checkpoint's weights (no engine), places
+// them as LoadOptions.weights would ('mmap' | 'memory'), and measures the read bandwidth of the weights
+// where they are (best of 5 passes, each matrix split over `threads` threads as decode splits it).
+// Returns { gbps, bytes, placeMs, copiedBytes, anonHugeBytes, filePmdBytes } (the last two: growth of
+// AnonHugePages / FilePmdMapped in /proc/self/smaps_rollup, i.e. how much sits in 2 MiB pages).
+// Synchronous, seconds: for benchmarks only.
+Napi::Value MeasureWeightsReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  const bool memory = info[1].As<Napi::String>().Utf8Value() == "memory";
+  const int threads = std::max(1, info[2].As<Napi::Number>().Int32Value());
+  NemotronHConfig config;
+  ModelWeights w;
+  Status st = load_checkpoint(path, &config, &w);
+  if (!st.ok()) {
+    Napi::Error::New(env, st.message()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  ThreadPool pool(threads);
+  const double anon0 = smaps_bytes("AnonHugePages"), pmd0 = smaps_bytes("FilePmdMapped");
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t copied = 0;
+  st = place_weights(&w, memory ? WeightsPlacement::kMemory : WeightsPlacement::kMmap, pool, &copied);
+  const double place_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (!st.ok()) {
+    Napi::Error::New(env, st.message()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<std::pair<const uint8_t*, size_t>> ranges;
+  double bytes = 0;
+  for (MatrixView* m : weight_matrices(&w)) {
+    const size_t n = static_cast<size_t>(m->rows) * dtype_row_bytes(m->dtype, static_cast<size_t>(m->cols));
+    ranges.emplace_back(static_cast<const uint8_t*>(m->data), n);
+    bytes += static_cast<double>(n);
+  }
+  const double gbps = measure_read_bandwidth_of(ranges, 5, pool);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("gbps", gbps);
+  out.Set("bytes", bytes);
+  out.Set("placeMs", place_ms);
+  out.Set("copiedBytes", static_cast<double>(copied));
+  out.Set("anonHugeBytes", smaps_bytes("AnonHugePages") - anon0);
+  out.Set("filePmdBytes", smaps_bytes("FilePmdMapped") - pmd0);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   data->engine_ctor = Napi::Persistent(JsEngine::Init(env));
@@ -32,6 +96,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadEngine", Napi::Function::New<LoadEngine>(env));
   exports.Set("_kernels", DebugKernels(env));
   exports.Set("_measureReadBandwidth", Napi::Function::New<MeasureReadBandwidth>(env));
+  exports.Set("_measureWeightsReadBandwidth", Napi::Function::New<MeasureWeightsReadBandwidth>(env));
 #ifdef NEMOTRON_CUDA
   AddCudaExports(env, exports);
 #endif

@@ -360,6 +360,10 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
                                  : cpu::MatmulPrecision::kExact;
   Napi::Value device = o.Get("device");
   if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
+  Napi::Value weights = o.Get("weights");  // 'mmap' (default) | 'memory'; lib/model.ts resolves 'auto'
+  options.weights = weights.IsString() && weights.As<Napi::String>().Utf8Value() == "memory"
+                        ? WeightsPlacement::kMemory
+                        : WeightsPlacement::kMmap;
   auto engine = std::make_shared<std::shared_ptr<Engine>>();
   return TaskWorker::Queue(
       env,

@@ -32,6 +32,7 @@ struct EngineOptions {
   int64_t cache_bytes = 0;        // KV pool room for snapshots beyond the live sequences' needs
   std::string device = "cpu";     // "cpu", or "cuda" / "cuda:N" (builds with NEMOTRON_CUDA only)
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::kExact;  // kernels.h
+  WeightsPlacement weights = WeightsPlacement::kMmap;  // CPU: mapped files or a huge-page copy (weights.h)
 };
 
 struct CacheStats {

@@ -1,14 +1,15 @@
 /**
  * Issue #12 item 2, "weights at memory speed": LoadOptions.weights 'mmap' against 'memory' on the 330M
- * bench model (bench/bench-model.ts), interleaved (mmap, memory, mmap, memory, ...) so that a shared
- * host's load drifts over both alike. Per round and placement:
- *  - the read bandwidth of the weights where they are placed (addon _measureWeightsReadBandwidth:
- *    the checkpoint's matrices, as decode splits them over --threads threads, best of 5 passes), the
- *    placement's time and how many bytes ended in 2 MiB pages;
- *  - loadModel's wall time, then decode tokens/s (greedy, --decode tokens after a --prompt-token
- *    prompt, end tokens banned);
- *  - plain memory's read bandwidth (_measureReadBandwidth, 512 MiB) once per round, for reference.
- * Prints every round and the median [min-max] of each figure.
+ * bench model (bench/bench-model.ts). A shared host's memory bandwidth drifts by 3x within minutes, so
+ * the comparisons alternate the two placements closely, with both loaded at once:
+ *  1. placement cost: the time to place (copy) the weights, loadModel's wall time and how many bytes
+ *     ended in 2 MiB pages, per placement (addon _measureWeightsReadBandwidth);
+ *  2. read bandwidth of the checkpoint's matrices where they are placed, each split over --threads
+ *     threads as decode splits them: 10 x --rounds single passes, mmap and memory alternating;
+ *  3. decode and prefill tokens/s (greedy, --decode tokens after a --prompt-token prompt, end tokens
+ *     banned): 2 x --rounds generate calls per placement, alternating, with plain memory's read
+ *     bandwidth (_measureReadBandwidth) sampled in between.
+ * Ratios are taken per adjacent pair; medians [min-max] are printed.
  *
  *   npm run bench:weights -- [--type BF16|Q8_0] [--format gguf|safetensors] [--rounds 5] [--threads N]
  *                            [--prompt 128] [--decode 128] [--precision exact|fast]
@@ -42,50 +43,67 @@ const noEnd = { 12: -100, 2: -100 };
 const native = loadNative();
 
 type Placement = 'mmap' | 'memory';
-interface Row { readGBps: number; placeMs: number; hugeMiB: number; loadMs: number; decode: number; prefill: number }
-const rows: Record<Placement, Row[]> = { mmap: [], memory: [] };
-const plain: number[] = [];
-
-console.log(`${target} (${values.type}, ${values.format}), ${threads} threads, ${precision}, prompt ${values.prompt}, decode ${values.decode}, ${rounds} rounds`);
-for (let r = 1; r <= rounds; r++) {
-  plain.push(native._measureReadBandwidth(512 * 1024 * 1024, threads));
-  for (const weights of ['mmap', 'memory'] as const) {
-    const probe = native._measureWeightsReadBandwidth(target, weights, threads);
-    const t0 = performance.now();
-    const model = await loadModel(target, { threads, weights, precision, contextLength: 4096, maxSequences: 1, snapshotInterval: 0 });
-    const loadMs = performance.now() - t0;
-    try {
-      const res = await model.generate({ prompt: ids(Number(values.prompt)), maxTokens: Number(values.decode), temperature: 0, logitBias: noEnd });
-      const row: Row = {
-        readGBps: probe.gbps,
-        placeMs: probe.placeMs,
-        hugeMiB: (probe.anonHugeBytes + probe.filePmdBytes) / 2 ** 20,
-        loadMs,
-        decode: res.timings.decodeTokensPerSecond,
-        prefill: res.timings.prefillTokensPerSecond,
-      };
-      rows[weights].push(row);
-      console.log(
-        `round ${r} ${weights.padEnd(6)} read ${row.readGBps.toFixed(1)} GB/s of ${(probe.bytes / 1e6).toFixed(0)} MB ` +
-          `(place ${row.placeMs.toFixed(0)} ms, ${row.hugeMiB.toFixed(0)} MiB in 2 MiB pages), ` +
-          `load ${row.loadMs.toFixed(0)} ms, prefill ${row.prefill.toFixed(1)} tok/s, decode ${row.decode.toFixed(1)} tok/s` +
-          `; plain memory ${plain[plain.length - 1]!.toFixed(1)} GB/s`,
-      );
-    } finally {
-      await model.close();
-    }
-  }
-}
-
 const med = (a: number[]) => {
   const s = [...a].sort((x, y) => x - y);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const fmt = (a: number[], d = 1) => `${med(a).toFixed(d)} [${Math.min(...a).toFixed(d)}-${Math.max(...a).toFixed(d)}]`;
-console.log(`\nmedian [min-max] over ${rounds} interleaved rounds (${path.basename(path.dirname(target))}):`);
-for (const k of ['readGBps', 'placeMs', 'hugeMiB', 'loadMs', 'prefill', 'decode'] as const) {
-  const a = rows.mmap.map((x) => x[k]);
-  const b = rows.memory.map((x) => x[k]);
-  console.log(`  ${k.padEnd(9)} mmap ${fmt(a).padEnd(24)} memory ${fmt(b).padEnd(24)} memory/mmap ${(med(b) / med(a)).toFixed(3)}`);
+
+console.log(`${target} (${values.type}, ${values.format}), ${threads} threads, ${precision}, prompt ${values.prompt}, decode ${values.decode}, ${rounds} rounds`);
+
+// 1. What placement costs: the copy (place), loadModel's wall time, how much ends in 2 MiB pages.
+const cost: Record<Placement, { placeMs: number[]; loadMs: number[]; hugeMiB: number[]; single: number[] }> = {
+  mmap: { placeMs: [], loadMs: [], hugeMiB: [], single: [] },
+  memory: { placeMs: [], loadMs: [], hugeMiB: [], single: [] },
+};
+for (let r = 0; r < Math.min(rounds, 3); r++) {
+  for (const weights of ['mmap', 'memory'] as const) {
+    const probe = native._measureWeightsReadBandwidth(target, weights, threads);
+    cost[weights].placeMs.push(probe.placeMs);
+    cost[weights].hugeMiB.push((probe.anonHugeBytes + probe.filePmdBytes) / 2 ** 20);
+    cost[weights].single.push(probe.gbps);
+    const t0 = performance.now();
+    const model = await loadModel(target, { threads, weights, precision, contextLength: 4096, maxSequences: 1, snapshotInterval: 0 });
+    cost[weights].loadMs.push(performance.now() - t0);
+    await model.close();
+  }
 }
-console.log(`  plain memory read: ${fmt(plain)} GB/s`);
+console.log('\nplacement cost (median [min-max]):');
+for (const p of ['mmap', 'memory'] as const) {
+  const c = cost[p];
+  console.log(`  ${p.padEnd(6)} place ${fmt(c.placeMs)} ms, loadModel ${fmt(c.loadMs)} ms, in 2 MiB pages ${fmt(c.hugeMiB, 0)} MiB, read (own pass, best of 5) ${fmt(c.single)} GB/s`);
+}
+
+// 2. Read bandwidth of the weights as placed: both placements loaded at once, single passes alternated.
+const both = native._measureWeightsReadBandwidth(target, 'both', threads, 10 * rounds);
+const readRatio = both.memory.map((m, i) => m / both.mmap[i]!);
+console.log(`\nread bandwidth of the ${(both.bytes / 1e6).toFixed(0)} MB of matrices, ${both.mmap.length} alternating pass pairs, ${threads} threads:`);
+console.log(`  mmap ${fmt(both.mmap)} GB/s, memory ${fmt(both.memory)} GB/s, memory/mmap per pair ${fmt(readRatio, 3)}`);
+
+// 3. Decode: both models loaded at once, generate calls alternated (mmap, memory, mmap, ...).
+const models = {
+  mmap: await loadModel(target, { threads, weights: 'mmap', precision, contextLength: 4096, maxSequences: 1, snapshotInterval: 0 }),
+  memory: await loadModel(target, { threads, weights: 'memory', precision, contextLength: 4096, maxSequences: 1, snapshotInterval: 0 }),
+};
+const dec: Record<Placement, number[]> = { mmap: [], memory: [] };
+const pre: Record<Placement, number[]> = { mmap: [], memory: [] };
+const plain: number[] = [];
+try {
+  for (let r = 0; r < 2 * rounds; r++) {
+    if (r % 2 === 0) plain.push(native._measureReadBandwidth(256 * 1024 * 1024, threads));
+    for (const p of (r % 2 ? ['memory', 'mmap'] : ['mmap', 'memory']) as Placement[]) {
+      const res = await models[p].generate({ prompt: ids(Number(values.prompt)), maxTokens: Number(values.decode), temperature: 0, logitBias: noEnd });
+      dec[p].push(res.timings.decodeTokensPerSecond);
+      pre[p].push(res.timings.prefillTokensPerSecond);
+    }
+  }
+} finally {
+  await models.mmap.close();
+  await models.memory.close();
+}
+const decRatio = dec.memory.map((m, i) => m / dec.mmap[i]!);
+const preRatio = pre.memory.map((m, i) => m / pre.mmap[i]!);
+console.log(`\ndecode and prefill, ${dec.mmap.length} alternating generate pairs (order flipped every other pair):`);
+console.log(`  decode tok/s  mmap ${fmt(dec.mmap)}, memory ${fmt(dec.memory)}, memory/mmap per pair ${fmt(decRatio, 3)}`);
+console.log(`  prefill tok/s mmap ${fmt(pre.mmap)}, memory ${fmt(pre.memory)}, memory/mmap per pair ${fmt(preRatio, 3)}`);
+console.log(`  plain memory read (_measureReadBandwidth, 256 MiB) during the pairs: ${fmt(plain)} GB/s`);

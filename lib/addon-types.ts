@@ -201,4 +201,6 @@ export interface NativeAddon {
   _measureWeightsReadBandwidth(path: string, weights: 'mmap' | 'memory', threads: number): {
     gbps: number; bytes: number; placeMs: number; copiedBytes: number; anonHugeBytes: number; filePmdBytes: number;
   };
+  /** Both placements loaded at once, single read passes alternated `passes` times (GB/s per pass). */
+  _measureWeightsReadBandwidth(path: string, weights: 'both', threads: number, passes: number): { mmap: number[]; memory: number[]; bytes: number };
 }

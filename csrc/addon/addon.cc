@@ -48,12 +48,53 @@ static double smaps_bytes(const char* name) {
 // where they are (best of 5 passes, each matrix split over `threads` threads as decode splits it).
 // Returns { gbps, bytes, placeMs, copiedBytes, anonHugeBytes, filePmdBytes } (the last two: growth of
 // AnonHugePages / FilePmdMapped in /proc/self/smaps_rollup, i.e. how much sits in 2 MiB pages).
+// With a fourth argument `passes` > 0 it instead loads the weights twice, once per placement, and
+// alternates single read passes (mmap, memory, mmap, ...) `passes` times, returning { mmap: [GB/s...],
+// memory: [GB/s...], bytes }: adjacent passes see the same load of a shared host.
 // Synchronous, seconds: for benchmarks only.
 Napi::Value MeasureWeightsReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string path = info[0].As<Napi::String>().Utf8Value();
   const bool memory = info[1].As<Napi::String>().Utf8Value() == "memory";
   const int threads = std::max(1, info[2].As<Napi::Number>().Int32Value());
+  const int passes = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : 0;
+  auto ranges_of = [](ModelWeights* mw, double* bytes) {
+    std::vector<std::pair<const uint8_t*, size_t>> ranges;
+    *bytes = 0;
+    for (MatrixView* m : weight_matrices(mw)) {
+      const size_t n = static_cast<size_t>(m->rows) * dtype_row_bytes(m->dtype, static_cast<size_t>(m->cols));
+      ranges.emplace_back(static_cast<const uint8_t*>(m->data), n);
+      *bytes += static_cast<double>(n);
+    }
+    return ranges;
+  };
+  if (passes > 0) {
+    NemotronHConfig c0, c1;
+    ModelWeights w0, w1;
+    ThreadPool pool(threads);
+    Status s = load_checkpoint(path, &c0, &w0);
+    if (s.ok()) s = load_checkpoint(path, &c1, &w1);
+    if (s.ok()) s = place_weights(&w0, WeightsPlacement::kMmap, pool);
+    if (s.ok()) s = place_weights(&w1, WeightsPlacement::kMemory, pool);
+    if (!s.ok()) {
+      Napi::Error::New(env, s.message()).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    double bytes = 0;
+    const auto r0 = ranges_of(&w0, &bytes), r1 = ranges_of(&w1, &bytes);
+    measure_read_bandwidth_of(r0, 1, pool);  // faults the mapping in
+    measure_read_bandwidth_of(r1, 1, pool);
+    Napi::Array a0 = Napi::Array::New(env), a1 = Napi::Array::New(env);
+    for (int p = 0; p < passes; ++p) {
+      a0.Set(static_cast<uint32_t>(p), measure_read_bandwidth_of(r0, 1, pool));
+      a1.Set(static_cast<uint32_t>(p), measure_read_bandwidth_of(r1, 1, pool));
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("mmap", a0);
+    out.Set("memory", a1);
+    out.Set("bytes", bytes);
+    return out;
+  }
   NemotronHConfig config;
   ModelWeights w;
   Status st = load_checkpoint(path, &config, &w);
@@ -71,13 +112,8 @@ Napi::Value MeasureWeightsReadBandwidth(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, st.message()).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  std::vector<std::pair<const uint8_t*, size_t>> ranges;
   double bytes = 0;
-  for (MatrixView* m : weight_matrices(&w)) {
-    const size_t n = static_cast<size_t>(m->rows) * dtype_row_bytes(m->dtype, static_cast<size_t>(m->cols));
-    ranges.emplace_back(static_cast<const uint8_t*>(m->data), n);
-    bytes += static_cast<double>(n);
-  }
+  const auto ranges = ranges_of(&w, &bytes);
   const double gbps = measure_read_bandwidth_of(ranges, 5, pool);
   Napi::Object out = Napi::Object::New(env);
   out.Set("gbps", gbps);

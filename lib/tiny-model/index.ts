@@ -55,6 +55,12 @@ export interface TinyModelOptions {
    * Default: the `dtype` ('bf16' -> 'BF16', 'f16' -> 'F16', 'f32' -> 'F32').
    */
   ggufType?: GgmlTypeName;
+  /**
+   * false (format 'gguf' only): write model.gguf without the safetensors weight files (config and
+   * tokenizer files are still written), e.g. several GGUF types of one large model without a
+   * safetensors copy each. Default true.
+   */
+  safetensors?: boolean;
 }
 
 export interface TinyModelResult {
@@ -98,7 +104,7 @@ const DTYPES = {
 const KNOWN_OPTIONS = new Set<string>([
   'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
-  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType',
+  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType', 'safetensors',
 ]);
 
 const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
@@ -143,6 +149,7 @@ interface Resolved {
   dims: ModelDims;
   format: 'safetensors' | 'gguf';
   ggufType: GgmlTypeName;
+  safetensors: boolean;
 }
 
 function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Resolved {
@@ -190,6 +197,9 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const ggufType = options.ggufType ?? GGUF_TYPE_OF_DTYPE[dtype as keyof typeof GGUF_TYPE_OF_DTYPE];
   if (typeof ggufType !== 'string' || !GGUF_TYPES.includes(ggufType)) throw invalid('ggufType', `one of ${GGUF_TYPES.map((t) => `'${t}'`).join(', ')}`, ggufType);
   if (options.ggufType !== undefined && format !== 'gguf') throw invalid('ggufType', "set only with format 'gguf'", options.ggufType);
+  const safetensors = options.safetensors ?? true;
+  if (typeof safetensors !== 'boolean') throw invalid('safetensors', 'a boolean', safetensors);
+  if (!safetensors && format !== 'gguf') throw invalid('safetensors', "true unless format is 'gguf' (the folder would hold no weights)", safetensors);
 
   if (mambaNumHeads % nGroups !== 0) {
     throw invalid('mambaNumHeads', `divisible by nGroups (${nGroups})`, mambaNumHeads);
@@ -223,7 +233,7 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   if (shards > tensorCount) {
     throw invalid('shards', `at most the number of tensors (${tensorCount})`, shards);
   }
-  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType };
+  return { seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, safetensors };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -377,7 +387,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
   const shardFile = (k: number, n: number): string =>
     `model-${String(k).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
   const keep = new Set<string>();
-  if (r.shards === 1) keep.add('model.safetensors');
+  if (!r.safetensors) {
+    // no safetensors files: every weight file of an earlier run goes
+  } else if (r.shards === 1) keep.add('model.safetensors');
   else for (let k = 1; k <= r.shards; k++) keep.add(shardFile(k, r.shards));
   for (const name of names) {
     const stale =
@@ -386,7 +398,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
     if (stale) await unlink(join(out, name));
   }
 
-  if (r.shards === 1) {
+  if (!r.safetensors) {
+    // model.gguf only (written below)
+  } else if (r.shards === 1) {
     await writeSafetensors(join(out, 'model.safetensors'), [...specs].sort(byName).map(source));
   } else {
     const groups = splitShards(specs, r.shards, elemBytes);

@@ -10,7 +10,8 @@
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
 //
-// SIMD structure (both vector paths):
+// SIMD structure (both vector paths; the loop nest is run_tiles of matmul_tiles.h, shared by every SIMD
+// matmul path, this file supplying the tile kernels, the x packing and the alignment shift):
 //  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 elements. For BF16
 //    weights the copy is also permuted within each block of S = 2 * vector-width elements to
 //    [even elements, odd elements]: one vector load of S bf16 values then yields the even elements by

@@ -23,7 +23,8 @@
 // on AVX-512 one thread streams 12-15 GB/s of Q8_0/Q4_K blocks (BF16: ~28 GB/s); these kernels are
 // bound by the unpacking work rather than memory bandwidth on one core, less so with 2 threads.
 //
-// SIMD structure:
+// SIMD structure (the loop nest is run_tiles of matmul_tiles.h; the tile kernel of both ISAs is
+// matmul_quant_tile.inc over each ISA's block decoder):
 //  * The work is split over W rows only; each task owns a range of groups of NR rows.
 //  * A register tile computes TR tokens × NR W rows with TR*NR vector accumulators over the whole K:
 //    each dequantized W vector is used for TR tokens, each x vector for NR rows.

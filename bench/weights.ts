@@ -6,6 +6,7 @@
  *     ended in 2 MiB pages, per placement (addon _measureWeightsReadBandwidth);
  *  2. read bandwidth of the checkpoint's matrices where they are placed, each split over --threads
  *     threads as decode splits them: 10 x --rounds single passes, mmap and memory alternating;
+ *     and the same with one T = 1 matmul per matrix per pass (decode's weight stream, no other work);
  *  3. decode and prefill tokens/s (greedy, --decode tokens after a --prompt-token prompt, end tokens
  *     banned): 2 x --rounds generate calls per placement, alternating, with plain memory's read
  *     bandwidth (_measureReadBandwidth) sampled in between.
@@ -79,6 +80,12 @@ const both = native._measureWeightsReadBandwidth(target, 'both', threads, 10 * r
 const readRatio = both.memory.map((m, i) => m / both.mmap[i]!);
 console.log(`\nread bandwidth of the ${(both.bytes / 1e6).toFixed(0)} MB of matrices, ${both.mmap.length} alternating pass pairs, ${threads} threads:`);
 console.log(`  mmap ${fmt(both.mmap)} GB/s, memory ${fmt(both.memory)} GB/s, memory/mmap per pair ${fmt(readRatio, 3)}`);
+
+// 2b. The decode product alone (T = 1 with every matrix, exact), the same alternation.
+const mm = native._measureWeightsReadBandwidth(target, 'both', threads, 10 * rounds, 'matmul');
+const mmRatio = mm.memory.map((m, i) => m / mm.mmap[i]!);
+console.log(`decode product (T = 1, every matrix), ${mm.mmap.length} alternating pass pairs:`);
+console.log(`  mmap ${fmt(mm.mmap)} GB/s, memory ${fmt(mm.memory)} GB/s, memory/mmap per pair ${fmt(mmRatio, 3)}`);
 
 // 3. Decode: both models loaded at once, generate calls alternated (mmap, memory, mmap, ...).
 const models = {

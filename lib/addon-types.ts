@@ -201,6 +201,9 @@ export interface NativeAddon {
   _measureWeightsReadBandwidth(path: string, weights: 'mmap' | 'memory', threads: number): {
     gbps: number; bytes: number; placeMs: number; copiedBytes: number; anonHugeBytes: number; filePmdBytes: number;
   };
-  /** Both placements loaded at once, single read passes alternated `passes` times (GB/s per pass). */
-  _measureWeightsReadBandwidth(path: string, weights: 'both', threads: number, passes: number): { mmap: number[]; memory: number[]; bytes: number };
+  /**
+   * Both placements loaded at once, single passes alternated `passes` times (GB/s of weights per pass):
+   * plain reads, or with kind 'matmul' one T = 1 product with every matrix (decode's weight stream).
+   */
+  _measureWeightsReadBandwidth(path: string, weights: 'both', threads: number, passes: number, kind?: 'read' | 'matmul'): { mmap: number[]; memory: number[]; bytes: number };
 }

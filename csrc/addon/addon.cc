@@ -12,6 +12,7 @@
 #include "addon/js_engine.h"
 #include "core/memory_bandwidth.h"
 #include "core/thread_pool.h"
+#include "kernels/kernels.h"
 #include "model/weights.h"
 
 namespace nemo::addon {
@@ -50,7 +51,8 @@ static double smaps_bytes(const char* name) {
 // AnonHugePages / FilePmdMapped in /proc/self/smaps_rollup, i.e. how much sits in 2 MiB pages).
 // With a fourth argument `passes` > 0 it instead loads the weights twice, once per placement, and
 // alternates single read passes (mmap, memory, mmap, ...) `passes` times, returning { mmap: [GB/s...],
-// memory: [GB/s...], bytes }: adjacent passes see the same load of a shared host.
+// memory: [GB/s...], bytes }: adjacent passes see the same load of a shared host. A fifth argument
+// 'matmul' makes each pass a T = 1 product with every matrix (decode's weight stream) instead of reads.
 // Synchronous, seconds: for benchmarks only.
 Napi::Value MeasureWeightsReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -82,12 +84,25 @@ Napi::Value MeasureWeightsReadBandwidth(const Napi::CallbackInfo& info) {
     }
     double bytes = 0;
     const auto r0 = ranges_of(&w0, &bytes), r1 = ranges_of(&w1, &bytes);
-    measure_read_bandwidth_of(r0, 1, pool);  // faults the mapping in
-    measure_read_bandwidth_of(r1, 1, pool);
+    // kind 'matmul': each pass is one decode-shaped product (T = 1, exact) with every matrix, i.e. the
+    // weight stream of a decode step without the per-token state work; else plain reads.
+    const bool matmul = info.Length() > 4 && info[4].IsString() && info[4].As<Napi::String>().Utf8Value() == "matmul";
+    int64_t max_dim = 1;
+    for (MatrixView* m : weight_matrices(&w0)) max_dim = std::max({max_dim, m->rows, m->cols});
+    std::vector<float> x(static_cast<size_t>(max_dim), 0.01f), y(static_cast<size_t>(max_dim));
+    auto pass = [&](ModelWeights* mw, const std::vector<std::pair<const uint8_t*, size_t>>& r) {
+      if (!matmul) return measure_read_bandwidth_of(r, 1, pool);
+      const auto t0 = std::chrono::steady_clock::now();
+      for (MatrixView* m : weight_matrices(mw)) cpu::matmul(y.data(), m->rows, x.data(), m->cols, *m, 1, pool);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      return s > 0 ? bytes / s / 1e9 : 0.0;
+    };
+    pass(&w0, r0);  // faults the mapping in
+    pass(&w1, r1);
     Napi::Array a0 = Napi::Array::New(env), a1 = Napi::Array::New(env);
     for (int p = 0; p < passes; ++p) {
-      a0.Set(static_cast<uint32_t>(p), measure_read_bandwidth_of(r0, 1, pool));
-      a1.Set(static_cast<uint32_t>(p), measure_read_bandwidth_of(r1, 1, pool));
+      a0.Set(static_cast<uint32_t>(p), pass(&w0, r0));
+      a1.Set(static_cast<uint32_t>(p), pass(&w1, r1));
     }
     Napi::Object out = Napi::Object::New(env);
     out.Set("mmap", a0);

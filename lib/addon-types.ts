@@ -17,6 +17,8 @@ export interface NativeEngineOptions {
   precision?: 'exact' | 'fast';
   /** Scan every weight for NaN/Inf before loading (csrc/model/tensor_check.h); default false. */
   checkTensors?: boolean;
+  /** CPU weight placement (csrc/model/weights.h WeightsPlacement); default 'mmap'. */
+  weights?: 'mmap' | 'memory';
 }
 
 export interface NativeConfig {
@@ -301,4 +303,17 @@ export interface NativeAddon {
   _kernels: NativeKernels;
   /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
   _measureReadBandwidth(bytes: number, threads: number): number;
+  /**
+   * Loads a checkpoint's weights (no engine), places them as LoadOptions.weights would and measures the
+   * read bandwidth of the weights where they are (GB/s, best of 5 passes on `threads` threads); also the
+   * placement time and how many bytes ended in 2 MiB pages. Synchronous, seconds. For benchmarks.
+   */
+  _measureWeightsReadBandwidth(path: string, weights: 'mmap' | 'memory', threads: number): {
+    gbps: number; bytes: number; placeMs: number; copiedBytes: number; anonHugeBytes: number; filePmdBytes: number;
+  };
+  /**
+   * Both placements loaded at once, single passes alternated `passes` times (GB/s of weights per pass):
+   * plain reads, or with kind 'matmul' one T = 1 product with every matrix (decode's weight stream).
+   */
+  _measureWeightsReadBandwidth(path: string, weights: 'both', threads: number, passes: number, kind?: 'read' | 'matmul'): { mmap: number[]; memory: number[]; bytes: number };
 }

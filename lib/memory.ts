@@ -3,7 +3,9 @@
  * (architecture.md §1.2 sizes, §2 tensors, §4 decode-time state). Pure arithmetic, no I/O.
  *
  * The engine's memory, item by item:
- * - weights: the checkpoint's tensors as stored (memory-mapped; resident once used);
+ * - weights: the checkpoint's tensors as stored (memory-mapped; resident once used), or with
+ *   weights: 'memory' a copy of them in anonymous huge-page memory (weightsCopy, counted instead: the
+ *   mapped file pages it was read from are reclaimable page cache once the load is done);
  * - per sequence: for each Mamba layer a conv window (K-1)·conv_dim and an SSM state H·P·N, both f32;
  *   for each attention layer K and V rows of kv_dim each, paged in blocks of KV_BLOCK_TOKENS positions
  *   (f16 by default), so a sequence at context C holds ceil(C / 64) blocks per attention layer;
@@ -78,11 +80,23 @@ export interface PlanOptions {
   weightBytes?: number;
   /** Storage type of every tensor when weightBytes is not given; default 'bf16'. */
   weightDtype?: WeightDtype;
+  /** Where the CPU engine keeps the weights (LoadOptions.weights, resolved): 'mmap' (default) or 'memory'. */
+  weights?: 'mmap' | 'memory';
 }
 
 export interface MemoryPlan {
   /** Bytes of the weights (given, or parameterCount × the weight dtype). */
   weights: number;
+  /**
+   * Anonymous memory holding the copy of the weights with weights: 'memory' (the weights rounded up to
+   * 2 MiB huge pages), counted in total instead of the mapped weights; 0 with 'mmap'.
+   */
+  weightsCopy: number;
+  /**
+   * The most the load holds at once: total, plus with weights: 'memory' the file pages the copy is read
+   * from (page cache: reclaimable, but resident while copying unless memory is short).
+   */
+  loadPeak: number;
   /** One sequence's state at the full context length. */
   perSequence: { conv: number; ssm: number; kvAtContext: number; total: number };
   /** perSequence.total × maxSequences. */
@@ -90,7 +104,7 @@ export interface MemoryPlan {
   /** The forward-pass workspace. */
   activations: number;
   snapshotBudget: number;
-  /** weights + sequences + activations + snapshotBudget. */
+  /** weights (or weightsCopy) + sequences + activations + snapshotBudget. */
   total: number;
   /** KV bytes one more position costs a sequence (all attention layers; allocated in blocks of 64). */
   kvBytesPerToken: number;
@@ -465,7 +479,10 @@ export function activationBytes(c: ResolvedConfig, rows: number): number {
 
 // ---- the plan ------------------------------------------------------------------------------------------
 
-const PLAN_KEYS = ['contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'weightBytes', 'weightDtype'] as const;
+const PLAN_KEYS = ['contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'weightBytes', 'weightDtype', 'weights'] as const;
+
+/** The huge-page size the weights copy is aligned and rounded to. */
+const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
 
 function byteCount(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
@@ -485,6 +502,8 @@ export function planMemory(config: PlanConfig | Record<string, unknown>, options
   const weightDtype = stateDtype('options.weightDtype', options.weightDtype, 'bf16', ['bf16', 'f16', 'f32']);
   const cacheBytes = byteCount('options.cacheBytes', options.cacheBytes) ?? DEFAULT_CACHE_BYTES;
   const givenWeights = byteCount('options.weightBytes', options.weightBytes);
+  const placement = options.weights ?? 'mmap';
+  if (placement !== 'mmap' && placement !== 'memory') throw v.invalid('options.weights', "'mmap' or 'memory'", placement);
 
   const params = parameterCount(config);
   const weights = givenWeights ?? params * DTYPE_BYTES[weightDtype];
@@ -493,13 +512,17 @@ export function planMemory(config: PlanConfig | Record<string, unknown>, options
   const sequences = perSequence.total * maxSequences;
   const rows = maxBatchTokens + maxSequences;
   const activations = activationBytes(c, rows);
-  const total = weights + sequences + activations + cacheBytes;
-  if (!Number.isSafeInteger(total)) {
+  const weightsCopy = placement === 'memory' ? Math.ceil(weights / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : 0;
+  const total = (placement === 'memory' ? weightsCopy : weights) + sequences + activations + cacheBytes;
+  const loadPeak = total + (placement === 'memory' ? weights : 0);
+  if (!Number.isSafeInteger(loadPeak)) {
     throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the plan's total (${total} B) is beyond exact integer arithmetic: the config or options are implausibly large`);
   }
 
   const plan: MemoryPlan = {
     weights,
+    weightsCopy,
+    loadPeak,
     perSequence,
     sequences,
     activations,
@@ -509,7 +532,8 @@ export function planMemory(config: PlanConfig | Record<string, unknown>, options
     recurrentBytesPerSequence: s.conv + s.ssm,
     parameterCount: params,
     lines: () => [
-      `weights: ${formatBytes(weights)} (${group(params)} parameters, ${givenWeights === undefined ? `${weightDtype}` : 'as stored'})`,
+      `weights: ${formatBytes(weights)} (${group(params)} parameters, ${givenWeights === undefined ? `${weightDtype}` : 'as stored'})` +
+        (placement === 'memory' ? `, copied into ${formatBytes(weightsCopy)} of huge-page memory (load peak ${formatBytes(loadPeak)} with the file's page cache)` : ''),
       `per sequence: ${formatBytes(perSequence.total)} (conv ${formatBytes(s.conv)} + SSM ${formatBytes(s.ssm)} f32 over ${c.mambaLayers} Mamba layers; KV ${formatBytes(s.kv)} ${kvDtype} at ${group(contextLength)} tokens over ${c.attentionLayers} attention layers)`,
       `sequences: ${formatBytes(sequences)} (${maxSequences} × ${formatBytes(perSequence.total)})`,
       `activations: ${formatBytes(activations)} (${rows} rows = ${maxBatchTokens} batch tokens + ${maxSequences} sequences)`,
@@ -530,7 +554,7 @@ export function checkPlanFits(plan: MemoryPlan, limitBytes: number): void {
   }
   if (plan.total <= limitBytes) return;
   const items: Array<[string, number]> = [
-    ['weights', plan.weights],
+    plan.weightsCopy > 0 ? ['weights (copied into memory)', plan.weightsCopy] : ['weights', plan.weights],
     [`sequences (${plan.perSequence.total > 0 ? Math.round(plan.sequences / plan.perSequence.total) : 0} × ${formatBytes(plan.perSequence.total)})`, plan.sequences],
     ['activations', plan.activations],
     ['snapshot cache', plan.snapshotBudget],
@@ -545,8 +569,18 @@ export function checkPlanFits(plan: MemoryPlan, limitBytes: number): void {
     'ERR_OUT_OF_MEMORY',
     `the model needs ${formatBytes(plan.total)} (${group(plan.total)} B) but the limit is ${formatBytes(limitBytes)} (${group(limitBytes)} B), ` +
       `${formatBytes(plan.total - limitBytes)} over; biggest items: ${biggest}. ` +
-      'Lower maxSequences, contextLength or cacheBytes.',
+      `Lower maxSequences, contextLength or cacheBytes${plan.weightsCopy > 0 ? ", or load with weights: 'mmap'" : ''}.`,
   );
+}
+
+/**
+ * LoadOptions.weights 'auto': 'memory' (a huge-page copy: faster decode, see BENCHMARKS.md) when the load
+ * with the copy, page cache included (plan.loadPeak of a plan made with weights: 'memory'), stays within
+ * 3/4 of `limitBytes` (the memory limit, at most the machine's memory), so the copy leaves room for the
+ * rest of the machine; otherwise 'mmap' (pages shared with the page cache, nothing duplicated).
+ */
+export function chooseWeightsPlacement(memoryPlan: MemoryPlan, limitBytes: number): 'mmap' | 'memory' {
+  return memoryPlan.weightsCopy > 0 && memoryPlan.loadPeak <= 0.75 * limitBytes ? 'memory' : 'mmap';
 }
 
 // ---- formatting ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
 import type { Message } from './chat/openai.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
-import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, chooseWeightsPlacement, planMemory, type MemoryPlan } from './memory.js';
 import { chooseDevice } from './device.js';
 import { Scheduler } from './scheduler.js';
 import { TextTokenizer } from './tokenizer.js';
@@ -92,6 +92,16 @@ export interface LoadOptions {
    * for). Without it such a contextLength is refused: quality past the trained context is not known.
    */
   allowContextBeyondTraining?: boolean;
+  /**
+   * Where the CPU engine keeps the weights. 'mmap' (default): in the memory-mapped files, as stored
+   * (shared with the page cache, nothing copied; huge pages and read-ahead are asked for where the
+   * kernel allows). 'memory': copied at load, in parallel, into anonymous memory backed by 2 MiB
+   * transparent huge pages (the plan counts the copy: model.info.memory.weightsCopy): faster decode,
+   * load costs one copy of the weights. 'auto': 'memory' when the load with the copy stays within 3/4
+   * of memoryLimit (at most the machine's memory), else 'mmap' (memory.ts chooseWeightsPlacement).
+   * Results are bitwise the same either way. Ignored by the CUDA backend.
+   */
+  weights?: 'mmap' | 'memory' | 'auto';
 }
 
 /** The model's configuration as the native loader read it (config.json or GGUF metadata). */
@@ -113,6 +123,8 @@ export interface ModelInfo {
   eosTokenIds: number[];
   kvDtype: 'f16' | 'f32';
   precision: 'exact' | 'fast';
+  /** Where the weights live (LoadOptions.weights, 'auto' resolved). */
+  weights: 'mmap' | 'memory';
   /** What this model needs at its context length and sequence count, planned before loading. */
   memory: MemoryPlan;
 }
@@ -211,7 +223,7 @@ export interface EvaluateOptions {
   logits?: 'last' | 'all';
 }
 
-const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'selfCheck', 'precision', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
+const LOAD_KEYS = ['threads', 'contextLength', 'maxSequences', 'maxBatchTokens', 'kvDtype', 'cacheBytes', 'snapshotInterval', 'idleTimeoutMs', 'prepareNextTurn', 'memoryLimit', 'device', 'selfCheck', 'precision', 'weights', 'onProgress', 'hub', 'checkTensors', 'allowContextBeyondTraining'] as const;
 
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
 const DEFAULT_CONTEXT_CAP = 8192;
@@ -296,7 +308,7 @@ export class NemotronModel implements TextModel {
   /** A stream whose iterator was dropped unfinished is cancelled when the iterator is collected. */
   private readonly abandoned = new FinalizationRegistry<GenerationRequest>((request) => request.abandon());
 
-  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
+  private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast'; weights: 'mmap' | 'memory' }, memory: MemoryPlan) {
     this.engine = engine;
     this.tokenizer = tokenizer;
     this.template = tokenizer ? ChatTemplate.fromTokenizerConfig(tokenizer.config) : null;
@@ -334,6 +346,8 @@ export class NemotronModel implements TextModel {
     if (options.prepareNextTurn !== undefined && typeof options.prepareNextTurn !== 'boolean') throw v.invalid('options.prepareNextTurn', 'true or false', options.prepareNextTurn);
     const prepareNextTurn = options.prepareNextTurn ?? true;
     const memoryLimit = v.optionalInteger('options.memoryLimit', options.memoryLimit, 1) ?? os.totalmem();
+    const weightsOption: unknown = options.weights ?? 'mmap';
+    if (weightsOption !== 'mmap' && weightsOption !== 'memory' && weightsOption !== 'auto') throw v.invalid('options.weights', "'mmap', 'memory' or 'auto'", weightsOption);
     const deviceOption: unknown = options.device ?? 'cpu';
     if (deviceOption !== 'cpu' && deviceOption !== 'cuda' && deviceOption !== 'auto') throw v.invalid('options.device', "'cpu', 'cuda' or 'auto'", deviceOption);
     const selfCheck: unknown = options.selfCheck ?? 'run';
@@ -362,11 +376,18 @@ export class NemotronModel implements TextModel {
     }
     const planOptions = { contextLength: context, maxSequences: maxSequences ?? DEFAULT_MAX_SEQUENCES, maxBatchTokens: maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, kvDtype, cacheBytes };
     let plan: MemoryPlan | undefined;
+    // weights: 'auto' decides on the plan with the copy; the CUDA backend keeps no host copy ('mmap').
+    let weights: 'mmap' | 'memory' = weightsOption === 'memory' && deviceOption !== 'cuda' ? 'memory' : 'mmap';
     if (rawConfig) {
       try {
         // FP8 weights are held as BF16 copies (csrc/model/weights.cc): plan them at 2 bytes per parameter.
         const fp8 = typeof rawConfig.quantization_config === 'object' && rawConfig.quantization_config !== null;
-        plan = planMemory(rawConfig, { ...planOptions, ...(fp8 ? { weightDtype: 'bf16' as const } : { weightBytes: gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir) }) });
+        const weightBytes = gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir);
+        const stored = fp8 ? { weightDtype: 'bf16' as const } : { weightBytes };
+        if (weightsOption === 'auto' && deviceOption === 'cpu') {
+          weights = chooseWeightsPlacement(planMemory(rawConfig, { ...planOptions, ...stored, weights: 'memory' }), Math.min(memoryLimit, os.totalmem()));
+        }
+        plan = planMemory(rawConfig, { ...planOptions, ...stored, weights });
       } catch {
         plan = undefined; // a broken config: the native loader says precisely what is wrong
       }
@@ -390,6 +411,7 @@ export class NemotronModel implements TextModel {
         throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
       }
       const backend = await chooseDevice(hasMoe || hasFp8 ? 'cpu' : deviceOption, { selfCheck });
+      if (backend.device !== 'cpu') weights = 'mmap';
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,
         contextLength: context,
@@ -400,6 +422,7 @@ export class NemotronModel implements TextModel {
         device: backend.device,
         precision,
         checkTensors: options.checkTensors === true,
+        weights,
       });
     } catch (err) {
       rethrow(err, stack);
@@ -412,14 +435,14 @@ export class NemotronModel implements TextModel {
     }
     if (!plan) {
       try {
-        plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes });
+        plan = planMemory(engine.info().config as unknown as Record<string, unknown>, { ...planOptions, weightBytes: engine.info().weightBytes, weights });
         checkPlanFits(plan, memoryLimit);
       } catch (err) {
         await engine.close();
         throw err;
       }
     }
-    const model = new NemotronModel(dir, engine, tokenizer, { snapshotInterval, idleTimeoutMs, prepareNextTurn }, { kvDtype, precision }, plan);
+    const model = new NemotronModel(dir, engine, tokenizer, { snapshotInterval, idleTimeoutMs, prepareNextTurn }, { kvDtype, precision, weights }, plan);
     progress({ phase: 'load', fraction: 1, path: dir });
     return model;
   }

@@ -458,6 +458,21 @@ describe('makeTinyModel: shards', () => {
   });
 });
 
+describe('makeTinyModel: safetensors: false', () => {
+  it("writes model.gguf (the same bytes as with the safetensors) and no safetensors files; needs format 'gguf'", async () => {
+    const both = fresh();
+    const only = fresh();
+    await makeTinyModel(both, { seed: 6, format: 'gguf', ggufType: 'Q8_0' });
+    await makeTinyModel(only, { seed: 6, format: 'gguf', ggufType: 'Q8_0', shards: 2 });
+    await makeTinyModel(only, { seed: 6, format: 'gguf', ggufType: 'Q8_0', safetensors: false }); // removes the shards
+    const names = await readdir(only);
+    expect(names.filter((n) => n.endsWith('.safetensors') || n === 'model.safetensors.index.json')).toEqual([]);
+    expect(names).toContain('config.json');
+    expect((await readFile(join(only, 'model.gguf'))).equals(await readFile(join(both, 'model.gguf')))).toBe(true);
+    await expect(makeTinyModel(fresh(), { safetensors: false })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+});
+
 describe('makeTinyModel: speed and scale', () => {
   it('writes a 30-layer bf16 model with hidden 256 in a few seconds', async () => {
     const dir = fresh();

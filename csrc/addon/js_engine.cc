@@ -555,6 +555,10 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   Napi::Value device = o.Get("device");
   if (device.IsString()) options.device = device.As<Napi::String>().Utf8Value();
   const bool check_tensors = o.Get("checkTensors").ToBoolean();  // issue #13: scan weights for NaN/Inf first
+  Napi::Value weights = o.Get("weights");  // 'mmap' (default) | 'memory'; lib/model.ts resolves 'auto'
+  options.weights = weights.IsString() && weights.As<Napi::String>().Utf8Value() == "memory"
+                        ? WeightsPlacement::kMemory
+                        : WeightsPlacement::kMmap;
   auto engine = std::make_shared<std::shared_ptr<Engine>>();
   return TaskWorker::Queue(
       env,

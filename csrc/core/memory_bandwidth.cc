@@ -83,4 +83,38 @@ double measure_read_bandwidth(size_t bytes, int reps, ThreadPool& pool) {
   return best;
 }
 
+double measure_read_bandwidth_of(const std::vector<std::pair<const uint8_t*, size_t>>& ranges, int reps,
+                                 ThreadPool& pool) {
+  size_t total = 0;
+  for (const auto& r : ranges) total += r.second / 256 * 256;
+  if (total == 0 || reps <= 0) return 0.0;
+  auto read = read_scalar;
+#if defined(__x86_64__)
+  if (kernel_isa() == KernelIsa::kAvx512) read = read_avx512;
+  if (kernel_isa() == KernelIsa::kAvx2) read = read_avx2;
+#endif
+  const int64_t threads = pool.size();
+  std::vector<uint64_t> sink(static_cast<size_t>(threads));
+  double best = 0.0;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& range : ranges) {
+      const int64_t lines = static_cast<int64_t>(range.second / 256);
+      const int64_t per_task = (lines + threads - 1) / threads;
+      pool.parallel_for(threads, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t l0 = std::min(lines, t * per_task), l1 = std::min(lines, (t + 1) * per_task);
+          sink[static_cast<size_t>(t)] |= read(range.first + l0 * 256, static_cast<size_t>((l1 - l0) * 256));
+        }
+      });
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (s > 0) best = std::max(best, static_cast<double>(total) / s / 1e9);
+  }
+  volatile uint64_t keep = 0;
+  for (uint64_t v : sink) keep = keep | v;
+  (void)keep;
+  return best;
+}
+
 }  // namespace nemo

@@ -104,9 +104,11 @@ class Backend {
   virtual Status take_error() { return Status::Ok(); }
 };
 
-// n_threads <= 0 means one per hardware thread.
+// n_threads <= 0 means one per hardware thread. prepare_weights applies `weights` (place_weights,
+// model/weights.h) on the backend's thread pool.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads,
-                                          cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact);
+                                          cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact,
+                                          WeightsPlacement weights = WeightsPlacement::kMmap);
 
 // The CUDA backend (cuda/backend_cuda.cu), linked only into builds with NEMOTRON_CUDA defined.
 // nullptr with *status set when the device is missing or unsuitable (compute capability < 8.0).

@@ -13,13 +13,15 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int n_threads, cpu::MatmulPrecision precision) : pool_(n_threads), precision_(precision) {}
+  CpuBackend(int n_threads, cpu::MatmulPrecision precision, WeightsPlacement placement)
+      : pool_(n_threads), precision_(precision), placement_(placement) {}
 
   const char* name() const override { return "cpu"; }
   bool host_memory() const override { return true; }
   int n_threads() const override { return pool_.size(); }
 
-  Status prepare_weights(ModelWeights*) override { return Status::Ok(); }  // mmapped host memory
+  // Host memory: the mapped files, or (WeightsPlacement::kMemory) a huge-page copy made here.
+  Status prepare_weights(ModelWeights* w) override { return place_weights(w, placement_, pool_); }
 
   float* alloc(size_t n) override {
     const size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
@@ -91,16 +93,18 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   cpu::MatmulPrecision precision_;
+  WeightsPlacement placement_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads, cpu::MatmulPrecision precision) {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, cpu::MatmulPrecision precision,
+                                          WeightsPlacement weights) {
   if (n_threads <= 0) {
     n_threads = static_cast<int>(std::thread::hardware_concurrency());
     if (n_threads <= 0) n_threads = 1;
   }
-  return std::make_unique<CpuBackend>(n_threads, precision);
+  return std::make_unique<CpuBackend>(n_threads, precision, weights);
 }
 
 }  // namespace nemo

@@ -23,7 +23,7 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
     return Status(StatusCode::kInvalidArgument, "maxBatchTokens must be at least 1");
   }
   if (options.device.empty() || options.device == "cpu") {
-    e->backend_ = make_cpu_backend(options.n_threads, options.matmul_precision);
+    e->backend_ = make_cpu_backend(options.n_threads, options.matmul_precision, options.weights);
   } else if (options.device == "cuda" || options.device.rfind("cuda:", 0) == 0) {
 #ifdef NEMOTRON_CUDA
     const std::string idx = options.device == "cuda" ? "0" : options.device.substr(5);

@@ -37,6 +37,7 @@ struct EngineOptions {
   int64_t cache_bytes = int64_t{1} << 30;  // the prefix cache's budget (and KV pool room for snapshots)
   std::string device = "cpu";     // "cpu", or "cuda" / "cuda:N" (builds with NEMOTRON_CUDA only)
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::kExact;  // kernels.h
+  WeightsPlacement weights = WeightsPlacement::kMmap;  // CPU: mapped files or a huge-page copy (weights.h)
 };
 
 struct CacheStats {

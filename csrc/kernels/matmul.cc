@@ -10,7 +10,8 @@
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
 //
-// SIMD structure (both vector paths):
+// SIMD structure (both vector paths; the loop nest is run_tiles of matmul_tiles.h, shared by every SIMD
+// matmul path, this file supplying the tile kernels, the x packing and the alignment shift):
 //  * x is copied into a scratch buffer, each row zero-padded to a multiple of 32 elements. For BF16
 //    weights the copy is also permuted within each block of S = 2 * vector-width elements to
 //    [even elements, odd elements]: one vector load of S bf16 values then yields the even elements by
@@ -59,6 +60,7 @@
 #include "core/cpu_features.h"
 #include "kernels/kernels.h"
 #include "kernels/matmul_paths.h"
+#include "kernels/matmul_tiles.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -255,28 +257,26 @@ void prepare_x(XT* xp, int64_t Kp, const float* x, int64_t ldx, int64_t T, int64
 // in elements, so that every full-vector load of W is aligned. The prepared x rows get s leading
 // zeros, and the first vector step of the first K slice reads only elements k' >= s of W (`head`).
 
-// A tile kernel: out[i * NR + j] = sum_{head <= k' < kn} xr[i][k'] * W_j[k'] for i < tr, j < NR,
-// where xr are prepared x rows and wr[j] is the address of W_j's element k' = 0 (which may lie before
-// the row: elements below `head` are never read). head < one vector step.
+// The tile kernels (TileFn<const XT*> of matmul_tiles.h): out[i * rows + j] = sum_{head <= k' < kn}
+// xr[i][k'] * W_j[k'] for i < tokens, j < rows, where xr are prepared x rows and wr[j] is the address
+// of W_j's element k' = 0 (which may lie before the row: elements below `head` are never read).
+// head < one vector step.
+//
+// XT: the prepared x element (float, or uint16_t bf16 bits for kFast). Prefill tiles are tr tokens x
+// nr W rows; batches of at most `small` tokens (decode) are memory bound and stream each W row once
+// over the whole K with software prefetch. One token streams 2x the rows of larger T (more loads in
+// flight per thread; measured +19 % on Zen 5) where registers allow, larger T keeps fewer rows so the
+// accumulators stay in registers.
 template <class XT>
-using TileFn = void (*)(const XT* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn,
-                        float* out);
-
-// XT: the prepared x element (float, or uint16_t bf16 bits for kFast). TR: tokens per register tile
-// in prefill, NR: W rows per tile in prefill. Batches of at most SMALL tokens (decode) are memory
-// bound: they stream each W row once, NRS rows at a time, over the whole K with software prefetch.
-template <class XT, int TR, int NR, int SMALL, int NRS>
 struct TileSet {
-  TileFn<XT> tile[TR + 1];       // tile[tr]: tr tokens (1..TR) × NR W rows
-  TileFn<XT> stream[SMALL + 1];  // stream[t]: t tokens (1..SMALL) × NRS W rows, with prefetch
-  // One token streams 2·NRS rows at once: more loads in flight per thread (decode, memory bound;
-  // measured +19 % on Zen 5), while larger T keeps NRS rows so the accumulators stay in registers.
-  TileFn<XT> stream1;
-  int rows1;                     // W rows of stream1: 2·NRS, or NRS where registers are few (AVX2)
-  PackFn<XT> pack;               // prepares one x row
-  int align;                     // W load alignment the shift aims for (bytes)
-  int64_t kc;                    // K slice (multiple of kXPad): part of the reduction order
+  TileKernels<const XT*> k;
+  PackFn<XT> pack;  // prepares one x row
+  int align;        // W load alignment the shift aims for (bytes)
+  int64_t kc;       // K slice (multiple of kXPad): part of the reduction order
 };
+
+// Stream tiles' row counts: stream[1] has rows1, stream[2..] rows.
+constexpr int same_value(int, int v) { return v; }
 
 inline const uint8_t* offset_ptr(const uint8_t* p, int64_t bytes) {
   return reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) + bytes);
@@ -288,11 +288,32 @@ XT* x_scratch_as(int64_t n) {
   return reinterpret_cast<XT*>(x_scratch((static_cast<size_t>(n) * sizeof(XT) + 3) / 4));
 }
 
-template <class XT, int TR, int NR, int SMALL, int NRS>
+// The source of run_tiles (matmul_tiles.h): x rows prepared one T tile at a time into the calling
+// thread's scratch, W rows at the alignment-shifted virtual K index.
+template <class XT>
+struct DenseSrc {
+  const float* x;
+  int64_t ldx, K, Kp, shift;
+  bool relu2;
+  PackFn<XT> pack;
+  ThreadPool& pool;
+  XT* xp;
+  const uint8_t* wbase;
+  int64_t row_bytes, esize;
+  int64_t tt0 = 0;
+  void prepare(int64_t t0, int64_t t1) {
+    tt0 = t0;
+    prepare_x(xp, Kp, x + t0 * ldx, ldx, t1 - t0, K, shift, relu2, pack, pool);
+  }
+  const XT* x_row(int64_t t, int64_t k0) const { return xp + (t - tt0) * Kp + k0; }
+  const uint8_t* w_row(int64_t n, int64_t k0) const {
+    return offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
+  }
+};
+
+template <class XT>
 void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
-                    int64_t T, ThreadPool& pool, const TileSet<XT, TR, NR, SMALL, NRS>& ks,
-                    bool relu2) {
-  const int64_t kc = ks.kc;
+                    int64_t T, ThreadPool& pool, const TileSet<XT>& ks, bool relu2) {
   const int64_t N = w.rows, K = w.cols;
   const int64_t esize = static_cast<int64_t>(dtype_size(w.dtype));
   const uint8_t* wbase = static_cast<const uint8_t*>(w.data);
@@ -306,90 +327,22 @@ void matmul_blocked(float* y, int64_t ldy, const float* x, int64_t ldx, const Ma
   const int64_t Ks = K + shift;  // virtual K
   const int64_t Kp = round_up(Ks, kXPad);
 
-  if (T <= SMALL) {
-    XT* xp = x_scratch_as<XT>(T * Kp);
-    prepare_x(xp, Kp, x, ldx, T, K, shift, relu2, ks.pack, pool);
-    const TileFn<XT> tile = T == 1 ? ks.stream1 : ks.stream[T];
-    const int64_t rows = T == 1 ? ks.rows1 : NRS;  // W rows per tile call, at most 2·NRS
-    const int64_t groups = (N + rows - 1) / rows;
-    pool.parallel_for(groups, group_grain(rows, K, esize, T), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[2 * NRS];
-      const XT* xr[SMALL];
-      float out[SMALL * 2 * NRS], sum[SMALL * 2 * NRS];
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * rows;
-        const int64_t nr = std::min<int64_t>(rows, N - n0);
-        // The K slices of prefill, summed in the same order (see the note above matmul_blocked).
-        for (int64_t k0 = 0; k0 < Ks; k0 += kc) {
-          const int64_t kn = std::min(kc, Ks - k0);
-          const int64_t head = k0 == 0 ? shift : 0;
-          for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp + k0;
-          for (int j = 0; j < rows; ++j) {  // N tail: repeat the last row, drop the result
-            const int64_t n = std::min(n0 + j, N - 1);
-            wr[j] = offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
-          }
-          tile(xr, wr, head, kn, out);
-          if (k0 == 0) {
-            for (int64_t f = 0; f < T * rows; ++f) sum[f] = out[f];
-          } else {
-            for (int64_t f = 0; f < T * rows; ++f) sum[f] += out[f];
-          }
-        }
-        for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * rows + j];
-      }
-    });
-    return;
-  }
-
-  // Prefill: T tiles of TB tokens (all of T when it fits kXTileBytes), each prepared just before use;
-  // within a tile each task owns a range of W row groups, walks them in L2 blocks of kNB rows, K
-  // slices of kKc, and groups of TR tokens, so the W block slice is reused from L2 and the TR x rows
-  // from L1.
-  const int64_t TB =
-      std::max<int64_t>(TR, kXTileBytes / (Kp * static_cast<int64_t>(sizeof(XT))) / TR * TR);
-  XT* xp = x_scratch_as<XT>(std::min(T, TB) * Kp);
-  const int64_t groups = (N + NR - 1) / NR;
-  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
-    const int64_t tt1 = std::min(T, tt0 + TB);
-    prepare_x(xp, Kp, x + tt0 * ldx, ldx, tt1 - tt0, K, shift, relu2, ks.pack, pool);
-    pool.parallel_for(groups, group_grain(NR, K, esize, tt1 - tt0), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[NR];
-      const XT* xr[TR];
-      float out[TR * NR];
-      constexpr int64_t gpb = kNB / NR > 0 ? kNB / NR : 1;  // groups per L2 block
-      for (int64_t b0 = g0; b0 < g1; b0 += gpb) {
-        const int64_t b1 = std::min(g1, b0 + gpb);
-        for (int64_t k0 = 0; k0 < Ks; k0 += kc) {
-          const int64_t kn = std::min(kc, Ks - k0);
-          const int64_t head = k0 == 0 ? shift : 0;
-          for (int64_t t0 = tt0; t0 < tt1; t0 += TR) {
-            const int64_t tr = std::min<int64_t>(TR, tt1 - t0);
-            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 - tt0 + i) * Kp + k0;
-            const TileFn<XT> tile = ks.tile[tr];
-            for (int64_t g = b0; g < b1; ++g) {
-              const int64_t n0 = g * NR;
-              const int64_t nr = std::min<int64_t>(NR, N - n0);
-              for (int j = 0; j < NR; ++j) {
-                const int64_t n = std::min(n0 + j, N - 1);  // N tail: repeat the last row
-                wr[j] = offset_ptr(wbase, n * row_bytes + (k0 - shift) * esize);
-              }
-              tile(xr, wr, head, kn, out);
-              for (int64_t i = 0; i < tr; ++i) {
-                float* yr = y + (t0 + i) * ldy + n0;
-                const float* o = out + i * NR;
-                if (k0 == 0) {
-                  for (int64_t j = 0; j < nr; ++j) yr[j] = o[j];
-                } else {
-                  for (int64_t j = 0; j < nr; ++j) yr[j] += o[j];
-                }
-              }
-            }
-          }
-        }
-      }
-    });
-  }
+  TileWalk wk;
+  wk.N = N;
+  wk.ks = Ks;
+  wk.kc = ks.kc;
+  wk.head = shift;
+  // Prefill: T tiles of TB tokens (all of T when it fits kXTileBytes); L2 blocks of kNB W rows.
+  const int TR = ks.k.tr;
+  wk.tb = T <= ks.k.small
+              ? T
+              : std::max<int64_t>(TR, kXTileBytes / (Kp * static_cast<int64_t>(sizeof(XT))) / TR * TR);
+  wk.gpb = std::max<int64_t>(1, kNB / ks.k.nr);
+  wk.row_bytes = K * esize;
+  wk.work = 2 * K;  // 2 "bytes" per multiply-add
+  DenseSrc<XT> src{x, ldx, K, Kp, shift, relu2, ks.pack, pool,
+                   x_scratch_as<XT>(std::min(T, wk.tb) * Kp), wbase, row_bytes, esize};
+  run_tiles(y, ldy, T, ks.k, wk, src, pool);
 }
 
 // Software prefetch distance for the streaming (small-T) tiles, in bytes ahead along each W row.
@@ -531,14 +484,17 @@ void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_
 // Register tiles, chosen by measurement on Zen 5: prefill 6 tokens x 2 rows (12 accumulators + 2 W +
 // 1 x in 16 ymm registers); up to 3 tokens stream 4 rows at a time.
 constexpr int kTR = 6, kNR = 2, kSmall = 3, kNRS = 4;
-using Tiles = TileSet<float, kTR, kNR, kSmall, kNRS>;
+using Tiles = TileSet<float>;
 
+// One token streams kNRS rows too: with 16 ymm registers 8 rows would spill.
 template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  return {{nullptr, tile<DT, I + 1, kNR, false>...},
-          {nullptr, tile<DT, J + 1, kNRS, true>...},
-          tile<DT, 1, kNRS, true>,  // 16 ymm registers: 8 rows would spill
-          kNRS,
+  return {{kTR,
+           kNR,
+           kSmall,
+           {nullptr, tile<DT, I + 1, kNR, false>...},
+           {nullptr, tile<DT, J + 1, kNRS, true>...},
+           {0, same_value(J, kNRS)...}},
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
           32,
           kKc};
@@ -695,14 +651,17 @@ void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_
 // Register tiles, chosen by measurement on Zen 5: prefill 6 tokens x 4 rows (24 accumulators + 4 W +
 // 1 x in 32 zmm registers); up to 6 tokens stream 4 rows at a time.
 constexpr int kTR = 6, kNR = 4, kSmall = 6, kNRS = 4;
-using Tiles = TileSet<float, kTR, kNR, kSmall, kNRS>;
+using Tiles = TileSet<float>;
 
+// One token streams 2 * kNRS rows (stream[1]), 2..kSmall tokens kNRS rows.
 template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  return {{nullptr, tile<DT, I + 1, kNR, false>...},
-          {nullptr, tile<DT, J + 1, kNRS, true>...},
-          tile<DT, 1, 2 * kNRS, true>,
-          2 * kNRS,
+  return {{kTR,
+           kNR,
+           kSmall,
+           {nullptr, tile<DT, I + 1, kNR, false>...},
+           {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
+           {0, 2 * kNRS, same_value(J, kNRS)...}},
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
           64,
           kKc};
@@ -710,7 +669,7 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
 template <DType DT>
 constexpr Tiles tiles() {
   return make_tiles<DT>(std::make_integer_sequence<int, kTR>(),
-                        std::make_integer_sequence<int, kSmall>());
+                        std::make_integer_sequence<int, kSmall - 1>());
 }
 
 }  // namespace avx512
@@ -830,21 +789,23 @@ void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int
 // for bare vdpbf16ps); up to 6 tokens stream 4 rows at a time. Software prefetch and other K slices
 // (1024, 4096) or W blocks measured no better.
 constexpr int kTR = 4, kNR = 6, kSmall = 6, kNRS = 4;
-using Tiles = TileSet<uint16_t, kTR, kNR, kSmall, kNRS>;
+using Tiles = TileSet<uint16_t>;
 
 template <int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  return {{nullptr, tile<I + 1, kNR, false>...},
-          {nullptr, tile<J + 1, kNRS, true>...},
-          tile<1, 2 * kNRS, true>,
-          2 * kNRS,
+  return {{kTR,
+           kNR,
+           kSmall,
+           {nullptr, tile<I + 1, kNR, false>...},
+           {nullptr, tile<1, 2 * kNRS, true>, tile<J + 2, kNRS, true>...},
+           {0, 2 * kNRS, same_value(J, kNRS)...}},
           pack_bf16,
           64,
           kKcBf16};
 }
 constexpr Tiles tiles() {
   return make_tiles(std::make_integer_sequence<int, kTR>(),
-                    std::make_integer_sequence<int, kSmall>());
+                    std::make_integer_sequence<int, kSmall - 1>());
 }
 
 }  // namespace avx512bf16

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/matmul_paths.h"
+#include "kernels/matmul_tiles.h"
 
 namespace nemo::cpu {
 namespace {
@@ -44,15 +45,9 @@ constexpr int64_t kNB = 64;      // W rows per L2 block in prefill
 constexpr int64_t kXTileBytes = int64_t{2} << 20;  // prepared x per prefill T tile
 constexpr int64_t kPrefetch = 1024;                 // bytes ahead along each W row when streaming
 constexpr int kTR = 4, kNR = 4;                     // prefill tile
-constexpr int kSmall = 4, kMaxNRS = 8;              // decode: T <= kSmall, up to kMaxNRS rows
+constexpr int kSmall = 4;                           // decode: T <= kSmall, 8 rows for T = 1, else 4
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
-
-// A range of row groups is worth handing to another thread once it holds about this much work
-// (weight bytes plus 2 "bytes" per multiply-add), as on x86.
-int64_t group_grain(int64_t NR, int64_t K, int64_t esize, int64_t T) {
-  return row_group_grain(NR, K * esize, 2 * K * T);  // 2 "bytes" per multiply-add
-}
 
 template <DType DT>
 constexpr int64_t kEs = DT == DType::F32 ? 4 : 2;
@@ -96,9 +91,10 @@ inline void step(const float* const* xr, const uint8_t* const* wr, int64_t kx, i
   }
 }
 
-// out[i * NR + j] = sum over k < kn of xr[i][k] * W_j[k] (wr[j]: W_j's element 0 of the slice).
+// out[i * NR + j] = sum over k < kn of xr[i][k] * W_j[k] (wr[j]: W_j's element 0 of the slice); the
+// TileFn<const float*> of matmul_tiles.h (head unused: no realignment on aarch64, always 0).
 template <DType DT, int TR, int NR, bool kPf>
-void tile(const float* const* xr, const uint8_t* const* wr, int64_t kn, float* out) {
+void tile(const float* const* xr, const uint8_t* const* wr, int64_t, int64_t kn, float* out) {
   constexpr int64_t es = kEs<DT>;
   float32x4_t acc[TR][NR];
 #pragma GCC unroll 8
@@ -132,17 +128,14 @@ void tile(const float* const* xr, const uint8_t* const* wr, int64_t kn, float* o
     for (int j = 0; j < NR; ++j) out[i * NR + j] = vaddvq_f32(acc[i][j]);
 }
 
-using TileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t kn, float* out);
-
-struct Tiles {
-  TileFn tile[kTR + 1];        // tile[tr]: tr tokens x kNR rows (prefill)
-  TileFn stream[kSmall + 1];   // stream[t]: t tokens x stream_nr[t] rows, with prefetch (decode)
-  int stream_nr[kSmall + 1];
-};
+using Tiles = TileKernels<const float*>;
 
 template <DType DT>
 const Tiles& tiles() {
   static const Tiles t = {
+      kTR,
+      kNR,
+      kSmall,
       {nullptr, tile<DT, 1, kNR, false>, tile<DT, 2, kNR, false>, tile<DT, 3, kNR, false>,
        tile<DT, 4, kNR, false>},
       {nullptr, tile<DT, 1, 8, true>, tile<DT, 2, 4, true>, tile<DT, 3, 4, true>,
@@ -171,88 +164,42 @@ void prepare_x(float* xp, int64_t Kp, const float* x, int64_t ldx, int64_t T, in
   });
 }
 
+// The source of run_tiles (matmul_tiles.h): x rows prepared one T tile at a time into the calling
+// thread's scratch, W rows at the slice's first element.
+struct DenseSrc {
+  const float* x;
+  int64_t ldx, K, Kp;
+  ThreadPool& pool;
+  float* xp;
+  const uint8_t* wb;
+  int64_t row_bytes, es;
+  int64_t tt0 = 0;
+  void prepare(int64_t t0, int64_t t1) {
+    tt0 = t0;
+    prepare_x(xp, Kp, x + t0 * ldx, ldx, t1 - t0, K, pool);
+  }
+  const float* x_row(int64_t t, int64_t k0) const { return xp + (t - tt0) * Kp + k0; }
+  const uint8_t* w_row(int64_t n, int64_t k0) const { return wb + n * row_bytes + k0 * es; }
+};
+
 void run(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
          ThreadPool& pool, const Tiles& ks) {
-  const int64_t N = w.rows, K = w.cols;
+  const int64_t K = w.cols;
   const int64_t es = static_cast<int64_t>(dtype_size(w.dtype));
-  const uint8_t* wb = static_cast<const uint8_t*>(w.data);
-  const int64_t row_bytes = K * es;
   const int64_t Kp = round_up(K, kS);
-
-  if (T <= kSmall) {
-    float* xp = x_scratch(static_cast<size_t>(T * Kp));
-    prepare_x(xp, Kp, x, ldx, T, K, pool);
-    const TileFn fn = ks.stream[T];
-    const int nrs = ks.stream_nr[T];
-    const int64_t groups = (N + nrs - 1) / nrs;
-    pool.parallel_for(groups, group_grain(nrs, K, es, T), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[kMaxNRS];
-      const float* xr[kSmall];
-      float out[kSmall * kMaxNRS], sum[kSmall * kMaxNRS];
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * nrs;
-        const int64_t nr = std::min<int64_t>(nrs, N - n0);
-        for (int64_t k0 = 0; k0 < K; k0 += kKc) {  // the K slices of prefill, in the same order
-          const int64_t kn = std::min(kKc, K - k0);
-          for (int64_t i = 0; i < T; ++i) xr[i] = xp + i * Kp + k0;
-          for (int j = 0; j < nrs; ++j)  // N tail: repeat the last row, drop the result
-            wr[j] = wb + std::min(n0 + j, N - 1) * row_bytes + k0 * es;
-          fn(xr, wr, kn, out);
-          if (k0 == 0) {
-            for (int64_t f = 0; f < T * nrs; ++f) sum[f] = out[f];
-          } else {
-            for (int64_t f = 0; f < T * nrs; ++f) sum[f] += out[f];
-          }
-        }
-        for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = sum[i * nrs + j];
-      }
-    });
-    return;
-  }
-
-  // Prefill: T tiles of TB tokens; within a tile each task walks its W row groups in L2 blocks of kNB
-  // rows, K slices of kKc and groups of kTR tokens (the W block slice stays in L2, x rows in L1).
-  const int64_t TB = std::max<int64_t>(kTR, kXTileBytes / (Kp * 4) / kTR * kTR);
-  float* xp = x_scratch(static_cast<size_t>(std::min(T, TB) * Kp));
-  const int64_t groups = (N + kNR - 1) / kNR;
-  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
-    const int64_t tt1 = std::min(T, tt0 + TB);
-    prepare_x(xp, Kp, x + tt0 * ldx, ldx, tt1 - tt0, K, pool);
-    pool.parallel_for(groups, group_grain(kNR, K, es, tt1 - tt0), [&](int64_t g0, int64_t g1) {
-      const uint8_t* wr[kNR];
-      const float* xr[kTR];
-      float out[kTR * kNR];
-      constexpr int64_t gpb = kNB / kNR;  // groups per L2 block
-      for (int64_t b0 = g0; b0 < g1; b0 += gpb) {
-        const int64_t b1 = std::min(g1, b0 + gpb);
-        for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-          const int64_t kn = std::min(kKc, K - k0);
-          for (int64_t t0 = tt0; t0 < tt1; t0 += kTR) {
-            const int64_t tr = std::min<int64_t>(kTR, tt1 - t0);
-            for (int64_t i = 0; i < tr; ++i) xr[i] = xp + (t0 - tt0 + i) * Kp + k0;
-            const TileFn fn = ks.tile[tr];
-            for (int64_t g = b0; g < b1; ++g) {
-              const int64_t n0 = g * kNR;
-              const int64_t nr = std::min<int64_t>(kNR, N - n0);
-              for (int j = 0; j < kNR; ++j)
-                wr[j] = wb + std::min(n0 + j, N - 1) * row_bytes + k0 * es;
-              fn(xr, wr, kn, out);
-              for (int64_t i = 0; i < tr; ++i) {
-                float* yr = y + (t0 + i) * ldy + n0;
-                const float* o = out + i * kNR;
-                if (k0 == 0) {
-                  for (int64_t j = 0; j < nr; ++j) yr[j] = o[j];
-                } else {
-                  for (int64_t j = 0; j < nr; ++j) yr[j] += o[j];
-                }
-              }
-            }
-          }
-        }
-      }
-    });
-  }
+  TileWalk wk;
+  wk.N = w.rows;
+  wk.ks = K;
+  wk.kc = kKc;
+  // Prefill: T tiles of TB tokens; L2 blocks of kNB W rows, K slices of kKc, groups of kTR tokens
+  // (the W block slice stays in L2, x rows in L1).
+  wk.tb = T <= kSmall ? T : std::max<int64_t>(kTR, kXTileBytes / (Kp * 4) / kTR * kTR);
+  wk.gpb = kNB / kNR;
+  wk.row_bytes = K * es;
+  wk.work = 2 * K;  // 2 "bytes" per multiply-add
+  DenseSrc src{x, ldx, K, Kp, pool, x_scratch(static_cast<size_t>(std::min(T, wk.tb) * Kp)),
+               static_cast<const uint8_t*>(w.data), K * es, es};
+  run_tiles(y, ldy, T, ks, wk, src, pool);
 }
 
 }  // namespace

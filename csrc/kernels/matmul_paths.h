@@ -1,4 +1,5 @@
-// Internal to the matmul files: the shared task-size rule, and the matmul paths that live in their own
+// Internal to the matmul files (the shared tile driver is matmul_tiles.h): the shared task-size rule,
+// and the matmul paths that live in their own
 // files, called by the dispatchers in matmul.cc and matmul_quant.cc once those have handled kRelu2,
 // quantized dtypes and empty shapes. Not part of the kernel API (kernels.h).
 #pragma once

@@ -23,7 +23,8 @@
 // on AVX-512 one thread streams 12-15 GB/s of Q8_0/Q4_K blocks (BF16: ~28 GB/s); these kernels are
 // bound by the unpacking work rather than memory bandwidth on one core, less so with 2 threads.
 //
-// SIMD structure:
+// SIMD structure (the loop nest is run_tiles of matmul_tiles.h; the tile kernel of both ISAs is
+// matmul_quant_tile.inc over each ISA's block decoder):
 //  * The work is split over W rows only; each task owns a range of groups of NR rows.
 //  * A register tile computes TR tokens × NR W rows with TR*NR vector accumulators over the whole K:
 //    each dequantized W vector is used for TR tokens, each x vector for NR rows.
@@ -50,6 +51,7 @@
 #include "kernels/kernels.h"
 #include "kernels/matmul_quant_fast.h"
 #include "kernels/matmul_paths.h"
+#include "kernels/matmul_tiles.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -109,88 +111,42 @@ void matmul_quant_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, con
 
 #if defined(__x86_64__)
 
-// ---- the driver shared by the SIMD paths -----------------------------------------------------------
+// ---- the SIMD paths: kernels per ISA, the tile driver of matmul_tiles.h ------------------------------
 
-// A tile kernel: out[i * nr + j] = sum over the nb blocks of x_i · W_j, for i < tr tokens (xr[i]: the
-// token's x row) and j < nr W rows (wr[j]: the row's first block).
-using QTileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t nb, float* out);
-
-constexpr int kMaxTR = 8;
-constexpr int kMaxNR = 8;
-
-struct QKernels {
-  int tr;     // tokens per prefill tile (tile[1..tr])
-  int nr;     // W rows per prefill tile
-  int small;  // batches of at most this many tokens use stream[T]
-  int nrs;    // W rows per streaming tile
-  QTileFn tile[kMaxTR + 1];
-  QTileFn stream[kMaxTR + 1];
-};
+// A tile kernel (TileFn<const float*>): out[i * rows + j] = sum over the kn blocks of x_i · W_j, for
+// i < tokens (xr[i]: the token's x row) and j < rows (wr[j]: the row's first block); head is 0.
+using QKernels = TileKernels<const float*>;
 
 // Prefill x tiles: TB tokens of K floats in at most this many bytes (half of a Zen 4/5 L2).
 constexpr int64_t kXTileBytes = int64_t{512} << 10;
+
+// x as given (f32 rows), W rows whole (K is never sliced: one slice of nb blocks).
+struct QuantSrc {
+  const float* x;
+  int64_t ldx;
+  const uint8_t* base;
+  int64_t row_bytes;
+  void prepare(int64_t, int64_t) {}
+  const float* x_row(int64_t t, int64_t) const { return x + t * ldx; }
+  const uint8_t* w_row(int64_t n, int64_t) const { return base + n * row_bytes; }
+};
 
 void matmul_quant_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                        int64_t T, ThreadPool& pool, const QKernels& ks) {
   const int64_t N = w.rows, K = w.cols;
   const int64_t nb = K / dtype_block_elems(w.dtype);
-  const int64_t row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-
-  if (T <= ks.small) {
-    const int nrs = ks.nrs;
-    const QTileFn fn = ks.stream[T];
-    const int64_t groups = (N + nrs - 1) / nrs;
-    pool.parallel_for(groups, group_grain(nrs, row_bytes, K, T), [&](int64_t g0, int64_t g1) {
-      const float* xr[kMaxTR];
-      const uint8_t* wr[kMaxNR];
-      float out[kMaxTR * kMaxNR];
-      for (int64_t i = 0; i < T; ++i) xr[i] = x + i * ldx;
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * nrs;
-        const int64_t nr = std::min<int64_t>(nrs, N - n0);
-        for (int j = 0; j < nrs; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;  // N tail
-        fn(xr, wr, nb, out);
-        for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * nrs + j];
-      }
-    });
-    return;
-  }
-
-  const int tr = ks.tr, nrt = ks.nr;
-  const int64_t TB = std::max<int64_t>(tr, kXTileBytes / (K * 4) / tr * tr);
-  const int64_t groups = (N + nrt - 1) / nrt;
-  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
-    const int64_t tt1 = std::min(T, tt0 + TB);
-    pool.parallel_for(groups, group_grain(nrt, row_bytes, K, tt1 - tt0), [&](int64_t g0, int64_t g1) {
-      const float* xr[kMaxTR];
-      const uint8_t* wr[kMaxNR];
-      float out[kMaxTR * kMaxNR];
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * nrt;
-        const int64_t nr = std::min<int64_t>(nrt, N - n0);
-        for (int j = 0; j < nrt; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;
-        for (int64_t t0 = tt0; t0 < tt1; t0 += tr) {
-          const int64_t trn = std::min<int64_t>(tr, tt1 - t0);  // T tail: a smaller tile
-          for (int64_t i = 0; i < trn; ++i) xr[i] = x + (t0 + i) * ldx;
-          ks.tile[trn](xr, wr, nb, out);
-          for (int64_t i = 0; i < trn; ++i)
-            for (int64_t j = 0; j < nr; ++j) y[(t0 + i) * ldy + n0 + j] = out[i * nrt + j];
-        }
-      }
-    });
-  }
+  TileWalk wk;
+  wk.N = N;
+  wk.ks = nb;
+  wk.kc = nb;
+  wk.tb = std::max<int64_t>(ks.tr, kXTileBytes / (K * 4) / ks.tr * ks.tr);
+  wk.row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
+  wk.work = 2 * K;  // 2 "bytes" per multiply-add
+  QuantSrc src{x, ldx, static_cast<const uint8_t*>(w.data), wk.row_bytes};
+  run_tiles(y, ldy, T, ks, wk, src, pool);
 }
 
-// Block sizes, and the software prefetch distance for the streaming tiles (bytes ahead in each row).
-template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;
-template <DType DT>
-constexpr int64_t kBB = DT == DType::Q8_0   ? 34
-                        : DT == DType::Q4_0 ? 18
-                        : DT == DType::Q4_K ? 144
-                        : DT == DType::Q5_K ? 176
-                                            : 210;
+// The software prefetch distance for the streaming tiles (bytes ahead in each row).
 constexpr int64_t kPrefetch = 1024;
 
 // ---- AVX2 + FMA + F16C ----------------------------------------------------------------------------------
@@ -353,46 +309,16 @@ inline float hsum(V v) {
   return _mm_cvtss_f32(a);
 }
 
-template <DType DT, int TR, int NR, bool kPf>
-void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float* out) {
-  constexpr int64_t BE = kBE<DT>, BB = kBB<DT>;
-  const float* xr[TR];
-  const uint8_t* b[NR];
-  for (int i = 0; i < TR; ++i) xr[i] = xr_in[i];
-  for (int j = 0; j < NR; ++j) b[j] = wr[j];
-  V acc[TR][NR];
-#pragma GCC unroll 8
-  for (int i = 0; i < TR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t blk = 0; blk < nb; ++blk) {
-    if constexpr (kPf) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j)
-        for (int64_t o = 0; o < BB; o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + o), _MM_HINT_T0);
-    }
-    block<DT, TR, NR>(acc, xr, blk * BE, b);
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) b[j] += BB;
-  }
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < NR; ++j) out[i * NR + j] = hsum(acc[i][j]);
-}
-
 // Prefill 4 tokens x 2 rows (8 accumulators, 16 ymm registers in all); decode up to 2 tokens x 4 rows.
-constexpr int kTR = 4, kNR = 2, kSmall = 2, kNRS = 4;
-
 template <DType DT>
-QKernels kernels() {
-  return {kTR,
-          kNR,
-          kSmall,
-          kNRS,
-          {nullptr, tile<DT, 1, kNR, false>, tile<DT, 2, kNR, false>, tile<DT, 3, kNR, false>,
-           tile<DT, 4, kNR, false>},
-          {nullptr, tile<DT, 1, kNRS, true>, tile<DT, 2, kNRS, true>}};
-}
+struct Shape {
+  static constexpr int tr = 4, nr = 2;     // prefill
+  static constexpr int small = 2, nrs = 4;  // decode
+};
+
+inline V zero() { return _mm256_setzero_ps(); }
+
+#include "kernels/matmul_quant_tile.inc"
 
 }  // namespace avx2
 
@@ -592,32 +518,7 @@ inline float hsum(V v) {
   return _mm_cvtss_f32(b);
 }
 
-template <DType DT, int TR, int NR, bool kPf>
-void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float* out) {
-  constexpr int64_t BE = kBE<DT>, BB = kBB<DT>;
-  const float* xr[TR];
-  const uint8_t* b[NR];
-  for (int i = 0; i < TR; ++i) xr[i] = xr_in[i];
-  for (int j = 0; j < NR; ++j) b[j] = wr[j];
-  V acc[TR][NR];
-#pragma GCC unroll 8
-  for (int i = 0; i < TR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t blk = 0; blk < nb; ++blk) {
-    if constexpr (kPf) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j)
-        for (int64_t o = 0; o < BB; o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + o), _MM_HINT_T0);
-    }
-    block<DT, TR, NR>(acc, xr, blk * BE, b);
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) b[j] += BB;
-  }
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < NR; ++j) out[i * NR + j] = hsum(acc[i][j]);
-}
+inline V zero() { return _mm512_setzero_ps(); }
 
 // Register tiles (TR * NR accumulators of the 32 zmm registers), chosen by measurement on Zen 5:
 // prefill 6 tokens x 4 rows for Q8_0 and Q6_K, 4 x 4 for the table-lookup types (their tables take
@@ -629,18 +530,7 @@ struct Shape {
   static constexpr int small = 4, nrs = 4;            // decode
 };
 
-template <DType DT, int... I, int... J>
-QKernels make_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  using S = Shape<DT>;
-  return {S::tr, S::nr, S::small, S::nrs, {nullptr, tile<DT, I + 1, S::nr, false>...},
-          {nullptr, tile<DT, J + 1, S::nrs, true>...}};
-}
-
-template <DType DT>
-QKernels kernels() {
-  return make_kernels<DT>(std::make_integer_sequence<int, Shape<DT>::tr>(),
-                          std::make_integer_sequence<int, Shape<DT>::small>());
-}
+#include "kernels/matmul_quant_tile.inc"
 
 }  // namespace avx512
 

@@ -24,26 +24,15 @@
 #include <cstring>
 
 #include "kernels/matmul_paths.h"
+#include "kernels/matmul_tiles.h"
 
 namespace nemo::cpu {
 namespace {
 
 constexpr int kTR = 4, kNR = 4;          // prefill tile
-constexpr int kSmall = 4, kMaxNRS = 8;   // decode: T <= kSmall, up to kMaxNRS rows
+constexpr int kSmall = 4;               // decode: T <= kSmall, 8 rows for T = 1, else 4
 constexpr int64_t kXTileBytes = int64_t{512} << 10;
 constexpr int64_t kPrefetch = 1024;      // bytes ahead in each row when streaming
-
-int64_t group_grain(int64_t rows_per_group, int64_t row_bytes, int64_t K, int64_t T) {
-  return row_group_grain(rows_per_group, row_bytes, 2 * K * T);  // 2 "bytes" per multiply-add
-}
-
-template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;
-template <DType DT>
-constexpr int64_t kBB = DT == DType::Q8_0   ? 34
-                        : DT == DType::Q4_0 ? 18
-                        : DT == DType::Q4_K ? 144
-                        : DT == DType::Q5_K ? 176
-                                            : 210;
 
 inline float f16(const uint8_t* p) {
   __fp16 h;
@@ -190,8 +179,9 @@ inline void block(float32x4_t (&acc)[TR][NR], const float* const* xr, int64_t k0
   }
 }
 
+// The TileFn<const float*> of matmul_tiles.h: nb blocks of every row (head unused: 0).
 template <DType DT, int TR, int NR, bool kPf>
-void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float* out) {
+void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
   constexpr int64_t BE = kBE<DT>, BB = kBB<DT>;
   const float* xr[TR];
   const uint8_t* b[NR];
@@ -216,17 +206,14 @@ void tile(const float* const* xr_in, const uint8_t* const* wr, int64_t nb, float
     for (int j = 0; j < NR; ++j) out[i * NR + j] = vaddvq_f32(acc[i][j]);
 }
 
-using QTileFn = void (*)(const float* const* xr, const uint8_t* const* wr, int64_t nb, float* out);
-
-struct QTiles {
-  QTileFn tile[kTR + 1];       // tile[tr]: tr tokens x kNR rows (prefill)
-  QTileFn stream[kSmall + 1];  // stream[t]: t tokens x stream_nr[t] rows, with prefetch (decode)
-  int stream_nr[kSmall + 1];
-};
+using QTiles = TileKernels<const float*>;
 
 template <DType DT>
 const QTiles& tiles() {
   static const QTiles t = {
+      kTR,
+      kNR,
+      kSmall,
       {nullptr, tile<DT, 1, kNR, false>, tile<DT, 2, kNR, false>, tile<DT, 3, kNR, false>,
        tile<DT, 4, kNR, false>},
       {nullptr, tile<DT, 1, 8, true>, tile<DT, 2, 4, true>, tile<DT, 3, 4, true>,
@@ -235,56 +222,30 @@ const QTiles& tiles() {
   return t;
 }
 
+// x as given (f32 rows), W rows whole (one slice of nb blocks).
+struct QuantSrc {
+  const float* x;
+  int64_t ldx;
+  const uint8_t* base;
+  int64_t row_bytes;
+  void prepare(int64_t, int64_t) {}
+  const float* x_row(int64_t t, int64_t) const { return x + t * ldx; }
+  const uint8_t* w_row(int64_t n, int64_t) const { return base + n * row_bytes; }
+};
+
 void run(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
          ThreadPool& pool, const QTiles& ks) {
-  const int64_t N = w.rows, K = w.cols;
+  const int64_t K = w.cols;
   const int64_t nb = K / dtype_block_elems(w.dtype);
-  const int64_t row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
-  const uint8_t* base = static_cast<const uint8_t*>(w.data);
-
-  if (T <= kSmall) {
-    const int nrs = ks.stream_nr[T];
-    const QTileFn fn = ks.stream[T];
-    const int64_t groups = (N + nrs - 1) / nrs;
-    pool.parallel_for(groups, group_grain(nrs, row_bytes, K, T), [&](int64_t g0, int64_t g1) {
-      const float* xr[kSmall];
-      const uint8_t* wr[kMaxNRS];
-      float out[kSmall * kMaxNRS];
-      for (int64_t i = 0; i < T; ++i) xr[i] = x + i * ldx;
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * nrs;
-        const int64_t nr = std::min<int64_t>(nrs, N - n0);
-        for (int j = 0; j < nrs; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;  // N tail
-        fn(xr, wr, nb, out);
-        for (int64_t i = 0; i < T; ++i)
-          for (int64_t j = 0; j < nr; ++j) y[i * ldy + n0 + j] = out[i * nrs + j];
-      }
-    });
-    return;
-  }
-
-  const int64_t TB = std::max<int64_t>(kTR, kXTileBytes / (K * 4) / kTR * kTR);
-  const int64_t groups = (N + kNR - 1) / kNR;
-  for (int64_t tt0 = 0; tt0 < T; tt0 += TB) {
-    const int64_t tt1 = std::min(T, tt0 + TB);
-    pool.parallel_for(groups, group_grain(kNR, row_bytes, K, tt1 - tt0), [&](int64_t g0, int64_t g1) {
-      const float* xr[kTR];
-      const uint8_t* wr[kNR];
-      float out[kTR * kNR];
-      for (int64_t g = g0; g < g1; ++g) {
-        const int64_t n0 = g * kNR;
-        const int64_t nr = std::min<int64_t>(kNR, N - n0);
-        for (int j = 0; j < kNR; ++j) wr[j] = base + std::min(n0 + j, N - 1) * row_bytes;
-        for (int64_t t0 = tt0; t0 < tt1; t0 += kTR) {
-          const int64_t tr = std::min<int64_t>(kTR, tt1 - t0);  // T tail: a smaller tile
-          for (int64_t i = 0; i < tr; ++i) xr[i] = x + (t0 + i) * ldx;
-          ks.tile[tr](xr, wr, nb, out);
-          for (int64_t i = 0; i < tr; ++i)
-            for (int64_t j = 0; j < nr; ++j) y[(t0 + i) * ldy + n0 + j] = out[i * kNR + j];
-        }
-      }
-    });
-  }
+  TileWalk wk;
+  wk.N = w.rows;
+  wk.ks = nb;
+  wk.kc = nb;
+  wk.tb = std::max<int64_t>(kTR, kXTileBytes / (K * 4) / kTR * kTR);
+  wk.row_bytes = static_cast<int64_t>(dtype_row_bytes(w.dtype, K));
+  wk.work = 2 * K;  // 2 "bytes" per multiply-add
+  QuantSrc src{x, ldx, static_cast<const uint8_t*>(w.data), wk.row_bytes};
+  run_tiles(y, ldy, T, ks, wk, src, pool);
 }
 
 }  // namespace

@@ -9,12 +9,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
 #include "core/json.h"
+#include "core/thread_pool.h"
 #include "model/gguf.h"
 #include "model/mapped_file.h"
 #include "model/safetensors.h"
@@ -589,6 +591,81 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
 
   *config = std::move(cfg);
   *weights = std::move(w);
+  return Status::Ok();
+}
+
+std::vector<MatrixView*> weight_matrices(ModelWeights* w) {
+  std::vector<MatrixView*> out;
+  out.push_back(&w->embeddings);
+  if (w->lm_head.data != w->embeddings.data) out.push_back(&w->lm_head);
+  for (LayerWeights& l : w->layers) {
+    switch (l.kind) {
+      case BlockKind::kMamba:
+        out.push_back(&l.mamba.in_proj);
+        out.push_back(&l.mamba.out_proj);
+        break;
+      case BlockKind::kAttention:
+        out.push_back(&l.attn.q_proj);
+        out.push_back(&l.attn.k_proj);
+        out.push_back(&l.attn.v_proj);
+        out.push_back(&l.attn.o_proj);
+        break;
+      case BlockKind::kMlp:
+        out.push_back(&l.mlp.up_proj);
+        out.push_back(&l.mlp.down_proj);
+        break;
+    }
+  }
+  return out;
+}
+
+Status place_weights(ModelWeights* w, WeightsPlacement placement, ThreadPool& pool, int64_t* copied_bytes) {
+  if (copied_bytes != nullptr) *copied_bytes = 0;
+  std::vector<MatrixView*> mats = weight_matrices(w);
+  const bool tied = w->lm_head.data == w->embeddings.data;
+  auto bytes_of = [](const MatrixView& m) {
+    return static_cast<size_t>(m.rows) * dtype_row_bytes(m.dtype, static_cast<size_t>(m.cols));
+  };
+  for (std::shared_ptr<MappedFile>& file : w->files) {
+    if (file == nullptr || file->is_anonymous() || file->size() == 0) continue;
+    const uint8_t* fb = file->data();
+    const uint8_t* fe = fb + file->size();
+    // The range of this file that holds matrices.
+    size_t lo = file->size(), hi = 0;
+    std::vector<MatrixView*> here;
+    for (MatrixView* m : mats) {
+      const uint8_t* p = static_cast<const uint8_t*>(m->data);
+      if (p == nullptr || p < fb || p >= fe) continue;
+      here.push_back(m);
+      lo = std::min(lo, static_cast<size_t>(p - fb));
+      hi = std::max(hi, std::min(file->size(), static_cast<size_t>(p - fb) + bytes_of(*m)));
+    }
+    if (here.empty()) continue;
+    lo = lo / 4096 * 4096;  // keeps every matrix's address modulo 4 KiB (see WeightsPlacement)
+    if (placement == WeightsPlacement::kMmap) {
+      file->advise_file(lo, hi - lo);
+      continue;
+    }
+    const size_t n = hi - lo;
+    std::shared_ptr<MappedFile> copy;
+    NEMO_RETURN_IF_ERROR(MappedFile::anonymous(file->path() + " (in memory)", n, &copy));
+    uint8_t* dst = copy->writable_data();
+    const uint8_t* src = fb + lo;
+    // 8 MiB per task: each thread first-touches (and so places) the huge pages it writes.
+    constexpr size_t kChunk = size_t{8} << 20;
+    const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+    pool.parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const size_t off = static_cast<size_t>(c) * kChunk;
+        std::memcpy(dst + off, src + off, std::min(kChunk, n - off));
+      }
+    });
+    copy->seal();
+    for (MatrixView* m : here) m->data = dst + (static_cast<const uint8_t*>(m->data) - src);
+    if (copied_bytes != nullptr) *copied_bytes += static_cast<int64_t>(n);
+    file = std::move(copy);  // the file mapping goes with its last reference
+  }
+  if (tied) w->lm_head = w->embeddings;
   return Status::Ok();
 }
 

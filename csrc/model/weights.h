@@ -100,6 +100,28 @@ struct ModelWeights {
   bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale (CPU backend only)
 };
 
+// Where the large matrices live once loaded (LoadOptions.weights; lib/model.ts resolves 'auto').
+//   kMmap    in the memory-mapped files (page-cache pages, 4 KiB each unless the kernel has huge
+//            pages for read-only file mappings), asked for huge pages and read-ahead (madvise);
+//   kMemory  copied at load into anonymous memory aligned to 2 MiB and advised MADV_HUGEPAGE
+//            (transparent huge pages: 512x the TLB reach), the files unmapped afterwards.
+// Results are bitwise the same either way: every matrix keeps its address modulo 4 KiB, which is all
+// the kernels' alignment handling looks at.
+enum class WeightsPlacement { kMmap, kMemory };
+
+class ThreadPool;
+
+// Every large matrix of `weights` (embeddings, lm_head when not tied, each layer's projections), in a
+// fixed order: the pointers that placement moves. Tied lm_head appears once (as embeddings).
+std::vector<MatrixView*> weight_matrices(ModelWeights* weights);
+
+// Applies `placement` to loaded weights: for kMemory copies, per file, the byte range that holds its
+// matrices (from the 4 KiB page of the first to the end of the last) into MappedFile::anonymous memory,
+// in parallel on `pool`, rebinds every matrix into the copy and releases the file mapping; for kMmap
+// advises the file mappings (MappedFile::advise_file). `copied_bytes` (optional) gets the bytes copied.
+Status place_weights(ModelWeights* weights, WeightsPlacement placement, ThreadPool& pool,
+                     int64_t* copied_bytes = nullptr);
+
 // Loads a Hugging Face checkpoint folder: config.json, and model.safetensors or the shards listed in
 // model.safetensors.index.json. Accepts the `backbone.` and `model.` prefixes and
 // `embedding.weight` for `embeddings.weight`. Every tensor's name, shape and dtype is checked before

@@ -84,6 +84,12 @@ export interface TinyModelOptions {
    * Default: the `dtype` ('bf16' -> 'BF16', 'f16' -> 'F16', 'f32' -> 'F32').
    */
   ggufType?: GgmlTypeName;
+  /**
+   * false (format 'gguf' only): write model.gguf without the safetensors weight files (config and
+   * tokenizer files are still written), e.g. several GGUF types of one large model without a
+   * safetensors copy each. Default true.
+   */
+  safetensors?: boolean;
 }
 
 export interface TinyModelResult {
@@ -127,7 +133,7 @@ const DTYPES = {
 const KNOWN_OPTIONS = new Set<string>([
   'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
-  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType',
+  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType', 'safetensors',
   'nRoutedExperts', 'numExpertsPerTok', 'moeIntermediateSize', 'moeSharedExpertIntermediateSize', 'nGroup', 'topkGroup',
   'normTopkProb', 'routedScalingFactor', 'moeScoreBiasStd', 'configForm', 'fp8',
 ]);
@@ -185,6 +191,7 @@ interface Resolved {
   dims: ModelDims;
   format: 'safetensors' | 'gguf';
   ggufType: GgmlTypeName;
+  safetensors: boolean;
 }
 
 function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Resolved {
@@ -265,6 +272,9 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const ggufType = options.ggufType ?? GGUF_TYPE_OF_DTYPE[dtype as keyof typeof GGUF_TYPE_OF_DTYPE];
   if (typeof ggufType !== 'string' || !GGUF_TYPES.includes(ggufType)) throw invalid('ggufType', `one of ${GGUF_TYPES.map((t) => `'${t}'`).join(', ')}`, ggufType);
   if (options.ggufType !== undefined && format !== 'gguf') throw invalid('ggufType', "set only with format 'gguf'", options.ggufType);
+  const safetensors = options.safetensors ?? true;
+  if (typeof safetensors !== 'boolean') throw invalid('safetensors', 'a boolean', safetensors);
+  if (!safetensors && format !== 'gguf') throw invalid('safetensors', "true unless format is 'gguf' (the folder would hold no weights)", safetensors);
 
   if (mambaNumHeads % nGroups !== 0) {
     throw invalid('mambaNumHeads', `divisible by nGroups (${nGroups})`, mambaNumHeads);
@@ -311,7 +321,7 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const fp8 = options.fp8 ?? false;
   if (typeof fp8 !== 'boolean') throw invalid('fp8', 'a boolean', fp8);
   if (fp8 && (format !== 'safetensors' || shards !== 1)) throw invalid('fp8', "set only with format 'safetensors' and one shard", fp8);
-  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm };
+  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm, safetensors };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -526,7 +536,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
   const shardFile = (k: number, n: number): string =>
     `model-${String(k).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`;
   const keep = new Set<string>();
-  if (r.shards === 1) keep.add('model.safetensors');
+  if (!r.safetensors) {
+    // no safetensors files: every weight file of an earlier run goes
+  } else if (r.shards === 1) keep.add('model.safetensors');
   else for (let k = 1; k <= r.shards; k++) keep.add(shardFile(k, r.shards));
   for (const name of names) {
     const stale =
@@ -535,7 +547,9 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
     if (stale) await unlink(join(out, name));
   }
 
-  if (r.fp8) {
+  if (!r.safetensors) {
+    // model.gguf only (written below)
+  } else if (r.fp8) {
     await writeSafetensors(join(out, 'model.safetensors'), fp8Sources([...specs].sort(byName), r, source));
   } else if (r.shards === 1) {
     await writeSafetensors(join(out, 'model.safetensors'), [...specs].sort(byName).map(source));

@@ -614,6 +614,14 @@ std::vector<MatrixView*> weight_matrices(ModelWeights* w) {
         out.push_back(&l.mlp.up_proj);
         out.push_back(&l.mlp.down_proj);
         break;
+      case BlockKind::kMoe:  // the router is an f32 copy already; experts and the shared expert are views
+        for (MatrixView& m : l.moe.up) out.push_back(&m);
+        for (MatrixView& m : l.moe.down) out.push_back(&m);
+        if (l.moe.shared_up.rows > 0) {
+          out.push_back(&l.moe.shared_up);
+          out.push_back(&l.moe.shared_down);
+        }
+        break;
     }
   }
   return out;

@@ -114,6 +114,23 @@ export interface NativeRequestSpec {
   pinAt?: number[];
   /** Also snapshot every this many prompt positions; 0 = off. */
   snapshotEvery?: number;
+  /** Grammar-constrained decoding (csrc/engine/grammar.h); absent = unconstrained. */
+  grammar?: NativeGrammarSpec;
+}
+
+/** One piece of a grammar (csrc/engine/grammar.h GrammarPart); a grammar is the concatenation of its pieces. */
+export interface NativeGrammarPart {
+  kind: 'ebnf' | 'json_schema' | 'json_object' | 'regex' | 'literal';
+  source: string;
+  /** json_schema: no properties/items beyond the schema's (default true). */
+  strict?: boolean;
+}
+
+export interface NativeGrammarSpec {
+  /** From compileGrammar(). */
+  compiled: object;
+  /** UTF-8 strings that must be generated, in order, before the grammar applies (none: from the first token). */
+  triggers?: Uint8Array[];
 }
 
 export type NativeRequestEnd = 'stop' | 'length' | 'done' | 'cancelled' | 'error';
@@ -174,6 +191,10 @@ export interface NativeEngine extends NativeEngineDebug {
   /** One step on a worker thread. */
   runStep(): Promise<NativeStepEvents>;
   schedulerStats(): NativeSchedulerStats;
+  /** Hands the grammar engine the vocabulary (each id's bytes, special tokens empty) and the end tokens, once. */
+  setGrammarVocab(tokens: Uint8Array[], stop: Int32Array): Promise<void>;
+  /** Compiles a grammar against that vocabulary on a worker; rejects with the grammar's error. */
+  compileGrammar(parts: NativeGrammarPart[]): Promise<object>;
   /** O(1): figures published at the end of each step. */
   cacheStats(): NativeCacheStats;
   /** A self-describing image of a snapshot (Mamba state + the KV rows it covers). */

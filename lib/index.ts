@@ -42,4 +42,6 @@ export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan,
 export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2 } from './known-configs.js';
 export { connect, RemoteModel, RemoteChat, RemoteError } from './remote/index.js';
 export type { ConnectOptions, RemoteAttempt, RemoteGenerateOptions, RemoteModelInfo, RemoteStats, RemoteChatOptions, EndpointStats } from './remote/index.js';
+export type { ResponseFormat, ToolChoice, JsonSchema } from './grammar.js';
+export { toolCallsSchema } from './grammar.js';
 export type { TextModel, TextChat } from './text-model.js';

@@ -16,6 +16,7 @@ import { ContextOverflowError, DeviceUnavailableError, InvalidArgumentError, Mod
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, type GenerateResult, type RequestSpec, type StreamEvent } from './generation.js';
+import { GrammarCompiler, grammarRequest, validateResponseFormat, validateToolChoice, type ResponseFormat, type ToolChoice } from './grammar.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, planMemory, type MemoryPlan } from './memory.js';
 import { loadCudaAddon, noteCpuFallback } from './cuda.js';
@@ -173,6 +174,14 @@ export interface GenerateOptions extends SamplingOptions {
   /** Generation stops before any of these strings; they are not part of the text. */
   stop?: string | string[];
   signal?: AbortSignal;
+  /**
+   * Constrained output (grammar-constrained decoding in the native sampler): JSON (any object, or valid
+   * against a JSON schema; parsed into result.parsed), an EBNF grammar or a regex. With reasoning on it
+   * applies after `</think>`.
+   */
+  responseFormat?: ResponseFormat;
+  /** With `tools`: 'auto' (default; a tool call the model opens is constrained to parse), 'none', 'required' or { name }. */
+  toolChoice?: ToolChoice;
 }
 
 export interface EvaluateOptions {
@@ -216,6 +225,7 @@ function weightFileBytes(dir: string): number {
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
+  'responseFormat', 'toolChoice',
 ] as const;
 
 /** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
@@ -268,6 +278,7 @@ export class NemotronModel implements TextModel {
   private readonly closing = new AbortController();
   private closed = false;
   /** A stream whose iterator was dropped unfinished is cancelled when the iterator is collected. */
+  private readonly grammars: GrammarCompiler;
   private readonly abandoned = new FinalizationRegistry<GenerationRequest>((request) => request.abandon());
 
   private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast' }, memory: MemoryPlan) {
@@ -284,6 +295,7 @@ export class NemotronModel implements TextModel {
     this.prepareNextTurn = tuning.prepareNextTurn;
     this.tokenizers = tokenizer ? new TokenizerPool(tokenizer) : null;
     this.markers = tokenizer ? turnMarkers(tokenizer) : null;
+    this.grammars = new GrammarCompiler(engine, tokenizer, ni.config.vocabSize, this.eos);
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files) or a llama.cpp `.gguf` file (architecture nemotron_h). */
@@ -464,6 +476,7 @@ export class NemotronModel implements TextModel {
   async startStream(options: GenerateOptions): Promise<AsyncGenerator<StreamEvent, void, undefined>> {
     this.assertOpen();
     const spec = await this.parseGenerateAsync(options);
+    if (spec.grammar) await spec.grammar; // an invalid schema or grammar is refused here (ERR_INVALID_GRAMMAR)
     return this.streamSpec(spec);
   }
 
@@ -776,7 +789,22 @@ export class NemotronModel implements TextModel {
     };
     const maxTokens = v.optionalInteger('options.maxTokens', options.maxTokens, 1) ?? d.maxTokens;
     const closeReasoning = this.tokenizer && startsInReasoning ? this.tokenizer.encode('</think>\n\n', false) : [];
+    const responseFormat = validateResponseFormat(options.responseFormat);
+    const tools = options.tools as ToolDefinition[] | undefined;
+    const toolChoice = validateToolChoice(options.toolChoice, tools);
+    if (toolChoice === 'none' && this.tokenizer) {
+      const open = this.tokenizer.tokenId('<TOOLCALL>');
+      if (open !== undefined) sampling.logitBias = [...sampling.logitBias, [open, -1e9]];
+    }
+    const constraint = grammarRequest(responseFormat, toolChoice, tools, startsInReasoning);
+    let grammar: RequestSpec['grammar'];
+    if (constraint) {
+      grammar = this.grammars.spec(constraint);
+      grammar.catch(() => {}); // reported by the request (or by startStream)
+    }
     return {
+      ...(grammar ? { grammar } : {}),
+      ...(constraint?.json ? { parseJson: true } : {}),
       prompt,
       maxTokens,
       sampling,

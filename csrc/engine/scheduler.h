@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 
 namespace nemo {
@@ -46,6 +47,10 @@ struct RequestSpec {
   std::vector<int64_t> snapshot_at;    // prompt positions in (0, prompt.size()] to snapshot and cache
   std::vector<int64_t> pin_at;         // of those, the ones whose snapshot is pinned for the caller
   int64_t snapshot_every = 0;          // also every this many prompt positions; 0 = off
+  // Grammar-constrained decoding (engine/grammar.h); null = unconstrained (costs nothing). Each
+  // sampled token is drawn under the grammar's mask once its triggers have been generated; the mask
+  // for a step is computed on a second thread while that step's forward pass runs.
+  std::shared_ptr<GrammarSpec> grammar;
 };
 
 // Why a request ended. kStop: an end token; kLength: max_tokens or the context; kDone: a request

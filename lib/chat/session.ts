@@ -29,7 +29,7 @@ export interface ChatOptions {
 export type TurnOptions = Pick<GenerateOptions, (typeof TURN_OPTION_KEYS)[number]>;
 export const TURN_OPTION_KEYS = [
   'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
-  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal',
+  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'responseFormat',
 ] as const;
 
 /** What a session needs from the model (implemented by NemotronModel). */

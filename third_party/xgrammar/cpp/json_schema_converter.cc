@@ -2173,7 +2173,9 @@ std::string JSONSchemaConverter::GenerateString(
 
   // Check for length constraints
   if (spec.min_length != 0 || spec.max_length != -1) {
-    std::string char_pattern = "[^\"\\\\\\r\\n]";
+    // nemotron-node patch: exclude control characters (U+0000-U+001F), as JSON requires and as
+    // upstream does from v0.2.6rc1 on.
+    std::string char_pattern = "[^\\0-\\x1f\"\\\\\\r\\n]";
     std::string repetition;
     if (spec.max_length == -1) {
       repetition = "{" + std::to_string(spec.min_length) + ",}";

@@ -153,6 +153,10 @@ export interface NativeSchedulerStats {
   queued: number;
   liveRequests: number;
   sequenceBytes: number;
+  /** Grammar masks computed, ms computing them (beside the forward pass), ms of grammar work the steps waited for. */
+  grammarMasks: number;
+  grammarMaskMs: number;
+  grammarExposedMs: number;
 }
 
 export interface NativeCacheStats {

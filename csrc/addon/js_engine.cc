@@ -542,6 +542,10 @@ Napi::Value JsEngine::SchedulerStats(const Napi::CallbackInfo& info) {
   o.Set("queued", static_cast<double>(engine_ ? engine_->scheduler().queued() : 0));
   o.Set("liveRequests", static_cast<double>(engine_ ? engine_->scheduler().live_requests() : 0));
   o.Set("sequenceBytes", static_cast<double>(engine_ ? engine_->scheduler().sequence_bytes() : 0));
+  const Scheduler::GrammarStats g = engine_ ? engine_->scheduler().grammar_stats() : Scheduler::GrammarStats{};
+  o.Set("grammarMasks", static_cast<double>(g.masks));
+  o.Set("grammarMaskMs", static_cast<double>(g.mask_ns) / 1e6);
+  o.Set("grammarExposedMs", static_cast<double>(g.exposed_ns) / 1e6);
   return o;
 }
 

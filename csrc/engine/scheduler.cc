@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <chrono>
 #include <future>
 #include <string>
 
@@ -305,11 +306,14 @@ Status Scheduler::step(StepEvents* ev) {
         if (it.sample && it.r->grammar && it.r->grammar->active()) constrained.push_back(it.r);
       }
       if (!constrained.empty()) {
-        masks = std::async(std::launch::async, [constrained] {
+        masks = std::async(std::launch::async, [this, constrained] {
+          const auto t0 = std::chrono::steady_clock::now();
           for (Request* r : constrained) {
             r->mask.resize(static_cast<size_t>(r->grammar->mask_words()));
             r->grammar->mask(r->mask.data());
           }
+          g_mask_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+          g_masks_ += static_cast<int64_t>(constrained.size());
         });
       }
     }
@@ -317,7 +321,11 @@ Status Scheduler::step(StepEvents* ev) {
     float* sink = host_rows || rows == 0 ? nullptr : e.backend_->logits_sink(rows, vocab);
     std::vector<float> logits(sink ? 0 : static_cast<size_t>(rows * vocab));
     Status st = forward(*e.backend_, e.config_, e.weights_, *e.workspace_, batch, sink ? sink : logits.data());
-    if (masks.valid()) masks.get();
+    if (masks.valid()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      masks.get();
+      g_exposed_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    }
     ev->ran_forward = true;
     if (!st.ok()) {
       for (const Item& it : items) finish(it.r, RequestEnd::kError, st, ev);
@@ -376,7 +384,11 @@ Status Scheduler::step(StepEvents* ev) {
               sampled[i] = sample_token(last, vocab, r->spec.sampling, history.data(),
                                         static_cast<int64_t>(history.size()),
                                         static_cast<int64_t>(r->spec.prompt.size()), r->draw, allow);
-              if (r->grammar) r->grammar->accept(sampled[i]);
+              if (r->grammar) {
+                const auto t0 = std::chrono::steady_clock::now();
+                r->grammar->accept(sampled[i]);
+                g_exposed_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+              }
             }
           }
         }

@@ -107,6 +107,15 @@ class Scheduler {
   int32_t live_sequences() const { return live_.load(); }
   int64_t live_requests() const;
   int64_t sequence_bytes() const { return sequence_bytes_.load(); }
+  // Grammar-constrained decoding cost (bench/grammar.ts): masks computed, the time computing them (beside
+  // the forward pass), and the time the step spent on grammars outside it (waiting for masks after the
+  // forward pass, advancing matchers).
+  struct GrammarStats {
+    int64_t masks = 0;
+    int64_t mask_ns = 0;
+    int64_t exposed_ns = 0;
+  };
+  GrammarStats grammar_stats() const { return {g_masks_.load(), g_mask_ns_.load(), g_exposed_ns_.load()}; }
 
   // ---- worker thread: one step at a time ----------------------------------------------------------------
   Status step(StepEvents* events);
@@ -129,6 +138,7 @@ class Scheduler {
   bool pending_cancel_ = false;
   std::atomic<int32_t> live_{0};
   std::atomic<int64_t> sequence_bytes_{0};
+  std::atomic<int64_t> g_masks_{0}, g_mask_ns_{0}, g_exposed_ns_{0};
 };
 
 }  // namespace nemo

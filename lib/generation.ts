@@ -95,7 +95,7 @@ export interface RequestSpec {
   /** Called once with the final result, before the `done` event is delivered. */
   onDone?: (result: GenerateResult) => void;
   /** Grammar-constrained decoding: the compiled constraint (awaited before the request is registered). */
-  grammar?: Promise<NativeGrammarSpec>;
+  grammar?: Promise<NativeGrammarSpec | undefined>;
   /** The answer is JSON: parse it into result.parsed. */
   parseJson?: boolean;
 }

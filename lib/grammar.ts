@@ -42,6 +42,8 @@ export interface GrammarRequest {
   triggers: string[];
   /** The answer is JSON to parse into result.parsed. */
   json: boolean;
+  /** Best effort (toolChoice 'auto'): a grammar that cannot be compiled leaves the request unconstrained. */
+  optional?: boolean;
 }
 
 const REASONING_CLOSE = '</think>';
@@ -120,7 +122,7 @@ export function grammarRequest(
     const chosen = typeof toolChoice === 'object' ? tools.filter((t) => t.function.name === toolChoice.name) : tools;
     const body: NativeGrammarPart[] = [{ kind: 'json_schema', source: JSON.stringify(toolCallsSchema(chosen)), strict: true }, { kind: 'literal', source: TOOLCALL_CLOSE }];
     if (forced) return { parts: [...lead, { kind: 'literal', source: TOOLCALL_OPEN }, ...body], triggers: think, json: false };
-    if (!rf || rf.type === 'text') return { parts: body, triggers: [...think, TOOLCALL_OPEN], json: false };
+    if (!rf || rf.type === 'text') return { parts: body, triggers: [...think, TOOLCALL_OPEN], json: false, optional: true };
     // 'auto' with a response format: the format wins (a tool call stays unconstrained).
   }
   if (!rf || rf.type === 'text') return null;

@@ -799,8 +799,10 @@ export class NemotronModel implements TextModel {
     const constraint = grammarRequest(responseFormat, toolChoice, tools, startsInReasoning);
     let grammar: RequestSpec['grammar'];
     if (constraint) {
-      grammar = this.grammars.spec(constraint);
-      grammar.catch(() => {}); // reported by the request (or by startStream)
+      // A failure is reported by the request (or by startStream); toolChoice 'auto' is best effort (a build
+      // without the grammar engine, or tool parameters it cannot compile, leave the request unconstrained).
+      grammar = constraint.optional ? this.grammars.spec(constraint).catch(() => undefined) : this.grammars.spec(constraint);
+      grammar.catch(() => {});
     }
     return {
       ...(grammar ? { grammar } : {}),

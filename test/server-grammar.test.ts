@@ -3,11 +3,12 @@
 // @langchain/openai are not tested: both declare engines.node >=22, outside this package's range.
 import path from 'node:path';
 
-import Ajv from 'ajv';
+import { Ajv } from 'ajv';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, type NemotronModel } from '../lib/model.js';
+import { connect } from '../lib/remote/index.js';
 import { createServer, type NemotronServer } from '../lib/server/index.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
 import { tempDir } from './helpers.js';
@@ -34,13 +35,15 @@ describe('constrained decoding through the server (openai client)', () => {
   let model: NemotronModel;
   let server: NemotronServer;
   let client: OpenAI;
+  let url: string;
 
   beforeAll(async () => {
     const dir = path.join(tmp.dir, 'tiny');
     await makeTinyModel(dir, { seed: 3 });
     model = await loadModel(dir, { contextLength: 2048, maxSequences: 4 });
     server = await createServer(model, { modelName: 'tiny' });
-    client = new OpenAI({ baseURL: `${await server.listen(0, '127.0.0.1')}/v1`, apiKey: 'unused', maxRetries: 0 });
+    url = await server.listen(0, '127.0.0.1');
+    client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0 });
   }, 120_000);
   afterAll(async () => {
     await server?.close();
@@ -112,4 +115,21 @@ describe('constrained decoding through the server (openai client)', () => {
     }
     if (finish !== 'length') expect(names.length).toBeGreaterThan(0);
   }, 180_000);
+
+  it('connect(): responseFormat and toolChoice go to the server as response_format / tool_choice; results equal the local ones', async () => {
+    const remote = await connect(url, { model: 'tiny' });
+    try {
+      const opts = { messages: [{ role: 'user' as const, content: 'json /no_think' }], maxTokens: 150, temperature: 1, seed: 4, responseFormat: { type: 'json_schema' as const, schema: SCHEMA } };
+      const [local, far] = [await model.generate(opts), await remote.generate(opts)];
+      expect(far.text).toBe(local.text);
+      expect(far.parsed).toEqual(local.parsed);
+      expect(far.parseError).toEqual(local.parseError);
+      const tools = TOOLS.map((t) => t as { type: 'function'; function: { name: string; parameters?: Record<string, unknown> } });
+      const t = { messages: [{ role: 'user' as const, content: 'add /no_think' }], tools, toolChoice: { name: 'add' }, maxTokens: 150, temperature: 1, seed: 5 };
+      const [lt, rt] = [await model.generate(t), await remote.generate(t)];
+      expect(rt.toolCalls).toEqual(lt.toolCalls);
+    } finally {
+      await remote.close();
+    }
+  }, 60_000);
 });

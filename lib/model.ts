@@ -631,10 +631,11 @@ export class NemotronModel implements TextModel {
     },
   };
 
-  private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): RequestSpec {
+  private parseTurn(prompt: Int32Array, chat: { tools: boolean; toolDefs?: ToolDefinition[]; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): RequestSpec {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
-    const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
+    // The session's tools reach buildSpec for toolChoice (they are rendered by the session already).
+    const spec = this.buildSpec({ ...(options as GenerateOptions), ...(chat.toolDefs ? { tools: chat.toolDefs } : {}) }, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
     const pinAt = chat.anchorAt > 0 ? [chat.anchorAt] : [];
     return {
       ...spec,

@@ -232,6 +232,16 @@ describe('toolChoice', () => {
     expect(valid).toBeGreaterThanOrEqual(3);
   }, 300_000);
 
+  it('chat.send takes toolChoice with the session\'s tools', async () => {
+    const chat = model.chat({ reasoning: false, tools: TOOLS });
+    const r = await chat.send('weather?', { maxTokens: 200, seed: 3, temperature: 1, toolChoice: { name: 'get_weather' } });
+    if (r.finishReason !== 'length') {
+      expect(r.toolCalls.map((c) => c.name)).toEqual(r.toolCalls.map(() => 'get_weather'));
+      expect(r.toolCalls.length).toBeGreaterThan(0);
+      for (const c of r.toolCalls) expect(ajv.validate(TOOLS[0]!.function.parameters, c.arguments)).toBe(true);
+    }
+  });
+
   it('chat.send takes responseFormat', async () => {
     const chat = model.chat({ reasoning: false });
     const r = await chat.send('json', { maxTokens: 160, seed: 2, temperature: 1, responseFormat: { type: 'json_schema', schema: SCHEMAS.nested! } });

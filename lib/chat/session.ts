@@ -29,7 +29,7 @@ export interface ChatOptions {
 export type TurnOptions = Pick<GenerateOptions, (typeof TURN_OPTION_KEYS)[number]>;
 export const TURN_OPTION_KEYS = [
   'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
-  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'responseFormat',
+  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'responseFormat', 'toolChoice',
 ] as const;
 
 /** What a session needs from the model (implemented by NemotronModel). */
@@ -38,7 +38,7 @@ export interface ChatHost {
   tokenizeChat(text: string): Int32Array;
   contextLength(): number;
   /** Streams one turn; `onAnchor` receives the pinned snapshot at `anchorAt` (the session owns its pin). */
-  streamTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
+  streamTurn(prompt: Int32Array, chat: { tools: boolean; toolDefs?: ToolDefinition[]; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
   /** Computes `tokens` (restoring what is cached) and resolves to the pinned state at their end, or null. */
   prepareTurn(tokens: Int32Array): Promise<SnapshotRef | null>;
   pin(entry: SnapshotRef): void;
@@ -181,6 +181,7 @@ export class ChatSession {
         turn.prompt,
         {
           tools: !!this.options.tools,
+          ...(this.options.tools ? { toolDefs: this.options.tools } : {}),
           reasoning: this.options.reasoning,
           anchorAt: turn.anchorAt,
           onAnchor: (ref) => {

@@ -138,7 +138,13 @@ export function grammarRequest(
   }
 }
 
-/** Each id's bytes for the grammar engine (special tokens: empty). */
+/**
+ * Added tokens the grammars and triggers need as text even where a tokenizer marks them special: the
+ * grammar of a forced tool call starts with `<TOOLCALL>`, and the triggers are `</think>` and `<TOOLCALL>`.
+ */
+const STRUCTURAL_TOKENS = new Set(['<think>', '</think>', TOOLCALL_OPEN, TOOLCALL_CLOSE]);
+
+/** Each id's bytes for the grammar engine (special tokens: empty, but for STRUCTURAL_TOKENS). */
 export function vocabularyBytes(tokenizer: TextTokenizer, vocabSize: number): Uint8Array[] {
   const json = tokenizer.files.tokenizerJson as Record<string, unknown>;
   const model = (json.model ?? {}) as { vocab?: unknown; type?: string };
@@ -170,7 +176,7 @@ export function vocabularyBytes(tokenizer: TextTokenizer, vocabSize: number): Ui
   }
   for (const t of (json.added_tokens ?? []) as Array<{ id: number; content: string; special?: boolean }>) {
     if (t.id < 0 || t.id >= vocabSize) continue;
-    out[t.id] = t.special ? new Uint8Array(0) : new Uint8Array(Buffer.from(t.content, 'utf8'));
+    out[t.id] = t.special && !STRUCTURAL_TOKENS.has(t.content) ? new Uint8Array(0) : new Uint8Array(Buffer.from(t.content, 'utf8'));
   }
   return out;
 }

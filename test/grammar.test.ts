@@ -9,6 +9,7 @@ import { Ajv } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { GenerateResult } from '../lib/generation.js';
+import { vocabularyBytes } from '../lib/grammar.js';
 import { loadModel, type NemotronModel } from '../lib/model.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
 
@@ -82,6 +83,26 @@ function check(r: GenerateResult, schema: Record<string, unknown> | null): 'vali
   } else expect(typeof r.parsed === 'object' && r.parsed !== null && !Array.isArray(r.parsed)).toBe(true);
   return 'valid';
 }
+
+describe('the vocabulary handed to the grammar engine', () => {
+  it('byte-level pieces map back to their bytes; special tokens are empty; <think>/<TOOLCALL> keep their text', () => {
+    const tok = (model as unknown as { tokenizer: Parameters<typeof vocabularyBytes>[0] }).tokenizer;
+    const bytes = vocabularyBytes(tok, model.info.config.vocabSize);
+    expect(bytes).toHaveLength(model.info.config.vocabSize);
+    for (const id of [2, 12]) expect(bytes[id]).toEqual(new Uint8Array(0)); // </s>, <SPECIAL_12>
+    expect(Buffer.from(bytes[14]!).toString()).toBe('</think>');
+    expect(Buffer.from(bytes[15]!).toString()).toBe('<TOOLCALL>');
+    // Every ordinary token's bytes are what the tokenizer decodes it to (ASCII pieces, where decode is exact).
+    let checked = 0;
+    for (let id = 21; id < bytes.length; id++) {
+      const b = Buffer.from(bytes[id]!);
+      if (b.length === 0 || b.some((x) => x >= 0x80)) continue;
+      expect(b.toString('latin1')).toBe(model.detokenize([id]));
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(100);
+  });
+});
 
 describe('responseFormat on the random tiny model', () => {
   it('>= 200 seeded generations parse and validate against their schemas (greedy, temperature, top-k, top-p, batched)', async () => {

@@ -128,6 +128,23 @@ export interface NativeRequestSpec {
   snapshotEvery?: number;
   /** 0..20: log-probs of each emitted token and its top alternatives (raw model distribution); -1 or absent = off. */
   topLogprobs?: number;
+  /** Grammar-constrained decoding (csrc/engine/grammar.h); absent = unconstrained. */
+  grammar?: NativeGrammarSpec;
+}
+
+/** One piece of a grammar (csrc/engine/grammar.h GrammarPart); a grammar is the concatenation of its pieces. */
+export interface NativeGrammarPart {
+  kind: 'ebnf' | 'json_schema' | 'json_object' | 'regex' | 'literal';
+  source: string;
+  /** json_schema: no properties/items beyond the schema's (default true). */
+  strict?: boolean;
+}
+
+export interface NativeGrammarSpec {
+  /** From compileGrammar(). */
+  compiled: object;
+  /** UTF-8 strings that must be generated, in order, before the grammar applies (none: from the first token). */
+  triggers?: Uint8Array[];
 }
 
 export type NativeRequestEnd = 'stop' | 'length' | 'done' | 'cancelled' | 'error';
@@ -152,6 +169,10 @@ export interface NativeSchedulerStats {
   queued: number;
   liveRequests: number;
   sequenceBytes: number;
+  /** Grammar masks computed, ms computing them (beside the forward pass), ms of grammar work the steps waited for. */
+  grammarMasks: number;
+  grammarMaskMs: number;
+  grammarExposedMs: number;
 }
 
 export interface NativeCacheStats {
@@ -190,6 +211,10 @@ export interface NativeEngine extends NativeEngineDebug {
   /** One step on a worker thread. */
   runStep(): Promise<NativeStepEvents>;
   schedulerStats(): NativeSchedulerStats;
+  /** Hands the grammar engine the vocabulary (each id's bytes, special tokens empty) and the end tokens, once. */
+  setGrammarVocab(tokens: Uint8Array[], stop: Int32Array): Promise<void>;
+  /** Compiles a grammar against that vocabulary on a worker; rejects with the grammar's error. */
+  compileGrammar(parts: NativeGrammarPart[]): Promise<object>;
   /** O(1): figures published at the end of each step. */
   cacheStats(): NativeCacheStats;
   /** A self-describing image of a snapshot (Mamba state + the KV rows it covers). */

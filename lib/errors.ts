@@ -12,6 +12,7 @@ export type NemotronErrorCode =
   | 'ERR_INVALID_ARGUMENT'
   | 'ERR_TOKEN_OUT_OF_RANGE'
   | 'ERR_EMPTY_PROMPT'
+  | 'ERR_INVALID_GRAMMAR'
   | 'ERR_CONTEXT_OVERFLOW'
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_NUMERICAL'
@@ -185,6 +186,7 @@ const ARGUMENT_CODES = new Set<NemotronErrorCode>([
   'ERR_INVALID_ARGUMENT',
   'ERR_TOKEN_OUT_OF_RANGE',
   'ERR_EMPTY_PROMPT',
+  'ERR_INVALID_GRAMMAR',
 ]);
 
 /** Builds the typed error for a code; used for errors raised in native code, which carry only a code. */

@@ -8,7 +8,7 @@
  * for longer than `idleTimeoutMs` gets its request cancelled (ERR_IDLE_TIMEOUT), so a forgotten stream
  * cannot hold a sequence slot forever.
  */
-import type { NativeRequestEnd, NativeRequestSpec, NativeSampling } from './addon-types.js';
+import type { NativeGrammarSpec, NativeRequestEnd, NativeRequestSpec, NativeSampling } from './addon-types.js';
 import type { ToolCall } from './chat/template.js';
 import { ReasoningSplitter } from './chat/reasoning.js';
 import { StopMatcher } from './chat/stop.js';
@@ -67,6 +67,12 @@ export interface GenerateResult {
   /** Tool calls the model wrote but that could not be parsed: reported, never dropped. */
   toolCallErrors: Array<{ raw: string; error: string }>;
   tokens: number[];
+  /**
+   * With a JSON responseFormat: the answer parsed (undefined when it could not be, e.g. cut by maxTokens:
+   * finishReason 'length', and `parseError` says why).
+   */
+  parsed?: unknown;
+  parseError?: string;
   finishReason: FinishReason;
   error?: NemotronError;
   usage: Usage;
@@ -139,6 +145,10 @@ export interface RequestSpec {
   abortBehavior: AbortBehavior;
   /** Told of each sampled token as it arrives (kTokenObserver). */
   onTokenTime?: TokenObserver;
+  /** Grammar-constrained decoding: the compiled constraint (awaited before the request is registered). */
+  grammar?: Promise<NativeGrammarSpec | undefined>;
+  /** The answer is JSON: parse it into result.parsed. */
+  parseJson?: boolean;
 }
 
 /**
@@ -207,9 +217,20 @@ export class GenerationRequest implements RequestHandler {
   async *run(): AsyncGenerator<StreamEvent, void, undefined> {
     const { signal } = this.spec;
     try {
-      if (signal?.aborted) this.finish('abort');
+      let grammar: NativeGrammarSpec | undefined;
+      if (this.spec.grammar && !signal?.aborted) {
+        try {
+          grammar = await this.spec.grammar;
+        } catch (err) {
+          this.error = err as NemotronError;
+          this.finish('error');
+        }
+      }
+      if (this.finished) {
+        // the grammar could not be compiled
+      } else if (signal?.aborted) this.finish('abort');
       else {
-        this.id = this.scheduler.submit(this.nativeSpec(), this);
+        this.id = this.scheduler.submit(this.nativeSpec(grammar), this);
         signal?.addEventListener('abort', this.onAbort, { once: true });
       }
       for (;;) {
@@ -244,9 +265,10 @@ export class GenerationRequest implements RequestHandler {
     this.finish('abort');
   }
 
-  private nativeSpec(): NativeRequestSpec {
+  private nativeSpec(grammar: NativeGrammarSpec | undefined): NativeRequestSpec {
     const s = this.spec;
     return {
+      ...(grammar ? { grammar } : {}),
       prompt: s.prompt,
       sampling: s.sampling,
       eos: Int32Array.from(s.eos),
@@ -430,6 +452,7 @@ export class GenerationRequest implements RequestHandler {
       toolCalls: this.toolCalls,
       toolCallErrors: this.toolCallErrors,
       tokens: this.generated,
+      ...(this.spec.parseJson ? this.parseAnswer() : {}),
       finishReason: this.finishReason,
       ...(this.error ? { error: this.error } : {}),
       ...(this.spec.topLogprobs >= 0 ? { logprobs: this.logprobs } : {}),
@@ -447,6 +470,16 @@ export class GenerationRequest implements RequestHandler {
         totalMs: this.tEnd - this.tSubmit,
       },
     };
+  }
+
+  private parseAnswer(): { parsed?: unknown; parseError?: string } {
+    if (this.finishReason === 'length') return { parseError: 'the answer was cut at maxTokens before it was complete' };
+    if (this.finishReason !== 'stop') return { parseError: `the request ended with finishReason '${this.finishReason}'` };
+    try {
+      return { parsed: JSON.parse(this.text) as unknown };
+    } catch (err) {
+      return { parseError: (err as Error).message };
+    }
   }
 
   private notify(): void {

@@ -52,4 +52,6 @@ export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2, NEMOTRON_3_NANO_30B_A3B } fr
 export { activeParameterCount, parameterCount } from './memory.js';
 export { connect, RemoteModel, RemoteChat, RemoteError } from './remote/index.js';
 export type { ConnectOptions, RemoteAttempt, RemoteGenerateOptions, RemoteModelInfo, RemoteStats, RemoteChatOptions, EndpointStats } from './remote/index.js';
+export type { ResponseFormat, ToolChoice, JsonSchema } from './grammar.js';
+export { toolCallsSchema } from './grammar.js';
 export type { TextModel, TextChat } from './text-model.js';

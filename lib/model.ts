@@ -17,6 +17,7 @@ import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './c
 import { TokenizerPool } from './tokenizer-pool.js';
 import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
 import type { Message } from './chat/openai.js';
+import { GrammarCompiler, grammarRequest, validateResponseFormat, validateToolChoice, type ResponseFormat, type ToolChoice } from './grammar.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, chooseWeightsPlacement, planMemory, type MemoryPlan } from './memory.js';
 import { chooseDevice } from './device.js';
@@ -216,6 +217,14 @@ export interface GenerateOptions extends SamplingOptions {
    * a request that asks for them samples on the host (CUDA builds otherwise sample on the device).
    */
   topLogprobs?: number;
+  /**
+   * Constrained output (grammar-constrained decoding in the native sampler): JSON (any object, or valid
+   * against a JSON schema; parsed into result.parsed), an EBNF grammar or a regex. With reasoning on it
+   * applies after `</think>`.
+   */
+  responseFormat?: ResponseFormat;
+  /** With `tools`: 'auto' (default; a tool call the model opens is constrained to parse), 'none', 'required' or { name }. */
+  toolChoice?: ToolChoice;
 }
 
 export interface EvaluateOptions {
@@ -248,6 +257,7 @@ function weightFileBytes(dir: string): number {
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
+  'responseFormat', 'toolChoice',
 ] as const;
 
 /** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
@@ -306,6 +316,7 @@ export class NemotronModel implements TextModel {
   private readonly closing = new AbortController();
   private closed = false;
   /** A stream whose iterator was dropped unfinished is cancelled when the iterator is collected. */
+  private readonly grammars: GrammarCompiler;
   private readonly abandoned = new FinalizationRegistry<GenerationRequest>((request) => request.abandon());
 
   private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast'; weights: 'mmap' | 'memory' }, memory: MemoryPlan) {
@@ -322,6 +333,7 @@ export class NemotronModel implements TextModel {
     this.prepareNextTurn = tuning.prepareNextTurn;
     this.tokenizers = tokenizer ? new TokenizerPool(tokenizer) : null;
     this.markers = tokenizer ? turnMarkers(tokenizer) : null;
+    this.grammars = new GrammarCompiler(engine, tokenizer, ni.config.vocabSize, this.eos);
   }
 
   /** Loads a Hugging Face checkpoint folder (config.json, safetensors, tokenizer files) or a llama.cpp `.gguf` file (architecture nemotron_h). */
@@ -527,6 +539,7 @@ export class NemotronModel implements TextModel {
   async startStream(options: GenerateOptions): Promise<AsyncGenerator<StreamEvent, void, undefined>> {
     this.assertOpen();
     const spec = await this.parseGenerateAsync(options);
+    if (spec.grammar) await spec.grammar; // an invalid schema or grammar is refused here (ERR_INVALID_GRAMMAR)
     return this.streamSpec(spec);
   }
 
@@ -738,10 +751,11 @@ export class NemotronModel implements TextModel {
     },
   };
 
-  private parseTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): RequestSpec {
+  private parseTurn(prompt: Int32Array, chat: { tools: boolean; toolDefs?: ToolDefinition[]; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): RequestSpec {
     v.assertObject('options', options);
     v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
-    const spec = this.buildSpec(options as GenerateOptions, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
+    // The session's tools reach buildSpec for toolChoice (they are rendered by the session already).
+    const spec = this.buildSpec({ ...(options as GenerateOptions), ...(chat.toolDefs ? { tools: chat.toolDefs } : {}) }, prompt, chat.reasoning !== false && /<think>\s*$/.test(this.detokenize(Array.from(prompt.subarray(-4)))), chat.tools);
     const pinAt = chat.anchorAt > 0 ? [chat.anchorAt] : [];
     return {
       ...spec,
@@ -899,7 +913,24 @@ export class NemotronModel implements TextModel {
     const abortBehavior: unknown = options.abortBehavior ?? 'resolve';
     if (abortBehavior !== 'resolve' && abortBehavior !== 'reject') throw v.invalid('options.abortBehavior', "'resolve' or 'reject'", abortBehavior);
     const closeReasoning = this.tokenizer && startsInReasoning ? this.tokenizer.encode('</think>\n\n', false) : [];
+    const responseFormat = validateResponseFormat(options.responseFormat);
+    const tools = options.tools as ToolDefinition[] | undefined;
+    const toolChoice = validateToolChoice(options.toolChoice, tools);
+    if (toolChoice === 'none' && this.tokenizer) {
+      const open = this.tokenizer.tokenId('<TOOLCALL>');
+      if (open !== undefined) sampling.logitBias = [...sampling.logitBias, [open, -1e9]];
+    }
+    const constraint = grammarRequest(responseFormat, toolChoice, tools, startsInReasoning);
+    let grammar: RequestSpec['grammar'];
+    if (constraint) {
+      // A failure is reported by the request (or by startStream); toolChoice 'auto' is best effort (a build
+      // without the grammar engine, or tool parameters it cannot compile, leave the request unconstrained).
+      grammar = constraint.optional ? this.grammars.spec(constraint).catch(() => undefined) : this.grammars.spec(constraint);
+      grammar.catch(() => {});
+    }
     return {
+      ...(grammar ? { grammar } : {}),
+      ...(constraint?.json ? { parseJson: true } : {}),
       prompt,
       maxTokens,
       sampling,

@@ -28,7 +28,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
 STAGE="$WORK/stage"
 mkdir -p "$STAGE/scripts"
 cd "$REPO"
-cp -R package.json binding.gyp CMakeLists.txt csrc cuda lib tsconfig.json tsconfig.build.json tsconfig.cjs.json "$STAGE/"
+cp -R package.json binding.gyp CMakeLists.txt csrc cuda third_party lib tsconfig.json tsconfig.build.json tsconfig.cjs.json "$STAGE/"
 cp scripts/build-cjs.mjs "$STAGE/scripts/"
 for f in README.md LICENSE LICENSE.md NOTICE; do [[ -e "$f" ]] && cp "$f" "$STAGE/"; done
 ln -s "$REPO/node_modules" "$STAGE/node_modules" # node-addon-api, node-gyp, prebuildify, typescript
@@ -71,7 +71,7 @@ node -e '
   const [p] = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const files = p.files.map((f) => f.path);
   const must = ["package.json", "binding.gyp", "dist/index.js", "dist/index.d.ts", "dist/cli.js", "dist/cjs/index.js",
-    "dist/cjs/index.d.ts", "dist/cjs/package.json", "csrc/addon/addon.cc", "csrc/engine/forward.cc"];
+    "dist/cjs/index.d.ts", "dist/cjs/package.json", "csrc/addon/addon.cc", "csrc/engine/forward.cc", "third_party/xgrammar/cpp/grammar_matcher.cc", "third_party/xgrammar/LICENSE"];
   const missing = must.filter((f) => !files.includes(f));
   if (!files.some((f) => /^prebuilds\/linux-x64\/.*\.node$/.test(f))) missing.push("prebuilds/linux-x64/*.node");
   const banned = files.filter((f) => /^(lib|test|bench|build|node_modules|examples|scripts|docs)\//.test(f) || f.endsWith(".map") || f.endsWith(".tgz"));

@@ -35,7 +35,8 @@ locked() {
 }
 
 mkdir -p "$OUT/obj"
-FLAGS=(-std=c++17 -O2 -Wall -Wno-psabi -pthread -I csrc)
+# csrc/engine/grammar.cc includes the vendored XGrammar headers (its sources are not cross-compiled here).
+FLAGS=(-std=c++17 -O2 -Wall -Wno-psabi -pthread -I csrc -I third_party/xgrammar/include -I third_party/xgrammar/3rdparty/dlpack/include)
 # The N-API layer needs Node's and node-addon-api's headers (plain C/C++ headers, any architecture).
 NAPI_FLAGS=()
 if command -v node >/dev/null 2>&1; then

@@ -105,6 +105,8 @@ Napi::Function JsEngine::Init(Napi::Env env) {
                          InstanceMethod<&JsEngine::HasWork>("hasWork"),
                          InstanceMethod<&JsEngine::RunStep>("runStep"),
                          InstanceMethod<&JsEngine::SchedulerStats>("schedulerStats"),
+                         InstanceMethod<&JsEngine::SetGrammarVocab>("setGrammarVocab"),
+                         InstanceMethod<&JsEngine::CompileGrammar>("compileGrammar"),
                      });
 }
 
@@ -443,7 +445,82 @@ Napi::Value JsEngine::Submit(const Napi::CallbackInfo& info) {
   spec.pin_at = int64_list(o.Get("pinAt"));
   spec.snapshot_every = int_field(o, "snapshotEvery", 0);
   spec.top_logprobs = static_cast<int32_t>(std::max<int64_t>(-1, std::min<int64_t>(20, int_field(o, "topLogprobs", -1))));
+  if (o.Get("grammar").IsObject()) {
+    // { compiled: External (compileGrammar), triggers?: Uint8Array[] }
+    Napi::Object g = o.Get("grammar").As<Napi::Object>();
+    if (!grammar_vocab_ || !g.Get("compiled").IsExternal()) {
+      Napi::TypeError::New(env, "grammar: compile it with compileGrammar() first").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto gs = std::make_shared<GrammarSpec>();
+    gs->vocab = grammar_vocab_;
+    gs->grammar = *g.Get("compiled").As<Napi::External<std::shared_ptr<const CompiledGrammar>>>().Data();
+    if (g.Get("triggers").IsArray()) {
+      Napi::Array t = g.Get("triggers").As<Napi::Array>();
+      for (uint32_t i = 0; i < t.Length(); ++i) {
+        auto b = t.Get(i).As<Napi::Uint8Array>();
+        gs->triggers.emplace_back(reinterpret_cast<const char*>(b.Data()), b.ElementLength());
+      }
+    }
+    spec.grammar = std::move(gs);
+  }
   return Napi::Number::New(env, static_cast<double>(e->scheduler().submit(std::move(spec))));
+}
+
+Napi::Value JsEngine::SetGrammarVocab(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto e = engine_or_throw(env);
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<std::string> tokens(arr.Length());
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    auto b = arr.Get(i).As<Napi::Uint8Array>();
+    tokens[i].assign(reinterpret_cast<const char*>(b.Data()), b.ElementLength());
+  }
+  std::vector<int32_t> stop = int32_vector(info[1]);
+  const int64_t vocab = e->config().vocab_size;
+  auto out = std::make_shared<std::shared_ptr<GrammarVocab>>();
+  // Keeps this object alive until the result is set (the worker is deleted on the JS thread).
+  auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info.This().As<Napi::Object>()));
+  return TaskWorker::Queue(
+      env, [tokens = std::move(tokens), stop = std::move(stop), vocab, out] { return make_grammar_vocab(tokens, stop, vocab, out.get()); },
+      [this, self, out](Napi::Env env) -> Napi::Value {
+        grammar_vocab_ = *out;
+        return env.Undefined();
+      });
+}
+
+Napi::Value JsEngine::CompileGrammar(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  engine_or_throw(env);
+  if (!grammar_vocab_) {
+    Napi::TypeError::New(env, "compileGrammar: call setGrammarVocab() first").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  // parts: Array<{ kind: 'ebnf' | 'json_schema' | 'json_object' | 'regex' | 'literal', source, strict? }>
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<GrammarPart> parts;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Object o = arr.Get(i).As<Napi::Object>();
+    GrammarPart p;
+    const std::string kind = o.Get("kind").ToString().Utf8Value();
+    if (kind == "ebnf") p.kind = GrammarPart::Kind::kEbnf;
+    else if (kind == "json_schema") p.kind = GrammarPart::Kind::kJsonSchema;
+    else if (kind == "json_object") p.kind = GrammarPart::Kind::kJsonObject;
+    else if (kind == "regex") p.kind = GrammarPart::Kind::kRegex;
+    else p.kind = GrammarPart::Kind::kLiteral;
+    if (o.Get("source").IsString()) p.source = o.Get("source").As<Napi::String>().Utf8Value();
+    p.strict = !o.Get("strict").IsBoolean() || o.Get("strict").As<Napi::Boolean>().Value();
+    parts.push_back(std::move(p));
+  }
+  auto vocab = grammar_vocab_;
+  auto out = std::make_shared<std::shared_ptr<const CompiledGrammar>>();
+  return TaskWorker::Queue(
+      env, [vocab, parts = std::move(parts), out] { return compile_grammar(*vocab, parts, out.get()); },
+      [out](Napi::Env env) -> Napi::Value {
+        return Napi::External<std::shared_ptr<const CompiledGrammar>>::New(
+            env, new std::shared_ptr<const CompiledGrammar>(*out),
+            [](Napi::Env, std::shared_ptr<const CompiledGrammar>* p) { delete p; });
+      });
 }
 
 Napi::Value JsEngine::Resume(const Napi::CallbackInfo& info) {
@@ -477,6 +554,10 @@ Napi::Value JsEngine::SchedulerStats(const Napi::CallbackInfo& info) {
   o.Set("queued", static_cast<double>(engine_ ? engine_->scheduler().queued() : 0));
   o.Set("liveRequests", static_cast<double>(engine_ ? engine_->scheduler().live_requests() : 0));
   o.Set("sequenceBytes", static_cast<double>(engine_ ? engine_->scheduler().sequence_bytes() : 0));
+  const Scheduler::GrammarStats g = engine_ ? engine_->scheduler().grammar_stats() : Scheduler::GrammarStats{};
+  o.Set("grammarMasks", static_cast<double>(g.masks));
+  o.Set("grammarMaskMs", static_cast<double>(g.mask_ns) / 1e6);
+  o.Set("grammarExposedMs", static_cast<double>(g.exposed_ns) / 1e6);
   return o;
 }
 

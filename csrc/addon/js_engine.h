@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "engine/engine.h"
+#include "engine/grammar.h"
 
 namespace nemo::addon {
 
@@ -41,11 +42,15 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value HasWork(const Napi::CallbackInfo& info);
   Napi::Value RunStep(const Napi::CallbackInfo& info);
   Napi::Value SchedulerStats(const Napi::CallbackInfo& info);
+  // Grammar-constrained decoding (engine/grammar.h): the vocabulary once, then compiled grammars.
+  Napi::Value SetGrammarVocab(const Napi::CallbackInfo& info);
+  Napi::Value CompileGrammar(const Napi::CallbackInfo& info);
 
   // The engine, or a thrown ERR_MODEL_CLOSED when closed.
   std::shared_ptr<Engine> engine_or_throw(Napi::Env env);
 
   std::shared_ptr<Engine> engine_;  // workers hold their own reference while they run
+  std::shared_ptr<GrammarVocab> grammar_vocab_;  // set once by setGrammarVocab
 };
 
 // loadEngine(path, options) -> Promise<JsEngine>

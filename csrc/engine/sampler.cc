@@ -263,13 +263,24 @@ double counter_uniform(uint64_t seed, uint64_t counter) {
 }
 
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p,
-                     const int32_t* history, int64_t n_history, int64_t n_prompt, uint64_t step) {
+                     const int32_t* history, int64_t n_history, int64_t n_prompt, uint64_t step,
+                     const uint32_t* allow) {
   if (vocab <= 0 || logits == nullptr) return 0;
   Scratch& s = scratch();
   s.x.assign(logits, logits + vocab);
   float* x = s.x.data();
 
   apply_bias_and_penalties(x, vocab, p, history, n_history, n_prompt, s.ids);
+  if (allow != nullptr) {  // step 4b: the grammar's mask
+    for (int64_t w = 0; w * 32 < vocab; ++w) {
+      const uint32_t bits = allow[w];
+      if (bits == 0xffffffffu) continue;
+      const int64_t end = std::min<int64_t>(vocab, (w + 1) * 32);
+      for (int64_t i = w * 32; i < end; ++i) {
+        if (!((bits >> (i & 31)) & 1u)) x[i] = kNegInf;
+      }
+    }
+  }
 
   // Step 5 (NaN -> -inf, +inf -> FLT_MAX) fused with the argmax (lowest id on ties).
   float x_max = kNegInf;
@@ -288,8 +299,12 @@ int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p
     }
   }
   if (arg < 0) {  // nothing finite is left
+    auto allowed = [&](int64_t i) { return allow == nullptr || ((allow[i >> 5] >> (i & 31)) & 1u); };
     for (int64_t i = 0; i < vocab; ++i) {
-      if (std::isfinite(logits[i])) return static_cast<int32_t>(i);
+      if (allowed(i) && std::isfinite(logits[i])) return static_cast<int32_t>(i);
+    }
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (allowed(i)) return static_cast<int32_t>(i);
     }
     return 0;
   }

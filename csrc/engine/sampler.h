@@ -10,6 +10,8 @@
 //      generated), applied once per token: x > 0 ? x / repetition_penalty : x * repetition_penalty;
 //   4. presence/frequency penalties (OpenAI) over the GENERATED tokens history[n_prompt, n_history):
 //      x -= presence_penalty * (count > 0) + frequency_penalty * count;
+//   4b. grammar mask (allow != null): every token whose bit is clear gets x = -inf (before temperature,
+//      top-k, top-p and min-p, so they all work on the allowed tokens only);
 //   5. NaN -> -inf, +inf -> FLT_MAX (a NaN never wins, an infinite logit cannot make NaN below);
 //   6. temperature == 0 (or negative or NaN): return the argmax of x (lowest id on ties);
 //   7. temperature: e_i = exp((x_i - x_max) / temperature), in double (the max-subtracted softmax
@@ -26,7 +28,7 @@
 //      u = counter_uniform(seed, step) in [0, 1), the first kept token whose cumulative renormalised
 //      probability exceeds u.
 // If no token has a finite logit after steps 2-5 (all NaN/-inf, or all banned), the result is the
-// lowest id whose INPUT logit is finite, or 0 when there is none. vocab <= 0 returns 0.
+// lowest allowed id whose INPUT logit is finite, else the lowest allowed id, or 0 when there is none. vocab <= 0 returns 0.
 //
 // Cost: O(vocab) per call plus O(H log H) for a history of H tokens; nothing sorts the whole
 // vocabulary. Top-k selects with a bounded heap (nth_element for k > 1024). Without a small top-k
@@ -62,8 +64,10 @@ double counter_uniform(uint64_t seed, uint64_t counter);
 // n_history <= 0: no history; n_prompt is clamped to [0, n_history]; ids outside the vocabulary are
 // ignored). step = index of this draw in its request: the uniform draw is counter_uniform(seed, step),
 // so a seeded request gives the same tokens however it is batched. Thread-safe (per-thread scratch).
+// allow: null, or a bitmask of (vocab + 31) / 32 words, bit i % 32 of word i / 32 set = token i allowed.
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& params,
-                     const int32_t* history, int64_t n_history, int64_t n_prompt, uint64_t step);
+                     const int32_t* history, int64_t n_history, int64_t n_prompt, uint64_t step,
+                     const uint32_t* allow = nullptr);
 
 // One draw of a batch sampled elsewhere than sample_token (a device backend, Backend::sample): the
 // arguments of sample_token but the logits row. want_logprob: also return the token's log-probability

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <chrono>
+#include <future>
 #include <string>
 
 #include "cache/prefix_cache.h"
@@ -29,6 +31,8 @@ struct Scheduler::Request {
   int64_t generated = 0;
   uint64_t draw = 0;
   std::shared_ptr<std::vector<float>> logits;
+  std::unique_ptr<GrammarState> grammar;  // spec.grammar's state (worker thread only)
+  std::vector<uint32_t> mask;             // its mask for this step's draw
 };
 
 Scheduler::Scheduler(Engine* engine) : engine_(engine) {}
@@ -143,6 +147,7 @@ Status Scheduler::admit(Request* r, StepEvents* ev) {
   NEMO_RETURN_IF_ERROR(st);
   if (hit.snapshot) NEMO_RETURN_IF_ERROR(seq->restore(*hit.snapshot));
   r->seq = std::move(seq);
+  if (r->spec.grammar) r->grammar = std::make_unique<GrammarState>(*r->spec.grammar, r->spec.eos);
   const int64_t cached = hit.snapshot ? hit.length : 0;
   r->input.assign(prompt.begin() + cached, prompt.end());
   if (r->spec.logits == RequestLogits::kAll) r->logits = std::make_shared<std::vector<float>>();
@@ -227,6 +232,7 @@ Status Scheduler::step(StepEvents* ev) {
   std::lock_guard<std::mutex> compute(e.compute_mu_);
   std::vector<Request*> cancel_now, admit_now, run;
   std::vector<std::pair<int32_t, int32_t>> pin_ops;
+  std::vector<std::pair<Request*, std::vector<int32_t>>> forced_grammar;  // forced tokens a grammar must see
   {
     std::lock_guard<std::mutex> lock(mu_);
     pin_ops.swap(pin_ops_);
@@ -250,12 +256,14 @@ Status Scheduler::step(StepEvents* ev) {
     queue_.insert(queue_.begin(), deferred.begin(), deferred.end());
     for (auto& [id, r] : requests_) {
       if (!r->admitted || r->cancelled || r->done) continue;
+      if (r->grammar && !r->forced.empty()) forced_grammar.emplace_back(r.get(), r->forced);
       r->input.insert(r->input.end(), r->forced.begin(), r->forced.end());
       r->generated += static_cast<int64_t>(r->forced.size());
       r->forced.clear();
       if (r->wanting) run.push_back(r.get());
     }
   }
+  for (auto& [r, toks] : forced_grammar) for (int32_t t : toks) r->grammar->accept(t);
   for (auto [id, delta] : pin_ops) e.cache_->pin(id, delta);
   for (Request* r : cancel_now) finish(r, RequestEnd::kCancelled, Status::Ok(), ev);
   for (Request* r : admit_now) {
@@ -315,13 +323,38 @@ Status Scheduler::step(StepEvents* ev) {
     for (const Item& it : items) {
       batch.push_back(BatchItem{it.r->seq.get(), it.r->input.data(), it.count, it.mode});
       rows += it.mode == Logits::kAll ? it.count : it.mode == Logits::kLast ? 1 : 0;
-      host_rows |= it.r->spec.logits != RequestLogits::kNone || (it.sample && it.r->spec.top_logprobs >= 0);
+      host_rows |= it.r->spec.logits != RequestLogits::kNone || (it.sample && it.r->spec.top_logprobs >= 0) || it.r->grammar != nullptr;
       ev->tokens_processed += it.count;
+    }
+    // Grammar masks for this step's draws, computed beside the forward pass (they depend only on
+    // the tokens accepted so far).
+    std::future<void> masks;
+    {
+      std::vector<Request*> constrained;
+      for (const Item& it : items) {
+        if (it.sample && it.r->grammar && it.r->grammar->active()) constrained.push_back(it.r);
+      }
+      if (!constrained.empty()) {
+        masks = std::async(std::launch::async, [this, constrained] {
+          const auto t0 = std::chrono::steady_clock::now();
+          for (Request* r : constrained) {
+            r->mask.resize(static_cast<size_t>(r->grammar->mask_words()));
+            r->grammar->mask(r->mask.data());
+          }
+          g_mask_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+          g_masks_ += static_cast<int64_t>(constrained.size());
+        });
+      }
     }
     // Device sampling (backend.h logits_sink/sample): the logits stay on the device, only ids come back.
     float* sink = host_rows || rows == 0 ? nullptr : e.backend_->logits_sink(rows, vocab);
     std::vector<float> logits(sink ? 0 : static_cast<size_t>(rows * vocab));
     Status st = forward(*e.backend_, e.config_, e.weights_, *e.workspace_, batch, sink ? sink : logits.data());
+    if (masks.valid()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      masks.get();
+      g_exposed_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    }
     ev->ran_forward = true;
     if (!st.ok()) {
       for (const Item& it : items) finish(it.r, RequestEnd::kError, st, ev);
@@ -376,10 +409,17 @@ Status Scheduler::step(StepEvents* ev) {
                      ev);
             } else {
               const std::vector<int32_t>& history = r->seq->tokens();
+              const uint32_t* allow =
+                  r->grammar && r->grammar->active() && !r->mask.empty() ? r->mask.data() : nullptr;
               sampled[i] = sample_token(last, vocab, r->spec.sampling, history.data(),
                                         static_cast<int64_t>(history.size()),
-                                        static_cast<int64_t>(r->spec.prompt.size()), r->draw);
+                                        static_cast<int64_t>(r->spec.prompt.size()), r->draw, allow);
               if (r->spec.top_logprobs >= 0) token_logprobs[i] = logprobs_of(last, vocab, sampled[i], r->spec.top_logprobs);
+              if (r->grammar) {
+                const auto t0 = std::chrono::steady_clock::now();
+                r->grammar->accept(sampled[i]);
+                g_exposed_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+              }
             }
           }
         }

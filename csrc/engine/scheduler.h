@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 
 namespace nemo {
@@ -50,6 +51,10 @@ struct RequestSpec {
                                        // tokens, from the raw model distribution (log-softmax of the
                                        // logits before penalties, bias and temperature); -1 = off.
                                        // On: the request samples on the host.
+  // Grammar-constrained decoding (engine/grammar.h); null = unconstrained (costs nothing). Each
+  // sampled token is drawn under the grammar's mask once its triggers have been generated; the mask
+  // for a step is computed on a second thread while that step's forward pass runs.
+  std::shared_ptr<GrammarSpec> grammar;
 };
 
 // Why a request ended. kStop: an end token; kLength: max_tokens or the context; kDone: a request
@@ -109,6 +114,15 @@ class Scheduler {
   int32_t live_sequences() const { return live_.load(); }
   int64_t live_requests() const;
   int64_t sequence_bytes() const { return sequence_bytes_.load(); }
+  // Grammar-constrained decoding cost (bench/grammar.ts): masks computed, the time computing them (beside
+  // the forward pass), and the time the step spent on grammars outside it (waiting for masks after the
+  // forward pass, advancing matchers).
+  struct GrammarStats {
+    int64_t masks = 0;
+    int64_t mask_ns = 0;
+    int64_t exposed_ns = 0;
+  };
+  GrammarStats grammar_stats() const { return {g_masks_.load(), g_mask_ns_.load(), g_exposed_ns_.load()}; }
 
   // ---- worker thread: one step at a time ----------------------------------------------------------------
   Status step(StepEvents* events);
@@ -131,6 +145,7 @@ class Scheduler {
   bool pending_cancel_ = false;
   std::atomic<int32_t> live_{0};
   std::atomic<int64_t> sequence_bytes_{0};
+  std::atomic<int64_t> g_masks_{0}, g_mask_ns_{0}, g_exposed_ns_{0};
 };
 
 }  // namespace nemo

@@ -36,7 +36,7 @@ export interface NewChatOptions extends ChatOptions {
 export type TurnOptions = Omit<GenerateOptions, 'prompt' | 'messages' | 'tools' | 'reasoning'>;
 export const TURN_OPTION_KEYS = [
   'maxTokens', 'thinkingBudget', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty',
-  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
+  'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed', 'stop', 'signal', 'abortBehavior', 'topLogprobs', 'responseFormat', 'toolChoice',
 ] as const;
 
 /** A tool's result for ChatSession.toolResults(): its text (JSON, typically), or with the call's id (not used by Nemotron's template). */
@@ -51,7 +51,7 @@ export interface ChatHost {
   tokenizeChat(text: string): Int32Array;
   contextLength(): number;
   /** Streams one turn; `onAnchor` receives the pinned snapshot at `anchorAt` (the session owns its pin). */
-  streamTurn(prompt: Int32Array, chat: { tools: boolean; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
+  streamTurn(prompt: Int32Array, chat: { tools: boolean; toolDefs?: ToolDefinition[]; reasoning: boolean | undefined; anchorAt: number; onAnchor: (ref: SnapshotRef) => void }, options: TurnOptions): AsyncGenerator<StreamEvent, void, undefined>;
   /** Computes `tokens` (restoring what is cached) and resolves to the pinned state at their end, or null. */
   prepareTurn(tokens: Int32Array): Promise<SnapshotRef | null>;
   pin(entry: SnapshotRef): void;
@@ -236,6 +236,7 @@ export class ChatSession {
         turn.prompt,
         {
           tools: !!this.options.tools,
+          ...(this.options.tools ? { toolDefs: this.options.tools } : {}),
           reasoning: this.options.reasoning,
           anchorAt: turn.anchorAt,
           onAnchor: (ref) => {

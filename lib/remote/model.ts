@@ -23,6 +23,7 @@ import { ReasoningSplitter } from '../chat/reasoning.js';
 import { ToolCallParser, parseToolCallList } from '../chat/tool-calls.js';
 import { InvalidArgumentError, ModelClosedError } from '../errors.js';
 import type { GenerateResult, StreamEvent, Timings, Usage } from '../generation.js';
+import { validateResponseFormat, validateToolChoice } from '../grammar.js';
 import type { HubOptions } from '../hub/index.js';
 import type { GenerateOptions } from '../model.js';
 import type { TextModel } from '../text-model.js';
@@ -94,8 +95,31 @@ export interface RemoteStats {
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
   'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
-  'sessionId',
+  'sessionId', 'responseFormat', 'toolChoice',
 ] as const;
+
+/** responseFormat / toolChoice as OpenAI's response_format / tool_choice (json_object and json_schema; regex and grammar are local only). */
+function wireConstraints(o: GenerateOptions): Record<string, unknown> {
+  const rf = validateResponseFormat(o.responseFormat);
+  const tc = validateToolChoice(o.toolChoice, o.tools);
+  const out: Record<string, unknown> = {};
+  if (rf?.type === 'json_object') out.response_format = { type: 'json_object' };
+  else if (rf?.type === 'json_schema') out.response_format = { type: 'json_schema', json_schema: { name: rf.name ?? 'response', schema: rf.schema, strict: rf.strict !== false } };
+  else if (rf && rf.type !== 'text') throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `options.responseFormat ${rf.type} is not sent to a remote server: use json_object or json_schema`);
+  if (tc !== undefined && o.tools?.length) out.tool_choice = typeof tc === 'object' ? { type: 'function', function: { name: tc.name } } : tc;
+  return out;
+}
+
+/** result.parsed / parseError of a JSON answer, as the local engine reports them (generation.ts). */
+function parseJsonAnswer(text: string, finish: string): { parsed?: unknown; parseError?: string } {
+  if (finish === 'length') return { parseError: 'the answer was cut at maxTokens before it was complete' };
+  if (finish !== 'stop') return { parseError: `the request ended with finishReason '${finish}'` };
+  try {
+    return { parsed: JSON.parse(text) as unknown };
+  } catch (err) {
+    return { parseError: (err as Error).message };
+  }
+}
 
 /** The local engine's defaults (model.ts): NVIDIA's sampling with reasoning on, greedy otherwise. */
 export const REMOTE_DEFAULTS = {
@@ -492,6 +516,7 @@ export class RemoteModel implements TextModel {
         ...wireSampling(options, reasoningOn),
         ...(options.reasoning !== undefined ? { chat_template_kwargs: { enable_thinking: options.reasoning } } : {}),
         ...(options.tools && options.tools.length > 0 ? { tools: wireTools(options.tools), tool_choice: 'auto' } : {}),
+        ...wireConstraints(options),
       };
       path = '/v1/chat/completions';
       // A raw-text server (no reasoning parser): split here. <TOOLCALL> blocks left in the content are parsed here always.
@@ -544,6 +569,7 @@ export class RemoteModel implements TextModel {
 
   /** One streamed request to one endpoint, as events; the last is `done`. */
   private async *attempt(ep: Endpoint, path: string, body: Record<string, unknown>, route: RoutedRequest, pipe: TextPipeline, tStart: number): AsyncGenerator<StreamEvent, void, undefined> {
+    const parseJson = body['response_format'] !== undefined;
     const signal = route.signal;
     const out = new ResultBuilder();
     const t = { start: tStart, first: 0, end: 0 };
@@ -624,6 +650,7 @@ export class RemoteModel implements TextModel {
       toolCalls: out.toolCalls,
       toolCallErrors: out.toolCallErrors,
       tokens: [],
+      ...(parseJson ? parseJsonAnswer(out.text, aborted ? 'abort' : finish === 'length' ? 'length' : 'stop') : {}),
       finishReason: aborted ? 'abort' : finish === 'length' ? 'length' : 'stop',
       usage: u,
       timings: clientTimings(t, u),

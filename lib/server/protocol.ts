@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 
+import type { ResponseFormat, ToolChoice } from '../grammar.js';
 import { reasoningFromKeywords, validateMessages, type ChatMessage, type ToolCall, type ToolDefinition } from '../chat/template.js';
 import { ContextOverflowError, InvalidArgumentError, ModelClosedError, NemotronError, TemplateError } from '../errors.js';
 import type { FinishReason, GenerateOptions, GenerateResult, TokenLogprob, Usage } from '../model.js';
@@ -249,13 +250,9 @@ export function toChatMessages(messages: WireMessage[]): ChatMessage[] {
 
 export function parseChatRequest(body: ChatCompletionBody, limits: RequestLimits): ParsedRequest {
   if (isSet(body.top_logprobs) && body.logprobs !== true) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
-  if (isSet(body.response_format) && body.response_format.type !== undefined && body.response_format.type !== 'text') {
-    throw badRequest(`response_format ${JSON.stringify(body.response_format.type)} is not supported (only "text")`, 'response_format', 'unsupported_value');
-  }
+  // ---- constrained decoding (issue #15): response_format and tool_choice ----
+  const { responseFormat, toolChoice } = parseConstraints(body);
   const choice = body.tool_choice;
-  if (isSet(choice) && choice !== 'auto' && choice !== 'none') {
-    throw badRequest('tool_choice "required" and a named tool are not supported: use "auto" or "none"', 'tool_choice', 'unsupported_value');
-  }
   const messages = toChatMessages(body.messages);
   const flag = body.reasoning ?? undefined;
   const kwarg = body.chat_template_kwargs?.enable_thinking ?? undefined;
@@ -281,7 +278,45 @@ export function parseChatRequest(body: ChatCompletionBody, limits: RequestLimits
       },
     }));
   }
+  if (responseFormat) options.responseFormat = responseFormat;
+  if (toolChoice) {
+    if (!options.tools?.length) throw badRequest('tool_choice "required" or a named tool needs `tools`', 'tool_choice');
+    if (typeof toolChoice === 'object' && !options.tools.some((t) => t.function.name === toolChoice.name)) {
+      throw badRequest(`tool_choice names ${JSON.stringify(toolChoice.name)}, which is not one of the tools`, 'tool_choice');
+    }
+    options.toolChoice = toolChoice;
+  }
   return { options, ...streamFlags(body), n: body.n ?? 1, logprobs: body.logprobs === true };
+}
+
+/** response_format (json_object, json_schema with strict) and tool_choice (required, named) as the library's options. */
+function parseConstraints(body: ChatCompletionBody): { responseFormat?: ResponseFormat; toolChoice?: ToolChoice } {
+  const out: { responseFormat?: ResponseFormat; toolChoice?: ToolChoice } = {};
+  const rf = body.response_format as Nullable<{ type?: string; json_schema?: Nullable<{ name?: string; schema?: unknown; strict?: Nullable<boolean> }> }>;
+  if (isSet(rf) && rf.type !== undefined && rf.type !== 'text') {
+    if (rf.type === 'json_object') out.responseFormat = { type: 'json_object' };
+    else if (rf.type === 'json_schema') {
+      const js = rf.json_schema;
+      if (!isSet(js) || typeof js.schema !== 'object' || js.schema === null || Array.isArray(js.schema)) {
+        throw badRequest('response_format json_schema needs json_schema.schema, a JSON Schema object', 'response_format.json_schema.schema');
+      }
+      out.responseFormat = { type: 'json_schema', schema: js.schema as Record<string, unknown>, ...(isSet(js.strict) ? { strict: js.strict } : {}) };
+    } else {
+      throw badRequest(`response_format ${JSON.stringify(rf.type)} is not supported ("text", "json_object" or "json_schema")`, 'response_format', 'unsupported_value');
+    }
+  }
+  const choice = body.tool_choice as unknown;
+  if (choice === 'required') out.toolChoice = 'required';
+  else if (isSet(choice) && typeof choice === 'object') {
+    const name = (choice as { function?: { name?: unknown } }).function?.name;
+    if ((choice as { type?: unknown }).type !== 'function' || typeof name !== 'string') {
+      throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}', 'tool_choice');
+    }
+    out.toolChoice = { name };
+  } else if (isSet(choice) && choice !== 'auto' && choice !== 'none') {
+    throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}', 'tool_choice');
+  }
+  return out;
 }
 
 export function parseCompletionRequest(body: CompletionBody, limits: RequestLimits): ParsedRequest {

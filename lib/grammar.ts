@@ -102,7 +102,9 @@ export function toolCallsSchema(tools: readonly ToolDefinition[]): JsonSchema {
     required: ['name', 'arguments'],
     additionalProperties: false,
   }));
-  return { type: 'array', minItems: 1, items: calls.length === 1 ? calls[0] : { anyOf: calls } };
+  // At most one call per tool: a model that keeps appending calls (a random one does) cannot run the
+  // answer into its token limit, and a forced named tool gives exactly one call, as clients expect.
+  return { type: 'array', minItems: 1, maxItems: calls.length, items: calls.length === 1 ? calls[0] : { anyOf: calls } };
 }
 
 /**

@@ -317,7 +317,10 @@ export class NemotronModel implements TextModel {
   private closed = false;
   /** A stream whose iterator was dropped unfinished is cancelled when the iterator is collected. */
   private readonly grammars: GrammarCompiler;
-  private readonly abandoned = new FinalizationRegistry<GenerationRequest>((request) => request.abandon());
+  // The held value is a WeakRef: a strong reference would keep the iterator alive through the request
+  // (its signal, its consumer's closures) and the registry would never fire; while the engine still
+  // runs the request, the scheduler's handler table keeps it alive for deref().
+  private readonly abandoned = new FinalizationRegistry<WeakRef<GenerationRequest>>((ref) => ref.deref()?.abandon());
 
   private constructor(dir: string, engine: NativeEngine, tokenizer: TextTokenizer | null, tuning: { snapshotInterval: number; idleTimeoutMs: number; prepareNextTurn: boolean }, numerics: { kvDtype: 'f16' | 'f32'; precision: 'exact' | 'fast'; weights: 'mmap' | 'memory' }, memory: MemoryPlan) {
     this.engine = engine;
@@ -567,7 +570,7 @@ export class NemotronModel implements TextModel {
     })();
     // Dropped unfinished without break/return (a handler that threw between reads): the request is
     // cancelled once the iterator is collected, and idleTimeoutMs bounds the wait for that.
-    this.abandoned.register(generator, request);
+    this.abandoned.register(generator, new WeakRef(request));
     return generator;
   }
 

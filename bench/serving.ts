@@ -68,12 +68,22 @@ const streams = Number(values.streams);
   let seed = 7;
   const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
   const randomPrompt = () => [1, ...Array.from({ length: 8 + Math.floor(rand() * 120) }, () => 20 + Math.floor(rand() * 400))];
-  // Warm-up: every slot used (the state free list and the allocator at their steady size) and the
-  // prefix cache filled to its budget (every request caches a snapshot one token before its end).
+  // Warm-up: every slot used (the state free list and the allocator at their steady size), the prefix
+  // cache filled to its budget (every request caches a snapshot one token before its end), and then the
+  // soak's own mixed load for a tenth of the run (30 s at least), so that the KV pool's pages that the
+  // load touches (reserved at load, committed on first write) are in RSS before it is measured.
   for (let round = 0; round < 2 || model.stats().snapshotBytes < 0.9 * cacheBytes; round++) {
     await Promise.all(Array.from({ length: streams }, () => model.generate({ prompt: randomPrompt(), maxTokens: 2, logitBias: noEnd })));
     if (round > 20) break;
   }
+  const warmUntil = performance.now() + Math.max(30_000, seconds * 100);
+  await Promise.all(
+    Array.from({ length: streams }, async (_, client) => {
+      while (performance.now() < warmUntil) {
+        await model.generate({ prompt: randomPrompt(), maxTokens: 16 + Math.floor(rand() * 112), temperature: 0.7, seed: client, logitBias: noEnd });
+      }
+    }),
+  );
   await model.idle();
   global.gc?.();
   const rssStart = process.memoryUsage().rss;

@@ -60,3 +60,13 @@ export function osTempDir(prefix: string): string {
 }
 
 export const GOLDEN = path.resolve(import.meta.dirname, 'fixtures/golden');
+
+/** Polls `check` every 5 ms until it holds; throws after `ms`. Resolves to the time it took. */
+export async function waitFor(check: () => boolean, ms = 10_000): Promise<number> {
+  const t0 = performance.now();
+  while (!check()) {
+    if (performance.now() - t0 > ms) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return performance.now() - t0;
+}

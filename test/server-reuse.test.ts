@@ -9,15 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, type NemotronModel } from '../lib/model.js';
 import { createServer, type NemotronServer } from '../lib/server/index.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
-import { tempDir } from './helpers.js';
-
-async function waitFor(check: () => boolean, ms = 10_000): Promise<void> {
-  const t0 = performance.now();
-  while (!check()) {
-    if (performance.now() - t0 > ms) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { tempDir, waitFor } from './helpers.js';
 
 describe('server: stateless reuse and large bodies', () => {
   const tmp = tempDir('server-reuse');

@@ -11,7 +11,7 @@ import { loadModel } from '../lib/model.js';
 import { createServer, type NemotronServer } from '../lib/server/index.js';
 import { toChatMessages } from '../lib/server/protocol.js';
 import { makeTinyModel } from '../lib/tiny-model/index.js';
-import { tempDir } from './helpers.js';
+import { tempDir, waitFor } from './helpers.js';
 
 const BAN_END = { '12': -100, '2': -100 };
 const root = path.resolve(import.meta.dirname, '..');
@@ -19,15 +19,6 @@ const root = path.resolve(import.meta.dirname, '..');
 type Chat = OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming;
 /** Our extensions (reasoning, thinking_budget) and deliberately malformed bodies go through this cast. */
 const body = <T>(b: Record<string, unknown>) => b as unknown as T;
-
-async function waitFor(check: () => boolean, ms: number): Promise<number> {
-  const t0 = performance.now();
-  while (!check()) {
-    if (performance.now() - t0 > ms) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return performance.now() - t0;
-}
 
 async function expectApiError(p: Promise<unknown>, status: number, param?: string | null): Promise<APIError> {
   const err = await p.then(

@@ -18,10 +18,11 @@ namespace nemo::cpu {
 //   kExact  x stays f32; the only rounding is f32 accumulation (the default; matches the float64
 //           reference to ~1e-5 in log-probs).
 //   kFast   x is rounded to the weights' dot-product type, as llama.cpp does: for BF16 weights, bf16
-//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) — where the CPU or the forced path lacks it,
-//           BF16 computes as kExact; for block-quantized weights, 8-bit blocks with an f32 scale and
-//           integer dot products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, scalar: the integer
-//           sums are the same on all). F32 and F16 weights compute as kExact.
+//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) or aarch64 FEAT_BF16 (BFDOT / BFMMLA, which
+//           round their sums to odd) — where the CPU or the forced path lacks them, BF16 computes as
+//           kExact; for block-quantized weights, 8-bit blocks with an f32 scale and integer dot
+//           products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, NEON with or without SDOT / SMMLA,
+//           scalar: the integer sums are the same on all). F32 and F16 weights compute as kExact.
 // Both modes are batch invariant (below); they differ from each other by the activation rounding.
 enum class MatmulPrecision { kExact = 0, kFast = 1 };
 

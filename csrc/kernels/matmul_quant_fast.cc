@@ -29,8 +29,12 @@
 // thread count.
 //
 // Paths: vnni512 (vpdpbusd / vpdpwssd on zmm, AVX-512 VNNI), avxvnni (the same on ymm), avx2 (maddubs +
-// madd on ymm), scalar. The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
-// L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc.
+// madd on ymm), scalar; on aarch64 neon (smull + sadalp), neon-dotprod (sdot), neon-i8mm (smmla prefill
+// tiles, sdot decode). The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
+// L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc. The
+// aarch64 kernels reduce each block's integer sum to one int32 and then take the scalar path's f32
+// step, so they give the scalar path's result bit for bit (the x86 ones scale whole vectors of lane
+// sums, ~1e-7 apart).
 #include "kernels/matmul_quant_fast.h"
 #include "kernels/matmul_paths.h"
 #include "kernels/matmul_tiles.h"

@@ -522,9 +522,11 @@ void test_invariance(cpu::MatmulPrecision prec) {
 // kFast BF16 (AVX-512 BF16, or FEAT_BF16 on the neon path) against a double reference over
 // bf16-rounded x. The products are exact, so the only error is rounding the sums:
 //  * vdpbf16ps: f32 accumulation, bounded by (adds per lane) * 2^-24 * sum |x' w|;
-//  * BFDOT / BFMMLA: every BFDotAdd rounds the pair sum and the accumulation, to odd (error below
-//    one ulp, 2^-23 relative), and an element's lane takes K/2 of them: bounded by
-//    (K + K/kKcBf16 + 2) * 2^-23 * sum |x' w| (the slice sums add in f32 to nearest).
+//  * BFDOT / BFMMLA: every BFDotAdd rounds the pair sum and then the accumulation, to odd (each
+//    error below one ulp of a value at most sum |x' w|, so below 2^-23 * sum |x' w|), and an
+//    element's lane takes K/2 of them: K roundings, plus K/2048 slice sums added in f32 (run_tiles)
+//    and slack, so bounded by (K + K/2048 + 2) * 2^-23 * sum |x' w| (first order). A worst-case
+//    bound: random signs land far below it (the log shows the ratio).
 // Elsewhere (and on neon with the bf16 extension masked off) kFast must equal kExact bit for bit.
 // kRelu2 against the product of relu(x)² made apart.
 

@@ -226,8 +226,9 @@ void test_fast_neon_variants() {
   const CpuFeatures& f = cpu_features();
   std::printf("kFast aarch64 variants vs the scalar kFast path (bitwise)\n");
   struct Shape { int64_t T, K, N; };
-  const Shape shapes[] = {{1, 256, 9},  {2, 512, 13}, {3, 256, 6},  {4, 768, 5},  {5, 256, 11},
-                          {7, 512, 17}, {8, 1024, 4}, {17, 256, 15}, {33, 512, 10}};
+  // Prefill tiles are 4 tokens: T = 5, 6, 7, 8 end on a tile of 1, 2, 3, 4 tokens.
+  const Shape shapes[] = {{1, 256, 9},  {2, 512, 13}, {3, 256, 6},  {4, 768, 5},   {5, 256, 11},
+                          {6, 512, 7},  {7, 512, 17}, {8, 1024, 4}, {17, 256, 15}, {33, 512, 10}};
   struct Variant { unsigned mask; const char* want; };
   const char* best = !f.neon_dotprod ? "neon" : f.neon_i8mm ? "neon-i8mm" : "neon-dotprod";
   const Variant variants[] = {{0u, "neon"},

@@ -1,5 +1,7 @@
 // matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
-// Q4_0, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q5_0 / Q5_1 have their own tile step (matmul_quant_fast_q5.inc: the code offset 16, or Q5_1's min
+// times the block's x sum, through the integer sums as Q4_0's offset 8).
 //
 // Activation format (made once per call and x tile, shared by every path; plain C++, or AVX-512
 // code giving the same bytes):
@@ -230,6 +232,22 @@ float dot_scalar(const XQ& x, const uint8_t* b, int64_t nb) {
       for (int k = 0; k < 16; ++k)
         s += ((b[2 + k] & 15) - 8) * xq[k] + ((b[2 + k] >> 4) - 8) * xq[k + 16];
       acc += (f16s(b) * dx) * static_cast<float>(s);
+    } else if constexpr (DT == DType::Q5_0 || DT == DType::Q5_1) {
+      // The fifth bit of value v is bit v of qh (see matmul_quant_fast_q5.inc for the sums).
+      constexpr bool kMin = DT == DType::Q5_1;
+      const uint8_t* p = b + (kMin ? 4 : 2);
+      uint32_t qh;
+      std::memcpy(&qh, p, 4);
+      int32_t s = 0, sx = 0;
+      for (int k = 0; k < 16; ++k) {
+        const int q0 = (p[4 + k] & 15) | static_cast<int>((qh >> k) & 1u) << 4;
+        const int q1 = (p[4 + k] >> 4) | static_cast<int>((qh >> (k + 16)) & 1u) << 4;
+        s += q0 * xq[k] + q1 * xq[k + 16];
+        sx += xq[k] + xq[k + 16];
+      }
+      if constexpr (!kMin) s -= 16 * sx;
+      acc += (f16s(b) * dx) * static_cast<float>(s);
+      if constexpr (kMin) acc += (f16s(b + 2) * dx) * static_cast<float>(sx);
     } else {
       int32_t I = 0;
       float u[16];
@@ -277,6 +295,8 @@ DotFn scalar_dot(DType dt) {
   switch (dt) {
     case DType::Q8_0: return dot_scalar<DType::Q8_0>;
     case DType::Q4_0: return dot_scalar<DType::Q4_0>;
+    case DType::Q5_0: return dot_scalar<DType::Q5_0>;
+    case DType::Q5_1: return dot_scalar<DType::Q5_1>;
     case DType::Q4_K: return dot_scalar<DType::Q4_K>;
     case DType::Q5_K: return dot_scalar<DType::Q5_K>;
     default: return dot_scalar<DType::Q6_K>;
@@ -461,6 +481,7 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
   }
 }
 
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 
 }  // namespace vnni512
@@ -527,6 +548,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avxvnni
 
@@ -554,6 +576,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avx2
 
@@ -577,6 +600,8 @@ const FKernels& simd_kernels(DType dt, Dot dot) {
   switch (dt) {
     case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
     case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
+    case DType::Q5_0: return simd_kernels<DType::Q5_0>(dot);
+    case DType::Q5_1: return simd_kernels<DType::Q5_1>(dot);
     case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
     case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
     default: return simd_kernels<DType::Q6_K>(dot);
@@ -611,7 +636,8 @@ void quant_allow_vnni(bool allow) { g_allow_vnni.store(allow, std::memory_order_
 bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                        int64_t T, ThreadPool& pool, MatmulInput input) {
   switch (w.dtype) {
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: break;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: break;
     default: return false;
   }
   const int64_t N = w.rows, K = w.cols;

@@ -80,7 +80,8 @@ export interface TinyModelOptions {
   /**
    * Tensor type of model.gguf's matrices (format 'gguf' only). The block-quantized types apply to the 2-D
    * matrices whose inner dimension is a multiple of the block (32, or 256 for the K-quants); other matrices
-   * fall back to F16, as llama.cpp's converter does. Norms, conv taps, A, D and dt bias stay F32.
+   * fall back to F16, as llama.cpp's converter does (or as llama-quantize does: see ggufFallback). Norms,
+   * conv taps, A, D and dt bias stay F32.
    * Default: the `dtype` ('bf16' -> 'BF16', 'f16' -> 'F16', 'f32' -> 'F32').
    */
   ggufType?: GgmlTypeName;

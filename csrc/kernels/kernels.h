@@ -35,7 +35,7 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
             ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
             MatmulInput input = MatmulInput::kPlain);
 
-// matmul for block-quantized W (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
+// matmul for block-quantized W (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
 // reading the blocks in place; matmul calls it for those dtypes. Batch invariant like matmul.
 void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                   ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,

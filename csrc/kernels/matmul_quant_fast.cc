@@ -1,5 +1,7 @@
 // matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
-// Q4_0, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q5_0 / Q5_1 have their own tile step (matmul_quant_fast_q5.inc: the code offset 16, or Q5_1's min
+// times the block's x sum, through the integer sums as Q4_0's offset 8).
 //
 // Activation format (made once per call and x tile, shared by every path; plain C++, or AVX-512
 // code giving the same bytes):
@@ -268,7 +270,26 @@ float dot_scalar(const XQ& x, const uint8_t* b, int64_t nb) {
   for (int64_t blk = 0; blk < nb; ++blk, b += kBB<DT>) {
     const int8_t* xq = x.q + kBE<DT> * blk;
     int32_t I = 0;
-    if constexpr (DT == DType::Q8_0) {
+    if constexpr (DT == DType::Q5_0 || DT == DType::Q5_1) {
+      // The fifth bit of value v is bit v of qh (see matmul_quant_fast_q5.inc for the sums). Q5 has its
+      // own float step (the offset 16 or the min m through the sum of x codes); no NEON path shares it.
+      constexpr bool kMin = DT == DType::Q5_1;
+      const uint8_t* p = b + (kMin ? 4 : 2);
+      uint32_t qh;
+      std::memcpy(&qh, p, 4);
+      int32_t sx = 0;
+      for (int k = 0; k < 16; ++k) {
+        const int q0 = (p[4 + k] & 15) | static_cast<int>((qh >> k) & 1u) << 4;
+        const int q1 = (p[4 + k] >> 4) | static_cast<int>((qh >> (k + 16)) & 1u) << 4;
+        I += q0 * xq[k] + q1 * xq[k + 16];
+        sx += xq[k] + xq[k + 16];
+      }
+      if constexpr (!kMin) I -= 16 * sx;
+      const float dx = x.d[blk];
+      acc += (f16s(b) * dx) * static_cast<float>(I);
+      if constexpr (kMin) acc += (f16s(b + 2) * dx) * static_cast<float>(sx);
+      continue;
+    } else if constexpr (DT == DType::Q8_0) {
       for (int k = 0; k < 32; ++k) I += static_cast<int8_t>(b[2 + k]) * xq[k];
     } else if constexpr (DT == DType::Q4_0) {
       for (int k = 0; k < 16; ++k)
@@ -312,6 +333,8 @@ DotFn scalar_dot(DType dt) {
   switch (dt) {
     case DType::Q8_0: return dot_scalar<DType::Q8_0>;
     case DType::Q4_0: return dot_scalar<DType::Q4_0>;
+    case DType::Q5_0: return dot_scalar<DType::Q5_0>;
+    case DType::Q5_1: return dot_scalar<DType::Q5_1>;
     case DType::Q4_K: return dot_scalar<DType::Q4_K>;
     case DType::Q5_K: return dot_scalar<DType::Q5_K>;
     default: return dot_scalar<DType::Q6_K>;
@@ -575,6 +598,7 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
   }
 }
 
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 
 }  // namespace vnni512
@@ -641,6 +665,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avxvnni
 
@@ -668,6 +693,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avx2
 
@@ -691,6 +717,8 @@ const FKernels& simd_kernels(DType dt, Dot dot) {
   switch (dt) {
     case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
     case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
+    case DType::Q5_0: return simd_kernels<DType::Q5_0>(dot);
+    case DType::Q5_1: return simd_kernels<DType::Q5_1>(dot);
     case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
     case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
     default: return simd_kernels<DType::Q6_K>(dot);
@@ -728,7 +756,8 @@ void quant_allow_vnni(bool allow) { g_allow_vnni.store(allow, std::memory_order_
 bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                        int64_t T, ThreadPool& pool, MatmulInput input) {
   switch (w.dtype) {
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: break;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: break;
     default: return false;
   }
   const int64_t N = w.rows, K = w.cols;
@@ -741,7 +770,13 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   XTile& xt = xt_local;  // the caller's buffers, also in the worker lambdas
 #if defined(__x86_64__) || defined(__aarch64__)
   const Dot dot = dot_path();
-  if (dot != Dot::kScalar) {
+#if defined(__aarch64__)
+  // No NEON kernels for Q5_0 / Q5_1 yet (simd_kernels would pick another type's): the scalar path below.
+  const bool simd = dot != Dot::kScalar && w.dtype != DType::Q5_0 && w.dtype != DType::Q5_1;
+#else
+  const bool simd = dot != Dot::kScalar;
+#endif
+  if (simd) {
     const FKernels& ks = simd_kernels(w.dtype, dot);
     TileWalk wk;
     wk.N = N;

@@ -58,7 +58,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 // Every path the CPU has, or only the one NEMOTRON_CPU_KERNELS names (when the CPU has it), so that
 // scripts/test-neon.sh can split the work between runs.
@@ -89,6 +89,11 @@ std::vector<uint8_t> random_blocks(DType dt, int64_t rows, int64_t cols, std::mt
     switch (dt) {
       case DType::Q8_0: put(b, mag(rng)); break;
       case DType::Q4_0: put(b, 10 * mag(rng)); break;
+      case DType::Q5_0: put(b, 5 * mag(rng)); break;
+      case DType::Q5_1:
+        put(b, 5 * mag(rng));
+        put(b + 2, -80 * mag(rng));
+        break;
       case DType::Q4_K:
       case DType::Q5_K:
         put(b, 2 * mag(rng));
@@ -314,7 +319,7 @@ void bench() {
   struct Row { std::string label; DType dt; };
   std::vector<Row> rows = {{"BF16", DType::BF16}};
   for (DType dt : kTypes) rows.push_back({dtype_name(dt), dt});
-  const std::vector<std::string> type_names = {"BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
+  const std::vector<std::string> type_names = {"BF16", "Q8_0", "Q4_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"};
   for (const Row& r : rows) {
     if (!wanted(r.label, type_names)) continue;
     const size_t bytes = dtype_row_bytes(r.dt, K) * N;

@@ -210,7 +210,7 @@ class Runner {
     int64_t n_attn = 0;
     for (BlockKind k : m.cfg.layers) n_attn += k == BlockKind::kAttention;
     ctx_ = prompt + 256;
-    pool_ = std::make_unique<KvPool>(be_.get(), n_attn, m.cfg.kv_dim(),
+    pool_ = std::make_unique<KvPool>(be_.get(), be_->kv_k_channel_major(), n_attn, m.cfg.kv_dim(),
                                      (ctx_ + KvPool::kBlockTokens - 1) / KvPool::kBlockTokens * max_seqs, DType::F16);
     die(pool_->init(), "KvPool");
     ws_ = std::make_unique<Workspace>(be_.get(), m.cfg, prompt * max_seqs);

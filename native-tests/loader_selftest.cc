@@ -1,6 +1,6 @@
 // Standalone self-test of the checkpoint loader (json, dtype, mapped_file, safetensors, config, weights).
 // Not part of the addon build. Build and run from the repository root:
-//   g++ -std=c++17 -O1 -I csrc csrc/model/loader_selftest.cc csrc/model/mapped_file.cc
+//   g++ -std=c++17 -O1 -I csrc native-tests/loader_selftest.cc csrc/model/mapped_file.cc
 //       csrc/model/safetensors.cc csrc/model/config.cc csrc/model/weights.cc csrc/core/json.cc
 //       csrc/core/dtype.cc -o /tmp/loader_selftest && /tmp/loader_selftest [golden-dir]
 // (A `csrc/model/*.cc` glob also works: it names this file twice, and everything here has internal

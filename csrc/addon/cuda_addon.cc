@@ -1,5 +1,6 @@
-// The CUDA addon's extra exports (csrc/addon/addon.cc calls AddCudaExports in builds with
-// NEMOTRON_CUDA): `cudaDeviceCount()` and `cudaInfo()` (runtime, driver and devices; never throws) for
+// The CUDA addon's extra exports (addon.cc calls AddCudaExports in builds with NEMOTRON_CUDA; built by
+// CMake's NEMOTRON_CUDA_ADDON_SOURCES only, not by binding.gyp's CPU build): `cudaDeviceCount()` and
+// `cudaInfo()` (runtime, driver and devices; never throws) for
 // lib/cuda.ts's smoke test, the driver check and `nemotron-node doctor`, and `_cudaKernels`, every CUDA
 // kernel callable on typed arrays with the argument conventions of `_kernels` (debug_kernels.cc), so
 // test/gpu.test.ts can run each one next to its CPU twin. Not part of the public API.
@@ -190,8 +191,8 @@ Napi::Value Conv1dStep(const Napi::CallbackInfo& info) {
   return y_state(info.Env(), yh, kit.down(state, len(info[5])));
 }
 
-cpu::SsmParams ssm_params(Kit& kit, const Napi::Object& o) {
-  return cpu::SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
+SsmParams ssm_params(Kit& kit, const Napi::Object& o) {
+  return SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
                         static_cast<float>(f64(o.Get("dtMin"))), static_cast<float>(f64(o.Get("dtMax"))),
                         kit.up(o.Get("A")), kit.up(o.Get("D")), kit.up(o.Get("dtBias"))};
 }
@@ -203,7 +204,7 @@ Napi::Value SsdChunkScan(const Napi::CallbackInfo& info) {
   const float* dt = kit.up(info[1]);
   const float* B = kit.up(info[2]);
   const float* C = kit.up(info[3]);
-  const cpu::SsmParams p = ssm_params(kit, info[4].As<Napi::Object>());
+  const SsmParams p = ssm_params(kit, info[4].As<Napi::Object>());
   const int64_t T = i64(info[5]);
   float* state = kit.up(info[6]);
   const int64_t HP = p.n_heads * p.head_dim, GN = p.n_groups * p.state_size;
@@ -220,7 +221,7 @@ Napi::Value SsmStateUpdate(const Napi::CallbackInfo& info) {
   const float* dt = kit.up(info[1]);
   const float* B = kit.up(info[2]);
   const float* C = kit.up(info[3]);
-  const cpu::SsmParams p = ssm_params(kit, info[4].As<Napi::Object>());
+  const SsmParams p = ssm_params(kit, info[4].As<Napi::Object>());
   float* state = kit.up(info[5]);
   float* y = kit.zeros(static_cast<size_t>(p.n_heads * p.head_dim));
   kit.ran(cuda::ssm_state_update(y, x, dt, B, C, state, p, nullptr));
@@ -253,7 +254,7 @@ Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   const size_t elems = static_cast<size_t>(n_blocks * B * kv_dim);
   void* kst = kit.raw(elems * dtype_size(dtype));
   void* vst = kit.raw(elems * dtype_size(dtype));
-  const cpu::KvBlocks kv{kst, vst, d_table, B, B * kv_dim, dtype};
+  const KvBlocks kv{kst, vst, d_table, B, B * kv_dim, dtype};
   const float* k = kit.up(info[1]);
   const float* v = kit.up(info[2]);
   kit.ran(cuda::kv_store(kv, 0, k, v, kv_dim, S, kv_dim, nullptr));

@@ -1,5 +1,6 @@
 // Standalone self-test and micro-benchmark for ThreadPool, cpu_features and cpu::matmul.
-// Not part of the addon build. Build and run (one line):
+// Built and run (--quick) by scripts/native-tests.sh (CMake target nemotron_matmul_selftest; CI). By hand
+// (one line):
 //   g++ -std=c++17 -O2 -pthread -I csrc native-tests/matmul_selftest.cc csrc/kernels/matmul.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul_neon.cc
 //       csrc/kernels/matmul_quant_neon.cc csrc/core/dtype.cc csrc/core/thread_pool.cc

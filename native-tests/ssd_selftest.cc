@@ -1,5 +1,5 @@
-// Standalone self-test and micro-benchmark for cpu::ssd_chunk_scan. Not part of the addon build.
-// Build and run (one line):
+// Standalone self-test and micro-benchmark for cpu::ssd_chunk_scan. Built and run (--quick) by
+// scripts/native-tests.sh (CMake target nemotron_ssd_selftest; CI). By hand (one line):
 //   g++ -std=c++17 -O3 -pthread -I csrc native-tests/ssd_selftest.cc csrc/kernels/ssd_scan.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/ssd && /tmp/ssd
 // Options: --quick (skip the benchmarks), --bench (only the benchmarks), --small (benchmark T = 1024).

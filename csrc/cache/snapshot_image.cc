@@ -86,19 +86,13 @@ Status read_snapshot_image(const uint8_t* bytes, size_t size, const int32_t* tok
   {
     const uint8_t* q = bytes + 8 + sizeof(f);
     const size_t state_floats = n_mamba * (conv_n + ssm_n);
-    for (size_t i = 0; i < state_floats; ++i) {
-      uint32_t b;
-      std::memcpy(&b, q + 4 * i, 4);
-      if ((b & 0x7f800000u) == 0x7f800000u) return bad("its Mamba state holds a non-finite value (float " + std::to_string(i) + ")");
-    }
+    const int64_t at_state = first_non_finite(q, DType::F32, 0, static_cast<int64_t>(state_floats));
+    if (at_state >= 0) return bad("its Mamba state holds a non-finite value (float " + std::to_string(at_state) + ")");
     q += state_floats * 4;
-    const size_t kv_bytes = size - (q - bytes);
-    const bool f32 = pool->dtype() == DType::F32;
-    for (size_t i = 0; i < kv_bytes; i += f32 ? 4 : 2) {
-      uint32_t b = 0;
-      std::memcpy(&b, q + i, f32 ? 4 : 2);
-      if (f32 ? (b & 0x7f800000u) == 0x7f800000u : (b & 0x7c00u) == 0x7c00u)
-        return bad("its KV cache rows hold a non-finite value (byte " + std::to_string(i) + ")");
+    const size_t kv_bytes = size - (q - bytes), kv_size = dtype_size(pool->dtype());
+    const int64_t at_kv = first_non_finite(q, pool->dtype(), 0, static_cast<int64_t>(kv_bytes / kv_size));
+    if (at_kv >= 0) {
+      return bad("its KV cache rows hold a non-finite value (byte " + std::to_string(at_kv * kv_size) + ")");
     }
   }
 

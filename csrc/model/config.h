@@ -64,6 +64,9 @@ struct NemotronHConfig {
   int64_t ssm_state_floats() const { return mamba_num_heads * mamba_head_dim * ssm_state_size; }
 };
 
+// "Mamba-2", "attention", "MLP", "MoE" (error messages).
+const char* block_kind_name(BlockKind kind);
+
 // Parses config.json text (which may hold the bare JSON tokens Infinity/NaN, as HF writes them).
 // Accepts the legacy key aliases and the newer `layers_block_type` list; rejects other architectures,
 // unknown block kinds and MoE features not implemented (latent MoE projections, non-sigmoid routing)

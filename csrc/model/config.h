@@ -59,7 +59,8 @@ struct NemotronHConfig {
   // One Mamba layer's state per sequence, in f32 values (architecture.md §4): the conv window [K-1,
   // conv_dim] (at least one value, so that K = 1 still has a buffer) and the SSM state [H, P, N].
   int64_t conv_state_floats() const {
-    return conv_kernel > 1 ? (conv_kernel - 1) * conv_dim() : 1;
+    const int64_t n = (conv_kernel - 1) * conv_dim();
+    return n > 0 ? n : 1;
   }
   int64_t ssm_state_floats() const { return mamba_num_heads * mamba_head_dim * ssm_state_size; }
 };

@@ -52,7 +52,7 @@ describe('build files', () => {
   it('binding.gyp and CMakeLists.txt list the same sources', () => {
     expect(gypSources()).toEqual(cmakeSources());
   });
-  it('every csrc/**/*.cc is built: by both, or (the CUDA addon's N-API file) by CMake for the CUDA addon', () => {
+  it('every csrc/**/*.cc is built: by both, or (the CUDA addon N-API file) by CMake for the CUDA addon', () => {
     expect(cmakeCudaAddonSources()).toEqual(['csrc/addon/cuda_addon.cc']);
     expect([...gypSources(), ...cmakeCudaAddonSources()].sort()).toEqual(csrcFiles());
   });

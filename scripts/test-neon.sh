@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The aarch64 (NEON) kernel paths, checked from an x86-64 machine: cross-compiles every csrc/ source
 # for aarch64 (a compile check for the whole engine and the N-API layer), links the matmul selftests
-# (csrc/kernels/matmul_selftest.cc, matmul_quant_selftest.cc) and runs them under qemu-aarch64 with
+# (native-tests/matmul_selftest.cc, matmul_quant_selftest.cc) and runs them under qemu-aarch64 with
 # NEMOTRON_CPU_KERNELS=neon and =scalar (each run checks that path: float64 reference, exact decoding,
 # bitwise batch invariance over T, batch position and thread count). qemu says nothing about speed.
 #
@@ -54,7 +54,7 @@ if command -v node >/dev/null 2>&1; then
   fi
 fi
 
-# ---- compile check: every csrc/ source but the selftests (they are linked below) ------------------
+# ---- compile check: every csrc/ source but the CUDA addon's (it needs the CUDA headers) -------------
 compile_all() {
   local fails=0 skipped=0 n=0 f obj
   : >"$OUT/compile.log"
@@ -70,7 +70,7 @@ compile_all() {
       echo "  FAIL: $f" >>"$OUT/compile.log"
       fails=$((fails + 1))
     fi
-  done < <(find csrc -name '*.cc' ! -name '*selftest*' | sort)
+  done < <(find csrc -name '*.cc' ! -name 'cuda_*' | sort)
   echo "$n $fails $skipped"
 }
 
@@ -99,7 +99,7 @@ link_tests() {  # prints the tests that failed to build
   local t
   for t in "${tests[@]}"; do
     rm -f "$OUT/$t"
-    "$CXX" "${FLAGS[@]}" "csrc/kernels/$t.cc" "${KERNEL_OBJS[@]}" -o "$OUT/$t" \
+    "$CXX" "${FLAGS[@]}" "native-tests/$t.cc" "${KERNEL_OBJS[@]}" -o "$OUT/$t" \
       >>"$OUT/compile.log" 2>&1 || echo "$t"
   done
 }

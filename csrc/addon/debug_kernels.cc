@@ -88,7 +88,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     w.data = info[3].As<Napi::Uint16Array>().Data();
   }
   cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact;
-  cpu::MatmulInput input = cpu::MatmulInput::kPlain;
+  MatmulInput input = MatmulInput::kPlain;
   ThreadPool* tp = &pool();
   if (info.Length() > 6 && info[6].IsObject()) {
     const Napi::Object o = info[6].As<Napi::Object>();
@@ -100,7 +100,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (p != "exact" && p != "fast") throw Napi::RangeError::New(env, "matmul: bad precision");
     if (in != "plain" && in != "relu2") throw Napi::RangeError::New(env, "matmul: bad input");
     if (p == "fast") precision = cpu::MatmulPrecision::kFast;
-    if (in == "relu2") input = cpu::MatmulInput::kRelu2;
+    if (in == "relu2") input = MatmulInput::kRelu2;
     if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
       const int64_t n = i64(o.Get("threads"));
       if (n != 1 && n != 2) throw Napi::RangeError::New(env, "matmul: threads must be 1 or 2");
@@ -159,7 +159,7 @@ Napi::Value Conv1dStep(const Napi::CallbackInfo& info) {
 
 struct SsmArgs {
   std::vector<float> A, D, dt_bias;
-  cpu::SsmParams p;
+  SsmParams p;
 };
 
 SsmArgs ssm_params(const Napi::Object& o) {
@@ -167,7 +167,7 @@ SsmArgs ssm_params(const Napi::Object& o) {
   a.A = f32(o.Get("A"));
   a.D = f32(o.Get("D"));
   a.dt_bias = f32(o.Get("dtBias"));
-  a.p = cpu::SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
+  a.p = SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
                        static_cast<float>(f64(o.Get("dtMin"))), static_cast<float>(f64(o.Get("dtMax"))),
                        a.A.data(), a.D.data(), a.dt_bias.data()};
   return a;
@@ -232,7 +232,7 @@ Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   for (int64_t i = 0; i < n_blocks; ++i) table[i] = static_cast<int32_t>(shuffle ? n_blocks - 1 - i : i);
   const size_t elems = static_cast<size_t>(n_blocks * B * kv_dim);
   std::vector<uint8_t> kst(elems * dtype_size(dtype)), vst(kst.size());
-  cpu::KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
+  KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
   cpu::kv_store(kv, 0, k.data(), v.data(), kv_dim, S, kv_dim);
   std::vector<float> o(static_cast<size_t>(T * Hq * Dh));
   static ThreadPool one(1);

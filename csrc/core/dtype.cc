@@ -174,4 +174,26 @@ void convert_to_f32(float* dst, const void* src, DType dtype, size_t n) {
   }
 }
 
+namespace {
+template <typename Bits>
+int64_t first_all_ones(const uint8_t* p, Bits exponent, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    Bits b;
+    std::memcpy(&b, p + sizeof(Bits) * i, sizeof(Bits));
+    if ((b & exponent) == exponent) return i;
+  }
+  return -1;
+}
+}  // namespace
+
+int64_t first_non_finite(const void* data, DType dtype, int64_t begin, int64_t end) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  switch (dtype) {
+    case DType::F32: return first_all_ones<uint32_t>(p, 0x7f800000u, begin, end);
+    case DType::F16: return first_all_ones<uint16_t>(p, 0x7c00u, begin, end);
+    case DType::BF16: return first_all_ones<uint16_t>(p, 0x7f80u, begin, end);
+    default: return -1;
+  }
+}
+
 }  // namespace nemo

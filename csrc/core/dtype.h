@@ -148,4 +148,8 @@ inline uint16_t f32_to_f16(float f) {
 // Converts n stored values to f32.
 void convert_to_f32(float* dst, const void* src, DType dtype, size_t n);
 
+// Index of the first non-finite value (NaN or +-Inf) among elements [begin, end) of an F32, F16 or BF16
+// array at `data` (any alignment; read as bits, no float formed), or -1. Other dtypes: -1.
+int64_t first_non_finite(const void* data, DType dtype, int64_t begin, int64_t end);
+
 }  // namespace nemo

@@ -804,16 +804,6 @@ class GgufBinder {
   std::unordered_set<std::string> used_;
 };
 
-const char* kind_name(BlockKind k) {
-  switch (k) {
-    case BlockKind::kMamba: return "Mamba-2";
-    case BlockKind::kAttention: return "attention";
-    case BlockKind::kMlp: return "MLP";
-    case BlockKind::kMoe: return "MoE";
-  }
-  return "?";
-}
-
 // E consecutive [rows, cols] matrices of a ggml {cols, rows, E} tensor (llama.cpp's *_exps), viewed in place.
 Status expert_slices(GgufBinder* b, const std::string& name, int64_t E, int64_t rows, int64_t cols,
                      const std::string& why, const std::string& note, std::vector<MatrixView>* out) {
@@ -833,7 +823,7 @@ Status bind_layer(GgufBinder* b, const NemotronHConfig& c, int64_t i, LayerWeigh
   const std::string pre = "blk." + num(i) + ".";
   const BlockKind kind = c.layers[static_cast<size_t>(i)];
   const std::string note = "layer " + num(i) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
-                           kind_name(kind) + ") by head_count_kv/feed_forward_length";
+                           block_kind_name(kind) + ") by head_count_kv/feed_forward_length";
   const int64_t H = c.hidden_size;
   const std::string sH = "embedding_length = " + num(H);
   L->kind = kind;
@@ -916,7 +906,7 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& name) {
     if (i > 4 && i < name.size() && name[i] == '.') {
       if (layer >= c.num_layers()) return "block_count is " + num(c.num_layers());
       const BlockKind k = c.layers[static_cast<size_t>(layer)];
-      return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(k)) + "' (" + kind_name(k) +
+      return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(k)) + "' (" + block_kind_name(k) +
              ") by head_count_kv/feed_forward_length, which has no such tensor";
     }
   }

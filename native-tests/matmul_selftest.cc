@@ -1,6 +1,7 @@
 // Standalone self-test and micro-benchmark for ThreadPool, cpu_features and cpu::matmul.
-// Not part of the addon build. Build and run (one line):
-//   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_selftest.cc csrc/kernels/matmul.cc
+// Built and run (--quick) by scripts/native-tests.sh (CMake target nemotron_matmul_selftest; CI). By hand
+// (one line):
+//   g++ -std=c++17 -O2 -pthread -I csrc native-tests/matmul_selftest.cc csrc/kernels/matmul.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul_neon.cc
 //       csrc/kernels/matmul_quant_neon.cc csrc/core/dtype.cc csrc/core/thread_pool.cc
 //       csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
@@ -567,7 +568,7 @@ void test_fast() {
       for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
         std::vector<float> a(yf.size()), b(yf.size());
         cpu::matmul(a.data(), s.N, x.data(), s.K, w.view(), s.T, pool, prec,
-                    cpu::MatmulInput::kRelu2);
+                    MatmulInput::kRelu2);
         cpu::matmul(b.data(), s.N, act.data(), s.K, w.view(), s.T, pool, prec);
         check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "kRelu2 == product of relu(x)^2");
       }

@@ -1,6 +1,7 @@
 // Standalone self-test and decode benchmark for cpu::matmul_quant (block-quantized weights).
-// Not part of the addon build. Build and run (one line):
-//   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_quant_selftest.cc
+// Built and run (--quick) by scripts/native-tests.sh (CMake target nemotron_matmul_quant_selftest; CI).
+// By hand (one line):
+//   g++ -std=c++17 -O2 -pthread -I csrc native-tests/matmul_quant_selftest.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
 // (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:

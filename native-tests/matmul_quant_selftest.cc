@@ -260,7 +260,7 @@ void test_fast_neon_variants() {
         const MatrixView w = view(shifted.data() + 1, dt, s.N, K);
         std::vector<float> x(static_cast<size_t>(s.T * K));
         for (auto& e : x) e = dist(rng);
-        for (auto input : {cpu::MatmulInput::kPlain, cpu::MatmulInput::kRelu2}) {
+        for (auto input : {MatmulInput::kPlain, MatmulInput::kRelu2}) {
           std::vector<float> ref(static_cast<size_t>(s.T * s.N)), y(ref.size());
           set_kernel_path_override("scalar");
           cpu::matmul_quant(ref.data(), s.N, x.data(), K, w, s.T, pool, cpu::MatmulPrecision::kFast, input);
@@ -268,7 +268,7 @@ void test_fast_neon_variants() {
           cpu::matmul_quant(y.data(), s.N, x.data(), K, w, s.T, pool, cpu::MatmulPrecision::kFast, input);
           for (size_t i = 0; i < y.size(); ++i) differ += std::memcmp(&y[i], &ref[i], 4) != 0;
           compared += static_cast<int64_t>(y.size());
-          if (input != cpu::MatmulInput::kPlain) continue;
+          if (input != MatmulInput::kPlain) continue;
           std::vector<float> wf(static_cast<size_t>(s.N * K));
           convert_to_f32(wf.data(), wq.data(), dt, wf.size());
           double scale = 0, err = 0;

@@ -395,10 +395,9 @@ export class NemotronModel implements TextModel {
     let weights: 'mmap' | 'memory' = weightsOption === 'memory' && deviceOption !== 'cuda' ? 'memory' : 'mmap';
     if (rawConfig) {
       try {
-        // FP8 weights are held as BF16 copies (csrc/model/weights.cc): plan them at 2 bytes per parameter.
-        const fp8 = typeof rawConfig.quantization_config === 'object' && rawConfig.quantization_config !== null;
+        // Weights as stored: FP8 (ModelOpt E4M3) matrices are read in place, 1 byte per parameter.
         const weightBytes = gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir);
-        const stored = fp8 ? { weightDtype: 'bf16' as const } : { weightBytes };
+        const stored = { weightBytes };
         if (weightsOption === 'auto' && deviceOption === 'cpu') {
           weights = chooseWeightsPlacement(planMemory(rawConfig, { ...planOptions, ...stored, weights: 'memory' }), Math.min(memoryLimit, os.totalmem()));
         }

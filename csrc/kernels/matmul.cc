@@ -1,4 +1,5 @@
-// matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16 or BF16 and f32 accumulation.
+// matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16, BF16 or F8_E4M3 (ModelOpt FP8 values, read
+// in place at 1 byte each; their scale is applied to y by the caller, weights.h) and f32 accumulation.
 //
 // Three paths, chosen per call from core/cpu_features (kernel_isa()):
 //   scalar  plain C++ (the correctness baseline; runs anywhere)
@@ -7,6 +8,11 @@
 // With kExact activations stay f32 on every path, so paths differ only by float rounding. kFast for
 // BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
 // (namespace avx512bf16); everywhere else kFast computes as kExact, bit for bit.
+// F8_E4M3 is decoded exactly to f32 inside the tiles (through f16 on the vector paths, a 256-entry table
+// on the scalar one; x in natural order as for F16), so with kExact it differs from BF16 weights holding
+// the same values only by the f32 accumulation order; kFast with AVX-512 BF16 narrows the decoded W to
+// bf16 (exact) and runs the bf16 dot products.
+// On aarch64 F8_E4M3 takes the scalar path.
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
 //
@@ -114,6 +120,22 @@ inline float relu_sq(float v) {
   return v * v;
 }
 
+// Bytes per W element of the plain types the SIMD tiles read.
+template <DType DT>
+constexpr int64_t kEs = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
+
+// E4M3 byte -> f32, all 256 of them (dtype.h f8_e4m3_to_f32), for the scalar path.
+struct F8Table {
+  float v[256];
+  F8Table() {
+    for (int b = 0; b < 256; ++b) v[b] = f8_e4m3_to_f32(static_cast<uint8_t>(b));
+  }
+};
+const F8Table& f8_table() {
+  static const F8Table t;
+  return t;
+}
+
 void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                    int64_t T, ThreadPool& pool, MatmulInput input) {
   const int64_t N = w.rows, K = w.cols;
@@ -140,8 +162,12 @@ void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
           continue;
         }
         float* dst = buf.data() + r * K;
-        const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * K;
-        if (r < nr) {
+        if (r < nr && w.dtype == DType::F8_E4M3) {
+          const uint8_t* src = static_cast<const uint8_t*>(w.data) + n * K;
+          const float* lut = f8_table().v;
+          for (int64_t k = 0; k < K; ++k) dst[k] = lut[src[k]];
+        } else if (r < nr) {
+          const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * K;
           if (w.dtype == DType::BF16) {
             for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(src[k]);
           } else {
@@ -362,11 +388,25 @@ namespace avx2 {
 constexpr int kS = 16;  // elements per step: two 8-float vectors
 
 
+// E4M3 -> f32, exactly, for 8 bytes in the low half of b (x86 paths): the exponent and mantissa bits
+// are moved into an f16 (E4M3's exponent bias 7 is 8 below f16's 15, so the f16 is the value / 256,
+// subnormals included), vcvtph2ps converts that exactly, and the product by 256 is exact; 0x7f / 0xff
+// get the f16 exponent 31, i.e. NaN, as E4M3 says.
+inline __m256 f8_to_ps(__m128i b) {
+  const __m128i h = _mm_cvtepu8_epi16(b);
+  const __m128i mag = _mm_and_si128(h, _mm_set1_epi16(0x7f));
+  __m128i f = _mm_or_si128(_mm_slli_epi16(mag, 7), _mm_and_si128(_mm_slli_epi16(h, 8), _mm_set1_epi16(-0x8000)));
+  f = _mm_or_si128(f, _mm_and_si128(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7f)), _mm_set1_epi16(0x7c00)));
+  return _mm256_mul_ps(_mm256_cvtph_ps(f), _mm256_set1_ps(256.0f));
+}
+
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
-// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [8H, 8H + 8).
+// H = 1 the odd ones (x is permuted to match); F16 / F32 / F8_E4M3: elements [8H, 8H + 8).
 template <DType DT, int H>
 inline __m256 load_w(const uint8_t* p) {
-  if constexpr (DT == DType::BF16) {
+  if constexpr (DT == DType::F8_E4M3) {
+    return f8_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * H)));
+  } else if constexpr (DT == DType::BF16) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return H == 0 ? _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
                   : _mm256_castsi256_ps(
@@ -418,7 +458,7 @@ inline void reduce(V (&acc)[TR][NR], float* out) {
 template <DType DT, int TR, int NR, int H>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t kw,
                       Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   __m256 wv[NR];
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H>(wr[j] + kw * es);
@@ -441,7 +481,7 @@ inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, in
 template <DType DT, int TR, int NR>
 inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t lo,
                          int64_t hi, Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   alignas(32) uint8_t buf[NR][kS * es];
   const uint8_t* tw[NR];
   for (int j = 0; j < NR; ++j) {
@@ -454,7 +494,7 @@ inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -528,12 +568,28 @@ namespace avx512 {
 
 constexpr int kS = 32;  // elements per step: two 16-float vectors
 
+// E4M3 -> f32 for 16 bytes, exactly as avx2::f8_to_ps.
+inline __m512 f8_to_ps(__m128i b) {
+  const __m256i h = _mm256_cvtepu8_epi16(b);
+  const __m256i mag = _mm256_and_si256(h, _mm256_set1_epi16(0x7f));
+  __m256i f = _mm256_or_si256(_mm256_slli_epi16(mag, 7),
+                              _mm256_and_si256(_mm256_slli_epi16(h, 8), _mm256_set1_epi16(-0x8000)));
+  f = _mm256_or_si256(f, _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7f)),
+                                          _mm256_set1_epi16(0x7c00)));
+  return _mm512_mul_ps(_mm512_cvtph_ps(f), _mm512_set1_ps(256.0f));
+}
+
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
-// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [16H, 16H + 16). When kMasked, bit e
-// of `m` enables element e of the step; the others read as zero and are not accessed.
+// H = 1 the odd ones (x is permuted to match); F16 / F32 / F8_E4M3: elements [16H, 16H + 16). When
+// kMasked, bit e of `m` enables element e of the step; the others read as zero and are not accessed.
 template <DType DT, int H, bool kMasked>
 inline __m512 load_w(const uint8_t* p, __mmask32 m) {
-  if constexpr (DT == DType::BF16) {
+  if constexpr (DT == DType::F8_E4M3) {
+    const uint8_t* q = p + 16 * H;
+    const __m128i v = kMasked ? _mm_maskz_loadu_epi8(static_cast<__mmask16>(m >> (16 * H)), q)
+                              : _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    return f8_to_ps(v);
+  } else if constexpr (DT == DType::BF16) {
     const __m512i v = kMasked ? _mm512_maskz_loadu_epi16(m, p) : _mm512_loadu_si512(p);
     return H == 0 ? _mm512_castsi512_ps(_mm512_slli_epi32(v, 16))
                   : _mm512_castsi512_ps(
@@ -592,7 +648,7 @@ inline void reduce(V (&acc)[TR][NR], float* out) {
 template <DType DT, int TR, int NR, int H, bool kMasked>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                       Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   __m512 wv[NR];
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H, kMasked>(wr[j] + k * es, m);
@@ -621,7 +677,7 @@ inline __mmask32 range_mask(int64_t lo, int64_t hi) {
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -736,17 +792,31 @@ using Acc = __m512[TR][NR];
 
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
+// The kS W elements at k' = k of the row at p as bf16 pairs, loads masked by m when kMasked. BF16 rows
+// are read as they are; F8_E4M3 rows are widened to f32 (avx512::f8_to_ps) and narrowed to bf16, which
+// is exact (every E4M3 value is a normal bf16 or zero, so vcvtne2ps2bf16's flushing never applies).
+template <DType DT, bool kMasked>
+inline __m512bh load_w(const uint8_t* p, int64_t k, __mmask32 m) {
+  if constexpr (DT == DType::F8_E4M3) {
+    const uint8_t* q = p + k;
+    const __m256i v =
+        kMasked ? _mm256_maskz_loadu_epi8(m, q) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+    return _mm512_cvtne2ps_pbh(avx512::f8_to_ps(_mm256_extracti128_si256(v, 1)),
+                               avx512::f8_to_ps(_mm256_castsi256_si128(v)));
+  } else {
+    const uint8_t* q = p + 2 * k;
+    return as_bh(kMasked ? _mm512_maskz_loadu_epi16(m, q) : _mm512_loadu_si512(q));
+  }
+}
+
 // One step of kS elements at k' = k: W element loads masked by m when kMasked (the x row is
 // zero-padded, so x is always read in full).
-template <int TR, int NR, bool kMasked>
+template <DType DT, int TR, int NR, bool kMasked>
 inline void step(const uint16_t* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                  Acc<TR, NR>& acc) {
   __m512bh wv[NR];
 #pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) {
-    const uint8_t* p = wr[j] + 2 * k;
-    wv[j] = as_bh(kMasked ? _mm512_maskz_loadu_epi16(m, p) : _mm512_loadu_si512(p));
-  }
+  for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, kMasked>(wr[j], k, m);
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) {
     const __m512bh xv = as_bh(_mm512_loadu_si512(xr[i] + k));
@@ -755,9 +825,10 @@ inline void step(const uint16_t* const* xr, const uint8_t* const* wr, int64_t k,
   }
 }
 
-template <int TR, int NR, bool kPf>
+template <DType DT, int TR, int NR, bool kPf>
 void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn,
           float* out) {
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -765,22 +836,22 @@ void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t k = 0;
   if (head > 0 || kn < kS) {
-    step<TR, NR, true>(xr, wr, 0, avx512::range_mask(head, std::min<int64_t>(kn, kS)), acc);
+    step<DT, TR, NR, true>(xr, wr, 0, avx512::range_mask(head, std::min<int64_t>(kn, kS)), acc);
     k = kS;
   }
   if (kPf) {
     for (; k + 2 * kS <= kn; k += 2 * kS) {
 #pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {  // 2 steps = 128 bytes of each W row
-        _mm_prefetch(reinterpret_cast<const char*>(wr[j] + 2 * k + kPrefetch), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(wr[j] + 2 * k + kPrefetch + 64), _MM_HINT_T0);
-      }
-      step<TR, NR, false>(xr, wr, k, 0, acc);
-      step<TR, NR, false>(xr, wr, k + kS, 0, acc);
+      for (int j = 0; j < NR; ++j)  // 2 steps = 128 bytes of each BF16 W row (64 of an F8 one)
+#pragma GCC unroll 2
+        for (int64_t b = 0; b < 2 * kS * es; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wr[j] + k * es + kPrefetch + b), _MM_HINT_T0);
+      step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+      step<DT, TR, NR, false>(xr, wr, k + kS, 0, acc);
     }
   }
-  for (; k + kS <= kn; k += kS) step<TR, NR, false>(xr, wr, k, 0, acc);
-  if (k < kn) step<TR, NR, true>(xr, wr, k, avx512::range_mask(0, kn - k), acc);
+  for (; k + kS <= kn; k += kS) step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+  if (k < kn) step<DT, TR, NR, true>(xr, wr, k, avx512::range_mask(0, kn - k), acc);
   avx512::reduce<TR, NR>(acc, out);
 }
 
@@ -791,21 +862,22 @@ void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int
 constexpr int kTR = 4, kNR = 6, kSmall = 6, kNRS = 4;
 using Tiles = TileSet<uint16_t>;
 
-template <int... I, int... J>
+template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{kTR,
            kNR,
            kSmall,
-           {nullptr, tile<I + 1, kNR, false>...},
-           {nullptr, tile<1, 2 * kNRS, true>, tile<J + 2, kNRS, true>...},
+           {nullptr, tile<DT, I + 1, kNR, false>...},
+           {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
           pack_bf16,
           64,
           kKcBf16};
 }
+template <DType DT>
 constexpr Tiles tiles() {
-  return make_tiles(std::make_integer_sequence<int, kTR>(),
-                    std::make_integer_sequence<int, kSmall - 1>());
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>(),
+                        std::make_integer_sequence<int, kSmall - 1>());
 }
 
 }  // namespace avx512bf16
@@ -818,9 +890,12 @@ constexpr Tiles tiles() {
 
 template <class Tiles>
 void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-              ThreadPool& pool, bool relu2, const Tiles& bf16, const Tiles& f16, const Tiles& f32) {
-  const Tiles& ks =
-      w.dtype == DType::BF16 ? bf16 : (w.dtype == DType::F16 ? f16 : f32);
+              ThreadPool& pool, bool relu2, const Tiles& bf16, const Tiles& f16, const Tiles& f32,
+              const Tiles& f8) {
+  const Tiles& ks = w.dtype == DType::BF16  ? bf16
+                    : w.dtype == DType::F16 ? f16
+                    : w.dtype == DType::F32 ? f32
+                                            : f8;
   matmul_blocked(y, ldy, x, ldx, w, T, pool, ks, relu2);
 }
 
@@ -843,23 +918,26 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
     case KernelIsa::kAvx512: {
       // kFast: bf16 dot products for BF16 weights where the CPU has them. On any other CPU or path
       // (avx2, scalar, forced or not) kFast computes exactly as kExact, bit for bit.
-      if (precision == MatmulPrecision::kFast && w.dtype == DType::BF16 &&
+      if (precision == MatmulPrecision::kFast && (w.dtype == DType::BF16 || w.dtype == DType::F8_E4M3) &&
           cpu_features().avx512bf16) {
-        static constexpr auto fast = avx512bf16::tiles();
-        matmul_blocked(y, ldy, x, ldx, w, T, pool, fast, relu2);
+        static constexpr auto fast = avx512bf16::tiles<DType::BF16>();
+        static constexpr auto fast_f8 = avx512bf16::tiles<DType::F8_E4M3>();
+        matmul_blocked(y, ldy, x, ldx, w, T, pool, w.dtype == DType::BF16 ? fast : fast_f8, relu2);
         return;
       }
       static constexpr auto bf = avx512::tiles<DType::BF16>();
       static constexpr auto hf = avx512::tiles<DType::F16>();
       static constexpr auto ff = avx512::tiles<DType::F32>();
-      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff);
+      static constexpr auto f8 = avx512::tiles<DType::F8_E4M3>();
+      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff, f8);
       return;
     }
     case KernelIsa::kAvx2: {
       static constexpr auto bf = avx2::tiles<DType::BF16>();
       static constexpr auto hf = avx2::tiles<DType::F16>();
       static constexpr auto ff = avx2::tiles<DType::F32>();
-      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff);
+      static constexpr auto f8 = avx2::tiles<DType::F8_E4M3>();
+      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff, f8);
       return;
     }
     case KernelIsa::kScalar:
@@ -868,7 +946,7 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
   }
 #endif
 #if defined(__aarch64__)
-  if (kernel_isa() == KernelIsa::kNeon) {
+  if (kernel_isa() == KernelIsa::kNeon && w.dtype != DType::F8_E4M3) {  // F8_E4M3: the scalar path
     if (input != MatmulInput::kRelu2) return matmul_neon(y, ldy, x, ldx, w, T, pool);
     // The NEON kernel does not fuse relu² yet: apply it into a copy.
     std::vector<float> act(static_cast<size_t>(T * K));

@@ -244,16 +244,16 @@ class Binder {
     return Status::Ok();
   }
 
-  // An FP8 matrix: an exact BF16 copy of its E4M3 values, with its scale applied to the product's output.
+  // An FP8 matrix: its E4M3 values stay where they are stored (1 byte each, read in place by the
+  // matmul kernels), with its scale applied to the product's output (MatrixView::scale).
   Status fp8_matrix(const std::string& norm, Entry* e, int64_t rows, int64_t cols, MatrixView* out) {
+    if (norm == "embeddings.weight")
+      return mismatch("tensor '" + e->info.name + "' is F8_E4M3: FP8 checkpoints keep the embeddings in "
+                      "BF16 (ModelOpt quantizes the linear layers only), and this engine reads them so");
     std::vector<float> scale;
     NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
-    std::vector<uint16_t> copy(static_cast<size_t>(rows * cols));
-    const uint8_t* p = static_cast<const uint8_t*>(e->info.data);
-    for (size_t i = 0; i < copy.size(); ++i) copy[i] = f32_to_bf16(f8_e4m3_to_f32(p[i]));  // exact
-    w_->owned_bf16.push_back(std::move(copy));
-    out->data = w_->owned_bf16.back().data();
-    out->dtype = DType::BF16;
+    out->data = e->info.data;
+    out->dtype = DType::F8_E4M3;
     out->rows = rows;
     out->cols = cols;
     if (scale.size() == 1) {

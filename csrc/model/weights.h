@@ -21,9 +21,10 @@ struct MatrixView {
   int64_t rows = 0;
   int64_t cols = 0;
   // FP8 checkpoints (ModelOpt E4M3): the stored values times weight_scale are the weights. The values
-  // are kept as an exact BF16 copy and the scale is applied to the product's output (y[t, n] *= scale,
-  // or row_scales[n] for a per-output-channel scale), which is the same product. The forward pass applies
-  // it (forward.cc mm); the kernels never see a scale.
+  // stay in place (dtype F8_E4M3, 1 byte each; the matmul kernels decode them exactly) and the scale is
+  // applied to the product's output (y[t, n] *= scale, or row_scales[n] for a per-output-channel
+  // scale), which is the same product. The forward pass applies it on host backends (forward.cc mm);
+  // a device backend applies it in its matmul (cuda/backend_cuda.cu). The CPU kernels never see it.
   float scale = 1.0f;
   const float* row_scales = nullptr;  // [rows], or nullptr
   bool scaled() const { return scale != 1.0f || row_scales != nullptr; }
@@ -93,9 +94,7 @@ struct ModelWeights {
   int64_t parameter_count = 0;     // elements over all tensors
   int64_t weight_bytes = 0;        // bytes of all tensors as stored
   std::vector<std::shared_ptr<MappedFile>> files;  // keeps the mappings alive
-  // Converted copies the views point into (FP8 values as BF16, their per-row scales); moving the
-  // ModelWeights keeps them where they are.
-  std::vector<std::vector<uint16_t>> owned_bf16;
+  // Copies the views point into (FP8 per-row scales); moving the ModelWeights keeps them where they are.
   std::vector<std::vector<float>> owned_f32;
   bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale (CPU backend only)
 };

@@ -124,6 +124,19 @@ describe('FP8 (E4M3) matmul kernel against float64', () => {
     }
 
   for (const p of paths)
+    it(`${p}: every start offset 0..63 of W (the alignment shift), N = 1 and N = 4 rows of 64 bytes`, () => {
+      for (const [T, K, N] of [[1, 1, 1], [1, 17, 1], [7, 40, 1], [1, 64, 4], [8, 64, 4], [2, 200, 1]] as const)
+        for (let offset = 0; offset < 64; offset++) {
+          const c = randomCase(offset * 131 + K, T, K, N, offset);
+          expectWithinBound(withPath(p, () => k.matmul(c.x, T, K, c.w, 'F8_E4M3', N)), reference(c, T, K, N), K);
+          if (p === 'avx512' && hasBf16Dot) {
+            const fast = withPath(p, () => k.matmul(c.x, T, K, c.w, 'F8_E4M3', N, { precision: 'fast' }));
+            expectWithinBound(fast, reference(c, T, K, N, bf16Round), K);
+          }
+        }
+    });
+
+  for (const p of paths)
     it(`${p}: 'exact' equals F32 weights holding the decoded values (scalar: bitwise), and fused relu2`, () => {
       const [T, K, N] = [5, 300, 9];
       const c = randomCase(99, T, K, N, 0);

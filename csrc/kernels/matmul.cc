@@ -297,7 +297,8 @@ template <class XT>
 struct TileSet {
   TileKernels<const XT*> k;
   PackFn<XT> pack;  // prepares one x row
-  int align;        // W load alignment the shift aims for (bytes)
+  int align;        // W load alignment the shift aims for (bytes; the shift, align / element size at
+                    // most, must stay below one step of the tiles)
   int64_t kc;       // K slice (multiple of kXPad): part of the reduction order
 };
 
@@ -536,7 +537,7 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, J + 1, kNRS, true>...},
            {0, same_value(J, kNRS)...}},
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
-          32,
+          DT == DType::F8_E4M3 ? kS : 32,  // F8: a shift below one step (its loads are 8 bytes)
           kKc};
 }
 template <DType DT>
@@ -719,7 +720,7 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
-          64,
+          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (its loads are 16 bytes)
           kKc};
 }
 template <DType DT>
@@ -871,7 +872,7 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
           pack_bf16,
-          64,
+          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (32-byte loads)
           kKcBf16};
 }
 template <DType DT>

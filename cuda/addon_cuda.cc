@@ -81,14 +81,15 @@ Napi::Object y_state(Napi::Env env, Napi::Float32Array y, Napi::Float32Array sta
   return o;
 }
 
-// A host MatrixView over a typed array: 'F32' | 'BF16' | 'F16' | 'Q8_0' (bytes) | other GGUF types.
+// A host MatrixView over a typed array: 'F32' | 'BF16' | 'F16' | 'Q8_0' (bytes) | other GGUF types | 'F8_E4M3' (bytes).
 MatrixView host_matrix(Napi::Env env, const Napi::Value& data, const std::string& dtype, int64_t rows, int64_t cols) {
   MatrixView w;
   w.rows = rows;
   w.cols = cols;
   static const struct { const char* name; DType dtype; } kTypes[] = {
       {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"Q8_0", DType::Q8_0},
-      {"Q4_0", DType::Q4_0}, {"Q4_K", DType::Q4_K}, {"Q5_K", DType::Q5_K}, {"Q6_K", DType::Q6_K}};
+      {"Q4_0", DType::Q4_0}, {"Q4_K", DType::Q4_K}, {"Q5_K", DType::Q5_K}, {"Q6_K", DType::Q6_K},
+      {"F8_E4M3", DType::F8_E4M3}};
   bool found = false;
   for (const auto& t : kTypes) {
     if (dtype == t.name) {

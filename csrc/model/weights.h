@@ -96,7 +96,7 @@ struct ModelWeights {
   std::vector<std::shared_ptr<MappedFile>> files;  // keeps the mappings alive
   // Copies the views point into (FP8 per-row scales); moving the ModelWeights keeps them where they are.
   std::vector<std::vector<float>> owned_f32;
-  bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale (CPU backend only)
+  bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale
 };
 
 // Where the large matrices live once loaded (LoadOptions.weights; lib/model.ts resolves 'auto').

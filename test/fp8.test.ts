@@ -201,7 +201,7 @@ const PROMPT = Int32Array.from([5, 17, 200, 3, 99, 42, 7, 150, 11, 250, 64, 8, 3
 async function writeTwin(fp8Dir: string, twinDir: string): Promise<void> {
   const { mkdirSync, readFileSync, writeFileSync } = await import('node:fs');
   mkdirSync(twinDir, { recursive: true });
-  for (const f of readdirSync(fp8Dir)) if (f !== 'model.safetensors' && f !== 'config.json') copyFileSync(path.join(fp8Dir, f), path.join(twinDir, f));
+  for (const f of readdirSync(fp8Dir)) if (!['model.safetensors', 'config.json', 'hf_quant_config.json'].includes(f)) copyFileSync(path.join(fp8Dir, f), path.join(twinDir, f));
   // config.json without its quantization_config (text edit: the file holds Infinity, not JSON.parse-able)
   const text = readFileSync(path.join(fp8Dir, 'config.json'), 'utf8');
   const twinText = text.replace(/ {2}"quantization_config": \{[^]*?\n {2}\},\n/, '');
@@ -306,6 +306,19 @@ describe('tiny FP8 checkpoints: the FP8 engine against the F32 twin of its dequa
     expect(mmap.bytes).toBeLessThan(fp8Params + otherBytes + 2 * 512 * 64 + 1); // + the bf16 embeddings
     expect(memory.copiedBytes).toBeGreaterThanOrEqual(memory.bytes);
     expect(memory.copiedBytes).toBeLessThan(memory.bytes + 2 * 4096 + 2 * 1024 * 1024);
+  });
+
+  it("hf_quant_config.json is read: another quant_algo there is ERR_UNSUPPORTED_MODEL, broken JSON ERR_INVALID_CONFIG", async () => {
+    const { readFileSync, writeFileSync, mkdirSync } = await import('node:fs');
+    const text = readFileSync(path.join(fp8Dir, 'hf_quant_config.json'), 'utf8');
+    expect(JSON.parse(text)).toMatchObject({ producer: { name: 'modelopt' }, quantization: { quant_algo: 'FP8' } });
+    const bad = path.join(tmp.dir, 'fp8-quant');
+    mkdirSync(bad, { recursive: true });
+    for (const f of readdirSync(fp8Dir)) copyFileSync(path.join(fp8Dir, f), path.join(bad, f));
+    writeFileSync(path.join(bad, 'hf_quant_config.json'), text.replace('"FP8"', '"NVFP4"'));
+    await expect(native.loadEngine(bad, ENGINE)).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_MODEL', message: expect.stringMatching(/hf_quant_config\.json.*"NVFP4"/) });
+    writeFileSync(path.join(bad, 'hf_quant_config.json'), '{"quantization": ');
+    await expect(native.loadEngine(bad, ENGINE)).rejects.toMatchObject({ code: 'ERR_INVALID_CONFIG', message: expect.stringMatching(/hf_quant_config\.json/) });
   });
 
   it('FP8 embeddings are refused with a typed error (ModelOpt keeps them in BF16)', async () => {

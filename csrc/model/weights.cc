@@ -527,6 +527,24 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
     const std::string text(reinterpret_cast<const char*>(cf->data()), cf->size());
     NEMO_RETURN_IF_ERROR(parse_config(text, &cfg));
   }
+  // --- hf_quant_config.json (ModelOpt's own record of the quantization, next to config.json) ---
+  // The F8_E4M3 tensors and their scales say how each matrix is stored; this file must agree that the
+  // algorithm is FP8 (config.json's quantization_config is checked by parse_config).
+  const std::string quant_path = join_path(dir, "hf_quant_config.json");
+  if (is_regular_file(quant_path)) {
+    std::shared_ptr<MappedFile> qf;
+    NEMO_RETURN_IF_ERROR(MappedFile::open(quant_path, &qf));
+    JsonValue q;
+    Status st = parse_json(std::string_view(reinterpret_cast<const char*>(qf->data()), qf->size()), &q);
+    if (!st.ok()) return Status(StatusCode::kInvalidConfig, "hf_quant_config.json: " + st.message());
+    const JsonValue* quant = q.is_object() ? q.find("quantization") : nullptr;
+    const JsonValue* algo = quant != nullptr && quant->is_object() ? quant->find("quant_algo") : nullptr;
+    if (algo == nullptr || !algo->is_string() || algo->string_value() != "FP8")
+      return Status(StatusCode::kUnsupportedModel,
+                    "hf_quant_config.json: quantization.quant_algo is " +
+                        (algo != nullptr && algo->is_string() ? "\"" + algo->string_value() + "\"" : std::string("missing")) +
+                        "; this engine reads ModelOpt FP8 checkpoints only");
+  }
 
   // --- weight files ---
   ModelWeights w;

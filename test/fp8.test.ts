@@ -19,7 +19,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { NativeEngine } from '../lib/addon-types.js';
-import { makeTinyModel } from '../lib/index.js';
+import { makeTinyModel, planMemory } from '../lib/index.js';
+import { fp8ParameterCount } from '../lib/memory.js';
 import { writeSafetensors } from '../lib/tiny-model/index.js';
 import { makeRng } from './reference/random.js';
 import { dequantizeFp8, readSafetensors } from './reference/safetensors.js';
@@ -306,6 +307,30 @@ describe('tiny FP8 checkpoints: the FP8 engine against the F32 twin of its dequa
     expect(mmap.bytes).toBeLessThan(fp8Params + otherBytes + 2 * 512 * 64 + 1); // + the bf16 embeddings
     expect(memory.copiedBytes).toBeGreaterThanOrEqual(memory.bytes);
     expect(memory.copiedBytes).toBeLessThan(memory.bytes + 2 * 4096 + 2 * 1024 * 1024);
+  });
+
+  it('the memory plan counts FP8 projections at 1 byte per parameter (from the config alone, and as stored)', async () => {
+    const { readFileSync, statSync } = await import('node:fs');
+    const config = JSON.parse(readFileSync(path.join(fp8Dir, 'config.json'), 'utf8').replace(/\bInfinity\b/g, '1e999')) as Record<string, unknown>;
+    const tensors = readSafetensors(fp8Dir);
+    let stored = 0;
+    let bf16Equivalent = 0;
+    for (const [name, t] of tensors) {
+      if (name.endsWith('_scale')) continue; // weight_scale / input_scale: not parameters of the model
+      const bytes = t.dtype === 'F8_E4M3' ? 1 : t.dtype === 'F32' ? 4 : 2;
+      stored += bytes * t.data.length;
+      bf16Equivalent += 2 * t.data.length;
+    }
+    const opts = { contextLength: 256, maxSequences: 1 };
+    const plan = planMemory(config, { ...opts, weightDtype: 'bf16' });
+    const { quantization_config: _q, ...plain } = config;
+    const planBf16 = planMemory(plain, { ...opts, weightDtype: 'bf16' });
+    expect(planBf16.weights).toBe(bf16Equivalent);
+    expect(plan.weights).toBe(bf16Equivalent - fp8ParameterCount(config));
+    expect(plan.weights).toBe([...tensors].filter(([n]) => !n.endsWith('_scale')).reduce((a, [, t]) => a + (t.dtype === 'F8_E4M3' ? 1 : 2) * t.data.length, 0));
+    expect(plan.weights).toBeLessThan(0.6 * planBf16.weights + 2 * 512 * 64 * 2);
+    // as stored (what loadModel and `inspect` plan with): the file's bytes, E4M3 at 1 byte
+    expect(statSync(path.join(fp8Dir, 'model.safetensors')).size).toBeLessThan(stored + 64 * 1024);
   });
 
   it("hf_quant_config.json is read: another quant_algo there is ERR_UNSUPPORTED_MODEL, broken JSON ERR_INVALID_CONFIG", async () => {

@@ -152,6 +152,32 @@ describe('FP8 (E4M3) matmul kernel against float64', () => {
       expectWithinBound(r, reference(c, T, K, N, relu2), K);
     });
 
+  it.skipIf(!paths.includes('avx512'))("avx512: 'exact' is BF16's arithmetic: with the same alignment shift, bitwise the BF16 product of the same values", () => {
+    // F8_E4M3 rows are decoded to bf16 and read as BF16 rows are; which shift a row gets depends on its
+    // address, so every start offset is tried for both and some pair (both 64-byte aligned) must agree.
+    const [T, K, N] = [3, 256, 5];
+    const c = randomCase(7, T, K, N, 0);
+    const bits = Uint16Array.from(c.w, (b) => {
+      const f = new Float32Array([e4m3(b)]);
+      return new Uint32Array(f.buffer)[0]! >>> 16; // exact: E4M3 values are bf16 values
+    });
+    const f8 = new Set<string>();
+    const bf = new Set<string>();
+    const buf8 = new Uint8Array(N * K + 64);
+    const buf16 = new Uint16Array(N * K + 64);
+    for (let o = 0; o < 64; o++) {
+      buf8.set(c.w, o);
+      const y = withPath('avx512', () => k.matmul(c.x, T, K, buf8.subarray(o, o + N * K), 'F8_E4M3', N));
+      expectWithinBound(y, reference(c, T, K, N), K);
+      f8.add(Buffer.from(y.buffer).toString('hex'));
+      if (o < 32) {
+        buf16.set(bits, o);
+        bf.add(Buffer.from(withPath('avx512', () => k.matmul(c.x, T, K, buf16.subarray(o, o + N * K), 'BF16', N)).buffer).toString('hex'));
+      }
+    }
+    expect([...f8].some((h) => bf.has(h))).toBe(true);
+  });
+
   for (const p of paths)
     it(`${p}: the E4M3 NaN (0x7f, 0xff) gives NaN, every other byte its value (all 256)`, () => {
       const K = 256;

@@ -8,10 +8,10 @@
 // With kExact activations stay f32 on every path, so paths differ only by float rounding. kFast for
 // BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
 // (namespace avx512bf16); everywhere else kFast computes as kExact, bit for bit.
-// F8_E4M3 is decoded exactly to f32 inside the tiles (through f16 on the vector paths, a 256-entry table
-// on the scalar one; x in natural order as for F16), so with kExact it differs from BF16 weights holding
-// the same values only by the f32 accumulation order; kFast with AVX-512 BF16 narrows the decoded W to
-// bf16 (exact) and runs the bf16 dot products.
+// F8_E4M3 is decoded exactly inside the tiles: on AVX-512 to bf16 by a 128-entry table lookup (vpermt2w)
+// and then read as BF16 rows are (so with kExact it computes what BF16 weights holding the same values
+// compute, bit for bit when both get the same alignment shift; kFast feeds the bf16 to vdpbf16ps); on
+// AVX2 through f16 (vcvtph2ps) in natural order, as F16; on the scalar path by a 256-entry f32 table.
 // On aarch64 F8_E4M3 takes the scalar path.
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
@@ -123,6 +123,26 @@ inline float relu_sq(float v) {
 // Bytes per W element of the plain types the SIMD tiles read.
 template <DType DT>
 constexpr int64_t kEs = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
+
+// E4M3 magnitude (byte & 0x7f) -> the bits of the same value as bf16, exact (every E4M3 value is a bf16
+// normal or zero); 0x7f (NaN) -> the quiet NaN 0x7fc0. Normals move exponent and mantissa under bf16's
+// (bias 127 - 7 = 120 added); subnormals m * 2^-9 are normalised. The AVX-512 paths look these up.
+constexpr uint16_t e4m3_magnitude_bf16(int mag) {
+  if (mag == 0x7f) return 0x7fc0;
+  if (mag >= 8) return static_cast<uint16_t>((mag << 4) + (120 << 7));
+  if (mag == 0) return 0;
+  const int p = mag >= 4 ? 2 : mag >= 2 ? 1 : 0;  // m * 2^-9 = 2^(p-9) * (m / 2^p)
+  return static_cast<uint16_t>(((118 + p) << 7) | ((mag - (1 << p)) << (7 - p)));
+}
+struct F8Bf16Table {
+  alignas(64) uint16_t v[128];
+};
+constexpr F8Bf16Table make_f8_bf16_table() {
+  F8Bf16Table t{};
+  for (int i = 0; i < 128; ++i) t.v[i] = e4m3_magnitude_bf16(i);
+  return t;
+}
+constexpr F8Bf16Table kF8Bf16 = make_f8_bf16_table();
 
 // E4M3 byte -> f32, all 256 of them (dtype.h f8_e4m3_to_f32), for the scalar path.
 struct F8Table {
@@ -569,28 +589,25 @@ namespace avx512 {
 
 constexpr int kS = 32;  // elements per step: two 16-float vectors
 
-// E4M3 -> f32 for 16 bytes, exactly as avx2::f8_to_ps.
-inline __m512 f8_to_ps(__m128i b) {
-  const __m256i h = _mm256_cvtepu8_epi16(b);
-  const __m256i mag = _mm256_and_si256(h, _mm256_set1_epi16(0x7f));
-  __m256i f = _mm256_or_si256(_mm256_slli_epi16(mag, 7),
-                              _mm256_and_si256(_mm256_slli_epi16(h, 8), _mm256_set1_epi16(-0x8000)));
-  f = _mm256_or_si256(f, _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7f)),
-                                          _mm256_set1_epi16(0x7c00)));
-  return _mm512_mul_ps(_mm512_cvtph_ps(f), _mm512_set1_ps(256.0f));
+// 32 E4M3 bytes -> 32 bf16 (16-bit lanes, natural order), exact: the magnitude's bf16 bits from the
+// 128-entry table (two 64-entry vpermt2w lookups, chosen by bit 6), the sign bit moved to bit 15.
+inline __m512i f8_to_bf16(__m256i b) {
+  const __m512i* t = reinterpret_cast<const __m512i*>(kF8Bf16.v);
+  const __m512i h = _mm512_cvtepu8_epi16(b);
+  const __m512i lo = _mm512_permutex2var_epi16(_mm512_load_si512(t), h, _mm512_load_si512(t + 1));
+  const __m512i hi = _mm512_permutex2var_epi16(_mm512_load_si512(t + 2), h, _mm512_load_si512(t + 3));
+  const __m512i mag = _mm512_mask_mov_epi16(lo, _mm512_test_epi16_mask(h, _mm512_set1_epi16(0x40)), hi);
+  // mag | (h << 8 & 0x8000)
+  return _mm512_ternarylogic_epi32(mag, _mm512_slli_epi16(h, 8), _mm512_set1_epi16(-0x8000), 0xf8);
 }
 
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
-// H = 1 the odd ones (x is permuted to match); F16 / F32 / F8_E4M3: elements [16H, 16H + 16). When
-// kMasked, bit e of `m` enables element e of the step; the others read as zero and are not accessed.
+// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [16H, 16H + 16). When kMasked, bit e
+// of `m` enables element e of the step; the others read as zero and are not accessed. (F8_E4M3 has its
+// own step, below.)
 template <DType DT, int H, bool kMasked>
 inline __m512 load_w(const uint8_t* p, __mmask32 m) {
-  if constexpr (DT == DType::F8_E4M3) {
-    const uint8_t* q = p + 16 * H;
-    const __m128i v = kMasked ? _mm_maskz_loadu_epi8(static_cast<__mmask16>(m >> (16 * H)), q)
-                              : _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-    return f8_to_ps(v);
-  } else if constexpr (DT == DType::BF16) {
+  if constexpr (DT == DType::BF16) {
     const __m512i v = kMasked ? _mm512_maskz_loadu_epi16(m, p) : _mm512_loadu_si512(p);
     return H == 0 ? _mm512_castsi512_ps(_mm512_slli_epi32(v, 16))
                   : _mm512_castsi512_ps(
@@ -666,8 +683,35 @@ inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t 
 template <DType DT, int TR, int NR, bool kMasked>
 inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                  Acc<TR, NR>& acc) {
-  half_step<DT, TR, NR, 0, kMasked>(xr, wr, k, m, acc);
-  half_step<DT, TR, NR, 1, kMasked>(xr, wr, k, m, acc);
+  if constexpr (DT == DType::F8_E4M3) {
+    // The kS bytes of each row decoded once to bf16 (f8_to_bf16), then read as BF16 is: even elements,
+    // then odd ones, against the same permuted x, in the same order. So F8_E4M3 computes exactly what
+    // BF16 weights holding the same values compute (bit for bit when both have the same shift).
+    __m512i wb[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const uint8_t* p = wr[j] + k;
+      wb[j] = f8_to_bf16(kMasked ? _mm256_maskz_loadu_epi8(m, p)
+                                 : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+#pragma GCC unroll 2
+    for (int H = 0; H < 2; ++H) {
+      __m512 wv[NR];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        wv[j] = H == 0 ? _mm512_castsi512_ps(_mm512_slli_epi32(wb[j], 16))
+                       : _mm512_castsi512_ps(_mm512_and_si512(wb[j], _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i) {
+        const __m512 xv = _mm512_loadu_ps(xr[i] + k + 16 * H);
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+      }
+    }
+  } else {
+    half_step<DT, TR, NR, 0, kMasked>(xr, wr, k, m, acc);
+    half_step<DT, TR, NR, 1, kMasked>(xr, wr, k, m, acc);
+  }
 }
 
 // Mask of elements [lo, hi) of a step, 0 <= lo < hi <= 32.
@@ -719,8 +763,8 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, I + 1, kNR, false>...},
            {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
-          DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
-          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (its loads are 16 bytes)
+          DT == DType::BF16 || DT == DType::F8_E4M3 ? pack_f32<kS> : pack_f32<0>,
+          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (its loads are 32 bytes)
           kKc};
 }
 template <DType DT>
@@ -794,16 +838,14 @@ using Acc = __m512[TR][NR];
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
 // The kS W elements at k' = k of the row at p as bf16 pairs, loads masked by m when kMasked. BF16 rows
-// are read as they are; F8_E4M3 rows are widened to f32 (avx512::f8_to_ps) and narrowed to bf16, which
-// is exact (every E4M3 value is a normal bf16 or zero, so vcvtne2ps2bf16's flushing never applies).
+// are read as they are; F8_E4M3 rows are decoded to bf16 (avx512::f8_to_bf16, exact).
 template <DType DT, bool kMasked>
 inline __m512bh load_w(const uint8_t* p, int64_t k, __mmask32 m) {
   if constexpr (DT == DType::F8_E4M3) {
     const uint8_t* q = p + k;
     const __m256i v =
         kMasked ? _mm256_maskz_loadu_epi8(m, q) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-    return _mm512_cvtne2ps_pbh(avx512::f8_to_ps(_mm256_extracti128_si256(v, 1)),
-                               avx512::f8_to_ps(_mm256_castsi256_si128(v)));
+    return as_bh(avx512::f8_to_bf16(v));
   } else {
     const uint8_t* q = p + 2 * k;
     return as_bh(kMasked ? _mm512_maskz_loadu_epi16(m, q) : _mm512_loadu_si512(q));

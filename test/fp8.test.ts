@@ -348,6 +348,13 @@ describe('tiny FP8 checkpoints: the FP8 engine against the F32 twin of its dequa
     expect(mmap.bytes).toBeLessThan(fp8Params + otherBytes + 2 * 512 * 64 + 1); // + the bf16 embeddings
     expect(memory.copiedBytes).toBeGreaterThanOrEqual(memory.bytes);
     expect(memory.copiedBytes).toBeLessThan(memory.bytes + 2 * 4096 + 2 * 1024 * 1024);
+    // and computes from the copy exactly what it computes from the mapping
+    const inMemory = await native.loadEngine(fp8Dir, { ...ENGINE, weights: 'memory' });
+    try {
+      expect(Array.from(await run(inMemory, PROMPT))).toEqual(Array.from(await run(fp8, PROMPT)));
+    } finally {
+      inMemory.close();
+    }
   });
 
   it('the memory plan counts FP8 projections at 1 byte per parameter (from the config alone, and as stored)', async () => {

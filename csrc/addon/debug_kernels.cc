@@ -47,8 +47,9 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
 }
 
 // matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N, options?)
-// dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), 'F8_E4M3' (Uint8Array of E4M3 bytes), or a block-quantized type 'Q8_0' | 'Q4_0' |
-// 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
+// dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), 'F8_E4M3' (Uint8Array of E4M3 bytes), or a
+// block-quantized type 'Q8_0' | 'Q4_0' |
+// 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
 // options: { precision?: 'exact' | 'fast', input?: 'plain' | 'relu2', threads?: 1 | 2 } (defaults
 // 'exact', 'plain', 2).
@@ -63,8 +64,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   static const struct {
     const char* name;
     DType dtype;
-  } kQuant[] = {{"Q8_0", DType::Q8_0}, {"Q4_0", DType::Q4_0}, {"Q4_K", DType::Q4_K},
-                {"Q5_K", DType::Q5_K}, {"Q6_K", DType::Q6_K}};
+  } kQuant[] = {{"Q8_0", DType::Q8_0}, {"Q4_0", DType::Q4_0}, {"Q5_0", DType::Q5_0},
+                {"Q5_1", DType::Q5_1}, {"Q4_K", DType::Q4_K}, {"Q5_K", DType::Q5_K},
+                {"Q6_K", DType::Q6_K}};
   bool quant = false;
   for (const auto& q : kQuant) {
     if (dtype == q.name) {

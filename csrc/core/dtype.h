@@ -6,11 +6,11 @@
 
 namespace nemo {
 
-// Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) store a row as
+// Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) store a row as
 // blocks of `dtype_block_elems` values in `dtype_block_bytes` bytes; a row's length must be a multiple.
 // F8_E4M3 (ModelOpt FP8 checkpoints, safetensors "F8_E4M3"): 1 byte per value, read in place by the
 // dense matmul (kernels/matmul.cc); its scale lives in the MatrixView (model/weights.h).
-enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3 };
+enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3, Q5_0, Q5_1 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -23,6 +23,8 @@ inline const char* dtype_name(DType t) {
     case DType::Q5_K: return "Q5_K";
     case DType::Q6_K: return "Q6_K";
     case DType::F8_E4M3: return "F8_E4M3";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
   }
   return "?";
 }
@@ -34,7 +36,7 @@ inline bool dtype_is_quantized(DType t) {
 // Values per block (1 for the plain float types).
 inline int64_t dtype_block_elems(DType t) {
   switch (t) {
-    case DType::Q8_0: case DType::Q4_0: return 32;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q5_0: case DType::Q5_1: return 32;
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
     default: return 1;
   }
@@ -51,6 +53,8 @@ inline int64_t dtype_block_bytes(DType t) {
     case DType::Q5_K: return 176;  // as Q4_K plus 32 bytes of high bits
     case DType::Q6_K: return 210;  // 128 low nibbles, 64 high 2-bit, 16 int8 scales, f16 d
     case DType::F8_E4M3: return 1;
+    case DType::Q5_0: return 22;   // f16 d, 4 bytes of fifth bits, 16 bytes of nibbles
+    case DType::Q5_1: return 24;   // f16 d, f16 m, then as Q5_0
   }
   return 4;
 }

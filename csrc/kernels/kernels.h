@@ -18,10 +18,11 @@ namespace nemo::cpu {
 //   kExact  x stays f32; the only rounding is f32 accumulation (the default; matches the float64
 //           reference to ~1e-5 in log-probs).
 //   kFast   x is rounded to the weights' dot-product type, as llama.cpp does: for BF16 weights, bf16
-//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) — where the CPU or the forced path lacks it,
-//           BF16 computes as kExact; for block-quantized weights, 8-bit blocks with an f32 scale and
-//           integer dot products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, scalar: the integer
-//           sums are the same on all). F32 and F16 weights compute as kExact.
+//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) or aarch64 FEAT_BF16 (BFDOT / BFMMLA, which
+//           round their sums to odd) — where the CPU or the forced path lacks them, BF16 computes as
+//           kExact; for block-quantized weights, 8-bit blocks with an f32 scale and integer dot
+//           products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, NEON with or without SDOT / SMMLA,
+//           scalar: the integer sums are the same on all). F32 and F16 weights compute as kExact.
 // Both modes are batch invariant (below); they differ from each other by the activation rounding.
 enum class MatmulPrecision { kExact = 0, kFast = 1 };
 
@@ -34,7 +35,7 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
             ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
             MatmulInput input = MatmulInput::kPlain);
 
-// matmul for block-quantized W (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
+// matmul for block-quantized W (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
 // reading the blocks in place; matmul calls it for those dtypes. Batch invariant like matmul.
 void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                   ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,

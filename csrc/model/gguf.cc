@@ -58,6 +58,8 @@ bool supported_ggml_type(uint32_t id, DType* out) {
     case 30: *out = DType::BF16; return true;
     case 8: *out = DType::Q8_0; return true;
     case 2: *out = DType::Q4_0; return true;
+    case 6: *out = DType::Q5_0; return true;
+    case 7: *out = DType::Q5_1; return true;
     case 12: *out = DType::Q4_K; return true;
     case 13: *out = DType::Q5_K; return true;
     case 14: *out = DType::Q6_K; return true;
@@ -65,7 +67,7 @@ bool supported_ggml_type(uint32_t id, DType* out) {
   }
 }
 
-constexpr const char* kSupportedTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K";
+constexpr const char* kSupportedTypes = "F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K";
 
 // Sizes above this are not a real model and would overflow the derived products (as config.cc).
 constexpr int64_t kMaxSize = int64_t{1} << 26;
@@ -703,6 +705,8 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
       case 32: c.torch_dtype = "bfloat16"; break;
       case 2: c.torch_dtype = "Q4_0"; break;
       case 7: c.torch_dtype = "Q8_0"; break;
+      case 8: c.torch_dtype = "Q5_0"; break;
+      case 9: c.torch_dtype = "Q5_1"; break;
       case 14: c.torch_dtype = "Q4_K_S"; break;
       case 15: c.torch_dtype = "Q4_K_M"; break;
       case 16: c.torch_dtype = "Q5_K_S"; break;

@@ -55,7 +55,7 @@ int64_t first_bad(const Item& t, int64_t begin, int64_t end) {
       // Quantized blocks: the integer parts are finite by construction; the f16 scales may not be.
       const int64_t bb = dtype_block_bytes(t.dtype);
       int offsets[2] = {0, -1};
-      if (t.dtype == DType::Q4_K || t.dtype == DType::Q5_K) offsets[1] = 2;  // d, dmin
+      if (t.dtype == DType::Q4_K || t.dtype == DType::Q5_K || t.dtype == DType::Q5_1) offsets[1] = 2;  // d, dmin / m
       if (t.dtype == DType::Q6_K) offsets[0] = 208;                           // d comes last
       for (int64_t i = begin; i < end; ++i) {
         for (int o : offsets) {

@@ -135,6 +135,16 @@ class CudaBackend final : public Backend {
       const void* key = m->data;
       MatrixView dev;
       CUDA_CHECK(cuda::upload_matrix(*m, dst, &dev, *scratch_, stream_));
+      // FP8 (ModelOpt E4M3): the values go up as exact BF16, the scale stays with the view (matmul.cu
+      // applies it), per-row scales as a device array.
+      dev.scale = m->scale;
+      if (m->row_scales) {
+        float* rs = nullptr;
+        CUDA_CHECK(cudaMalloc(&rs, static_cast<size_t>(m->rows) * sizeof(float)));
+        weight_allocs_.push_back(rs);
+        CUDA_CHECK(cudaMemcpy(rs, m->row_scales, static_cast<size_t>(m->rows) * sizeof(float), cudaMemcpyHostToDevice));
+        dev.row_scales = rs;
+      }
       *m = dev;
       done[key] = dev;
       return Status::Ok();

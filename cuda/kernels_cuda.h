@@ -52,6 +52,8 @@ class Scratch {
 //         16·((s&7)>>1) + 4j + (s&1) + 2·(s>>3)), zero padded to Kp.
 //   Q8_0  rows of Kp int8 quants in the same order, then the block scales as f16 [Kp/32][Np]
 //         (Np = round_up(rows, 8); scale of row n, block b at b·Np + n), 16-byte aligned.
+//   F8_E4M3  rows of Kp E4M3 bytes in the Q8_0 order, no block scales (ModelOpt FP8: 1 byte per
+//         value on the device; the tensor scale stays in the MatrixView, matmul applies it to y).
 // F32 and F16 weights are converted to BF16 at upload (one rounding per weight); Q8_0 stays Q8_0 (its
 // int8 quants are exact in bf16, the f16 scale is applied in f32); the other block-quantized types
 // (Q4_0, Q4_K, Q5_K, Q6_K) are dequantized to f32 by the CPU code (convert_to_f32) and rounded to BF16.

@@ -10,6 +10,7 @@
 // k-steps, from global memory (decode) or shared memory (prefill) alike.
 #pragma once
 #include <cstdint>
+#include <cstring>
 
 namespace nemo::cuda {
 
@@ -25,6 +26,27 @@ __host__ __device__ __forceinline__ int64_t perm_logical(int64_t d) {
   const int64_t base = d & ~int64_t{63};
   const int64_t q = (d >> 4) & 3, j = (d >> 2) & 3, r = d & 3;
   return base + 16 * j + 2 * q + (r & 1) + 8 * (r >> 1);
+}
+
+// OCP E4M3 byte (ModelOpt FP8) -> the bits of the same value as bf16, exact (4 significant bits,
+// exponents 2^-9 .. 2^8 are all bf16 normals): normals move exponent and mantissa under f32's (bias
+// 127 - 7 = 120 added) and keep the upper half; subnormals m·2^-9 go through an exact float product;
+// 0x7f / 0xff (NaN) give a quiet NaN. Host and device, so a CPU check can compare all 256 bytes.
+__host__ __device__ __forceinline__ uint32_t e4m3_to_bf16_bits(uint32_t b) {
+  const uint32_t mag = b & 0x7fu;
+  const float sub = static_cast<float>(mag) * 0.001953125f;  // 2^-9, exact
+  uint32_t bits;
+#if defined(__CUDA_ARCH__)
+  bits = mag >= 8u ? (mag << 20) + (120u << 23) : __float_as_uint(sub);
+#else
+  if (mag >= 8u) {
+    bits = (mag << 20) + (120u << 23);
+  } else {
+    std::memcpy(&bits, &sub, 4);
+  }
+#endif
+  const uint32_t v = mag == 0x7fu ? 0x7fc0u : (bits >> 16);
+  return v | ((b & 0x80u) << 8);
 }
 
 }  // namespace nemo::cuda

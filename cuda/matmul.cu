@@ -1,5 +1,9 @@
-// matmul on the tensor cores: y[T, N] = x[T, K] · W[N, K]^T, W in BF16 or Q8_0 (device layout of
-// layout.cuh / kernels_cuda.h), x f32 rounded to bf16, f32 accumulation. Only the CUDA runtime and
+// matmul on the tensor cores: y[T, N] = x[T, K] · W[N, K]^T, W in BF16, Q8_0 or F8_E4M3 (device layout
+// of layout.cuh / kernels_cuda.h), x f32 rounded to bf16, f32 accumulation. F8_E4M3 (ModelOpt FP8
+// checkpoints) stays one byte per value on the device, in Q8_0's byte order without block scales; each
+// value is widened to bf16 in registers (exact: every E4M3 value is a bf16) and multiplied on the same
+// bf16 MMAs, chained like BF16; the tensor's scale (per tensor or per row) is applied to y afterwards
+// (k_scale_cols). So an FP8 matrix gives what BF16 weights holding its values give, times its scale. Only the CUDA runtime and
 // the engine's own kernels: mma.sync.m16n8k16 (sm_80+), no cuBLAS.
 //
 // Operands. Tokens are the MMA's M dimension (operand A = x rows), W rows its N dimension (operand
@@ -193,12 +197,37 @@ __device__ __forceinline__ void block_q8(float (&acc)[4], const XFrag& xh, const
   }
 }
 
-template <int NG, bool Q8, bool SPLIT, int U>
+// Four E4M3 values (slots 2q, 2q+1, 2q+8, 2q+9 of a k-step, the Q8_0 byte order) -> the two bf16x2
+// fragment words, exact (e4m3_to_bf16_bits, layout.cuh).
+__device__ __forceinline__ void f8_words(uint32_t w, uint32_t& lo, uint32_t& hi) {
+  lo = e4m3_to_bf16_bits(w & 0xffu) | (e4m3_to_bf16_bits((w >> 8) & 0xffu) << 16);
+  hi = e4m3_to_bf16_bits((w >> 16) & 0xffu) | (e4m3_to_bf16_bits(w >> 24) << 16);
+}
+
+// One 64-block, F8_E4M3 W (bytes as Q8_0's, no block scales): word j = step j's values, chained through
+// the accumulator like BF16 (the tensor scale is applied to y afterwards, k_scale_cols).
+template <bool SPLIT>
+__device__ __forceinline__ void block_f8(float (&acc)[4], const XFrag& xh, const XFrag& xl, const uint4& wq) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    uint32_t lo, hi;
+    f8_words(word(wq, j), lo, hi);
+    mma_step(acc, xh, j, lo, hi);
+    if constexpr (SPLIT) mma_step(acc, xl, j, lo, hi);
+  }
+}
+
+// Weight kinds of the kernels: BF16, Q8_0 (int8 + f16 block scales) and F8_E4M3 (one byte per value in
+// the Q8_0 byte layout, no block scales).
+constexpr int kWBf16 = 0, kWQ8 = 1, kWF8 = 2;
+
+template <int NG, int WT, bool SPLIT, int U>
 __global__ void __launch_bounds__(kSmallWarps * 32)
     k_mm_small(float* __restrict__ y, int64_t ldy, const __nv_bfloat16* __restrict__ xh,
                const __nv_bfloat16* __restrict__ xl, int T, int64_t Kp, const void* __restrict__ w,
                const __half* __restrict__ scales, int64_t Np, int N) {
   extern __shared__ float part[];  // [segments][NG * 4][32]
+  constexpr bool Q8 = WT == kWQ8, BYTES = WT != kWBf16;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
   const int n0 = blockIdx.x * 8;
   const int64_t wrow = min(n0 + g, N - 1);  // rows past N read a valid row; results dropped
@@ -217,7 +246,7 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if (b0 + u < b_end) {
-          if constexpr (Q8) {
+          if constexpr (BYTES) {
             wv[u][0] = ld_stream(static_cast<const int8_t*>(w) + wrow * Kp + (b0 + u) * kKBlock + 16 * q);
           } else {
             const __nv_bfloat16* p = static_cast<const __nv_bfloat16*>(w) + wrow * Kp + (b0 + u) * kKBlock + 16 * q;
@@ -240,7 +269,9 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
           const XFrag fh = load_x(xh, tg * 16 + g, T, Kp, blk, q);
           XFrag fl = fh;
           if constexpr (SPLIT) fl = load_x(xl, tg * 16 + g, T, Kp, blk, q);
-          if constexpr (Q8) {
+          if constexpr (WT == kWF8) {
+            block_f8<SPLIT>(acc[tg], fh, fl, wv[u][0]);
+          } else if constexpr (Q8) {
             block_q8<SPLIT>(acc[tg], fh, fl, wv[u][0], d0, d1);
           } else {
             block_bf16<SPLIT>(acc[tg], fh, fl, wv[u][0], wv[u][1]);
@@ -281,25 +312,26 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
 // CTA tile: BM tokens × 128 W rows × one 64-block per stage. 8 warps, 2 (tokens) × 4 (W rows); a warp
 // owns MF×16 tokens × 32 W rows = MF × 4 MMA tiles. kBf16: MF = 4 (BM = 128); kBf16x2: MF = 2 (BM = 64)
 // with the hi and lo planes of x in shared memory (same MMAs per warp and stage, same 96 KB).
-template <bool Q8, bool SPLIT>
+template <int WT, bool SPLIT>
 struct BigTile {
   static constexpr int kMF = SPLIT ? 2 : 4;
   static constexpr int kBM = 2 * 16 * kMF;
   static constexpr int kPlaneBytes = kBM * kKBlock * 2;              // BM rows × 128 bytes
   static constexpr int kABytes = kPlaneBytes * (SPLIT ? 2 : 1);
-  static constexpr int kBBytes = Q8 ? kBN * kKBlock : kBN * kKBlock * 2;
-  static constexpr int kSBytes = Q8 ? 2 * kBN * 2 : 0;               // two quant blocks' f16 scales
+  static constexpr int kBBytes = WT != kWBf16 ? kBN * kKBlock : kBN * kKBlock * 2;
+  static constexpr int kSBytes = WT == kWQ8 ? 2 * kBN * 2 : 0;               // two quant blocks' f16 scales
   static constexpr int kStage = kABytes + kBBytes + kSBytes;
   static constexpr int kSmem = kStages * kStage;
 };
 
-template <bool Q8, bool SPLIT>
+template <int WT, bool SPLIT>
 __global__ void __launch_bounds__(kBigThreads, 1)
     k_mm_big(float* __restrict__ y, int64_t ldy, const __nv_bfloat16* __restrict__ xh,
              const __nv_bfloat16* __restrict__ xl, int T, int64_t Kp, const void* __restrict__ w,
              const __half* __restrict__ scales, int64_t Np, int N) {
-  using Tile = BigTile<Q8, SPLIT>;
+  using Tile = BigTile<WT, SPLIT>;
   constexpr int MF = Tile::kMF, BM = Tile::kBM, PLANES = SPLIT ? 2 : 1;
+  constexpr bool Q8 = WT == kWQ8, BYTES = WT != kWBf16;
   extern __shared__ __align__(16) uint8_t smem[];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
   const int wm = warp >> 2, wn = warp & 3;  // warp tile: tokens wm*MF*16.., W rows wn*32..
@@ -320,7 +352,7 @@ __global__ void __launch_bounds__(kBigThreads, 1)
         cp_async16(sA + pl * Tile::kPlaneBytes + row * 128 + ((ch ^ (row & 7)) * 16), src, ok);
       }
     }
-    if constexpr (!Q8) {
+    if constexpr (!BYTES) {
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int c = tid + kBigThreads * i, row = c >> 3, ch = c & 7;
@@ -338,7 +370,7 @@ __global__ void __launch_bounds__(kBigThreads, 1)
                             kb * kKBlock + ch * 16;
         cp_async16(sB + row * 64 + ch * 16, src, ok);
       }
-      if (tid < 32) {
+      if (Q8 && tid < 32) {
         const int h = tid >> 4, part = tid & 15;
         const bool ok = n0 + part * 8 < Np;
         const __half* src = scales + (2 * kb + h) * Np + (ok ? n0 + part * 8 : 0);
@@ -371,7 +403,7 @@ __global__ void __launch_bounds__(kBigThreads, 1)
     const uint8_t* sA = smem + (kb % kStages) * Tile::kStage;
     const uint8_t* sB = sA + Tile::kABytes;
     uint4 bq[4];
-    if constexpr (Q8) {
+    if constexpr (BYTES) {
 #pragma unroll
       for (int nf = 0; nf < 4; ++nf) bq[nf] = lds128(sB + (wn * 32 + nf * 8 + g) * 64 + q * 16);
     }
@@ -387,7 +419,23 @@ __global__ void __launch_bounds__(kBigThreads, 1)
           alo[pl][mf] = lds128(sA + pl * Tile::kPlaneBytes + ra * 128 + off);
           ahi[pl][mf] = lds128(sA + pl * Tile::kPlaneBytes + (ra + 8) * 128 + off);
         }
-      if constexpr (!Q8) {
+      if constexpr (WT == kWF8) {
+        // bq[nf] word 2hh + s = k-step 2hh + s of W row wn*32 + nf*8 + g, in the order BF16 chains them.
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          uint32_t lo[4], hi[4];
+#pragma unroll
+          for (int nf = 0; nf < 4; ++nf) f8_words(word(bq[nf], 2 * hh + s), lo[nf], hi[nf]);
+#pragma unroll
+          for (int mf = 0; mf < MF; ++mf)
+#pragma unroll
+            for (int nf = 0; nf < 4; ++nf)
+#pragma unroll
+              for (int pl = 0; pl < PLANES; ++pl)
+                mma_bf16(acc[mf][nf], word(alo[pl][mf], 2 * s), word(ahi[pl][mf], 2 * s), word(alo[pl][mf], 2 * s + 1),
+                         word(ahi[pl][mf], 2 * s + 1), lo[nf], hi[nf]);
+        }
+      } else if constexpr (!Q8) {
         uint4 bv[4];
 #pragma unroll
         for (int nf = 0; nf < 4; ++nf) {
@@ -455,6 +503,18 @@ __global__ void __launch_bounds__(kBigThreads, 1)
       }
 }
 
+// FP8 checkpoints (ModelOpt E4M3, weights.h MatrixView::scale): the product of the stored values is
+// scaled per output column, y[t, n] *= scale (or row_scales[n], a device array), in f32 as the CPU does.
+__global__ void k_scale_cols(float* __restrict__ y, int64_t ldy, int64_t T, int64_t N, float scale,
+                             const float* __restrict__ row_scales) {
+  const int64_t total = T * N;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / N, n = i - t * N;
+    y[t * ldy + n] *= row_scales ? row_scales[n] : scale;
+  }
+}
+
 struct MmArgs {
   float* y;
   int64_t ldy;
@@ -468,36 +528,36 @@ struct MmArgs {
   int N;
 };
 
-template <int NG, bool Q8, bool SPLIT>
+template <int NG, int WT, bool SPLIT>
 cudaError_t launch_small(const MmArgs& a, size_t smem, cudaStream_t stream) {
-  constexpr int U = Q8 ? 8 : 4;
-  auto kernel = k_mm_small<NG, Q8, SPLIT, U>;
+  constexpr int U = WT != kWBf16 ? 8 : 4;
+  auto kernel = k_mm_small<NG, WT, SPLIT, U>;
   CUDA_TRY(allow_smem(kernel, smem));
   kernel<<<static_cast<unsigned>(ceil_div(a.N, 8)), kSmallWarps * 32, smem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp,
                                                                                      a.w, a.scales, a.Np, a.N);
   return cudaGetLastError();
 }
 
-template <bool Q8, bool SPLIT>
+template <int WT, bool SPLIT>
 cudaError_t launch_big(const MmArgs& a, cudaStream_t stream) {
-  using Tile = BigTile<Q8, SPLIT>;
-  auto kernel = k_mm_big<Q8, SPLIT>;
+  using Tile = BigTile<WT, SPLIT>;
+  auto kernel = k_mm_big<WT, SPLIT>;
   CUDA_TRY(allow_smem(kernel, Tile::kSmem));
   const dim3 grid(static_cast<unsigned>(ceil_div(a.T, Tile::kBM)), static_cast<unsigned>(ceil_div(a.N, kBN)));
   kernel<<<grid, kBigThreads, Tile::kSmem, stream>>>(a.y, a.ldy, a.xh, a.xl, a.T, a.Kp, a.w, a.scales, a.Np, a.N);
   return cudaGetLastError();
 }
 
-template <bool Q8, bool SPLIT>
+template <int WT, bool SPLIT>
 cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
   if (a.T <= kSmallMaxT) {
     const int NG = a.T <= 16 ? 1 : 2;
     const size_t smem = static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
     if (smem <= 96 * 1024) {
-      return NG == 1 ? launch_small<1, Q8, SPLIT>(a, smem, stream) : launch_small<2, Q8, SPLIT>(a, smem, stream);
+      return NG == 1 ? launch_small<1, WT, SPLIT>(a, smem, stream) : launch_small<2, WT, SPLIT>(a, smem, stream);
     }
   }
-  return launch_big<Q8, SPLIT>(a, stream);
+  return launch_big<WT, SPLIT>(a, stream);
 }
 
 }  // namespace
@@ -505,7 +565,8 @@ cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                    Scratch& scratch, cudaStream_t stream, MmaPrecision precision, MatmulInput input) {
   if (T <= 0 || w.rows <= 0) return cudaSuccess;
-  if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0) return cudaErrorInvalidValue;  // not uploaded
+  if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0 && w.dtype != DType::F8_E4M3)
+    return cudaErrorInvalidValue;  // not uploaded
   if (T > INT32_MAX || w.rows > INT32_MAX) return cudaErrorInvalidValue;
   const bool split = precision == MmaPrecision::kBf16x2;
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
@@ -524,8 +585,17 @@ cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
       q8 ? reinterpret_cast<const __half*>(static_cast<const uint8_t*>(w.data) + round_up(N * Kp, 16)) : nullptr;
   const MmArgs a{y, ldy, xh, xl, static_cast<int>(T), Kp, w.data, scales, Np, static_cast<int>(N)};
   const int64_t segments = ceil_div(Kp / kKBlock, kSegBlocks);
-  if (q8) return split ? dispatch<true, true>(a, segments, stream) : dispatch<true, false>(a, segments, stream);
-  return split ? dispatch<false, true>(a, segments, stream) : dispatch<false, false>(a, segments, stream);
+  cudaError_t err;
+  if (q8) {
+    err = split ? dispatch<kWQ8, true>(a, segments, stream) : dispatch<kWQ8, false>(a, segments, stream);
+  } else if (w.dtype == DType::F8_E4M3) {
+    err = split ? dispatch<kWF8, true>(a, segments, stream) : dispatch<kWF8, false>(a, segments, stream);
+  } else {
+    err = split ? dispatch<kWBf16, true>(a, segments, stream) : dispatch<kWBf16, false>(a, segments, stream);
+  }
+  if (err != cudaSuccess || !w.scaled()) return err;
+  k_scale_cols<<<grid_for(T * N, 256), 256, 0, stream>>>(y, ldy, T, N, w.scale, w.row_scales);
+  return cudaGetLastError();
 }
 
 }  // namespace nemo::cuda

@@ -62,13 +62,16 @@ cudaError_t allow_dynamic_smem(const void* kernel, size_t smem) {
 
 int64_t padded_cols(int64_t cols) { return round_up(std::max<int64_t>(cols, 1), kKBlock); }
 
-DType device_dtype(DType host_dtype) { return host_dtype == DType::Q8_0 ? DType::Q8_0 : DType::BF16; }
+DType device_dtype(DType host_dtype) {
+  return host_dtype == DType::Q8_0 || host_dtype == DType::F8_E4M3 ? host_dtype : DType::BF16;
+}
 
 size_t device_matrix_bytes(DType host_dtype, int64_t rows, int64_t cols) {
   const int64_t Kp = padded_cols(cols);
   if (device_dtype(host_dtype) == DType::Q8_0) {
     return static_cast<size_t>(round_up(rows * Kp, 16) + (Kp / 32) * round_up(rows, 8) * 2);
   }
+  if (device_dtype(host_dtype) == DType::F8_E4M3) return static_cast<size_t>(round_up(rows * Kp, 16));
   return static_cast<size_t>(rows * Kp * 2);
 }
 
@@ -114,6 +117,17 @@ __global__ void k_layout_q8(int8_t* __restrict__ q, __half* __restrict__ scales,
     scales[b * Np + r0 + r] = __ushort_as_half(dbits);
     int8_t* row = q + (r0 + r) * Kp;
     for (int s = 0; s < 32; ++s) row[perm_position(32 * b + s)] = static_cast<int8_t>(blk[2 + s]);
+  }
+}
+
+// E4M3 bytes [R, K] -> rows r0.. of the device layout (Q8_0's byte order, no scales; padding stays 0).
+__global__ void k_layout_f8(uint8_t* __restrict__ dst, const uint8_t* __restrict__ src, int64_t r0, int64_t R,
+                            int64_t K, int64_t Kp) {
+  const int64_t total = R * K;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / K, k = i - r * K;
+    dst[(r0 + r) * Kp + perm_position(k)] = src[i];
   }
 }
 
@@ -207,7 +221,8 @@ cudaError_t upload_matrix(const MatrixView& host, void* dst, MatrixView* dev, Sc
   if (N == 0 || K == 0) return cudaStreamSynchronize(stream);
   if (ddt == DType::Q8_0 && K % 32 != 0) return cudaErrorInvalidValue;
 
-  const bool plain = host.dtype == DType::F32 || host.dtype == DType::F16 || host.dtype == DType::BF16;
+  const bool plain = host.dtype == DType::F32 || host.dtype == DType::F16 || host.dtype == DType::BF16 ||
+                     host.dtype == DType::F8_E4M3;  // F8: bytes as stored
   const bool q8 = host.dtype == DType::Q8_0;
   // Bytes of one staged row, and rows per chunk.
   const size_t row_bytes = plain ? static_cast<size_t>(K) * dtype_size(host.dtype)
@@ -239,6 +254,9 @@ cudaError_t upload_matrix(const MatrixView& host, void* dst, MatrixView* dev, Sc
       __half* sc = reinterpret_cast<__half*>(static_cast<uint8_t*>(dst) + round_up(N * Kp, 16));
       k_layout_q8<<<grid_for(R * (K / 32), 256), 256, 0, stream>>>(qd, sc, static_cast<const uint8_t*>(staging), r0,
                                                                   R, K, Kp, Np);
+    } else if (host.dtype == DType::F8_E4M3) {
+      k_layout_f8<<<grid_for(R * K, 256), 256, 0, stream>>>(static_cast<uint8_t*>(dst),
+                                                            static_cast<const uint8_t*>(staging), r0, R, K, Kp);
     } else {
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(dst) + r0 * Kp;
       const unsigned grid = grid_for(R * Kp / 8, 256);
@@ -282,6 +300,14 @@ cudaError_t read_matrix_row(const MatrixView& dev, int64_t row, float* host_out,
                              cudaMemcpyDeviceToHost, stream));
     CUDA_TRY(cudaStreamSynchronize(stream));
     for (int64_t k = 0; k < K; ++k) host_out[k] = bf16_to_f32(raw[perm_position(k)]);
+    return cudaSuccess;
+  }
+  if (dev.dtype == DType::F8_E4M3) {  // the stored value (the scale is the caller's)
+    std::vector<uint8_t> raw(static_cast<size_t>(Kp));
+    CUDA_TRY(cudaMemcpyAsync(raw.data(), static_cast<const uint8_t*>(dev.data) + row * Kp, Kp, cudaMemcpyDeviceToHost,
+                             stream));
+    CUDA_TRY(cudaStreamSynchronize(stream));
+    for (int64_t k = 0; k < K; ++k) host_out[k] = f8_e4m3_to_f32(raw[perm_position(k)]);
     return cudaSuccess;
   }
   if (dev.dtype != DType::Q8_0) return cudaErrorInvalidValue;

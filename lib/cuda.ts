@@ -32,7 +32,7 @@ export type CudaEngineOptions = NativeEngineOptions & { device: 'cpu' | 'cuda' |
 
 /** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (csrc/addon/cuda_addon.cc). */
 export interface CudaKernels {
-  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number): Float32Array;
+  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K' | 'F8_E4M3', N: number): Float32Array;
   embedding(table: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0', rows: number, cols: number, ids: Int32Array): Float32Array;
   rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
   rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;

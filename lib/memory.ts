@@ -78,7 +78,7 @@ export interface PlanOptions {
   cacheBytes?: number;
   /** Bytes of the weights as stored, when known (from the checkpoint); wins over weightDtype. */
   weightBytes?: number;
-  /** Storage type of every tensor when weightBytes is not given; default 'bf16'. */
+  /** Storage type of every tensor when weightBytes is not given (FP8 projections of a ModelOpt FP8 config count 1 byte); default 'bf16'. */
   weightDtype?: WeightDtype;
   /** Where the CPU engine keeps the weights (LoadOptions.weights, resolved): 'mmap' (default) or 'memory'. */
   weights?: 'mmap' | 'memory';
@@ -369,6 +369,25 @@ export function activeParameterCount(config: PlanConfig | Record<string, unknown
   );
 }
 
+/**
+ * Parameters stored as E4M3 in a ModelOpt FP8 checkpoint (config quantization_config {quant_method
+ * "modelopt", quant_algo "FP8"}): the projection matrices (Mamba in/out, attention q/k/v/o, MLP and expert
+ * up/down), 1 byte each; 0 for any other config. Embeddings, lm_head, router and the small vectors stay
+ * in the checkpoint's float type.
+ */
+export function fp8ParameterCount(config: PlanConfig | Record<string, unknown>): number {
+  const q = (config as Record<string, unknown>).quantization_config as Record<string, unknown> | null | undefined;
+  if (typeof q !== 'object' || q === null || q.quant_method !== 'modelopt' || q.quant_algo !== 'FP8') return 0;
+  const c = resolveConfig(config);
+  const d = c.hiddenSize;
+  return (
+    c.mambaLayers * (c.inProjDim * d + d * c.dInner) +
+    c.attentionLayers * (2 * c.qDim * d + 2 * c.kvDim * d) +
+    c.mlpLayers * 2 * c.intermediateSize * d +
+    c.moeLayers * (moeParameters(c, c.nRoutedExperts) - c.nRoutedExperts * d - c.nRoutedExperts)
+  );
+}
+
 /** Parameters (elements) of every tensor of architecture.md §2. */
 export function parameterCount(config: PlanConfig | Record<string, unknown>): number {
   return parametersOf(resolveConfig(config));
@@ -506,7 +525,9 @@ export function planMemory(config: PlanConfig | Record<string, unknown>, options
   if (placement !== 'mmap' && placement !== 'memory') throw v.invalid('options.weights', "'mmap' or 'memory'", placement);
 
   const params = parameterCount(config);
-  const weights = givenWeights ?? params * DTYPE_BYTES[weightDtype];
+  // Without the checkpoint's bytes: FP8 projections at 1 byte (fp8ParameterCount), the rest at weightDtype.
+  const fp8 = fp8ParameterCount(config);
+  const weights = givenWeights ?? (params - fp8) * DTYPE_BYTES[weightDtype] + fp8;
   const s = sequenceStateBytes(c, { contextLength, convDtype: 'f32', ssmDtype: 'f32', kvDtype, kvBlockTokens: KV_BLOCK_TOKENS });
   const perSequence = { conv: s.conv, ssm: s.ssm, kvAtContext: s.kv, total: s.total };
   const sequences = perSequence.total * maxSequences;
@@ -532,7 +553,7 @@ export function planMemory(config: PlanConfig | Record<string, unknown>, options
     recurrentBytesPerSequence: s.conv + s.ssm,
     parameterCount: params,
     lines: () => [
-      `weights: ${formatBytes(weights)} (${group(params)} parameters, ${givenWeights === undefined ? `${weightDtype}` : 'as stored'})` +
+      `weights: ${formatBytes(weights)} (${group(params)} parameters, ${givenWeights === undefined ? (fp8 > 0 ? `${group(fp8)} of them fp8, the rest ${weightDtype}` : `${weightDtype}`) : 'as stored'})` +
         (placement === 'memory' ? `, copied into ${formatBytes(weightsCopy)} of huge-page memory (load peak ${formatBytes(loadPeak)} with the file's page cache)` : ''),
       `per sequence: ${formatBytes(perSequence.total)} (conv ${formatBytes(s.conv)} + SSM ${formatBytes(s.ssm)} f32 over ${c.mambaLayers} Mamba layers; KV ${formatBytes(s.kv)} ${kvDtype} at ${group(contextLength)} tokens over ${c.attentionLayers} attention layers)`,
       `sequences: ${formatBytes(sequences)} (${maxSequences} × ${formatBytes(perSequence.total)})`,

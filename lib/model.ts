@@ -395,10 +395,9 @@ export class NemotronModel implements TextModel {
     let weights: 'mmap' | 'memory' = weightsOption === 'memory' && deviceOption !== 'cuda' ? 'memory' : 'mmap';
     if (rawConfig) {
       try {
-        // FP8 weights are held as BF16 copies (csrc/model/weights.cc): plan them at 2 bytes per parameter.
-        const fp8 = typeof rawConfig.quantization_config === 'object' && rawConfig.quantization_config !== null;
+        // Weights as stored: FP8 (ModelOpt E4M3) matrices are read in place, 1 byte per parameter.
         const weightBytes = gguf ? gguf.fileSize - gguf.dataOffset : weightFileBytes(dir);
-        const stored = fp8 ? { weightDtype: 'bf16' as const } : { weightBytes };
+        const stored = { weightBytes };
         if (weightsOption === 'auto' && deviceOption === 'cpu') {
           weights = chooseWeightsPlacement(planMemory(rawConfig, { ...planOptions, ...stored, weights: 'memory' }), Math.min(memoryLimit, os.totalmem()));
         }
@@ -420,12 +419,11 @@ export class NemotronModel implements TextModel {
       const pattern = rawConfig?.hybrid_override_pattern;
       const blocks = rawConfig?.layers_block_type;
       const hasMoe = (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
-      const hasFp8 = typeof rawConfig?.quantization_config === 'object' && rawConfig.quantization_config !== null;
-      if ((hasMoe || hasFp8) && deviceOption === 'cuda') {
-        const what = hasMoe ? "mixture-of-experts blocks ('E')" : 'FP8 weights';
-        throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
+      // FP8 weights run on both (the CUDA backend uploads them as BF16 and applies their scales).
+      if (hasMoe && deviceOption === 'cuda') {
+        throw new UnsupportedModelError("this model has mixture-of-experts blocks ('E'), which run on the CPU only for now: load it with device 'cpu' or 'auto'");
       }
-      const backend = await chooseDevice(hasMoe || hasFp8 ? 'cpu' : deviceOption, { selfCheck });
+      const backend = await chooseDevice(hasMoe ? 'cpu' : deviceOption, { selfCheck });
       if (backend.device !== 'cpu') weights = 'mmap';
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,

@@ -147,6 +147,14 @@ std::vector<uint8_t> make_weights(Rng& rng, DType dtype, int64_t N, int64_t K, s
       std::memcpy(bytes.data() + 2 * i, &h, 2);
       (*exact)[i] = round_bf16(dtype == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h));
     }
+  } else if (dtype == DType::F8_E4M3) {  // random E4M3 bytes but the NaNs (0x7f, 0xff); exact in bf16
+    bytes.resize(w.size());
+    for (size_t i = 0; i < w.size(); ++i) {
+      uint8_t b = static_cast<uint8_t>(rng.next() >> 56);
+      if ((b & 0x7f) == 0x7f) b ^= 1;
+      bytes[i] = b;
+      (*exact)[i] = f8_e4m3_to_f32(b);
+    }
   } else {  // Q8_0: scale = max|w| / 127 per block of 32
     const int64_t nb = K / 32;
     bytes.resize(static_cast<size_t>(N * nb * 34));
@@ -567,6 +575,14 @@ int main(int argc, char** argv) {
       }
     }});
   }
+  // FP8 (ModelOpt E4M3): one byte per value on the device, widened to bf16 in registers (exact), so the
+  // reference is the f32 product of the same values on the bf16-rounded x: accumulation order only.
+  checks.push_back({"matmul F8_E4M3 bf16, 6 shapes", [&rng] {
+    for (auto [T, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 96}, {3, 96, 33}, {5, 100, 7},
+                           {17, 256, 130}, {32, 4480, 300}, {130, 1030, 257}}) {
+      check_matmul(rng, DType::F8_E4M3, T, K, N, P::kBf16, T == 130);
+    }
+  }});
   checks.push_back({"matmul 9B shapes and a K tail", [&rng] {
     check_matmul(rng, DType::BF16, 1, 5000, 300, P::kBf16, false);  // K tail: not a multiple of 64
     check_matmul(rng, DType::BF16, 300, 4480, 4480, P::kBf16, false);

@@ -282,7 +282,14 @@ Weights make_weights(DType dt, int64_t N, int64_t K, uint32_t seed, int offset =
   w.ref.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const float v = dist(rng);
-    if (dt == DType::F32) {
+    if (dt == DType::F8_E4M3) {  // an E4M3 byte (not the NaN 0x7f / 0xff) from v's bits
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      uint8_t b = static_cast<uint8_t>(bits >> 5);
+      if ((b & 0x7f) == 0x7f) b ^= 1;
+      base[i] = b;
+      w.ref[i] = f8_e4m3_to_f32(b);
+    } else if (dt == DType::F32) {
       std::memcpy(base + 4 * i, &v, 4);
       w.ref[i] = v;
     } else {
@@ -338,7 +345,7 @@ void test_matmul() {
                           {130, 1000, 77}, {1, 1, 1},    {2, 7, 5},     {5, 33, 9},
                           {4, 2049, 11},  {9, 15, 3},    {1, 31, 1000}, {6, 2100, 70},
                           {300, 4000, 21}};  // the last one spans two T tiles
-  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
+  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16, DType::F8_E4M3};
   ThreadPool pool2(2), pool3(3);
   std::vector<Weights> weights;
   for (const Shape& s : shapes)
@@ -457,14 +464,14 @@ void test_invariance(cpu::MatmulPrecision prec) {
                                         : std::vector<int64_t>{1, 33, 257};
   const int64_t Ts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 64, 130};
   const int64_t rows = 150;
-  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16};
+  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16, DType::F8_E4M3};
   ThreadPool pool1(1), pool2(2), pool3(3);
   for (const std::string& path : available_paths()) {
     set_kernel_path_override(path.c_str());
     int64_t compared = 0, mismatched = 0;
     std::string first_bad;
     for (DType dt : dtypes) {
-      if (fast && dt != DType::BF16) continue;  // kFast is kExact for the other dtypes
+      if (fast && dt != DType::BF16 && dt != DType::F8_E4M3) continue;  // kFast is kExact for the others
       for (int64_t K : Ks) {
         for (int64_t N : Ns) {
           // W offsets: aligned, and a misaligned start (exercises the realigned K loop).

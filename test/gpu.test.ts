@@ -21,7 +21,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { NativeEngine } from '../lib/addon-types.js';
 import { loadCudaAddon, type CudaAddon, type CudaEngineOptions } from '../lib/cuda.js';
-import { GOLDEN, argmaxRows, logSoftmaxRows, maxAbsDiff } from './helpers.js';
+import { makeTinyModel } from '../lib/index.js';
+import { GOLDEN, argmaxRows, logSoftmaxRows, maxAbsDiff, tempDir } from './helpers.js';
 
 const probe = loadCudaAddon();
 const gpu = 'addon' in probe;
@@ -160,6 +161,36 @@ describe.skipIf(!gpu)('prefill = decode = chunked = batched on CUDA', () => {
       expect(Buffer.from(rowA!.buffer, rowA!.byteOffset, rowA!.byteLength).equals(Buffer.from(alone.buffer, alone.byteOffset, alone.byteLength))).toBe(true);
     } finally {
       for (const id of [a, b, c]) e.freeSequence(id);
+    }
+  });
+});
+
+describe.skipIf(!gpu)('a tiny FP8 checkpoint on CUDA (E4M3 bytes on the device, scales applied to y)', () => {
+  // precision 'exact' (bf16x2 products) against the CPU engine's exact FP8 path on the same checkpoint:
+  // the 1e-3 of the golden 'exact' test (bugs in decoding or scaling move log-probs by 1e-2 and more).
+  const tmp = tempDir('gpu-fp8');
+  afterAll(() => tmp.cleanup());
+  it('prefill and token-by-token decode match the CPU engine', async () => {
+    const dir = path.join(tmp.dir, 'fp8');
+    await makeTinyModel(dir, { seed: 43, pattern: 'M-M*-', hiddenSize: 64, vocabSize: 512, fp8: true });
+    const tokens = [5, 17, 200, 3, 99, 42, 7, 150, 11, 250, 64, 8];
+    const onGpu = await cuda!.loadEngine(dir, { ...baseOptions, precision: 'exact' });
+    const onCpu = await cuda!.loadEngine(dir, { ...baseOptions, device: 'cpu' });
+    try {
+      const V = onCpu.info().config.vocabSize;
+      const want = logSoftmaxRows(await evalAll(onCpu, tokens), V);
+      expect(maxAbsDiff(logSoftmaxRows(await evalAll(onGpu, tokens), V), want)).toBeLessThan(1e-3);
+      const id = onGpu.createSequence();
+      const rows: number[] = [];
+      try {
+        for (const t of tokens) rows.push(...(await onGpu.evaluate(id, Int32Array.from([t]), true)));
+      } finally {
+        onGpu.freeSequence(id);
+      }
+      expect(maxAbsDiff(logSoftmaxRows(rows, V), want)).toBeLessThan(1e-3);
+    } finally {
+      onGpu.close();
+      onCpu.close();
     }
   });
 });

@@ -366,7 +366,7 @@ describe('weights read per step', () => {
 });
 
 describe('ModelOpt FP8 checkpoints (E4M3 weights with scales)', () => {
-  // The engine keeps the E4M3 values as exact BF16 copies and applies each weight_scale (per tensor, or
+  // The engine reads the E4M3 values in place (decoded exactly in the matmul tiles) and applies each weight_scale (per tensor, or
   // per row for the experts' up_proj here) to the product's output; the reference multiplies the values by
   // their scales in float64. Same math, f32 rounding only: the 1e-4 of the other model tests applies.
   it.each([

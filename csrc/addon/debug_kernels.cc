@@ -47,7 +47,8 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
 }
 
 // matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N, options?)
-// dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
+// dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), 'F8_E4M3' (Uint8Array of E4M3 bytes), or a
+// block-quantized type 'Q8_0' | 'Q4_0' |
 // 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
 // options: { precision?: 'exact' | 'fast', input?: 'plain' | 'relu2', threads?: 1 | 2 } (defaults
@@ -79,6 +80,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     auto bytes = info[3].As<Napi::Uint8Array>();
     if (bytes.ByteLength() < static_cast<size_t>(N) * dtype_row_bytes(w.dtype, K))
       throw Napi::RangeError::New(env, "matmul: w holds fewer than N rows of blocks");
+    w.data = bytes.Data();
+  } else if (dtype == "F8_E4M3") {  // ModelOpt FP8 values (Uint8Array, N * K bytes); no scale here
+    w.dtype = DType::F8_E4M3;
+    auto bytes = info[3].As<Napi::Uint8Array>();
+    if (bytes.ByteLength() < static_cast<size_t>(N * K))
+      throw Napi::RangeError::New(env, "matmul: w holds fewer than N rows of K bytes");
     w.data = bytes.Data();
   } else if (dtype == "F32") {
     w.dtype = DType::F32;

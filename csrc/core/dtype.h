@@ -8,8 +8,8 @@ namespace nemo {
 
 // Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) store a row as
 // blocks of `dtype_block_elems` values in `dtype_block_bytes` bytes; a row's length must be a multiple.
-// F8_E4M3 (ModelOpt FP8 checkpoints, safetensors "F8_E4M3") is a storage type of the loader only: the
-// binder converts such matrices to exact BF16 copies (model/weights.cc), so no kernel ever sees it.
+// F8_E4M3 (ModelOpt FP8 checkpoints, safetensors "F8_E4M3"): 1 byte per value, read in place by the
+// dense matmul (kernels/matmul.cc); its scale lives in the MatrixView (model/weights.h).
 enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3, Q5_0, Q5_1 };
 
 inline const char* dtype_name(DType t) {

@@ -19,9 +19,10 @@ struct MatrixView {
   int64_t rows = 0;
   int64_t cols = 0;
   // FP8 checkpoints (ModelOpt E4M3): the stored values times weight_scale are the weights. The values
-  // are kept as an exact BF16 copy and the scale is applied to the product's output (y[t, n] *= scale,
-  // or row_scales[n] for a per-output-channel scale), which is the same product. The forward pass applies
-  // it (forward.cc mm); the kernels never see a scale.
+  // stay in place (dtype F8_E4M3, 1 byte each; the matmul kernels decode them exactly) and the scale is
+  // applied to the product's output (y[t, n] *= scale, or row_scales[n] for a per-output-channel
+  // scale), which is the same product. The forward pass applies it on host backends (forward.cc mm);
+  // a device backend applies it in its matmul (cuda/backend_cuda.cu). The CPU kernels never see it.
   float scale = 1.0f;
   const float* row_scales = nullptr;  // [rows], or nullptr
   bool scaled() const { return scale != 1.0f || row_scales != nullptr; }

@@ -59,7 +59,7 @@ inline void mm(Backend& be, float* y, int64_t ldy, const float* x, int64_t ldx, 
   g_weight_bytes_read.fetch_add(static_cast<int64_t>(dtype_row_bytes(w.dtype, w.cols)) * w.rows,
                                 std::memory_order_relaxed);
   be.matmul(y, ldy, x, ldx, w, T, input);
-  if (w.scaled()) {  // FP8 weights (weights.h MatrixView::scale): host memory only, checked in forward()
+  if (w.scaled() && be.host_memory()) {  // FP8 weights (weights.h MatrixView::scale); a device backend scales in its matmul
     for (int64_t t = 0; t < T; ++t) {
       float* row = y + t * ldy;
       if (w.row_scales) {
@@ -216,9 +216,6 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
       std::find(config.layers.begin(), config.layers.end(), BlockKind::kMoe) != config.layers.end())
     return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E') run on the CPU backend only; the ") +
                                                      backend.name() + " backend has no MoE kernels yet");
-  if (!backend.host_memory() && weights.has_scaled_matrices)
-    return Status(StatusCode::kUnsupportedModel, std::string("FP8 weights run on the CPU backend only; the ") +
-                                                     backend.name() + " backend does not apply their scales");
   const int64_t hidden = config.hidden_size;
   const float eps = static_cast<float>(config.layer_norm_epsilon);
   // A pure decode pass (one token per item) may be recorded and replayed by the backend (backend.h).

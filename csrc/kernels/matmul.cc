@@ -1,4 +1,5 @@
-// matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16 or BF16 and f32 accumulation.
+// matmul: y[T, N] = x[T, K] · W[N, K]^T with W in F32, F16, BF16 or F8_E4M3 (ModelOpt FP8 values, read
+// in place at 1 byte each; their scale is applied to y by the caller, weights.h) and f32 accumulation.
 //
 // Three paths, chosen per call from core/cpu_features (kernel_isa()):
 //   scalar  plain C++ (the correctness baseline; runs anywhere)
@@ -8,6 +9,11 @@
 // BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
 // (namespace avx512bf16), on aarch64 with FEAT_BF16 (and the neon path) BFDOT / BFMMLA
 // (matmul_neon.cc); everywhere else kFast computes as kExact, bit for bit.
+// F8_E4M3 is decoded exactly inside the tiles: on AVX-512 to bf16 by a 128-entry table lookup (vpermt2w)
+// and then read as BF16 rows are (so with kExact it computes what BF16 weights holding the same values
+// compute, bit for bit when both get the same alignment shift; kFast feeds the bf16 to vdpbf16ps); on
+// AVX2 through f16 (vcvtph2ps) in natural order, as F16; on the scalar path by a 256-entry f32 table.
+// On aarch64 F8_E4M3 takes the scalar path.
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
 //
@@ -115,6 +121,42 @@ inline float relu_sq(float v) {
   return v * v;
 }
 
+// Bytes per W element of the plain types the SIMD tiles read.
+template <DType DT>
+constexpr int64_t kEs = DT == DType::F32 ? 4 : DT == DType::F8_E4M3 ? 1 : 2;
+
+// E4M3 magnitude (byte & 0x7f) -> the bits of the same value as bf16, exact (every E4M3 value is a bf16
+// normal or zero); 0x7f (NaN) -> the quiet NaN 0x7fc0. Normals move exponent and mantissa under bf16's
+// (bias 127 - 7 = 120 added); subnormals m * 2^-9 are normalised. The AVX-512 paths look these up.
+constexpr uint16_t e4m3_magnitude_bf16(int mag) {
+  if (mag == 0x7f) return 0x7fc0;
+  if (mag >= 8) return static_cast<uint16_t>((mag << 4) + (120 << 7));
+  if (mag == 0) return 0;
+  const int p = mag >= 4 ? 2 : mag >= 2 ? 1 : 0;  // m * 2^-9 = 2^(p-9) * (m / 2^p)
+  return static_cast<uint16_t>(((118 + p) << 7) | ((mag - (1 << p)) << (7 - p)));
+}
+struct F8Bf16Table {
+  alignas(64) uint16_t v[128];
+};
+constexpr F8Bf16Table make_f8_bf16_table() {
+  F8Bf16Table t{};
+  for (int i = 0; i < 128; ++i) t.v[i] = e4m3_magnitude_bf16(i);
+  return t;
+}
+constexpr F8Bf16Table kF8Bf16 = make_f8_bf16_table();
+
+// E4M3 byte -> f32, all 256 of them (dtype.h f8_e4m3_to_f32), for the scalar path.
+struct F8Table {
+  float v[256];
+  F8Table() {
+    for (int b = 0; b < 256; ++b) v[b] = f8_e4m3_to_f32(static_cast<uint8_t>(b));
+  }
+};
+const F8Table& f8_table() {
+  static const F8Table t;
+  return t;
+}
+
 void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                    int64_t T, ThreadPool& pool, MatmulInput input) {
   const int64_t N = w.rows, K = w.cols;
@@ -141,8 +183,12 @@ void matmul_scalar(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
           continue;
         }
         float* dst = buf.data() + r * K;
-        const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * K;
-        if (r < nr) {
+        if (r < nr && w.dtype == DType::F8_E4M3) {
+          const uint8_t* src = static_cast<const uint8_t*>(w.data) + n * K;
+          const float* lut = f8_table().v;
+          for (int64_t k = 0; k < K; ++k) dst[k] = lut[src[k]];
+        } else if (r < nr) {
+          const uint16_t* src = static_cast<const uint16_t*>(w.data) + n * K;
           if (w.dtype == DType::BF16) {
             for (int64_t k = 0; k < K; ++k) dst[k] = bf16_to_f32(src[k]);
           } else {
@@ -272,7 +318,8 @@ template <class XT>
 struct TileSet {
   TileKernels<const XT*> k;
   PackFn<XT> pack;  // prepares one x row
-  int align;        // W load alignment the shift aims for (bytes)
+  int align;        // W load alignment the shift aims for (bytes; the shift, align / element size at
+                    // most, must stay below one step of the tiles)
   int64_t kc;       // K slice (multiple of kXPad): part of the reduction order
 };
 
@@ -363,11 +410,25 @@ namespace avx2 {
 constexpr int kS = 16;  // elements per step: two 8-float vectors
 
 
+// E4M3 -> f32, exactly, for 8 bytes in the low half of b (x86 paths): the exponent and mantissa bits
+// are moved into an f16 (E4M3's exponent bias 7 is 8 below f16's 15, so the f16 is the value / 256,
+// subnormals included), vcvtph2ps converts that exactly, and the product by 256 is exact; 0x7f / 0xff
+// get the f16 exponent 31, i.e. NaN, as E4M3 says.
+inline __m256 f8_to_ps(__m128i b) {
+  const __m128i h = _mm_cvtepu8_epi16(b);
+  const __m128i mag = _mm_and_si128(h, _mm_set1_epi16(0x7f));
+  __m128i f = _mm_or_si128(_mm_slli_epi16(mag, 7), _mm_and_si128(_mm_slli_epi16(h, 8), _mm_set1_epi16(-0x8000)));
+  f = _mm_or_si128(f, _mm_and_si128(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7f)), _mm_set1_epi16(0x7c00)));
+  return _mm256_mul_ps(_mm256_cvtph_ps(f), _mm256_set1_ps(256.0f));
+}
+
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
-// H = 1 the odd ones (x is permuted to match); F16 / F32: elements [8H, 8H + 8).
+// H = 1 the odd ones (x is permuted to match); F16 / F32 / F8_E4M3: elements [8H, 8H + 8).
 template <DType DT, int H>
 inline __m256 load_w(const uint8_t* p) {
-  if constexpr (DT == DType::BF16) {
+  if constexpr (DT == DType::F8_E4M3) {
+    return f8_to_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * H)));
+  } else if constexpr (DT == DType::BF16) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return H == 0 ? _mm256_castsi256_ps(_mm256_slli_epi32(v, 16))
                   : _mm256_castsi256_ps(
@@ -419,7 +480,7 @@ inline void reduce(V (&acc)[TR][NR], float* out) {
 template <DType DT, int TR, int NR, int H>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t kw,
                       Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   __m256 wv[NR];
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H>(wr[j] + kw * es);
@@ -442,7 +503,7 @@ inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, in
 template <DType DT, int TR, int NR>
 inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64_t k, int64_t lo,
                          int64_t hi, Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   alignas(32) uint8_t buf[NR][kS * es];
   const uint8_t* tw[NR];
   for (int j = 0; j < NR; ++j) {
@@ -455,7 +516,7 @@ inline void partial_step(const float* const* xr, const uint8_t* const* wr, int64
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -497,7 +558,7 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, J + 1, kNRS, true>...},
            {0, same_value(J, kNRS)...}},
           DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
-          32,
+          DT == DType::F8_E4M3 ? kS : 32,  // F8: a shift below one step (its loads are 8 bytes)
           kKc};
 }
 template <DType DT>
@@ -529,9 +590,22 @@ namespace avx512 {
 
 constexpr int kS = 32;  // elements per step: two 16-float vectors
 
+// 32 E4M3 bytes -> 32 bf16 (16-bit lanes, natural order), exact: the magnitude's bf16 bits from the
+// 128-entry table (two 64-entry vpermt2w lookups, chosen by bit 6), the sign bit moved to bit 15.
+inline __m512i f8_to_bf16(__m256i b) {
+  const __m512i* t = reinterpret_cast<const __m512i*>(kF8Bf16.v);
+  const __m512i h = _mm512_cvtepu8_epi16(b);
+  const __m512i lo = _mm512_permutex2var_epi16(_mm512_load_si512(t), h, _mm512_load_si512(t + 1));
+  const __m512i hi = _mm512_permutex2var_epi16(_mm512_load_si512(t + 2), h, _mm512_load_si512(t + 3));
+  const __m512i mag = _mm512_mask_mov_epi16(lo, _mm512_test_epi16_mask(h, _mm512_set1_epi16(0x40)), hi);
+  // mag | (h << 8 & 0x8000)
+  return _mm512_ternarylogic_epi32(mag, _mm512_slli_epi16(h, 8), _mm512_set1_epi16(-0x8000), 0xf8);
+}
+
 // Half `H` (0 or 1) of the kS weights at p as one f32 vector. BF16: H = 0 gives the even elements,
 // H = 1 the odd ones (x is permuted to match); F16 / F32: elements [16H, 16H + 16). When kMasked, bit e
-// of `m` enables element e of the step; the others read as zero and are not accessed.
+// of `m` enables element e of the step; the others read as zero and are not accessed. (F8_E4M3 has its
+// own step, below.)
 template <DType DT, int H, bool kMasked>
 inline __m512 load_w(const uint8_t* p, __mmask32 m) {
   if constexpr (DT == DType::BF16) {
@@ -593,7 +667,7 @@ inline void reduce(V (&acc)[TR][NR], float* out) {
 template <DType DT, int TR, int NR, int H, bool kMasked>
 inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                       Acc<TR, NR>& acc) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   __m512 wv[NR];
 #pragma GCC unroll 8
   for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, H, kMasked>(wr[j] + k * es, m);
@@ -610,8 +684,35 @@ inline void half_step(const float* const* xr, const uint8_t* const* wr, int64_t 
 template <DType DT, int TR, int NR, bool kMasked>
 inline void step(const float* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                  Acc<TR, NR>& acc) {
-  half_step<DT, TR, NR, 0, kMasked>(xr, wr, k, m, acc);
-  half_step<DT, TR, NR, 1, kMasked>(xr, wr, k, m, acc);
+  if constexpr (DT == DType::F8_E4M3) {
+    // The kS bytes of each row decoded once to bf16 (f8_to_bf16), then read as BF16 is: even elements,
+    // then odd ones, against the same permuted x, in the same order. So F8_E4M3 computes exactly what
+    // BF16 weights holding the same values compute (bit for bit when both have the same shift).
+    __m512i wb[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const uint8_t* p = wr[j] + k;
+      wb[j] = f8_to_bf16(kMasked ? _mm256_maskz_loadu_epi8(m, p)
+                                 : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+#pragma GCC unroll 2
+    for (int H = 0; H < 2; ++H) {
+      __m512 wv[NR];
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j)
+        wv[j] = H == 0 ? _mm512_castsi512_ps(_mm512_slli_epi32(wb[j], 16))
+                       : _mm512_castsi512_ps(_mm512_and_si512(wb[j], _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i) {
+        const __m512 xv = _mm512_loadu_ps(xr[i] + k + 16 * H);
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+      }
+    }
+  } else {
+    half_step<DT, TR, NR, 0, kMasked>(xr, wr, k, m, acc);
+    half_step<DT, TR, NR, 1, kMasked>(xr, wr, k, m, acc);
+  }
 }
 
 // Mask of elements [lo, hi) of a step, 0 <= lo < hi <= 32.
@@ -622,7 +723,7 @@ inline __mmask32 range_mask(int64_t lo, int64_t hi) {
 
 template <DType DT, int TR, int NR, bool kPf>
 void tile(const float* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out) {
-  constexpr int64_t es = DT == DType::F32 ? 4 : 2;
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -663,8 +764,8 @@ constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequen
            {nullptr, tile<DT, I + 1, kNR, false>...},
            {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
-          DT == DType::BF16 ? pack_f32<kS> : pack_f32<0>,
-          64,
+          DT == DType::BF16 || DT == DType::F8_E4M3 ? pack_f32<kS> : pack_f32<0>,
+          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (its loads are 32 bytes)
           kKc};
 }
 template <DType DT>
@@ -737,17 +838,29 @@ using Acc = __m512[TR][NR];
 
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
+// The kS W elements at k' = k of the row at p as bf16 pairs, loads masked by m when kMasked. BF16 rows
+// are read as they are; F8_E4M3 rows are decoded to bf16 (avx512::f8_to_bf16, exact).
+template <DType DT, bool kMasked>
+inline __m512bh load_w(const uint8_t* p, int64_t k, __mmask32 m) {
+  if constexpr (DT == DType::F8_E4M3) {
+    const uint8_t* q = p + k;
+    const __m256i v =
+        kMasked ? _mm256_maskz_loadu_epi8(m, q) : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+    return as_bh(avx512::f8_to_bf16(v));
+  } else {
+    const uint8_t* q = p + 2 * k;
+    return as_bh(kMasked ? _mm512_maskz_loadu_epi16(m, q) : _mm512_loadu_si512(q));
+  }
+}
+
 // One step of kS elements at k' = k: W element loads masked by m when kMasked (the x row is
 // zero-padded, so x is always read in full).
-template <int TR, int NR, bool kMasked>
+template <DType DT, int TR, int NR, bool kMasked>
 inline void step(const uint16_t* const* xr, const uint8_t* const* wr, int64_t k, __mmask32 m,
                  Acc<TR, NR>& acc) {
   __m512bh wv[NR];
 #pragma GCC unroll 8
-  for (int j = 0; j < NR; ++j) {
-    const uint8_t* p = wr[j] + 2 * k;
-    wv[j] = as_bh(kMasked ? _mm512_maskz_loadu_epi16(m, p) : _mm512_loadu_si512(p));
-  }
+  for (int j = 0; j < NR; ++j) wv[j] = load_w<DT, kMasked>(wr[j], k, m);
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) {
     const __m512bh xv = as_bh(_mm512_loadu_si512(xr[i] + k));
@@ -756,9 +869,10 @@ inline void step(const uint16_t* const* xr, const uint8_t* const* wr, int64_t k,
   }
 }
 
-template <int TR, int NR, bool kPf>
+template <DType DT, int TR, int NR, bool kPf>
 void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int64_t kn,
           float* out) {
+  constexpr int64_t es = kEs<DT>;
   Acc<TR, NR> acc;
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i)
@@ -766,22 +880,22 @@ void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t k = 0;
   if (head > 0 || kn < kS) {
-    step<TR, NR, true>(xr, wr, 0, avx512::range_mask(head, std::min<int64_t>(kn, kS)), acc);
+    step<DT, TR, NR, true>(xr, wr, 0, avx512::range_mask(head, std::min<int64_t>(kn, kS)), acc);
     k = kS;
   }
   if (kPf) {
     for (; k + 2 * kS <= kn; k += 2 * kS) {
 #pragma GCC unroll 8
-      for (int j = 0; j < NR; ++j) {  // 2 steps = 128 bytes of each W row
-        _mm_prefetch(reinterpret_cast<const char*>(wr[j] + 2 * k + kPrefetch), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(wr[j] + 2 * k + kPrefetch + 64), _MM_HINT_T0);
-      }
-      step<TR, NR, false>(xr, wr, k, 0, acc);
-      step<TR, NR, false>(xr, wr, k + kS, 0, acc);
+      for (int j = 0; j < NR; ++j)  // 2 steps = 128 bytes of each BF16 W row (64 of an F8 one)
+#pragma GCC unroll 2
+        for (int64_t b = 0; b < 2 * kS * es; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wr[j] + k * es + kPrefetch + b), _MM_HINT_T0);
+      step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+      step<DT, TR, NR, false>(xr, wr, k + kS, 0, acc);
     }
   }
-  for (; k + kS <= kn; k += kS) step<TR, NR, false>(xr, wr, k, 0, acc);
-  if (k < kn) step<TR, NR, true>(xr, wr, k, avx512::range_mask(0, kn - k), acc);
+  for (; k + kS <= kn; k += kS) step<DT, TR, NR, false>(xr, wr, k, 0, acc);
+  if (k < kn) step<DT, TR, NR, true>(xr, wr, k, avx512::range_mask(0, kn - k), acc);
   avx512::reduce<TR, NR>(acc, out);
 }
 
@@ -792,21 +906,22 @@ void tile(const uint16_t* const* xr, const uint8_t* const* wr, int64_t head, int
 constexpr int kTR = 4, kNR = 6, kSmall = 6, kNRS = 4;
 using Tiles = TileSet<uint16_t>;
 
-template <int... I, int... J>
+template <DType DT, int... I, int... J>
 constexpr Tiles make_tiles(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
   return {{kTR,
            kNR,
            kSmall,
-           {nullptr, tile<I + 1, kNR, false>...},
-           {nullptr, tile<1, 2 * kNRS, true>, tile<J + 2, kNRS, true>...},
+           {nullptr, tile<DT, I + 1, kNR, false>...},
+           {nullptr, tile<DT, 1, 2 * kNRS, true>, tile<DT, J + 2, kNRS, true>...},
            {0, 2 * kNRS, same_value(J, kNRS)...}},
           pack_bf16,
-          64,
+          DT == DType::F8_E4M3 ? kS : 64,  // F8: a shift below one step (32-byte loads)
           kKcBf16};
 }
+template <DType DT>
 constexpr Tiles tiles() {
-  return make_tiles(std::make_integer_sequence<int, kTR>(),
-                    std::make_integer_sequence<int, kSmall - 1>());
+  return make_tiles<DT>(std::make_integer_sequence<int, kTR>(),
+                        std::make_integer_sequence<int, kSmall - 1>());
 }
 
 }  // namespace avx512bf16
@@ -819,9 +934,12 @@ constexpr Tiles tiles() {
 
 template <class Tiles>
 void run_simd(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-              ThreadPool& pool, bool relu2, const Tiles& bf16, const Tiles& f16, const Tiles& f32) {
-  const Tiles& ks =
-      w.dtype == DType::BF16 ? bf16 : (w.dtype == DType::F16 ? f16 : f32);
+              ThreadPool& pool, bool relu2, const Tiles& bf16, const Tiles& f16, const Tiles& f32,
+              const Tiles& f8) {
+  const Tiles& ks = w.dtype == DType::BF16  ? bf16
+                    : w.dtype == DType::F16 ? f16
+                    : w.dtype == DType::F32 ? f32
+                                            : f8;
   matmul_blocked(y, ldy, x, ldx, w, T, pool, ks, relu2);
 }
 
@@ -844,23 +962,26 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
     case KernelIsa::kAvx512: {
       // kFast: bf16 dot products for BF16 weights where the CPU has them. On any other CPU or path
       // (avx2, scalar, forced or not) kFast computes exactly as kExact, bit for bit.
-      if (precision == MatmulPrecision::kFast && w.dtype == DType::BF16 &&
+      if (precision == MatmulPrecision::kFast && (w.dtype == DType::BF16 || w.dtype == DType::F8_E4M3) &&
           cpu_features().avx512bf16) {
-        static constexpr auto fast = avx512bf16::tiles();
-        matmul_blocked(y, ldy, x, ldx, w, T, pool, fast, relu2);
+        static constexpr auto fast = avx512bf16::tiles<DType::BF16>();
+        static constexpr auto fast_f8 = avx512bf16::tiles<DType::F8_E4M3>();
+        matmul_blocked(y, ldy, x, ldx, w, T, pool, w.dtype == DType::BF16 ? fast : fast_f8, relu2);
         return;
       }
       static constexpr auto bf = avx512::tiles<DType::BF16>();
       static constexpr auto hf = avx512::tiles<DType::F16>();
       static constexpr auto ff = avx512::tiles<DType::F32>();
-      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff);
+      static constexpr auto f8 = avx512::tiles<DType::F8_E4M3>();
+      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff, f8);
       return;
     }
     case KernelIsa::kAvx2: {
       static constexpr auto bf = avx2::tiles<DType::BF16>();
       static constexpr auto hf = avx2::tiles<DType::F16>();
       static constexpr auto ff = avx2::tiles<DType::F32>();
-      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff);
+      static constexpr auto f8 = avx2::tiles<DType::F8_E4M3>();
+      run_simd(y, ldy, x, ldx, w, T, pool, relu2, bf, hf, ff, f8);
       return;
     }
     case KernelIsa::kScalar:
@@ -869,7 +990,7 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
   }
 #endif
 #if defined(__aarch64__)
-  if (kernel_isa() == KernelIsa::kNeon) {
+  if (kernel_isa() == KernelIsa::kNeon && w.dtype != DType::F8_E4M3) {  // F8_E4M3: the scalar path
     // kFast: BFDOT / BFMMLA for BF16 weights where the CPU has FEAT_BF16 (matmul_neon.cc); elsewhere
     // kFast computes as kExact, bit for bit.
     const bool bf16_fast = precision == MatmulPrecision::kFast && w.dtype == DType::BF16 && neon_ext(kNeonBf16);

@@ -30,7 +30,7 @@ static bool parse_dtype(const std::string& s, DType* out) {
   if (s == "F32") { *out = DType::F32; return true; }
   if (s == "F16") { *out = DType::F16; return true; }
   if (s == "BF16") { *out = DType::BF16; return true; }
-  if (s == "F8_E4M3") { *out = DType::F8_E4M3; return true; }  // ModelOpt FP8; weights.cc converts it
+  if (s == "F8_E4M3") { *out = DType::F8_E4M3; return true; }  // ModelOpt FP8, read in place
   return false;
 }
 

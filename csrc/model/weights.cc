@@ -234,16 +234,16 @@ class Binder {
     return Status::Ok();
   }
 
-  // An FP8 matrix: an exact BF16 copy of its E4M3 values, with its scale applied to the product's output.
+  // An FP8 matrix: its E4M3 values stay where they are stored (1 byte each, read in place by the
+  // matmul kernels), with its scale applied to the product's output (MatrixView::scale).
   Status fp8_matrix(const std::string& norm, Entry* e, int64_t rows, int64_t cols, MatrixView* out) {
+    if (norm == "embeddings.weight")
+      return mismatch("tensor '" + e->info.name + "' is F8_E4M3: FP8 checkpoints keep the embeddings in "
+                      "BF16 (ModelOpt quantizes the linear layers only), and this engine reads them so");
     std::vector<float> scale;
     NEMO_RETURN_IF_ERROR(fp8_scale(norm, *e, rows, &scale));
-    std::vector<uint16_t> copy(static_cast<size_t>(rows * cols));
-    const uint8_t* p = static_cast<const uint8_t*>(e->info.data);
-    for (size_t i = 0; i < copy.size(); ++i) copy[i] = f32_to_bf16(f8_e4m3_to_f32(p[i]));  // exact
-    w_->owned_bf16.push_back(std::move(copy));
-    out->data = w_->owned_bf16.back().data();
-    out->dtype = DType::BF16;
+    out->data = e->info.data;
+    out->dtype = DType::F8_E4M3;
     out->rows = rows;
     out->cols = cols;
     if (scale.size() == 1) {
@@ -516,6 +516,24 @@ Status load_checkpoint(const std::string& dir, NemotronHConfig* config, ModelWei
     NEMO_RETURN_IF_ERROR(MappedFile::open(config_path, &cf));
     const std::string text(reinterpret_cast<const char*>(cf->data()), cf->size());
     NEMO_RETURN_IF_ERROR(parse_config(text, &cfg));
+  }
+  // --- hf_quant_config.json (ModelOpt's own record of the quantization, next to config.json) ---
+  // The F8_E4M3 tensors and their scales say how each matrix is stored; this file must agree that the
+  // algorithm is FP8 (config.json's quantization_config is checked by parse_config).
+  const std::string quant_path = join_path(dir, "hf_quant_config.json");
+  if (is_regular_file(quant_path)) {
+    std::shared_ptr<MappedFile> qf;
+    NEMO_RETURN_IF_ERROR(MappedFile::open(quant_path, &qf));
+    JsonValue q;
+    Status st = parse_json(std::string_view(reinterpret_cast<const char*>(qf->data()), qf->size()), &q);
+    if (!st.ok()) return Status(StatusCode::kInvalidConfig, "hf_quant_config.json: " + st.message());
+    const JsonValue* quant = q.is_object() ? q.find("quantization") : nullptr;
+    const JsonValue* algo = quant != nullptr && quant->is_object() ? quant->find("quant_algo") : nullptr;
+    if (algo == nullptr || !algo->is_string() || algo->string_value() != "FP8")
+      return Status(StatusCode::kUnsupportedModel,
+                    "hf_quant_config.json: quantization.quant_algo is " +
+                        (algo != nullptr && algo->is_string() ? "\"" + algo->string_value() + "\"" : std::string("missing")) +
+                        "; this engine reads ModelOpt FP8 checkpoints only");
   }
 
   // --- weight files ---

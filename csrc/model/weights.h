@@ -70,11 +70,9 @@ struct ModelWeights {
   int64_t parameter_count = 0;     // elements over all tensors
   int64_t weight_bytes = 0;        // bytes of all tensors as stored
   std::vector<std::shared_ptr<MappedFile>> files;  // keeps the mappings alive
-  // Converted copies the views point into (FP8 values as BF16, their per-row scales); moving the
-  // ModelWeights keeps them where they are.
-  std::vector<std::vector<uint16_t>> owned_bf16;
+  // Copies the views point into (FP8 per-row scales); moving the ModelWeights keeps them where they are.
   std::vector<std::vector<float>> owned_f32;
-  bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale (CPU backend only)
+  bool has_scaled_matrices = false;  // some MatrixView carries an FP8 scale
 };
 
 // Where the large matrices live once loaded (LoadOptions.weights; lib/model.ts resolves 'auto').

@@ -59,7 +59,7 @@ export interface TinyModelOptions {
    * ModelOpt FP8 checkpoint (safetensors, one file): the projection matrices (Mamba in/out, attention q/k/v/o,
    * MLP and expert up/down) stored as F8_E4M3 with a `weight_scale` (per tensor; per row for the routed
    * experts' up_proj) and an `input_scale`, config quantization_config {quant_method "modelopt", quant_algo
-   * "FP8"}. Default false.
+   * "FP8"}, and hf_quant_config.json {quantization: {quant_algo "FP8", ...}}. Default false.
    */
   fp8?: boolean;
   /** config form: 'pattern' writes hybrid_override_pattern, 'blocks' the newer layers_block_type list. Default 'pattern'. */
@@ -583,6 +583,11 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
 
   const config = buildConfig(r);
   await writeFile(join(out, 'config.json'), toPythonJson(config) + '\n');
+  if (r.fp8) {
+    // ModelOpt's own record of the quantization, written next to config.json as its export does.
+    const quant = { producer: { name: 'modelopt' }, quantization: { quant_algo: 'FP8', kv_cache_quant_algo: null, exclude_modules: ['lm_head'] } };
+    await writeFile(join(out, 'hf_quant_config.json'), JSON.stringify(quant, null, 2) + '\n');
+  }
   const generationConfig = {
     _from_model_config: true,
     bos_token_id: TOKEN_IDS.bos,

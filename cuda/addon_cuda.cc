@@ -2,7 +2,7 @@
 // NEMOTRON_CUDA): `cudaDeviceCount()` and `cudaInfo()` (runtime, driver and devices; never throws) for
 // lib/cuda.ts's smoke test, the driver check and `nemotron-node doctor`, and `_cudaKernels`, every CUDA
 // kernel callable on typed arrays with the argument conventions of `_kernels` (debug_kernels.cc), so
-// test/gpu.test.ts can run each one next to its CPU twin. Not part of the public API.
+// test/kernels/gpu.test.ts can run each one next to its CPU twin. Not part of the public API.
 #include <cuda_runtime_api.h>
 #include <napi.h>
 

@@ -226,7 +226,7 @@ export interface NativeEngine extends NativeEngineDebug {
 }
 
 /**
- * Sequence-level calls for native tests and benchmarks only (test/gpu.test.ts, kernel tests): they take
+ * Sequence-level calls for native tests and benchmarks only (test/kernels/gpu.test.ts, kernel tests): they take
  * the engine's compute lock and may wait for a running step. The library never calls them.
  */
 export interface NativeEngineDebug {

@@ -17,7 +17,7 @@
  *
  * Both matmul precisions of the device are checked against the CPU engine in 'exact' precision (f32
  * activations, log-probs within ~1e-5 of a float64 reference). Tolerances on log-probs, from the numerics
- * of each precision (measured against the float64 reference in test/gpu.test.ts and
+ * of each precision (measured against the float64 reference in test/kernels/gpu.test.ts and
  * native-tests/cuda_golden_check.cc): 'exact' on CUDA multiplies bf16 weights by activations split into
  * two bf16 terms (~16 significant bits): measured 1.4e-4, tolerance 1e-3; 'fast' rounds activations to
  * bf16 (8 bits): measured 7e-2, tolerance 0.2. A restored sequence must give its original's row within

@@ -15,7 +15,7 @@ import { ChatTemplate, validateMessages, type ChatMessage, type ToolDefinition }
 import { ContextOverflowError, InvalidArgumentError, UnsupportedModelError, ModelClosedError, ModelLoadError, NemotronError, SessionFileError, errorFromCode } from './errors.js';
 import { nextTurnText, turnBoundaries, turnMarkers, type TurnMarkers } from './chat/turns.js';
 import { TokenizerPool } from './tokenizer-pool.js';
-import { GenerationRequest, kTokenObserver, type AbortBehavior, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
+import { GENERATE_KEYS, GenerationRequest, SAMPLING_DEFAULTS, kTokenObserver, stopList, type GenerateOptions, type GenerateResult, type RequestSpec, type StreamEvent, type TokenObserver } from './generation.js';
 import type { Message } from './chat/openai.js';
 import { GrammarCompiler, grammarRequest, validateResponseFormat, validateToolChoice, type ResponseFormat, type ToolChoice } from './grammar.js';
 import { ggufConfigForPlan, hasGgufTokenizer, readGgufMetadata, tokenizerFromGguf } from './gguf/reader.js';
@@ -28,7 +28,7 @@ import type { HubOptions } from './hub/index.js';
 import { progressCallback, resolveModelPath, type LoadProgressCallback } from './load-progress.js';
 import type { TextModel } from './text-model.js';
 
-export type { AbortBehavior, FinishReason, GenerateResult, StreamEvent, Timings, TokenLogprob, TopLogprob, Usage } from './generation.js';
+export type { AbortBehavior, FinishReason, GenerateOptions, GenerateResult, SamplingOptions, StreamEvent, Timings, TokenLogprob, TopLogprob, Usage } from './generation.js';
 export { AbortError } from './generation.js';
 
 export interface LoadOptions {
@@ -160,73 +160,6 @@ export interface ModelStats {
   jsMsBetweenSteps: number;
 }
 
-export interface SamplingOptions {
-  /** 0 = greedy. Default: 0.6 for chat with reasoning on (NVIDIA's recommendation), else 0. */
-  temperature?: number;
-  /** Keep only the k most likely tokens; 0 = off. */
-  topK?: number;
-  /** Smallest set of most likely tokens holding this much probability, in (0, 1]. Default: 0.95 for chat with reasoning on, else 1 (off). */
-  topP?: number;
-  /** Drop tokens less likely than minP × the most likely one, in [0, 1); 0 = off. */
-  minP?: number;
-  /** > 0: divides positive logits (multiplies negative ones) of every token already in the sequence; 1 = off. */
-  repetitionPenalty?: number;
-  /** In [-2, 2]: subtracted from the logit of every token generated so far (OpenAI semantics). */
-  presencePenalty?: number;
-  /** In [-2, 2]: subtracted once per occurrence in the generated tokens. */
-  frequencyPenalty?: number;
-  /** Added to the logits of the given token ids; e.g. { 12: -100 } bans token 12. */
-  logitBias?: Record<number, number>;
-  /** Seed for the random draws: the same seed gives the same tokens, alone or batched. Default: random. */
-  seed?: number;
-}
-
-export interface GenerateOptions extends SamplingOptions {
-  /** Raw text (tokenized with the checkpoint's BOS policy) or token ids. Give this or `messages`. */
-  prompt?: string | readonly number[];
-  /**
-   * A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. Messages in the
-   * library's shape (ChatMessage) or in OpenAI's (the `openai` package's ChatCompletionMessageParam[]:
-   * `developer`, text content parts, `tool_calls`, `tool_call_id`), see OpenAIChatMessage.
-   */
-  messages?: readonly Message[];
-  /** Function tools the model may call (rendered by the template; its calls come back parsed). */
-  tools?: ToolDefinition[];
-  /** Reasoning on (`/think`) or off (`/no_think`); default: the messages' keywords, else on. */
-  reasoning?: boolean;
-  /** Reasoning tokens after which the reasoning is closed at the next newline (or 500 tokens later). */
-  thinkingBudget?: number;
-  /** Most tokens to generate. Default 256, or 4096 for chat with reasoning on. */
-  maxTokens?: number;
-  /** Generation stops before any of these strings; they are not part of the text. */
-  stop?: string | string[];
-  /** Stops the request within one step and frees its sequence; what the caller sees is `abortBehavior`. */
-  signal?: AbortSignal;
-  /**
-   * How an aborted request ends (its signal, model.close(), or the stream's idleTimeoutMs):
-   * 'resolve' (default) — generate() resolves and stream() ends with `done`, finishReason 'abort' (the
-   * text so far is in the result); 'reject' — generate() rejects and stream() throws an AbortError
-   * (`name` 'AbortError', code ERR_ABORTED, `cause` the reason, `result` the partial result), as the OpenAI
-   * SDK does. Breaking out of a stream is not an abort: it just ends the request.
-   */
-  abortBehavior?: AbortBehavior;
-  /**
-   * Report log-probabilities: 0..20 most likely alternatives per sampled token (0: the token's own only).
-   * The result gets `logprobs` and stream pieces carry theirs. Values are from the raw model distribution
-   * (log-softmax of the logits before penalties, bias, temperature and top-k/p, as vLLM's default), and
-   * a request that asks for them samples on the host (CUDA builds otherwise sample on the device).
-   */
-  topLogprobs?: number;
-  /**
-   * Constrained output (grammar-constrained decoding in the native sampler): JSON (any object, or valid
-   * against a JSON schema; parsed into result.parsed), an EBNF grammar or a regex. With reasoning on it
-   * applies after `</think>`.
-   */
-  responseFormat?: ResponseFormat;
-  /** With `tools`: 'auto' (default; a tool call the model opens is constrained to parse), 'none', 'required' or { name }. */
-  toolChoice?: ToolChoice;
-}
-
 export interface EvaluateOptions {
   /** 'last' (default): logits of the last position; 'all': of every position. */
   logits?: 'last' | 'all';
@@ -254,15 +187,6 @@ function weightFileBytes(dir: string): number {
   for (const f of readdirSync(dir)) if (f.endsWith('.safetensors')) total += statSync(path.join(dir, f)).size;
   return total;
 }
-const GENERATE_KEYS = [
-  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
-  'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
-  'responseFormat', 'toolChoice',
-] as const;
-
-/** NVIDIA's recommended sampling with reasoning on (model card); greedy otherwise. */
-const REASONING_DEFAULTS = { temperature: 0.6, topP: 0.95, maxTokens: 4096 };
-
 /** The server's per-token latency hook (kTokenObserver), when the options carry one. */
 function tokenObserver(options: GenerateOptions): { onTokenTime?: TokenObserver } {
   const f = (options as { [kTokenObserver]?: unknown })[kTokenObserver];
@@ -896,10 +820,9 @@ export class NemotronModel implements TextModel {
     if (prompt.length === 0) throw new InvalidArgumentError('ERR_EMPTY_PROMPT', 'the prompt has no tokens');
     this.assertFits(prompt.length);
     const thinkingBudget = v.optionalInteger('options.thinkingBudget', options.thinkingBudget, 0);
-    const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
-    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', options.stop);
+    const stop = stopList(options.stop);
     const signal = v.optionalSignal('options.signal', options.signal);
-    const d = startsInReasoning ? REASONING_DEFAULTS : { temperature: 0, topP: 1, maxTokens: 256 };
+    const d = startsInReasoning ? SAMPLING_DEFAULTS.reasoning : SAMPLING_DEFAULTS.plain;
     const sampling: NativeSampling = {
       temperature: v.optionalNumber('options.temperature', options.temperature, (x) => x >= 0, 'a number >= 0') ?? d.temperature,
       topK: v.optionalInteger('options.topK', options.topK, 0) ?? 0,

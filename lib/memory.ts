@@ -436,7 +436,7 @@ function stateDtype(name: string, value: unknown, fallback: StateDtype, allowed:
  */
 export function sequenceStateBytes(config: PlanConfig | Record<string, unknown> | ResolvedConfig, options: StateBytesOptions): StateBytes {
   v.assertObject('options', options);
-  v.assertKnownKeys('options', options as unknown as Record<string, unknown>, ['contextLength', 'convDtype', 'ssmDtype', 'kvDtype', 'kvBlockTokens']);
+  v.assertKnownKeys('options', options, ['contextLength', 'convDtype', 'ssmDtype', 'kvDtype', 'kvBlockTokens']);
   const c = isResolved(config) ? config : resolveConfig(config);
   const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1) ?? missing('options.contextLength', 'an integer >= 1');
   const all = ['bf16', 'f16', 'f32'] as const;
@@ -493,7 +493,7 @@ function byteCount(name: string, value: unknown): number | undefined {
 /** Everything the model needs at `options`, before anything is allocated. */
 export function planMemory(config: PlanConfig | Record<string, unknown>, options: PlanOptions): MemoryPlan {
   v.assertObject('options', options);
-  v.assertKnownKeys('options', options as unknown as Record<string, unknown>, PLAN_KEYS);
+  v.assertKnownKeys('options', options, PLAN_KEYS);
   const c = resolveConfig(config);
   const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1) ?? missing('options.contextLength', 'an integer >= 1');
   const maxSequences = v.optionalInteger('options.maxSequences', options.maxSequences, 1, 4096) ?? missing('options.maxSequences', 'an integer in [1, 4096]');

@@ -100,7 +100,7 @@ export class RemoteChat implements TextChat {
     if (typeof content !== 'string' || content.length === 0) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'a chat message must be a non-empty string');
     if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
+    v.assertKnownKeys('options', options, TURN_OPTION_KEYS);
     const history = [...this.history, { role: 'user' as const, content }];
     const request = {
       ...options,

@@ -246,7 +246,7 @@ export class RemoteModel implements TextModel {
   chat(options: RemoteChatOptions = {}): RemoteChat {
     this.assertOpen();
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow', 'sessionId']);
+    v.assertKnownKeys('options', options, ['system', 'reasoning', 'tools', 'contextOverflow', 'sessionId']);
     return new RemoteChat(this, options);
   }
 
@@ -390,7 +390,7 @@ export class RemoteModel implements TextModel {
   private async *run(options: RemoteGenerateOptions, buffered: boolean): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
+    v.assertKnownKeys('options', options, GENERATE_KEYS);
     const hasPrompt = options.prompt !== undefined;
     const hasMessages = options.messages !== undefined;
     if (hasPrompt === hasMessages) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options must have exactly one of `prompt` (text or token ids) and `messages` (a conversation)');
@@ -573,7 +573,7 @@ export async function connect(baseURL: string | string[], options: ConnectOption
   const urls = typeof baseURL === 'string' ? [baseURL] : baseURL;
   if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string')) throw v.invalid('baseURL', 'a URL or a non-empty array of URLs', baseURL);
   v.assertObject('options', options as unknown);
-  v.assertKnownKeys('options', options as Record<string, unknown>, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs', 'onAttempt']);
+  v.assertKnownKeys('options', options, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs', 'onAttempt']);
   if (options.reasoningParser !== undefined && options.reasoningParser !== 'server' && options.reasoningParser !== 'client') throw v.invalid('options.reasoningParser', "'server' or 'client'", options.reasoningParser);
   const interval = v.optionalInteger('options.healthCheckIntervalMs', options.healthCheckIntervalMs, 0) ?? 5000;
   const auth = (): Record<string, string> => ({ ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}), ...(options.headers ?? {}) });

@@ -4,7 +4,7 @@ import { readFileSync, truncateSync, writeFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { NativeEngine } from '../../lib/addon-types.js';
+import type { NativeDebugEngine } from '../../lib/addon-types.js';
 import { loadModel, makeTinyModel, type NemotronModel } from '../../lib/index.js';
 import { makeRng } from '../reference/random.js';
 import { logSoftmaxRows, maxAbsDiff, native, tempDir } from '../helpers.js';
@@ -26,7 +26,7 @@ function tokens(seed: number, n: number): number[] {
 }
 
 describe('snapshots in the engine', () => {
-  let engine: NativeEngine;
+  let engine: NativeDebugEngine;
   beforeAll(async () => {
     engine = await native.loadEngine(dir, { threads: 2, contextLength: 4096, maxSequences: 4, maxBatchTokens: 64, kvDtype: 'f32', cacheBytes: 1 << 24 });
   });

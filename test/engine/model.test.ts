@@ -11,7 +11,7 @@
 //   vs recurrence, different chunk boundaries); exact agreement is not expected.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { NativeEngine } from '../../lib/addon-types.js';
+import type { NativeDebugEngine } from '../../lib/addon-types.js';
 import { loadModel, makeTinyModel, type NemotronModel, type TinyModelOptions } from '../../lib/index.js';
 import { ReferenceModel } from '../reference/model.js';
 import { makeRng } from '../reference/random.js';
@@ -49,7 +49,7 @@ for (const c of CASES) {
   describe(c.name, () => {
     const tmp = tempDir('model');
     let model: NemotronModel;
-    let engine: NativeEngine; // the native engine directly, for multi-call sequences and batches
+    let engine: NativeDebugEngine; // the native engine directly, for multi-call sequences and batches
     let reference: ReferenceModel;
     let V: number;
 
@@ -128,15 +128,26 @@ for (const c of CASES) {
         alone.push(logSoftmaxRows(await engine.evaluate(s, Int32Array.from(toks), true), V));
         engine.freeSequence(s);
       }
-      // Together, in one pass: prefill of 12, prefill of 5, and one token.
-      const ids = [engine.createSequence(), engine.createSequence(), engine.createSequence()];
-      const together = await engine.evaluateBatch([
-        { id: ids[0]!, tokens: Int32Array.from(a), allLogits: true },
-        { id: ids[1]!, tokens: Int32Array.from(b), allLogits: true },
-        { id: ids[2]!, tokens: Int32Array.from(cTok), allLogits: true },
-      ]);
-      for (let i = 0; i < 3; i++) expect(maxAbsDiff(logSoftmaxRows(together[i]!, V), alone[i]!)).toBeLessThan(TOL);
-      // Then a mixed step: a decode token for sequence 0 alongside more prompt for sequence 1.
+      // Together: three requests (prefill of 12, prefill of 5, and one token), every position's logits,
+      // registered at once so that one step runs them in one forward pass.
+      const rows = new Map<number, Float32Array>();
+      const reqs = [a, b, cTok].map((toks) => engine.submit({ prompt: Int32Array.from(toks), maxTokens: 0, logits: 2, reusePrefix: false }));
+      let forwards = 0;
+      while (rows.size < reqs.length) {
+        const ev = await engine.runStep();
+        if (ev.ranForward) forwards++;
+        for (const f of ev.finished) {
+          expect(f.reason).toBe('done');
+          rows.set(f.request, f.logits!);
+        }
+      }
+      expect(forwards).toBe(1);
+      for (let i = 0; i < 3; i++) expect(maxAbsDiff(logSoftmaxRows(rows.get(reqs[i]!)!, V), alone[i]!)).toBeLessThan(TOL);
+      // Then a mixed pass (the sequence-level debug call): a decode token for one sequence alongside more
+      // prompt for another.
+      const ids = [engine.createSequence(), engine.createSequence()];
+      await engine.evaluate(ids[0]!, Int32Array.from(a), false);
+      await engine.evaluate(ids[1]!, Int32Array.from(b), false);
       const next = await engine.evaluateBatch([
         { id: ids[0]!, tokens: Int32Array.of(7), allLogits: false },
         { id: ids[1]!, tokens: Int32Array.from(a.slice(0, 4)), allLogits: false },

@@ -14,7 +14,7 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { NativeEngine } from '../../lib/addon-types.js';
+import type { NativeDebugEngine } from '../../lib/addon-types.js';
 import { makeTinyModel } from '../../lib/index.js';
 import * as ref from '../reference/kernels.js';
 import { makeRng } from '../reference/random.js';
@@ -142,7 +142,7 @@ describe('snapshot images hold token-major K/V rows whatever the pool layout', (
   // prefix. A raw copy of channel-major blocks would differ as soon as a block is partly filled.
   const tmp = tempDir('attn-snap');
   const dir = path.join(tmp.dir, 'model');
-  let engine: NativeEngine;
+  let engine: NativeDebugEngine;
   beforeAll(async () => {
     await makeTinyModel(dir, { seed: 5, pattern: 'M*-*', hiddenSize: 64, vocabSize: 512, maxPositionEmbeddings: 1024 });
     engine = await native.loadEngine(dir, { threads: 2, contextLength: 512, maxSequences: 2, maxBatchTokens: 64, kvDtype: 'f16', cacheBytes: 1 << 22 });

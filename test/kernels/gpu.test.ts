@@ -21,7 +21,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { NativeEngine } from '../../lib/addon-types.js';
+import type { NativeDebugEngine } from '../../lib/addon-types.js';
 import { loadCudaAddon, type CudaAddon, type CudaEngineOptions } from '../../lib/cuda.js';
 import { GOLDEN, argmaxRows, logSoftmaxRows, maxAbsDiff, maxRelErr } from '../helpers.js';
 import { makeRng } from '../reference/random.js';
@@ -269,12 +269,12 @@ const baseOptions: CudaEngineOptions = {
   threads: 2, contextLength: 1024, maxSequences: 4, maxBatchTokens: 512, kvDtype: 'f32', cacheBytes: 0, device: 'cuda',
 };
 
-async function loadOnCuda(name: string, matmul: 'bf16' | 'bf16x2', options: Partial<CudaEngineOptions> = {}): Promise<NativeEngine> {
+async function loadOnCuda(name: string, matmul: 'bf16' | 'bf16x2', options: Partial<CudaEngineOptions> = {}): Promise<NativeDebugEngine> {
   // precision 'exact' runs the bf16x2 products, 'fast' plain bf16 activations (cuda/backend_cuda.cu).
   return cuda!.loadEngine(path.join(GOLDEN, name), { ...baseOptions, precision: matmul === 'bf16' ? 'fast' : 'exact', ...options });
 }
 
-async function evalAll(e: NativeEngine, tokens: number[]): Promise<Float32Array> {
+async function evalAll(e: NativeDebugEngine, tokens: number[]): Promise<Float32Array> {
   const id = e.createSequence();
   try {
     return await e.evaluate(id, Int32Array.from(tokens), true);
@@ -283,7 +283,7 @@ async function evalAll(e: NativeEngine, tokens: number[]): Promise<Float32Array>
   }
 }
 
-async function greedy(e: NativeEngine, prompt: number[], n: number, V: number): Promise<number[]> {
+async function greedy(e: NativeDebugEngine, prompt: number[], n: number, V: number): Promise<number[]> {
   const id = e.createSequence();
   try {
     let logits = await e.evaluate(id, Int32Array.from(prompt), false);
@@ -303,7 +303,7 @@ for (const name of ['tiny-a', 'tiny-long']) {
   const golden = JSON.parse(readFileSync(path.join(GOLDEN, `${name}.reference-f64.json`), 'utf8')) as F64Golden;
   for (const [matmul, tol] of [['bf16x2', 1e-3], ['bf16', 0.2]] as const) {
     describe.skipIf(!gpu)(`golden logits on CUDA: ${name}, matmul ${matmul}`, () => {
-      let e: NativeEngine;
+      let e: NativeDebugEngine;
       let V: number;
       beforeAll(async () => {
         e = await loadOnCuda(name, matmul);
@@ -332,7 +332,7 @@ describe.skipIf(!gpu)('prefill = decode = chunked = batched on CUDA', () => {
   const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'tiny-long.reference-f64.json'), 'utf8')) as F64Golden;
   const tokens = golden.tokens.slice(0, 100);
   const TOL = 5e-3;
-  let e: NativeEngine;
+  let e: NativeDebugEngine;
   let V: number;
   let whole: Float64Array;
   beforeAll(async () => {
@@ -396,7 +396,7 @@ describe.skipIf(!gpu)('prefill = decode = chunked = batched on CUDA', () => {
 describe.skipIf(!gpu)('sampling on the device (CUDA step() copies back only the token ids)', () => {
   const golden = JSON.parse(readFileSync(path.join(GOLDEN, 'tiny-long.reference-f64.json'), 'utf8')) as F64Golden;
   const prompt = golden.tokens.slice(0, 60);
-  let e: NativeEngine;
+  let e: NativeDebugEngine;
   beforeAll(async () => {
     e = await loadOnCuda('tiny-long', 'bf16x2');
   });
@@ -440,10 +440,10 @@ describe.skipIf(!gpu)('decode steps as CUDA graphs equal eager launches bit for 
   const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
   const argmax = (a: Float32Array) => argmaxRows(a, a.length)[0]!;
 
-  async function withGraphs<T>(on: boolean, fn: (e: NativeEngine) => Promise<T>): Promise<T> {
+  async function withGraphs<T>(on: boolean, fn: (e: NativeDebugEngine) => Promise<T>): Promise<T> {
     const saved = process.env.NEMOTRON_CUDA_GRAPHS;
     process.env.NEMOTRON_CUDA_GRAPHS = on ? '1' : '0';
-    let e: NativeEngine | undefined;
+    let e: NativeDebugEngine | undefined;
     try {
       e = await loadOnCuda('tiny-long', 'bf16x2', { maxSequences: 8, contextLength: 256, kvDtype: 'f16' });
     } finally {
@@ -460,7 +460,7 @@ describe.skipIf(!gpu)('decode steps as CUDA graphs equal eager launches bit for 
   // B sequences prefilled to 61..63 tokens; greedy decode with logits and seeded device sampling across
   // position 64 (a KV block boundary); then the first sequence leaves and a new one joins (same batch
   // size, other states), and one more leaves.
-  async function trace(e: NativeEngine, B: number): Promise<{ rows: Buffer[]; tokens: number[] }> {
+  async function trace(e: NativeDebugEngine, B: number): Promise<{ rows: Buffer[]; tokens: number[] }> {
     const rows: Buffer[] = [];
     const tokens: number[] = [];
     const ids: number[] = [];

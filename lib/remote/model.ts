@@ -487,15 +487,14 @@ export class RemoteModel implements TextModel {
         yield ev;
       }
     };
-    let res: Response;
+    let res: Response | undefined;
     try {
       res = await this.post(ep, path, body, route);
     } catch (err) {
       if (!isAbort(err, signal)) throw err;
       aborted = true;
-      res = undefined as unknown as Response;
     }
-    if (!aborted) {
+    if (res && !aborted) {
       try {
         for await (const data of readSse(res.body!)) {
           if (data === '[DONE]') break;

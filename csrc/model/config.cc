@@ -1,4 +1,4 @@
-// config.json -> NemotronHConfig (architecture.md §1). Every message starts with "config.json: " and
+// config.json -> NemotronHConfig (docs/architecture.md §1). Every message starts with "config.json: " and
 // names the field(s) and the value(s) involved.
 #include "model/config.h"
 

@@ -1,5 +1,5 @@
 // NemotronHConfig: the fields of a Hugging Face config.json that the forward pass needs, under their
-// HF names, plus the sizes derived from them (architecture.md §1).
+// HF names, plus the sizes derived from them (docs/architecture.md §1).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -49,7 +49,7 @@ struct NemotronHConfig {
   double routed_scaling_factor = 1.0;                 // applied to the routed weights
   bool has_shared_expert() const { return moe_shared_expert_intermediate_size > 0; }
 
-  // Derived (architecture.md §1.2).
+  // Derived (docs/architecture.md §1.2).
   int64_t d_inner() const { return mamba_num_heads * mamba_head_dim; }
   int64_t conv_dim() const { return d_inner() + 2 * n_groups * ssm_state_size; }
   int64_t in_proj_dim() const { return d_inner() + conv_dim() + mamba_num_heads; }

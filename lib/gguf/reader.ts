@@ -514,7 +514,7 @@ export function tokenizerFromGguf(meta: GgufMetadata): { tokenizerJson: Record<s
 
 /**
  * An HF-style config (config.json keys) for lib/memory.ts planMemory, from a nemotron_h GGUF's metadata
- * (architecture.md §7): the layer pattern from the per-layer head_count_kv / feed_forward_length arrays
+ * (docs/architecture.md §7): the layer pattern from the per-layer head_count_kv / feed_forward_length arrays
  * (recurrent when both are 0, attention when only the FFN is 0, MLP otherwise), sizes of each kind
  * from its layers, head_dim = key_length, mamba_num_heads = ssm.time_step_rank, mamba_head_dim =
  * ssm.inner_size / time_step_rank, vocab from the token list (else vocab_size, else token_embd's rows),

@@ -218,7 +218,7 @@ function trainBpe(text: string, maxNewTokens: number, forbidden: ReadonlySet<str
 }
 
 /**
- * Chat template in Nemotron Nano 2's format (architecture.md §6). Uses only standard Jinja: for, if, set,
+ * Chat template in Nemotron Nano 2's format (docs/architecture.md §6). Uses only standard Jinja: for, if, set,
  * namespace, slicing, `in`, string replace/strip/split, the tojson filter and the string/defined/none tests.
  * Variables: messages, tools (optional), add_generation_prompt, continue_final_message (optional).
  */

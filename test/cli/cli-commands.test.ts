@@ -42,7 +42,7 @@ function turns(stderr: string): Array<{ prompt: number; cached: number; generate
   }));
 }
 
-// Nemotron-Nano-9B-v2's config.json fields the planner reads (architecture.md §1.1), with no weights beside it.
+// Nemotron-Nano-9B-v2's config.json fields the planner reads (docs/architecture.md §1.1), with no weights beside it.
 const CONFIG_9B = { ...NEMOTRON_NANO_9B_V2, time_step_limit: [0.0, Infinity] };
 
 describe('nemotron-node chat, inspect, bench', () => {

@@ -1,4 +1,4 @@
-// GGUF models (llama.cpp's `nemotron_h`, architecture.md §7), memory-mapped, end to end.
+// GGUF models (llama.cpp's `nemotron_h`, docs/architecture.md §7), memory-mapped, end to end.
 //
 // 1. The golden tiny-a model.gguf (F32, written by llama.cpp's converter) against the float64 reference
 //    and llama.cpp's own log-probs, within 1e-4 in log-softmax space (as test/engine/golden.test.ts does for the

@@ -10,7 +10,7 @@ import { checkPlanFits, formatBytes, parameterCount, planMemory, sequenceStateBy
 import { NEMOTRON_NANO_12B_V2, NEMOTRON_NANO_9B_V2 } from '../../lib/known-configs.js';
 import { makeTinyModel } from '../../lib/tiny-model/index.js';
 
-// architecture.md §1.1, as the raw Hugging Face config.json objects (lib/known-configs.ts).
+// docs/architecture.md §1.1, as the raw Hugging Face config.json objects (lib/known-configs.ts).
 const CONFIG_9B = NEMOTRON_NANO_9B_V2;
 const CONFIG_12B = NEMOTRON_NANO_12B_V2;
 
@@ -50,7 +50,7 @@ function expectInvalid(fn: () => unknown, ...fragments: string[]): void {
   for (const f of fragments) expect(e.message).toContain(f);
 }
 
-describe('architecture.md §1.2 and §4 figures', () => {
+describe('docs/architecture.md §1.2 and §4 figures', () => {
   const cases = [
     {
       name: '9B', config: CONFIG_9B, params: 8_888_227_328, kv: 2_147_483_648, perToken: 16_384,

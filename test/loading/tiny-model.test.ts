@@ -42,7 +42,7 @@ async function parseSafetensors(path: string): Promise<ParsedSafetensors> {
 
 const BYTES: Record<string, number> = { BF16: 2, F16: 2, F32: 4 };
 
-/** The tensor inventory a Nemotron-H checkpoint must have, computed from its config.json (architecture.md §2). */
+/** The tensor inventory a Nemotron-H checkpoint must have, computed from its config.json (docs/architecture.md §2). */
 function expectedTensors(cfg: Record<string, unknown>, prefix = 'backbone.'): Map<string, number[]> {
   const n = (k: string): number => cfg[k] as number;
   const H = n('hidden_size');

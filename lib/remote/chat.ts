@@ -32,6 +32,7 @@ export class RemoteChat implements TextChat {
   private history: ChatMessage[];
   private busy = false;
 
+  /** @internal remote sessions come from RemoteModel.chat(), RemoteModel.loadChat() and fork() */
   constructor(
     private readonly model: RemoteTextGenerator,
     options: RemoteChatOptions = {},

@@ -334,9 +334,18 @@ export interface NativeEngineConstants {
   defaultCacheBytes: number;
 }
 
-export interface NativeAddon {
+/** What the CPU addon exports: engines and their constants, and the debug and test bindings. */
+export interface NativeAddon extends NativeAddonDebug {
+  /** Loads a checkpoint into an engine on a worker; the engine also has the debug calls (NativeDebugEngine). */
   loadEngine(path: string, options: NativeEngineOptions): Promise<NativeDebugEngine>;
   engineConstants: NativeEngineConstants;
+}
+
+/**
+ * The addon's bindings for kernel tests, benchmarks and the GPU self-check's reference sampler (the
+ * leading underscore marks them): generation never calls them.
+ */
+export interface NativeAddonDebug {
   _kernels: NativeKernels;
   /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
   _measureReadBandwidth(bytes: number, threads: number): number;

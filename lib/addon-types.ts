@@ -295,7 +295,7 @@ export interface NativeSamplerParams extends Partial<Omit<NativeSampling, 'logit
 /** Every CPU kernel on typed arrays, for the kernel tests (same shapes as csrc/kernels/kernels.h). */
 export interface NativeKernels {
   /** options: precision and input as csrc/kernels/kernels.h MatmulPrecision / MatmulInput; threads 1 or 2 (default 2). */
-  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number, options?: { precision?: 'exact' | 'fast'; input?: 'plain' | 'relu2'; threads?: number }): Float32Array;
+  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number, options?: { precision?: 'exact' | 'fast'; input?: 'plain' | 'relu2'; threads?: number }): Float32Array;
   rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
   rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;
   conv1dCausal(x: Float32Array, T: number, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
@@ -367,7 +367,7 @@ export interface NativeAddonDebug {
 /** NativeEngineOptions plus the device the engine runs on ('cuda' is 'cuda:0'). */
 export type CudaEngineOptions = NativeEngineOptions & { device: 'cpu' | 'cuda' | `cuda:${number}` };
 
-/** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (cuda/addon_cuda.cc). */
+/** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (csrc/addon/cuda_addon.cc). */
 export interface CudaKernels {
   matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number): Float32Array;
   embedding(table: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0', rows: number, cols: number, ids: Int32Array): Float32Array;
@@ -394,7 +394,7 @@ export interface CudaDeviceInfo {
   uuid?: string;
 }
 
-/** The CUDA runtime, driver and devices as the CUDA addon sees them (cuda/addon_cuda.cc cudaInfo). */
+/** The CUDA runtime, driver and devices as the CUDA addon sees them (csrc/addon/cuda_addon.cc cudaInfo). */
 export interface CudaInfo {
   /** The CUDA toolkit the binary was built with (linked statically), e.g. 13000 for 13.0. */
   runtimeVersion: number;

@@ -1,6 +1,6 @@
 {
   # CPU-only build for node-gyp and prebuildify. CMakeLists.txt builds the same sources (plus CUDA);
-  # test/build-sources.test.ts keeps the two source lists equal.
+  # test/package/build-sources.test.ts keeps the two source lists equal.
   "targets": [
     {
       "target_name": "nemotron_node",

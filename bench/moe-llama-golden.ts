@@ -2,7 +2,7 @@
  * Writes test/fixtures/moe/NAME.llama-cpp.json: llama.cpp's log-probabilities (its `nemotron_h_moe`
  * implementation, through node-llama-cpp 3.21.1 in bench/peer, CPU, F32 KV cache) at every position of a prompt, on
  * the F32 GGUF of a random tiny MoE model that makeTinyModel writes deterministically from the options
- * stored in the fixture. test/moe.test.ts rebuilds the model from those options and compares.
+ * stored in the fixture. test/engine/moe.test.ts rebuilds the model from those options and compares.
  *
  *   npm --prefix bench/peer ci && node --import tsx bench/moe-llama-golden.ts
  */

@@ -43,7 +43,7 @@ if (!existsSync(path.join(dir, 'model.gguf'))) {
   });
 }
 const prompt = Array.from({ length: promptLen }, (_, i) => 21 + ((i * 7919) % 30000));
-const kernels = (loadNative() as unknown as { _kernels: { weightBytesRead(): number } })._kernels;
+const kernels = loadNative()._kernels;
 
 // ---- ours -------------------------------------------------------------------------------------------
 async function ours(modelPath: string): Promise<{ prefill: number; decode: number; bytesPerToken: number; active: number; tokens: number[] }> {

@@ -2,7 +2,7 @@
  * Writes test/fixtures/q5/NAME.llama-cpp.json: llama.cpp's log-probabilities (through node-llama-cpp
  * 3.21.1 in bench/peer, CPU, F32 KV cache) at every position of a prompt, on a Q5_0 / Q5_1 GGUF (and a
  * Q4_K + Q5_0 mix, llama-quantize's layout for widths 256 does not divide) of a random tiny model that
- * makeTinyModel writes deterministically from the options stored in the fixture. test/quant-q5.test.ts
+ * makeTinyModel writes deterministically from the options stored in the fixture. test/kernels/quant-q5.test.ts
  * rebuilds the model from those options and compares.
  *
  *   npm --prefix bench/peer ci && node --import tsx bench/q5-llama-golden.ts

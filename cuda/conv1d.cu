@@ -1,4 +1,4 @@
-// Causal depthwise conv1d + bias + SiLU (csrc/kernels/conv1d.cc, architecture.md §5.1).
+// Causal depthwise conv1d + bias + SiLU (csrc/kernels/conv1d.cc, docs/architecture.md §5.1).
 // Prompt: one thread per (token, channel) reads its K taps (rows before the prompt from the conv
 // state), then a second kernel leaves the K-1 most recent raw inputs in the state, one thread per
 // channel walking the rows upwards (the shift is in place: row r takes row r + T, never one already

@@ -1,4 +1,4 @@
-// Mamba-2 chunked SSD scan for prompts (csrc/kernels/ssd_scan.cc, architecture.md §5.2), f32
+// Mamba-2 chunked SSD scan for prompts (csrc/kernels/ssd_scan.cc, docs/architecture.md §5.2), f32
 // throughout, state f32. Four kernels per call, Q = min(chunk_size, T) tokens per chunk:
 //   1. dt:     dt[h, t] = clamp(softplus(dt_raw + dt_bias)), Acs = per-chunk inclusive cumsum of dt·A
 //              (one thread per (head, chunk), sequential like the CPU).

@@ -1,5 +1,5 @@
 // Mamba-2 selective state update for one token (decode; csrc/kernels/ssm_state_update.cc,
-// architecture.md §5.3), state in f32. One warp per (head, p) row of the state: lanes stride over the
+// docs/architecture.md §5.3), state in f32. One warp per (head, p) row of the state: lanes stride over the
 // N state columns (coalesced 128-byte rows), update S[p, n] = S·dA + x·dt·B[n] in place, and the warp
 // reduces y[p] = Σ_n S[p, n]·C[n] by a fixed shuffle tree; + D·x. 8 rows per CTA.
 #include "cuda/common.cuh"

@@ -1,6 +1,9 @@
 /**
- * The one description of what the native addon (csrc/addon) exports. Nothing else in lib/ may assume
- * anything about the .node file. Native methods trust their arguments: lib/ validates first.
+ * The one description of what the native addons export: the CPU addon (nemotron_node.node, csrc/addon),
+ * the CUDA addon (nemotron_node_cuda.node: the same surface plus CudaAddon's), and their debug and test
+ * bindings (NativeEngineDebug, NativeKernels, the _measure* probes: for tests, benchmarks and
+ * the GPU self-check). Nothing else in lib/ may assume anything about a .node file. Native methods trust
+ * their arguments: lib/ validates first.
  */
 
 export interface NativeEngineOptions {
@@ -79,6 +82,7 @@ export interface NativeSampling {
   seed: number;
 }
 
+/** One sequence's tokens for NativeEngineDebug.evaluateBatch. */
 export interface NativeBatchItem {
   id: number;
   tokens: Int32Array;
@@ -194,9 +198,10 @@ export interface NativeCacheStats {
 
 /**
  * The engine as the library drives it: requests registered once, steps run on a worker. The synchronous
- * methods are O(1) and never wait for a running step.
+ * methods are O(1) and never wait for a running step. (The object loadEngine() gives has the debug
+ * methods too, NativeDebugEngine; the library holds it as a NativeEngine and cannot reach them.)
  */
-export interface NativeEngine extends NativeEngineDebug {
+export interface NativeEngine {
   info(): NativeModelInfo;
   /** Registers a request (queued for a sequence slot); returns its id. */
   submit(spec: NativeRequestSpec): number;
@@ -226,8 +231,8 @@ export interface NativeEngine extends NativeEngineDebug {
 }
 
 /**
- * Sequence-level calls for native tests and benchmarks only (test/gpu.test.ts, kernel tests): they take
- * the engine's compute lock and may wait for a running step. The library never calls them.
+ * Sequence-level calls for native tests, benchmarks and the GPU self-check (lib/selfcheck.ts) only: they
+ * take the engine's compute lock and may wait for a running step. Generation never calls them.
  */
 export interface NativeEngineDebug {
   createSequence(): number;
@@ -243,7 +248,11 @@ export interface NativeEngineDebug {
   /** Replaces a sequence's state with a snapshot's. */
   restore(id: number, snapshotId: number): void;
   dropSnapshot(snapshotId: number): void;
-  /** Several sequences in one forward pass. */
+  /**
+   * Several sequences in one forward pass, each item's logits back (the last row, or all rows). The
+   * library batches through the request API (submit/runStep); this stays for the tests that compare
+   * batched logit rows bit for bit (batch invariance, CUDA graph replay), which step() does not return.
+   */
   evaluateBatch(items: NativeBatchItem[]): Promise<Float32Array[]>;
   /**
    * One continuous-batching step over several sequences (csrc/engine/step_plan.h): each item's pending
@@ -252,6 +261,9 @@ export interface NativeEngineDebug {
    */
   step(items: NativeStepItem[]): Promise<NativeStepResult>;
 }
+
+/** An engine as loadEngine() gives it: the library's surface and the debug one. */
+export type NativeDebugEngine = NativeEngine & NativeEngineDebug;
 
 export interface SsmKernelParams {
   H: number;
@@ -322,9 +334,18 @@ export interface NativeEngineConstants {
   defaultCacheBytes: number;
 }
 
-export interface NativeAddon {
-  loadEngine(path: string, options: NativeEngineOptions): Promise<NativeEngine>;
+/** What the CPU addon exports: engines and their constants, and the debug and test bindings. */
+export interface NativeAddon extends NativeAddonDebug {
+  /** Loads a checkpoint into an engine on a worker; the engine also has the debug calls (NativeDebugEngine). */
+  loadEngine(path: string, options: NativeEngineOptions): Promise<NativeDebugEngine>;
   engineConstants: NativeEngineConstants;
+}
+
+/**
+ * The addon's bindings for kernel tests, benchmarks and the GPU self-check's reference sampler (the
+ * leading underscore marks them): generation never calls them.
+ */
+export interface NativeAddonDebug {
   _kernels: NativeKernels;
   /** GB/s of memory reads on `threads` threads (best of 5 passes over `bytes`); blocks ~1 s. For benchmarks. */
   _measureReadBandwidth(bytes: number, threads: number): number;
@@ -341,4 +362,48 @@ export interface NativeAddon {
    * plain reads, or with kind 'matmul' one T = 1 product with every matrix (decode's weight stream).
    */
   _measureWeightsReadBandwidth(path: string, weights: 'both', threads: number, passes: number, kind?: 'read' | 'matmul'): { mmap: number[]; memory: number[]; bytes: number };
+}
+
+/** NativeEngineOptions plus the device the engine runs on ('cuda' is 'cuda:0'). */
+export type CudaEngineOptions = NativeEngineOptions & { device: 'cpu' | 'cuda' | `cuda:${number}` };
+
+/** One CUDA device as cudaInfo() describes it. */
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  /** '8.0', '9.0', ... */
+  computeCapability?: string;
+  totalMemory?: number;
+  multiprocessors?: number;
+  /** 'GPU-…' as nvidia-smi prints it. */
+  uuid?: string;
+}
+
+/** The CUDA runtime, driver and devices as the CUDA addon sees them (csrc/addon/cuda_addon.cc cudaInfo). */
+export interface CudaInfo {
+  /** The CUDA toolkit the binary was built with (linked statically), e.g. 13000 for 13.0. */
+  runtimeVersion: number;
+  /** The oldest driver CUDA version that runs it (major.0: minor version compatibility), e.g. 13000. */
+  requiredDriverVersion: number;
+  /** The newest CUDA version the installed driver supports; 0 when there is no NVIDIA driver. */
+  driverVersion: number;
+  /** The GPU architectures compiled in (CMAKE_CUDA_ARCHITECTURES), e.g. '80-real,86-real,89-real,90-real,90-virtual'. */
+  archs: string;
+  deviceCount: number;
+  /** Why no device could be counted (CUDA's error name and text). */
+  error?: string;
+  devices: CudaDeviceInfo[];
+}
+
+/**
+ * The CUDA addon (nemotron_node_cuda.node, cuda/ + csrc/addon): the CPU addon's surface over the engine
+ * built with the CUDA backend (loadEngine takes device 'cuda' / 'cuda:N', see CudaEngineOptions), plus
+ * the CUDA runtime's view. (The CUDA kernels' parity with the CPU is checked natively:
+ * native-tests/cuda_kernels_check.cc.)
+ */
+export interface CudaAddon extends NativeAddon {
+  /** CUDA devices visible to this process (throws with CUDA's reason when the runtime cannot start). */
+  cudaDeviceCount(): number;
+  /** Never throws. */
+  cudaInfo(): CudaInfo;
 }

@@ -1,6 +1,6 @@
 /**
  * Finds the CUDA addon (nemotron_node_cuda.node: the same N-API surface as the CPU addon over the
- * engine built with the CUDA backend, plus `cudaDeviceCount()`, `cudaInfo()` and `_cudaKernels`) and
+ * engine built with the CUDA backend, plus `cudaDeviceCount()` and `cudaInfo()`) and
  * decides whether this process can use it.
  *
  * Where: the NEMOTRON_NODE_CUDA_BINARY environment variable (an explicit .node path), else
@@ -21,74 +21,22 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-import type { NativeAddon, NativeEngine, NativeEngineOptions, SsmKernelParams } from './addon-types.js';
+import type { CudaAddon, CudaInfo, NativeAddon } from './addon-types.js';
 import { moduleUrl } from './module-url.js';
 import { loadNative, nativeBinaryPath, packageRoot } from './native.js';
 
 const requireHere = createRequire(moduleUrl);
 
-/** NativeEngineOptions plus the device the engine runs on ('cuda' is 'cuda:0'). */
-export type CudaEngineOptions = NativeEngineOptions & { device: 'cpu' | 'cuda' | `cuda:${number}` };
-
-/** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (csrc/addon/cuda_addon.cc). */
-export interface CudaKernels {
-  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K' | 'F8_E4M3', N: number): Float32Array;
-  embedding(table: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0', rows: number, cols: number, ids: Int32Array): Float32Array;
-  rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
-  rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;
-  conv1dCausal(x: Float32Array, T: number, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
-  conv1dStep(x: Float32Array, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };
-  ssdChunkScan(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, T: number, state: Float32Array, chunkSize: number): { y: Float32Array; state: Float32Array };
-  ssmStateUpdate(x: Float32Array, dtRaw: Float32Array, B: Float32Array, C: Float32Array, p: SsmKernelParams, state: Float32Array): { y: Float32Array; state: Float32Array };
-  attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16' | 'BF16'; shuffle?: boolean }): Float32Array;
-  relu2(x: Float32Array): Float32Array;
-  addInplace(y: Float32Array, x: Float32Array): Float32Array;
-}
-
-/** One CUDA device as cudaInfo() describes it. */
-export interface CudaDeviceInfo {
-  index: number;
-  name: string;
-  /** '8.0', '9.0', ... */
-  computeCapability?: string;
-  totalMemory?: number;
-  multiprocessors?: number;
-  /** 'GPU-…' as nvidia-smi prints it. */
-  uuid?: string;
-}
-
-/** The CUDA runtime, driver and devices as the CUDA addon sees them (csrc/addon/cuda_addon.cc cudaInfo). */
-export interface CudaInfo {
-  /** The CUDA toolkit the binary was built with (linked statically), e.g. 13000 for 13.0. */
-  runtimeVersion: number;
-  /** The oldest driver CUDA version that runs it (major.0: minor version compatibility), e.g. 13000. */
-  requiredDriverVersion: number;
-  /** The newest CUDA version the installed driver supports; 0 when there is no NVIDIA driver. */
-  driverVersion: number;
-  /** The GPU architectures compiled in (CMAKE_CUDA_ARCHITECTURES), e.g. '80-real,86-real,89-real,90-real,90-virtual'. */
-  archs: string;
-  deviceCount: number;
-  /** Why no device could be counted (CUDA's error name and text). */
-  error?: string;
-  devices: CudaDeviceInfo[];
-}
-
-export interface CudaAddon extends Omit<NativeAddon, 'loadEngine'> {
-  loadEngine(path: string, options: CudaEngineOptions): Promise<NativeEngine>;
-  /** CUDA devices visible to this process (throws with CUDA's reason when the runtime cannot start). */
-  cudaDeviceCount(): number;
-  /** Never throws. */
-  cudaInfo(): CudaInfo;
-  _cudaKernels: CudaKernels;
-}
+export type { CudaAddon, CudaDeviceInfo, CudaEngineOptions, CudaInfo } from './addon-types.js';
 
 /**
  * A usable CUDA addon, or why there is none. `driverTooOld` is set when the reason is the driver's
  * version (a DriverTooOldError for device: 'cuda'). `engineDevice` is the device string engines of this
- * addon are made with ('cuda' normally; 'cpu' under the NEMOTRON_NODE_FAKE_CUDA test hook).
+ * addon are made with ('cuda' normally; 'cpu' under the NEMOTRON_NODE_FAKE_CUDA test hook, where the addon
+ * is the CPU one: 'cudaInfo' in addon tells them apart).
  */
 export type CudaProbe =
-  | { addon: CudaAddon; binary: string; deviceCount: number; info: CudaInfo; engineDevice: string }
+  | { addon: CudaAddon | NativeAddon; binary: string; deviceCount: number; info: CudaInfo; engineDevice: string }
   | { reason: string; driverTooOld?: { required: number; found: number }; info?: CudaInfo; binary?: string };
 
 /** 13000 -> '13.0'. */
@@ -192,7 +140,7 @@ export function loadCudaAddon(options: { binary?: string; timeoutMs?: number } =
   return result;
 }
 
-function probeChild(binary: string, timeoutMs: number): { info: CudaInfo } | Exclude<CudaProbe, { addon: CudaAddon }> {
+function probeChild(binary: string, timeoutMs: number): { info: CudaInfo } | Exclude<CudaProbe, { addon: unknown }> {
   const r = spawnSync(process.execPath, ['-e', PROBE, binary], { encoding: 'utf8', timeout: timeoutMs, env: process.env });
   if (r.error) return { reason: `probing ${binary} failed: ${r.error.message}` };
   if (r.status !== 0) {
@@ -210,7 +158,7 @@ function probeChild(binary: string, timeoutMs: number): { info: CudaInfo } | Exc
 }
 
 /** Whether what cudaInfo() says makes the binary usable: a driver, new enough, and a device. */
-export function judgeCudaInfo(binary: string, info: CudaInfo): { info: CudaInfo } | Exclude<CudaProbe, { addon: CudaAddon }> {
+export function judgeCudaInfo(binary: string, info: CudaInfo): { info: CudaInfo } | Exclude<CudaProbe, { addon: unknown }> {
   const built = `built with CUDA ${cudaVersionString(info.runtimeVersion)}, which needs an NVIDIA driver for CUDA ${cudaVersionString(info.requiredDriverVersion)} or later (Linux driver >= ${minimumLinuxDriver(info.requiredDriverVersion)})`;
   if (info.driverVersion === 0) {
     return { reason: `${binary} loads, but there is no NVIDIA driver (libcuda.so.1 not found)${info.error ? `: ${info.error}` : ''}`, info };
@@ -233,7 +181,7 @@ export function judgeCudaInfo(binary: string, info: CudaInfo): { info: CudaInfo 
  * errors and the fallback) runs CPU against CPU. Never set it in production.
  */
 function fakeCudaProbe(): CudaProbe {
-  const addon = loadNative() as unknown as CudaAddon;
+  const addon: NativeAddon = loadNative(); // no CUDA members ('cudaInfo' in addon is false)
   const info: CudaInfo = {
     runtimeVersion: 0,
     requiredDriverVersion: 0,

@@ -44,7 +44,7 @@ export async function chooseDevice(
     if (probe.driverTooOld) throw new DriverTooOldError(`device 'cuda' is not available: ${probe.reason}`, probe.driverTooOld.required, probe.driverTooOld.found);
     throw new DeviceUnavailableError(`device 'cuda' is not available: ${probe.reason}`);
   }
-  const chosen: ChosenDevice = { addon: probe.addon as unknown as Pick<NativeAddon, 'loadEngine'>, device: probe.engineDevice };
+  const chosen: ChosenDevice = { addon: probe.addon, device: probe.engineDevice };
   const mode = options.selfCheck ?? 'run';
   if (mode === 'off') return chosen;
   const gpu = probe.info.devices[0];

@@ -201,3 +201,21 @@ export function errorFromCode(code: string, message: string, cause?: unknown): N
   if (c === 'ERR_MODEL_CLOSED') return new ModelClosedError();
   return new InternalError(message, { cause });
 }
+
+/** A native rejection (an Error carrying a code) as its typed error; a typed error passes through. */
+export function typedError(err: unknown): NemotronError {
+  if (err instanceof NemotronError) return err;
+  const e = err as { code?: string; message?: string };
+  return errorFromCode(e.code ?? 'ERR_INTERNAL', e.message ?? String(err), err);
+}
+
+/**
+ * Throws a native rejection as its typed error with the caller's stack (`stack`: an Error made before the
+ * call crossed into native code, whose own stack is a worker's). A typed error is thrown as it is.
+ */
+export function rethrowTyped(err: unknown, stack: Error): never {
+  if (err instanceof NemotronError) throw err;
+  const typed = typedError(err);
+  typed.stack = `${typed.name}: ${typed.message}\n${(stack.stack ?? '').split('\n').slice(1).join('\n')}`;
+  throw typed;
+}

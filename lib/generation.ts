@@ -9,13 +9,103 @@
  * cannot hold a sequence slot forever.
  */
 import type { NativeGrammarSpec, NativeRequestEnd, NativeRequestSpec, NativeSampling } from './addon-types.js';
-import type { ToolCall } from './chat/template.js';
+import type { Message } from './chat/openai.js';
+import type { ToolCall, ToolDefinition } from './chat/template.js';
 import { ReasoningSplitter } from './chat/reasoning.js';
 import { StopMatcher } from './chat/stop.js';
 import { ToolCallParser } from './chat/tool-calls.js';
 import { IdleTimeoutError, NemotronError } from './errors.js';
+import type { ResponseFormat, ToolChoice } from './grammar.js';
 import type { NativeTokenLogprobs, RequestHandler, Scheduler } from './scheduler.js';
 import { IncrementalDecoder, type TextTokenizer } from './tokenizer.js';
+import * as v from './validate.js';
+
+export interface SamplingOptions {
+  /** 0 = greedy. Default: 0.6 for chat with reasoning on (NVIDIA's recommendation), else 0. */
+  temperature?: number;
+  /** Keep only the k most likely tokens; 0 = off. */
+  topK?: number;
+  /** Smallest set of most likely tokens holding this much probability, in (0, 1]. Default: 0.95 for chat with reasoning on, else 1 (off). */
+  topP?: number;
+  /** Drop tokens less likely than minP × the most likely one, in [0, 1); 0 = off. */
+  minP?: number;
+  /** > 0: divides positive logits (multiplies negative ones) of every token already in the sequence; 1 = off. */
+  repetitionPenalty?: number;
+  /** In [-2, 2]: subtracted from the logit of every token generated so far (OpenAI semantics). */
+  presencePenalty?: number;
+  /** In [-2, 2]: subtracted once per occurrence in the generated tokens. */
+  frequencyPenalty?: number;
+  /** Added to the logits of the given token ids; e.g. { 12: -100 } bans token 12. */
+  logitBias?: Record<number, number>;
+  /** Seed for the random draws: the same seed gives the same tokens, alone or batched. Default: random. */
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Raw text (tokenized with the checkpoint's BOS policy) or token ids. Give this or `messages`. */
+  prompt?: string | readonly number[];
+  /**
+   * A conversation, rendered with the checkpoint's chat template. Give this or `prompt`. Messages in the
+   * library's shape (ChatMessage) or in OpenAI's (the `openai` package's ChatCompletionMessageParam[]:
+   * `developer`, text content parts, `tool_calls`, `tool_call_id`), see OpenAIChatMessage.
+   */
+  messages?: readonly Message[];
+  /** Function tools the model may call (rendered by the template; its calls come back parsed). */
+  tools?: ToolDefinition[];
+  /** Reasoning on (`/think`) or off (`/no_think`); default: the messages' keywords, else on. */
+  reasoning?: boolean;
+  /** Reasoning tokens after which the reasoning is closed at the next newline (or 500 tokens later). */
+  thinkingBudget?: number;
+  /** Most tokens to generate. Default 256, or 4096 for chat with reasoning on. */
+  maxTokens?: number;
+  /** Generation stops before any of these strings; they are not part of the text. */
+  stop?: string | string[];
+  /** Stops the request within one step and frees its sequence; what the caller sees is `abortBehavior`. */
+  signal?: AbortSignal;
+  /**
+   * How an aborted request ends (its signal, model.close(), or the stream's idleTimeoutMs):
+   * 'resolve' (default) — generate() resolves and stream() ends with `done`, finishReason 'abort' (the
+   * text so far is in the result); 'reject' — generate() rejects and stream() throws an AbortError
+   * (`name` 'AbortError', code ERR_ABORTED, `cause` the reason, `result` the partial result), as the OpenAI
+   * SDK does. Breaking out of a stream is not an abort: it just ends the request.
+   */
+  abortBehavior?: AbortBehavior;
+  /**
+   * Report log-probabilities: 0..20 most likely alternatives per sampled token (0: the token's own only).
+   * The result gets `logprobs` and stream pieces carry theirs. Values are from the raw model distribution
+   * (log-softmax of the logits before penalties, bias, temperature and top-k/p, as vLLM's default), and
+   * a request that asks for them samples on the host (CUDA builds otherwise sample on the device).
+   */
+  topLogprobs?: number;
+  /**
+   * Constrained output (grammar-constrained decoding in the native sampler): JSON (any object, or valid
+   * against a JSON schema; parsed into result.parsed), an EBNF grammar or a regex. With reasoning on it
+   * applies after `</think>`.
+   */
+  responseFormat?: ResponseFormat;
+  /** With `tools`: 'auto' (default; a tool call the model opens is constrained to parse), 'none', 'required' or { name }. */
+  toolChoice?: ToolChoice;
+}
+
+/** Every key GenerateOptions has (unknown keys are refused). */
+export const GENERATE_KEYS = [
+  'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal', 'abortBehavior', 'topLogprobs',
+  'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'logitBias', 'seed',
+  'responseFormat', 'toolChoice',
+] as const;
+
+/** Defaults of a request: NVIDIA's recommended sampling with reasoning on (model card), greedy otherwise. */
+export const SAMPLING_DEFAULTS = {
+  reasoning: { temperature: 0.6, topP: 0.95, maxTokens: 4096 },
+  plain: { temperature: 0, topP: 1, maxTokens: 256 },
+} as const;
+
+/** options.stop as a list: a non-empty string or an array of them. */
+export function stopList(stop: string | string[] | undefined): string[] {
+  const list = stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', stop);
+  return list;
+}
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
 

@@ -1,6 +1,6 @@
 /**
  * The config.json fields of NVIDIA's released Nemotron Nano 2 checkpoints that the engine and the
- * memory planner read (architecture.md §1.1), so a service can plan memory before downloading anything:
+ * memory planner read (docs/architecture.md §1.1), so a service can plan memory before downloading anything:
  * `planMemory(NEMOTRON_NANO_9B_V2, { contextLength: 131072, maxSequences: 8 })`.
  */
 export const NEMOTRON_NANO_9B_V2 = Object.freeze({
@@ -26,7 +26,7 @@ export const NEMOTRON_NANO_9B_V2 = Object.freeze({
   torch_dtype: 'bfloat16',
 });
 
-/** The 12B: the same block kinds, 62 layers, hidden 5120, MLP 20480 (architecture.md §1.1). */
+/** The 12B: the same block kinds, 62 layers, hidden 5120, MLP 20480 (docs/architecture.md §1.1). */
 export const NEMOTRON_NANO_12B_V2 = Object.freeze({
   ...NEMOTRON_NANO_9B_V2,
   hybrid_override_pattern: 'M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-',

@@ -1,6 +1,6 @@
 /**
  * Memory planner: what a model needs, computed from its config before anything is allocated
- * (architecture.md §1.2 sizes, §2 tensors, §4 decode-time state). Pure arithmetic, no I/O.
+ * (docs/architecture.md §1.2 sizes, §2 tensors, §4 decode-time state). Pure arithmetic, no I/O.
  *
  * The engine's memory, item by item:
  * - weights: the checkpoint's tensors as stored (memory-mapped; resident once used), or with
@@ -388,7 +388,7 @@ export function fp8ParameterCount(config: PlanConfig | Record<string, unknown>):
   );
 }
 
-/** Parameters (elements) of every tensor of architecture.md §2. */
+/** Parameters (elements) of every tensor of docs/architecture.md §2. */
 export function parameterCount(config: PlanConfig | Record<string, unknown>): number {
   return parametersOf(resolveConfig(config));
 }
@@ -419,13 +419,13 @@ function parametersOf(c: ResolvedConfig): number {
 export interface StateBytesOptions {
   /** Positions the sequence holds. */
   contextLength: number;
-  /** Conv window element type; the engine keeps f32, architecture.md §4 assumes bf16. Default 'f32'. */
+  /** Conv window element type; the engine keeps f32 (docs/architecture.md §4), other engines bf16. Default 'f32'. */
   convDtype?: StateDtype;
   /** SSM state element type; default 'f32'. */
   ssmDtype?: StateDtype;
   /** KV element type; default 'f16'. */
   kvDtype?: StateDtype;
-  /** KV allocation granule in positions: 64 = the engine's paging, 1 = exact (architecture.md §4). Default 64. */
+  /** KV allocation granule in positions: 64 = the engine's paging, 1 = exact (docs/architecture.md §4). Default 64. */
   kvBlockTokens?: number;
 }
 
@@ -450,12 +450,12 @@ function stateDtype(name: string, value: unknown, fallback: StateDtype, allowed:
 }
 
 /**
- * One sequence's decode-time state (architecture.md §4) for any choice of element types: with
+ * One sequence's decode-time state (docs/architecture.md §4) for any choice of element types: with
  * { convDtype: 'bf16', ssmDtype: 'bf16' | 'f32', kvDtype: 'bf16', kvBlockTokens: 1 } it gives §4's table.
  */
 export function sequenceStateBytes(config: PlanConfig | Record<string, unknown> | ResolvedConfig, options: StateBytesOptions): StateBytes {
   v.assertObject('options', options);
-  v.assertKnownKeys('options', options as unknown as Record<string, unknown>, ['contextLength', 'convDtype', 'ssmDtype', 'kvDtype', 'kvBlockTokens']);
+  v.assertKnownKeys('options', options, ['contextLength', 'convDtype', 'ssmDtype', 'kvDtype', 'kvBlockTokens']);
   const c = isResolved(config) ? config : resolveConfig(config);
   const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1) ?? missing('options.contextLength', 'an integer >= 1');
   const all = ['bf16', 'f16', 'f32'] as const;
@@ -512,7 +512,7 @@ function byteCount(name: string, value: unknown): number | undefined {
 /** Everything the model needs at `options`, before anything is allocated. */
 export function planMemory(config: PlanConfig | Record<string, unknown>, options: PlanOptions): MemoryPlan {
   v.assertObject('options', options);
-  v.assertKnownKeys('options', options as unknown as Record<string, unknown>, PLAN_KEYS);
+  v.assertKnownKeys('options', options, PLAN_KEYS);
   const c = resolveConfig(config);
   const contextLength = v.optionalInteger('options.contextLength', options.contextLength, 1) ?? missing('options.contextLength', 'an integer >= 1');
   const maxSequences = v.optionalInteger('options.maxSequences', options.maxSequences, 1, 4096) ?? missing('options.maxSequences', 'an integer in [1, 4096]');

@@ -9,7 +9,7 @@
  * that consumers woken by the last step's events can ask for more (resume) before the next one starts.
  */
 import type { NativeEngine, NativeRequestEnd, NativeRequestSpec, NativeStepEvents } from './addon-types.js';
-import { NemotronError, errorFromCode } from './errors.js';
+import { typedError, type NemotronError } from './errors.js';
 
 /** A sampled token's log-prob and the k most likely tokens at its position (raw model distribution). */
 export interface NativeTokenLogprobs {
@@ -31,12 +31,6 @@ export interface RequestHandler {
 }
 
 const setImmediateP = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-function typed(err: unknown): NemotronError {
-  if (err instanceof NemotronError) return err;
-  const e = err as { code?: string; message?: string };
-  return errorFromCode(e.code ?? 'ERR_INTERNAL', e.message ?? String(err), err);
-}
 
 export class Scheduler {
   private readonly handlers = new Map<number, RequestHandler>();
@@ -113,7 +107,7 @@ export class Scheduler {
         events = await this.engine.runStep();
       } catch (err) {
         // A failed step (an engine bug, not a request's error): every request ends with it.
-        const e = typed(err);
+        const e = typedError(err);
         for (const [id, h] of [...this.handlers]) {
           this.handlers.delete(id);
           h.onFinished('error', e, undefined);
@@ -158,7 +152,7 @@ export class Scheduler {
     for (const f of finished) {
       const h = this.handlers.get(f.request);
       this.handlers.delete(f.request);
-      h?.onFinished(f.reason, f.error ? typed(f.error) : undefined, f.logits);
+      h?.onFinished(f.reason, f.error ? typedError(f.error) : undefined, f.logits);
     }
   }
 }

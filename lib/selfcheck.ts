@@ -17,7 +17,7 @@
  *
  * Both matmul precisions of the device are checked against the CPU engine in 'exact' precision (f32
  * activations, log-probs within ~1e-5 of a float64 reference). Tolerances on log-probs, from the numerics
- * of each precision (measured against the float64 reference in test/gpu.test.ts and
+ * of each precision (measured against the float64 reference in test/kernels/gpu.test.ts and
  * native-tests/cuda_golden_check.cc): 'exact' on CUDA multiplies bf16 weights by activations split into
  * two bf16 terms (~16 significant bits): measured 1.4e-4, tolerance 1e-3; 'fast' rounds activations to
  * bf16 (8 bits): measured 7e-2, tolerance 0.2. A restored sequence must give its original's row within
@@ -31,7 +31,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import type { NativeAddon, NativeEngine, NativeEngineOptions, NativeSampling } from './addon-types.js';
+import type { NativeAddon, NativeDebugEngine, NativeEngineOptions, NativeSampling } from './addon-types.js';
 import { cacheDir, defaultModelPath } from './default-model.js';
 import type { SelfCheckDifference } from './errors.js';
 import { loadNative } from './native.js';
@@ -176,7 +176,7 @@ function scriptTokens(n: number, salt: number, V: number): Int32Array {
   return out;
 }
 
-function wrapPerturbed(engine: NativeEngine, mode: 'logprob' | 'token', eps: number): NativeEngine {
+function wrapPerturbed(engine: NativeDebugEngine, mode: 'logprob' | 'token', eps: number): NativeDebugEngine {
   let evaluations = 0;
   let steps = 0;
   return new Proxy(engine, {
@@ -190,7 +190,7 @@ function wrapPerturbed(engine: NativeEngine, mode: 'logprob' | 'token', eps: num
         };
       }
       if (key === 'step' && mode === 'token') {
-        return async (items: Parameters<NativeEngine['step']>[0]) => {
+        return async (items: Parameters<NativeDebugEngine['step']>[0]) => {
           const r = await target.step(items);
           if (++steps === 1 && r.token[0]! >= 0) r.token[0] = (r.token[0]! + 1) % target.info().config.vocabSize;
           return r;
@@ -202,7 +202,7 @@ function wrapPerturbed(engine: NativeEngine, mode: 'logprob' | 'token', eps: num
   });
 }
 
-async function runScript(engine: NativeEngine, sampler: NativeAddon['_kernels']): Promise<Run> {
+async function runScript(engine: NativeDebugEngine, sampler: NativeAddon['_kernels']): Promise<Run> {
   const V = engine.info().config.vocabSize;
   const prompt = scriptTokens(PROMPT_TOKENS, 1, V);
   const decodeTokens = scriptTokens(DECODE_STEPS, 2, V);
@@ -275,7 +275,7 @@ export async function runSelfCheck(options: SelfCheckOptions): Promise<SelfCheck
   const figures: SelfCheckFigures[] = [];
   const differences: SelfCheckDifference[] = [];
   let error: string | undefined;
-  let ref: NativeEngine | undefined;
+  let ref: NativeDebugEngine | undefined;
   try {
     const reference = options.reference ?? loadNative();
     const modelPath = options.modelPath ?? (await defaultModelPath());
@@ -284,7 +284,7 @@ export async function runSelfCheck(options: SelfCheckOptions): Promise<SelfCheck
     for (const precision of precisions) {
       const t1 = performance.now();
       const tolerance = SELF_CHECK_TOLERANCES[precision];
-      let dev: NativeEngine | undefined;
+      let dev: NativeDebugEngine | undefined;
       try {
         dev = await options.device.addon.loadEngine(modelPath, engineOptions(options.device.engineDevice, precision));
         const V = dev.info().config.vocabSize;

@@ -4,8 +4,7 @@
  */
 import type { ChatOptions, TurnOptions } from './chat/session.js';
 import type { ChatMessage } from './chat/template.js';
-import type { GenerateResult, StreamEvent } from './generation.js';
-import type { GenerateOptions } from './model.js';
+import type { GenerateOptions, GenerateResult, StreamEvent } from './generation.js';
 
 /** A conversation that keeps its place: one turn at a time, forkable, savable. */
 export interface TextChat {

@@ -19,7 +19,7 @@ export function assertObject(name: string, value: unknown): asserts value is Rec
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(name, 'an object', value);
 }
 
-export function assertKnownKeys(name: string, value: Record<string, unknown>, allowed: readonly string[]): void {
+export function assertKnownKeys(name: string, value: object, allowed: readonly string[]): void {
   for (const key of Object.keys(value)) {
     if (!allowed.includes(key)) {
       throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `${name} has an unknown option "${key}" (known: ${allowed.join(', ')})`);

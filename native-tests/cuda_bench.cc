@@ -1,5 +1,5 @@
 // Prefill and decode throughput of the CUDA engine on a model shaped like NVIDIA-Nemotron-Nano-9B-v2
-// (architecture.md §1: 56 layers M/*/- = 27/4/25, hidden 4480, vocab 131072; --shape 9b, the default) or
+// (docs/architecture.md §1: 56 layers M/*/- = 27/4/25, hidden 4480, vocab 131072; --shape 9b, the default) or
 // like the 330M bench model (bench/bench-model.ts ensureTableModel: the 9B's pattern halved, hidden 1024,
 // vocab 49152; --shape 330m) with random bf16 weights made on the device (no checkpoint, no Node),
 // through the real forward pass (csrc/engine/forward.cc), KV pool and sequence state. Decode is reported

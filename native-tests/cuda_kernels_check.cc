@@ -2,7 +2,7 @@
 // inputs, small shapes that exercise tails and 9B-sized ones. Prints kernel, shape, max relative error
 // (max |cuda - cpu| / max |cpu|) and the tolerance; exits non-zero if any check fails.
 //
-// The one CUDA kernel parity harness (issue #17; test/gpu.test.ts covers the whole model on the device).
+// The one CUDA kernel parity harness (issue #17; test/kernels/gpu.test.ts covers the whole model on the device).
 // Without a usable device every check is reported as skipped, by name, and the exit status is 0.
 //
 // Usage: nemotron_cuda_kernels_check [device index]

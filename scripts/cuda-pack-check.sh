@@ -9,7 +9,7 @@
 # npm_config_node_gyp=/bin/false) and shows: npm placed the CUDA package and nemotron-node resolves its
 # binary; device 'auto' loads on the CPU with exactly one log line saying why; device 'cuda' throws
 # ERR_DEVICE_UNAVAILABLE; `nemotron-node doctor` reports the binary and the missing GPU; and, as an
-# optional dependency, npm skips the CUDA package for another OS, CPU or libc (its os/cpu/libc fields). test/cuda-package.test.ts runs it and reads the
+# optional dependency, npm skips the CUDA package for another OS, CPU or libc (its os/cpu/libc fields). test/package/cuda-package.test.ts runs it and reads the
 # "cuda-pack-check:" lines. On a machine WITH a GPU the two load checks would not hold: it says so and stops.
 #
 #   bash scripts/cuda-pack-check.sh         (needs: npm run build:ts, a CPU build in build/, the CUDA binary)

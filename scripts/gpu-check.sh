@@ -2,7 +2,7 @@
 # The first run on a GPU machine (issue #16): everything that must be proven on a GPU, in one call, in well
 # under 8 minutes on a fresh machine (one build for this machine's GPU only):
 #   1. every CUDA kernel against its CPU kernel on random inputs, max relative error
-#      (native-tests/cuda_kernels_check.cc: the one kernel parity harness; test/gpu.test.ts runs the whole
+#      (native-tests/cuda_kernels_check.cc: the one kernel parity harness; test/kernels/gpu.test.ts runs the whole
 #      model on the device)
 #   2. the golden models' logits on CUDA against the float64 reference logits stored in the repo
 #      (test/fixtures/golden/*.reference-f64.json), in both matmul precisions, decode = prefill =
@@ -13,7 +13,7 @@
 #      natively (native-tests/cuda_selfcheck.cc: lib/selfcheck.ts's script on the Engine API, golden
 #      tiny-long checkpoint; needs no Node) and, with Node, as the library runs it at load plus a small
 #      decode benchmark: `nemotron-node doctor --require-gpu`
-#   4. the GPU test suite (vitest: test/gpu.test.ts, test/selfcheck.test.ts; none of it may be skipped)
+#   4. the GPU test suite (vitest: test/kernels/gpu.test.ts, test/loading/selfcheck.test.ts; none of it may be skipped)
 #   5. a throughput table: prefill and decode of the 330M bench model's shape and of the Nano-9B-v2 layer
 #      stack at bf16 (random weights made on the device), decode against the measured read and copy
 #      bandwidth rooflines, graphs and eager (native-tests/cuda_bench.cc)
@@ -114,9 +114,9 @@ else
   not_run doctor "no node_modules (npm ci) for the Node addon"
 fi
 
-step "4. GPU test suite (vitest test/gpu.test.ts test/selfcheck.test.ts)"
+step "4. GPU test suite (vitest test/kernels/gpu.test.ts test/loading/selfcheck.test.ts)"
 if [ $WITH_NODE = 1 ]; then
-  run_step vitest 240 "${NODE_ENV_VARS[@]}" npx --no-install vitest run test/gpu.test.ts test/selfcheck.test.ts
+  run_step vitest 240 "${NODE_ENV_VARS[@]}" npx --no-install vitest run test/kernels/gpu.test.ts test/loading/selfcheck.test.ts
 else
   not_run vitest "no node_modules (npm ci) for vitest"
 fi

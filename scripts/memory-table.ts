@@ -6,7 +6,7 @@
  *   node --import tsx scripts/memory-table.ts      # or: npm run memory-table
  *
  * The configs (lib/known-configs.ts) are the checkpoints' config.json fields the planner reads
- * (architecture.md §1.1); test/memory.test.ts checks their parameter counts (8,888,227,328 and
+ * (docs/architecture.md §1.1); test/loading/memory.test.ts checks their parameter counts (8,888,227,328 and
  * 12,310,001,152).
  */
 import { NEMOTRON_NANO_12B_V2, NEMOTRON_NANO_9B_V2 } from '../lib/known-configs.js';

@@ -10,7 +10,7 @@
 # Everything is built in a staging copy of the working tree under a temp folder, so the checkout's own
 # build/ (used by the tests) is never touched. Compiling the addon takes a few minutes on 2 cores; when
 # other processes build in this checkout too, run it under their lock (flock /tmp/nemo-build.lock ...).
-# Output lines start with "pack-check:"; test/package.test.ts reads them.
+# Output lines start with "pack-check:"; test/package/package.test.ts reads them.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -1,4 +1,4 @@
-// The state one sequence carries between forward calls (architecture.md §4): for each Mamba layer a
+// The state one sequence carries between forward calls (docs/architecture.md §4): for each Mamba layer a
 // conv window [K-1, conv_dim] and an SSM state [H, P, N], both f32 and fixed in size; for the attention
 // layers, a table of KV blocks in the shared pool (kv_pool.h) covering its positions. MLP layers hold
 // nothing. A Snapshot is the same state frozen at a position: copies of the Mamba state (small and

@@ -1,4 +1,4 @@
-// The Nemotron-H forward pass over a batch of sequences (architecture.md §3).
+// The Nemotron-H forward pass over a batch of sequences (docs/architecture.md §3).
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -1,4 +1,4 @@
-// Causal grouped-query attention without position encoding (architecture.md §3.4) over the paged KV
+// Causal grouped-query attention without position encoding (docs/architecture.md §3.4) over the paged KV
 // cache, one pass over the keys with an online softmax, so memory stays O(head_dim) however long the
 // context.
 //

@@ -1,4 +1,4 @@
-// Causal depthwise conv1d + bias + SiLU, for prompts and for one decode step (architecture.md §5.1).
+// Causal depthwise conv1d + bias + SiLU, for prompts and for one decode step (docs/architecture.md §5.1).
 #include <algorithm>
 #include <cstring>
 #include <vector>

@@ -1,4 +1,4 @@
-// RMSNorm and the Mamba-2 gated grouped RMSNorm (architecture.md §3.1, §3.2).
+// RMSNorm and the Mamba-2 gated grouped RMSNorm (docs/architecture.md §3.1, §3.2).
 //
 // Sums of squares are accumulated in double (C can be 5120 and the sum must not lose the small terms),
 // 8 lanes at a time and the lanes added in a fixed order; the gate's SiLU uses the vectorisable exp of

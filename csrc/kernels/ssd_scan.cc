@@ -1,4 +1,4 @@
-// Mamba-2 chunked SSD scan for prompts (architecture.md §5.2), with the within-chunk work done as
+// Mamba-2 chunked SSD scan for prompts (docs/architecture.md §5.2), with the within-chunk work done as
 // small dense products (the SSD "matrix" form of mamba_ssm's ssd_minimal, one head at a time).
 //
 // Per chunk of L tokens, group g and head h of the group:

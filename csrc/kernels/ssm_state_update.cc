@@ -1,4 +1,4 @@
-// Mamba-2 selective state update for one token (decode; architecture.md §5.3).
+// Mamba-2 selective state update for one token (decode; docs/architecture.md §5.3).
 //
 // Per head h and channel p: S[p, :] = S[p, :]·dA + (x[p]·dt)·B,  y[p] = S[p, :]·C + D·x[p].
 // The state is read and written once per token (H·P·N floats per layer and sequence), so the loop over

@@ -1,4 +1,4 @@
-// config.json -> NemotronHConfig (architecture.md §1). Every message starts with "config.json: " and
+// config.json -> NemotronHConfig (docs/architecture.md §1). Every message starts with "config.json: " and
 // names the field(s) and the value(s) involved.
 #include "model/config.h"
 
@@ -408,7 +408,7 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
   NEMO_RETURN_IF_ERROR(r.read_int("n_groups", "mamba_n_groups", has_mamba, 1, &c.n_groups));
   NEMO_RETURN_IF_ERROR(r.read_int("conv_kernel", "mamba_d_conv", has_mamba, 1, &c.conv_kernel));
   NEMO_RETURN_IF_ERROR(r.read_int("chunk_size", "mamba_chunk_size", false, 1, &c.chunk_size));
-  // The scan's chunk only sets rounding; sizes beyond those its tests cover (test/ssd-kernels.test.ts)
+  // The scan's chunk only sets rounding; sizes beyond those its tests cover (test/kernels/ssd-kernels.test.ts)
   // would also make its per-chunk products (chunk² floats per group) unbounded.
   if (c.chunk_size > kMaxChunkSize)
     return invalid("field 'chunk_size' is " + std::to_string(c.chunk_size) +

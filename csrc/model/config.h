@@ -1,5 +1,5 @@
 // NemotronHConfig: the fields of a Hugging Face config.json that the forward pass needs, under their
-// HF names, plus the sizes derived from them (architecture.md §1).
+// HF names, plus the sizes derived from them (docs/architecture.md §1).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -49,14 +49,14 @@ struct NemotronHConfig {
   double routed_scaling_factor = 1.0;                 // applied to the routed weights
   bool has_shared_expert() const { return moe_shared_expert_intermediate_size > 0; }
 
-  // Derived (architecture.md §1.2).
+  // Derived (docs/architecture.md §1.2).
   int64_t d_inner() const { return mamba_num_heads * mamba_head_dim; }
   int64_t conv_dim() const { return d_inner() + 2 * n_groups * ssm_state_size; }
   int64_t in_proj_dim() const { return d_inner() + conv_dim() + mamba_num_heads; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
-  // One Mamba layer's state per sequence, in f32 values (architecture.md §4): the conv window [K-1,
+  // One Mamba layer's state per sequence, in f32 values (docs/architecture.md §4): the conv window [K-1,
   // conv_dim] (at least one value, so that K = 1 still has a buffer) and the SSM state [H, P, N].
   int64_t conv_state_floats() const {
     const int64_t n = (conv_kernel - 1) * conv_dim();

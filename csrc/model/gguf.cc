@@ -1,5 +1,5 @@
 // GGUF: parse (every field checked against the file size), config from metadata, tensor binding.
-// See gguf.h for the format and architecture.md §7 for the `nemotron_h` keys, names and transforms.
+// See gguf.h for the format and docs/architecture.md §7 for the `nemotron_h` keys, names and transforms.
 #include "model/gguf.h"
 
 #include <algorithm>

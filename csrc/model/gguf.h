@@ -1,4 +1,4 @@
-// GGUF reader and loader for llama.cpp's `nemotron_h` models (architecture.md §7).
+// GGUF reader and loader for llama.cpp's `nemotron_h` models (docs/architecture.md §7).
 //
 // File layout (GGUF v2 and v3, little-endian; v1 used 32-bit counts and is not read):
 //   "GGUF" | u32 version | u64 tensor_count | u64 kv_count
@@ -95,7 +95,7 @@ std::string ggml_shape_to_string(const std::vector<int64_t>& ne);
 // rejects them by name). On error *out is unchanged.
 Status parse_gguf(const uint8_t* bytes, size_t size, const std::string& label, GgufFile* out);
 
-// Builds the model config from the metadata of a `nemotron_h` file (architecture.md §7): layer kinds
+// Builds the model config from the metadata of a `nemotron_h` file (docs/architecture.md §7): layer kinds
 // from the per-layer arrays (recurrent: head_count_kv == 0 and feed_forward_length == 0; attention:
 // head_count_kv > 0; MLP otherwise), head_dim = key_length, mamba_num_heads = ssm.time_step_rank,
 // mamba_head_dim = ssm.inner_size / time_step_rank, vocab from tokenizer.ggml.tokens (else

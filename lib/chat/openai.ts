@@ -8,7 +8,7 @@
  * `ChatCompletionMessageParam[]` as they are.
  */
 import { InvalidArgumentError } from '../errors.js';
-import type { ChatMessage, ToolCall } from './template.js';
+import type { ChatMessage, ToolCall } from './messages.js';
 
 /** A content part: `{ type: 'text', text }` is used; any other type is refused at run time. */
 export interface OpenAIContentPart {

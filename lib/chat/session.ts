@@ -9,8 +9,7 @@
  */
 import type { SnapshotRef } from '../cache/snapshot-ref.js';
 import { ContextOverflowError, InvalidArgumentError } from '../errors.js';
-import type { GenerateResult, StreamEvent } from '../generation.js';
-import type { GenerateOptions } from '../model.js';
+import type { GenerateOptions, GenerateResult, StreamEvent } from '../generation.js';
 import type { Message } from './openai.js';
 import { validateMessages, type ChatMessage, type ToolDefinition } from './template.js';
 

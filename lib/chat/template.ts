@@ -17,28 +17,10 @@ import { Template } from '@huggingface/jinja';
 
 import { InvalidArgumentError, TemplateError } from '../errors.js';
 import { assertObject, invalid } from '../validate.js';
+import type { ChatMessage, Role, ToolDefinition } from './messages.js';
 import { fromOpenAIMessages } from './openai.js';
 
-export type Role = 'system' | 'user' | 'assistant' | 'tool';
-
-export interface ToolCall {
-  name: string;
-  arguments: Record<string, unknown>;
-}
-
-export interface ChatMessage {
-  role: Role;
-  content: string;
-  /** Assistant messages only: the tool calls the assistant made in this turn. */
-  toolCalls?: ToolCall[];
-  /** Assistant messages only: the reasoning trace (text between `<think>` and `</think>`, tags excluded). */
-  reasoning?: string;
-}
-
-export interface ToolDefinition {
-  type: 'function';
-  function: { name: string; description?: string; parameters?: Record<string, unknown> };
-}
+export type { ChatMessage, Role, ToolCall, ToolDefinition } from './messages.js';
 
 export interface RenderOptions {
   /** true => '/think', false => '/no_think', undefined => the template's default (or keywords in the messages). */

@@ -13,6 +13,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { ModelLoadError, UnsupportedModelError } from '../errors.js';
+import { byteLevelBpeTokenizerJson, specialTokensPostProcessor } from '../tokenizer-json.js';
 
 /** GGUF metadata value types (on-disk ids). */
 export const GgufValueType = {
@@ -447,42 +448,15 @@ export function tokenizerFromGguf(meta: GgufMetadata): { tokenizerJson: Record<s
     ? { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: split.pattern }, behavior: 'Isolated', invert: false }, byteLevel] }
     : byteLevel;
 
-  let postProcessor: Record<string, unknown> | null = null;
-  if (addBos || addEos) {
-    const seq = (id: 'A' | 'B', typeId: number): Array<Record<string, unknown>> => [
-      ...(addBos ? [{ SpecialToken: { id: bos!.text, type_id: typeId } }] : []),
-      { Sequence: { id, type_id: typeId } },
-      ...(addEos ? [{ SpecialToken: { id: eos!.text, type_id: typeId } }] : []),
-    ];
-    const specials: Record<string, unknown> = {};
-    for (const t of [addBos ? bos : undefined, addEos ? eos : undefined]) {
-      if (t) specials[t.text] = { id: t.text, ids: [t.id], tokens: [t.text] };
-    }
-    postProcessor = { type: 'TemplateProcessing', single: seq('A', 0), pair: [...seq('A', 0), ...seq('B', 1)], special_tokens: specials };
-  }
-
-  const tokenizerJson: Record<string, unknown> = {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: added,
-    normalizer: null,
-    pre_tokenizer: preTokenizer,
-    post_processor: postProcessor,
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: split?.ignoreMerges ?? false,
-      vocab: Object.fromEntries(vocab), // own properties even for a token spelled "__proto__"
-      merges: mergePairs,
-    },
-  };
+  const postProcessor = specialTokensPostProcessor(addBos ? bos : undefined, addEos ? eos : undefined);
+  const tokenizerJson = byteLevelBpeTokenizerJson({
+    addedTokens: added,
+    preTokenizer,
+    postProcessor,
+    vocab: Object.fromEntries(vocab), // own properties even for a token spelled "__proto__"
+    merges: mergePairs,
+    ignoreMerges: split?.ignoreMerges ?? false,
+  });
 
   const tokenizerConfig: Record<string, unknown> = {
     add_bos_token: addBos,
@@ -516,7 +490,7 @@ export function tokenizerFromGguf(meta: GgufMetadata): { tokenizerJson: Record<s
 
 /**
  * An HF-style config (config.json keys) for lib/memory.ts planMemory, from a nemotron_h GGUF's metadata
- * (architecture.md §7): the layer pattern from the per-layer head_count_kv / feed_forward_length arrays
+ * (docs/architecture.md §7): the layer pattern from the per-layer head_count_kv / feed_forward_length arrays
  * (recurrent when both are 0, attention when only the FFN is 0, MLP otherwise), sizes of each kind
  * from its layers, head_dim = key_length, mamba_num_heads = ssm.time_step_rank, mamba_head_dim =
  * ssm.inner_size / time_step_rank, vocab from the token list (else vocab_size, else token_embd's rows),

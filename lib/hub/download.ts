@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DownloadError, InvalidArgumentError, ModelLoadError, NemotronError } from '../errors.js';
 import { hubCacheDir, hubEndpoint, hubOffline, hubToken, repoFolderName } from './cache.js';
 import { assertRepoPath, parseHubSpec } from './spec.js';
+import { byteChunks } from '../byte-stream.js';
 
 export interface HubOptions {
   /** Branch, tag or commit; default: the reference's `@revision`, else 'main'. */
@@ -375,7 +376,7 @@ async function downloadBlob(ctx: Ctx, meta: FileMeta, blob: string, tally: Tally
       }
       if (!res.body) throw new DownloadError('ERR_DOWNLOAD', `downloading ${ctx.repo}/${meta.path}: empty answer`);
       fh = await open(partial, have === 0 ? 'w' : 'r+');
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      for await (const chunk of byteChunks(res.body)) {
         if (have + chunk.byteLength > meta.size) throw new DownloadError('ERR_CHECKSUM_MISMATCH', `${ctx.repo}/${meta.path}: the server sent more than the ${meta.size} bytes the hub announced`);
         await fh.write(chunk, 0, chunk.byteLength, have);
         hash?.update(chunk);

@@ -19,13 +19,12 @@
  * non-canonical tokenization).
  */
 import type { NativeRequestEnd, NativeRequestSpec } from '../addon-types.js';
-import { GenerationRequest, THINKING_GRACE_TOKENS, type RequestSpec, type StreamEvent } from '../generation.js';
+import { GenerationRequest, THINKING_GRACE_TOKENS, stopList, type GenerateOptions, type RequestSpec, type StreamEvent } from '../generation.js';
 import type { RequestHandler } from '../scheduler.js';
 import { validateMessages } from '../chat/template.js';
 import { InvalidArgumentError, type NemotronError } from '../errors.js';
-import type { GenerateOptions } from '../model.js';
 import { RemoteError } from './errors.js';
-import { stopList, wireSampling, withReasoningKeyword, type RemoteModel, type RoutedRequest } from './model.js';
+import { wireSampling, withReasoningKeyword, type RemoteCompletions, type RoutedRequest } from './wire.js';
 import type { ClientTokenizer } from './tokenizer.js';
 
 interface CompletionAnswer {
@@ -41,7 +40,7 @@ class SegmentScheduler {
   private readonly abort = new AbortController();
 
   constructor(
-    private readonly model: RemoteModel,
+    private readonly model: RemoteCompletions,
     private readonly tok: ClientTokenizer,
     private readonly plan: { budget: number | undefined; stop: string[]; sampling: Record<string, unknown>; route: RoutedRequest },
   ) {
@@ -163,7 +162,7 @@ class SegmentScheduler {
 }
 
 /** generate/stream with messages and a thinking budget, through /v1/completions. */
-export async function* runThinkingBudget(model: RemoteModel, tok: ClientTokenizer, options: GenerateOptions & { thinkingBudget: number }, route: RoutedRequest): AsyncGenerator<StreamEvent, void, undefined> {
+export async function* runThinkingBudget(model: RemoteCompletions, tok: ClientTokenizer, options: GenerateOptions & { thinkingBudget: number }, route: RoutedRequest): AsyncGenerator<StreamEvent, void, undefined> {
   if (!tok.template) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', `the tokenizer at ${tok.source} has no chat template: the thinking budget renders the prompt on the client`);
   const messages = validateMessages(options.messages);
   // The keyword form of the switch, rendered as the local engine renders `reasoning` (identical text).

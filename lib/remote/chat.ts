@@ -16,7 +16,7 @@ import { InvalidArgumentError, SessionFileError } from '../errors.js';
 import type { GenerateResult, StreamEvent } from '../generation.js';
 import type { TextChat } from '../text-model.js';
 import * as v from '../validate.js';
-import type { RemoteModel } from './model.js';
+import type { RemoteGenerateOptions, RemoteTextGenerator } from './wire.js';
 
 export interface RemoteChatOptions extends ChatOptions {
   /** The session id (header `x-session-id`, `user`, and the routing key). Default: a random UUID. */
@@ -32,8 +32,9 @@ export class RemoteChat implements TextChat {
   private history: ChatMessage[];
   private busy = false;
 
+  /** @internal remote sessions come from RemoteModel.chat(), RemoteModel.loadChat() and fork() */
   constructor(
-    private readonly model: RemoteModel,
+    private readonly model: RemoteTextGenerator,
     options: RemoteChatOptions = {},
     history: ChatMessage[] = [],
   ) {
@@ -100,7 +101,7 @@ export class RemoteChat implements TextChat {
     if (typeof content !== 'string' || content.length === 0) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'a chat message must be a non-empty string');
     if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as Record<string, unknown>, TURN_OPTION_KEYS);
+    v.assertKnownKeys('options', options, TURN_OPTION_KEYS);
     const history = [...this.history, { role: 'user' as const, content }];
     const request = {
       ...options,
@@ -112,7 +113,7 @@ export class RemoteChat implements TextChat {
     return this.run(request, history, buffered);
   }
 
-  private async *run(request: Parameters<RemoteModel['generate']>[0], history: ChatMessage[], buffered: boolean): AsyncGenerator<StreamEvent, void, undefined> {
+  private async *run(request: RemoteGenerateOptions, history: ChatMessage[], buffered: boolean): AsyncGenerator<StreamEvent, void, undefined> {
     // Taken when the turn starts running (as the local session does): a stream never iterated holds nothing.
     if (this.busy) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'this chat session is already generating a reply; fork() it to run turns in parallel');
     this.busy = true;
@@ -132,7 +133,7 @@ export class RemoteChat implements TextChat {
     }
   }
 
-  private async *buffered(request: Parameters<RemoteModel['generate']>[0]): AsyncGenerator<StreamEvent, void, undefined> {
+  private async *buffered(request: RemoteGenerateOptions): AsyncGenerator<StreamEvent, void, undefined> {
     const r = await this.model.generate(request);
     yield { type: 'done', result: r };
   }

@@ -22,10 +22,9 @@ import { reasoningFromKeywords, validateMessages, type ChatMessage, type ToolCal
 import { ReasoningSplitter } from '../chat/reasoning.js';
 import { ToolCallParser, parseToolCallList } from '../chat/tool-calls.js';
 import { InvalidArgumentError, ModelClosedError } from '../errors.js';
-import type { GenerateResult, StreamEvent, Timings, Usage } from '../generation.js';
+import type { GenerateOptions, GenerateResult, StreamEvent, Timings, Usage } from '../generation.js';
 import { validateResponseFormat, validateToolChoice } from '../grammar.js';
 import type { HubOptions } from '../hub/index.js';
-import type { GenerateOptions } from '../model.js';
 import type { TextModel } from '../text-model.js';
 import * as v from '../validate.js';
 import { runThinkingBudget } from './budget.js';
@@ -33,6 +32,7 @@ import { RemoteChat, readRemoteChatFile, type RemoteChatOptions } from './chat.j
 import { EndpointPool, type Endpoint, type EndpointStats } from './endpoints.js';
 import { RemoteError } from './errors.js';
 import { readSse } from './sse.js';
+import { wireMessages, wireSampling, withReasoningKeyword, type RemoteGenerateOptions, type RoutedRequest } from './wire.js';
 import { loadClientTokenizer, type ClientTokenizer } from './tokenizer.js';
 
 export interface ConnectOptions {
@@ -71,12 +71,6 @@ export interface RemoteAttempt {
   error?: string;
 }
 
-/** GenerateOptions plus the session id a stateless call is routed and logged by. */
-export interface RemoteGenerateOptions extends GenerateOptions {
-  /** Sent as `x-session-id` and `user`; the endpoint is chosen by it. Default: a fresh id per call. */
-  sessionId?: string;
-}
-
 export interface RemoteModelInfo {
   /** The model id requests name. */
   model: string;
@@ -91,6 +85,8 @@ export interface RemoteStats {
   /** Requests (or thinking-budget segments) retried on another endpoint after a connection error or 5xx. */
   failovers: number;
 }
+
+export type { RemoteGenerateOptions } from './wire.js';
 
 const GENERATE_KEYS = [
   'prompt', 'messages', 'tools', 'reasoning', 'thinkingBudget', 'maxTokens', 'stop', 'signal',
@@ -121,12 +117,6 @@ function parseJsonAnswer(text: string, finish: string): { parsed?: unknown; pars
   }
 }
 
-/** The local engine's defaults (model.ts): NVIDIA's sampling with reasoning on, greedy otherwise. */
-export const REMOTE_DEFAULTS = {
-  reasoning: { temperature: 0.6, topP: 0.95, maxTokens: 4096 },
-  plain: { temperature: 0, topP: 1, maxTokens: 256 },
-};
-
 /** A failure another endpoint may not have: connection refused/reset, 5xx, a stream cut short. */
 export class RetryableError extends Error {
   constructor(
@@ -136,92 +126,6 @@ export class RetryableError extends Error {
   ) {
     super(message, options);
   }
-}
-
-export interface RoutedRequest {
-  /** The rendezvous key. */
-  key: string;
-  /** The session id to send (header and `user`), if any. */
-  sessionId: string | undefined;
-  signal: AbortSignal | undefined;
-}
-
-type WireSampling = Record<string, unknown>;
-
-/** The sampling fields of a request, with the local engine's defaults filled in. */
-export function wireSampling(o: GenerateOptions, reasoningOn: boolean): WireSampling {
-  const d = reasoningOn ? REMOTE_DEFAULTS.reasoning : REMOTE_DEFAULTS.plain;
-  const w: WireSampling = {
-    max_tokens: v.optionalInteger('options.maxTokens', o.maxTokens, 1) ?? d.maxTokens,
-    temperature: v.optionalNumber('options.temperature', o.temperature, (x) => x >= 0, 'a number >= 0') ?? d.temperature,
-    top_p: v.optionalNumber('options.topP', o.topP, (x) => x > 0 && x <= 1, 'a number in (0, 1]') ?? d.topP,
-  };
-  const topK = v.optionalInteger('options.topK', o.topK, 0);
-  if (topK !== undefined && topK > 0) w['top_k'] = topK;
-  const minP = v.optionalNumber('options.minP', o.minP, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
-  if (minP !== undefined && minP > 0) w['min_p'] = minP;
-  const rep = v.optionalNumber('options.repetitionPenalty', o.repetitionPenalty, (x) => x > 0, 'a number > 0');
-  if (rep !== undefined && rep !== 1) w['repetition_penalty'] = rep;
-  const pres = v.optionalNumber('options.presencePenalty', o.presencePenalty, (x) => x >= -2 && x <= 2, 'a number in [-2, 2]');
-  if (pres) w['presence_penalty'] = pres;
-  const freq = v.optionalNumber('options.frequencyPenalty', o.frequencyPenalty, (x) => x >= -2 && x <= 2, 'a number in [-2, 2]');
-  if (freq) w['frequency_penalty'] = freq;
-  if (o.logitBias !== undefined) {
-    v.assertObject('options.logitBias', o.logitBias);
-    const bias: Record<string, number> = {};
-    for (const [k, val] of Object.entries(o.logitBias)) bias[k] = Math.max(-100, Math.min(100, val));
-    w['logit_bias'] = bias;
-  }
-  const seed = v.optionalInteger('options.seed', o.seed, 0);
-  if (seed !== undefined) w['seed'] = seed;
-  const stop = stopList(o.stop);
-  if (stop.length > 0) w['stop'] = stop;
-  return w;
-}
-
-export function stopList(stop: string | string[] | undefined): string[] {
-  const list = stop === undefined ? [] : typeof stop === 'string' ? [stop] : stop;
-  if (!Array.isArray(list) || list.some((s) => typeof s !== 'string' || s.length === 0)) throw v.invalid('options.stop', 'a non-empty string or an array of them', stop);
-  return list;
-}
-
-/**
- * Nano 2's reasoning switch as the local template applies it (ChatTemplate.render): '/think' and
- * '/no_think' deleted from system and user messages, ' /think' or ' /no_think' appended to the system
- * message (created when missing). The server's template then renders exactly the local prompt, and an
- * engine that knows nothing of a `reasoning` flag (vLLM, SGLang, NIM) still gets the switch.
- */
-export function withReasoningKeyword(messages: ChatMessage[], reasoning: boolean | undefined): ChatMessage[] {
-  if (reasoning === undefined) return messages;
-  const flag = reasoning ? '/think' : '/no_think';
-  const strip = (s: string) => s.split('/think').join('').split('/no_think').join(''); // the order ChatTemplate.render uses
-  const out = messages.map((m) => (m.role === 'system' || m.role === 'user' ? { ...m, content: strip(m.content) } : { ...m }));
-  const first = out[0];
-  if (first && first.role === 'system') out[0] = { ...first, content: first.content === '' ? flag : `${first.content} ${flag}` };
-  else out.unshift({ role: 'system', content: flag });
-  return out;
-}
-
-/** Our messages in OpenAI's shape: tool calls with JSON-string arguments and ids the tool results refer to. */
-export function wireMessages(messages: ChatMessage[]): Array<Record<string, unknown>> {
-  const pendingIds: string[] = [];
-  return messages.map((m, i) => {
-    const out: Record<string, unknown> = { role: m.role, content: m.content };
-    if (m.role === 'assistant') {
-      if (m.toolCalls && m.toolCalls.length > 0) {
-        out['tool_calls'] = m.toolCalls.map((c, j) => {
-          const id = `call_${i}_${j}`;
-          pendingIds.push(id);
-          return { id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.arguments) } };
-        });
-        if (m.content === '') out['content'] = null;
-      }
-      if (m.reasoning) out['reasoning_content'] = m.reasoning;
-    } else if (m.role === 'tool') {
-      out['tool_call_id'] = pendingIds.shift() ?? `call_${i}`;
-    }
-    return out;
-  });
 }
 
 function wireTools(tools: ToolDefinition[]): unknown[] {
@@ -342,7 +246,7 @@ export class RemoteModel implements TextModel {
   chat(options: RemoteChatOptions = {}): RemoteChat {
     this.assertOpen();
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as Record<string, unknown>, ['system', 'reasoning', 'tools', 'contextOverflow', 'sessionId']);
+    v.assertKnownKeys('options', options, ['system', 'reasoning', 'tools', 'contextOverflow', 'sessionId']);
     return new RemoteChat(this, options);
   }
 
@@ -486,7 +390,7 @@ export class RemoteModel implements TextModel {
   private async *run(options: RemoteGenerateOptions, buffered: boolean): AsyncGenerator<StreamEvent, void, undefined> {
     this.assertOpen();
     v.assertObject('options', options as unknown);
-    v.assertKnownKeys('options', options as unknown as Record<string, unknown>, GENERATE_KEYS);
+    v.assertKnownKeys('options', options, GENERATE_KEYS);
     const hasPrompt = options.prompt !== undefined;
     const hasMessages = options.messages !== undefined;
     if (hasPrompt === hasMessages) throw new InvalidArgumentError('ERR_INVALID_ARGUMENT', 'options must have exactly one of `prompt` (text or token ids) and `messages` (a conversation)');
@@ -583,15 +487,14 @@ export class RemoteModel implements TextModel {
         yield ev;
       }
     };
-    let res: Response;
+    let res: Response | undefined;
     try {
       res = await this.post(ep, path, body, route);
     } catch (err) {
       if (!isAbort(err, signal)) throw err;
       aborted = true;
-      res = undefined as unknown as Response;
     }
-    if (!aborted) {
+    if (res && !aborted) {
       try {
         for await (const data of readSse(res.body!)) {
           if (data === '[DONE]') break;
@@ -669,7 +572,7 @@ export async function connect(baseURL: string | string[], options: ConnectOption
   const urls = typeof baseURL === 'string' ? [baseURL] : baseURL;
   if (!Array.isArray(urls) || urls.length === 0 || urls.some((u) => typeof u !== 'string')) throw v.invalid('baseURL', 'a URL or a non-empty array of URLs', baseURL);
   v.assertObject('options', options as unknown);
-  v.assertKnownKeys('options', options as Record<string, unknown>, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs', 'onAttempt']);
+  v.assertKnownKeys('options', options, ['apiKey', 'model', 'tokenizer', 'hub', 'headers', 'reasoningParser', 'healthCheckIntervalMs', 'onAttempt']);
   if (options.reasoningParser !== undefined && options.reasoningParser !== 'server' && options.reasoningParser !== 'client') throw v.invalid('options.reasoningParser', "'server' or 'client'", options.reasoningParser);
   const interval = v.optionalInteger('options.healthCheckIntervalMs', options.healthCheckIntervalMs, 0) ?? 5000;
   const auth = (): Record<string, string> => ({ ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}), ...(options.headers ?? {}) });

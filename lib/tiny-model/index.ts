@@ -4,7 +4,7 @@
  * tokenizer_config.json with the chat template, special_tokens_map.json). Used by tests, benchmarks and the
  * `make-tiny-model` CLI command, since real weights cannot be downloaded everywhere. With `format: 'gguf'`
  * it also writes the same weights as `model.gguf`, the way llama.cpp's converter writes `nemotron_h`
- * (architecture.md §7), in any of the GGUF tensor types the engine reads.
+ * (docs/architecture.md §7), in any of the GGUF tensor types the engine reads.
  */
 
 import { mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
@@ -612,7 +612,7 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// model.gguf, as llama.cpp's convert_hf_to_gguf.py writes a NemotronHForCausalLM checkpoint (architecture.md §7)
+// model.gguf, as llama.cpp's convert_hf_to_gguf.py writes a NemotronHForCausalLM checkpoint (docs/architecture.md §7)
 
 /** llama_ftype of a file whose matrices are `t` (general.file_type). */
 const FILE_TYPE: Record<GgmlTypeName, number> = { F32: 0, F16: 1, BF16: 32, Q8_0: 7, Q4_0: 2, Q5_0: 8, Q5_1: 9, Q4_K: 14, Q5_K: 16, Q6_K: 18 };

@@ -38,6 +38,9 @@ export class Rng {
   private s3: number;
   private spare = 0;
   private hasSpare = false;
+  // The last point discPoint() drew.
+  private discU = 0;
+  private discV = 0;
 
   /**
    * @param seed any safe integer (both 32-bit halves are used)
@@ -100,18 +103,22 @@ export class Rng {
       this.hasSpare = false;
       return this.spare;
     }
-    let u: number;
-    let v: number;
+    const s = this.discPoint();
+    const f = Math.sqrt((-2 * Math.log(s)) / s);
+    this.spare = this.discV * f;
+    this.hasSpare = true;
+    return this.discU * f;
+  }
+
+  /** The polar method's draw: a point (discU, discV) uniform in the unit disc minus its centre; returns u² + v². */
+  private discPoint(): number {
     let s: number;
     do {
-      u = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
-      v = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
-      s = u * u + v * v;
+      this.discU = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
+      this.discV = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
+      s = this.discU * this.discU + this.discV * this.discV;
     } while (s >= 1 || s === 0);
-    const f = Math.sqrt((-2 * Math.log(s)) / s);
-    this.spare = v * f;
-    this.hasSpare = true;
-    return u * f;
+    return s;
   }
 
   /** Fills `out` with N(mean, std²) samples; the same sequence as calling normal() repeatedly. */
@@ -123,17 +130,10 @@ export class Rng {
       this.hasSpare = false;
     }
     for (; i + 1 < n; i += 2) {
-      let u: number;
-      let v: number;
-      let s: number;
-      do {
-        u = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
-        v = this.nextUint32() * INV_TWO_POW_31 - 1 + INV_TWO_POW_32;
-        s = u * u + v * v;
-      } while (s >= 1 || s === 0);
+      const s = this.discPoint();
       const f = std * Math.sqrt((-2 * Math.log(s)) / s);
-      out[i] = mean + u * f;
-      out[i + 1] = mean + v * f;
+      out[i] = mean + this.discU * f;
+      out[i + 1] = mean + this.discV * f;
     }
     if (i < n) out[i] = mean + std * this.normal();
   }

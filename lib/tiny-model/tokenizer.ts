@@ -9,6 +9,7 @@
  * Merges are learned deterministically by a plain BPE training loop over the embedded sample text below, using the
  * same pre-tokenizer split as the ByteLevel pre-tokenizer (`use_regex: true`) applies at encode time.
  */
+import { byteLevelBpeTokenizerJson, specialTokensPostProcessor } from '../tokenizer-json.js';
 
 export interface AddedTokenSpec {
   id: number;
@@ -218,7 +219,7 @@ function trainBpe(text: string, maxNewTokens: number, forbidden: ReadonlySet<str
 }
 
 /**
- * Chat template in Nemotron Nano 2's format (architecture.md §6). Uses only standard Jinja: for, if, set,
+ * Chat template in Nemotron Nano 2's format (docs/architecture.md §6). Uses only standard Jinja: for, if, set,
  * namespace, slicing, `in`, string replace/strip/split, the tojson filter and the string/defined/none tests.
  * Variables: messages, tools (optional), add_generation_prompt, continue_final_message (optional).
  */
@@ -394,38 +395,14 @@ export function buildTokenizer(options: BuildTokenizerOptions = {}): TokenizerFi
     special: t.special,
   }));
 
-  const tokenizerJson: Record<string, unknown> = {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: addedTokens,
-    normalizer: null,
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: '<s>', type_id: 0 } },
-        { Sequence: { id: 'A', type_id: 0 } },
-        { SpecialToken: { id: '<s>', type_id: 1 } },
-        { Sequence: { id: 'B', type_id: 1 } },
-      ],
-      special_tokens: { '<s>': { id: '<s>', ids: [TOKEN_IDS.bos], tokens: ['<s>'] } },
-    },
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: false,
-      vocab,
-      merges: trained.merges.map(([a, b]) => [a, b]),
-    },
-  };
+  const tokenizerJson = byteLevelBpeTokenizerJson({
+    addedTokens,
+    preTokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    postProcessor: specialTokensPostProcessor({ text: '<s>', id: TOKEN_IDS.bos }, undefined),
+    vocab,
+    merges: trained.merges.map(([a, b]) => [a, b]),
+    ignoreMerges: false,
+  });
 
   const addedTokensDecoder: Record<string, unknown> = {};
   for (const t of ADDED_TOKENS) {

@@ -62,7 +62,7 @@ export interface TensorSpec {
   f32?: boolean;
 }
 
-/** Mamba-2 derived sizes (architecture.md §1.2). */
+/** Mamba-2 derived sizes (docs/architecture.md §1.2). */
 export function mambaSizes(d: ModelDims): { dInner: number; convDim: number; inProj: number } {
   const dInner = d.mambaNumHeads * d.mambaHeadDim;
   const convDim = dInner + 2 * d.nGroups * d.ssmStateSize;

@@ -1,4 +1,4 @@
-// config.json reader for the float64 reference (architecture.md §1.1 values, §1.2 derived sizes, §10 item 1).
+// config.json reader for the float64 reference (docs/architecture.md §1.1 fields, §1.2 derived sizes, §1.3 checks).
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

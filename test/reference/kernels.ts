@@ -1,4 +1,4 @@
-// Float64 reference kernels for Nemotron-H (architecture.md §3 forward pass, §5 algorithms).
+// Float64 reference kernels for Nemotron-H (docs/architecture.md §3 forward pass, §5 algorithms).
 //
 // Written to be read, not to be fast: every array is a row-major Float64Array, every loop is spelled out.
 // Shapes are given in comments as [rows, cols]; "[T,C]" means element (t, c) lives at index t*C + c.

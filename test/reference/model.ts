@@ -1,4 +1,4 @@
-// The whole Nemotron-H forward pass in float64 (architecture.md §3), built from ./kernels.ts.
+// The whole Nemotron-H forward pass in float64 (docs/architecture.md §3), built from ./kernels.ts.
 //
 // Residual stream, activations, states and logits are all float64. Weights are read from safetensors
 // (bf16/f16/f32) and converted exactly to float64.

@@ -1,4 +1,4 @@
-// Minimal safetensors reader for the float64 reference (architecture.md §2: tensor names and shapes).
+// Minimal safetensors reader for the float64 reference (docs/architecture.md §2: tensor names and shapes).
 //
 // File layout (safetensors format):
 //   bytes 0..7      : u64 little-endian N = length of the JSON header

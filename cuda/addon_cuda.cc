@@ -280,6 +280,33 @@ Napi::Value AddInplace(const Napi::CallbackInfo& info) {
   return kit.down(y, len(info[0]));
 }
 
+// moeRoute(logits [T*E], bias [E], T, {nExperts, topK, nGroup, topkGroup, normTopkProb, scaling})
+// -> {ids: Int32Array [T*topK], weights: Float32Array [T*topK]} (the CPU twin: _kernels.moeRoute)
+Napi::Value MoeRoute(const Napi::CallbackInfo& info) {
+  Kit kit(info.Env());
+  Napi::Object o = info[3].As<Napi::Object>();
+  const cpu::MoeRouting p{i64(o.Get("nExperts")), i64(o.Get("topK")), i64(o.Get("nGroup")), i64(o.Get("topkGroup")),
+                          o.Get("normTopkProb").ToBoolean().Value(), static_cast<float>(f64(o.Get("scaling")))};
+  const int64_t T = i64(info[2]);
+  if (p.n_experts < 1 || p.top_k < 1 || T < 0 || static_cast<int64_t>(len(info[0])) != T * p.n_experts ||
+      static_cast<int64_t>(len(info[1])) != p.n_experts) {
+    throw Napi::RangeError::New(info.Env(), "moeRoute: bad sizes");
+  }
+  const float* logits = kit.up(info[0]);
+  const float* bias = kit.up(info[1]);
+  const size_t n = static_cast<size_t>(T * p.top_k);
+  auto* ids = static_cast<int32_t*>(kit.raw(n * 4));
+  float* w = kit.zeros(n);
+  kit.ran(cuda::moe_route(ids, w, logits, p.n_experts, bias, T, p, nullptr));
+  Napi::Object r = Napi::Object::New(info.Env());
+  auto weights = kit.down(w, n);
+  auto ia = Napi::Int32Array::New(info.Env(), n);
+  if (n) check(info.Env(), cudaMemcpy(ia.Data(), ids, n * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  r.Set("ids", ia);
+  r.Set("weights", weights);
+  return r;
+}
+
 Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
   int n = 0;
   const cudaError_t err = cudaGetDeviceCount(&n);
@@ -365,6 +392,7 @@ void AddCudaExports(Napi::Env env, Napi::Object exports) {
   k.Set("attentionGqa", Napi::Function::New<AttentionGqa>(env));
   k.Set("relu2", Napi::Function::New<Relu2>(env));
   k.Set("addInplace", Napi::Function::New<AddInplace>(env));
+  k.Set("moeRoute", Napi::Function::New<MoeRoute>(env));
   exports.Set("_cudaKernels", k);
 }
 

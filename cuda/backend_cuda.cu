@@ -161,6 +161,9 @@ class CudaBackend final : public Backend {
           NEMO_RETURN_IF_ERROR(matrix(&lw.mlp.up_proj));
           NEMO_RETURN_IF_ERROR(matrix(&lw.mlp.down_proj));
           break;
+        case BlockKind::kMoe:
+          NEMO_RETURN_IF_ERROR(prepare_moe(&lw.moe, matrix, vec));
+          break;
       }
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -300,6 +303,17 @@ class CudaBackend final : public Backend {
     }
   }
   void relu2(float* x, int64_t n) override { record(cuda::relu2(x, n, stream_)); }
+  // MoE: routing and the chosen experts on the device (cuda/moe.cu), from the layer prepare_moe made.
+  bool has_moe_routed() const override { return true; }
+  void moe_routed(float* acc, const float* u, int64_t R, const MoeWeights& w, const cpu::MoeRouting& p, int64_t H,
+                  int64_t I) override {
+    const auto* layer = static_cast<const cuda::MoeLayerDev*>(w.experts_dev);
+    if (!layer) {
+      record(cudaErrorInvalidValue);  // prepare_weights did not see this layer
+      return;
+    }
+    record(cuda::moe_routed(acc, u, R, *layer, p, H, I, *scratch_, stream_));
+  }
   void add_inplace(float* y, const float* x, int64_t n) override { record(cuda::add_inplace(y, x, n, stream_)); }
 
   // ---- device sampling, offloaded state ------------------------------------------------------------
@@ -481,6 +495,48 @@ class CudaBackend final : public Backend {
     retired_host_.clear();
   }
 
+  // An MoE layer's weights on the device: every expert's matrices (matrix()), the shared expert, the
+  // router and bias as f32 vectors (the router is not rounded to bf16: routing is computed in f32),
+  // and the tables of the experts' device addresses that cuda::moe_routed reads.
+  template <typename MatrixFn, typename VecFn>
+  Status prepare_moe(MoeWeights* m, MatrixFn& matrix, VecFn& vec) {
+    const size_t E = m->up.size();
+    if (E == 0 || m->down.size() != E) return Status(StatusCode::kInvalidArgument, "MoE layer without experts");
+    for (MatrixView& v : m->up) NEMO_RETURN_IF_ERROR(matrix(&v));
+    for (MatrixView& v : m->down) NEMO_RETURN_IF_ERROR(matrix(&v));
+    NEMO_RETURN_IF_ERROR(matrix(&m->shared_up));
+    NEMO_RETURN_IF_ERROR(matrix(&m->shared_down));
+    auto layer = std::make_unique<cuda::MoeLayerDev>();
+    layer->up_dtype = m->up[0].dtype;
+    layer->down_dtype = m->down[0].dtype;
+    std::vector<const void*> table(2 * E);
+    for (size_t e = 0; e < E; ++e) {
+      if (m->up[e].dtype != layer->up_dtype || m->down[e].dtype != layer->down_dtype) {
+        return Status(StatusCode::kUnsupportedModel,
+                      "MoE experts of one layer stored in different types: the CUDA backend needs one type for "
+                      "all up and one for all down projections of a layer");
+      }
+      table[e] = m->up[e].data;
+      table[E + e] = m->down[e].data;
+    }
+    void* dtable = nullptr;
+    CUDA_CHECK(cudaMalloc(&dtable, table.size() * sizeof(void*)));
+    weight_allocs_.push_back(dtable);
+    CUDA_CHECK(cudaMemcpyAsync(dtable, table.data(), table.size() * sizeof(void*), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `table` goes out of scope
+    layer->up = static_cast<const void* const*>(dtable);
+    layer->down = static_cast<const void* const*>(dtable) + E;
+    const float* router = nullptr;
+    const float* bias = nullptr;
+    NEMO_RETURN_IF_ERROR(vec(m->router_w, &router));
+    NEMO_RETURN_IF_ERROR(vec(m->score_bias, &bias));
+    layer->router = router;
+    layer->bias = bias;
+    m->experts_dev = layer.get();
+    moe_layers_.push_back(std::move(layer));
+    return Status::Ok();
+  }
+
   static int64_t ceil_blocks(int64_t positions, int64_t block_tokens) {
     return (positions + block_tokens - 1) / block_tokens;
   }
@@ -590,6 +646,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Scratch> scratch_;
   std::vector<void*> weight_allocs_;
+  std::vector<std::unique_ptr<cuda::MoeLayerDev>> moe_layers_;  // what MoeWeights::experts_dev points at
   int32_t* ring_host_ = nullptr;
   int32_t* ring_dev_ = nullptr;
   size_t ring_cap_ = 0, ring_off_ = 0;

@@ -43,6 +43,13 @@ export interface CudaKernels {
   attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16' | 'BF16'; shuffle?: boolean }): Float32Array;
   relu2(x: Float32Array): Float32Array;
   addInplace(y: Float32Array, x: Float32Array): Float32Array;
+  /** MoE routing on the device (cuda/moe.cu); the CPU twin is NativeKernels.moeRoute. */
+  moeRoute(
+    logits: Float32Array,
+    bias: Float32Array,
+    T: number,
+    p: { nExperts: number; topK: number; nGroup: number; topkGroup: number; normTopkProb: boolean; scaling: number },
+  ): { ids: Int32Array; weights: Float32Array };
 }
 
 /** One CUDA device as cudaInfo() describes it. */

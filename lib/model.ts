@@ -415,17 +415,13 @@ export class NemotronModel implements TextModel {
     progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
-      // MoE blocks ('E') have CPU kernels only (csrc/engine/forward.cc moe_block): 'auto' keeps such a
-      // model on the CPU, 'cuda' is refused before anything is loaded.
-      const pattern = rawConfig?.hybrid_override_pattern;
-      const blocks = rawConfig?.layers_block_type;
-      const hasMoe = (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
+      // FP8 weights have CPU kernels only: 'auto' keeps such a model on the CPU, 'cuda' is refused before
+      // anything is loaded. MoE blocks ('E') run on both backends (cuda/moe.cu).
       const hasFp8 = typeof rawConfig?.quantization_config === 'object' && rawConfig.quantization_config !== null;
-      if ((hasMoe || hasFp8) && deviceOption === 'cuda') {
-        const what = hasMoe ? "mixture-of-experts blocks ('E')" : 'FP8 weights';
-        throw new UnsupportedModelError(`this model has ${what}, which run on the CPU only for now: load it with device 'cpu' or 'auto'`);
+      if (hasFp8 && deviceOption === 'cuda') {
+        throw new UnsupportedModelError("this model has FP8 weights, which run on the CPU only for now: load it with device 'cpu' or 'auto'");
       }
-      const backend = await chooseDevice(hasMoe || hasFp8 ? 'cpu' : deviceOption, { selfCheck });
+      const backend = await chooseDevice(hasFp8 ? 'cpu' : deviceOption, { selfCheck });
       if (backend.device !== 'cpu') weights = 'mmap';
       engine = await backend.addon.loadEngine(dir, {
         threads: threads ?? 0,

@@ -21,6 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { loadModel, makeTinyModel, type NemotronModel, type TinyModelOptions } from '../lib/index.js';
 import { writeSafetensors } from '../lib/tiny-model/index.js';
+import { loadCudaAddon } from '../lib/cuda.js';
 import { native, logSoftmaxRows, maxAbsDiff, tempDir } from './helpers.js';
 import { ReferenceModel } from './reference/model.js';
 import { route } from './reference/moe.js';
@@ -307,11 +308,17 @@ describe('config forms and typed errors', () => {
     expect(e.message).toContain(word);
   });
 
-  it("device 'cuda' is refused with a typed error (MoE blocks have CPU kernels only); 'auto' runs on the CPU", async () => {
+  it("device 'cuda' is not refused for MoE blocks (cuda/moe.cu): without a GPU it fails as a dense model does; 'auto' runs", async () => {
     const dir = await withConfig(() => undefined);
-    await expect(loadModel(dir, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_MODEL', message: expect.stringMatching(/CPU only/) });
+    const gpu = 'addon' in loadCudaAddon();
+    if (gpu) {
+      const m = await load(dir, { device: 'cuda' });
+      expect(m.info.backend).toBe('cuda');
+    } else {
+      await expect(loadModel(dir, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE' });
+    }
     const m = await load(dir, { device: 'auto' });
-    expect(m.info.backend).toBe('cpu');
+    if (!gpu) expect(m.info.backend).toBe('cpu');
   });
 
   it('multi-token-prediction weights (mtp.*) beside num_nextn_predict_layers are ignored for plain decoding', async () => {

@@ -154,20 +154,22 @@ void mlp_block(Ctx& c, const MlpWeights& w) {
 }
 
 // Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
-// relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits.
+// relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits,
+// or, on a backend whose memory the host does not read, inside its moe_routed op (the CUDA backend:
+// cuda/moe.cu, the same steps on the device).
 // Tokens are grouped by expert, so each selected expert's weights are read once per step for all the
 // rows that chose it, and experts nobody chose are not read at all. Each row's routed sum is accumulated
 // in ascending expert order whatever the batch holds, and matmul is batch invariant, so a sequence's
 // result does not depend on the other rows of the batch.
-void moe_block(Ctx& c, const MoeWeights& w) {
+
+// The routed experts on the host (CPU backend): routing, then the selected experts, into ws.moe_acc.
+void moe_routed_host(Ctx& c, const MoeWeights& w, const cpu::MoeRouting& rp) {
   const NemotronHConfig& cfg = c.cfg;
   Workspace& ws = c.ws;
   const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
   const int64_t I = cfg.moe_intermediate_size;
   // Router logits [R, E] in f32 (the router matrix is an f32 copy, so both precisions compute it exactly).
   mm(c.be, ws.proj, E, ws.u, H, w.router, R, cpu::MatmulInput::kPlain);
-  const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
-                           static_cast<float>(cfg.routed_scaling_factor)};
   cpu::moe_route(ws.moe_ids.data(), ws.moe_w.data(), ws.proj, E, w.score_bias.data(), R, rp);
 
   // Routed experts, in ascending expert order, into moe_acc.
@@ -187,6 +189,27 @@ void moe_block(Ctx& c, const MoeWeights& w) {
     mm(c.be, ws.proj, I, ws.moe_x, H, w.up[e], n, cpu::MatmulInput::kPlain);
     mm(c.be, ws.moe_y, H, ws.proj, I, w.down[e], n, cpu::MatmulInput::kRelu2);
     cpu::moe_scatter_add(ws.moe_acc, ws.moe_y, ws.moe_rows.data(), ws.moe_row_w.data(), n, H);
+  }
+}
+
+void moe_block(Ctx& c, const MoeWeights& w) {
+  const NemotronHConfig& cfg = c.cfg;
+  Workspace& ws = c.ws;
+  const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
+  const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
+                           static_cast<float>(cfg.routed_scaling_factor)};
+  if (c.be.host_memory()) {
+    moe_routed_host(c, w, rp);
+  } else {
+    // The backend routes and runs the experts itself. The host does not see which experts were chosen,
+    // so the bytes counted are an upper bound: the router and min(E, R·K) experts (exact for decode).
+    const int64_t used = std::min(E, R * K);
+    g_weight_bytes_read.fetch_add(
+        static_cast<int64_t>(dtype_row_bytes(w.router.dtype, w.router.cols)) * w.router.rows +
+            used * (static_cast<int64_t>(dtype_row_bytes(w.up[0].dtype, w.up[0].cols)) * w.up[0].rows +
+                    static_cast<int64_t>(dtype_row_bytes(w.down[0].dtype, w.down[0].cols)) * w.down[0].rows),
+        std::memory_order_relaxed);
+    c.be.moe_routed(ws.moe_acc, ws.u, R, w, rp, H, cfg.moe_intermediate_size);
   }
 
   // Shared expert on every row, then out = shared + routed (HF: routed + shared; the same sum).
@@ -215,10 +238,10 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   if (c.rows > ws.max_rows()) {
     return Status(StatusCode::kInternal, "forward: batch larger than the workspace");
   }
-  if (!backend.host_memory() &&
+  if (!backend.host_memory() && !backend.has_moe_routed() &&
       std::find(config.layers.begin(), config.layers.end(), BlockKind::kMoe) != config.layers.end())
-    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E') run on the CPU backend only; the ") +
-                                                     backend.name() + " backend has no MoE kernels yet");
+    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E'): the ") + backend.name() +
+                                                     " backend has no MoE kernels");
   if (!backend.host_memory() && weights.has_scaled_matrices)
     return Status(StatusCode::kUnsupportedModel, std::string("FP8 weights run on the CPU backend only; the ") +
                                                      backend.name() + " backend does not apply their scales");

@@ -70,6 +70,9 @@ struct MoeWeights {
   std::vector<MatrixView> down;         // per expert [hidden, moe_intermediate_size]
   MatrixView shared_up;                 // [moe_shared_expert_intermediate_size, hidden] (rows 0: none)
   MatrixView shared_down;               // [hidden, moe_shared_expert_intermediate_size]
+  // Set by a device backend's prepare_weights (see MambaWeights): its own description of the routed
+  // experts on the device (the CUDA backend: a cuda::MoeLayerDev it owns), read by its moe_routed op.
+  const void* experts_dev = nullptr;
 };
 
 struct LayerWeights {

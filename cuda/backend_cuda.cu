@@ -303,16 +303,25 @@ class CudaBackend final : public Backend {
     }
   }
   void relu2(float* x, int64_t n) override { record(cuda::relu2(x, n, stream_)); }
-  // MoE: routing and the chosen experts on the device (cuda/moe.cu), from the layer prepare_moe made.
-  bool has_moe_routed() const override { return true; }
-  void moe_routed(float* acc, const float* u, int64_t R, const MoeWeights& w, const cpu::MoeRouting& p, int64_t H,
-                  int64_t I) override {
+  // MoE: routing and the chosen experts on the device (cuda/moe.cu, from the layer prepare_moe made) into
+  // acc, the shared expert by the dense matmul through tmp, then out = shared + routed (forward.cc's sum).
+  bool has_moe() const override { return true; }
+  int64_t moe(float* out, float* acc, float* tmp, const float* u, int64_t R, const MoeWeights& w,
+              const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) override {
     const auto* layer = static_cast<const cuda::MoeLayerDev*>(w.experts_dev);
     if (!layer) {
       record(cudaErrorInvalidValue);  // prepare_weights did not see this layer
-      return;
+      return -1;
     }
     record(cuda::moe_routed(acc, u, R, *layer, p, H, I, *scratch_, stream_));
+    if (S > 0) {
+      matmul(tmp, S, u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
+      matmul(out, H, tmp, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
+      add_inplace(out, acc, R * H);
+    } else {
+      copy(out, acc, static_cast<size_t>(R * H));
+    }
+    return -1;
   }
   void add_inplace(float* y, const float* x, int64_t n) override { record(cuda::add_inplace(y, x, n, stream_)); }
 

@@ -222,6 +222,41 @@ describe('MoE decode and batching', () => {
     const batched = (await Promise.all(prompts.map(gen))).map((r) => r.tokens);
     expect(batched).toEqual(singles);
   });
+
+  // moe_forward splits each product into blocks of W rows (64 for small steps, 256 for large ones) and
+  // runs all experts in two parallel jobs: a decode row must come out bit for bit the same alone (1 row),
+  // beside other decode rows, and beside a 30-token prefill (a large step), in both precisions.
+  it.each(['exact', 'fast'] as const)('a decode row is bitwise the same alone, beside decode rows and beside a prefill (%s)', async (precision) => {
+    const dir = await build({ ...BASE, seed: 13, pattern: 'ME*E', nRoutedExperts: 16, numExpertsPerTok: 4, moeIntermediateSize: 80 });
+    const e = await native.loadEngine(dir, { threads: 2, contextLength: 256, maxSequences: 4, maxBatchTokens: 64, kvDtype: 'f32', cacheBytes: 0, precision });
+    const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    try {
+      const [a, b, c] = [e.createSequence(), e.createSequence(), e.createSequence()];
+      const head = Int32Array.from(PROMPT.slice(0, 7));
+      const next = Int32Array.from([PROMPT[7]!]);
+      await e.evaluate(a, head, false);
+      const alone = await e.evaluate(a, next, false);
+      e.freeSequence(a);
+      const a2 = e.createSequence();
+      await e.evaluate(a2, head, false);
+      await e.evaluate(b, Int32Array.from(PROMPT.slice(2, 9)), false);
+      const [withDecode] = await e.evaluateBatch([
+        { id: a2, tokens: next, allLogits: false },
+        { id: b, tokens: Int32Array.from([PROMPT[9]!]), allLogits: false },
+      ]);
+      expect(bytes(withDecode!).equals(bytes(alone))).toBe(true);
+      const a3 = e.createSequence();
+      await e.evaluate(a3, head, false);
+      const long = Int32Array.from({ length: 30 }, (_, i) => PROMPT[i % PROMPT.length]! + i);
+      const [withPrefill] = await e.evaluateBatch([
+        { id: a3, tokens: next, allLogits: false },
+        { id: c, tokens: long, allLogits: false },
+      ]);
+      expect(bytes(withPrefill!).equals(bytes(alone))).toBe(true);
+    } finally {
+      e.close();
+    }
+  });
 });
 
 describe('GGUF nemotron_h_moe', () => {

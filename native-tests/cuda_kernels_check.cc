@@ -712,9 +712,10 @@ int main(int argc, char** argv) {
   check_moe_routed(rng, DType::BF16, 40, 96, 80, 8, 2, 1, 1);
   check_moe_routed(rng, DType::Q8_0, 40, 96, 160, 8, 3, 4, 2);
   check_moe_routed(rng, DType::F16, 19, 128, 64, 16, 4, 1, 1);
-  // The 30B-A3B's expert shapes (hidden 2688, experts of 1856, 6 of 128), decode and a small prefill.
-  check_moe_routed(rng, DType::BF16, 1, 2688, 1856, 128, 6, 1, 1);
-  check_moe_routed(rng, DType::BF16, 33, 2688, 1856, 128, 6, 1, 1);
+  // The 30B-A3B's expert shapes (hidden 2688, experts of 1856, 6 per token; 16 experts rather than 128 to
+  // keep the host-side weights small), decode and a small prefill; E = 128 routing is checked above.
+  check_moe_routed(rng, DType::BF16, 1, 2688, 1856, 16, 6, 1, 1);
+  check_moe_routed(rng, DType::BF16, 33, 2688, 1856, 16, 6, 1, 1);
   std::printf("kernel check: %s (%d failure%s)\n", failures ? "FAIL" : "PASS", failures, failures == 1 ? "" : "s");
   return failures ? 1 : 0;
 }

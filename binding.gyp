@@ -12,6 +12,7 @@
         "csrc/cache/kv_pool.cc",
         "csrc/cache/prefix_cache.cc",
         "csrc/cache/sequence_state.cc",
+        "csrc/cache/snapshot_image.cc",
         "csrc/core/cpu_features.cc",
         "csrc/core/dtype.cc",
         "csrc/core/json.cc",

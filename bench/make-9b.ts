@@ -3,17 +3,20 @@
  * 56 layers — 27 Mamba-2, 4 attention, 25 MLP — hidden 4,480, vocabulary 131,072, 8.89 B parameters) and
  * random weights, for measuring load, memory and decode at the real size. Made on demand, never in CI:
  *
- *   npm run bench:make-9b -- [--out bench/models/nano-9b-v2-random] [--formats bf16,Q8_0,Q4_K] [--seed 9]
+ *   npm run bench:make-9b -- [--out bench/models/nano-9b-v2-random] [--formats bf16,Q8_0,Q4_K,Q5_K] [--seed 9]
  *                            [--layers 56] [--shards 4] [--force]
  *
  * Writes under --out, one folder per format:
  *   bf16/  config.json, tokenizer files and model-0000k-of-00004.safetensors + model.safetensors.index.json
  *          (bf16, NVIDIA's layout: `backbone.` names, shards with an index); 17.8 GB
  *   q8_0/  model.gguf (llama.cpp's nemotron_h layout, Q8_0 matrices) + config/tokenizer files; ~9.5 GB
- *   q4_k/  model.gguf with Q4_K matrices where the inner dimension is a multiple of 256 (Mamba out_proj,
- *          attention o_proj); the others (inner dimension 4,480 or 15,680) fall back to F16 as this
- *          writer (and llama.cpp's converter) does, since the engine reads no Q5_0 (llama-quantize's
- *          fallback) — so "Q4_K" here is mostly F16 by bytes; ~16 GB
+ *   q4_k/  model.gguf as llama-quantize's Q4_K_M lays out this model's matrices: Q4_K where the inner
+ *          dimension is a multiple of 256 (Mamba out_proj, attention o_proj), Q5_0 for the others (inner
+ *          dimension 4,480 or 15,680: llama-quantize's fallback for Q4_K, makeTinyModel's ggufFallback
+ *          'quantize') — so a "Q4_K_M" 9B file is mostly Q5_0: 85 % of the matrix parameters, 5.35 bits per
+ *          weight overall; ~5.9 GB.
+ *          (Q4_K_M's promotions of some tensors to Q6_K, which fall back to Q8_0 here, are not modelled.)
+ *   q5_k/  the same with Q5_K, falling back to Q5_1 (Q5_K_M's layout, without its Q6_K promotions); ~6.6 GB
  * The same seed gives the same values in every format (the GGUFs hold the bf16-rounded values).
  * A folder whose weight files exist is skipped unless --force. --layers N takes the first N layers of
  * the 9B's pattern (a quick check of the command; the default 56 is the exact configuration).
@@ -62,11 +65,12 @@ const base: TinyModelOptions = {
   prefix: 'backbone.',
 };
 
-// Bytes per parameter of each format's weights, for the disk check (Q4_K: mostly the F16 fallback).
-const BYTES_PER_PARAM: Record<string, number> = { bf16: 2, Q8_0: 34 / 32, Q4_K: 1.8 };
+// Bytes per parameter of each format's weights, for the disk check: Q4_K / Q5_K are mostly their 32-value
+// fallbacks (Q5_0 22/32, Q5_1 24/32 bytes per value), with a margin for the F32 vectors.
+const BYTES_PER_PARAM: Record<string, number> = { bf16: 2, Q8_0: 34 / 32, Q4_K: 0.68, Q5_K: 0.75 };
 const params = 8_888_227_328 * (layers / c.num_hidden_layers);
 const formats = values.formats.split(',').map((f) => f.trim()).filter(Boolean);
-for (const f of formats) if (!(f in BYTES_PER_PARAM)) throw new Error(`--formats: bf16, Q8_0 or Q4_K, not '${f}'`);
+for (const f of formats) if (!(f in BYTES_PER_PARAM)) throw new Error(`--formats: bf16, Q8_0, Q4_K or Q5_K, not '${f}'`);
 
 const need = formats.reduce((a, f) => a + params * BYTES_PER_PARAM[f]!, 0);
 const fs = statfsSync(path.dirname(values.out));
@@ -83,7 +87,9 @@ for (const f of formats) {
   }
   const t0 = performance.now();
   const options: TinyModelOptions =
-    f === 'bf16' ? { ...base, shards: Number(values.shards) } : { ...base, format: 'gguf', ggufType: f as GgmlTypeName, safetensors: false };
+    f === 'bf16'
+      ? { ...base, shards: Number(values.shards) }
+      : { ...base, format: 'gguf', ggufType: f as GgmlTypeName, ggufFallback: 'quantize', safetensors: false };
   const r = await makeTinyModel(dir, options);
   console.log(`${dir}: ${r.parameterCount.toLocaleString('en-US')} parameters, ${f}, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }

@@ -10,7 +10,7 @@
  * (activations rounded to the weights' dot-product type, as llama.cpp does).
  *
  *   npm --prefix bench/peer ci            # once: node-llama-cpp 3.21.1, apart from the library
- *   npm run bench:table [-- --type BF16|Q8_0|all --precision exact|fast|both --threads 2]
+ *   npm run bench:table [-- --type BF16|Q8_0|Q5_0|all --precision exact|fast|both --threads 2]
  */
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';

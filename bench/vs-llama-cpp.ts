@@ -6,7 +6,7 @@
  * for us too, to show both loaders give the same speed).
  *
  *   npm --prefix bench/peer ci          # once: installs node-llama-cpp 3.21.1 apart from the library
- *   npm run bench:llama-cpp [-- --type BF16|Q8_0 --threads 2 --prompt 512 --decode 128]
+ *   npm run bench:llama-cpp [-- --type BF16|Q8_0|Q5_0 --threads 2 --prompt 512 --decode 128]
  */
 import { existsSync } from 'node:fs';
 import os from 'node:os';
@@ -24,7 +24,7 @@ const { values } = parseArgs({
   },
 });
 const threads = Number(values.threads);
-const type = values.type as 'BF16' | 'Q8_0';
+const type = values.type as 'BF16' | 'Q8_0' | 'Q5_0';
 const promptLen = Number(values.prompt);
 const decodeLen = Number(values.decode);
 

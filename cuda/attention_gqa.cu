@@ -328,7 +328,7 @@ cudaError_t attention_typed(const AttnArgs& a, Scratch& scratch, cudaStream_t st
 
 }  // namespace
 
-cudaError_t kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
+cudaError_t kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
                      int64_t T, int64_t kv_dim, cudaStream_t stream) {
   if (T <= 0 || kv_dim <= 0) return cudaSuccess;
   const unsigned grid = grid_for(T * kv_dim, 256);
@@ -352,7 +352,7 @@ cudaError_t kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, 
   return cudaGetLastError();
 }
 
-cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past, int64_t T,
+cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past, int64_t T,
                           int64_t n_heads, int64_t n_kv_heads, int64_t head_dim, Scratch& scratch,
                           cudaStream_t stream) {
   if (T <= 0) return cudaSuccess;

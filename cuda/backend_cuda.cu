@@ -3,8 +3,10 @@
 // checks it with the kernels).
 //
 // Memory. prepare_weights converts every matrix into the device layout (kernels_cuda.h; a MatrixView
-// that already points at device memory is taken as already in it) and uploads the small f32 vectors,
-// recording their device copies in the *_dev fields of ModelWeights. Activations, Mamba state and the
+// that already points at device memory is taken as already in it) and uploads the small f32 vectors
+// (norms, conv taps, A, D, dt_bias), keeping their device copies here, keyed by the host vector's
+// address: the forward pass hands the ops host addresses, and dev() turns them into this backend's
+// copies (an address it did not upload is device memory already). Activations, Mamba state and the
 // KV pool are cudaMalloc'd (the pool is committed up front: no lazy paging on the device).
 //
 // Host inputs to ops. The forward pass hands the embedding host token ids and the attention ops host
@@ -16,7 +18,7 @@
 //
 // Matmul precision (LoadOptions.precision): 'exact' runs bf16x2 (activations split into two bf16
 // terms: within float rounding of the CPU engine, twice the tensor work of a prefill; decode costs the
-// same), 'fast' plain bf16 activations. See kernels_cuda.h MatmulPrecision.
+// same), 'fast' plain bf16 activations. See kernels_cuda.h MmaPrecision.
 //
 // Decode steps as CUDA graphs (issue #6). forward() brackets each pass with begin_step/end_step; a
 // pure decode pass (one token per item) is captured on the stream instead of launched, and end_step
@@ -67,7 +69,7 @@ std::atomic<int64_t> g_graph_launches{0}, g_graph_instantiations{0}, g_graph_upd
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, cuda::MatmulPrecision precision) : device_(device), precision_(precision) {}
+  CudaBackend(int device, cuda::MmaPrecision precision) : device_(device), precision_(precision) {}
   ~CudaBackend() override {
     cudaSetDevice(device_);
     if (stream_) cudaStreamSynchronize(stream_);
@@ -97,6 +99,20 @@ class CudaBackend final : public Backend {
   int n_threads() const override { return 1; }  // host threads used
 
   // ---- memory ------------------------------------------------------------------------------------
+  // The device copy of a small weight vector prepare_weights uploaded, found by the host vector's
+  // address; any other pointer is returned as it is (device memory already: tests, benchmarks).
+  const float* dev(const float* p) const {
+    auto it = vectors_.find(p);
+    return it == vectors_.end() ? p : it->second;
+  }
+  SsmParams dev(const SsmParams& p) const {
+    SsmParams d = p;
+    d.A = dev(p.A);
+    d.D = dev(p.D);
+    d.dt_bias = dev(p.dt_bias);
+    return d;
+  }
+
   Status prepare_weights(ModelWeights* w) override {
     CUDA_CHECK(cudaSetDevice(device_));
     std::unordered_map<const void*, MatrixView> done;  // tied matrices are uploaded once
@@ -123,32 +139,28 @@ class CudaBackend final : public Backend {
       done[key] = dev;
       return Status::Ok();
     };
-    auto vec = [&](const std::vector<float>& v, const float** dev) -> Status {
+    auto vec = [&](const std::vector<float>& v) -> Status {
+      if (v.empty()) return Status::Ok();
       float* p = nullptr;
-      CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(v.size(), 1) * sizeof(float)));
+      CUDA_CHECK(cudaMalloc(&p, v.size() * sizeof(float)));
       weight_allocs_.push_back(p);
-      if (!v.empty()) {
-        CUDA_CHECK(cudaMemcpyAsync(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
-      }
-      *dev = p;
+      CUDA_CHECK(cudaMemcpyAsync(p, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      vectors_[v.data()] = p;
       return Status::Ok();
     };
     NEMO_RETURN_IF_ERROR(matrix(&w->embeddings));
     NEMO_RETURN_IF_ERROR(matrix(&w->lm_head));
-    NEMO_RETURN_IF_ERROR(vec(w->norm_f, &w->norm_f_dev));
+    NEMO_RETURN_IF_ERROR(vec(w->norm_f));
     for (LayerWeights& lw : w->layers) {
-      NEMO_RETURN_IF_ERROR(vec(lw.norm, &lw.norm_dev));
+      NEMO_RETURN_IF_ERROR(vec(lw.norm));
       switch (lw.kind) {
         case BlockKind::kMamba: {
           MambaWeights& m = lw.mamba;
           NEMO_RETURN_IF_ERROR(matrix(&m.in_proj));
           NEMO_RETURN_IF_ERROR(matrix(&m.out_proj));
-          NEMO_RETURN_IF_ERROR(vec(m.conv_w, &m.conv_w_dev));
-          NEMO_RETURN_IF_ERROR(vec(m.conv_b, &m.conv_b_dev));
-          NEMO_RETURN_IF_ERROR(vec(m.A, &m.A_dev));
-          NEMO_RETURN_IF_ERROR(vec(m.D, &m.D_dev));
-          NEMO_RETURN_IF_ERROR(vec(m.dt_bias, &m.dt_bias_dev));
-          NEMO_RETURN_IF_ERROR(vec(m.norm_w, &m.norm_w_dev));
+          for (const std::vector<float>* v : {&m.conv_w, &m.conv_b, &m.A, &m.D, &m.dt_bias, &m.norm_w}) {
+            NEMO_RETURN_IF_ERROR(vec(*v));
+          }
           break;
         }
         case BlockKind::kAttention:
@@ -256,7 +268,7 @@ class CudaBackend final : public Backend {
 
   // ---- ops ---------------------------------------------------------------------------------------
   void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-              cpu::MatmulInput input) override {
+              MatmulInput input) override {
     // kRelu2: relu² is applied by the product as it converts x (matmul.cu); x is left as it is.
     record(cuda::matmul(y, ldy, x, ldx, w, T, *scratch_, stream_, precision_, input));
   }
@@ -265,58 +277,58 @@ class CudaBackend final : public Backend {
     if (dev_ids) record(cuda::embedding(y, table, dev_ids, T, stream_));
   }
   void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps) override {
-    record(cuda::rmsnorm(y, x, w, T, C, eps, stream_));
+    record(cuda::rmsnorm(y, x, dev(w), T, C, eps, stream_));
   }
   void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz, const float* w, int64_t T,
                              int64_t C, int64_t group_size, float eps) override {
-    record(cuda::rmsnorm_gated_grouped(out, y, z, ldz, w, T, C, group_size, eps, stream_));
+    record(cuda::rmsnorm_gated_grouped(out, y, z, ldz, dev(w), T, C, group_size, eps, stream_));
   }
   void conv1d_causal(float* y, const float* x, int64_t ldx, float* conv_state, const float* w, const float* b,
                      int64_t T, int64_t C, int64_t K) override {
-    record(cuda::conv1d_causal(y, x, ldx, conv_state, w, b, T, C, K, stream_));
+    record(cuda::conv1d_causal(y, x, ldx, conv_state, dev(w), dev(b), T, C, K, stream_));
   }
   void conv1d_step(float* y, const float* x, float* conv_state, const float* w, const float* b, int64_t C,
                    int64_t K) override {
-    record(cuda::conv1d_step(y, x, conv_state, w, b, C, K, stream_));
+    record(cuda::conv1d_step(y, x, conv_state, dev(w), dev(b), C, K, stream_));
   }
   void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt, const float* B,
-                      const float* C, int64_t ldbc, float* state, const cpu::SsmParams& p, int64_t T,
+                      const float* C, int64_t ldbc, float* state, const SsmParams& p, int64_t T,
                       int64_t chunk_size) override {
-    record(cuda::ssd_chunk_scan(y, x, ldx, dt_raw, lddt, B, C, ldbc, state, p, T, chunk_size, *scratch_, stream_));
+    record(cuda::ssd_chunk_scan(y, x, ldx, dt_raw, lddt, B, C, ldbc, state, dev(p), T, chunk_size, *scratch_,
+                                stream_));
   }
   void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B, const float* C, float* state,
-                        const cpu::SsmParams& p) override {
-    record(cuda::ssm_state_update(y, x, dt_raw, B, C, state, p, stream_));
+                        const SsmParams& p) override {
+    record(cuda::ssm_state_update(y, x, dt_raw, B, C, state, dev(p), stream_));
   }
-  void kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
+  void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
                 int64_t T, int64_t kv_dim) override {
-    cpu::KvBlocks dkv = kv;
+    KvBlocks dkv = kv;
     dkv.table = stage_table(kv.table, static_cast<size_t>(ceil_blocks(pos + T, kv.block_tokens)));
     if (dkv.table) record(cuda::kv_store(dkv, pos, k_rows, v_rows, ld, T, kv_dim, stream_));
   }
-  void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past, int64_t T,
+  void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past, int64_t T,
                      int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) override {
-    cpu::KvBlocks dkv = kv;
+    KvBlocks dkv = kv;
     dkv.table = stage_table(kv.table, static_cast<size_t>(ceil_blocks(past + T, kv.block_tokens)));
     if (dkv.table) {
       record(cuda::attention_gqa(out, q, ldq, dkv, past, T, n_heads, n_kv_heads, head_dim, *scratch_, stream_));
     }
   }
-  void relu2(float* x, int64_t n) override { record(cuda::relu2(x, n, stream_)); }
   // MoE: routing and the chosen experts on the device (cuda/moe.cu, from the layer prepare_moe made) into
   // acc, the shared expert by the dense matmul through tmp, then out = shared + routed (forward.cc's sum).
   bool has_moe() const override { return true; }
   int64_t moe(float* out, float* acc, float* tmp, const float* u, int64_t R, const MoeWeights& w,
               const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) override {
-    const auto* layer = static_cast<const cuda::MoeLayerDev*>(w.experts_dev);
-    if (!layer) {
+    auto it = moe_layers_.find(w.router_w.data());
+    if (it == moe_layers_.end()) {
       record(cudaErrorInvalidValue);  // prepare_weights did not see this layer
       return -1;
     }
-    record(cuda::moe_routed(acc, u, R, *layer, p, H, I, *scratch_, stream_));
+    record(cuda::moe_routed(acc, u, R, *it->second, p, H, I, *scratch_, stream_));
     if (S > 0) {
-      matmul(tmp, S, u, H, w.shared_up, R, cpu::MatmulInput::kPlain);
-      matmul(out, H, tmp, S, w.shared_down, R, cpu::MatmulInput::kRelu2);
+      matmul(tmp, S, u, H, w.shared_up, R, MatmulInput::kPlain);
+      matmul(out, H, tmp, S, w.shared_down, R, MatmulInput::kRelu2);
       add_inplace(out, acc, R * H);
     } else {
       copy(out, acc, static_cast<size_t>(R * H));
@@ -535,14 +547,12 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaStreamSynchronize(stream_));  // `table` goes out of scope
     layer->up = static_cast<const void* const*>(dtable);
     layer->down = static_cast<const void* const*>(dtable) + E;
-    const float* router = nullptr;
-    const float* bias = nullptr;
-    NEMO_RETURN_IF_ERROR(vec(m->router_w, &router));
-    NEMO_RETURN_IF_ERROR(vec(m->score_bias, &bias));
-    layer->router = router;
-    layer->bias = bias;
-    m->experts_dev = layer.get();
-    moe_layers_.push_back(std::move(layer));
+    if (m->router_w.empty() || m->score_bias.empty()) return Status(StatusCode::kInvalidArgument, "MoE layer without a router");
+    NEMO_RETURN_IF_ERROR(vec(m->router_w));
+    NEMO_RETURN_IF_ERROR(vec(m->score_bias));
+    layer->router = dev(m->router_w.data());
+    layer->bias = dev(m->score_bias.data());
+    moe_layers_[m->router_w.data()] = std::move(layer);  // keyed like vectors_: the host router's address
     return Status::Ok();
   }
 
@@ -651,11 +661,11 @@ class CudaBackend final : public Backend {
   };
 
   int device_;
-  cuda::MatmulPrecision precision_;
+  cuda::MmaPrecision precision_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Scratch> scratch_;
   std::vector<void*> weight_allocs_;
-  std::vector<std::unique_ptr<cuda::MoeLayerDev>> moe_layers_;  // what MoeWeights::experts_dev points at
+  std::unordered_map<const float*, std::unique_ptr<cuda::MoeLayerDev>> moe_layers_;  // by MoeWeights::router_w.data()
   int32_t* ring_host_ = nullptr;
   int32_t* ring_dev_ = nullptr;
   size_t ring_cap_ = 0, ring_off_ = 0;
@@ -664,6 +674,7 @@ class CudaBackend final : public Backend {
   std::mutex err_mu_;
   Status error_;
   std::mutex pin_mu_;
+  std::unordered_map<const float*, const float*> vectors_;  // host weight vector -> device copy
   std::unordered_set<float*> pinned_;  // offloaded Mamba states (host memory), under pin_mu_
   // Decode graphs (top of the file). stream_mu_ guards the stream against other threads' transfers
   // and frees while a step is captured (begin_step to end_step); the capturing thread re-enters it.
@@ -722,9 +733,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device, cpu::MatmulPrecision matm
                          "; the CUDA backend needs 8.0 or newer (bf16 tensor cores)");
     return nullptr;
   }
-  const cuda::MatmulPrecision precision = matmul_precision == cpu::MatmulPrecision::kExact
-                                               ? cuda::MatmulPrecision::kBf16x2
-                                               : cuda::MatmulPrecision::kBf16;
+  const cuda::MmaPrecision precision = matmul_precision == cpu::MatmulPrecision::kExact
+                                               ? cuda::MmaPrecision::kBf16x2
+                                               : cuda::MmaPrecision::kBf16;
   auto be = std::make_unique<CudaBackend>(device, precision);
   Status st = be->init();
   if (!st.ok()) {

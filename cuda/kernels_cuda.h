@@ -80,15 +80,15 @@ cudaError_t read_bandwidth(size_t bytes, int reps, double* gb_per_s, cudaStream_
 // How matmul feeds x to the tensor cores. kBf16: x rounded to bf16 (the model's own activation
 // precision; fastest). kBf16x2: x = hi + lo as two bf16 terms (~16 significant bits), every product
 // taken twice: within float rounding of the f32 CPU engine, twice the tensor work, same weight traffic.
-enum class MatmulPrecision { kBf16, kBf16x2 };
+enum class MmaPrecision { kBf16, kBf16x2 };
 
 // y[T, N] = x[T, Kin] · W[N, Kin]^T on the tensor cores (bf16 in, f32 accumulation). Batch invariant:
 // y[t, n] is bitwise the same for any T and any position of row t in the batch (the decode and prefill
 // kernels share one reduction order; matmul.cu). input kRelu2: the product reads relu(x)² (x itself is
 // not modified), applied where x is converted to bf16.
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision = MatmulPrecision::kBf16,
-                   cpu::MatmulInput input = cpu::MatmulInput::kPlain);
+                   Scratch& scratch, cudaStream_t stream, MmaPrecision precision = MmaPrecision::kBf16,
+                   MatmulInput input = MatmulInput::kPlain);
 
 // y[t, :] = table[ids[t], :] as f32; ids is DEVICE memory.
 cudaError_t embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T, cudaStream_t stream);
@@ -106,17 +106,17 @@ cudaError_t conv1d_step(float* y, const float* x, float* conv_state, const float
                         int64_t C, int64_t K, cudaStream_t stream);
 cudaError_t ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt,
                            const float* B, const float* C, int64_t ldbc, float* state,
-                           const cpu::SsmParams& p, int64_t T, int64_t chunk_size, Scratch& scratch,
+                           const SsmParams& p, int64_t T, int64_t chunk_size, Scratch& scratch,
                            cudaStream_t stream);
 cudaError_t ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B, const float* C,
-                             float* state, const cpu::SsmParams& p, cudaStream_t stream);
+                             float* state, const SsmParams& p, cudaStream_t stream);
 
 // ---- attention ------------------------------------------------------------------------------------
-cudaError_t kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows,
+cudaError_t kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows,
                      int64_t ld, int64_t T, int64_t kv_dim, cudaStream_t stream);
 // Prompts (T·Hq/Hkv > 8 query rows per kv head): a tiled flash-style kernel, one CTA per 64 query rows
 // and kv head. Decode: a paged split-context kernel (flash-decoding) and an ordered merge.
-cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past,
+cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past,
                           int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
                           Scratch& scratch, cudaStream_t stream);
 

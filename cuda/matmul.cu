@@ -98,7 +98,7 @@ __device__ __forceinline__ uint32_t pack_bf16(float a, float b) {
   return *reinterpret_cast<uint32_t*>(&p);
 }
 
-// relu2: the MLP's activation relu(x)² is applied here, as x is read (cpu::MatmulInput::kRelu2), in f32
+// relu2: the MLP's activation relu(x)² is applied here, as x is read (MatmulInput::kRelu2), in f32
 // before the bf16 rounding: the same values the CPU's relu2-then-matmul multiplies, and no extra pass
 // over the [T, intermediate] activations.
 template <bool RELU2>
@@ -503,17 +503,17 @@ cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                   Scratch& scratch, cudaStream_t stream, MatmulPrecision precision, cpu::MatmulInput input) {
+                   Scratch& scratch, cudaStream_t stream, MmaPrecision precision, MatmulInput input) {
   if (T <= 0 || w.rows <= 0) return cudaSuccess;
   if (w.dtype != DType::BF16 && w.dtype != DType::Q8_0) return cudaErrorInvalidValue;  // not uploaded
   if (T > INT32_MAX || w.rows > INT32_MAX) return cudaErrorInvalidValue;
-  const bool split = precision == MatmulPrecision::kBf16x2;
+  const bool split = precision == MmaPrecision::kBf16x2;
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
   void* buf = nullptr;
   CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf, stream));
   auto* xh = static_cast<__nv_bfloat16*>(buf);
   auto* xl = split ? xh + T * Kp : nullptr;
-  auto convert = input == cpu::MatmulInput::kRelu2 ? k_x_to_bf16<true> : k_x_to_bf16<false>;
+  auto convert = input == MatmulInput::kRelu2 ? k_x_to_bf16<true> : k_x_to_bf16<false>;
   convert<<<grid_for(T * Kp / 8, 256), 256, 0, stream>>>(reinterpret_cast<uint4*>(xh), reinterpret_cast<uint4*>(xl), x,
                                                          ldx, T, K, Kp);
   CUDA_TRY(cudaGetLastError());

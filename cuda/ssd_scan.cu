@@ -23,7 +23,7 @@ namespace {
 constexpr int kPT = 16;  // state rows (of P) per CTA of the state pass
 
 __global__ void k_ssd_dt(float* __restrict__ dt, float* __restrict__ acs, const float* __restrict__ dt_raw,
-                         int64_t lddt, cpu::SsmParams p, int64_t T, int64_t Q, int64_t nc) {
+                         int64_t lddt, SsmParams p, int64_t T, int64_t Q, int64_t nc) {
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= p.n_heads * nc) return;
   const int64_t h = idx / nc, c = idx % nc, t0 = c * Q, L = min(Q, T - t0);
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(256) k_ssd_states(float* __restrict__ sin, flo
                                                     const float* __restrict__ x, int64_t ldx,
                                                     const float* __restrict__ B, int64_t ldbc,
                                                     const float* __restrict__ dt, const float* __restrict__ acs,
-                                                    cpu::SsmParams p, int64_t T, int64_t Q, int64_t nc) {
+                                                    SsmParams p, int64_t T, int64_t Q, int64_t nc) {
   extern __shared__ float sm[];
   const int64_t H = p.n_heads, P = p.head_dim, N = p.state_size;
   const int64_t h = blockIdx.x, p0 = blockIdx.y * kPT, g = h / (H / p.n_groups);
@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(256) k_ssd_out(float* __restrict__ y, const fl
                                                  const float* __restrict__ C, int64_t ldbc,
                                                  const float* __restrict__ cb, const float* __restrict__ sin,
                                                  const float* __restrict__ dt, const float* __restrict__ acs,
-                                                 cpu::SsmParams p, int64_t T, int64_t Q, int64_t nc) {
+                                                 SsmParams p, int64_t T, int64_t Q, int64_t nc) {
   extern __shared__ float sm[];
   const int64_t H = p.n_heads, P = p.head_dim, N = p.state_size;
   const int64_t it = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(256) k_ssd_out(float* __restrict__ y, const fl
 
 template <int PR>
 cudaError_t launch_out(float* y, const float* x, int64_t ldx, const float* C, int64_t ldbc, const float* cb,
-                       const float* sin, const float* dt, const float* acs, const cpu::SsmParams& p, int64_t T,
+                       const float* sin, const float* dt, const float* acs, const SsmParams& p, int64_t T,
                        int64_t Q, int64_t nc, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(32 * 33 * 2 + p.head_dim * 33 + 32 * p.head_dim) * sizeof(float);
   auto kernel = k_ssd_out<PR>;
@@ -235,7 +235,7 @@ cudaError_t launch_out(float* y, const float* x, int64_t ldx, const float* C, in
 }  // namespace
 
 cudaError_t ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt, const float* B,
-                           const float* C, int64_t ldbc, float* state, const cpu::SsmParams& p, int64_t T,
+                           const float* C, int64_t ldbc, float* state, const SsmParams& p, int64_t T,
                            int64_t chunk_size, Scratch& scratch, cudaStream_t stream) {
   const int64_t H = p.n_heads, P = p.head_dim, G = p.n_groups, N = p.state_size;
   if (T <= 0 || H <= 0) return cudaSuccess;

@@ -13,7 +13,7 @@ constexpr int kRowsPerBlock = 8;
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
     k_ssm_update(float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ dt_raw,
                  const float* __restrict__ B, const float* __restrict__ C, float* __restrict__ state,
-                 cpu::SsmParams p) {
+                 SsmParams p) {
   const int64_t h = blockIdx.x, pp = blockIdx.y * kRowsPerBlock + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   const int64_t P = p.head_dim, N = p.state_size;
@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
 }  // namespace
 
 cudaError_t ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B, const float* C,
-                             float* state, const cpu::SsmParams& p, cudaStream_t stream) {
+                             float* state, const SsmParams& p, cudaStream_t stream) {
   if (p.n_heads <= 0 || p.head_dim <= 0) return cudaSuccess;
   if (p.n_groups <= 0 || p.n_heads % p.n_groups != 0) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(p.n_heads), static_cast<unsigned>(ceil_div(p.head_dim, kRowsPerBlock)));

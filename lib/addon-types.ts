@@ -283,7 +283,7 @@ export interface NativeSamplerParams extends Partial<Omit<NativeSampling, 'logit
 /** Every CPU kernel on typed arrays, for the kernel tests (same shapes as csrc/kernels/kernels.h). */
 export interface NativeKernels {
   /** options: precision and input as csrc/kernels/kernels.h MatmulPrecision / MatmulInput; threads 1 or 2 (default 2). */
-  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number, options?: { precision?: 'exact' | 'fast'; input?: 'plain' | 'relu2'; threads?: number }): Float32Array;
+  matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number, options?: { precision?: 'exact' | 'fast'; input?: 'plain' | 'relu2'; threads?: number }): Float32Array;
   rmsnorm(x: Float32Array, T: number, C: number, w: Float32Array, eps: number): Float32Array;
   rmsnormGatedGrouped(y: Float32Array, z: Float32Array, T: number, C: number, groupSize: number, w: Float32Array, eps: number): Float32Array;
   conv1dCausal(x: Float32Array, T: number, C: number, w: Float32Array, K: number, b: Float32Array, state: Float32Array): { y: Float32Array; state: Float32Array };

@@ -30,7 +30,7 @@ const requireHere = createRequire(moduleUrl);
 /** NativeEngineOptions plus the device the engine runs on ('cuda' is 'cuda:0'). */
 export type CudaEngineOptions = NativeEngineOptions & { device: 'cpu' | 'cuda' | `cuda:${number}` };
 
-/** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (cuda/addon_cuda.cc). */
+/** Every CUDA kernel on typed arrays, with the argument conventions of NativeKernels (csrc/addon/cuda_addon.cc). */
 export interface CudaKernels {
   matmul(x: Float32Array, T: number, K: number, w: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K', N: number): Float32Array;
   embedding(table: Float32Array | Uint16Array | Uint8Array, dtype: 'F32' | 'BF16' | 'F16' | 'Q8_0', rows: number, cols: number, ids: Int32Array): Float32Array;
@@ -43,13 +43,6 @@ export interface CudaKernels {
   attentionGqa(q: Float32Array, k: Float32Array, v: Float32Array, past: number, T: number, Hq: number, Hkv: number, Dh: number, paged?: { blockTokens?: number; dtype?: 'F32' | 'F16' | 'BF16'; shuffle?: boolean }): Float32Array;
   relu2(x: Float32Array): Float32Array;
   addInplace(y: Float32Array, x: Float32Array): Float32Array;
-  /** MoE routing on the device (cuda/moe.cu); the CPU twin is NativeKernels.moeRoute. */
-  moeRoute(
-    logits: Float32Array,
-    bias: Float32Array,
-    T: number,
-    p: { nExperts: number; topK: number; nGroup: number; topkGroup: number; normTopkProb: boolean; scaling: number },
-  ): { ids: Int32Array; weights: Float32Array };
 }
 
 /** One CUDA device as cudaInfo() describes it. */
@@ -64,7 +57,7 @@ export interface CudaDeviceInfo {
   uuid?: string;
 }
 
-/** The CUDA runtime, driver and devices as the CUDA addon sees them (cuda/addon_cuda.cc cudaInfo). */
+/** The CUDA runtime, driver and devices as the CUDA addon sees them (csrc/addon/cuda_addon.cc cudaInfo). */
 export interface CudaInfo {
   /** The CUDA toolkit the binary was built with (linked statically), e.g. 13000 for 13.0. */
   runtimeVersion: number;

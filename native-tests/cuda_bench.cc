@@ -210,7 +210,7 @@ class Runner {
     int64_t n_attn = 0;
     for (BlockKind k : m.cfg.layers) n_attn += k == BlockKind::kAttention;
     ctx_ = prompt + 256;
-    pool_ = std::make_unique<KvPool>(be_.get(), n_attn, m.cfg.kv_dim(),
+    pool_ = std::make_unique<KvPool>(be_.get(), be_->kv_k_channel_major(), n_attn, m.cfg.kv_dim(),
                                      (ctx_ + KvPool::kBlockTokens - 1) / KvPool::kBlockTokens * max_seqs, DType::F16);
     die(pool_->init(), "KvPool");
     ws_ = std::make_unique<Workspace>(be_.get(), m.cfg, prompt * max_seqs);
@@ -314,42 +314,39 @@ int main(int argc, char** argv) {
               static_cast<double>(m.embedding_bytes) / (1 << 30));
 
   // Bytes a decode step must move, per step and per sequence (at context ~ prompt + steps).
-  const double ssm_bytes = static_cast<double>(c.mamba_num_heads * c.mamba_head_dim * c.ssm_state_size) * 4;
-  const double conv_bytes = static_cast<double>((c.conv_kernel - 1) * c.conv_dim()) * 4;
+  const double ssm_bytes = static_cast<double>(c.ssm_state_floats()) * 4;
+  const double conv_bytes = static_cast<double>(c.conv_state_floats()) * 4;
   const double kv_bytes = static_cast<double>(n_attn) * static_cast<double>(prompt + steps / 2) * c.kv_dim() * 2 * 2;
   const double per_seq = static_cast<double>(n_mamba) * 2 * (ssm_bytes + conv_bytes) + kv_bytes;
   auto roofline = [&](int64_t B) { return static_cast<double>(B) * bw * 1e9 / (static_cast<double>(m.matrix_bytes) + B * per_seq); };
 
   std::vector<Result> rows;
   bool finite = true;
+  // Decode steps as CUDA graphs (with the prefill rows), then the same decode with every kernel launched
+  // eagerly; g0..g2: the graph counters before, between and after.
   const CudaGraphStats g0 = cuda_graph_stats();
-  for (const char* precision : {"bf16", "bf16x2"}) {
-    Runner r(m, precision, prompt, 8);
-    r.prefill(1);  // warm-up: first launches, scratch growth
-    r.decode(1, 2);
-    for (int64_t B : {int64_t{1}, int64_t{8}}) {
-      const double s = r.prefill(B);
-      rows.push_back({std::string("prefill ") + precision + " batch " + std::to_string(B) + " x " + std::to_string(prompt),
-                      static_cast<double>(B * prompt) / s, s * 1e3, 0});
-      finite = finite && r.finite_logits(B);
-      const double step = r.decode(B, steps);
-      rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B) + " graphs", static_cast<double>(B) / step,
-                      step * 1e3, roofline(B)});
-      finite = finite && r.finite_logits(B);
+  CudaGraphStats g1;
+  for (bool graphs : {true, false}) {
+    for (const char* precision : {"bf16", "bf16x2"}) {
+      Runner r(m, precision, prompt, 8, graphs);
+      r.prefill(1);  // warm-up: first launches, scratch growth
+      r.decode(1, 2);
+      for (int64_t B : {int64_t{1}, int64_t{8}}) {
+        const double s = r.prefill(B);
+        if (graphs) {
+          rows.push_back({std::string("prefill ") + precision + " batch " + std::to_string(B) + " x " +
+                              std::to_string(prompt),
+                          static_cast<double>(B * prompt) / s, s * 1e3, 0});
+          finite = finite && r.finite_logits(B);
+        }
+        const double step = r.decode(B, steps);
+        rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B) +
+                            (graphs ? " graphs" : " eager"),
+                        static_cast<double>(B) / step, step * 1e3, roofline(B)});
+        finite = finite && r.finite_logits(B);
+      }
     }
-  }
-  const CudaGraphStats g1 = cuda_graph_stats();
-  for (const char* precision : {"bf16", "bf16x2"}) {  // the same decode, every kernel launched eagerly
-    Runner r(m, precision, prompt, 8, false);
-    r.prefill(1);
-    r.decode(1, 2);
-    for (int64_t B : {int64_t{1}, int64_t{8}}) {
-      r.prefill(B);
-      const double step = r.decode(B, steps);
-      rows.push_back({std::string("decode  ") + precision + " batch " + std::to_string(B) + " eager", static_cast<double>(B) / step,
-                      step * 1e3, roofline(B)});
-      finite = finite && r.finite_logits(B);
-    }
+    if (graphs) g1 = cuda_graph_stats();
   }
   const CudaGraphStats g2 = cuda_graph_stats();
   unsetenv("NEMOTRON_CUDA_GRAPHS");

@@ -137,15 +137,19 @@ Status eval_all(Engine& e, const std::vector<int32_t>& toks, std::vector<float>*
   return st;
 }
 
+// The golden model `name`'s float64 reference; false (a failure counted) when it cannot be read.
+bool golden_or_fail(const std::string& root, const std::string& name, Golden* g) {
+  if (load_golden(root + "/test/fixtures/golden/" + name + ".reference-f64.json", g)) return true;
+  std::printf("  %s: cannot read the reference logits  FAIL\n", name.c_str());
+  ++failures;
+  return false;
+}
+
 void check_model(const std::string& root, const std::string& name, const std::string& device, const std::string& mode,
                  const Tolerances& tols) {
   const std::string dir = root + "/test/fixtures/golden/" + name;
   Golden g;
-  if (!load_golden(root + "/test/fixtures/golden/" + name + ".reference-f64.json", &g)) {
-    std::printf("  %s: cannot read the reference logits  FAIL\n", name.c_str());
-    ++failures;
-    return;
-  }
+  if (!golden_or_fail(root, name, &g)) return;
   const bool on_cpu = device == "cpu";
   const double tol = tols.golden, path_tol = tols.path;
   std::printf("%s (%zu prompt tokens, %zu greedy) on %s%s\n", name.c_str(), g.tokens.size(), g.greedy.size(),
@@ -442,11 +446,7 @@ Status decode_trace(Engine& e, const std::vector<int32_t>& text, int B, Trace* o
 void check_graphs(const std::string& root, const std::string& name, const std::string& mode) {
   const std::string dir = root + "/test/fixtures/golden/" + name;
   Golden g;
-  if (!load_golden(root + "/test/fixtures/golden/" + name + ".reference-f64.json", &g)) {
-    std::printf("  %s: cannot read the reference logits  FAIL\n", name.c_str());
-    ++failures;
-    return;
-  }
+  if (!golden_or_fail(root, name, &g)) return;
   std::printf("%s: decode steps as CUDA graphs vs eager launches, matmul %s\n", name.c_str(), mode.c_str());
   EngineOptions opt;
   opt.matmul_precision = mode == "bf16" ? nemo::cpu::MatmulPrecision::kFast : nemo::cpu::MatmulPrecision::kExact;

@@ -2,6 +2,7 @@
 # Compiles every cuda/*.cu with nvcc for one architecture (sm_80, -O2) into a temporary folder and fails
 # on the first error: a quick check that the CUDA backend builds, for CI machines without a GPU.
 # The real build is CMake's (CMakeLists.txt, NEMOTRON_CUDA=ON); scripts/gpu-check.sh runs it on a GPU.
+# cuda/ is CUDA and plain C++ only: the CUDA addon's Node-API code is csrc/addon/cuda_addon.cc (CMake).
 # Usage: scripts/compile-cuda.sh            (NVCC=/path/to/nvcc to pick a compiler, JOBS=n in parallel)
 set -euo pipefail
 cd "$(dirname "$0")/.."

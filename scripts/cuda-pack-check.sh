@@ -24,6 +24,7 @@ say() { echo "cuda-pack-check: $*"; }
 fail() { echo "cuda-pack-check: FAIL: $*" >&2; exit 1; }
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+source "$REPO/scripts/clean-install.sh"
 T0=$(now)
 [[ -f "$CPU_BINARY" ]] || fail "no CPU binary at $CPU_BINARY (npx node-gyp rebuild)"
 [[ -f "$CUDA_BINARY" ]] || fail "no CUDA binary at $CUDA_BINARY (bash scripts/build-cuda-package.sh)"
@@ -79,20 +80,9 @@ tar -xzOf "$CPU_TGZ" package/package.json | node -e '
 tar -tzf "$CPU_TGZ" | grep -q 'nemotron_node_cuda.node' && fail "the CPU package carries a CUDA binary"
 
 # ---- 3. install both into a fresh project, without a compiler -------------------------------------------
-APP="$WORK/app"
-NOCC="$WORK/nocc-bin"
-mkdir -p "$APP" "$NOCC"
-for tool in node npm npx sh bash env; do ln -s "$(command -v "$tool")" "$NOCC/$tool"; done
-CLEAN_ENV=(env -i HOME="$HOME" PATH="$NOCC" TMPDIR="${TMPDIR:-/tmp}" NEMOTRON_NODE_CACHE="$WORK/cache")
-for v in NODE_EXTRA_CA_CERTS HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy npm_config_registry npm_config_cache LANG; do
-  [[ -n "${!v:-}" ]] && CLEAN_ENV+=("$v=${!v}")
-done
-echo '{ "name": "cuda-pack-check-app", "version": "1.0.0", "private": true }' >"$APP/package.json"
-cd "$APP"
+clean_install_project "$WORK" cuda-pack-check-app NEMOTRON_NODE_CACHE="$WORK/cache"  # scripts/clean-install.sh
 t0=$(now)
-"${CLEAN_ENV[@]}" npm_config_node_gyp=/bin/false npm_config_build_from_source=false \
-  npm install --no-audit --no-fund --no-update-notifier --prefer-offline "$CPU_TGZ" "$CUDA_TGZ" >"$WORK/install.log" 2>&1 \
-  || { cat "$WORK/install.log" >&2; fail "npm install of the two tarballs failed"; }
+clean_npm_install "$WORK/install.log" "$CPU_TGZ" "$CUDA_TGZ" || fail "npm install of the two tarballs failed"
 t1=$(now)
 [[ -f node_modules/@nemotron-node/linux-x64-cuda/nemotron_node_cuda.node ]] || fail "npm did not install the CUDA package"
 [[ ! -e node_modules/nemotron-node/build ]] || fail "the install compiled the CPU addon"

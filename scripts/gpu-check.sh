@@ -2,7 +2,8 @@
 # The first run on a GPU machine (issue #16): everything that must be proven on a GPU, in one call, in well
 # under 8 minutes on a fresh machine (one build for this machine's GPU only):
 #   1. every CUDA kernel against its CPU kernel on random inputs, max relative error
-#      (native-tests/cuda_kernels_check.cc)
+#      (native-tests/cuda_kernels_check.cc: the one kernel parity harness; test/gpu.test.ts runs the whole
+#      model on the device)
 #   2. the golden models' logits on CUDA against the float64 reference logits stored in the repo
 #      (test/fixtures/golden/*.reference-f64.json), in both matmul precisions, decode = prefill =
 #      chunked = batched on the device, snapshot state offload to host memory and restore, and decode

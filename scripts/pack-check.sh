@@ -23,6 +23,7 @@ say() { echo "pack-check: $*"; }
 fail() { echo "pack-check: FAIL: $*" >&2; exit 1; }
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
+source "$REPO/scripts/clean-install.sh"
 
 # ---- 1. staging copy ----------------------------------------------------------------------------------
 STAGE="$WORK/stage"
@@ -87,25 +88,12 @@ node "$REPO/scripts/readme-figures.mjs" --pack-json "$WORK/pack.json" --binary "
   || fail "README figures (README_FIGURES=${README_FIGURES:-})"
 
 # ---- 4. install into a fresh project, with no way to compile -------------------------------------------
-APP="$WORK/app"
-NOCC="$WORK/nocc-bin" # node, npm and a shell only: no cc, c++, g++, make, python
-mkdir -p "$APP" "$NOCC"
-for tool in node npm npx sh bash env; do ln -s "$(command -v "$tool")" "$NOCC/$tool"; done
-cc_found=$(PATH="$NOCC" bash -c 'for t in cc gcc c++ g++ clang make python3 node-gyp; do command -v $t; done' || true)
-[[ -z "$cc_found" ]] || fail "the install PATH still has: $cc_found"
+# node, npm and a shell only on PATH; a clean environment (nothing inherited from an outer `npm run`/`npm
+# test`), keeping only what reaching the registry may need (scripts/clean-install.sh).
+clean_install_project "$WORK" pack-check-app
 say "install environment: PATH has only node, npm, npx, sh, bash, env (no compiler, make or python); npm_config_node_gyp=/bin/false; npm_config_build_from_source=false"
-# A clean environment (nothing inherited from an outer `npm run`/`npm test`), keeping only what reaching
-# the registry may need.
-CLEAN_ENV=(env -i HOME="$HOME" PATH="$NOCC" TMPDIR="${TMPDIR:-/tmp}")
-for v in NODE_EXTRA_CA_CERTS HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy npm_config_registry npm_config_cache LANG; do
-  [[ -n "${!v:-}" ]] && CLEAN_ENV+=("$v=${!v}")
-done
-echo '{ "name": "pack-check-app", "version": "1.0.0", "private": true }' >"$APP/package.json"
-cd "$APP"
 t0=$(now)
-"${CLEAN_ENV[@]}" npm_config_node_gyp=/bin/false npm_config_build_from_source=false \
-  npm install --no-audit --no-fund --no-update-notifier --prefer-offline "$TGZ" >"$WORK/install.log" 2>&1 \
-  || { cat "$WORK/install.log" >&2; fail "npm install of the tarball failed (without a compiler)"; }
+clean_npm_install "$WORK/install.log" "$TGZ" || fail "npm install of the tarball failed (without a compiler)"
 t1=$(now)
 PKG="$APP/node_modules/nemotron-node"
 [[ ! -e "$PKG/build" ]] || fail "the install built the addon from source ($PKG/build exists)"

@@ -52,7 +52,7 @@ export -f compile
 export OUT CXX
 export FLAGS_STR="${FLAGS[*]}" NAPI_STR="${NAPI[*]}"
 build() {
-  find csrc native-tests -name '*.cc' ! -name '*selftest*' ! -name 'cuda_*' ! -name 'fuzz_libfuzzer.cc' | sort |
+  find csrc native-tests -name '*.cc' ! -name '*_selftest.cc' ! -name 'cuda_*' ! -name 'fuzz_libfuzzer.cc' | sort |
     xargs -P "$JOBS" -I{} bash -c 'FLAGS=($FLAGS_STR); NAPI=($NAPI_STR); compile "$@"' _ {}
 }
 if ! locked bash -c "$(declare -f build compile); $(declare -p JOBS); build" >"$OUT/build.log" 2>&1; then
@@ -60,16 +60,16 @@ if ! locked bash -c "$(declare -f build compile); $(declare -p JOBS); build" >"$
 fi
 O="$OUT/obj"
 obj() { for s in "$@"; do echo "$O/$(echo "${s%.cc}" | tr / _).o"; done; }
-ENGINE=($(find csrc -name '*.cc' ! -name '*selftest*' ! -path 'csrc/addon/*' | sort | while read -r s; do obj "$s"; done))
-ADDON=($(find csrc/addon -name '*.cc' | sort | while read -r s; do obj "$s"; done))
+ENGINE=($(find csrc -name '*.cc' ! -path 'csrc/addon/*' | sort | while read -r s; do obj "$s"; done))
+ADDON=($(find csrc/addon -name '*.cc' ! -name 'cuda_*' | sort | while read -r s; do obj "$s"; done))
 link() { "$CXX" "${FLAGS[@]}" "$@"; }
 {
   link -shared "${ENGINE[@]}" "${ADDON[@]}" -o "$OUT/nemotron_node.node" &&
   link native-tests/fuzz_driver.cc $(obj native-tests/fuzz_targets.cc) "${ENGINE[@]}" -o "$OUT/fuzz_driver" &&
-  link csrc/model/loader_selftest.cc "${ENGINE[@]}" -o "$OUT/loader_selftest" &&
-  link csrc/kernels/ssd_selftest.cc "${ENGINE[@]}" -o "$OUT/ssd_selftest" &&
-  link csrc/kernels/matmul_selftest.cc "${ENGINE[@]}" -o "$OUT/matmul_selftest" &&
-  link csrc/kernels/matmul_quant_selftest.cc "${ENGINE[@]}" -o "$OUT/matmul_quant_selftest"
+  link native-tests/loader_selftest.cc "${ENGINE[@]}" -o "$OUT/loader_selftest" &&
+  link native-tests/ssd_selftest.cc "${ENGINE[@]}" -o "$OUT/ssd_selftest" &&
+  link native-tests/matmul_selftest.cc "${ENGINE[@]}" -o "$OUT/matmul_selftest" &&
+  link native-tests/matmul_quant_selftest.cc "${ENGINE[@]}" -o "$OUT/matmul_quant_selftest"
 } >>"$OUT/build.log" 2>&1 || { fail "link" "log: $OUT/build.log"; tail -30 "$OUT/build.log"; exit 1; }
 echo "sanitize: built with ASan + UBSan in $((SECONDS - start)) s ($OUT)"
 

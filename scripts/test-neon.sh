@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The aarch64 (NEON) kernel paths, checked from an x86-64 machine: cross-compiles every csrc/ source
 # for aarch64 (a compile check for the whole engine and the N-API layer), links the matmul selftests
-# (csrc/kernels/matmul_selftest.cc, matmul_quant_selftest.cc) and runs them under qemu-aarch64 with
+# (native-tests/matmul_selftest.cc, matmul_quant_selftest.cc) and runs them under qemu-aarch64 with
 # NEMOTRON_CPU_KERNELS=neon and =scalar (each run checks that path: float64 reference, exact decoding,
 # bitwise batch invariance over T, batch position and thread count). qemu says nothing about speed.
+#
+# The optional extensions (FEAT_DotProd, FEAT_I8MM, FEAT_BF16: the kFast SDOT / SMMLA / BFDOT-BFMMLA
+# kernels) are checked on two CPU models: `-cpu max` (has all three) and `-cpu cortex-a57` (none), the
+# neon runs told which extensions to expect (NEMOTRON_EXPECT_NEON_EXT), and the logs must show the
+# variants that ran: all of neon, neon-dotprod, neon-i8mm and bfdot/bfmmla on max, only baseline
+# NEON on cortex-a57. A variant the dispatch silently skips fails here.
 #
 # Needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user); without
 # them prints "test-neon: SKIPPED (...)" and exits 0. Exit status 1 when anything fails.
@@ -48,7 +54,7 @@ if command -v node >/dev/null 2>&1; then
   fi
 fi
 
-# ---- compile check: every csrc/ source but the selftests (they are linked below) ------------------
+# ---- compile check: every csrc/ source but the CUDA addon's (it needs the CUDA headers) -------------
 compile_all() {
   local fails=0 skipped=0 n=0 f obj
   : >"$OUT/compile.log"
@@ -64,7 +70,7 @@ compile_all() {
       echo "  FAIL: $f" >>"$OUT/compile.log"
       fails=$((fails + 1))
     fi
-  done < <(find csrc -name '*.cc' ! -name '*selftest*' | sort)
+  done < <(find csrc -name '*.cc' ! -name 'cuda_*' | sort)
   echo "$n $fails $skipped"
 }
 
@@ -93,7 +99,7 @@ link_tests() {  # prints the tests that failed to build
   local t
   for t in "${tests[@]}"; do
     rm -f "$OUT/$t"
-    "$CXX" "${FLAGS[@]}" "csrc/kernels/$t.cc" "${KERNEL_OBJS[@]}" -o "$OUT/$t" \
+    "$CXX" "${FLAGS[@]}" "native-tests/$t.cc" "${KERNEL_OBJS[@]}" -o "$OUT/$t" \
       >>"$OUT/compile.log" 2>&1 || echo "$t"
   done
 }
@@ -104,31 +110,62 @@ for t in $(locked bash -c "$(declare -p CXX FLAGS KERNEL_OBJS OUT tests); \
   status=1
 done
 
-QEMU_ARGS=(-L "$SYSROOT")
-# -cpu max: every feature qemu emulates (dotprod, bf16, ...), so detection sees them.
+# -cpu max: every feature qemu emulates (dotprod, i8mm, bf16, ...), so detection sees them;
+# cortex-a57: an armv8.0 core without any of them, so the baseline NEON kernels run.
 cpus=$("$QEMU" -cpu help 2>/dev/null || true)  # (not piped into grep -q: pipefail, SIGPIPE)
-grep -qw max <<<"$cpus" && QEMU_ARGS+=(-cpu max)
+for model in max cortex-a57; do
+  if ! grep -qw "$model" <<<"$cpus"; then
+    echo "test-neon: FAILED: $QEMU has no -cpu $model (the NEON extension variants need it)"
+    status=1
+  fi
+done
+# Runs: "cpu-model path": both paths on max, the neon path again on cortex-a57.
+runs=("max neon" "max scalar" "cortex-a57 neon")
 pass=0 fail=0
 for t in "${tests[@]}"; do
   [[ -x "$OUT/$t" ]] || continue
-  for path in neon scalar; do
-    log="$OUT/$t.$path.log"
+  for run in "${runs[@]}"; do
+    read -r model path <<<"$run"
+    grep -qw "$model" <<<"$cpus" || continue
+    expect=none
+    [[ $model == max ]] && expect=dotprod,i8mm,bf16
+    log="$OUT/$t.$model.$path.log"
     start=$SECONDS
-    NEMOTRON_SELFTEST_LIGHT=1 NEMOTRON_CPU_KERNELS=$path "$QEMU" "${QEMU_ARGS[@]}" "$OUT/$t" --quick >"$log" 2>&1
+    NEMOTRON_SELFTEST_LIGHT=1 NEMOTRON_CPU_KERNELS=$path NEMOTRON_EXPECT_NEON_EXT=$expect \
+      "$QEMU" -L "$SYSROOT" -cpu "$model" "$OUT/$t" --quick >"$log" 2>&1
     rc=$?
     last=$(grep -E '^(PASS|FAILED)' "$log" | tail -1)
-    if ((rc == 0)); then
+    # Which kFast variants ran (neon path only): the lines the selftests print for them.
+    missing=""
+    if [[ $path == neon ]]; then
+      if [[ $t == matmul_quant_selftest ]]; then
+        want="kFast aarch64 variants checked: neon neon neon"
+        [[ $model == max ]] && want="kFast aarch64 variants checked: neon neon-dotprod neon-i8mm"
+        grep -qxF "$want" "$log" || missing="$want"
+      else
+        want="neon   kFast == kExact: "
+        [[ $model == max ]] && want="neon   kFast BF16 (bfdot/bfmmla): "
+        grep -qF "$want" "$log" || missing="$want"
+      fi
+    fi
+    if ((rc == 0)) && [[ -z $missing ]]; then
       pass=$((pass + 1))
-      printf 'test-neon: %-22s %-6s %s (wall %ds under qemu)\n' "$t" "$path" "$last" $((SECONDS - start))
+      printf 'test-neon: %-22s %-10s %-6s %s (wall %ds under qemu)\n' "$t" "$model" "$path" "$last" \
+        $((SECONDS - start))
     else
       fail=$((fail + 1))
-      printf 'test-neon: %-22s %-6s FAILED (exit %d) %s\n' "$t" "$path" "$rc" "$last"
+      printf 'test-neon: %-22s %-10s %-6s FAILED (exit %d) %s\n' "$t" "$model" "$path" "$rc" "$last"
+      [[ -n $missing ]] && echo "  missing from $log: '$missing'"
       grep -E 'FAIL' "$log" | head -15
       status=1
     fi
   done
 done
-grep -h '^CPU:' "$OUT"/matmul_selftest.neon.log 2>/dev/null | sed 's/^/test-neon: qemu /'
+for model in max cortex-a57; do
+  grep -h '^CPU:' "$OUT/matmul_selftest.$model.neon.log" 2>/dev/null | sed "s/^/test-neon: qemu -cpu $model /"
+  grep -h -E '^  kFast neon|kFast BF16|kFast == kExact' "$OUT"/matmul*_selftest."$model".neon.log 2>/dev/null |
+    sed "s/^ */test-neon: qemu -cpu $model /"
+done
 
 if ((status == 0)); then
   echo "test-neon: PASS ($pass selftest runs)"

@@ -1,5 +1,6 @@
 // binding.gyp (node-gyp, prebuilds) and CMakeLists.txt (cmake-js) must build the same CPU sources, and
-// every .cc under csrc/ that belongs to the addon must be in both (selftest drivers excepted).
+// every .cc under csrc/ must be in both, except the CUDA addon's own N-API file (CMake only, its
+// NEMOTRON_CUDA_ADDON_SOURCES). The native self-tests live in native-tests/, outside csrc/.
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -26,13 +27,19 @@ function ccFiles(top: string): string[] {
     for (const e of readdirSync(path.join(root, dir), { withFileTypes: true })) {
       const rel = `${dir}/${e.name}`;
       if (e.isDirectory()) walk(rel);
-      else if (e.name.endsWith('.cc') && !e.name.endsWith('_selftest.cc')) out.push(rel);
+      else if (e.name.endsWith('.cc')) out.push(rel);
     }
   };
   walk(top);
   return out.sort();
 }
 const csrcFiles = () => ccFiles('csrc');
+
+function cmakeCudaAddonSources(): string[] {
+  const text = readFileSync(path.join(root, 'CMakeLists.txt'), 'utf8');
+  const m = /set\(NEMOTRON_CUDA_ADDON_SOURCES([\s\S]*?)\)/.exec(text);
+  return m ? m[1]!.split(/\s+/).filter((s) => s.endsWith('.cc')).sort() : [];
+}
 
 // The vendored grammar engine (third_party/xgrammar): its own static library in both build files.
 function cmakeXgrammarSources(): string[] {
@@ -45,8 +52,9 @@ describe('build files', () => {
   it('binding.gyp and CMakeLists.txt list the same sources', () => {
     expect(gypSources()).toEqual(cmakeSources());
   });
-  it('every csrc/**/*.cc is built', () => {
-    expect(gypSources()).toEqual(csrcFiles());
+  it('every csrc/**/*.cc is built: by both, or (the CUDA addon N-API file) by CMake for the CUDA addon', () => {
+    expect(cmakeCudaAddonSources()).toEqual(['csrc/addon/cuda_addon.cc']);
+    expect([...gypSources(), ...cmakeCudaAddonSources()].sort()).toEqual(csrcFiles());
   });
   it('both build the vendored XGrammar from the same list: every third_party/xgrammar/cpp/**/*.cc', () => {
     expect(gypTarget('xgrammar')).toEqual(cmakeXgrammarSources());

@@ -10,15 +10,16 @@
 //    intermediate 136), because csrc/kernels/matmul.cc aligns its K loop to the W address when all rows
 //    share one offset in a cache line, so its f32 summation order may depend on where a tensor sits in
 //    its file; safetensors and GGUF place tensors at different offsets.
-// 3. Quantized GGUFs (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; dims multiples of 256 so every matrix quantizes):
+// 3. Quantized GGUFs (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; dims multiples of 256 so every matrix
+//    quantizes; and llama-quantize's Q5_0 / Q5_1 fallback for widths 256 does not divide):
 //    (a) they equal an F32 GGUF holding the dequantized weights (lib/gguf/quantize.ts dequantizeRows)
 //        up to f32 accumulation order (the kernels keep activations f32 and dequantize each weight
 //        exactly), within 1e-4 (measured ~1e-6) — a misread block layout gives errors of order 1;
 //    (b) they stay close to the unquantized f32 model, with per-type tolerances about 2x the values
 //        measured on this seeded model (max |Δ log-prob| over 60 positions x 512 tokens: Q8_0 0.047,
-//        Q6_K 0.16, Q5_K 0.36, Q4_K 0.56, Q4_0 0.68). The error follows the quantization step (Q8_0
-//        has 8-bit codes, Q6_K 6, ...), so the mean error must also grow in the order
-//        Q8_0 < Q6_K < Q5_K < Q4_K.
+//        Q6_K 0.16, Q5_K 0.36, Q4_K 0.56, Q4_0 0.68, Q5_1 0.28, Q5_0 0.42). The error follows the
+//        quantization step (Q8_0 has 8-bit codes, Q6_K 6, ...), so the mean error must also grow in the
+//        order Q8_0 < Q6_K < Q5_K < Q4_K, and for the 32-value types Q8_0 < Q5_0, Q5_1 < Q4_0.
 // 4. Tokenizer from GGUF metadata = tokenizer.json on sample texts; the chat template from metadata renders.
 // 5. Errors: another architecture, an unsupported tensor type, a truncated file.
 import { copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -312,6 +313,8 @@ describe.runIf(quantKernels)('quantized GGUF', () => {
     Q5_K: { max: 0.7, mean: 0.12 },
     Q4_K: { max: 1.1, mean: 0.22 },
     Q4_0: { max: 1.4, mean: 0.26 },
+    Q5_1: { max: 0.6, mean: 0.12 },
+    Q5_0: { max: 0.85, mean: 0.13 },
   };
   let ref: Float64Array;
   let V: number;
@@ -324,7 +327,7 @@ describe.runIf(quantKernels)('quantized GGUF', () => {
     ref = logSoftmaxRows(out.logits, V);
   });
 
-  for (const type of ['Q8_0', 'Q6_K', 'Q5_K', 'Q4_K', 'Q4_0'] as const) {
+  for (const type of ['Q8_0', 'Q6_K', 'Q5_K', 'Q4_K', 'Q5_1', 'Q5_0', 'Q4_0'] as const) {
     it(`${type}: every matrix quantized; equals its dequantized F32 copy; close to the f32 model`, async () => {
       const r = await makeTinyModel(path.join(tmp.dir, type), { ...dims, format: 'gguf', ggufType: type });
       const meta = readGgufMetadata(r.gguf!);
@@ -360,6 +363,37 @@ describe.runIf(quantKernels)('quantized GGUF', () => {
     const m = meanErr;
     expect(m.Q8_0! < m.Q6_K! && m.Q6_K! < m.Q5_K! && m.Q5_K! < m.Q4_K!, JSON.stringify(m)).toBe(true);
   });
+
+  it('the 32-value types: Q8_0 < Q5_1, Q5_0 < Q4_0 (5-bit codes between 8 and 4)', () => {
+    const m = meanErr;
+    expect(m.Q8_0! < m.Q5_1! && m.Q8_0! < m.Q5_0! && m.Q5_1! < m.Q4_0! && m.Q5_0! < m.Q4_0!, JSON.stringify(m)).toBe(true);
+  });
+
+  // llama-quantize's layout of a model whose widths are not multiples of 256 (as the 9B's 4,480 and
+  // 15,680): ggufFallback 'quantize' stores Q4_K's misfits as Q5_0 and Q5_K's as Q5_1 (F16 only where not
+  // even 32 divides). Hidden 96 and MLP 288 take the fallback; d_inner 256 and q_dim 256 take the K-quant.
+  for (const [type, fallback] of [['Q4_K', 'Q5_0'], ['Q5_K', 'Q5_1']] as const) {
+    it(`${type} with ggufFallback 'quantize': ${fallback} where 256 does not divide; equals its dequantized F32 copy`, async () => {
+      const mixDims = { hiddenSize: 96, mambaNumHeads: 8, mambaHeadDim: 32, headDim: 64, intermediateSize: 288, chunkSize: 128, dtype: 'f32' as const, seed: 6 };
+      const r = await makeTinyModel(path.join(tmp.dir, `${type}-mix`), { ...mixDims, format: 'gguf', ggufType: type, ggufFallback: 'quantize' });
+      const meta = readGgufMetadata(r.gguf!);
+      const seen = new Set<string>();
+      for (const t of meta.tensors) {
+        const matrix = t.shape.length === 2 && t.shape[0]! > 1 && !t.name.includes('ssm_conv1d') && !t.name.includes('ssm_norm');
+        const want = !matrix ? GgmlType.F32 : t.shape[0]! % 256 === 0 ? GgmlType[type] : GgmlType[fallback];
+        expect(t.type, t.name).toBe(want);
+        seen.add(t.typeName);
+      }
+      expect([...seen].sort()).toEqual(['F32', fallback, type].sort());
+      const q = await allLogits(r.gguf!, tokens);
+      const copy = path.join(tmp.dir, `${type}-mix-dequantized.gguf`);
+      await rewriteAsF32(r.gguf!, copy);
+      const d = await allLogits(copy, tokens);
+      const exact = maxAbsDiff(logSoftmaxRows(q.logits, q.V), logSoftmaxRows(d.logits, d.V));
+      console.log(`${type} + ${fallback} mix: vs its dequantized F32 copy max |Δ log-prob| = ${exact.toExponential(2)}`);
+      expect(exact).toBeLessThan(1e-4);
+    });
+  }
 });
 
 describe('bad GGUF files', () => {

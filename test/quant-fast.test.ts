@@ -1,5 +1,5 @@
 // MatmulPrecision 'fast' for block-quantized weights (csrc/kernels/matmul_quant_fast.cc): x rows are
-// quantized to 8-bit blocks (32 values for Q8_0 / Q4_0, 256 for the K-quants; d = amax / 127,
+// quantized to 8-bit blocks (32 values for Q8_0 / Q4_0 / Q5_0 / Q5_1, 256 for the K-quants; d = amax / 127,
 // q = round-half-even(x * (127 / amax)) in f32) and multiplied with integer dot products.
 //
 // (a) Every type, every integer dot path this CPU has (vnni512, avxvnni, avx2, scalar), against a
@@ -66,7 +66,7 @@ function randomBlocks(rng: Rng, type: QuantType, N: number, K: number): Uint8Arr
     const o = b * bb;
     if (type === 'Q6_K') put(o + 208);
     else put(o);
-    if (type === 'Q4_K' || type === 'Q5_K') put(o + 2);
+    if (type === 'Q4_K' || type === 'Q5_K' || type === 'Q5_1') put(o + 2);
   }
   return w;
 }
@@ -88,6 +88,17 @@ function exactWeights(type: QuantType, w: Uint8Array, N: number, K: number): Flo
       for (let l = 0; l < 16; l++) {
         out[y + l] = d * ((w[o + 2 + l]! & 15) - 8);
         out[y + l + 16] = d * ((w[o + 2 + l]! >> 4) - 8);
+      }
+    } else if (type === 'Q5_0' || type === 'Q5_1') {
+      const d = h(o);
+      const m = type === 'Q5_1' ? h(o + 2) : 0;
+      const p = type === 'Q5_1' ? o + 4 : o + 2;
+      const qh = (w[p]! | (w[p + 1]! << 8) | (w[p + 2]! << 16) | (w[p + 3]! << 24)) >>> 0;
+      for (let l = 0; l < 16; l++) {
+        const q0 = (w[p + 4 + l]! & 15) | (((qh >>> l) & 1) << 4);
+        const q1 = (w[p + 4 + l]! >> 4) | (((qh >>> (l + 16)) & 1) << 4);
+        out[y + l] = type === 'Q5_1' ? d * q0 + m : d * (q0 - 16);
+        out[y + l + 16] = type === 'Q5_1' ? d * q1 + m : d * (q1 - 16);
       }
     } else if (type === 'Q4_K' || type === 'Q5_K') {
       const d = h(o);

@@ -20,7 +20,7 @@ namespace nemo::addon {
 
 Napi::Object DebugKernels(Napi::Env env);
 #ifdef NEMOTRON_CUDA
-void AddCudaExports(Napi::Env env, Napi::Object exports);  // cuda/addon_cuda.cc (CUDA addon only)
+void AddCudaExports(Napi::Env env, Napi::Object exports);  // cuda_addon.cc (CUDA addon only)
 #endif
 
 // _measureReadBandwidth(bytes, threads): GB/s of memory reads on `threads` threads (benchmarks state

@@ -48,7 +48,7 @@ Napi::Object y_state(Napi::Env env, const std::vector<float>& y, const std::vect
 
 // matmul(x: Float32Array, T, K, w: Float32Array | Uint16Array | Uint8Array, dtype, N, options?)
 // dtype 'F32' (Float32Array), 'BF16' | 'F16' (Uint16Array), or a block-quantized type 'Q8_0' | 'Q4_0' |
-// 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
+// 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K' (Uint8Array of N rows of K / block values blocks, row-major; K a multiple
 // of the block size). The weights are used in place, at whatever byte offset the array starts.
 // options: { precision?: 'exact' | 'fast', input?: 'plain' | 'relu2', threads?: 1 | 2 } (defaults
 // 'exact', 'plain', 2).
@@ -63,8 +63,9 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   static const struct {
     const char* name;
     DType dtype;
-  } kQuant[] = {{"Q8_0", DType::Q8_0}, {"Q4_0", DType::Q4_0}, {"Q4_K", DType::Q4_K},
-                {"Q5_K", DType::Q5_K}, {"Q6_K", DType::Q6_K}};
+  } kQuant[] = {{"Q8_0", DType::Q8_0}, {"Q4_0", DType::Q4_0}, {"Q5_0", DType::Q5_0},
+                {"Q5_1", DType::Q5_1}, {"Q4_K", DType::Q4_K}, {"Q5_K", DType::Q5_K},
+                {"Q6_K", DType::Q6_K}};
   bool quant = false;
   for (const auto& q : kQuant) {
     if (dtype == q.name) {
@@ -87,7 +88,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     w.data = info[3].As<Napi::Uint16Array>().Data();
   }
   cpu::MatmulPrecision precision = cpu::MatmulPrecision::kExact;
-  cpu::MatmulInput input = cpu::MatmulInput::kPlain;
+  MatmulInput input = MatmulInput::kPlain;
   ThreadPool* tp = &pool();
   if (info.Length() > 6 && info[6].IsObject()) {
     const Napi::Object o = info[6].As<Napi::Object>();
@@ -99,7 +100,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (p != "exact" && p != "fast") throw Napi::RangeError::New(env, "matmul: bad precision");
     if (in != "plain" && in != "relu2") throw Napi::RangeError::New(env, "matmul: bad input");
     if (p == "fast") precision = cpu::MatmulPrecision::kFast;
-    if (in == "relu2") input = cpu::MatmulInput::kRelu2;
+    if (in == "relu2") input = MatmulInput::kRelu2;
     if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
       const int64_t n = i64(o.Get("threads"));
       if (n != 1 && n != 2) throw Napi::RangeError::New(env, "matmul: threads must be 1 or 2");
@@ -158,7 +159,7 @@ Napi::Value Conv1dStep(const Napi::CallbackInfo& info) {
 
 struct SsmArgs {
   std::vector<float> A, D, dt_bias;
-  cpu::SsmParams p;
+  SsmParams p;
 };
 
 SsmArgs ssm_params(const Napi::Object& o) {
@@ -166,7 +167,7 @@ SsmArgs ssm_params(const Napi::Object& o) {
   a.A = f32(o.Get("A"));
   a.D = f32(o.Get("D"));
   a.dt_bias = f32(o.Get("dtBias"));
-  a.p = cpu::SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
+  a.p = SsmParams{i64(o.Get("H")), i64(o.Get("P")), i64(o.Get("G")), i64(o.Get("N")),
                        static_cast<float>(f64(o.Get("dtMin"))), static_cast<float>(f64(o.Get("dtMax"))),
                        a.A.data(), a.D.data(), a.dt_bias.data()};
   return a;
@@ -231,7 +232,7 @@ Napi::Value AttentionGqa(const Napi::CallbackInfo& info) {
   for (int64_t i = 0; i < n_blocks; ++i) table[i] = static_cast<int32_t>(shuffle ? n_blocks - 1 - i : i);
   const size_t elems = static_cast<size_t>(n_blocks * B * kv_dim);
   std::vector<uint8_t> kst(elems * dtype_size(dtype)), vst(kst.size());
-  cpu::KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
+  KvBlocks kv{kst.data(), vst.data(), table.data(), B, B * kv_dim, dtype};
   cpu::kv_store(kv, 0, k.data(), v.data(), kv_dim, S, kv_dim);
   std::vector<float> o(static_cast<size_t>(T * Hq * Dh));
   static ThreadPool one(1);

@@ -67,11 +67,6 @@ TypedArray copy_to_js(Napi::Env env, const std::vector<T>& v) {
   return out;
 }
 
-std::vector<int32_t> tokens_arg(const Napi::Value& v) {
-  auto arr = v.As<Napi::Int32Array>();
-  return std::vector<int32_t>(arr.Data(), arr.Data() + arr.ElementLength());
-}
-
 int64_t int_field(const Napi::Object& o, const char* key, int64_t fallback) {
   Napi::Value v = o.Get(key);
   return v.IsNumber() ? v.As<Napi::Number>().Int64Value() : fallback;
@@ -218,7 +213,7 @@ Napi::Value JsEngine::SequenceBytes(const Napi::CallbackInfo& info) {
 Napi::Value JsEngine::Evaluate(const Napi::CallbackInfo& info) {
   auto e = engine_or_throw(info.Env());
   const int32_t id = info[0].As<Napi::Number>().Int32Value();
-  auto tokens = std::make_shared<std::vector<int32_t>>(tokens_arg(info[1]));
+  auto tokens = std::make_shared<std::vector<int32_t>>(int32_vector(info[1]));
   const bool all = info[2].ToBoolean().Value();
   auto logits = std::make_shared<std::vector<float>>();
   return TaskWorker::Queue(
@@ -238,7 +233,7 @@ Napi::Value JsEngine::EvaluateBatch(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < items.Length(); ++i) {
     Napi::Object it = items.Get(i).As<Napi::Object>();
     batch.push_back(Engine::BatchRequest{it.Get("id").As<Napi::Number>().Int32Value(),
-                                         tokens_arg(it.Get("tokens")),
+                                         int32_vector(it.Get("tokens")),
                                          it.Get("allLogits").ToBoolean().Value()});
   }
   auto shared = std::make_shared<std::vector<Engine::BatchRequest>>(std::move(batch));

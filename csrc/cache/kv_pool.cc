@@ -6,15 +6,16 @@
 
 namespace nemo {
 
-KvPool::KvPool(Backend* backend, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks, DType dtype)
-    : backend_(backend),
+KvPool::KvPool(DeviceMemory* memory, bool k_channel_major, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks,
+               DType dtype)
+    : memory_(memory),
       n_layers_(n_layers),
       kv_dim_(kv_dim),
       capacity_(capacity_blocks),
       dtype_(dtype),
-      k_channel_major_(backend->kv_k_channel_major()) {}
+      k_channel_major_(k_channel_major) {}
 
-KvPool::~KvPool() { backend_->free_pool(storage_, storage_bytes_); }
+KvPool::~KvPool() { memory_->free_pool(storage_, storage_bytes_); }
 
 size_t KvPool::layer_bytes() const {
   return static_cast<size_t>(capacity_) * kBlockTokens * static_cast<size_t>(row_bytes());
@@ -28,7 +29,7 @@ Status KvPool::init() {
   for (int64_t b = capacity_ - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
   if (n_layers_ == 0 || capacity_ == 0) return Status::Ok();
   storage_bytes_ = 2 * static_cast<size_t>(n_layers_) * layer_bytes();
-  storage_ = backend_->alloc_pool(storage_bytes_);
+  storage_ = memory_->alloc_pool(storage_bytes_);
   if (!storage_) {
     return Status(StatusCode::kOutOfMemory,
                   "cannot reserve " + std::to_string(storage_bytes_) + " bytes for the KV cache pool");
@@ -91,19 +92,19 @@ void KvPool::copy_rows(int32_t dst, int32_t src, int64_t rows) {
   const size_t n = static_cast<size_t>(rows * row_bytes()), whole = static_cast<size_t>(kBlockTokens * row_bytes());
   for (int64_t l = 0; l < n_layers_; ++l) {
     for (int kv = 0; kv < 2; ++kv) {
-      backend_->copy_bytes(block_ptr(l, kv, dst), block_ptr(l, kv, src), channel_major(kv) ? whole : n);
+      memory_->copy_bytes(block_ptr(l, kv, dst), block_ptr(l, kv, src), channel_major(kv) ? whole : n);
     }
   }
 }
 
 void KvPool::read_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, void* host_dst) const {
   if (!channel_major(kv)) {
-    backend_->bytes_to_host(host_dst, block_ptr(layer_slot, kv, block), static_cast<size_t>(rows * row_bytes()));
+    memory_->bytes_to_host(host_dst, block_ptr(layer_slot, kv, block), static_cast<size_t>(rows * row_bytes()));
     return;
   }
   const size_t es = dtype_size(dtype_);
   std::vector<uint8_t> blk(static_cast<size_t>(kBlockTokens * row_bytes()));
-  backend_->bytes_to_host(blk.data(), block_ptr(layer_slot, kv, block), blk.size());
+  memory_->bytes_to_host(blk.data(), block_ptr(layer_slot, kv, block), blk.size());
   uint8_t* out = static_cast<uint8_t*>(host_dst);
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t c = 0; c < kv_dim_; ++c) std::memcpy(out + (t * kv_dim_ + c) * es, &blk[(c * kBlockTokens + t) * es], es);
@@ -112,7 +113,7 @@ void KvPool::read_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, 
 
 void KvPool::write_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows, const void* host_src) {
   if (!channel_major(kv)) {
-    backend_->bytes_from_host(block_ptr(layer_slot, kv, block), host_src, static_cast<size_t>(rows * row_bytes()));
+    memory_->bytes_from_host(block_ptr(layer_slot, kv, block), host_src, static_cast<size_t>(rows * row_bytes()));
     return;
   }
   // Rows past `rows` are zero; attention never reads them (nor kv_store overwrites them).
@@ -122,11 +123,11 @@ void KvPool::write_rows(int64_t layer_slot, int kv, int32_t block, int64_t rows,
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t c = 0; c < kv_dim_; ++c) std::memcpy(&blk[(c * kBlockTokens + t) * es], in + (t * kv_dim_ + c) * es, es);
   }
-  backend_->bytes_from_host(block_ptr(layer_slot, kv, block), blk.data(), blk.size());
+  memory_->bytes_from_host(block_ptr(layer_slot, kv, block), blk.data(), blk.size());
 }
 
-cpu::KvBlocks KvPool::view(int64_t layer_slot, const int32_t* table) const {
-  return cpu::KvBlocks{block_ptr(layer_slot, 0, 0), block_ptr(layer_slot, 1, 0), table, kBlockTokens,
+KvBlocks KvPool::view(int64_t layer_slot, const int32_t* table) const {
+  return KvBlocks{block_ptr(layer_slot, 0, 0), block_ptr(layer_slot, 1, 0), table, kBlockTokens,
                        kBlockTokens * kv_dim_, dtype_};
 }
 

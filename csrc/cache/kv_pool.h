@@ -8,7 +8,7 @@
 // half-filled block stay small (a 9B block is 1 MiB in f16 across its 4 attention layers), large enough
 // that the attention loop walks long contiguous runs and block tables stay short (2,048 entries at 128k).
 // Inside a block V is token-major [kBlockTokens][kv_dim]; K is too, or channel-major [kv_dim]
-// [kBlockTokens] when the backend asks for it (the CPU kernels): the same bytes either way.
+// [kBlockTokens] when the backend asks for it (the CPU kernels; the constructor's k_channel_major): the same bytes either way.
 #pragma once
 #include <cstdint>
 #include <mutex>
@@ -16,8 +16,8 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
-#include "engine/backend.h"
-#include "kernels/kernels.h"
+#include "core/device_memory.h"
+#include "core/views.h"
 
 namespace nemo {
 
@@ -25,7 +25,9 @@ class KvPool {
  public:
   static constexpr int64_t kBlockTokens = 64;
 
-  KvPool(Backend* backend, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks, DType dtype);
+  // k_channel_major: K blocks [kv_dim][kBlockTokens] (the backend's kv_k_channel_major(): the CPU kernels').
+  KvPool(DeviceMemory* memory, bool k_channel_major, int64_t n_layers, int64_t kv_dim, int64_t capacity_blocks,
+         DType dtype);
   ~KvPool();
   KvPool(const KvPool&) = delete;
   KvPool& operator=(const KvPool&) = delete;
@@ -46,7 +48,7 @@ class KvPool {
   void copy_rows(int32_t dst, int32_t src, int64_t rows);
 
   // The view the attention kernels read, for one layer and one block table.
-  cpu::KvBlocks view(int64_t layer_slot, const int32_t* table) const;
+  KvBlocks view(int64_t layer_slot, const int32_t* table) const;
 
   // The first `rows` positions of one block of one layer, K (kv = 0) or V (kv = 1), as token-major
   // rows of row_bytes() on the host, whatever layout the backend stores (export/import).
@@ -67,10 +69,10 @@ class KvPool {
   void* block_ptr(int64_t layer_slot, int kv, int32_t block) const;
   bool channel_major(int kv) const { return kv == 0 && k_channel_major_; }
 
-  Backend* backend_;
+  DeviceMemory* memory_;
   int64_t n_layers_, kv_dim_, capacity_;
   DType dtype_;
-  bool k_channel_major_;     // K blocks [kv_dim][kBlockTokens] (backend->kv_k_channel_major())
+  bool k_channel_major_;     // K blocks [kv_dim][kBlockTokens]
   void* storage_ = nullptr;  // [n_layers][K|V][capacity][block], a block kBlockTokens * kv_dim values
   size_t storage_bytes_ = 0;
   mutable std::mutex mu_;

@@ -4,6 +4,9 @@
 
 namespace nemo {
 
+namespace {
+
+// Rolling hash of every prefix: out[i] covers tokens[0, i) (out has n + 1 entries).
 void prefix_hashes(const int32_t* tokens, int64_t n, std::vector<uint32_t>* out) {
   out->resize(static_cast<size_t>(n) + 1);
   uint32_t x = 0x811c9dc5u;
@@ -13,6 +16,8 @@ void prefix_hashes(const int32_t* tokens, int64_t n, std::vector<uint32_t>* out)
     (*out)[static_cast<size_t>(i) + 1] = x;
   }
 }
+
+}  // namespace
 
 bool PrefixCache::same_tokens(const Entry& e, const int32_t* tokens, int64_t n) const {
   const std::vector<int32_t>& t = e.snapshot->tokens;

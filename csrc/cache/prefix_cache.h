@@ -55,7 +55,6 @@ class PrefixCache {
   int64_t bytes() const;
   int64_t entries() const;
   int64_t state_bytes() const;
-  int64_t budget_bytes() const { return budget_bytes_; }
   int64_t hits() const;
   int64_t tokens_reused() const;
 
@@ -82,8 +81,5 @@ class PrefixCache {
   int64_t hits_ = 0;
   int64_t tokens_reused_ = 0;
 };
-
-// Rolling hash of every prefix: out[i] covers tokens[0, i) (out has n + 1 entries).
-void prefix_hashes(const int32_t* tokens, int64_t n, std::vector<uint32_t>* out);
 
 }  // namespace nemo

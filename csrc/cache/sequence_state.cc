@@ -6,18 +6,18 @@
 namespace nemo {
 
 Snapshot::~Snapshot() {
-  for (float* p : conv) if (p) backend_->free(p);
-  for (float* p : ssm) if (p) backend_->free(p);
+  for (float* p : conv) if (p) memory_->free(p);
+  for (float* p : ssm) if (p) memory_->free(p);
   for (int32_t b : blocks) pool_->release(b, KvPool::Holder::kSnapshot);
 }
 
 MambaStatePool::~MambaStatePool() {
-  for (Buffers& b : free_) free_set(backend_, &b);
+  for (Buffers& b : free_) free_set(memory_, &b);
 }
 
-void MambaStatePool::free_set(Backend* backend, Buffers* b) {
-  for (float* p : b->conv) if (p) backend->free(p);
-  for (float* p : b->ssm) if (p) backend->free(p);
+void MambaStatePool::free_set(DeviceMemory* memory, Buffers* b) {
+  for (float* p : b->conv) if (p) memory->free(p);
+  for (float* p : b->ssm) if (p) memory->free(p);
   b->conv.clear();
   b->ssm.clear();
 }
@@ -34,10 +34,10 @@ Status MambaStatePool::take(Buffers* out, bool* zeroed) {
   }
   Buffers b;
   for (size_t i = 0; i < n_layers_; ++i) {
-    b.conv.push_back(backend_->alloc(conv_floats_));
-    b.ssm.push_back(backend_->alloc(ssm_floats_));
+    b.conv.push_back(memory_->alloc(conv_floats_));
+    b.ssm.push_back(memory_->alloc(ssm_floats_));
     if (!b.conv.back() || !b.ssm.back()) {
-      free_set(backend_, &b);
+      free_set(memory_, &b);
       return Status(StatusCode::kOutOfMemory, "cannot allocate the Mamba state of a sequence");
     }
   }
@@ -59,9 +59,9 @@ size_t MambaStatePool::free_sets() const {
   return free_.size();
 }
 
-SequenceState::SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config,
+SequenceState::SequenceState(DeviceMemory* memory, KvPool* pool, const NemotronHConfig& config,
                              int64_t max_context, MambaStatePool* states)
-    : backend_(backend), pool_(pool), config_(config), max_context_(max_context), states_(states) {
+    : memory_(memory), pool_(pool), config_(config), max_context_(max_context), states_(states) {
   int64_t n_mamba = 0, n_attn = 0;
   for (BlockKind kind : config.layers) {
     if (kind == BlockKind::kMamba) slot_.push_back(n_mamba++);
@@ -77,18 +77,10 @@ SequenceState::~SequenceState() {
     MambaStatePool::Buffers b{conv_, ssm_};
     states_->give(&b);
   } else {
-    for (float* p : conv_) if (p) backend_->free(p);
-    for (float* p : ssm_) if (p) backend_->free(p);
+    for (float* p : conv_) if (p) memory_->free(p);
+    for (float* p : ssm_) if (p) memory_->free(p);
   }
   release_blocks();
-}
-
-size_t SequenceState::conv_floats() const {
-  return static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
-}
-
-size_t SequenceState::ssm_floats() const {
-  return static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
 }
 
 Status SequenceState::init(bool will_restore) {
@@ -101,15 +93,15 @@ Status SequenceState::init(bool will_restore) {
     ssm_ = std::move(b.ssm);
     if (!zeroed && !will_restore) {
       for (size_t i = 0; i < conv_.size(); ++i) {
-        backend_->zero(conv_[i], conv_floats());
-        backend_->zero(ssm_[i], ssm_floats());
+        memory_->zero(conv_[i], conv_floats());
+        memory_->zero(ssm_[i], ssm_floats());
       }
     }
     return Status::Ok();
   }
   for (size_t i = 0; i < conv_.size(); ++i) {
-    conv_[i] = backend_->alloc(conv_floats());
-    ssm_[i] = backend_->alloc(ssm_floats());
+    conv_[i] = memory_->alloc(conv_floats());
+    ssm_[i] = memory_->alloc(ssm_floats());
     if (!conv_[i] || !ssm_[i]) {
       return Status(StatusCode::kOutOfMemory, "cannot allocate the Mamba state of a sequence");
     }
@@ -159,8 +151,8 @@ Status SequenceState::reserve(int64_t extra) {
 
 void SequenceState::reset() {
   for (size_t i = 0; i < conv_.size(); ++i) {
-    backend_->zero(conv_[i], conv_floats());
-    backend_->zero(ssm_[i], ssm_floats());
+    memory_->zero(conv_[i], conv_floats());
+    memory_->zero(ssm_[i], ssm_floats());
   }
   release_blocks();
   n_past_ = 0;
@@ -171,13 +163,13 @@ Status SequenceState::snapshot(Snapshot* out) const {
   out->n_past = n_past_;
   out->tokens = tokens_;
   for (size_t i = 0; i < conv_.size(); ++i) {
-    float* c = backend_->alloc(conv_floats());
-    float* s = backend_->alloc(ssm_floats());
+    float* c = memory_->alloc(conv_floats());
+    float* s = memory_->alloc(ssm_floats());
     out->conv.push_back(c);
     out->ssm.push_back(s);
     if (!c || !s) return Status(StatusCode::kOutOfMemory, "cannot allocate a snapshot");
-    backend_->copy(c, conv_[i], conv_floats());
-    backend_->copy(s, ssm_[i], ssm_floats());
+    memory_->copy(c, conv_[i], conv_floats());
+    memory_->copy(s, ssm_[i], ssm_floats());
   }
   const int64_t B = KvPool::kBlockTokens;
   for (int64_t i = 0; i < (n_past_ + B - 1) / B; ++i) {
@@ -191,8 +183,8 @@ Status SequenceState::snapshot(Snapshot* out) const {
 Status SequenceState::restore(const Snapshot& snap) {
   release_blocks();  // the Mamba state is overwritten below: no need to zero it first
   for (size_t i = 0; i < conv_.size(); ++i) {
-    backend_->copy(conv_[i], snap.conv[i], conv_floats());
-    backend_->copy(ssm_[i], snap.ssm[i], ssm_floats());
+    memory_->copy(conv_[i], snap.conv[i], conv_floats());
+    memory_->copy(ssm_[i], snap.ssm[i], ssm_floats());
   }
   for (int32_t b : snap.blocks) {
     pool_->retain(b, KvPool::Holder::kSequence);

@@ -11,15 +11,15 @@
 
 #include "cache/kv_pool.h"
 #include "core/status.h"
-#include "engine/backend.h"
-#include "kernels/kernels.h"
+#include "core/device_memory.h"
+#include "core/views.h"
 #include "model/config.h"
 
 namespace nemo {
 
 class Snapshot {
  public:
-  Snapshot(Backend* backend, KvPool* pool) : backend_(backend), pool_(pool) {}
+  Snapshot(DeviceMemory* memory, KvPool* pool) : memory_(memory), pool_(pool) {}
   ~Snapshot();
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
@@ -31,10 +31,10 @@ class Snapshot {
   std::vector<int32_t> blocks;  // KV blocks covering [0, n_past), one reference each
 
   int64_t state_bytes = 0;       // the Mamba state copies
-  int64_t host_state_bytes = 0;  // of those, moved to host memory (Backend::offload)
+  int64_t host_state_bytes = 0;  // of those, moved to host memory (DeviceMemory::offload)
 
  private:
-  Backend* backend_;
+  DeviceMemory* memory_;
   KvPool* pool_;
 };
 
@@ -44,8 +44,8 @@ class Snapshot {
 // live at once (maxSequences), memory the plan counts anyway.
 class MambaStatePool {
  public:
-  MambaStatePool(Backend* backend, size_t n_layers, size_t conv_floats, size_t ssm_floats)
-      : backend_(backend), n_layers_(n_layers), conv_floats_(conv_floats), ssm_floats_(ssm_floats) {}
+  MambaStatePool(DeviceMemory* memory, size_t n_layers, size_t conv_floats, size_t ssm_floats)
+      : memory_(memory), n_layers_(n_layers), conv_floats_(conv_floats), ssm_floats_(ssm_floats) {}
   ~MambaStatePool();
   MambaStatePool(const MambaStatePool&) = delete;
   MambaStatePool& operator=(const MambaStatePool&) = delete;
@@ -59,8 +59,8 @@ class MambaStatePool {
   size_t free_sets() const;
 
  private:
-  static void free_set(Backend* backend, Buffers* b);
-  Backend* backend_;
+  static void free_set(DeviceMemory* memory, Buffers* b);
+  DeviceMemory* memory_;
   size_t n_layers_, conv_floats_, ssm_floats_;
   mutable std::mutex mu_;
   std::vector<Buffers> free_;
@@ -69,7 +69,7 @@ class MambaStatePool {
 class SequenceState {
  public:
   // `states`, when given, lends the Mamba buffers (and takes them back when the sequence ends).
-  SequenceState(Backend* backend, KvPool* pool, const NemotronHConfig& config, int64_t max_context,
+  SequenceState(DeviceMemory* memory, KvPool* pool, const NemotronHConfig& config, int64_t max_context,
                 MambaStatePool* states = nullptr);
   ~SequenceState();
   SequenceState(const SequenceState&) = delete;
@@ -85,7 +85,7 @@ class SequenceState {
   float* conv_state(int64_t layer) { return conv_[slot_[layer]]; }
   float* ssm_state(int64_t layer) { return ssm_[slot_[layer]]; }
   // This sequence's KV blocks in attention layer `layer`.
-  cpu::KvBlocks kv(int64_t layer) const { return pool_->view(slot_[layer], table_.data()); }
+  KvBlocks kv(int64_t layer) const { return pool_->view(slot_[layer], table_.data()); }
 
   // Makes positions [n_past, n_past + extra) writable: blocks allocated as needed, and the block holding
   // n_past copied first if it is shared (copy-on-write). kContextOverflow past max_context;
@@ -111,11 +111,11 @@ class SequenceState {
   const std::vector<int32_t>& block_table() const { return table_; }
 
  private:
-  size_t conv_floats() const;
-  size_t ssm_floats() const;
+  size_t conv_floats() const { return static_cast<size_t>(config_.conv_state_floats()); }
+  size_t ssm_floats() const { return static_cast<size_t>(config_.ssm_state_floats()); }
   void release_blocks();
 
-  Backend* backend_;
+  DeviceMemory* memory_;
   KvPool* pool_;
   const NemotronHConfig& config_;
   int64_t max_context_;

@@ -42,9 +42,18 @@ CpuFeatures detect() {
   // Bit values from the kernel's asm/hwcap.h, spelled out for older libc headers.
   const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
   f.neon_dotprod = (hw >> 20) & 1u;  // HWCAP_ASIMDDP
+  f.neon_i8mm = (hw2 >> 13) & 1u;    // HWCAP2_I8MM
   f.neon_bf16 = (hw2 >> 14) & 1u;    // HWCAP2_BF16
-#elif defined(__ARM_FEATURE_DOTPROD)
-  f.neon_dotprod = true;  // not Linux (e.g. macOS): what the compiler was told to assume
+#else  // not Linux (e.g. macOS): what the compiler was told to assume
+#if defined(__ARM_FEATURE_DOTPROD)
+  f.neon_dotprod = true;
+#endif
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+  f.neon_i8mm = true;
+#endif
+#if defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  f.neon_bf16 = true;
+#endif
 #endif
 #endif
   return f;
@@ -100,6 +109,8 @@ const char* path_name(KernelIsa p) {
   return "scalar";
 }
 
+std::atomic<unsigned> g_neon_mask{kNeonAll};
+
 }  // namespace
 
 const CpuFeatures& cpu_features() {
@@ -112,6 +123,19 @@ KernelIsa kernel_isa() {
 }
 
 const char* active_kernel_path() { return path_name(kernel_isa()); }
+
+bool neon_ext(NeonExt ext) {
+  if (kernel_isa() != KernelIsa::kNeon || !(g_neon_mask.load(std::memory_order_relaxed) & ext)) return false;
+  const CpuFeatures& f = cpu_features();
+  switch (ext) {
+    case kNeonDotprod: return f.neon_dotprod;
+    case kNeonI8mm: return f.neon_i8mm;
+    case kNeonBf16: return f.neon_bf16;
+    default: return false;
+  }
+}
+
+void set_neon_ext_mask(unsigned mask) { g_neon_mask.store(mask & kNeonAll, std::memory_order_relaxed); }
 
 const char* set_kernel_path_override(const char* name) {
   KernelIsa p;

@@ -18,8 +18,9 @@ struct CpuFeatures {
   bool avx512vnni = false;  // AVX-512 VNNI (vpdpbusd on zmm); implies avx512f here
   bool avxvnni = false;     // AVX-VNNI (vpdpbusd on ymm, VEX encoded); implies avx2_fma here
   bool neon = false;        // aarch64 Advanced SIMD (baseline on aarch64, so true on every aarch64 CPU)
-  bool neon_dotprod = false;  // FEAT_DotProd (sdot/udot, HWCAP_ASIMDDP); not used by kernels yet
-  bool neon_bf16 = false;     // FEAT_BF16 (bfdot/bfmmla, HWCAP2_BF16); not used by kernels yet
+  bool neon_dotprod = false;  // FEAT_DotProd (sdot, HWCAP_ASIMDDP): kFast quantized dot products
+  bool neon_i8mm = false;     // FEAT_I8MM (smmla, HWCAP2_I8MM): kFast quantized prefill tiles
+  bool neon_bf16 = false;     // FEAT_BF16 (bfdot/bfmmla, HWCAP2_BF16): kFast for BF16 weights
 };
 
 // What the CPU supports, detected once (thread-safe). The x86 fields are false on aarch64 and the
@@ -35,6 +36,18 @@ KernelIsa kernel_isa();
 
 // "scalar", "avx2", "avx512" or "neon".
 const char* active_kernel_path();
+
+// The optional aarch64 extensions the kernels may use, as a mask of these bits.
+enum NeonExt : unsigned { kNeonDotprod = 1u, kNeonI8mm = 2u, kNeonBf16 = 4u, kNeonAll = 7u };
+
+// Whether the kernels use extension `ext` now: the CPU has it, the path is neon and the test mask
+// below allows it. False on x86-64.
+bool neon_ext(NeonExt ext);
+
+// For tests: the kernels use only the extensions in `mask` (kNeonAll, the default: all the CPU has),
+// so that one run under qemu -cpu max checks every variant against the others. Never adds what the
+// CPU lacks. Not meant to be called while kernels run on other threads.
+void set_neon_ext_mask(unsigned mask);
 
 // For tests: forces the path by name ("scalar" | "avx2" | "avx512" | "neon"); nullptr, "" or "auto" selects
 // the best available (ignoring the environment). Asking for more than the CPU has gives the best it

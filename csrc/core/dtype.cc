@@ -4,11 +4,15 @@ namespace nemo {
 namespace {
 
 // Block-quantized types (GGUF / ggml layouts). Every field is read with memcpy or byte loads: blocks of
-// 34, 18, 144, 176 or 210 bytes sit at any alignment.
+// 34, 18, 22, 24, 144, 176 or 210 bytes sit at any alignment.
 //
 //   Q8_0  34 bytes / 32 values: f16 d, int8 qs[32];                 v[j] = qs[j] * d
 //   Q4_0  18 bytes / 32 values: f16 d, uint8 qs[16];                v[j] = ((qs[j] & 15) - 8) * d,
 //                                                                   v[j + 16] = ((qs[j] >> 4) - 8) * d
+//   Q5_0  22 bytes / 32 values: f16 d, uint8 qh[4], uint8 qs[16]. Bit j of the little-endian word qh
+//        is the fifth bit (16) of value j; values j and j + 16 take the low / high nibble of qs[j].
+//                                                                   v[j] = (q_j - 16) * d
+//   Q5_1  24 bytes / 32 values: f16 d, f16 m, then qh and qs as Q5_0. v[j] = q_j * d + m
 //   Q4_K 144 bytes / 256 values: f16 d, f16 dmin, uint8 scales[12], uint8 qs[128]. Eight sub-blocks of
 //        32 values with 6-bit scale sc_s and min m_s (k4 packing, see scale_min_k4); sub-blocks 2g and
 //        2g+1 share qs[32g .. 32g+31]: low nibbles are values 64g + l, high nibbles 64g + 32 + l.
@@ -22,7 +26,8 @@ namespace {
 //
 // The f32 values are those of ggml's dequantize_row_*: (d * sc) and (dmin * m) are exact in f32 (an
 // 11-bit f16 significand times a 6- or 8-bit integer), and so is q * (d * sc) for the 4- and 5-bit
-// types; each value then takes at most one rounding.
+// types; each value then takes at most one rounding. Q5_1's q * d is exact too (16 bits), so q * d + m
+// rounds once, with or without a fused multiply-add.
 
 inline float load_f16(const unsigned char* p) {
   uint16_t h;
@@ -51,6 +56,27 @@ void dequant_q4_0(float* y, const unsigned char* b) {
   for (int j = 0; j < 16; ++j) {
     y[j] = static_cast<float>((b[2 + j] & 0xF) - 8) * d;
     y[j + 16] = static_cast<float>((b[2 + j] >> 4) - 8) * d;
+  }
+}
+
+// Q5_0 and (with_min) Q5_1: the 5-bit codes of one block, then d * (q - 16) or d * q + m.
+void dequant_q5(float* y, const unsigned char* b, bool with_min) {
+  const float d = load_f16(b);
+  const float m = with_min ? load_f16(b + 2) : 0.0f;
+  const unsigned char* p = b + (with_min ? 4 : 2);
+  uint32_t qh;
+  std::memcpy(&qh, p, 4);
+  const unsigned char* qs = p + 4;
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = (qs[j] & 0xF) | static_cast<int>((qh >> j) & 1u) << 4;
+    const int q1 = (qs[j] >> 4) | static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+    if (with_min) {
+      y[j] = static_cast<float>(q0) * d + m;
+      y[j + 16] = static_cast<float>(q1) * d + m;
+    } else {
+      y[j] = static_cast<float>(q0 - 16) * d;
+      y[j + 16] = static_cast<float>(q1 - 16) * d;
+    }
   }
 }
 
@@ -127,6 +153,8 @@ void convert_to_f32(float* dst, const void* src, DType dtype, size_t n) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K:
+    case DType::Q5_0:
+    case DType::Q5_1:
       break;
   }
   // Quantized: n is a multiple of the block size (whole blocks only).
@@ -139,8 +167,32 @@ void convert_to_f32(float* dst, const void* src, DType dtype, size_t n) {
       case DType::Q4_K: dequant_qk(dst, p, false); break;
       case DType::Q5_K: dequant_qk(dst, p, true); break;
       case DType::Q6_K: dequant_q6_k(dst, p); break;
+      case DType::Q5_0: dequant_q5(dst, p, false); break;
+      case DType::Q5_1: dequant_q5(dst, p, true); break;
       default: return;
     }
+  }
+}
+
+namespace {
+template <typename Bits>
+int64_t first_all_ones(const uint8_t* p, Bits exponent, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
+    Bits b;
+    std::memcpy(&b, p + sizeof(Bits) * i, sizeof(Bits));
+    if ((b & exponent) == exponent) return i;
+  }
+  return -1;
+}
+}  // namespace
+
+int64_t first_non_finite(const void* data, DType dtype, int64_t begin, int64_t end) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  switch (dtype) {
+    case DType::F32: return first_all_ones<uint32_t>(p, 0x7f800000u, begin, end);
+    case DType::F16: return first_all_ones<uint16_t>(p, 0x7c00u, begin, end);
+    case DType::BF16: return first_all_ones<uint16_t>(p, 0x7f80u, begin, end);
+    default: return -1;
   }
 }
 

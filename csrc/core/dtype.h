@@ -6,11 +6,11 @@
 
 namespace nemo {
 
-// Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) store a row as
+// Storage types. The block-quantized ones (GGUF's Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) store a row as
 // blocks of `dtype_block_elems` values in `dtype_block_bytes` bytes; a row's length must be a multiple.
 // F8_E4M3 (ModelOpt FP8 checkpoints, safetensors "F8_E4M3") is a storage type of the loader only: the
 // binder converts such matrices to exact BF16 copies (model/weights.cc), so no kernel ever sees it.
-enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3 };
+enum class DType { F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F8_E4M3, Q5_0, Q5_1 };
 
 inline const char* dtype_name(DType t) {
   switch (t) {
@@ -23,6 +23,8 @@ inline const char* dtype_name(DType t) {
     case DType::Q5_K: return "Q5_K";
     case DType::Q6_K: return "Q6_K";
     case DType::F8_E4M3: return "F8_E4M3";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
   }
   return "?";
 }
@@ -34,7 +36,7 @@ inline bool dtype_is_quantized(DType t) {
 // Values per block (1 for the plain float types).
 inline int64_t dtype_block_elems(DType t) {
   switch (t) {
-    case DType::Q8_0: case DType::Q4_0: return 32;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q5_0: case DType::Q5_1: return 32;
     case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return 256;
     default: return 1;
   }
@@ -51,6 +53,8 @@ inline int64_t dtype_block_bytes(DType t) {
     case DType::Q5_K: return 176;  // as Q4_K plus 32 bytes of high bits
     case DType::Q6_K: return 210;  // 128 low nibbles, 64 high 2-bit, 16 int8 scales, f16 d
     case DType::F8_E4M3: return 1;
+    case DType::Q5_0: return 22;   // f16 d, 4 bytes of fifth bits, 16 bytes of nibbles
+    case DType::Q5_1: return 24;   // f16 d, f16 m, then as Q5_0
   }
   return 4;
 }
@@ -143,5 +147,9 @@ inline uint16_t f32_to_f16(float f) {
 
 // Converts n stored values to f32.
 void convert_to_f32(float* dst, const void* src, DType dtype, size_t n);
+
+// Index of the first non-finite value (NaN or +-Inf) among elements [begin, end) of an F32, F16 or BF16
+// array at `data` (any alignment; read as bits, no float formed), or -1. Other dtypes: -1.
+int64_t first_non_finite(const void* data, DType dtype, int64_t begin, int64_t end);
 
 }  // namespace nemo

@@ -1,7 +1,10 @@
 // The backend seam: the forward pass calls every kernel and every state allocation through this
 // interface, so the CPU kernels (csrc/kernels) and the CUDA kernels (cuda/) are interchangeable.
 // Pointers handed to a backend's ops are its own memory (host for CPU, device for CUDA); weights are
-// made resident once by prepare_weights. Op names and argument orders mirror csrc/kernels/kernels.h.
+// made resident once by prepare_weights: matrices are rewritten in place (MatrixView), while a device
+// backend keeps its own copies of the small f32 vectors and reads them when an op is handed the host
+// vector's address (the forward pass always passes host addresses). Op names and argument orders
+// mirror csrc/kernels/kernels.h. The memory half of the seam is core/device_memory.h (the cache uses it).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -9,16 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "core/device_memory.h"
 #include "core/status.h"
+#include "core/views.h"
 #include "engine/sampler.h"
 #include "kernels/kernels.h"
 #include "model/weights.h"
 
 namespace nemo {
 
-class Backend {
+class Backend : public DeviceMemory {
  public:
-  virtual ~Backend() = default;
   virtual const char* name() const = 0;
   virtual int n_threads() const = 0;
   // True when the ops' pointers are host memory the forward pass may read and write directly (the CPU
@@ -26,26 +30,14 @@ class Backend {
   virtual bool host_memory() const { return false; }
 
   // ---- memory ------------------------------------------------------------------------------------
+  // alloc, free, copy, ... offload: DeviceMemory (core/device_memory.h).
   virtual Status prepare_weights(ModelWeights* weights) = 0;  // make weights usable by the ops
-  virtual float* alloc(size_t n_floats) = 0;                  // zero-filled; nullptr when out of memory
-  virtual void free(float* p) = 0;
-  virtual void copy(float* dst, const float* src, size_t n_floats) = 0;       // within the backend
-  virtual void to_host(float* host_dst, const float* src, size_t n_floats) = 0;
-  virtual void from_host(float* dst, const float* host_src, size_t n_floats) = 0;
-  virtual void zero(float* p, size_t n_floats) = 0;
-  // A large region (the KV pool) whose pages may be committed only when first written; contents
-  // undefined. nullptr when it cannot be reserved.
-  virtual void* alloc_pool(size_t bytes) = 0;
-  virtual void free_pool(void* p, size_t bytes) = 0;
-  virtual void copy_bytes(void* dst, const void* src, size_t bytes) = 0;
-  virtual void bytes_to_host(void* host_dst, const void* src, size_t bytes) = 0;
-  virtual void bytes_from_host(void* dst, const void* host_src, size_t bytes) = 0;
 
   // ---- ops (see kernels.h for shapes) --------------------------------------------------------------
   // The activation precision is the backend's (chosen when it is made); `input` selects kRelu2 for
   // the MLP's down projection.
   virtual void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
-                      int64_t T, cpu::MatmulInput input) = 0;
+                      int64_t T, MatmulInput input) = 0;
   virtual void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) = 0;
   virtual void rmsnorm(float* y, const float* x, const float* w, int64_t T, int64_t C, float eps) = 0;
   virtual void rmsnorm_gated_grouped(float* out, const float* y, const float* z, int64_t ldz,
@@ -57,22 +49,21 @@ class Backend {
                            const float* b, int64_t C, int64_t K) = 0;
   virtual void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw,
                               int64_t lddt, const float* B, const float* C, int64_t ldbc,
-                              float* state, const cpu::SsmParams& p, int64_t T,
+                              float* state, const SsmParams& p, int64_t T,
                               int64_t chunk_size) = 0;
   virtual void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B,
-                                const float* C, float* state, const cpu::SsmParams& p) = 0;
-  virtual void kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows,
+                                const float* C, float* state, const SsmParams& p) = 0;
+  virtual void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows,
                         const float* v_rows, int64_t ld, int64_t T, int64_t kv_dim) = 0;
-  virtual void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv,
+  virtual void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv,
                              int64_t past, int64_t T, int64_t n_heads, int64_t n_kv_heads,
                              int64_t head_dim) = 0;
   // How this backend's kv_store lays out a K block: channel-major [kv_dim][block_tokens] (the CPU
   // kernels) or token-major like V (the default). The pool's copy and export/import follow it.
   virtual bool kv_k_channel_major() const { return false; }
-  virtual void relu2(float* x, int64_t n) = 0;
   virtual void add_inplace(float* y, const float* x, int64_t n) = 0;
 
-  // ---- optional: sampling on the device, and Mamba state in host memory ---------------------------
+  // ---- optional: sampling on the device (and DeviceMemory::offload, Mamba state in host memory) ----
   // The defaults say "not supported", so a backend without them (the CPU's) keeps the host paths.
   //
   // A host address range of rows·vocab floats that forward() may be handed as its logits_host: the
@@ -85,10 +76,6 @@ class Backend {
   virtual Status sample(const std::vector<SampleSpec>& rows, int32_t* tokens, float* logprobs) {
     return Status(StatusCode::kInternal, std::string(name()) + " backend: no device sampling");
   }
-  // Moves n floats at p (from alloc) to host memory and returns where they are now: a pointer that
-  // copy, to_host and free accept in place of p (p itself is freed). p when it is in host memory
-  // already; nullptr when not supported or out of host memory (p unchanged).
-  virtual float* offload(float* p, size_t n) { return nullptr; }
 
   // ---- mixture of experts --------------------------------------------------------------------------
   // A whole MoE block (forward.cc moe_block) as one op, routing included (a device backend must not hand

@@ -48,7 +48,7 @@ class CpuBackend final : public Backend {
   void bytes_from_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
 
   void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-              cpu::MatmulInput input) override {
+              MatmulInput input) override {
     cpu::matmul(y, ldy, x, ldx, w, T, pool_, precision_, input);
   }
   bool has_moe() const override { return true; }
@@ -76,23 +76,22 @@ class CpuBackend final : public Backend {
   }
   void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, int64_t lddt,
                       const float* B, const float* C, int64_t ldbc, float* state,
-                      const cpu::SsmParams& p, int64_t T, int64_t chunk_size) override {
+                      const SsmParams& p, int64_t T, int64_t chunk_size) override {
     cpu::ssd_chunk_scan(y, x, ldx, dt_raw, lddt, B, C, ldbc, state, p, T, chunk_size, pool_);
   }
   void ssm_state_update(float* y, const float* x, const float* dt_raw, const float* B,
-                        const float* C, float* state, const cpu::SsmParams& p) override {
+                        const float* C, float* state, const SsmParams& p) override {
     cpu::ssm_state_update(y, x, dt_raw, B, C, state, p, pool_);
   }
-  void kv_store(const cpu::KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows,
+  void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows,
                 int64_t ld, int64_t T, int64_t kv_dim) override {
     cpu::kv_store(kv, pos, k_rows, v_rows, ld, T, kv_dim);
   }
   bool kv_k_channel_major() const override { return true; }  // see kernels.h, KvBlocks
-  void attention_gqa(float* out, const float* q, int64_t ldq, const cpu::KvBlocks& kv, int64_t past,
+  void attention_gqa(float* out, const float* q, int64_t ldq, const KvBlocks& kv, int64_t past,
                      int64_t T, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim) override {
     cpu::attention_gqa(out, q, ldq, kv, past, T, n_heads, n_kv_heads, head_dim, pool_);
   }
-  void relu2(float* x, int64_t n) override { cpu::relu2(x, n); }
   void add_inplace(float* y, const float* x, int64_t n) override { cpu::add_inplace(y, x, n); }
 
  private:

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 
+#include "cache/snapshot_image.h"
 #include "engine/step_plan.h"
 
 namespace nemo {
@@ -56,7 +57,7 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   if (capacity > INT32_MAX) {
     return Status(StatusCode::kInvalidArgument, "the KV pool would need more than 2^31 blocks");
   }
-  e->kv_pool_ = std::make_unique<KvPool>(e->backend_.get(), n_attn, e->config_.kv_dim(), capacity,
+  e->kv_pool_ = std::make_unique<KvPool>(e->backend_.get(), e->backend_->kv_k_channel_major(), n_attn, e->config_.kv_dim(), capacity,
                                          e->options_.kv_dtype);
   NEMO_RETURN_IF_ERROR(e->kv_pool_->init());
   // One step holds a full prefill piece plus one decode row per sequence.
@@ -65,20 +66,13 @@ Status Engine::load(const std::string& dir, const EngineOptions& options,
   NEMO_RETURN_IF_ERROR(e->workspace_->init());
   size_t n_mamba = 0;
   for (BlockKind k : e->config_.layers) n_mamba += k == BlockKind::kMamba;
-  e->states_ = std::make_unique<MambaStatePool>(e->backend_.get(), n_mamba, e->conv_floats(), e->ssm_floats());
+  e->states_ = std::make_unique<MambaStatePool>(e->backend_.get(), n_mamba, e->config_.conv_state_floats(),
+                                                e->config_.ssm_state_floats());
   e->cache_ = std::make_unique<PrefixCache>(e->kv_pool_.get(), e->options_.cache_bytes, &e->snapshot_ids_);
   e->scheduler_ = std::make_unique<Scheduler>(e.get());
   e->publish_cache_stats();
   *out = std::move(e);
   return Status::Ok();
-}
-
-size_t Engine::conv_floats() const {
-  return static_cast<size_t>(std::max<int64_t>((config_.conv_kernel - 1) * config_.conv_dim(), 1));
-}
-
-size_t Engine::ssm_floats() const {
-  return static_cast<size_t>(config_.mamba_num_heads * config_.mamba_head_dim * config_.ssm_state_size);
 }
 
 Engine::~Engine() {
@@ -404,7 +398,7 @@ int64_t Engine::offload_snapshot_states(int64_t bytes) {
 }
 
 int64_t Engine::offload_locked(int64_t bytes) {
-  const size_t conv_n = conv_floats(), ssm_n = ssm_floats();
+  const size_t conv_n = config_.conv_state_floats(), ssm_n = config_.ssm_state_floats();
   // Debug snapshots by id (age), then the prefix cache's least recently used first.
   std::vector<std::shared_ptr<Snapshot>> order;
   {
@@ -429,137 +423,18 @@ int64_t Engine::offload_locked(int64_t bytes) {
   return moved;
 }
 
-namespace {
-// Export image: magic, then u64 fields, then the Mamba state (f32) and the KV rows (pool dtype).
-constexpr char kSnapshotMagic[8] = {'N', 'E', 'M', 'O', 'S', 'N', 'A', 'P'};
-constexpr uint64_t kSnapshotVersion = 1;
-enum SnapField { kVersion, kNPast, kMamba, kConvFloats, kSsmFloats, kAttn, kKvDim, kDtype, kFields };
-
-void put(std::vector<uint8_t>* out, const void* p, size_t n) {
-  const uint8_t* b = static_cast<const uint8_t*>(p);
-  out->insert(out->end(), b, b + n);
-}
-}  // namespace
-
 Status Engine::export_snapshot(int32_t snapshot_id, std::vector<uint8_t>* out) const {
   std::shared_ptr<const Snapshot> snap = any_snapshot(snapshot_id);
   if (!snap) return Status(StatusCode::kInvalidArgument, "no snapshot with id " + std::to_string(snapshot_id));
-  const uint64_t conv_n = conv_floats(), ssm_n = ssm_floats();
-  uint64_t f[kFields] = {kSnapshotVersion, static_cast<uint64_t>(snap->n_past), snap->conv.size(), conv_n, ssm_n,
-                         static_cast<uint64_t>(kv_pool_->n_layers()), static_cast<uint64_t>(config_.kv_dim()),
-                         static_cast<uint64_t>(kv_pool_->dtype())};
-  out->clear();
-  put(out, kSnapshotMagic, 8);
-  put(out, f, sizeof(f));
-  std::vector<float> host(std::max(conv_n, ssm_n));
-  for (size_t i = 0; i < snap->conv.size(); ++i) {
-    backend_->to_host(host.data(), snap->conv[i], conv_n);
-    put(out, host.data(), conv_n * 4);
-    backend_->to_host(host.data(), snap->ssm[i], ssm_n);
-    put(out, host.data(), ssm_n * 4);
-  }
-  const int64_t B = KvPool::kBlockTokens, row = kv_pool_->row_bytes();
-  std::vector<uint8_t> rows(static_cast<size_t>(B * row));
-  for (int64_t l = 0; l < kv_pool_->n_layers(); ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      for (int64_t p0 = 0; p0 < snap->n_past; p0 += B) {
-        const int64_t n = std::min(B, snap->n_past - p0);
-        const int32_t b = snap->blocks[p0 / B];
-        kv_pool_->read_rows(l, kv, b, n, rows.data());  // token-major in the image, whatever the pool holds
-        put(out, rows.data(), static_cast<size_t>(n * row));
-      }
-    }
-  }
+  write_snapshot_image(*snap, config_, *kv_pool_, backend_.get(), out);
   return Status::Ok();
 }
 
 Status Engine::import_snapshot(const uint8_t* bytes, size_t size, const int32_t* tokens,
                                int64_t n_tokens, int32_t* snapshot_id) {
-  auto bad = [](const std::string& why) { return Status(StatusCode::kInvalidArgument, "snapshot image: " + why); };
-  if (size < 8 + sizeof(uint64_t) * kFields || std::memcmp(bytes, kSnapshotMagic, 8) != 0) {
-    return bad("not a snapshot image");
-  }
-  uint64_t f[kFields];
-  std::memcpy(f, bytes + 8, sizeof(f));
-  const uint64_t conv_n = conv_floats(), ssm_n = ssm_floats();
-  size_t n_mamba = 0;
-  for (BlockKind k : config_.layers) n_mamba += k == BlockKind::kMamba;
-  if (f[kVersion] != kSnapshotVersion) return bad("unsupported version " + std::to_string(f[kVersion]));
-  if (f[kMamba] != n_mamba || f[kConvFloats] != conv_n || f[kSsmFloats] != ssm_n ||
-      f[kAttn] != static_cast<uint64_t>(kv_pool_->n_layers()) ||
-      f[kKvDim] != static_cast<uint64_t>(config_.kv_dim())) {
-    return bad("its layer shapes do not match this model");
-  }
-  if (f[kDtype] != static_cast<uint64_t>(kv_pool_->dtype())) {
-    return bad("it holds a KV cache of another dtype than this model's kvDtype");
-  }
-  const int64_t n_past = static_cast<int64_t>(f[kNPast]);
-  if (n_past != n_tokens) return bad("it covers " + std::to_string(n_past) + " positions but " + std::to_string(n_tokens) + " tokens were given");
-  if (n_past > options_.context_length) return Status(StatusCode::kContextOverflow, "the snapshot holds more tokens than the context length");
-  const int64_t B = KvPool::kBlockTokens, row = kv_pool_->row_bytes();
-  const size_t expected = 8 + sizeof(f) + n_mamba * (conv_n + ssm_n) * 4 +
-                          static_cast<size_t>(2 * kv_pool_->n_layers() * n_past * row);
-  if (size != expected) return bad("it is " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
-  // Issue #13: a crafted image can hold any bits. Token ids outside the vocabulary and NaN/Inf state
-  // would poison every later step of the sequence, so both are refused before anything is allocated.
-  for (int64_t i = 0; i < n_tokens; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
-      return bad("token " + std::to_string(i) + " is " + std::to_string(tokens[i]) + ", outside the vocabulary [0, " +
-                 std::to_string(config_.vocab_size) + ")");
-  }
-  {
-    const uint8_t* q = bytes + 8 + sizeof(f);
-    const size_t state_floats = n_mamba * (conv_n + ssm_n);
-    for (size_t i = 0; i < state_floats; ++i) {
-      uint32_t b;
-      std::memcpy(&b, q + 4 * i, 4);
-      if ((b & 0x7f800000u) == 0x7f800000u) return bad("its Mamba state holds a non-finite value (float " + std::to_string(i) + ")");
-    }
-    q += state_floats * 4;
-    const size_t kv_bytes = size - (q - bytes);
-    const bool f32 = kv_pool_->dtype() == DType::F32;
-    for (size_t i = 0; i < kv_bytes; i += f32 ? 4 : 2) {
-      uint32_t b = 0;
-      std::memcpy(&b, q + i, f32 ? 4 : 2);
-      if (f32 ? (b & 0x7f800000u) == 0x7f800000u : (b & 0x7c00u) == 0x7c00u)
-        return bad("its KV cache rows hold a non-finite value (byte " + std::to_string(i) + ")");
-    }
-  }
-
-  auto snap = std::make_shared<Snapshot>(backend_.get(), kv_pool_.get());
-  snap->n_past = n_past;
-  snap->tokens.assign(tokens, tokens + n_tokens);
-  const uint8_t* p = bytes + 8 + sizeof(f);
-  std::vector<float> host(std::max(conv_n, ssm_n));
-  for (size_t i = 0; i < n_mamba; ++i) {
-    float* c = backend_->alloc(conv_n);
-    float* s = backend_->alloc(ssm_n);
-    snap->conv.push_back(c);
-    snap->ssm.push_back(s);
-    if (!c || !s) return Status(StatusCode::kOutOfMemory, "cannot allocate a snapshot");
-    std::memcpy(host.data(), p, conv_n * 4);
-    backend_->from_host(c, host.data(), conv_n);
-    p += conv_n * 4;
-    std::memcpy(host.data(), p, ssm_n * 4);
-    backend_->from_host(s, host.data(), ssm_n);
-    p += ssm_n * 4;
-  }
-  snap->state_bytes = static_cast<int64_t>(n_mamba * (conv_n + ssm_n) * 4);
-  for (int64_t i = 0; i < (n_past + B - 1) / B; ++i) {
-    const int32_t b = kv_pool_->allocate(KvPool::Holder::kSnapshot);
-    if (b < 0) return Status(StatusCode::kOutOfMemory, "the KV cache pool is full");
-    snap->blocks.push_back(b);
-  }
-  for (int64_t l = 0; l < kv_pool_->n_layers(); ++l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      for (int64_t p0 = 0; p0 < n_past; p0 += B) {
-        const int64_t n = std::min(B, n_past - p0);
-        const int32_t b = snap->blocks[p0 / B];
-        kv_pool_->write_rows(l, kv, b, n, p);
-        p += n * row;
-      }
-    }
-  }
+  std::shared_ptr<Snapshot> snap;
+  NEMO_RETURN_IF_ERROR(read_snapshot_image(bytes, size, tokens, n_tokens, config_, options_.context_length,
+                                           kv_pool_.get(), backend_.get(), &snap));
   *snapshot_id = cache_->insert(std::move(snap), /*pins=*/1);
   publish_cache_stats();
   return Status::Ok();

@@ -147,8 +147,6 @@ class Engine {
   // device is out of memory. compute_mu_ held.
   Status make_snapshot(const SequenceState& seq, std::shared_ptr<Snapshot>* out);
   std::shared_ptr<const Snapshot> any_snapshot(int32_t snapshot_id) const;  // debug map or cache
-  size_t conv_floats() const;
-  size_t ssm_floats() const;
   Status acquire(int32_t id, std::shared_ptr<SequenceState>* seq);
   Status check_tokens(const int32_t* tokens, int64_t n) const;
 

@@ -48,7 +48,7 @@ std::atomic<int64_t> g_weight_bytes_read{0};
 // counted (weight_bytes_read in forward.h): a decode step's memory traffic, and the proof that an MoE
 // step reads only the experts its tokens chose.
 inline void mm(Backend& be, float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-               cpu::MatmulInput input = cpu::MatmulInput::kPlain) {
+               MatmulInput input = MatmulInput::kPlain) {
   g_weight_bytes_read.fetch_add(static_cast<int64_t>(dtype_row_bytes(w.dtype, w.cols)) * w.rows,
                                 std::memory_order_relaxed);
   be.matmul(y, ldy, x, ldx, w, T, input);
@@ -63,9 +63,6 @@ inline void mm(Backend& be, float* y, int64_t ldy, const float* x, int64_t ldx, 
     }
   }
 }
-
-// Where the ops read a small f32 weight vector: its device copy when the backend made one.
-inline const float* vec(const std::vector<float>& host, const float* dev) { return dev ? dev : host.data(); }
 
 struct Ctx {
   Backend& be;
@@ -82,11 +79,11 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
   const int64_t d_inner = cfg.d_inner(), conv_dim = cfg.conv_dim(), ld = c.ws.proj_ld;
   const int64_t GN = cfg.n_groups * cfg.ssm_state_size;
   mm(c.be, c.ws.proj, ld, c.ws.u, cfg.hidden_size, w.in_proj, c.rows,  // [R, in_proj_dim]
-              cpu::MatmulInput::kPlain);
-  const cpu::SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
+              MatmulInput::kPlain);
+  const SsmParams sp{cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.n_groups,
                           cfg.ssm_state_size, static_cast<float>(cfg.time_step_limit_min),
-                          static_cast<float>(cfg.time_step_limit_max), vec(w.A, w.A_dev),
-                          vec(w.D, w.D_dev), vec(w.dt_bias, w.dt_bias_dev)};
+                          static_cast<float>(cfg.time_step_limit_max), w.A.data(),
+                          w.D.data(), w.dt_bias.data()};
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens;
@@ -97,21 +94,21 @@ void mamba_block(Ctx& c, int64_t layer, const MambaWeights& w) {
     float* conv_state = it.seq->conv_state(layer);
     float* ssm_state = it.seq->ssm_state(layer);
     if (T == 1) {  // decode: one-step conv and state update
-      c.be.conv1d_step(xbc, zxbcdt + d_inner, conv_state, vec(w.conv_w, w.conv_w_dev),
-                       vec(w.conv_b, w.conv_b_dev), conv_dim, cfg.conv_kernel);
+      c.be.conv1d_step(xbc, zxbcdt + d_inner, conv_state, w.conv_w.data(),
+                       w.conv_b.data(), conv_dim, cfg.conv_kernel);
       c.be.ssm_state_update(y, xbc, dt_raw, xbc + d_inner, xbc + d_inner + GN, ssm_state, sp);
     } else {       // prompt: causal conv over the window, chunked SSD scan
-      c.be.conv1d_causal(xbc, zxbcdt + d_inner, ld, conv_state, vec(w.conv_w, w.conv_w_dev),
-                         vec(w.conv_b, w.conv_b_dev), T, conv_dim, cfg.conv_kernel);
+      c.be.conv1d_causal(xbc, zxbcdt + d_inner, ld, conv_state, w.conv_w.data(),
+                         w.conv_b.data(), T, conv_dim, cfg.conv_kernel);
       c.be.ssd_chunk_scan(y, xbc, conv_dim, dt_raw, ld, xbc + d_inner, xbc + d_inner + GN, conv_dim,
                           ssm_state, sp, T, cfg.chunk_size);
     }
   }
   // y ⊙ silu(z), RMS-normalised per group of d_inner / n_groups channels, then out_proj.
-  c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, vec(w.norm_w, w.norm_w_dev), c.rows, d_inner,
+  c.be.rmsnorm_gated_grouped(c.ws.mix, c.ws.mix, c.ws.proj, ld, w.norm_w.data(), c.rows, d_inner,
                              d_inner / cfg.n_groups, static_cast<float>(cfg.layer_norm_epsilon));
   mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, d_inner, w.out_proj, c.rows,
-              cpu::MatmulInput::kPlain);
+              MatmulInput::kPlain);
 }
 
 // Grouped-query attention (§3.4): no position encoding; new K/V rows appended to each sequence.
@@ -121,19 +118,19 @@ void attention_block(Ctx& c, int64_t layer, const AttentionWeights& w) {
   float* q = c.ws.proj;            // [R, q_dim]   (row stride ld)
   float* k = c.ws.proj + q_dim;    // [R, kv_dim]
   float* v = k + kv_dim;           // [R, kv_dim]
-  mm(c.be, q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, cpu::MatmulInput::kPlain);
-  mm(c.be, k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, cpu::MatmulInput::kPlain);
-  mm(c.be, v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, cpu::MatmulInput::kPlain);
+  mm(c.be, q, ld, c.ws.u, cfg.hidden_size, w.q_proj, c.rows, MatmulInput::kPlain);
+  mm(c.be, k, ld, c.ws.u, cfg.hidden_size, w.k_proj, c.rows, MatmulInput::kPlain);
+  mm(c.be, v, ld, c.ws.u, cfg.hidden_size, w.v_proj, c.rows, MatmulInput::kPlain);
   for (size_t i = 0; i < c.items.size(); ++i) {
     const BatchItem& it = c.items[i];
     const int64_t r0 = c.row0[i], T = it.n_tokens, past = it.seq->n_past();
-    const cpu::KvBlocks kv = it.seq->kv(layer);
+    const KvBlocks kv = it.seq->kv(layer);
     c.be.kv_store(kv, past, k + r0 * ld, v + r0 * ld, ld, T, kv_dim);  // append, then attend
     c.be.attention_gqa(c.ws.mix + r0 * q_dim, q + r0 * ld, ld, kv, past, T,
                        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
   }
   mm(c.be, c.ws.out, cfg.hidden_size, c.ws.mix, q_dim, w.o_proj, c.rows,
-              cpu::MatmulInput::kPlain);
+              MatmulInput::kPlain);
 }
 
 // MLP (§3.3): down(relu(up(u))²), no gate; relu² is applied by the down product as it reads.
@@ -141,9 +138,9 @@ void mlp_block(Ctx& c, const MlpWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   const int64_t inter = cfg.intermediate_size;
   mm(c.be, c.ws.proj, inter, c.ws.u, cfg.hidden_size, w.up_proj, c.rows,
-              cpu::MatmulInput::kPlain);
+              MatmulInput::kPlain);
   mm(c.be, c.ws.out, cfg.hidden_size, c.ws.proj, inter, w.down_proj, c.rows,
-              cpu::MatmulInput::kRelu2);
+              MatmulInput::kRelu2);
 }
 
 // Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
@@ -207,7 +204,7 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   }
   for (int64_t l = 0; l < config.num_layers(); ++l) {
     const LayerWeights& lw = weights.layers[l];
-    backend.rmsnorm(ws.u, ws.h, vec(lw.norm, lw.norm_dev), c.rows, hidden, eps);  // the block's pre-norm
+    backend.rmsnorm(ws.u, ws.h, lw.norm.data(), c.rows, hidden, eps);  // the block's pre-norm
     switch (lw.kind) {
       case BlockKind::kMamba: mamba_block(c, l, lw.mamba); break;
       case BlockKind::kAttention: attention_block(c, l, lw.attn); break;
@@ -232,12 +229,12 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
     backend.end_step();
     return backend.take_error();
   }
-  backend.rmsnorm(ws.u, ws.u, vec(weights.norm_f, weights.norm_f_dev), n_out, hidden, eps);
+  backend.rmsnorm(ws.u, ws.u, weights.norm_f.data(), n_out, hidden, eps);
   const int64_t vocab = config.vocab_size;
   for (int64_t r = 0; r < n_out; r += Workspace::kLogitRows) {  // bounded logits buffer
     const int64_t n = std::min(Workspace::kLogitRows, n_out - r);
     mm(backend, ws.logits, vocab, ws.u + r * hidden, hidden, weights.lm_head, n,
-                   cpu::MatmulInput::kPlain);
+                   MatmulInput::kPlain);
     backend.to_host(logits_host + r * vocab, ws.logits, static_cast<size_t>(n * vocab));
   }
   backend.end_step();

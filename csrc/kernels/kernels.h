@@ -5,11 +5,13 @@
 //   N = SSM state size, K = conv kernel width, Hq/Hkv = attention query/kv heads, Dh = attention head dim.
 //   Activations are f32, row-major [T, C]: row t starts at ptr + t * ld (ld = row stride in floats).
 //   Weights are MatrixView in their stored dtype, PyTorch layout [out, in].
+//   The views the kernels share with cuda/ and the engine (MatrixView, MatmulInput, SsmParams, KvBlocks)
+//   are core/views.h's, in namespace nemo.
 #pragma once
 #include <cstdint>
 
 #include "core/thread_pool.h"
-#include "model/weights.h"
+#include "core/views.h"
 
 namespace nemo::cpu {
 
@@ -18,23 +20,20 @@ namespace nemo::cpu {
 //   kExact  x stays f32; the only rounding is f32 accumulation (the default; matches the float64
 //           reference to ~1e-5 in log-probs).
 //   kFast   x is rounded to the weights' dot-product type, as llama.cpp does: for BF16 weights, bf16
-//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) — where the CPU or the forced path lacks it,
-//           BF16 computes as kExact; for block-quantized weights, 8-bit blocks with an f32 scale and
-//           integer dot products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, scalar: the integer
-//           sums are the same on all). F32 and F16 weights compute as kExact.
+//           pairs multiplied by AVX-512 BF16 (vdpbf16ps) or aarch64 FEAT_BF16 (BFDOT / BFMMLA, which
+//           round their sums to odd) — where the CPU or the forced path lacks them, BF16 computes as
+//           kExact; for block-quantized weights, 8-bit blocks with an f32 scale and integer dot
+//           products on every path (AVX-512 VNNI, AVX-VNNI, AVX2, NEON with or without SDOT / SMMLA,
+//           scalar: the integer sums are the same on all). F32 and F16 weights compute as kExact.
 // Both modes are batch invariant (below); they differ from each other by the activation rounding.
 enum class MatmulPrecision { kExact = 0, kFast = 1 };
-
-// kRelu2: the product reads relu(x)² instead of x (the MLP's activation fused into the down
-// projection, saving a pass over the [T, intermediate] activations). x itself is not modified.
-enum class MatmulInput { kPlain = 0, kRelu2 = 1 };
 
 // y[T, N] = in(x)[T, Kin] · W[N, Kin]^T      (N = w.rows, Kin = w.cols); f32 accumulation.
 void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
             ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
             MatmulInput input = MatmulInput::kPlain);
 
-// matmul for block-quantized W (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
+// matmul for block-quantized W (Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; w.cols a multiple of the block size),
 // reading the blocks in place; matmul calls it for those dtypes. Batch invariant like matmul.
 void matmul_quant(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                   ThreadPool& pool, MatmulPrecision precision = MatmulPrecision::kExact,
@@ -63,17 +62,7 @@ void conv1d_causal(float* y, const float* x, int64_t ldx, float* conv_state, con
 void conv1d_step(float* y, const float* x, float* conv_state, const float* w, const float* b,
                  int64_t C, int64_t K);
 
-struct SsmParams {
-  int64_t n_heads;      // H
-  int64_t head_dim;     // P
-  int64_t n_groups;     // G   (head h reads group h / (H / G))
-  int64_t state_size;   // N
-  float dt_min, dt_max; // time_step_limit clamp applied after softplus
-  const float* A;       // [H] negative (= -exp(A_log))
-  const float* D;       // [H]
-  const float* dt_bias; // [H]
-};
-
+// SsmParams (core/views.h): H, P, G, N, the dt clamp, A, D and dt_bias.
 // Chunked SSD scan over T tokens (prefill), continuing from `state` [H, P, N] and leaving the final
 // state in it.  x: [T, H*P] (ldx), dt_raw: [T, H] (lddt), B and C: [T, G*N] (ldbc), y: [T, H*P]
 // contiguous.  y includes the D skip.  chunk_size sets only the rounding, not the result.
@@ -86,24 +75,8 @@ void ssm_state_update(float* y, const float* x, const float* dt_raw, const float
                       float* state, const SsmParams& p, ThreadPool& pool);
 
 // ---- attention -----------------------------------------------------------------------------------
-// One attention layer's K and V for one sequence, in a paged pool: position p lives in block
-// table[p / block_tokens], row p % block_tokens. A block of a layer holds block_tokens positions of
-// kv_dim = Hkv*Dh values in `dtype` (F16 or F32), K and V in separate storage: k + block * block_stride.
-// Inside a block (CPU kernels): V is token-major [block_tokens][kv_dim]; K is channel-major
-// [kv_dim][block_tokens] (value c of position r at c * block_tokens + r), so a kv head's K is one
-// [Dh][block_tokens] tile and q·K over consecutive keys is vertical FMAs. Same bytes per block either
-// way. cuda/ keeps K token-major (Backend::kv_k_channel_major says which); export/import convert.
-struct KvBlocks {
-  void* k;
-  void* v;
-  const int32_t* table;
-  int64_t block_tokens;
-  int64_t block_stride;  // elements per block (block_tokens * Hkv * Dh)
-  DType dtype;
-};
-
 // Writes T rows of K and V (f32, row stride ld) at positions [pos, pos + T), converting to kv.dtype,
-// in the block layout above.
+// in the block layout of KvBlocks (core/views.h).
 void kv_store(const KvBlocks& kv, int64_t pos, const float* k_rows, const float* v_rows, int64_t ld,
               int64_t T, int64_t kv_dim);
 

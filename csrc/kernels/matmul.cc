@@ -6,7 +6,8 @@
 //   avx512  AVX-512 F/BW/VL/DQ, 16 floats per vector
 // With kExact activations stay f32 on every path, so paths differ only by float rounding. kFast for
 // BF16 weights on a CPU with AVX-512 BF16 (and the avx512 path) rounds x to bf16 and uses vdpbf16ps
-// (namespace avx512bf16); everywhere else kFast computes as kExact, bit for bit.
+// (namespace avx512bf16), on aarch64 with FEAT_BF16 (and the neon path) BFDOT / BFMMLA
+// (matmul_neon.cc); everywhere else kFast computes as kExact, bit for bit.
 // kRelu2 applies relu(x)² while x is copied into the scratch buffer (the scalar path, which reads x
 // in place, makes a copy for it); quantized weights go to matmul_quant.
 //
@@ -869,12 +870,15 @@ void matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView
 #endif
 #if defined(__aarch64__)
   if (kernel_isa() == KernelIsa::kNeon) {
-    if (input != MatmulInput::kRelu2) return matmul_neon(y, ldy, x, ldx, w, T, pool);
+    // kFast: BFDOT / BFMMLA for BF16 weights where the CPU has FEAT_BF16 (matmul_neon.cc); elsewhere
+    // kFast computes as kExact, bit for bit.
+    const bool bf16_fast = precision == MatmulPrecision::kFast && w.dtype == DType::BF16 && neon_ext(kNeonBf16);
+    if (input != MatmulInput::kRelu2) return matmul_neon(y, ldy, x, ldx, w, T, pool, bf16_fast);
     // The NEON kernel does not fuse relu² yet: apply it into a copy.
     std::vector<float> act(static_cast<size_t>(T * K));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t k = 0; k < K; ++k) act[static_cast<size_t>(t * K + k)] = relu_sq(x[t * ldx + k]);
-    return matmul_neon(y, ldy, act.data(), K, w, T, pool);
+    return matmul_neon(y, ldy, act.data(), K, w, T, pool, bf16_fast);
   }
 #endif
   matmul_scalar(y, ldy, x, ldx, w, T, pool, input);

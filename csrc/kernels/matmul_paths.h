@@ -20,10 +20,11 @@ inline int64_t row_group_grain(int64_t rows_per_group, int64_t bytes_per_row, in
 }
 
 #if defined(__aarch64__)
-// NEON (matmul_neon.cc): W in F32, F16 or BF16; T > 0, N > 0, K > 0. Activations stay f32 (kFast
-// computes as kExact on this path). Batch invariant like the x86 paths.
+// NEON (matmul_neon.cc): W in F32, F16 or BF16; T > 0, N > 0, K > 0. Activations stay f32, except with
+// bf16_fast (kFast on a CPU with FEAT_BF16: BF16 weights by BFDOT / BFMMLA over bf16-rounded x; other
+// dtypes ignore it). Batch invariant like the x86 paths.
 void matmul_neon(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
-                 ThreadPool& pool);
+                 ThreadPool& pool, bool bf16_fast = false);
 
 // NEON (matmul_quant_neon.cc): block-quantized W, f32 activations; T > 0, N > 0, K > 0. Returns false,
 // computing nothing, for a dtype without a NEON path (the caller then runs the scalar path).

@@ -1,4 +1,4 @@
-// matmul_quant: y[T, N] = x[T, K] · W[N, K]^T for block-quantized W (GGUF Q8_0, Q4_0, Q4_K, Q5_K, Q6_K;
+// matmul_quant: y[T, N] = x[T, K] · W[N, K]^T for block-quantized W (GGUF Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K;
 // the layouts are described in core/dtype.cc), read in place: no dequantized copy of W is ever made.
 //
 // This file is MatmulPrecision::kExact (kFast, with 8-bit activations: matmul_quant_fast.cc).
@@ -207,12 +207,56 @@ inline void madd(V (&acc)[TR][NR], const float* const* xr, int64_t k, const V (&
   }
 }
 
+// Q5_0 / Q5_1 (layouts in core/dtype.cc): as Q4_0, each 8-lane vector of codes takes its fifth bits
+// from the block's 32-bit qh word (bit v for value v), then (q - 16) * d, or q * d + m in one FMA (q * d
+// is exact, so this is the scalar value).
+template <DType DT, int TR, int NR>
+inline void block_q5(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
+  constexpr bool kMin = DT == DType::Q5_1;
+  constexpr int64_t kQh = kMin ? 4 : 2;
+  V w[NR], d[NR];
+  [[maybe_unused]] V m[NR];
+  VI h[NR];
+  const VI lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    d[j] = _mm256_set1_ps(f16(b[j]));
+    if constexpr (kMin) m[j] = _mm256_set1_ps(f16(b[j] + 2));
+    uint32_t qh;
+    std::memcpy(&qh, b[j] + kQh, 4);
+    h[j] = _mm256_set1_epi32(static_cast<int>(qh));
+  }
+  auto value = [&](VI q, int j) {
+    if constexpr (kMin) return _mm256_fmadd_ps(cvt(q), d[j], m[j]);
+    else return _mm256_mul_ps(cvt(_mm256_sub_epi32(q, c32(16))), d[j]);
+  };
+#pragma GCC unroll 2
+  for (int c = 0; c < 2; ++c) {
+    VI v[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      v[j] = u8(b[j] + kQh + 4 + 8 * c);
+      const VI hb = _mm256_and_si256(_mm256_srlv_epi32(h[j], _mm256_add_epi32(lane, c32(8 * c))), c32(1));
+      w[j] = value(_mm256_or_si256(_mm256_and_si256(v[j], c32(15)), _mm256_slli_epi32(hb, 4)), j);
+    }
+    madd(acc, xr, k0 + 8 * c, w);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const VI hb = _mm256_and_si256(_mm256_srlv_epi32(h[j], _mm256_add_epi32(lane, c32(16 + 8 * c))), c32(1));
+      w[j] = value(_mm256_or_si256(_mm256_srli_epi32(v[j], 4), _mm256_slli_epi32(hb, 4)), j);
+    }
+    madd(acc, xr, k0 + 16 + 8 * c, w);
+  }
+}
+
 // One block of every row b[j], against x elements [k0, k0 + block). The order of the madd calls is
 // the reduction order of every accumulator (the same for every tile shape).
 template <DType DT, int TR, int NR>
 inline void block(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
   V w[NR];
-  if constexpr (DT == DType::Q8_0) {
+  if constexpr (DT == DType::Q5_0 || DT == DType::Q5_1) {
+    block_q5<DT, TR, NR>(acc, xr, k0, b);
+  } else if constexpr (DT == DType::Q8_0) {
     V d[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) d[j] = _mm256_set1_ps(f16(b[j]));
@@ -423,9 +467,14 @@ inline void q6_part(V (&acc)[TR][NR], const float* const* xr, int64_t k, const V
 // the nibbles (it reads the low 4 bits of each lane). Q5_K does the same with 32 values in two vectors
 // (vpermt2ps, 5-bit index). These are exactly the values of the scalar formula.
 template <DType DT, int TR, int NR>
+inline void block_q5(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b);
+
+template <DType DT, int TR, int NR>
 inline void block(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
   V w[NR];
-  if constexpr (DT == DType::Q8_0) {
+  if constexpr (DT == DType::Q5_0 || DT == DType::Q5_1) {
+    block_q5<DT, TR, NR>(acc, xr, k0, b);
+  } else if constexpr (DT == DType::Q8_0) {
     V d[NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) d[j] = _mm512_set1_ps(f16(b[j]));
@@ -508,6 +557,46 @@ inline void block(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const ui
   }
 }
 
+// Q5_0 / Q5_1: 32 values per block, looked up like Q4_0 but in two tables (codes 0-15 and 16-31) by
+// vpermt2ps with a 5-bit index: the nibble, and bit 4 from the block's qh word (bit v for value v).
+// Table entries are (q - 16) * d (exact) or q * d + m (one FMA: q * d is exact), the scalar values.
+template <DType DT, int TR, int NR>
+inline void block_q5(V (&acc)[TR][NR], const float* const* xr, int64_t k0, const uint8_t* const* b) {
+  constexpr bool kMin = DT == DType::Q5_1;
+  constexpr int64_t kQh = kMin ? 4 : 2;
+  V w[NR], t0[NR], t1[NR];
+  VI v[NR], h[NR];
+  const VI lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const V hi16 = _mm512_add_ps(iota(), _mm512_set1_ps(16.0f));
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    const V d = _mm512_set1_ps(f16(b[j]));
+    if constexpr (kMin) {
+      const V m = _mm512_set1_ps(f16(b[j] + 2));
+      t0[j] = _mm512_fmadd_ps(iota(), d, m);
+      t1[j] = _mm512_fmadd_ps(hi16, d, m);
+    } else {
+      t0[j] = _mm512_mul_ps(_mm512_sub_ps(iota(), _mm512_set1_ps(16.0f)), d);
+      t1[j] = _mm512_mul_ps(iota(), d);
+    }
+    uint32_t qh;
+    std::memcpy(&qh, b[j] + kQh, 4);
+    h[j] = _mm512_set1_epi32(static_cast<int>(qh));
+    v[j] = u8(b[j] + kQh + 4);
+    // Bit 4 of lane l: bit l of qh (values 0-15).
+    const VI hs = _mm512_srlv_epi32(_mm512_slli_epi32(h[j], 4), lane);
+    w[j] = _mm512_permutex2var_ps(t0[j], select_low4(v[j], hs), t1[j]);
+  }
+  madd(acc, xr, k0, w);
+#pragma GCC unroll 8
+  for (int j = 0; j < NR; ++j) {
+    // Bit 4 of lane l: bit 16 + l of qh (values 16-31).
+    const VI hs = _mm512_srlv_epi32(h[j], _mm512_add_epi32(lane, c32(12)));
+    w[j] = _mm512_permutex2var_ps(t0[j], select_low4(_mm512_srli_epi32(v[j], 4), hs), t1[j]);
+  }
+  madd(acc, xr, k0 + 16, w);
+}
+
 // The horizontal sum of v by one fixed tree.
 inline float hsum(V v) {
   const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v),
@@ -525,7 +614,8 @@ inline V zero() { return _mm512_setzero_ps(); }
 // registers too); decode (up to 4 tokens) streams 4 rows at a time.
 template <DType DT>
 struct Shape {
-  static constexpr bool kTables = DT == DType::Q4_0 || DT == DType::Q4_K || DT == DType::Q5_K;
+  static constexpr bool kTables = DT == DType::Q4_0 || DT == DType::Q4_K || DT == DType::Q5_K ||
+                                  DT == DType::Q5_0 || DT == DType::Q5_1;
   static constexpr int tr = kTables ? 4 : 6, nr = 4;  // prefill
   static constexpr int small = 4, nrs = 4;            // decode
 };
@@ -551,6 +641,8 @@ const QKernels& simd_kernels(DType dt, KernelIsa isa) {
   switch (dt) {
     case DType::Q8_0: return simd_kernels<DType::Q8_0>(isa);
     case DType::Q4_0: return simd_kernels<DType::Q4_0>(isa);
+    case DType::Q5_0: return simd_kernels<DType::Q5_0>(isa);
+    case DType::Q5_1: return simd_kernels<DType::Q5_1>(isa);
     case DType::Q4_K: return simd_kernels<DType::Q4_K>(isa);
     case DType::Q5_K: return simd_kernels<DType::Q5_K>(isa);
     default: return simd_kernels<DType::Q6_K>(isa);

@@ -1,5 +1,7 @@
 // matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
-// Q4_0, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
+// Q5_0 / Q5_1 have their own tile step (matmul_quant_fast_q5.inc: the code offset 16, or Q5_1's min
+// times the block's x sum, through the integer sums as Q4_0's offset 8).
 //
 // Activation format (made once per call and x tile, shared by every path; plain C++, or AVX-512
 // code giving the same bytes):
@@ -29,8 +31,12 @@
 // thread count.
 //
 // Paths: vnni512 (vpdpbusd / vpdpwssd on zmm, AVX-512 VNNI), avxvnni (the same on ymm), avx2 (maddubs +
-// madd on ymm), scalar. The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
-// L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc.
+// madd on ymm), scalar; on aarch64 neon (smull + sadalp), neon-dotprod (sdot), neon-i8mm (smmla prefill
+// tiles, sdot decode). The SIMD kernels register-tile TR tokens x NR W rows (prefill, x cut into
+// L2-sized tiles) or stream W once for all T <= small tokens (decode), like matmul_quant.cc. The
+// aarch64 kernels reduce each block's integer sum to one int32 and then take the scalar path's f32
+// step, so they give the scalar path's result bit for bit (the x86 ones scale whole vectors of lane
+// sums, ~1e-7 apart).
 #include "kernels/matmul_quant_fast.h"
 #include "kernels/matmul_paths.h"
 #include "kernels/matmul_tiles.h"
@@ -48,6 +54,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -59,11 +68,15 @@ namespace {
 
 std::atomic<bool> g_allow_vnni{true};
 
-enum class Dot { kScalar, kAvx2, kAvxVnni, kVnni512 };
+enum class Dot { kScalar, kAvx2, kAvxVnni, kVnni512, kNeon, kNeonDotprod, kNeonI8mm };
 
 Dot dot_path() {
   const KernelIsa isa = kernel_isa();
   if (isa == KernelIsa::kScalar) return Dot::kScalar;
+  if (isa == KernelIsa::kNeon) {  // the SMMLA build decodes with SDOT, so it needs both
+    if (!neon_ext(kNeonDotprod)) return Dot::kNeon;
+    return neon_ext(kNeonI8mm) ? Dot::kNeonI8mm : Dot::kNeonDotprod;
+  }
   const CpuFeatures& f = cpu_features();
   const bool vnni = g_allow_vnni.load(std::memory_order_relaxed);
   if (isa == KernelIsa::kAvx512 && f.avx512vnni && vnni) return Dot::kVnni512;
@@ -215,58 +228,101 @@ inline float f16s(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
+// The f32 part of one block, shared by the scalar and the NEON paths so that they agree bit for bit
+// (their integer sums are the same exact int32): the W block's scale d and, for the K-quants, the term
+// u per 16 values (dmin * m for Q4_K / Q5_K, 32 * d * scale for Q6_K's code offset).
+struct WScale {
+  float d;
+  float u[16];
+};
+
+template <DType DT>
+inline void w_scale(const uint8_t* b, WScale& w) {
+  if constexpr (DT == DType::Q8_0 || DT == DType::Q4_0) {
+    w.d = f16s(b);
+  } else if constexpr (DT == DType::Q6_K) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    const float d = f16s(b + 208);
+    w.d = d;
+    for (int t = 0; t < 16; ++t) w.u[t] = 32.0f * d * static_cast<float>(sc[t]);
+  } else {
+    uint32_t sm[4];
+    k4_unpack(b, sm);
+    const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
+    const float dmin = f16s(b + 2);
+    w.d = f16s(b);
+    for (int t = 0; t < 16; ++t) w.u[t] = dmin * static_cast<float>(s8[8 + t / 2]);
+  }
+}
+
+// acc after block blk of x with integer sum I (see the top of the file).
+template <DType DT>
+inline float block_f32(float acc, const WScale& w, const XQ& x, int64_t blk, int32_t I) {
+  acc += (w.d * x.d[blk]) * static_cast<float>(I);
+  if constexpr (kBE<DT> == 256)
+    for (int t = 0; t < 16; ++t) acc -= w.u[t] * x.v[16 * blk + t];
+  return acc;
+}
+
 template <DType DT>
 float dot_scalar(const XQ& x, const uint8_t* b, int64_t nb) {
   float acc = 0.0f;
   for (int64_t blk = 0; blk < nb; ++blk, b += kBB<DT>) {
     const int8_t* xq = x.q + kBE<DT> * blk;
-    const float dx = x.d[blk];
-    if constexpr (DT == DType::Q8_0) {
-      int32_t s = 0;
-      for (int k = 0; k < 32; ++k) s += static_cast<int8_t>(b[2 + k]) * xq[k];
-      acc += (f16s(b) * dx) * static_cast<float>(s);
-    } else if constexpr (DT == DType::Q4_0) {
-      int32_t s = 0;
-      for (int k = 0; k < 16; ++k)
-        s += ((b[2 + k] & 15) - 8) * xq[k] + ((b[2 + k] >> 4) - 8) * xq[k + 16];
-      acc += (f16s(b) * dx) * static_cast<float>(s);
-    } else {
-      int32_t I = 0;
-      float u[16];
-      if constexpr (DT == DType::Q6_K) {
-        const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-        const float d = f16s(b + 208);
-        for (int n = 0; n < 2; ++n)
-          for (int S = 0; S < 4; ++S)
-            for (int l = 0; l < 32; ++l) {
-              const uint8_t ql = b[64 * n + 32 * (S & 1) + l];
-              const int code = (S < 2 ? ql & 15 : ql >> 4) | ((b[128 + 32 * n + l] >> (2 * S)) & 3) << 4;
-              const int e = 128 * n + 32 * S + l;
-              I += sc[e / 16] * code * xq[e];
-            }
-        for (int t = 0; t < 16; ++t) u[t] = 32.0f * d * static_cast<float>(sc[t]);
-        acc += (d * dx) * static_cast<float>(I);
-      } else {
-        constexpr bool kFive = DT == DType::Q5_K;
-        uint32_t sm[4];
-        k4_unpack(b, sm);
-        const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
-        for (int s = 0; s < 8; ++s) {
-          int32_t si = 0;
-          for (int l = 0; l < 32; ++l) {
-            const uint8_t qs = b[(kFive ? 48 : 16) + 32 * (s >> 1) + l];
-            int code = s & 1 ? qs >> 4 : qs & 15;
-            if constexpr (kFive) code |= ((b[16 + l] >> s) & 1) << 4;
-            si += code * xq[32 * s + l];
-          }
-          I += s8[s] * si;
-        }
-        const float dmin = f16s(b + 2);
-        for (int t = 0; t < 16; ++t) u[t] = dmin * static_cast<float>(s8[8 + t / 2]);
-        acc += (f16s(b) * dx) * static_cast<float>(I);
+    int32_t I = 0;
+    if constexpr (DT == DType::Q5_0 || DT == DType::Q5_1) {
+      // The fifth bit of value v is bit v of qh (see matmul_quant_fast_q5.inc for the sums). Q5 has its
+      // own float step (the offset 16 or the min m through the sum of x codes); no NEON path shares it.
+      constexpr bool kMin = DT == DType::Q5_1;
+      const uint8_t* p = b + (kMin ? 4 : 2);
+      uint32_t qh;
+      std::memcpy(&qh, p, 4);
+      int32_t sx = 0;
+      for (int k = 0; k < 16; ++k) {
+        const int q0 = (p[4 + k] & 15) | static_cast<int>((qh >> k) & 1u) << 4;
+        const int q1 = (p[4 + k] >> 4) | static_cast<int>((qh >> (k + 16)) & 1u) << 4;
+        I += q0 * xq[k] + q1 * xq[k + 16];
+        sx += xq[k] + xq[k + 16];
       }
-      for (int t = 0; t < 16; ++t) acc -= u[t] * x.v[16 * blk + t];
+      if constexpr (!kMin) I -= 16 * sx;
+      const float dx = x.d[blk];
+      acc += (f16s(b) * dx) * static_cast<float>(I);
+      if constexpr (kMin) acc += (f16s(b + 2) * dx) * static_cast<float>(sx);
+      continue;
+    } else if constexpr (DT == DType::Q8_0) {
+      for (int k = 0; k < 32; ++k) I += static_cast<int8_t>(b[2 + k]) * xq[k];
+    } else if constexpr (DT == DType::Q4_0) {
+      for (int k = 0; k < 16; ++k)
+        I += ((b[2 + k] & 15) - 8) * xq[k] + ((b[2 + k] >> 4) - 8) * xq[k + 16];
+    } else if constexpr (DT == DType::Q6_K) {
+      const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+      for (int n = 0; n < 2; ++n)
+        for (int S = 0; S < 4; ++S)
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t ql = b[64 * n + 32 * (S & 1) + l];
+            const int code = (S < 2 ? ql & 15 : ql >> 4) | ((b[128 + 32 * n + l] >> (2 * S)) & 3) << 4;
+            const int e = 128 * n + 32 * S + l;
+            I += sc[e / 16] * code * xq[e];
+          }
+    } else {
+      constexpr bool kFive = DT == DType::Q5_K;
+      uint32_t sm[4];
+      k4_unpack(b, sm);
+      const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
+      for (int s = 0; s < 8; ++s) {
+        int32_t si = 0;
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t qs = b[(kFive ? 48 : 16) + 32 * (s >> 1) + l];
+          int code = s & 1 ? qs >> 4 : qs & 15;
+          if constexpr (kFive) code |= ((b[16 + l] >> s) & 1) << 4;
+          si += code * xq[32 * s + l];
+        }
+        I += s8[s] * si;
+      }
     }
+    WScale w;
+    w_scale<DT>(b, w);
+    acc = block_f32<DT>(acc, w, x, blk, I);
   }
   return acc;
 }
@@ -277,13 +333,15 @@ DotFn scalar_dot(DType dt) {
   switch (dt) {
     case DType::Q8_0: return dot_scalar<DType::Q8_0>;
     case DType::Q4_0: return dot_scalar<DType::Q4_0>;
+    case DType::Q5_0: return dot_scalar<DType::Q5_0>;
+    case DType::Q5_1: return dot_scalar<DType::Q5_1>;
     case DType::Q4_K: return dot_scalar<DType::Q4_K>;
     case DType::Q5_K: return dot_scalar<DType::Q5_K>;
     default: return dot_scalar<DType::Q6_K>;
   }
 }
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
 
 // ---- the SIMD tiles ----------------------------------------------------------------------------------
 
@@ -309,6 +367,85 @@ struct FastSrc {
   XQ x_row(int64_t t, int64_t) const { return xt.rows[static_cast<size_t>(t - tt0)]; }
   const uint8_t* w_row(int64_t n, int64_t) const { return base + n * row_bytes; }
 };
+
+#endif  // __x86_64__ || __aarch64__
+
+#if defined(__aarch64__)
+
+// ---- aarch64: baseline NEON, SDOT (FEAT_DotProd), SMMLA (FEAT_I8MM) ------------------------------------
+// Three builds of matmul_quant_fast_neon.inc, chosen at run time (dot_path): the extensions are
+// compiled in per function (target pragmas), so the baseline armv8-a binary still runs on CPUs
+// without them. All three give the scalar path's result bit for bit (the .inc says why).
+
+namespace neon {
+// acc += a * b over 16 int8: SMULL / SMULL2 (int16 products, |product| <= 128 * 127, exact) and
+// SADALP (pairs added into the int32 lanes).
+inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+  acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+  return vpadalq_s16(acc, vmull_high_s8(a, b));
+}
+#define NEMO_NEON_MMLA 0
+#include "kernels/matmul_quant_fast_neon.inc"
+#undef NEMO_NEON_MMLA
+}  // namespace neon
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("dotprod"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod")
+#endif
+namespace dotprod {
+inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
+#define NEMO_NEON_MMLA 0
+#include "kernels/matmul_quant_fast_neon.inc"
+#undef NEMO_NEON_MMLA
+}  // namespace dotprod
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("dotprod,i8mm"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("arch=armv8.2-a+dotprod+i8mm")
+#endif
+namespace i8mm {
+inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
+#define NEMO_NEON_MMLA 1
+#include "kernels/matmul_quant_fast_neon.inc"
+#undef NEMO_NEON_MMLA
+}  // namespace i8mm
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+template <DType DT>
+const FKernels& simd_kernels(Dot dot) {
+  static const FKernels k0 = neon::kernels<DT>();
+  static const FKernels k1 = dotprod::kernels<DT>();
+  static const FKernels k2 = i8mm::kernels<DT>();
+  return dot == Dot::kNeonI8mm ? k2 : dot == Dot::kNeonDotprod ? k1 : k0;
+}
+
+const FKernels& simd_kernels(DType dt, Dot dot) {
+  switch (dt) {
+    case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
+    case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
+    case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
+    case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
+    default: return simd_kernels<DType::Q6_K>(dot);
+  }
+}
+
+#endif  // __aarch64__
+
+#if defined(__x86_64__)
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c"))), \
@@ -461,6 +598,7 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
   }
 }
 
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 
 }  // namespace vnni512
@@ -527,6 +665,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_dpwssd_avx_epi32(acc, _mm256_maddubs_epi16(u, s), sc);
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avxvnni
 
@@ -554,6 +693,7 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc));
 }
 #include "kernels/matmul_quant_fast_ymm.inc"
+#include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 }  // namespace avx2
 
@@ -577,6 +717,8 @@ const FKernels& simd_kernels(DType dt, Dot dot) {
   switch (dt) {
     case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
     case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
+    case DType::Q5_0: return simd_kernels<DType::Q5_0>(dot);
+    case DType::Q5_1: return simd_kernels<DType::Q5_1>(dot);
     case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
     case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
     default: return simd_kernels<DType::Q6_K>(dot);
@@ -602,6 +744,9 @@ const char* quant_dot_path() {
     case Dot::kVnni512: return "vnni512";
     case Dot::kAvxVnni: return "avxvnni";
     case Dot::kAvx2: return "avx2";
+    case Dot::kNeon: return "neon";
+    case Dot::kNeonDotprod: return "neon-dotprod";
+    case Dot::kNeonI8mm: return "neon-i8mm";
     default: return "scalar";
   }
 }
@@ -611,7 +756,8 @@ void quant_allow_vnni(bool allow) { g_allow_vnni.store(allow, std::memory_order_
 bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w,
                        int64_t T, ThreadPool& pool, MatmulInput input) {
   switch (w.dtype) {
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: break;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q5_0: case DType::Q5_1: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K: break;
     default: return false;
   }
   const int64_t N = w.rows, K = w.cols;
@@ -622,9 +768,15 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   const bool relu2 = input == MatmulInput::kRelu2;
   thread_local XTile xt_local;
   XTile& xt = xt_local;  // the caller's buffers, also in the worker lambdas
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(__aarch64__)
   const Dot dot = dot_path();
-  if (dot != Dot::kScalar) {
+#if defined(__aarch64__)
+  // No NEON kernels for Q5_0 / Q5_1 yet (simd_kernels would pick another type's): the scalar path below.
+  const bool simd = dot != Dot::kScalar && w.dtype != DType::Q5_0 && w.dtype != DType::Q5_1;
+#else
+  const bool simd = dot != Dot::kScalar;
+#endif
+  if (simd) {
     const FKernels& ks = simd_kernels(w.dtype, dot);
     TileWalk wk;
     wk.N = N;

@@ -29,8 +29,10 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
                        int64_t T, ThreadPool& pool, MatmulInput input);
 
 // For tests: which integer dot product kFast uses now: "vnni512" (vpdpbusd zmm), "avxvnni" (ymm),
-// "avx2" (maddubs + madd) or "scalar"; it follows kernel_isa(), and allow_vnni(false) drops the
-// VNNI instructions (AVX-512 then uses the ymm AVX2 kernels). Not for use while kernels run.
+// "avx2" (maddubs + madd), "neon" (smull + sadalp), "neon-dotprod" (sdot), "neon-i8mm" (smmla prefill
+// tiles, sdot decode) or "scalar"; it follows kernel_isa(), allow_vnni(false) drops the VNNI
+// instructions (AVX-512 then uses the ymm AVX2 kernels) and set_neon_ext_mask (core/cpu_features.h)
+// the aarch64 extensions. Not for use while kernels run.
 const char* quant_dot_path();
 // For tests: whether the activation quantizer in use (AVX-512 where available) gives one x row of K
 // values (a multiple of block, 32 or 256) the same codes, scales and sums as the scalar one, bitwise.

@@ -32,10 +32,13 @@
 namespace nemo::cpu {
 
 // Quantized block sizes: elements (kBE) and bytes (kBB) per block (layouts in core/dtype.cc).
-template <DType DT> constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 ? 32 : 256;
+template <DType DT>
+constexpr int64_t kBE = DT == DType::Q8_0 || DT == DType::Q4_0 || DT == DType::Q5_0 || DT == DType::Q5_1 ? 32 : 256;
 template <DType DT>
 constexpr int64_t kBB = DT == DType::Q8_0   ? 34
                         : DT == DType::Q4_0 ? 18
+                        : DT == DType::Q5_0 ? 22
+                        : DT == DType::Q5_1 ? 24
                         : DT == DType::Q4_K ? 144
                         : DT == DType::Q5_K ? 176
                                             : 210;

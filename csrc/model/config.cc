@@ -532,4 +532,14 @@ Status parse_config(const std::string& json_text, NemotronHConfig* out) {
   return Status::Ok();
 }
 
+const char* block_kind_name(BlockKind k) {
+  switch (k) {
+    case BlockKind::kMamba: return "Mamba-2";
+    case BlockKind::kAttention: return "attention";
+    case BlockKind::kMlp: return "MLP";
+    case BlockKind::kMoe: return "MoE";
+  }
+  return "?";
+}
+
 }  // namespace nemo

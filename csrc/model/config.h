@@ -56,7 +56,17 @@ struct NemotronHConfig {
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
+  // One Mamba layer's state per sequence, in f32 values (architecture.md §4): the conv window [K-1,
+  // conv_dim] (at least one value, so that K = 1 still has a buffer) and the SSM state [H, P, N].
+  int64_t conv_state_floats() const {
+    const int64_t n = (conv_kernel - 1) * conv_dim();
+    return n > 0 ? n : 1;
+  }
+  int64_t ssm_state_floats() const { return mamba_num_heads * mamba_head_dim * ssm_state_size; }
 };
+
+// "Mamba-2", "attention", "MLP", "MoE" (error messages).
+const char* block_kind_name(BlockKind kind);
 
 // Parses config.json text (which may hold the bare JSON tokens Infinity/NaN, as HF writes them).
 // Accepts the legacy key aliases and the newer `layers_block_type` list; rejects other architectures,

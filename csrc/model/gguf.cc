@@ -58,6 +58,8 @@ bool supported_ggml_type(uint32_t id, DType* out) {
     case 30: *out = DType::BF16; return true;
     case 8: *out = DType::Q8_0; return true;
     case 2: *out = DType::Q4_0; return true;
+    case 6: *out = DType::Q5_0; return true;
+    case 7: *out = DType::Q5_1; return true;
     case 12: *out = DType::Q4_K; return true;
     case 13: *out = DType::Q5_K; return true;
     case 14: *out = DType::Q6_K; return true;
@@ -65,7 +67,7 @@ bool supported_ggml_type(uint32_t id, DType* out) {
   }
 }
 
-constexpr const char* kSupportedTypes = "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K";
+constexpr const char* kSupportedTypes = "F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K";
 
 // Sizes above this are not a real model and would overflow the derived products (as config.cc).
 constexpr int64_t kMaxSize = int64_t{1} << 26;
@@ -703,6 +705,8 @@ Status gguf_config(const GgufFile& file, const std::string& label, NemotronHConf
       case 32: c.torch_dtype = "bfloat16"; break;
       case 2: c.torch_dtype = "Q4_0"; break;
       case 7: c.torch_dtype = "Q8_0"; break;
+      case 8: c.torch_dtype = "Q5_0"; break;
+      case 9: c.torch_dtype = "Q5_1"; break;
       case 14: c.torch_dtype = "Q4_K_S"; break;
       case 15: c.torch_dtype = "Q4_K_M"; break;
       case 16: c.torch_dtype = "Q5_K_S"; break;
@@ -800,16 +804,6 @@ class GgufBinder {
   std::unordered_set<std::string> used_;
 };
 
-const char* kind_name(BlockKind k) {
-  switch (k) {
-    case BlockKind::kMamba: return "Mamba-2";
-    case BlockKind::kAttention: return "attention";
-    case BlockKind::kMlp: return "MLP";
-    case BlockKind::kMoe: return "MoE";
-  }
-  return "?";
-}
-
 // E consecutive [rows, cols] matrices of a ggml {cols, rows, E} tensor (llama.cpp's *_exps), viewed in place.
 Status expert_slices(GgufBinder* b, const std::string& name, int64_t E, int64_t rows, int64_t cols,
                      const std::string& why, const std::string& note, std::vector<MatrixView>* out) {
@@ -829,7 +823,7 @@ Status bind_layer(GgufBinder* b, const NemotronHConfig& c, int64_t i, LayerWeigh
   const std::string pre = "blk." + num(i) + ".";
   const BlockKind kind = c.layers[static_cast<size_t>(i)];
   const std::string note = "layer " + num(i) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
-                           kind_name(kind) + ") by head_count_kv/feed_forward_length";
+                           block_kind_name(kind) + ") by head_count_kv/feed_forward_length";
   const int64_t H = c.hidden_size;
   const std::string sH = "embedding_length = " + num(H);
   L->kind = kind;
@@ -912,7 +906,7 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& name) {
     if (i > 4 && i < name.size() && name[i] == '.') {
       if (layer >= c.num_layers()) return "block_count is " + num(c.num_layers());
       const BlockKind k = c.layers[static_cast<size_t>(layer)];
-      return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(k)) + "' (" + kind_name(k) +
+      return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(k)) + "' (" + block_kind_name(k) +
              ") by head_count_kv/feed_forward_length, which has no such tensor";
     }
   }

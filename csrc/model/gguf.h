@@ -58,7 +58,7 @@ struct GgufValue {
 struct GgufTensor {
   std::string name;
   uint32_t ggml_type = 0;
-  bool supported = false;      // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K
+  bool supported = false;      // F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K
   DType dtype = DType::F32;    // valid when supported
   std::vector<int64_t> ne;     // ggml order: ne[0] is the innermost (contiguous) dimension
   uint64_t offset = 0;         // relative to the data section

@@ -35,27 +35,14 @@ int64_t first_bad(const Item& t, int64_t begin, int64_t end) {
   const uint8_t* p = t.data;
   switch (t.dtype) {
     case DType::F32:
-      for (int64_t i = begin; i < end; ++i) {
-        uint32_t b;
-        std::memcpy(&b, p + 4 * i, 4);
-        if ((b & 0x7f800000u) == 0x7f800000u) return i;
-      }
-      return -1;
     case DType::F16:
-    case DType::BF16: {
-      const uint16_t mask = t.dtype == DType::F16 ? 0x7c00u : 0x7f80u;
-      for (int64_t i = begin; i < end; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        if ((h & mask) == mask) return i;
-      }
-      return -1;
-    }
+    case DType::BF16:
+      return first_non_finite(p, t.dtype, begin, end);
     default: {
       // Quantized blocks: the integer parts are finite by construction; the f16 scales may not be.
       const int64_t bb = dtype_block_bytes(t.dtype);
       int offsets[2] = {0, -1};
-      if (t.dtype == DType::Q4_K || t.dtype == DType::Q5_K) offsets[1] = 2;  // d, dmin
+      if (t.dtype == DType::Q4_K || t.dtype == DType::Q5_K || t.dtype == DType::Q5_1) offsets[1] = 2;  // d, dmin / m
       if (t.dtype == DType::Q6_K) offsets[0] = 208;                           // d comes last
       for (int64_t i = begin; i < end; ++i) {
         for (int o : offsets) {

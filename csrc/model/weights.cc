@@ -74,16 +74,6 @@ bool split_layer_name(const std::string& name, int64_t* layer, std::string* rest
   return true;
 }
 
-const char* kind_name(BlockKind k) {
-  switch (k) {
-    case BlockKind::kMamba: return "Mamba-2";
-    case BlockKind::kAttention: return "attention";
-    case BlockKind::kMlp: return "MLP";
-    case BlockKind::kMoe: return "MoE";
-  }
-  return "?";
-}
-
 // Which block kind owns a tensor "mixer.<suffix>"; false when no kind does.
 bool mixer_tensor_kind(const std::string& rest, BlockKind* kind) {
   // MoE: mixer.gate.*, mixer.experts.* (per expert, or HF's fused 3-D experts.up_proj/down_proj),
@@ -286,9 +276,9 @@ Status check_layer_kind(const TensorTable& table, int64_t i, BlockKind kind,
     if (!split_layer_name(norm, &layer, &rest) || !mixer_tensor_kind(rest, &stored)) continue;
     if (stored != kind)
       return mismatch("layer " + num(i) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
-                      kind_name(kind) + ") in hybrid_override_pattern, but the checkpoint has '" +
+                      block_kind_name(kind) + ") in hybrid_override_pattern, but the checkpoint has '" +
                       table.entries.at(norm).info.name + "', a tensor of a '" +
-                      std::string(1, static_cast<char>(stored)) + "' (" + kind_name(stored) +
+                      std::string(1, static_cast<char>(stored)) + "' (" + block_kind_name(stored) +
                       ") layer: the pattern and the weights disagree");
   }
   return Status::Ok();
@@ -425,7 +415,7 @@ std::string extra_reason(const NemotronHConfig& c, const std::string& norm) {
     if (kind == BlockKind::kMoe && starts_with(rest, "mixer.experts."))
       return "layer " + num(layer) + " is 'E' with n_routed_experts = " + num(c.n_routed_experts);
     return "layer " + num(layer) + " is '" + std::string(1, static_cast<char>(kind)) + "' (" +
-           kind_name(kind) + "), which has no such tensor";
+           block_kind_name(kind) + "), which has no such tensor";
   }
   return "not part of a Nemotron-H checkpoint";
 }

@@ -10,27 +10,12 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "core/views.h"
 #include "model/config.h"
 
 namespace nemo {
 
-// A read-only row-major matrix [rows, cols] in its stored dtype (PyTorch [out, in] layout).
-struct MatrixView {
-  const void* data = nullptr;
-  DType dtype = DType::F32;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  // FP8 checkpoints (ModelOpt E4M3): the stored values times weight_scale are the weights. The values
-  // are kept as an exact BF16 copy and the scale is applied to the product's output (y[t, n] *= scale,
-  // or row_scales[n] for a per-output-channel scale), which is the same product. The forward pass applies
-  // it (forward.cc mm); the kernels never see a scale.
-  float scale = 1.0f;
-  const float* row_scales = nullptr;  // [rows], or nullptr
-  bool scaled() const { return scale != 1.0f || row_scales != nullptr; }
-};
-
-// The *_dev pointers: device copies of the small f32 vectors, set by a device backend's
-// prepare_weights (cuda/backend_cuda.cu); nullptr means the ops read the host vector (CPU).
+// The small f32 vectors are host memory; a device backend keeps its own copies (backend.h).
 struct MambaWeights {
   MatrixView in_proj;          // [in_proj_dim = d_inner + conv_dim + n_heads, hidden]
   std::vector<float> conv_w;   // [conv_dim, conv_kernel]  (HF [conv_dim, 1, K] squeezed)
@@ -40,12 +25,6 @@ struct MambaWeights {
   std::vector<float> dt_bias;  // [n_heads]
   std::vector<float> norm_w;   // [d_inner]  gated grouped RMSNorm weight
   MatrixView out_proj;         // [hidden, d_inner]
-  const float* conv_w_dev = nullptr;
-  const float* conv_b_dev = nullptr;
-  const float* A_dev = nullptr;
-  const float* D_dev = nullptr;
-  const float* dt_bias_dev = nullptr;
-  const float* norm_w_dev = nullptr;
 };
 
 struct AttentionWeights {
@@ -70,15 +49,11 @@ struct MoeWeights {
   std::vector<MatrixView> down;         // per expert [hidden, moe_intermediate_size]
   MatrixView shared_up;                 // [moe_shared_expert_intermediate_size, hidden] (rows 0: none)
   MatrixView shared_down;               // [hidden, moe_shared_expert_intermediate_size]
-  // Set by a device backend's prepare_weights (see MambaWeights): its own description of the routed
-  // experts on the device (the CUDA backend: a cuda::MoeLayerDev it owns), read by its moe_routed op.
-  const void* experts_dev = nullptr;
 };
 
 struct LayerWeights {
   BlockKind kind;
   std::vector<float> norm;  // [hidden]  the block's pre-norm
-  const float* norm_dev = nullptr;  // device copy (see MambaWeights)
   MambaWeights mamba;       // valid when kind == kMamba
   AttentionWeights attn;    // valid when kind == kAttention
   MlpWeights mlp;           // valid when kind == kMlp
@@ -91,7 +66,6 @@ struct ModelWeights {
   MatrixView embeddings;           // [vocab, hidden]
   std::vector<LayerWeights> layers;
   std::vector<float> norm_f;       // [hidden]
-  const float* norm_f_dev = nullptr;  // device copy (see MambaWeights)
   MatrixView lm_head;              // [vocab, hidden]  (= embeddings when tied)
   int64_t parameter_count = 0;     // elements over all tensors
   int64_t weight_bytes = 0;        // bytes of all tensors as stored

@@ -4,6 +4,10 @@
 //   Q8_0  34 bytes / 32 values: f16 d, int8 qs[32].                    v[j] = qs[j]·d
 //   Q4_0  18 bytes / 32 values: f16 d, u8 qs[16].                      v[j] = ((qs[j] & 15) − 8)·d,
 //                                                                      v[j+16] = ((qs[j] >> 4) − 8)·d
+//   Q5_0  22 bytes / 32 values: f16 d, u32 qh, u8 qs[16]. The 5-bit code of value j is (qs[j] & 15) |
+//        (bit j of qh) << 4, that of value j+16 is (qs[j] >> 4) | (bit j+16 of qh) << 4.
+//                                                                      v = (q − 16)·d
+//   Q5_1  24 bytes / 32 values: f16 d, f16 m, then qh and qs as Q5_0.   v = q·d + m
 //   Q4_K 144 bytes / 256 values: f16 d, f16 dmin, u8 scales[12], u8 qs[128]. Sub-block s (0..7) of 32
 //        values has a 6-bit scale sc_s and min m_s: for s < 4, sc_s = scales[s] & 63 and
 //        m_s = scales[s+4] & 63; for s >= 4, sc_s = (scales[s+4] & 15) | (scales[s−4] >> 6) << 4 and
@@ -21,7 +25,10 @@
 //   Q8_0 and Q4_0 follow ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref step by step in float32
 //   arithmetic (Math.fround after every operation), so they give the same bytes: Q8_0 d = amax/127,
 //   q = round-half-away(x/d); Q4_0 d = −(the signed value of largest magnitude)/8, q = min(15,
-//   trunc(x/d + 8.5)).
+//   trunc(x/d + 8.5)). Q5_0 and Q5_1 follow quantize_row_q5_0_ref / quantize_row_q5_1_ref the same way:
+//   Q5_0 d = −(the signed value of largest magnitude)/16, q = min(31, trunc(x/d + 16.5)); Q5_1
+//   d = (max − min)/31, m = min, q = trunc((x − min)/d + 0.5) (clamped to 31, which ggml never exceeds
+//   in practice: the clamp only guards the bit layout).
 //   The K-quants use the reference's method in float64 arithmetic (not bit-for-bit ggml's, whose float32
 //   sums can round differently, but the same format and the same choices in all but near-ties):
 //   Q4_K / Q5_K fit each 32-value sub-block with an affine grid (scale, min <= 0) by weighted least
@@ -35,23 +42,26 @@
 //
 // dequantizeRows is exact: each value is computed exactly in float64 and rounded once to float32,
 // which gives the same float32 values as ggml's dequantize_row_* and the native convert_to_f32 (every
-// product d·sc·q is exact in float32; only the subtraction of Q4_K/Q5_K's min rounds).
+// product d·sc·q is exact in float32; only the subtraction of Q4_K/Q5_K's min and Q5_1's addition of m
+// round).
 
 import { toF16Bits } from '../tiny-model/safetensors-writer.js';
 
-export type QuantType = 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+export type QuantType = 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
-export const QUANT_TYPES: readonly QuantType[] = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+export const QUANT_TYPES: readonly QuantType[] = ['Q8_0', 'Q4_0', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
 
 const BLOCK: Record<QuantType, { elems: number; bytes: number }> = {
   Q8_0: { elems: 32, bytes: 34 },
   Q4_0: { elems: 32, bytes: 18 },
+  Q5_0: { elems: 32, bytes: 22 },
+  Q5_1: { elems: 32, bytes: 24 },
   Q4_K: { elems: 256, bytes: 144 },
   Q5_K: { elems: 256, bytes: 176 },
   Q6_K: { elems: 256, bytes: 210 },
 };
 
-/** Values per block: 32 (Q8_0, Q4_0) or 256 (the K-quants). */
+/** Values per block: 32 (Q8_0, Q4_0, Q5_0, Q5_1) or 256 (the K-quants). */
 export function quantBlockElems(type: QuantType): number {
   return blockOf(type).elems;
 }
@@ -166,6 +176,52 @@ function encodeQ4_0(x: Float32Array, out: Uint8Array, view: DataView, o: number)
     const q1 = Math.min(15, Math.trunc(f32(f32(x[j + 16]! * id) + 8.5)));
     out[o + 2 + j] = q0 | (q1 << 4);
   }
+}
+
+/** Q5_0 / Q5_1: packs 32 five-bit codes (low nibbles in qs, fifth bits in the word qh) at `o`. */
+function packQ5(codes: Uint8Array, out: Uint8Array, view: DataView, o: number): void {
+  let qh = 0;
+  for (let j = 0; j < 16; j++) {
+    const q0 = codes[j]!;
+    const q1 = codes[j + 16]!;
+    out[o + 4 + j] = (q0 & 0xf) | ((q1 & 0xf) << 4);
+    qh |= ((q0 >> 4) << j) | ((q1 >> 4) << (j + 16));
+  }
+  view.setUint32(o, qh >>> 0, true);
+}
+
+function encodeQ5_0(x: Float32Array, out: Uint8Array, view: DataView, o: number): void {
+  let amax = 0;
+  let max = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = x[j]!;
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  const d = f32(max / -16);
+  const id = d ? f32(1 / d) : 0;
+  view.setUint16(o, toF16Bits(d), true);
+  const codes = new Uint8Array(32);
+  for (let j = 0; j < 32; j++) codes[j] = Math.min(31, Math.trunc(f32(f32(x[j]! * id) + 16.5)));
+  packQ5(codes, out, view, o + 2);
+}
+
+function encodeQ5_1(x: Float32Array, out: Uint8Array, view: DataView, o: number): void {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let j = 0; j < 32; j++) {
+    min = Math.min(min, x[j]!);
+    max = Math.max(max, x[j]!);
+  }
+  const d = f32(f32(max - min) / 31);
+  const id = d ? f32(1 / d) : 0;
+  view.setUint16(o, toF16Bits(d), true);
+  view.setUint16(o + 2, toF16Bits(min), true);
+  const codes = new Uint8Array(32);
+  for (let j = 0; j < 32; j++) codes[j] = clamp(Math.trunc(f32(f32(f32(x[j]! - min) * id) + 0.5)), 0, 31);
+  packQ5(codes, out, view, o + 4);
 }
 
 /**
@@ -382,6 +438,8 @@ function encodeQ6_K(x: Float32Array, out: Uint8Array, view: DataView, o: number)
 const ENCODERS: Record<QuantType, Encoder> = {
   Q8_0: encodeQ8_0,
   Q4_0: encodeQ4_0,
+  Q5_0: encodeQ5_0,
+  Q5_1: encodeQ5_1,
   Q4_K: (x, out, view, o) => encodeQK(x, out, view, o, false),
   Q5_K: (x, out, view, o) => encodeQK(x, out, view, o, true),
   Q6_K: encodeQ6_K,
@@ -417,6 +475,21 @@ function decodeQ4_0(q: Uint8Array, view: DataView, o: number, y: Float32Array, y
   for (let j = 0; j < 16; j++) {
     y[yo + j] = ((q[o + 2 + j]! & 0xf) - 8) * d;
     y[yo + j + 16] = ((q[o + 2 + j]! >> 4) - 8) * d;
+  }
+}
+
+// Q5_0 (m undefined): (q − 16)·d, exact; Q5_1: q·d + m, exact in float64 (q·d has at most 16 significant
+// bits; both terms lie between 2^-24 and 2^21), then rounded once.
+function decodeQ5(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number, withMin: boolean): void {
+  const d = f16ToNumber(view.getUint16(o, true));
+  const m = withMin ? f16ToNumber(view.getUint16(o + 2, true)) : 0;
+  const p = o + (withMin ? 4 : 2);
+  const qh = view.getUint32(p, true);
+  for (let j = 0; j < 16; j++) {
+    const q0 = (q[p + 4 + j]! & 0xf) | (((qh >>> j) & 1) << 4);
+    const q1 = (q[p + 4 + j]! >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+    y[yo + j] = withMin ? q0 * d + m : (q0 - 16) * d;
+    y[yo + j + 16] = withMin ? q1 * d + m : (q1 - 16) * d;
   }
 }
 
@@ -457,6 +530,8 @@ function decodeQ6_K(q: Uint8Array, view: DataView, o: number, y: Float32Array, y
 const DECODERS: Record<QuantType, Decoder> = {
   Q8_0: decodeQ8_0,
   Q4_0: decodeQ4_0,
+  Q5_0: (q, view, o, y, yo) => decodeQ5(q, view, o, y, yo, false),
+  Q5_1: (q, view, o, y, yo) => decodeQ5(q, view, o, y, yo, true),
   Q4_K: (q, view, o, y, yo) => decodeQK(q, view, o, y, yo, false),
   Q5_K: (q, view, o, y, yo) => decodeQK(q, view, o, y, yo, true),
   Q6_K: decodeQ6_K,

@@ -33,7 +33,7 @@ export const GgufValueType = {
 export type GgufValueTypeId = (typeof GgufValueType)[keyof typeof GgufValueType];
 
 /** ggml tensor type ids by name (the ones this project reads or writes). */
-export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
 export type GgmlTypeName = keyof typeof GgmlType;
 
 /** Values per block and bytes per block of the ggml types in GgmlType. */
@@ -43,6 +43,8 @@ export const GGML_BLOCK: Readonly<Record<GgmlTypeName, { elems: number; bytes: n
   BF16: { elems: 1, bytes: 2 },
   Q8_0: { elems: 32, bytes: 34 },
   Q4_0: { elems: 32, bytes: 18 },
+  Q5_0: { elems: 32, bytes: 22 },
+  Q5_1: { elems: 32, bytes: 24 },
   Q4_K: { elems: 256, bytes: 144 },
   Q5_K: { elems: 256, bytes: 176 },
   Q6_K: { elems: 256, bytes: 210 },

@@ -80,10 +80,18 @@ export interface TinyModelOptions {
   /**
    * Tensor type of model.gguf's matrices (format 'gguf' only). The block-quantized types apply to the 2-D
    * matrices whose inner dimension is a multiple of the block (32, or 256 for the K-quants); other matrices
-   * fall back to F16, as llama.cpp's converter does. Norms, conv taps, A, D and dt bias stay F32.
+   * fall back to F16, as llama.cpp's converter does (or as llama-quantize does: see ggufFallback). Norms,
+   * conv taps, A, D and dt bias stay F32.
    * Default: the `dtype` ('bf16' -> 'BF16', 'f16' -> 'F16', 'f32' -> 'F32').
    */
   ggufType?: GgmlTypeName;
+  /**
+   * What a matrix whose inner dimension does not fit ggufType's blocks is stored as (format 'gguf' only):
+   * 'F16' (default; llama.cpp's converter), or 'quantize': llama-quantize's fallback, the 32-value type
+   * of about the same size (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), else F16. NVIDIA-Nemotron-Nano-9B-v2
+   * (hidden 4,480, MLP 15,680: not multiples of 256) quantized to Q4_K_M by llama-quantize is mostly Q5_0.
+   */
+  ggufFallback?: 'F16' | 'quantize';
   /**
    * false (format 'gguf' only): write model.gguf without the safetensors weight files (config and
    * tokenizer files are still written), e.g. several GGUF types of one large model without a
@@ -133,12 +141,14 @@ const DTYPES = {
 const KNOWN_OPTIONS = new Set<string>([
   'seed', 'pattern', 'dtype', 'hiddenSize', 'mambaNumHeads', 'mambaHeadDim', 'nGroups', 'ssmStateSize',
   'convKernel', 'chunkSize', 'numAttentionHeads', 'numKeyValueHeads', 'headDim', 'intermediateSize', 'vocabSize',
-  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType', 'safetensors',
+  'maxPositionEmbeddings', 'tieWordEmbeddings', 'prefix', 'shards', 'format', 'ggufType', 'ggufFallback', 'safetensors',
   'nRoutedExperts', 'numExpertsPerTok', 'moeIntermediateSize', 'moeSharedExpertIntermediateSize', 'nGroup', 'topkGroup',
   'normTopkProb', 'routedScalingFactor', 'moeScoreBiasStd', 'configForm', 'fp8',
 ]);
 
-const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'Q6_K'];
+const GGUF_TYPES: readonly GgmlTypeName[] = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
+/** llama-quantize's fallback for a matrix whose inner dimension is not a multiple of 256 (ggufFallback 'quantize'). */
+const QUANTIZE_FALLBACK: Partial<Record<GgmlTypeName, GgmlTypeName>> = { Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
 const GGUF_TYPE_OF_DTYPE = { bf16: 'BF16', f16: 'F16', f32: 'F32' } as const;
 
 /** Largest single dimension accepted; keeps every tensor's byte size far inside safe-integer range. */
@@ -191,6 +201,7 @@ interface Resolved {
   dims: ModelDims;
   format: 'safetensors' | 'gguf';
   ggufType: GgmlTypeName;
+  ggufFallback: 'F16' | 'quantize';
   safetensors: boolean;
 }
 
@@ -272,6 +283,9 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const ggufType = options.ggufType ?? GGUF_TYPE_OF_DTYPE[dtype as keyof typeof GGUF_TYPE_OF_DTYPE];
   if (typeof ggufType !== 'string' || !GGUF_TYPES.includes(ggufType)) throw invalid('ggufType', `one of ${GGUF_TYPES.map((t) => `'${t}'`).join(', ')}`, ggufType);
   if (options.ggufType !== undefined && format !== 'gguf') throw invalid('ggufType', "set only with format 'gguf'", options.ggufType);
+  const ggufFallback = options.ggufFallback ?? 'F16';
+  if (ggufFallback !== 'F16' && ggufFallback !== 'quantize') throw invalid('ggufFallback', "'F16' or 'quantize'", ggufFallback);
+  if (options.ggufFallback !== undefined && format !== 'gguf') throw invalid('ggufFallback', "set only with format 'gguf'", options.ggufFallback);
   const safetensors = options.safetensors ?? true;
   if (typeof safetensors !== 'boolean') throw invalid('safetensors', 'a boolean', safetensors);
   if (!safetensors && format !== 'gguf') throw invalid('safetensors', "true unless format is 'gguf' (the folder would hold no weights)", safetensors);
@@ -321,7 +335,7 @@ function resolveOptions(options: TinyModelOptions, tokenizerVocab: number): Reso
   const fp8 = options.fp8 ?? false;
   if (typeof fp8 !== 'boolean') throw invalid('fp8', 'a boolean', fp8);
   if (fp8 && (format !== 'safetensors' || shards !== 1)) throw invalid('fp8', "set only with format 'safetensors' and one shard", fp8);
-  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, moe, configForm, safetensors };
+  return { fp8, seed, dtype, prefix, shards, chunkSize, maxPositionEmbeddings, dims, format, ggufType, ggufFallback, moe, configForm, safetensors };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -596,7 +610,7 @@ export async function makeTinyModel(dir: string, options: TinyModelOptions = {})
 // model.gguf, as llama.cpp's convert_hf_to_gguf.py writes a NemotronHForCausalLM checkpoint (architecture.md §7)
 
 /** llama_ftype of a file whose matrices are `t` (general.file_type). */
-const FILE_TYPE: Record<GgmlTypeName, number> = { F32: 0, F16: 1, BF16: 32, Q8_0: 7, Q4_0: 2, Q4_K: 14, Q5_K: 16, Q6_K: 18 };
+const FILE_TYPE: Record<GgmlTypeName, number> = { F32: 0, F16: 1, BF16: 32, Q8_0: 7, Q4_0: 2, Q5_0: 8, Q5_1: 9, Q4_K: 14, Q5_K: 16, Q6_K: 18 };
 
 /** The values as the safetensors file stores them at `dtype` (bf16/f16 rounding), as float32. */
 function storedValues(chunk: Float32Array, dtype: Resolved['dtype']): Float32Array {
@@ -664,8 +678,13 @@ async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSp
   const I = d.moeIntermediateSize ?? 0;
   const S = d.moeSharedExpertIntermediateSize ?? 0;
   // Matrices take the requested type where their inner dimension fits its blocks, else F16 (the converter's
-  // fallback); vectors and the SSM parameters stay F32.
-  const mat = (ne0: number): GgmlTypeName => (ggufTypeFits(r.ggufType, ne0) ? r.ggufType : 'F16');
+  // fallback) or, with ggufFallback 'quantize', llama-quantize's 32-value type where that fits; vectors and
+  // the SSM parameters stay F32.
+  const mat = (ne0: number): GgmlTypeName => {
+    if (ggufTypeFits(r.ggufType, ne0)) return r.ggufType;
+    const alt = r.ggufFallback === 'quantize' ? QUANTIZE_FALLBACK[r.ggufType] : undefined;
+    return alt !== undefined && ggufTypeFits(alt, ne0) ? alt : 'F16';
+  };
   const H = d.hiddenSize;
   add('token_embd.weight', 'embeddings.weight', [H, d.vocabSize], mat(H));
   for (let i = 0; i < n; i++) {

@@ -1,6 +1,7 @@
 // Standalone self-test and decode benchmark for cpu::matmul_quant (block-quantized weights).
-// Not part of the addon build. Build and run (one line):
-//   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_quant_selftest.cc
+// Built and run (--quick) by scripts/native-tests.sh (CMake target nemotron_matmul_quant_selftest; CI).
+// By hand (one line):
+//   g++ -std=c++17 -O2 -pthread -I csrc native-tests/matmul_quant_selftest.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul.cc csrc/core/dtype.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
 // (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:
@@ -58,7 +59,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 // Every path the CPU has, or only the one NEMOTRON_CPU_KERNELS names (when the CPU has it), so that
 // scripts/test-neon.sh can split the work between runs.
@@ -89,6 +90,11 @@ std::vector<uint8_t> random_blocks(DType dt, int64_t rows, int64_t cols, std::mt
     switch (dt) {
       case DType::Q8_0: put(b, mag(rng)); break;
       case DType::Q4_0: put(b, 10 * mag(rng)); break;
+      case DType::Q5_0: put(b, 5 * mag(rng)); break;
+      case DType::Q5_1:
+        put(b, 5 * mag(rng));
+        put(b + 2, -80 * mag(rng));
+        break;
       case DType::Q4_K:
       case DType::Q5_K:
         put(b, 2 * mag(rng));
@@ -210,6 +216,87 @@ void test_correctness() {
   set_kernel_path_override(nullptr);
 }
 
+#if defined(__aarch64__)
+// The aarch64 kFast variants (baseline NEON, SDOT, SMMLA prefill tiles) against the scalar kFast path,
+// bitwise: every variant computes each block's integer sum exactly and then runs the scalar path's
+// own f32 step (matmul_quant_fast_neon.inc), so equality, not a tolerance, is the requirement. Shapes
+// cover decode (T = 1..4, streamed) and prefill (SMMLA token pairs with odd tails), N tails of every
+// size mod 8, one and several blocks, kRelu2, W at an odd address. Each variant is selected by masking
+// the extensions (set_neon_ext_mask) and the test asserts which one ran (quant_dot_path), so a
+// variant the CPU has but the dispatch skips fails. As a guard against an error shared with the
+// scalar path, the result is also compared with the float64 product of the dequantized weights and
+// the f32 x: 8-bit activations give about 1 % of max|y| here (0.7-1.0 % measured), the check allows 5 %.
+void test_fast_neon_variants() {
+  const std::vector<std::string> paths = available_paths();
+  if (std::find(paths.begin(), paths.end(), "neon") == paths.end()) return;
+  const CpuFeatures& f = cpu_features();
+  std::printf("kFast aarch64 variants vs the scalar kFast path (bitwise)\n");
+  struct Shape { int64_t T, K, N; };
+  // Prefill tiles are 4 tokens: T = 5, 6, 7, 8 end on a tile of 1, 2, 3, 4 tokens.
+  const Shape shapes[] = {{1, 256, 9},  {2, 512, 13}, {3, 256, 6},  {4, 768, 5},   {5, 256, 11},
+                          {6, 512, 7},  {7, 512, 17}, {8, 1024, 4}, {17, 256, 15}, {33, 512, 10}};
+  struct Variant { unsigned mask; const char* want; };
+  const char* best = !f.neon_dotprod ? "neon" : f.neon_i8mm ? "neon-i8mm" : "neon-dotprod";
+  const Variant variants[] = {{0u, "neon"},
+                              {kNeonDotprod, f.neon_dotprod ? "neon-dotprod" : "neon"},
+                              {kNeonAll, best}};
+  ThreadPool pool(2);
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<std::string> ran;
+  for (const Variant& v : variants) {
+    int64_t compared = 0, differ = 0;
+    double worst = 0;
+    set_kernel_path_override("neon");
+    set_neon_ext_mask(v.mask);
+    const std::string got = cpu::quant_dot_path();
+    check(got == v.want, std::string("kFast dot path ") + got + ", expected " + v.want);
+    for (DType dt : kTypes) {
+      for (const Shape& s : shapes) {
+        const int64_t K = dtype_block_elems(dt) == 256 ? std::max<int64_t>(256, s.K / 256 * 256) : s.K;
+        const std::vector<uint8_t> wq = random_blocks(dt, s.N, K, rng);
+        std::vector<uint8_t> shifted(wq.size() + 1);
+        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
+        const MatrixView w = view(shifted.data() + 1, dt, s.N, K);
+        std::vector<float> x(static_cast<size_t>(s.T * K));
+        for (auto& e : x) e = dist(rng);
+        for (auto input : {MatmulInput::kPlain, MatmulInput::kRelu2}) {
+          std::vector<float> ref(static_cast<size_t>(s.T * s.N)), y(ref.size());
+          set_kernel_path_override("scalar");
+          cpu::matmul_quant(ref.data(), s.N, x.data(), K, w, s.T, pool, cpu::MatmulPrecision::kFast, input);
+          set_kernel_path_override("neon");
+          cpu::matmul_quant(y.data(), s.N, x.data(), K, w, s.T, pool, cpu::MatmulPrecision::kFast, input);
+          for (size_t i = 0; i < y.size(); ++i) differ += std::memcmp(&y[i], &ref[i], 4) != 0;
+          compared += static_cast<int64_t>(y.size());
+          if (input != MatmulInput::kPlain) continue;
+          std::vector<float> wf(static_cast<size_t>(s.N * K));
+          convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+          double scale = 0, err = 0;
+          for (int64_t t = 0; t < s.T; ++t)
+            for (int64_t n = 0; n < s.N; ++n) {
+              double acc = 0;
+              for (int64_t k = 0; k < K; ++k) acc += double(x[t * K + k]) * wf[n * K + k];
+              scale = std::max(scale, std::fabs(acc));
+              err = std::max(err, std::fabs(acc - y[t * s.N + n]));
+            }
+          worst = std::max(worst, err / scale);
+        }
+      }
+    }
+    std::printf("  kFast %-12s (mask %u): %lld of %lld outputs differ from scalar; vs float64: %.2e of max|y|\n",
+                got.c_str(), v.mask, (long long)differ, (long long)compared, worst);
+    check(differ == 0, "kFast " + got + " bitwise equal to the scalar kFast path");
+    check(worst < 5e-2, "kFast " + got + " near the float64 product");
+    ran.push_back(got);
+  }
+  std::string list;
+  for (const auto& r : ran) list += " " + r;
+  std::printf("kFast aarch64 variants checked:%s\n", list.c_str());
+  set_neon_ext_mask(kNeonAll);
+  set_kernel_path_override(nullptr);
+}
+#endif
+
 template <class F>
 double best_time(int reps, F&& f) {
   double best = 1e30;
@@ -233,7 +320,7 @@ void bench() {
   struct Row { std::string label; DType dt; };
   std::vector<Row> rows = {{"BF16", DType::BF16}};
   for (DType dt : kTypes) rows.push_back({dtype_name(dt), dt});
-  const std::vector<std::string> type_names = {"BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
+  const std::vector<std::string> type_names = {"BF16", "Q8_0", "Q4_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"};
   for (const Row& r : rows) {
     if (!wanted(r.label, type_names)) continue;
     const size_t bytes = dtype_row_bytes(r.dt, K) * N;
@@ -343,6 +430,9 @@ int main(int argc, char** argv) {
   }
   const auto t0 = Clock::now();
   if (!bench_only) test_correctness();
+#if defined(__aarch64__)
+  if (!bench_only) test_fast_neon_variants();
+#endif
   if (!quick) bench();
   std::printf("%s (%d failure%s) in %.1f s\n", g_failures == 0 ? "PASS" : "FAILED", g_failures,
               g_failures == 1 ? "" : "s", seconds_since(t0));

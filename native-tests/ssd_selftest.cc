@@ -1,6 +1,6 @@
-// Standalone self-test and micro-benchmark for cpu::ssd_chunk_scan. Not part of the addon build.
-// Build and run (one line):
-//   g++ -std=c++17 -O3 -pthread -I csrc csrc/kernels/ssd_selftest.cc csrc/kernels/ssd_scan.cc
+// Standalone self-test and micro-benchmark for cpu::ssd_chunk_scan. Built and run (--quick) by
+// scripts/native-tests.sh (CMake target nemotron_ssd_selftest; CI). By hand (one line):
+//   g++ -std=c++17 -O3 -pthread -I csrc native-tests/ssd_selftest.cc csrc/kernels/ssd_scan.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/ssd && /tmp/ssd
 // Options: --quick (skip the benchmarks), --bench (only the benchmarks), --small (benchmark T = 1024).
 // Exit status 0 when every check passes.
@@ -34,7 +34,7 @@ void check(bool ok, const char* what) {
 struct Case {
   int64_t T, H, P, G, N;
   std::vector<float> x, dt, B, C, s0, A, D, bias;
-  cpu::SsmParams p;
+  SsmParams p;
 };
 
 Case make_case(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, uint32_t seed) {
@@ -58,7 +58,7 @@ Case make_case(int64_t T, int64_t H, int64_t P, int64_t G, int64_t N, uint32_t s
     c.A[h] = -(1.0f + 15.0f * ud(rng));
     c.bias[h] = std::log(std::expm1(0.001f * std::pow(100.0f, ud(rng))));
   }
-  c.p = cpu::SsmParams{H, P, G, N, 0.0f, INFINITY, c.A.data(), c.D.data(), c.bias.data()};
+  c.p = SsmParams{H, P, G, N, 0.0f, INFINITY, c.A.data(), c.D.data(), c.bias.data()};
   return c;
 }
 

@@ -1,6 +1,7 @@
 // Standalone self-test and micro-benchmark for ThreadPool, cpu_features and cpu::matmul.
-// Not part of the addon build. Build and run (one line):
-//   g++ -std=c++17 -O2 -pthread -I csrc csrc/kernels/matmul_selftest.cc csrc/kernels/matmul.cc
+// Built and run (--quick) by scripts/native-tests.sh (CMake target nemotron_matmul_selftest; CI). By hand
+// (one line):
+//   g++ -std=c++17 -O2 -pthread -I csrc native-tests/matmul_selftest.cc csrc/kernels/matmul.cc
 //       csrc/kernels/matmul_quant.cc csrc/kernels/matmul_quant_fast.cc csrc/kernels/matmul_neon.cc
 //       csrc/kernels/matmul_quant_neon.cc csrc/core/dtype.cc csrc/core/thread_pool.cc
 //       csrc/core/cpu_features.cc -o /tmp/mm && /tmp/mm
@@ -192,9 +193,20 @@ std::vector<std::string> available_paths() {
 
 void test_cpu_features(const std::string& initial) {
   const CpuFeatures& f = cpu_features();
-  std::printf("CPU: avx2_fma=%d avx512f=%d avx512bf16=%d neon=%d dotprod=%d bf16=%d; initial path: "
-              "%s\n", f.avx2_fma, f.avx512f, f.avx512bf16, f.neon, f.neon_dotprod, f.neon_bf16,
-              initial.c_str());
+  std::printf("CPU: avx2_fma=%d avx512f=%d avx512bf16=%d neon=%d dotprod=%d i8mm=%d bf16=%d; initial "
+              "path: %s\n", f.avx2_fma, f.avx512f, f.avx512bf16, f.neon, f.neon_dotprod, f.neon_i8mm,
+              f.neon_bf16, initial.c_str());
+  // NEMOTRON_EXPECT_NEON_EXT (scripts/test-neon.sh, per qemu CPU model): the optional extensions the
+  // CPU must report, "dotprod,i8mm,bf16" or a subset in that order, or "none"; so a CPU model or a
+  // detection that loses one fails here instead of silently testing less.
+  if (const char* want = std::getenv("NEMOTRON_EXPECT_NEON_EXT")) {
+    std::string have;
+    if (f.neon_dotprod) have += ",dotprod";
+    if (f.neon_i8mm) have += ",i8mm";
+    if (f.neon_bf16) have += ",bf16";
+    have = have.empty() ? "none" : have.substr(1);
+    check(have == want, ("NEON extensions detected: " + have + ", expected " + want).c_str());
+  }
   const std::vector<std::string> all = all_paths();
   const std::string best = all.back();
   const char* env = std::getenv("NEMOTRON_CPU_KERNELS");
@@ -219,7 +231,8 @@ void test_cpu_features(const std::string& initial) {
 #if defined(__aarch64__)
   check(f.neon && !f.avx2_fma && !f.avx512f, "aarch64: neon, no x86 features");
 #elif defined(__x86_64__)
-  check(!f.neon && !f.neon_dotprod && !f.neon_bf16, "x86-64: no neon features");
+  check(!f.neon && !f.neon_dotprod && !f.neon_i8mm && !f.neon_bf16, "x86-64: no neon features");
+  check(!neon_ext(kNeonDotprod) && !neon_ext(kNeonI8mm) && !neon_ext(kNeonBf16), "x86-64: no neon extensions used");
 #endif
   check(std::string(set_kernel_path_override(nullptr)) == best, "auto");
 }
@@ -507,9 +520,16 @@ void test_invariance(cpu::MatmulPrecision prec) {
 }
 
 // ---- kFast and kRelu2 -------------------------------------------------------------------------
-// kFast BF16 (AVX-512 BF16 only) against a double reference over bf16-rounded x: the products are
-// exact, so the only error is f32 accumulation, bounded by (adds per lane) * 2^-24 * sum |x' w|.
-// Elsewhere kFast must equal kExact bit for bit. kRelu2 against the product of relu(x)² made apart.
+// kFast BF16 (AVX-512 BF16, or FEAT_BF16 on the neon path) against a double reference over
+// bf16-rounded x. The products are exact, so the only error is rounding the sums:
+//  * vdpbf16ps: f32 accumulation, bounded by (adds per lane) * 2^-24 * sum |x' w|;
+//  * BFDOT / BFMMLA: every BFDotAdd rounds the pair sum and then the accumulation, to odd (each
+//    error below one ulp of a value at most sum |x' w|, so below 2^-23 * sum |x' w|), and an
+//    element's lane takes K/2 of them: K roundings, plus K/2048 slice sums added in f32 (run_tiles)
+//    and slack, so bounded by (K + K/2048 + 2) * 2^-23 * sum |x' w| (first order). A worst-case
+//    bound: random signs land far below it (the log shows the ratio).
+// Elsewhere (and on neon with the bf16 extension masked off) kFast must equal kExact bit for bit.
+// kRelu2 against the product of relu(x)² made apart.
 
 void test_fast() {
   std::printf("matmul kFast / kRelu2\n");
@@ -517,9 +537,20 @@ void test_fast() {
   struct Shape { int64_t T, K, N; };
   const Shape shapes[] = {{1, 64, 17}, {3, 1000, 768}, {8, 4480, 33}, {64, 768, 257},
                           {300, 1000, 17}, {513, 4480, 9}};
+  struct Variant { std::string path; unsigned mask; };
+  std::vector<Variant> variants;
   for (const std::string& path : available_paths()) {
+    variants.push_back({path, kNeonAll});
+    if (path == "neon" && cpu_features().neon_bf16) variants.push_back({path, 0u});  // bf16 masked off
+  }
+  for (const Variant& var : variants) {
+    const std::string& path = var.path;
     set_kernel_path_override(path.c_str());
-    const bool dot = path == "avx512" && cpu_features().avx512bf16;
+    set_neon_ext_mask(var.mask);
+    const bool neon_dot = path == "neon" && neon_ext(kNeonBf16);
+    const bool dot = (path == "avx512" && cpu_features().avx512bf16) || neon_dot;
+    if (path == "neon")  // a CPU with FEAT_BF16 must use it unless masked off
+      check(neon_dot == (cpu_features().neon_bf16 && var.mask != 0), "neon kFast BF16 uses bfdot/bfmmla where it can");
     double worst = 0.0;  // error / bound
     int64_t same = 0, total = 0;
     for (const Shape& s : shapes) {
@@ -537,14 +568,15 @@ void test_fast() {
       for (auto prec : {cpu::MatmulPrecision::kExact, cpu::MatmulPrecision::kFast}) {
         std::vector<float> a(yf.size()), b(yf.size());
         cpu::matmul(a.data(), s.N, x.data(), s.K, w.view(), s.T, pool, prec,
-                    cpu::MatmulInput::kRelu2);
+                    MatmulInput::kRelu2);
         cpu::matmul(b.data(), s.N, act.data(), s.K, w.view(), s.T, pool, prec);
         check(std::memcmp(a.data(), b.data(), a.size() * 4) == 0, "kRelu2 == product of relu(x)^2");
       }
       for (size_t i = 0; i < yf.size(); ++i) same += std::memcmp(&yf[i], &ye[i], 4) == 0;
       total += static_cast<int64_t>(yf.size());
       if (!dot) continue;
-      const double adds = static_cast<double>(s.K) / 16 + 16;
+      const double adds = neon_dot ? static_cast<double>(s.K) + s.K / 2048 + 2 : static_cast<double>(s.K) / 16 + 16;
+      const double unit = std::ldexp(1.0, neon_dot ? -23 : -24);
       for (int64_t t = 0; t < s.T; ++t) {
         for (int64_t n = 0; n < s.N; ++n) {
           double ref = 0.0, mag = 0.0;
@@ -553,22 +585,23 @@ void test_fast() {
             ref += p;
             mag += std::fabs(p);
           }
-          const double bound = adds * std::ldexp(1.0, -24) * mag;
+          const double bound = adds * unit * mag;
           worst = std::max(worst, std::fabs(yf[t * s.N + n] - ref) / bound);
         }
       }
     }
     if (dot) {
-      std::printf("  %-6s kFast BF16: max error / bound %.3f; %lld of %lld equal to kExact\n",
-                  path.c_str(), worst, (long long)same, (long long)total);
+      std::printf("  %-6s kFast BF16 (%s): max error / bound %.3f; %lld of %lld equal to kExact\n",
+                  path.c_str(), neon_dot ? "bfdot/bfmmla" : "vdpbf16ps", worst, (long long)same, (long long)total);
       check(worst <= 1.0, "kFast within the f32 accumulation bound");
       check(same < total / 2, "kFast rounds x (differs from kExact)");
     } else {
-      std::printf("  %-6s kFast == kExact: %lld of %lld\n", path.c_str(), (long long)same,
-                  (long long)total);
+      std::printf("  %-6s kFast == kExact%s: %lld of %lld\n", path.c_str(),
+                  path == "neon" && var.mask == 0 ? " (bf16 masked off)" : "", (long long)same, (long long)total);
       check(same == total, "kFast without bf16 dot products is kExact");
     }
   }
+  set_neon_ext_mask(kNeonAll);
   set_kernel_path_override(nullptr);
 }
 

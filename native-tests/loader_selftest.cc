@@ -1,10 +1,8 @@
 // Standalone self-test of the checkpoint loader (json, dtype, mapped_file, safetensors, config, weights).
-// Not part of the addon build. Build and run from the repository root:
-//   g++ -std=c++17 -O1 -I csrc csrc/model/loader_selftest.cc csrc/model/mapped_file.cc
-//       csrc/model/safetensors.cc csrc/model/config.cc csrc/model/weights.cc csrc/core/json.cc
-//       csrc/core/dtype.cc -o /tmp/loader_selftest && /tmp/loader_selftest [golden-dir]
-// (A `csrc/model/*.cc` glob also works: it names this file twice, and everything here has internal
-// linkage except main, which is weak for that reason.)
+// Built and run by scripts/native-tests.sh (CMake target nemotron_loader_selftest; CI). By hand, from
+// the repository root (the loader needs the GGUF reader, the tensor checks and the thread pool too):
+//   g++ -std=c++17 -O1 -pthread -I csrc native-tests/loader_selftest.cc csrc/model/*.cc csrc/core/*.cc
+//       -o /tmp/loader_selftest && /tmp/loader_selftest test/fixtures/golden/tiny-a
 // It loads the tiny golden checkpoint, prints config fields and a few tensor values, then writes corrupt
 // copies under /tmp/nemo_loader_selftest/ and checks that each fails with the right code, printing every
 // error message. Exit status 0 when every check passed.
@@ -833,9 +831,8 @@ void test_folder_errors(const Golden& g) {
 
 }  // namespace
 
-// Weak so that a command line naming this file twice (via csrc/model/*.cc) still links.
-__attribute__((weak)) int main(int argc, char** argv) {
-  const std::string golden_dir = argc > 1 ? argv[1] : "/work/shared/golden/tiny-a";
+int main(int argc, char** argv) {
+  const std::string golden_dir = argc > 1 ? argv[1] : "test/fixtures/golden/tiny-a";
   remove_tree(kTmp);
   make_dir(kTmp);
 

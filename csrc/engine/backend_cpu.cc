@@ -54,7 +54,8 @@ class CpuBackend final : public Backend {
   bool has_moe() const override { return true; }
   int64_t moe(float* out, float* /*acc*/, float* /*tmp*/, const float* u, int64_t R, const MoeWeights& w,
               const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) override {
-    return cpu::moe_forward(out, u, R, w, p, H, I, S, moe_scratch_, pool_, precision_);
+    const cpu::MoeMatrices m{w.router, w.score_bias.data(), w.up.data(), w.down.data(), w.shared_up, w.shared_down};
+    return cpu::moe_forward(out, u, R, m, p, H, I, S, moe_scratch_, pool_, precision_);
   }
   void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
     cpu::embedding(y, table, ids, T);

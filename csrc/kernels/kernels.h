@@ -9,6 +9,7 @@
 //   are core/views.h's, in namespace nemo.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "core/views.h"
@@ -127,7 +128,16 @@ struct MoeScratch {
 // projections and the weighted sum; matmul runs inline inside them. Batch invariant (a row's out does not
 // depend on T or on the other rows): matmul is, and each row's sum has a fixed order. FP8 scales are
 // applied as forward.cc's mm does. Returns the number of routed experts read.
-int64_t moe_forward(float* out, const float* x, int64_t T, const MoeWeights& w, const MoeRouting& p, int64_t H,
+// The layer's matrices: router [E, H] (F32), score_bias [E], up[e] [I, H], down[e] [H, I], shared_up [S, H],
+// shared_down [H, S].
+struct MoeMatrices {
+  MatrixView router;
+  const float* score_bias;
+  const MatrixView* up;
+  const MatrixView* down;
+  MatrixView shared_up, shared_down;
+};
+int64_t moe_forward(float* out, const float* x, int64_t T, const MoeMatrices& w, const MoeRouting& p, int64_t H,
                     int64_t I, int64_t S, MoeScratch& s, ThreadPool& pool, MatmulPrecision precision);
 
 // ---- MLP and elementwise -------------------------------------------------------------------------

@@ -120,7 +120,7 @@ thread_local std::vector<float> tls_acc;   // the routed sum of a block [T, rows
 
 }  // namespace
 
-int64_t moe_forward(float* out, const float* x, int64_t T, const MoeWeights& w, const MoeRouting& p, int64_t H,
+int64_t moe_forward(float* out, const float* x, int64_t T, const MoeMatrices& w, const MoeRouting& p, int64_t H,
                     int64_t I, int64_t S, MoeScratch& s, ThreadPool& pool, MatmulPrecision precision) {
   const int64_t E = p.n_experts, K = p.top_k, TK = T * K;
   // Router logits in f32 (an F32 matrix: both precisions compute it exactly), then the routing.
@@ -128,7 +128,7 @@ int64_t moe_forward(float* out, const float* x, int64_t T, const MoeWeights& w, 
   s.ids.resize(static_cast<size_t>(TK));
   s.w.resize(static_cast<size_t>(TK));
   matmul(s.logits.data(), E, x, H, w.router, T, pool, precision);
-  moe_route(s.ids.data(), s.w.data(), s.logits.data(), E, w.score_bias.data(), T, p);
+  moe_route(s.ids.data(), s.w.data(), s.logits.data(), E, w.score_bias, T, p);
 
   // Slots (t·K + k) grouped by expert, ascending within each expert (a stable counting sort).
   s.offset.assign(static_cast<size_t>(E + 1), 0);

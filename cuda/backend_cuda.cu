@@ -183,6 +183,9 @@ class CudaBackend final : public Backend {
           NEMO_RETURN_IF_ERROR(matrix(&lw.mlp.up_proj));
           NEMO_RETURN_IF_ERROR(matrix(&lw.mlp.down_proj));
           break;
+        case BlockKind::kMoe:
+          NEMO_RETURN_IF_ERROR(prepare_moe(&lw.moe, matrix, vec));
+          break;
       }
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -321,6 +324,26 @@ class CudaBackend final : public Backend {
     if (dkv.table) {
       record(cuda::attention_gqa(out, q, ldq, dkv, past, T, n_heads, n_kv_heads, head_dim, *scratch_, stream_));
     }
+  }
+  // MoE: routing and the chosen experts on the device (cuda/moe.cu, from the layer prepare_moe made) into
+  // acc, the shared expert by the dense matmul through tmp, then out = shared + routed (forward.cc's sum).
+  bool has_moe() const override { return true; }
+  int64_t moe(float* out, float* acc, float* tmp, const float* u, int64_t R, const MoeWeights& w,
+              const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) override {
+    auto it = moe_layers_.find(w.router_w.data());
+    if (it == moe_layers_.end()) {
+      record(cudaErrorInvalidValue);  // prepare_weights did not see this layer
+      return -1;
+    }
+    record(cuda::moe_routed(acc, u, R, *it->second, p, H, I, *scratch_, stream_));
+    if (S > 0) {
+      matmul(tmp, S, u, H, w.shared_up, R, MatmulInput::kPlain);
+      matmul(out, H, tmp, S, w.shared_down, R, MatmulInput::kRelu2);
+      add_inplace(out, acc, R * H);
+    } else {
+      copy(out, acc, static_cast<size_t>(R * H));
+    }
+    return -1;
   }
   void add_inplace(float* y, const float* x, int64_t n) override { record(cuda::add_inplace(y, x, n, stream_)); }
 
@@ -503,6 +526,46 @@ class CudaBackend final : public Backend {
     retired_host_.clear();
   }
 
+  // An MoE layer's weights on the device: every expert's matrices (matrix()), the shared expert, the
+  // router and bias as f32 vectors (the router is not rounded to bf16: routing is computed in f32),
+  // and the tables of the experts' device addresses that cuda::moe_routed reads.
+  template <typename MatrixFn, typename VecFn>
+  Status prepare_moe(MoeWeights* m, MatrixFn& matrix, VecFn& vec) {
+    const size_t E = m->up.size();
+    if (E == 0 || m->down.size() != E) return Status(StatusCode::kInvalidArgument, "MoE layer without experts");
+    for (MatrixView& v : m->up) NEMO_RETURN_IF_ERROR(matrix(&v));
+    for (MatrixView& v : m->down) NEMO_RETURN_IF_ERROR(matrix(&v));
+    NEMO_RETURN_IF_ERROR(matrix(&m->shared_up));
+    NEMO_RETURN_IF_ERROR(matrix(&m->shared_down));
+    auto layer = std::make_unique<cuda::MoeLayerDev>();
+    layer->up_dtype = m->up[0].dtype;
+    layer->down_dtype = m->down[0].dtype;
+    std::vector<const void*> table(2 * E);
+    for (size_t e = 0; e < E; ++e) {
+      if (m->up[e].dtype != layer->up_dtype || m->down[e].dtype != layer->down_dtype) {
+        return Status(StatusCode::kUnsupportedModel,
+                      "MoE experts of one layer stored in different types: the CUDA backend needs one type for "
+                      "all up and one for all down projections of a layer");
+      }
+      table[e] = m->up[e].data;
+      table[E + e] = m->down[e].data;
+    }
+    void* dtable = nullptr;
+    CUDA_CHECK(cudaMalloc(&dtable, table.size() * sizeof(void*)));
+    weight_allocs_.push_back(dtable);
+    CUDA_CHECK(cudaMemcpyAsync(dtable, table.data(), table.size() * sizeof(void*), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // `table` goes out of scope
+    layer->up = static_cast<const void* const*>(dtable);
+    layer->down = static_cast<const void* const*>(dtable) + E;
+    if (m->router_w.empty() || m->score_bias.empty()) return Status(StatusCode::kInvalidArgument, "MoE layer without a router");
+    NEMO_RETURN_IF_ERROR(vec(m->router_w));
+    NEMO_RETURN_IF_ERROR(vec(m->score_bias));
+    layer->router = dev(m->router_w.data());
+    layer->bias = dev(m->score_bias.data());
+    moe_layers_[m->router_w.data()] = std::move(layer);  // keyed like vectors_: the host router's address
+    return Status::Ok();
+  }
+
   static int64_t ceil_blocks(int64_t positions, int64_t block_tokens) {
     return (positions + block_tokens - 1) / block_tokens;
   }
@@ -612,6 +675,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Scratch> scratch_;
   std::vector<void*> weight_allocs_;
+  std::unordered_map<const float*, std::unique_ptr<cuda::MoeLayerDev>> moe_layers_;  // by MoeWeights::router_w.data()
   int32_t* ring_host_ = nullptr;
   int32_t* ring_dev_ = nullptr;
   size_t ring_cap_ = 0, ring_off_ = 0;

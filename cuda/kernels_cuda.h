@@ -126,6 +126,40 @@ cudaError_t attention_gqa(float* out, const float* q, int64_t ldq, const KvBlock
 cudaError_t relu2(float* x, int64_t n, cudaStream_t stream);
 cudaError_t add_inplace(float* y, const float* x, int64_t n, cudaStream_t stream);
 
+// ---- mixture of experts (moe.cu) ------------------------------------------------------------------
+// One MoE layer's routed experts on the device, made by the backend's prepare_weights: every expert's
+// matrices uploaded in the device layout above (all up matrices of a layer one dtype, all down matrices
+// one dtype: BF16 or Q8_0), tables of their device addresses, and the router as an f32 matrix.
+struct MoeLayerDev {
+  const void* const* up = nullptr;    // DEVICE array [E]: expert e's up matrix [I, H]
+  const void* const* down = nullptr;  // DEVICE array [E]: expert e's down matrix [H, I]
+  DType up_dtype = DType::BF16;
+  DType down_dtype = DType::BF16;
+  const float* router = nullptr;      // DEVICE [E, H] f32 (not rounded: the routing is computed in f32)
+  const float* bias = nullptr;        // DEVICE [E] e_score_correction_bias
+};
+
+// cpu::moe_route on the device: ids, weights [T, top_k] and logits [T, ld] are DEVICE memory. The same
+// f32 operations in the same order (expf for exp), ties toward the lower index: equal to the CPU's ids
+// and weights up to expf's rounding. n_experts <= 2048, top_k <= 32.
+cudaError_t moe_route(int32_t* ids, float* weights, const float* logits, int64_t ld, const float* bias, int64_t T,
+                      const cpu::MoeRouting& p, cudaStream_t stream);
+
+// Where moe_routed left this call's routing (scratch memory, valid until the scratch is next used): tests.
+struct MoeRouteOut {
+  const int32_t* ids = nullptr;    // [T, top_k]
+  const float* weights = nullptr;  // [T, top_k]
+  const float* logits = nullptr;   // [T, n_experts]
+};
+
+// The routed half of an MoE block, all on the stream (no host synchronisation: decode steps stay
+// capturable): router logits of u [T, H] (f32), routing, and acc[T, H] = Σ_k w_k · down_k(relu(up_k(u))²)
+// over each row's top_k experts, added in ascending expert id from +0 (forward.cc's CPU order). Only the
+// chosen experts are read, each once per call. Batch invariant: a row's acc does not depend on T or on
+// the other rows (moe.cu). I = moe_intermediate_size.
+cudaError_t moe_routed(float* acc, const float* u, int64_t T, const MoeLayerDev& w, const cpu::MoeRouting& p,
+                       int64_t H, int64_t I, Scratch& scratch, cudaStream_t stream, MoeRouteOut* route_out = nullptr);
+
 // ---- sampling -------------------------------------------------------------------------------------
 // sample_token (csrc/engine/sampler.h) for specs.size() rows of device logits (row i at logits + i·ld):
 // the same semantics and counter-based draw, one CTA per row (sampling.cu). Writes the ids to

@@ -48,7 +48,7 @@ export { makeTinyModel } from './tiny-model/index.js';
 export type { TinyModelOptions, TinyModelResult } from './tiny-model/index.js';
 export type { NativeConfig } from './addon-types.js';
 export { planMemory, formatBytes } from './memory.js'; export type { MemoryPlan, PlanOptions, PlanConfig, KvDtype, WeightDtype } from './memory.js';
-export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2, NEMOTRON_3_NANO_30B_A3B } from './known-configs.js';
+export { NEMOTRON_NANO_9B_V2, NEMOTRON_NANO_12B_V2, NEMOTRON_3_NANO_30B_A3B, NEMOTRON_H_4B } from './known-configs.js';
 export { activeParameterCount, parameterCount } from './memory.js';
 export { connect, RemoteModel, RemoteChat, RemoteError } from './remote/index.js';
 export type { ConnectOptions, RemoteAttempt, RemoteGenerateOptions, RemoteModelInfo, RemoteStats, RemoteChatOptions, EndpointStats } from './remote/index.js';

@@ -73,3 +73,37 @@ export const NEMOTRON_3_NANO_30B_A3B = Object.freeze({
   mamba_ssm_cache_dtype: 'float32',
   torch_dtype: 'bfloat16',
 });
+
+/**
+ * Nemotron-H 4B (nvidia/Nemotron-H-4B-Instruct-128K and its base, Nemotron-H-4B-Base-8K): the dense
+ * Nemotron-H pruned and distilled from the 8B — 52 layers (24 Mamba-2, 24 MLP, 4 attention), hidden 3072,
+ * 112 Mamba heads of 64, MLP 12288, 32 query / 8 KV heads of 128. Sources: NVIDIA Megatron-Bridge,
+ * src/megatron/bridge/models/nemotronh/nemotron_h_provider.py, class NemotronHModelProvider4B
+ * (hybrid_override_pattern, num_layers, hidden_size, mamba_num_heads, kv_channels, mamba_state_dim,
+ * ffn_hidden_size, num_attention_heads; num_query_groups 8, mamba_num_groups 8 and mamba_head_dim 64 from
+ * its NemotronHModelProvider base), with the fields it leaves to Hugging Face's NemotronHConfig defaults
+ * (vocab_size 131072, conv_kernel 4, chunk_size 128); max_position_embeddings is the Instruct-128K
+ * model card's 128K context.
+ */
+export const NEMOTRON_H_4B = Object.freeze({
+  architectures: ['NemotronHForCausalLM'],
+  model_type: 'nemotron_h',
+  hybrid_override_pattern: 'M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-',
+  num_hidden_layers: 52,
+  hidden_size: 3072,
+  intermediate_size: 12288,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 128,
+  mamba_num_heads: 112,
+  mamba_head_dim: 64,
+  ssm_state_size: 128,
+  n_groups: 8,
+  conv_kernel: 4,
+  chunk_size: 128,
+  vocab_size: 131072,
+  tie_word_embeddings: false,
+  use_conv_bias: true,
+  max_position_embeddings: 131072,
+  torch_dtype: 'bfloat16',
+});

@@ -487,7 +487,7 @@ function missing(name: string, expected: string): never {
 export function activationBytes(c: ResolvedConfig, rows: number): number {
   const projLd = Math.max(c.inProjDim, c.qDim + 2 * c.kvDim, c.intermediateSize, c.nRoutedExperts, c.moeIntermediateSize, c.moeSharedExpertIntermediateSize);
   const floats =
-    (c.moeLayers > 0 ? 3 * rows * c.hiddenSize : 0) + // moe_x, moe_y, moe_acc
+    (c.moeLayers > 0 ? rows * c.hiddenSize : 0) + // moe_acc
     3 * rows * c.hiddenSize + // h, u, out
     rows * projLd + // proj
     rows * c.convDim + // conv

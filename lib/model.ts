@@ -23,7 +23,7 @@ import { TextTokenizer } from './tokenizer.js';
 import * as v from './validate.js';
 import { progressCallback, resolveModelPath } from './load-progress.js';
 import type { TextModel } from './text-model.js';
-import { chooseBackend } from './model/backend-choice.js';
+import { chooseDevice } from './device.js';
 import { readEosIds } from './model/end-tokens.js';
 import { checkLoadOptions, type LoadOptions } from './model/load-options.js';
 import { restoreChatSession, saveChatSession } from './model/session-files.js';
@@ -157,7 +157,9 @@ export class NemotronModel implements TextModel {
     progress({ phase: 'load', fraction: 0, path: dir });
     let engine: NativeEngine;
     try {
-      const backend = await chooseBackend(plan.rawConfig, o.device, o.selfCheck);
+      // MoE blocks (cuda/moe.cu) and FP8 weights (E4M3 bytes on the device) run on both backends.
+      const backend = await chooseDevice(o.device, { selfCheck: o.selfCheck });
+
       if (backend.device !== 'cpu') weights = 'mmap';
       engine = await backend.addon.loadEngine(dir, {
         threads: o.threads ?? 0,

@@ -26,7 +26,7 @@ class Backend : public DeviceMemory {
   virtual const char* name() const = 0;
   virtual int n_threads() const = 0;
   // True when the ops' pointers are host memory the forward pass may read and write directly (the CPU
-  // backend). The MoE block routes tokens on the host and runs only on such a backend for now.
+  // backend).
   virtual bool host_memory() const { return false; }
 
   // ---- memory ------------------------------------------------------------------------------------
@@ -75,6 +75,20 @@ class Backend : public DeviceMemory {
   // based draws; only the ids (and log-probs for rows that want them; logprobs may be null) come back.
   virtual Status sample(const std::vector<SampleSpec>& rows, int32_t* tokens, float* logprobs) {
     return Status(StatusCode::kInternal, std::string(name()) + " backend: no device sampling");
+  }
+
+  // ---- mixture of experts --------------------------------------------------------------------------
+  // A whole MoE block (forward.cc moe_block) as one op, routing included (a device backend must not hand
+  // the routing to the host inside a captured decode step): out[R, H] = shared(u) + Σ_k w_k ·
+  // down_k(relu(up_k(u))²) over each row's top_k experts (kernels.h moe_route), the routed terms added in
+  // ascending expert id; u is [R, H]; I = moe_intermediate_size, S = the shared expert's width (0: none).
+  // acc [R, H] and tmp [R, >= S] are workspace the op may use. Batch invariant like matmul. Returns the
+  // number of routed experts whose weights were read, or -1 when the host does not know (a device
+  // backend; at most min(E, R·K)). has_moe() false: the backend has no MoE kernels.
+  virtual bool has_moe() const { return false; }
+  virtual int64_t moe(float* out, float* acc, float* tmp, const float* u, int64_t R, const MoeWeights& w,
+                      const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) {
+    return 0;
   }
 
   // ---- optional: step hooks ----------------------------------------------------------------------

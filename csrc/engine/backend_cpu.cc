@@ -51,6 +51,12 @@ class CpuBackend final : public Backend {
               MatmulInput input) override {
     cpu::matmul(y, ldy, x, ldx, w, T, pool_, precision_, input);
   }
+  bool has_moe() const override { return true; }
+  int64_t moe(float* out, float* /*acc*/, float* /*tmp*/, const float* u, int64_t R, const MoeWeights& w,
+              const cpu::MoeRouting& p, int64_t H, int64_t I, int64_t S) override {
+    const cpu::MoeMatrices m{w.router, w.score_bias.data(), w.up.data(), w.down.data(), w.shared_up, w.shared_down};
+    return cpu::moe_forward(out, u, R, m, p, H, I, S, moe_scratch_, pool_, precision_);
+  }
   void embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T) override {
     cpu::embedding(y, table, ids, T);
   }
@@ -92,6 +98,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   cpu::MatmulPrecision precision_;
+  cpu::MoeScratch moe_scratch_;
   WeightsPlacement placement_;
 };
 

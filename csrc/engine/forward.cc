@@ -15,7 +15,7 @@ Workspace::Workspace(Backend* backend, const NemotronHConfig& config, int64_t ma
     : backend_(backend), config_(config), max_rows_(max_rows) {}
 
 Workspace::~Workspace() {
-  for (float* p : {h, u, proj, conv, mix, out, logits, moe_x, moe_y, moe_acc}) if (p) backend_->free(p);
+  for (float* p : {h, u, proj, conv, mix, out, logits, moe_acc}) if (p) backend_->free(p);
 }
 
 Status Workspace::init() {
@@ -24,15 +24,8 @@ Status Workspace::init() {
                       c.moe_intermediate_size, c.moe_shared_expert_intermediate_size});
   const int64_t R = max_rows_;
   if (std::find(c.layers.begin(), c.layers.end(), BlockKind::kMoe) != c.layers.end()) {
-    moe_x = backend_->alloc(R * c.hidden_size);
-    moe_y = backend_->alloc(R * c.hidden_size);
     moe_acc = backend_->alloc(R * c.hidden_size);
-    if (!moe_x || !moe_y || !moe_acc)
-      return Status(StatusCode::kOutOfMemory, "cannot allocate the MoE activation workspace");
-    moe_ids.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0);
-    moe_w.assign(static_cast<size_t>(R * c.num_experts_per_tok), 0.0f);
-    moe_rows.reserve(static_cast<size_t>(R));
-    moe_row_w.reserve(static_cast<size_t>(R));
+    if (!moe_acc) return Status(StatusCode::kOutOfMemory, "cannot allocate the MoE activation workspace");
   }
   h = backend_->alloc(R * c.hidden_size);
   u = backend_->alloc(R * c.hidden_size);
@@ -151,50 +144,29 @@ void mlp_block(Ctx& c, const MlpWeights& w) {
 }
 
 // Mixture of experts (HF NemotronHMoE): out = shared(u) + Σ_k w_k · expert_{id_k}(u), every expert a
-// relu² MLP down(relu(up(u))²). Routing (kernels.h moe_route) happens on the host from f32 router logits.
-// Tokens are grouped by expert, so each selected expert's weights are read once per step for all the
-// rows that chose it, and experts nobody chose are not read at all. Each row's routed sum is accumulated
-// in ascending expert order whatever the batch holds, and matmul is batch invariant, so a sequence's
+// relu² MLP down(relu(up(u))²), routed by f32 router logits (kernels.h moe_route). The backend's moe op
+// does the whole block (CPU: kernels.h moe_forward; CUDA: cuda/moe.cu, routing on the device). Tokens are
+// grouped by expert, so each selected expert's weights are read once per step for all the rows that
+// chose it, and experts nobody chose are not read at all. Each row's routed sum is accumulated in
+// ascending expert order whatever the batch holds, and the products are batch invariant, so a sequence's
 // result does not depend on the other rows of the batch.
 void moe_block(Ctx& c, const MoeWeights& w) {
   const NemotronHConfig& cfg = c.cfg;
   Workspace& ws = c.ws;
   const int64_t R = c.rows, H = cfg.hidden_size, E = cfg.n_routed_experts, K = cfg.num_experts_per_tok;
-  const int64_t I = cfg.moe_intermediate_size;
-  // Router logits [R, E] in f32 (the router matrix is an f32 copy, so both precisions compute it exactly).
-  mm(c.be, ws.proj, E, ws.u, H, w.router, R, MatmulInput::kPlain);
+  const int64_t S = cfg.moe_shared_expert_intermediate_size;
   const cpu::MoeRouting rp{E, K, cfg.n_group, cfg.topk_group, cfg.norm_topk_prob,
                            static_cast<float>(cfg.routed_scaling_factor)};
-  cpu::moe_route(ws.moe_ids.data(), ws.moe_w.data(), ws.proj, E, w.score_bias.data(), R, rp);
-
-  // Routed experts, in ascending expert order, into moe_acc.
-  c.be.zero(ws.moe_acc, static_cast<size_t>(R * H));
-  for (int64_t e = 0; e < E; ++e) {
-    ws.moe_rows.clear();
-    ws.moe_row_w.clear();
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t k = 0; k < K; ++k)
-        if (ws.moe_ids[r * K + k] == e) {
-          ws.moe_rows.push_back(static_cast<int32_t>(r));
-          ws.moe_row_w.push_back(ws.moe_w[r * K + k]);
-        }
-    const int64_t n = static_cast<int64_t>(ws.moe_rows.size());
-    if (n == 0) continue;
-    for (int64_t j = 0; j < n; ++j) c.be.copy(ws.moe_x + j * H, ws.u + ws.moe_rows[j] * H, H);
-    mm(c.be, ws.proj, I, ws.moe_x, H, w.up[e], n, MatmulInput::kPlain);
-    mm(c.be, ws.moe_y, H, ws.proj, I, w.down[e], n, MatmulInput::kRelu2);
-    cpu::moe_scatter_add(ws.moe_acc, ws.moe_y, ws.moe_rows.data(), ws.moe_row_w.data(), n, H);
-  }
-
-  // Shared expert on every row, then out = shared + routed (HF: routed + shared; the same sum).
-  if (cfg.has_shared_expert()) {
-    const int64_t S = cfg.moe_shared_expert_intermediate_size;
-    mm(c.be, ws.proj, S, ws.u, H, w.shared_up, R, MatmulInput::kPlain);
-    mm(c.be, ws.out, H, ws.proj, S, w.shared_down, R, MatmulInput::kRelu2);
-    c.be.add_inplace(ws.out, ws.moe_acc, R * H);
-  } else {
-    c.be.copy(ws.out, ws.moe_acc, static_cast<size_t>(R * H));
-  }
+  const int64_t read = c.be.moe(ws.out, ws.moe_acc, ws.proj, ws.u, R, w, rp, H, cfg.moe_intermediate_size, S);
+  // Bytes of weights read: the router, the routed experts read (a device backend does not tell the host
+  // which: min(E, R·K), exact for decode) and the shared expert.
+  const int64_t used = read >= 0 ? read : std::min(E, R * K);
+  auto bytes = [](const MatrixView& m) {
+    return m.rows == 0 ? int64_t{0} : static_cast<int64_t>(dtype_row_bytes(m.dtype, m.cols)) * m.rows;
+  };
+  g_weight_bytes_read.fetch_add(bytes(w.router) + used * (bytes(w.up[0]) + bytes(w.down[0])) + bytes(w.shared_up) +
+                                    bytes(w.shared_down),
+                                std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -212,10 +184,11 @@ Status forward(Backend& backend, const NemotronHConfig& config, const ModelWeigh
   if (c.rows > ws.max_rows()) {
     return Status(StatusCode::kInternal, "forward: batch larger than the workspace");
   }
-  if (!backend.host_memory() &&
+  if (!backend.has_moe() &&
       std::find(config.layers.begin(), config.layers.end(), BlockKind::kMoe) != config.layers.end())
-    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E') run on the CPU backend only; the ") +
-                                                     backend.name() + " backend has no MoE kernels yet");
+    return Status(StatusCode::kUnsupportedModel, std::string("MoE blocks ('E'): the ") + backend.name() +
+                                                     " backend has no MoE kernels");
+
   const int64_t hidden = config.hidden_size;
   const float eps = static_cast<float>(config.layer_norm_epsilon);
   // A pure decode pass (one token per item) may be recorded and replayed by the backend (backend.h).

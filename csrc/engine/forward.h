@@ -39,15 +39,8 @@ class Workspace {
   float* out = nullptr;     // [R, hidden]       block output before the residual add
   float* logits = nullptr;  // [kLogitRows, vocab]
   int64_t proj_ld = 0;
-  // MoE blocks only (allocated when the pattern has an 'E'): rows gathered for one expert, that
-  // expert's output, and the routed sum; routing results and per-expert row lists live on the host.
-  float* moe_x = nullptr;    // [R, hidden]
-  float* moe_y = nullptr;    // [R, hidden]
+  // MoE blocks only (allocated when the pattern has an 'E'): the routed sum, for a backend's moe op.
   float* moe_acc = nullptr;  // [R, hidden]
-  std::vector<int32_t> moe_ids;    // [R, top_k]
-  std::vector<float> moe_w;        // [R, top_k]
-  std::vector<int32_t> moe_rows;   // rows of the current expert
-  std::vector<float> moe_row_w;    // their routing weights
 
  private:
   Backend* backend_;

@@ -9,6 +9,7 @@
 //   are core/views.h's, in namespace nemo.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "core/views.h"
@@ -110,6 +111,34 @@ void moe_route(int32_t* ids, float* weights, const float* logits, int64_t ld, co
 
 // acc[rows[j], :] += w[j] * y[j, :] for j < n (y: [n, C] contiguous, acc row stride C).
 void moe_scatter_add(float* acc, const float* y, const int32_t* rows, const float* w, int64_t n, int64_t C);
+
+// Working memory of moe_forward, kept between calls (one per backend; not thread-safe).
+struct MoeScratch {
+  std::vector<float> logits, w, xg, h, sh;
+  std::vector<int32_t> ids, order, active;
+  std::vector<int64_t> offset, fill;
+};
+
+// A whole MoE block (HF NemotronHMoE) for T rows of x [T, H] (contiguous): router logits in f32,
+// moe_route, then out[T, H] = shared(x) + Σ_k w_k · down_k(relu(up_k(x))²), the routed terms added to a
+// +0 accumulator in ascending expert id, then to the shared expert's output (S = its width; 0: none,
+// out = the routed sum). Slots are grouped by expert, so each chosen expert's matrices are read once for
+// all its rows and the others not at all. Two parallel jobs after the routing: all up projections (the
+// chosen experts' and the shared one's, in blocks of W rows), then per block of output channels all down
+// projections and the weighted sum; matmul runs inline inside them. Batch invariant (a row's out does not
+// depend on T or on the other rows): matmul is, and each row's sum has a fixed order. FP8 scales are
+// applied as forward.cc's mm does. Returns the number of routed experts read.
+// The layer's matrices: router [E, H] (F32), score_bias [E], up[e] [I, H], down[e] [H, I], shared_up [S, H],
+// shared_down [H, S].
+struct MoeMatrices {
+  MatrixView router;
+  const float* score_bias;
+  const MatrixView* up;
+  const MatrixView* down;
+  MatrixView shared_up, shared_down;
+};
+int64_t moe_forward(float* out, const float* x, int64_t T, const MoeMatrices& w, const MoeRouting& p, int64_t H,
+                    int64_t I, int64_t S, MoeScratch& s, ThreadPool& pool, MatmulPrecision precision);
 
 // ---- MLP and elementwise -------------------------------------------------------------------------
 // x = relu(x)², in place (the Nemotron-H MLP activation; the MLP is down(relu2(up(u)))).

@@ -95,10 +95,3 @@ export function planFromEngine(config: NativeConfig, weightBytes: number, plan: 
   checkPlanFits(memory, o.memoryLimit);
   return memory;
 }
-
-/** Mixture-of-experts blocks ('E' in the pattern, or 'moe' in layers_block_type). */
-export function hasMoeBlocks(rawConfig: Record<string, unknown> | null): boolean {
-  const pattern = rawConfig?.hybrid_override_pattern;
-  const blocks = rawConfig?.layers_block_type;
-  return (typeof pattern === 'string' && pattern.includes('E')) || (Array.isArray(blocks) && blocks.includes('moe'));
-}

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { planMemory } from '../../lib/memory.js';
 import { tempDir } from '../helpers.js';
-import { NEMOTRON_NANO_9B_V2 } from '../../lib/known-configs.js';
+import { NEMOTRON_H_4B, NEMOTRON_NANO_9B_V2 } from '../../lib/known-configs.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const cli = ['--import', 'tsx', path.join(root, 'lib/cli.ts')];
@@ -145,6 +145,22 @@ describe('nemotron-node chat, inspect, bench', () => {
       const parsed = JSON.parse(j.stdout) as { plan: { total: number; parameterCount: number }; planOptions: { contextLength: number; maxSequences: number } };
       expect(parsed.planOptions).toMatchObject({ contextLength: 8192, maxSequences: 8 });
       expect(parsed.plan.total).toBe(planMemory(config, { contextLength: 8192, maxSequences: 8 }).total);
+    });
+
+    it('knows the Nemotron-H 4B from its config.json: layers, dimensions, parameters and the plan at 128K', async () => {
+      const dir = path.join(work.dir, 'nemotron-h-4b-config-only');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify(NEMOTRON_H_4B, null, 2));
+      const r = await runCli(['inspect', '--model', dir, '--context', '131072', '--sequences', '1']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/52 layers: 24 Mamba-2, 4 attention, 24 MLP/);
+      expect(r.stdout).toContain('hidden size 3072, vocabulary 131,072, max positions 131,072');
+      expect(r.stdout).toContain('attention: 32 heads, 8 KV heads, head dim 128');
+      expect(r.stdout).toContain('Mamba-2: 112 heads x head dim 64, state 128, 8 groups, conv kernel 4');
+      expect(r.stdout).toContain('MLP: intermediate size 12288');
+      expect(r.stdout).toContain('parameters: 4,489,223,040 (4.49 B)');
+      const plan = planMemory(NEMOTRON_H_4B, { contextLength: 131072, maxSequences: 1 });
+      for (const line of plan.lines()) expect(r.stdout.split('\n')).toContain(`  ${line}`);
     });
 
     it('a missing path or a bad option exits 1 with a clear message', async () => {

@@ -21,6 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { loadModel, makeTinyModel, type NemotronModel, type TinyModelOptions } from '../../lib/index.js';
 import { writeSafetensors } from '../../lib/tiny-model/index.js';
+import { loadCudaAddon } from '../../lib/cuda.js';
 import { native, logSoftmaxRows, maxAbsDiff, tempDir } from '../helpers.js';
 import { ReferenceModel } from '../reference/model.js';
 import { route } from '../reference/moe.js';
@@ -221,6 +222,41 @@ describe('MoE decode and batching', () => {
     const batched = (await Promise.all(prompts.map(gen))).map((r) => r.tokens);
     expect(batched).toEqual(singles);
   });
+
+  // moe_forward splits each product into blocks of W rows (64 for small steps, 256 for large ones) and
+  // runs all experts in two parallel jobs: a decode row must come out bit for bit the same alone (1 row),
+  // beside other decode rows, and beside a 30-token prefill (a large step), in both precisions.
+  it.each(['exact', 'fast'] as const)('a decode row is bitwise the same alone, beside decode rows and beside a prefill (%s)', async (precision) => {
+    const dir = await build({ ...BASE, seed: 13, pattern: 'ME*E', nRoutedExperts: 16, numExpertsPerTok: 4, moeIntermediateSize: 80 });
+    const e = await native.loadEngine(dir, { threads: 2, contextLength: 256, maxSequences: 4, maxBatchTokens: 64, kvDtype: 'f32', cacheBytes: 0, precision });
+    const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    try {
+      const [a, b, c] = [e.createSequence(), e.createSequence(), e.createSequence()];
+      const head = Int32Array.from(PROMPT.slice(0, 7));
+      const next = Int32Array.from([PROMPT[7]!]);
+      await e.evaluate(a, head, false);
+      const alone = await e.evaluate(a, next, false);
+      e.freeSequence(a);
+      const a2 = e.createSequence();
+      await e.evaluate(a2, head, false);
+      await e.evaluate(b, Int32Array.from(PROMPT.slice(2, 9)), false);
+      const [withDecode] = await e.evaluateBatch([
+        { id: a2, tokens: next, allLogits: false },
+        { id: b, tokens: Int32Array.from([PROMPT[9]!]), allLogits: false },
+      ]);
+      expect(bytes(withDecode!).equals(bytes(alone))).toBe(true);
+      const a3 = e.createSequence();
+      await e.evaluate(a3, head, false);
+      const long = Int32Array.from({ length: 30 }, (_, i) => PROMPT[i % PROMPT.length]! + i);
+      const [withPrefill] = await e.evaluateBatch([
+        { id: a3, tokens: next, allLogits: false },
+        { id: c, tokens: long, allLogits: false },
+      ]);
+      expect(bytes(withPrefill!).equals(bytes(alone))).toBe(true);
+    } finally {
+      e.close();
+    }
+  });
 });
 
 describe('GGUF nemotron_h_moe', () => {
@@ -307,11 +343,17 @@ describe('config forms and typed errors', () => {
     expect(e.message).toContain(word);
   });
 
-  it("device 'cuda' is refused with a typed error (MoE blocks have CPU kernels only); 'auto' runs on the CPU", async () => {
+  it("device 'cuda' is not refused for MoE blocks (cuda/moe.cu): without a GPU it fails as a dense model does; 'auto' runs", async () => {
     const dir = await withConfig(() => undefined);
-    await expect(loadModel(dir, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_MODEL', message: expect.stringMatching(/CPU only/) });
+    const gpu = 'addon' in loadCudaAddon();
+    if (gpu) {
+      const m = await load(dir, { device: 'cuda' });
+      expect(m.info.backend).toBe('cuda');
+    } else {
+      await expect(loadModel(dir, { threads: 1, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE' });
+    }
     const m = await load(dir, { device: 'auto' });
-    expect(m.info.backend).toBe('cpu');
+    if (!gpu) expect(m.info.backend).toBe('cpu');
   });
 
   it('multi-token-prediction weights (mtp.*) beside num_nextn_predict_layers are ignored for plain decoding', async () => {

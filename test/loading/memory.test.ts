@@ -342,3 +342,32 @@ describe('MoE configs (issue #19)', () => {
     expect(planMemory(blocks, opts).total).toBe(planMemory(NEMOTRON_3_NANO_30B_A3B, opts).total);
   });
 });
+
+describe('Nemotron-H 4B config (issue #19)', () => {
+  it('the planner counts 4,489,223,040 parameters and sizes the 4B state from its dimensions', async () => {
+    const { NEMOTRON_H_4B, parameterCount, activeParameterCount } = await import('../../lib/index.js');
+    // By hand from the config: hidden 3072, vocab 131072 (embeddings and lm_head untied), 24 Mamba-2
+    // layers (112 heads x 64, 8 groups, state 128, conv 4), 24 MLP layers (12288), 4 attention layers
+    // (32 x 128 query, 8 x 128 KV), 52 pre-norms and norm_f.
+    const H = 3072, V = 131072, dInner = 112 * 64, convDim = dInner + 2 * 8 * 128, inProj = dInner + convDim + 112;
+    const mamba = inProj * H + convDim * 4 + convDim + 3 * 112 + dInner + H * dInner;
+    const attention = 4096 * H + 2 * 1024 * H + H * 4096;
+    const mlp = 2 * 12288 * H;
+    const expected = 2 * V * H + H + 52 * H + 24 * mamba + 4 * attention + 24 * mlp;
+    expect(expected).toBe(4_489_223_040);
+    expect(parameterCount(NEMOTRON_H_4B)).toBe(expected);
+    expect(activeParameterCount(NEMOTRON_H_4B)).toBeLessThanOrEqual(expected); // dense: no routed experts to leave out
+
+    const plan = planMemory(NEMOTRON_H_4B, { contextLength: 131072, maxSequences: 2 });
+    expect(plan.parameterCount).toBe(expected);
+    expect(plan.weights).toBe(expected * 2); // bf16
+    expect(plan.perSequence.ssm).toBe(24 * 112 * 64 * 128 * 4); // f32 SSM state, 84 MiB
+    expect(plan.perSequence.conv).toBe(24 * 3 * convDim * 4); // the K-1 = 3 newest conv inputs, f32
+    expect(plan.kvBytesPerToken).toBe(4 * 2 * 1024 * 2); // 4 attention layers x K and V x 8 KV heads x 128, f16
+    expect(plan.perSequence.kvAtContext).toBe(131072 * plan.kvBytesPerToken); // 131072 is a whole number of KV blocks
+    expect(plan.sequences).toBe(2 * plan.perSequence.total);
+    const text = plan.lines().join('\n');
+    expect(text).toContain('24 Mamba layers');
+    expect(text).toContain('4 attention layers');
+  });
+});

@@ -77,6 +77,7 @@ struct XQ {
   const int8_t* q;  // K codes, zero-padded to a multiple of 64
   const float* d;   // one scale per block, zero-padded to an even count
   const float* v;   // K-quants: d * (sum of q) per 16 values
+  const int32_t* c = nullptr;  // Q8_0 on vnni512 with packed W: -128 * (sum of q) per block
 };
 
 // The layout of a tile of quantized rows.
@@ -174,6 +175,7 @@ QuantizeFn quantize_fn() {
 struct XTile {
   std::vector<int8_t> q;
   std::vector<float> d, v;
+  std::vector<int32_t> c;
   std::vector<XQ> rows;
 };
 
@@ -463,6 +465,161 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
 
 #include "kernels/matmul_quant_fast_body.inc"
 
+// ---- Q8_0: one f32 step per block -----------------------------------------------------------------
+// The Q8_0 products on this path take each block's integer sum whole: per (token, W row) and block b,
+// I_b = sum of w * q over the 32 values (exact in int32), then acc = fma(f32(I_b), f32(dw_b * dx_b),
+// acc), blocks in order from acc = 0 (one f32 multiply and one fma per block and pair, where the
+// generic step32 converts and scales each lane's 4-product partial sum). Two kernels give these same
+// bits, so any T and any tile shape give the same y bitwise:
+//  * q8r (decode and small T): W rows as stored, 8 rows per tile. The 8 rows' vpdpbusd sums of a
+//    block pair are reduced and transposed into one vector (block A rows 0-7, block B rows 0-7), then
+//    converted, scaled and added in 8-lane steps (A, then B).
+//  * q8p (prefill, T >= kPackMinT): W repacked once per call (q8_pack), 16 rows per panel, each block
+//    as 16 f32 scales then 8 groups of [16 rows x 4 codes + 128]: one vpdpbusd of a group with a
+//    token's 4 codes broadcast adds 4 products to each of the 16 rows' block sums, so a block is 8
+//    vpdpbusd per (token, 16 rows), started from the token's -128 * (sum of q) (XQ::c), then one
+//    convert, multiply and fma. The tile is 8 tokens x 16 rows: 16 accumulators, nothing spills.
+constexpr int kQ8Rows = 8;       // q8r: W rows per tile
+constexpr int kQ8PanelRows = 16; // q8p: W rows per panel
+constexpr int64_t kQ8BlockBytes = 64 + 8 * 64;  // q8p: one block of a panel: scales, 8 code groups
+constexpr int64_t kPackMinT = 16;  // T from which the product packs W (packing costs a pass over W)
+
+template <int TR>
+void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  constexpr int64_t BB = kBB<DType::Q8_0>;
+  const uint8_t* b[kQ8Rows];
+  for (int j = 0; j < kQ8Rows; ++j) b[j] = wr[j];
+  __m256 acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = _mm256_setzero_ps();
+  const VI m128 = c8(-128);
+  // qword indices: quarters [a.0, b.0, a.2, b.2] and [a.1, b.1, a.3, b.3].
+  const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+  for (int64_t blk = 0; blk < nb; blk += 2) {
+    const bool two = blk + 1 < nb;
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + 64), _MM_HINT_T0);
+    }
+    VI wu[kQ8Rows];
+    alignas(32) uint16_t hs[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) {
+      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + 2));
+      const __m256i hi =
+          two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + BB + 2)) : _mm256_setzero_si256();
+      wu[j] = xor_(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), m128);  // w + 128
+      std::memcpy(&hs[j], b[j], 2);
+      hs[8 + j] = 0;
+      if (two) std::memcpy(&hs[8 + j], b[j] + BB, 2);
+    }
+    const VF dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs)));
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) {
+      const VI xv = ld(xr[i].q + 32 * blk);
+      const VI cn = sub32(zero_i(), dot4(zero_i(), m128, xv));  // -128 * (sum of the lane's 4 q)
+      VI d[kQ8Rows];
+#pragma GCC unroll 8
+      for (int j = 0; j < kQ8Rows; ++j) d[j] = dot4(cn, wu[j], xv);
+      // 8 rows x 16 lanes -> 16 lanes (row, block): pairs of rows, then pairs of pairs (within
+      // 128-bit quarters), then the two quarters of each block.
+      VI t[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p)
+        t[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2 * p], d[2 * p + 1]),
+                                _mm512_unpackhi_epi32(d[2 * p], d[2 * p + 1]));
+      const VI u0 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
+      const VI u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
+      const VI z = _mm512_add_epi32(_mm512_permutex2var_epi64(u0, ix, u1), _mm512_permutex2var_epi64(u0, iy, u1));
+      const VF f = cvt(z);
+      const VF s = mul(dw, dx32(xr[i], blk));
+      acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(s), acc[i]);
+      if (two)
+        acc[i] = _mm256_fmadd_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)), acc[i]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) b[j] += 2 * BB;
+  }
+  for (int i = 0; i < TR; ++i) _mm256_storeu_ps(out + kQ8Rows * i, acc[i]);
+}
+
+template <int TR>
+void tile_q8p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  const uint8_t* p = wr[0];
+  VF acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = zero_f();
+  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes) {
+    VI s[TR];
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) s[i] = _mm512_set1_epi32(xr[i].c[blk]);
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      const VI w = _mm512_load_si512(p + 64 + 64 * g);
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i) {
+        int32_t x4;
+        std::memcpy(&x4, xr[i].q + 32 * blk + 4 * g, 4);
+        s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x4));
+      }
+    }
+    const VF dw = _mm512_load_ps(reinterpret_cast<const float*>(p));
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) acc[i] = fmadd(cvt(s[i]), mul(dw, set1(xr[i].d[blk])), acc[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) _mm512_storeu_ps(out + kQ8PanelRows * i, acc[i]);
+}
+
+// Panels [g0, g1) of W (N rows of nb Q8_0 blocks) into the q8p layout; rows past N repeat row N - 1.
+void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
+  constexpr int64_t BB = kBB<DType::Q8_0>;
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ8BlockBytes;
+    const uint8_t* r0 = base;
+    alignas(64) int64_t off[16];
+    for (int r = 0; r < 16; ++r) off[r] = std::min<int64_t>(g * kQ8PanelRows + r, N - 1) * row_bytes;
+    for (int64_t blk = 0; blk < nb; ++blk, o += kQ8BlockBytes) {
+      alignas(32) uint16_t h[16];
+      for (int r = 0; r < 16; ++r) std::memcpy(&h[r], r0 + off[r] + blk * BB, 2);
+      _mm512_store_ps(reinterpret_cast<float*>(o), _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
+      // 16 rows x 8 groups of 4 codes: transpose the 16 x 8 dword matrix.
+      for (int r = 0; r < 16; ++r) {
+        const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[r] + blk * BB + 2)),
+                                           _mm256_set1_epi8(static_cast<char>(-128)));
+        alignas(32) uint32_t d[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(d), q);
+        for (int gq = 0; gq < 8; ++gq) std::memcpy(o + 64 + 64 * gq + 4 * r, &d[gq], 4);
+      }
+    }
+  }
+}
+
+// XQ::c of n quantized rows of nb Q8_0 blocks.
+void q8_sums(XTile& xt, int64_t i0, int64_t i1, int64_t nb, int64_t qb, int64_t cb) {
+  const VI ones = c8(1);
+  for (int64_t i = i0; i < i1; ++i) {
+    const int8_t* q = xt.q.data() + i * qb;
+    int32_t* c = xt.c.data() + i * cb;
+    for (int64_t blk = 0; blk < nb; blk += 2) {
+      const VI s = _mm512_dpbusd_epi32(zero_i(), ones, ld(q + 32 * blk));
+      c[blk] = -128 * _mm512_mask_reduce_add_epi32(0x00ff, s);
+      if (blk + 1 < nb) c[blk + 1] = -128 * _mm512_mask_reduce_add_epi32(0xff00, s);
+    }
+  }
+}
+
+template <int... I>
+FKernels q8r_kernels(std::integer_sequence<int, I...>) {
+  return {kSmall, kQ8Rows, kSmall, {nullptr, tile_q8r<I + 1>...}, {nullptr, tile_q8r<I + 1>...}, {0, same_value<I, kQ8Rows>...}};
+}
+template <int... I>
+FKernels q8p_kernels(std::integer_sequence<int, I...>) {
+  return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<I + 1>...}, {}, {}};
+}
+
 }  // namespace vnni512
 
 #if defined(__clang__)
@@ -565,6 +722,28 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
 
 #undef NEMO_YMM_PRIMITIVES
 
+// Q8_0 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc, plus each
+// row's per-block -128 * (sum of q); W row n is its panel.
+struct Q8PackedSrc {
+  FastSrc& f;
+  const uint8_t* panels;
+  int64_t panel_bytes, nb;
+  void prepare(int64_t t0, int64_t t1) {
+    f.prepare(t0, t1);
+    const int64_t n = t1 - t0, cb = f.L.db;
+    f.xt.c.resize(static_cast<size_t>(n * cb));
+    for (int64_t i = 0; i < n; ++i) f.xt.rows[i].c = f.xt.c.data() + i * cb;
+    f.pool.parallel_for(n, std::max<int64_t>(1, 8192 / f.K),
+                        [&](int64_t i0, int64_t i1) { vnni512::q8_sums(f.xt, i0, i1, nb, f.L.qb, cb); });
+  }
+  XQ x_row(int64_t t, int64_t k0) const { return f.x_row(t, k0); }
+  const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
+};
+
+struct alignas(64) Line64 {
+  uint8_t b[64];
+};
+
 template <DType DT>
 const FKernels& simd_kernels(Dot dot) {
   static const FKernels kz = vnni512::kernels<DT>();
@@ -625,6 +804,34 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
 #if defined(__x86_64__)
   const Dot dot = dot_path();
   if (dot != Dot::kScalar) {
+    if (dot == Dot::kVnni512 && w.dtype == DType::Q8_0) {
+      TileWalk wk;
+      wk.N = N;
+      wk.ks = nb;
+      wk.kc = nb;
+      wk.row_bytes = row_bytes;
+      wk.work = K / 2;
+      FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
+      if (T >= vnni512::kPackMinT) {
+        static const FKernels kp = vnni512::q8p_kernels(std::make_integer_sequence<int, kMaxTileT>());
+        const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
+        const int64_t pb = nb * vnni512::kQ8BlockBytes;
+        thread_local std::vector<Line64> packed;
+        packed.resize(static_cast<size_t>(groups * pb / 64));
+        uint8_t* pk = packed.data()->b;
+        pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
+          vnni512::q8_pack(base, row_bytes, N, nb, pk, g0, g1);
+        });
+        wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
+        Q8PackedSrc ps{src, pk, pb, nb};
+        run_tiles(y, ldy, T, kp, wk, ps, pool);
+      } else {
+        static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, vnni512::kSmall>());
+        wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
+        run_tiles(y, ldy, T, kr, wk, src, pool);
+      }
+      return true;
+    }
     const FKernels& ks = simd_kernels(w.dtype, dot);
     TileWalk wk;
     wk.N = N;

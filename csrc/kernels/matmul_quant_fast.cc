@@ -77,7 +77,6 @@ struct XQ {
   const int8_t* q;  // K codes, zero-padded to a multiple of 64
   const float* d;   // one scale per block, zero-padded to an even count
   const float* v;   // K-quants: d * (sum of q) per 16 values
-  const int32_t* c = nullptr;  // Q8_0 on vnni512 with packed W: -128 * (sum of q) per block
 };
 
 // The layout of a tile of quantized rows.
@@ -175,7 +174,6 @@ QuantizeFn quantize_fn() {
 struct XTile {
   std::vector<int8_t> q;
   std::vector<float> d, v;
-  std::vector<int32_t> c;
   std::vector<XQ> rows;
 };
 
@@ -545,29 +543,34 @@ void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
   for (int i = 0; i < TR; ++i) _mm256_storeu_ps(out + kQ8Rows * i, acc[i]);
 }
 
+// x for q8p: groups of kMaxTileT tokens, per block [8 groups x 8 tokens x 4 codes], then the tokens'
+// -128 * (sum of q), then their scales (kQ8XBlockBytes), so that one pointer with constant offsets
+// reaches every operand of a tile.
+constexpr int64_t kQ8XBlockBytes = 8 * 4 * kMaxTileT + 8 * kMaxTileT;
+
 template <int TR>
 void tile_q8p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
   const uint8_t* p = wr[0];
+  const uint8_t* xp = reinterpret_cast<const uint8_t*>(xr[0].q);
+  constexpr int64_t kC = 32 * kMaxTileT, kD = kC + 4 * kMaxTileT;
   VF acc[TR];
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) acc[i] = zero_f();
-  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes) {
+  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes, xp += kQ8XBlockBytes) {
     VI s[TR];
 #pragma GCC unroll 8
-    for (int i = 0; i < TR; ++i) s[i] = _mm512_set1_epi32(xr[i].c[blk]);
+    for (int i = 0; i < TR; ++i) s[i] = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + kC + 4 * i));
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
       const VI w = _mm512_load_si512(p + 64 + 64 * g);
 #pragma GCC unroll 8
-      for (int i = 0; i < TR; ++i) {
-        int32_t x4;
-        std::memcpy(&x4, xr[i].q + 32 * blk + 4 * g, 4);
-        s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x4));
-      }
+      for (int i = 0; i < TR; ++i)
+        s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + 4 * kMaxTileT * g + 4 * i)));
     }
     const VF dw = _mm512_load_ps(reinterpret_cast<const float*>(p));
 #pragma GCC unroll 8
-    for (int i = 0; i < TR; ++i) acc[i] = fmadd(cvt(s[i]), mul(dw, set1(xr[i].d[blk])), acc[i]);
+    for (int i = 0; i < TR; ++i)
+      acc[i] = fmadd(cvt(s[i]), mul(dw, set1(*reinterpret_cast<const float*>(xp + kD + 4 * i))), acc[i]);
   }
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) _mm512_storeu_ps(out + kQ8PanelRows * i, acc[i]);
@@ -597,16 +600,38 @@ void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint
   }
 }
 
-// XQ::c of n quantized rows of nb Q8_0 blocks.
-void q8_sums(XTile& xt, int64_t i0, int64_t i1, int64_t nb, int64_t qb, int64_t cb) {
+// Token groups [g0, g1) of the n quantized rows of an x tile into the q8p x layout (the last group
+// zero-padded past n).
+void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t db, uint8_t* out, int64_t g0, int64_t g1) {
   const VI ones = c8(1);
-  for (int64_t i = i0; i < i1; ++i) {
-    const int8_t* q = xt.q.data() + i * qb;
-    int32_t* c = xt.c.data() + i * cb;
-    for (int64_t blk = 0; blk < nb; blk += 2) {
-      const VI s = _mm512_dpbusd_epi32(zero_i(), ones, ld(q + 32 * blk));
-      c[blk] = -128 * _mm512_mask_reduce_add_epi32(0x00ff, s);
-      if (blk + 1 < nb) c[blk + 1] = -128 * _mm512_mask_reduce_add_epi32(0xff00, s);
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ8XBlockBytes;
+    for (int i = 0; i < kMaxTileT; ++i) {
+      const int64_t t = g * kMaxTileT + i;
+      uint8_t* oi = o + 4 * i;
+      if (t >= n) {
+        for (int64_t blk = 0; blk < nb; ++blk, oi += kQ8XBlockBytes) {
+          for (int q = 0; q < 8; ++q) std::memset(oi + 4 * kMaxTileT * q, 0, 4);
+          std::memset(oi + 32 * kMaxTileT, 0, 4);
+          std::memset(oi + 36 * kMaxTileT, 0, 4);
+        }
+        continue;
+      }
+      const int8_t* q = xt.q.data() + t * qb;
+      const float* d = xt.d.data() + t * db;
+      for (int64_t blk = 0; blk < nb; blk += 2) {
+        const VI xv = ld(q + 32 * blk);
+        const VI s = _mm512_dpbusd_epi32(zero_i(), ones, xv);
+        alignas(64) int32_t w[16];
+        _mm512_store_si512(w, xv);
+        for (int h = 0; h < 2 && blk + h < nb; ++h) {
+          uint8_t* ob = oi + (blk + h) * kQ8XBlockBytes;
+          for (int q4 = 0; q4 < 8; ++q4) std::memcpy(ob + 4 * kMaxTileT * q4, &w[8 * h + q4], 4);
+          const int32_t c = -128 * _mm512_mask_reduce_add_epi32(h ? 0xff00 : 0x00ff, s);
+          std::memcpy(ob + 32 * kMaxTileT, &c, 4);
+          std::memcpy(ob + 36 * kMaxTileT, &d[blk + h], 4);
+        }
+      }
     }
   }
 }
@@ -724,25 +749,33 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
 
 // Q8_0 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc, plus each
 // row's per-block -128 * (sum of q); W row n is its panel.
+struct alignas(64) Line64 {
+  uint8_t b[64];
+};
+
 struct Q8PackedSrc {
   FastSrc& f;
   const uint8_t* panels;
   int64_t panel_bytes, nb;
+  std::vector<Line64>& xi;  // the x tile in the q8p layout
+  int64_t tt0 = 0;
   void prepare(int64_t t0, int64_t t1) {
     f.prepare(t0, t1);
-    const int64_t n = t1 - t0, cb = f.L.db;
-    f.xt.c.resize(static_cast<size_t>(n * cb));
-    for (int64_t i = 0; i < n; ++i) f.xt.rows[i].c = f.xt.c.data() + i * cb;
-    f.pool.parallel_for(n, std::max<int64_t>(1, 8192 / f.K),
-                        [&](int64_t i0, int64_t i1) { vnni512::q8_sums(f.xt, i0, i1, nb, f.L.qb, cb); });
+    tt0 = t0;
+    const int64_t n = t1 - t0, groups = (n + kMaxTileT - 1) / kMaxTileT;
+    xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ8XBlockBytes + 63) / 64));
+    uint8_t* out = xi.data()->b;
+    f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
+      vnni512::q8_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+    });
   }
-  XQ x_row(int64_t t, int64_t k0) const { return f.x_row(t, k0); }
+  // Token t's group (the tile kernel reads only its first row's).
+  XQ x_row(int64_t t, int64_t) const {
+    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * vnni512::kQ8XBlockBytes), nullptr, nullptr};
+  }
   const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
 };
 
-struct alignas(64) Line64 {
-  uint8_t b[64];
-};
 
 template <DType DT>
 const FKernels& simd_kernels(Dot dot) {
@@ -823,7 +856,8 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
           vnni512::q8_pack(base, row_bytes, N, nb, pk, g0, g1);
         });
         wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
-        Q8PackedSrc ps{src, pk, pb, nb};
+        thread_local std::vector<Line64> xi;
+        Q8PackedSrc ps{src, pk, pb, nb, xi};
         run_tiles(y, ldy, T, kp, wk, ps, pool);
       } else {
         static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, vnni512::kSmall>());

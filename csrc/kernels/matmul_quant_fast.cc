@@ -20,7 +20,10 @@
 // pairs products) and identical on every path, as is every per-lane partial sum of 4 products.
 // What differs between paths is only the f32 part: vector width (16, 8 or 1 lanes), hence which
 // partial sums are converted and scaled together, and the horizontal sum. So paths agree to f32
-// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. The f32 conversion of a
+// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. Q8_0 on vnni512 converts
+// each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after block: one f32
+// step per block, as the scalar path's order of rounding but with an fma), packing W into 16-row
+// panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits). The f32 conversion of a
 // lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
 // 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
 //
@@ -579,6 +582,8 @@ void tile_q8p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
 // Panels [g0, g1) of W (N rows of nb Q8_0 blocks) into the q8p layout; rows past N repeat row N - 1.
 void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
   constexpr int64_t BB = kBB<DType::Q8_0>;
+  const VI m128 = c8(-128);
+  const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
   for (int64_t g = g0; g < g1; ++g) {
     uint8_t* o = out + g * nb * kQ8BlockBytes;
     const uint8_t* r0 = base;
@@ -588,13 +593,30 @@ void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint
       alignas(32) uint16_t h[16];
       for (int r = 0; r < 16; ++r) std::memcpy(&h[r], r0 + off[r] + blk * BB, 2);
       _mm512_store_ps(reinterpret_cast<float*>(o), _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
-      // 16 rows x 8 groups of 4 codes: transpose the 16 x 8 dword matrix.
-      for (int r = 0; r < 16; ++r) {
-        const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[r] + blk * BB + 2)),
-                                           _mm256_set1_epi8(static_cast<char>(-128)));
-        alignas(32) uint32_t d[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(d), q);
-        for (int gq = 0; gq < 8; ++gq) std::memcpy(o + 64 + 64 * gq + 4 * r, &d[gq], 4);
+      // 16 rows x 8 groups of 4 codes: transpose the 16 x 8 dword matrix. r[p] = rows p and p + 8;
+      // within each 128-bit quarter, dword pairs then qword pairs of 4 rows; then the quarters.
+      VI r[8], t[8], u[8];
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q)
+        r[q] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q] + blk * BB + 2))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q + 8] + blk * BB + 2)), 1);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        t[2 * q] = _mm512_unpacklo_epi32(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm512_unpackhi_epi32(r[2 * q], r[2 * q + 1]);
+      }
+#pragma GCC unroll 2
+      for (int a = 0; a < 8; a += 4) {
+        u[a] = _mm512_unpacklo_epi64(t[a], t[a + 2]);
+        u[a + 1] = _mm512_unpackhi_epi64(t[a], t[a + 2]);
+        u[a + 2] = _mm512_unpacklo_epi64(t[a + 1], t[a + 3]);
+        u[a + 3] = _mm512_unpackhi_epi64(t[a + 1], t[a + 3]);
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        _mm512_store_si512(o + 64 + 64 * k, xor_(_mm512_permutex2var_epi64(u[k], ix, u[k + 4]), m128));
+        _mm512_store_si512(o + 64 + 64 * (k + 4), xor_(_mm512_permutex2var_epi64(u[k], iy, u[k + 4]), m128));
       }
     }
   }

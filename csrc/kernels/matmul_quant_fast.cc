@@ -658,9 +658,10 @@ void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t d
   }
 }
 
-template <int... I>
-FKernels q8r_kernels(std::integer_sequence<int, I...>) {
-  return {kSmall, kQ8Rows, kSmall, {nullptr, tile_q8r<I + 1>...}, {nullptr, tile_q8r<I + 1>...}, {0, same_value<I, kQ8Rows>...}};
+// Tiles of up to 8 tokens (T = 8, 8 streams decoding: each W block pair loaded and scaled once).
+template <int... I, int... J>
+FKernels q8r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
+  return {kMaxTileT, kQ8Rows, kSmall, {nullptr, tile_q8r<I + 1>...}, {nullptr, tile_q8r<J + 1>...}, {0, same_value<J, kQ8Rows>...}};
 }
 template <int... I>
 FKernels q8p_kernels(std::integer_sequence<int, I...>) {
@@ -882,7 +883,7 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
         Q8PackedSrc ps{src, pk, pb, nb, xi};
         run_tiles(y, ldy, T, kp, wk, ps, pool);
       } else {
-        static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, vnni512::kSmall>());
+        static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());
         wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
         run_tiles(y, ldy, T, kr, wk, src, pool);
       }

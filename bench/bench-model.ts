@@ -7,7 +7,7 @@
  *  - `bench-330m-<type>`: ~330M parameters, the 9B's layer pattern halved (28 layers: 14 Mamba, 2
  *    attention, 12 MLP) and its proportions scaled to hidden 1024 (Mamba 2x expansion, 64-wide heads,
  *    8 groups, state 128; MLP 3.5x; 8 query / 2 KV heads of 128), vocabulary 49,152. Written as bf16
- *    safetensors plus model.gguf of the given type (BF16, Q8_0 or Q5_0) from the same values. Issue #5's
+ *    safetensors plus model.gguf of the given type (BF16, Q8_0, Q4_K or Q5_0) from the same values. Issue #5's
  *    table (bench/table.ts) runs on it, against llama.cpp on the same model.gguf.
  */
 import { existsSync } from 'node:fs';
@@ -43,7 +43,7 @@ export async function ensureBenchModel(): Promise<string> {
 
 // Q5_0: the type most of a llama-quantize Q4_K_M file of the 9B is (its widths are not multiples of
 // 256); the 330M model's widths are, so its Q5_0 file is Q5_0 throughout (made only on request).
-export type BenchGgufType = 'BF16' | 'Q8_0' | 'Q5_0';
+export type BenchGgufType = 'BF16' | 'Q8_0' | 'Q4_K' | 'Q5_0';
 
 /** The 330M model's folder (bf16 safetensors + model.gguf of `type`), made on first use. */
 export async function ensureTableModel(type: BenchGgufType): Promise<{ dir: string; gguf: string }> {

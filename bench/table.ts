@@ -10,7 +10,12 @@
  * (activations rounded to the weights' dot-product type, as llama.cpp does).
  *
  *   npm --prefix bench/peer ci            # once: node-llama-cpp 3.21.1, apart from the library
- *   npm run bench:table [-- --type BF16|Q8_0|Q5_0|all --precision exact|fast|both --threads 2]
+ *   npm run bench:table [-- --type BF16|Q8_0|Q4_K|Q5_0|all --precision exact|fast|both --threads 2]
+ *                       [--measures prefill512,prefill4096,decode128,decode8k,streams8 --runs 1]
+ *
+ * --measures keeps only the named rows (all five by default: `all` = BF16 and Q8_0); --runs repeats the
+ * chosen rows, every engine once per run in the same process, and prints one table per run, e.g. the
+ * quantized prefill check: --type Q8_0 --precision fast --measures prefill4096 --runs 3.
  */
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -27,10 +32,12 @@ const { values } = parseArgs({
     threads: { type: 'string', default: String(os.availableParallelism()) },
     type: { type: 'string', default: 'all' },
     precision: { type: 'string', default: 'both' },
+    measures: { type: 'string', default: 'prefill512,prefill4096,decode128,decode8k,streams8' },
+    runs: { type: 'string', default: '1' },
   },
 });
 const threads = Number(values.threads);
-const types: BenchGgufType[] = values.type === 'all' ? ['BF16', 'Q8_0'] : [values.type as BenchGgufType];
+const types: BenchGgufType[] = values.type === 'all' ? ['BF16', 'Q8_0'] : (values.type.split(',') as BenchGgufType[]);
 const precisions: Array<'exact' | 'fast'> = values.precision === 'both' ? ['exact', 'fast'] : [values.precision as 'exact' | 'fast'];
 const ids = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => 21 + ((i * 7919 + salt * 104729) % 30000));
 const noEnd = { 12: -100, 2: -100 }; // random weights: keep every stream going for the full count
@@ -98,13 +105,18 @@ function weightBytesPerToken(gguf: string): number {
   return total;
 }
 
-const MEASURES: Array<[string, (e: Engine) => Promise<number>]> = [
-  ['prefill tok/s, 512-token prompt', async (e) => (await e(512, 4)).prefill],
-  ['prefill tok/s, 4,096-token prompt', async (e) => (await e(4096, 4)).prefill],
-  ['decode tok/s at 128 tokens of context', async (e) => (await e(128, 128)).decode],
-  ['decode tok/s at 8,192 tokens of context', async (e) => (await e(8192, 64)).decode],
-  ['8 streams, aggregate decode tok/s', async (e) => (await e(128, 64, 8)).decode],
+const ALL_MEASURES: Array<[string, string, (e: Engine) => Promise<number>]> = [
+  ['prefill512', 'prefill tok/s, 512-token prompt', async (e) => (await e(512, 4)).prefill],
+  ['prefill4096', 'prefill tok/s, 4,096-token prompt', async (e) => (await e(4096, 4)).prefill],
+  ['decode128', 'decode tok/s at 128 tokens of context', async (e) => (await e(128, 128)).decode],
+  ['decode8k', 'decode tok/s at 8,192 tokens of context', async (e) => (await e(8192, 64)).decode],
+  ['streams8', '8 streams, aggregate decode tok/s', async (e) => (await e(128, 64, 8)).decode],
 ];
+const wantedMeasures = values.measures.split(',');
+for (const m of wantedMeasures) if (!ALL_MEASURES.some(([k]) => k === m)) throw new Error(`unknown measure ${m}: one of ${ALL_MEASURES.map(([k]) => k).join(', ')}`);
+const MEASURES: Array<[string, (e: Engine) => Promise<number>]> = ALL_MEASURES.filter(([k]) => wantedMeasures.includes(k)).map(([, n, f]) => [n, f]);
+const runs = Number(values.runs);
+const fullTable = MEASURES.length === ALL_MEASURES.length;
 
 // The read bandwidth is probed before each model and at the end, and the best probe is the limit: on a
 // shared host one probe can land in a busy second (a first version probed once and once read 28 GB/s,
@@ -120,28 +132,31 @@ for (const type of types) {
   const bytes = weightBytesPerToken(gguf);
   const peerModel = await llama.loadModel({ modelPath: gguf });
   const engines: Array<[string, Engine]> = [...precisions.map((p): [string, Engine] => [`ours ${p}`, ours(gguf, p)]), ['llama.cpp', theirs(peerModel)]];
-  const table: number[][] = [];
-  for (const [, measure] of MEASURES) {
-    const row: number[] = [];
-    for (const [, engine] of engines) row.push(await measure(engine));
-    table.push(row);
+  for (let run = 1; run <= runs; run++) {
+    const table: number[][] = [];
+    for (const [, measure] of MEASURES) {
+      const row: number[] = [];
+      for (const [, engine] of engines) row.push(await measure(engine));
+      table.push(row);
+    }
+    const peer = engines.length - 1;
+    console.log(`\n### ${type} (${path.relative(process.cwd(), gguf)}, ${(bytes / 1e6).toFixed(0)} MB of weights read per token)${runs > 1 ? `, run ${run} of ${runs}` : ''}\n`);
+    console.log(`| measure | ${engines.map(([n]) => n).join(' | ')} | ${precisions.map((p) => `ours ${p} / llama.cpp`).join(' | ')} |`);
+    console.log(`|---|${engines.map(() => '---:').join('|')}|${precisions.map(() => '---:').join('|')}|`);
+    MEASURES.forEach(([name], i) => {
+      const r = table[i]!;
+      console.log(`| ${name} | ${r.map((v) => v.toFixed(1)).join(' | ')} | ${precisions.map((_, j) => (r[j]! / r[peer]!).toFixed(2)).join(' | ')} |`);
+    });
+    if (!fullTable) continue; // the summary needs every row
+    summaries.push(`\n${type}:`);
+    engines.forEach(([name], j) => {
+      const d128 = table[2]![j]!;
+      const d8k = table[3]![j]!;
+      const s8 = table[4]![j]!;
+      summaries.push(`- ${name}: decode at 128 = ${d128.toFixed(1)} tok/s x ${(bytes / 1e6).toFixed(0)} MB = BANDWIDTH:${d128 * bytes}; decode 8k / 128 = ${(d8k / d128).toFixed(2)}; 8 streams / 1 = ${(s8 / d128).toFixed(2)}`);
+    });
   }
   await peerModel.dispose();
-  const peer = engines.length - 1;
-  console.log(`\n### ${type} (${path.relative(process.cwd(), gguf)}, ${(bytes / 1e6).toFixed(0)} MB of weights read per token)\n`);
-  console.log(`| measure | ${engines.map(([n]) => n).join(' | ')} | ${precisions.map((p) => `ours ${p} / llama.cpp`).join(' | ')} |`);
-  console.log(`|---|${engines.map(() => '---:').join('|')}|${precisions.map(() => '---:').join('|')}|`);
-  MEASURES.forEach(([name], i) => {
-    const r = table[i]!;
-    console.log(`| ${name} | ${r.map((v) => v.toFixed(1)).join(' | ')} | ${precisions.map((_, j) => (r[j]! / r[peer]!).toFixed(2)).join(' | ')} |`);
-  });
-  summaries.push(`\n${type}:`);
-  engines.forEach(([name], j) => {
-    const d128 = table[2]![j]!;
-    const d8k = table[3]![j]!;
-    const s8 = table[4]![j]!;
-    summaries.push(`- ${name}: decode at 128 = ${d128.toFixed(1)} tok/s x ${(bytes / 1e6).toFixed(0)} MB = BANDWIDTH:${d128 * bytes}; decode 8k / 128 = ${(d8k / d128).toFixed(2)}; 8 streams / 1 = ${(s8 / d128).toFixed(2)}`);
-  });
 }
 probe();
 const bandwidth = Math.max(...probes);

@@ -22,7 +22,10 @@
 // pairs products) and identical on every path, as is every per-lane partial sum of 4 products.
 // What differs between paths is only the f32 part: vector width (16, 8 or 1 lanes), hence which
 // partial sums are converted and scaled together, and the horizontal sum. So paths agree to f32
-// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. The f32 conversion of a
+// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. Q8_0 on vnni512 converts
+// each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after block: one f32
+// step per block, as the scalar path's order of rounding but with an fma), packing W into 16-row
+// panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits). The f32 conversion of a
 // lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
 // 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
 //
@@ -601,6 +604,210 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
 #include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 
+// ---- Q8_0: one f32 step per block -----------------------------------------------------------------
+// The Q8_0 products on this path take each block's integer sum whole: per (token, W row) and block b,
+// I_b = sum of w * q over the 32 values (exact in int32), then acc = fma(f32(I_b), f32(dw_b * dx_b),
+// acc), blocks in order from acc = 0 (one f32 multiply and one fma per block and pair, where the
+// generic step32 converts and scales each lane's 4-product partial sum). Two kernels give these same
+// bits, so any T and any tile shape give the same y bitwise:
+//  * q8r (decode and small T): W rows as stored, 8 rows per tile. The 8 rows' vpdpbusd sums of a
+//    block pair are reduced and transposed into one vector (block A rows 0-7, block B rows 0-7), then
+//    converted, scaled and added in 8-lane steps (A, then B).
+//  * q8p (prefill, T >= kPackMinT): W repacked once per call (q8_pack), 16 rows per panel, each block
+//    as 16 f32 scales then 8 groups of [16 rows x 4 codes + 128]: one vpdpbusd of a group with a
+//    token's 4 codes broadcast adds 4 products to each of the 16 rows' block sums, so a block is 8
+//    vpdpbusd per (token, 16 rows), started from the token's -128 * (sum of q) (XQ::c), then one
+//    convert, multiply and fma. The tile is 8 tokens x 16 rows: 16 accumulators, nothing spills.
+constexpr int kQ8Rows = 8;       // q8r: W rows per tile
+constexpr int kQ8PanelRows = 16; // q8p: W rows per panel
+constexpr int64_t kQ8BlockBytes = 64 + 8 * 64;  // q8p: one block of a panel: scales, 8 code groups
+// T from which the product packs W: packing costs a pass over W, worth it from T = 32 (4096 x 4096,
+// 1 thread, thread CPU: T = 16 packed 86-114 GFLOP/s, unpacked 135-138; T = 32 138-144 vs 131-139).
+constexpr int64_t kPackMinT = 32;
+
+template <int TR>
+void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  constexpr int64_t BB = kBB<DType::Q8_0>;
+  const uint8_t* b[kQ8Rows];
+  for (int j = 0; j < kQ8Rows; ++j) b[j] = wr[j];
+  __m256 acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = _mm256_setzero_ps();
+  const VI m128 = c8(-128);
+  // qword indices: quarters [a.0, b.0, a.2, b.2] and [a.1, b.1, a.3, b.3].
+  const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+  for (int64_t blk = 0; blk < nb; blk += 2) {
+    const bool two = blk + 1 < nb;
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) {
+      _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + 64), _MM_HINT_T0);
+    }
+    VI wu[kQ8Rows];
+    alignas(32) uint16_t hs[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) {
+      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + 2));
+      const __m256i hi =
+          two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + BB + 2)) : _mm256_setzero_si256();
+      wu[j] = xor_(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), m128);  // w + 128
+      std::memcpy(&hs[j], b[j], 2);
+      hs[8 + j] = 0;
+      if (two) std::memcpy(&hs[8 + j], b[j] + BB, 2);
+    }
+    const VF dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs)));
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) {
+      const VI xv = ld(xr[i].q + 32 * blk);
+      const VI cn = sub32(zero_i(), dot4(zero_i(), m128, xv));  // -128 * (sum of the lane's 4 q)
+      VI d[kQ8Rows];
+#pragma GCC unroll 8
+      for (int j = 0; j < kQ8Rows; ++j) d[j] = dot4(cn, wu[j], xv);
+      // 8 rows x 16 lanes -> 16 lanes (row, block): pairs of rows, then pairs of pairs (within
+      // 128-bit quarters), then the two quarters of each block.
+      VI t[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p)
+        t[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(d[2 * p], d[2 * p + 1]),
+                                _mm512_unpackhi_epi32(d[2 * p], d[2 * p + 1]));
+      const VI u0 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
+      const VI u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
+      const VI z = _mm512_add_epi32(_mm512_permutex2var_epi64(u0, ix, u1), _mm512_permutex2var_epi64(u0, iy, u1));
+      const VF f = cvt(z);
+      const VF s = mul(dw, dx32(xr[i], blk));
+      acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(s), acc[i]);
+      if (two)
+        acc[i] = _mm256_fmadd_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)), acc[i]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ8Rows; ++j) b[j] += 2 * BB;
+  }
+  for (int i = 0; i < TR; ++i) _mm256_storeu_ps(out + kQ8Rows * i, acc[i]);
+}
+
+// x for q8p: groups of kMaxTileT tokens, per block [8 groups x 8 tokens x 4 codes], then the tokens'
+// -128 * (sum of q), then their scales (kQ8XBlockBytes), so that one pointer with constant offsets
+// reaches every operand of a tile.
+constexpr int64_t kQ8XBlockBytes = 8 * 4 * kMaxTileT + 8 * kMaxTileT;
+
+template <int TR>
+void tile_q8p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  const uint8_t* p = wr[0];
+  const uint8_t* xp = reinterpret_cast<const uint8_t*>(xr[0].q);
+  constexpr int64_t kC = 32 * kMaxTileT, kD = kC + 4 * kMaxTileT;
+  VF acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = zero_f();
+  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes, xp += kQ8XBlockBytes) {
+    VI s[TR];
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) s[i] = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + kC + 4 * i));
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) {
+      const VI w = _mm512_load_si512(p + 64 + 64 * g);
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i)
+        s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + 4 * kMaxTileT * g + 4 * i)));
+    }
+    const VF dw = _mm512_load_ps(reinterpret_cast<const float*>(p));
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i)
+      acc[i] = fmadd(cvt(s[i]), mul(dw, set1(*reinterpret_cast<const float*>(xp + kD + 4 * i))), acc[i]);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) _mm512_storeu_ps(out + kQ8PanelRows * i, acc[i]);
+}
+
+// Panels [g0, g1) of W (N rows of nb Q8_0 blocks) into the q8p layout; rows past N repeat row N - 1.
+void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
+  constexpr int64_t BB = kBB<DType::Q8_0>;
+  const VI m128 = c8(-128);
+  const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ8BlockBytes;
+    const uint8_t* r0 = base;
+    alignas(64) int64_t off[16];
+    for (int r = 0; r < 16; ++r) off[r] = std::min<int64_t>(g * kQ8PanelRows + r, N - 1) * row_bytes;
+    for (int64_t blk = 0; blk < nb; ++blk, o += kQ8BlockBytes) {
+      alignas(32) uint16_t h[16];
+      for (int r = 0; r < 16; ++r) std::memcpy(&h[r], r0 + off[r] + blk * BB, 2);
+      _mm512_store_ps(reinterpret_cast<float*>(o), _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
+      // 16 rows x 8 groups of 4 codes: transpose the 16 x 8 dword matrix. r[p] = rows p and p + 8;
+      // within each 128-bit quarter, dword pairs then qword pairs of 4 rows; then the quarters.
+      VI r[8], t[8], u[8];
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q)
+        r[q] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q] + blk * BB + 2))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q + 8] + blk * BB + 2)), 1);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        t[2 * q] = _mm512_unpacklo_epi32(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm512_unpackhi_epi32(r[2 * q], r[2 * q + 1]);
+      }
+#pragma GCC unroll 2
+      for (int a = 0; a < 8; a += 4) {
+        u[a] = _mm512_unpacklo_epi64(t[a], t[a + 2]);
+        u[a + 1] = _mm512_unpackhi_epi64(t[a], t[a + 2]);
+        u[a + 2] = _mm512_unpacklo_epi64(t[a + 1], t[a + 3]);
+        u[a + 3] = _mm512_unpackhi_epi64(t[a + 1], t[a + 3]);
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        _mm512_store_si512(o + 64 + 64 * k, xor_(_mm512_permutex2var_epi64(u[k], ix, u[k + 4]), m128));
+        _mm512_store_si512(o + 64 + 64 * (k + 4), xor_(_mm512_permutex2var_epi64(u[k], iy, u[k + 4]), m128));
+      }
+    }
+  }
+}
+
+// Token groups [g0, g1) of the n quantized rows of an x tile into the q8p x layout (the last group
+// zero-padded past n).
+void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t db, uint8_t* out, int64_t g0, int64_t g1) {
+  const VI ones = c8(1);
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ8XBlockBytes;
+    for (int i = 0; i < kMaxTileT; ++i) {
+      const int64_t t = g * kMaxTileT + i;
+      uint8_t* oi = o + 4 * i;
+      if (t >= n) {
+        for (int64_t blk = 0; blk < nb; ++blk, oi += kQ8XBlockBytes) {
+          for (int q = 0; q < 8; ++q) std::memset(oi + 4 * kMaxTileT * q, 0, 4);
+          std::memset(oi + 32 * kMaxTileT, 0, 4);
+          std::memset(oi + 36 * kMaxTileT, 0, 4);
+        }
+        continue;
+      }
+      const int8_t* q = xt.q.data() + t * qb;
+      const float* d = xt.d.data() + t * db;
+      for (int64_t blk = 0; blk < nb; blk += 2) {
+        const VI xv = ld(q + 32 * blk);
+        const VI s = _mm512_dpbusd_epi32(zero_i(), ones, xv);
+        alignas(64) int32_t w[16];
+        _mm512_store_si512(w, xv);
+        for (int h = 0; h < 2 && blk + h < nb; ++h) {
+          uint8_t* ob = oi + (blk + h) * kQ8XBlockBytes;
+          for (int q4 = 0; q4 < 8; ++q4) std::memcpy(ob + 4 * kMaxTileT * q4, &w[8 * h + q4], 4);
+          const int32_t c = -128 * _mm512_mask_reduce_add_epi32(h ? 0xff00 : 0x00ff, s);
+          std::memcpy(ob + 32 * kMaxTileT, &c, 4);
+          std::memcpy(ob + 36 * kMaxTileT, &d[blk + h], 4);
+        }
+      }
+    }
+  }
+}
+
+// Tiles of up to 8 tokens (T = 8, 8 streams decoding: each W block pair loaded and scaled once).
+template <int... I, int... J>
+FKernels q8r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
+  return {kMaxTileT, kQ8Rows, kSmall, {nullptr, tile_q8r<I + 1>...}, {nullptr, tile_q8r<J + 1>...}, {0, same_value<J, kQ8Rows>...}};
+}
+template <int... I>
+FKernels q8p_kernels(std::integer_sequence<int, I...>) {
+  return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<I + 1>...}, {}, {}};
+}
+
 }  // namespace vnni512
 
 #if defined(__clang__)
@@ -705,6 +912,36 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
 
 #undef NEMO_YMM_PRIMITIVES
 
+// Q8_0 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc, plus each
+// row's per-block -128 * (sum of q); W row n is its panel.
+struct alignas(64) Line64 {
+  uint8_t b[64];
+};
+
+struct Q8PackedSrc {
+  FastSrc& f;
+  const uint8_t* panels;
+  int64_t panel_bytes, nb;
+  std::vector<Line64>& xi;  // the x tile in the q8p layout
+  int64_t tt0 = 0;
+  void prepare(int64_t t0, int64_t t1) {
+    f.prepare(t0, t1);
+    tt0 = t0;
+    const int64_t n = t1 - t0, groups = (n + kMaxTileT - 1) / kMaxTileT;
+    xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ8XBlockBytes + 63) / 64));
+    uint8_t* out = xi.data()->b;
+    f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
+      vnni512::q8_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+    });
+  }
+  // Token t's group (the tile kernel reads only its first row's).
+  XQ x_row(int64_t t, int64_t) const {
+    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * vnni512::kQ8XBlockBytes), nullptr, nullptr};
+  }
+  const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
+};
+
+
 template <DType DT>
 const FKernels& simd_kernels(Dot dot) {
   static const FKernels kz = vnni512::kernels<DT>();
@@ -777,6 +1014,37 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   const bool simd = dot != Dot::kScalar;
 #endif
   if (simd) {
+#if defined(__x86_64__)
+    if (dot == Dot::kVnni512 && w.dtype == DType::Q8_0) {
+      TileWalk wk;
+      wk.N = N;
+      wk.ks = nb;
+      wk.kc = nb;
+      wk.row_bytes = row_bytes;
+      wk.work = K / 2;
+      FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
+      if (T >= vnni512::kPackMinT) {
+        static const FKernels kp = vnni512::q8p_kernels(std::make_integer_sequence<int, kMaxTileT>());
+        const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
+        const int64_t pb = nb * vnni512::kQ8BlockBytes;
+        thread_local std::vector<Line64> packed;
+        packed.resize(static_cast<size_t>(groups * pb / 64));
+        uint8_t* pk = packed.data()->b;
+        pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
+          vnni512::q8_pack(base, row_bytes, N, nb, pk, g0, g1);
+        });
+        wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
+        thread_local std::vector<Line64> xi;
+        Q8PackedSrc ps{src, pk, pb, nb, xi};
+        run_tiles(y, ldy, T, kp, wk, ps, pool);
+      } else {
+        static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());
+        wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
+        run_tiles(y, ldy, T, kr, wk, src, pool);
+      }
+      return true;
+    }
+#endif
     const FKernels& ks = simd_kernels(w.dtype, dot);
     TileWalk wk;
     wk.N = N;

@@ -44,7 +44,7 @@ constexpr int64_t kBB = DT == DType::Q8_0   ? 34
                                             : 210;
 
 constexpr int kMaxTileT = 8;     // tokens per tile call, at most
-constexpr int kMaxTileRows = 8;  // W rows per tile call, at most
+constexpr int kMaxTileRows = 16;  // W rows per tile call, at most
 
 template <class XRow>
 using TileFn = void (*)(const XRow* xr, const uint8_t* const* wr, int64_t head, int64_t kn, float* out);

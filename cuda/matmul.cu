@@ -7,8 +7,10 @@
 // the engine's own kernels: mma.sync.m16n8k16 (sm_80+), no cuBLAS.
 //
 // FP8 tensor cores (sm_89+, precision kBf16, F8_E4M3 weights): x is quantized per token to E4M3 and
-// multiplied by the stored bytes on mma.sync.m16n8k32 e4m3 (k_x_to_e4m3, k_mm_f8f8 below); the other
-// precisions and older devices keep the bf16 widening described here.
+// multiplied by the stored bytes on mma.sync.m16n8k32 e4m3 (k_x_to_e4m3; k_mm_f8f8 for T <= 32,
+// k_mm_f8f8_wide above, both in the reduction order described below); the other precisions and older
+// devices keep the bf16 widening described here. Neither FP8 kernel stages tiles in shared memory: the
+// prefill one reads x and W through L1/L2 (each load feeds 8 MMAs), simpler than k_mm_big and unmeasured.
 //
 // Operands. Tokens are the MMA's M dimension (operand A = x rows), W rows its N dimension (operand
 // B = W rows, "col-major" K×N is exactly W's [N, K] row-major storage). x is first converted to a bf16
@@ -606,8 +608,8 @@ __global__ void k_x_to_e4m3(uint32_t* __restrict__ xq, float* __restrict__ xs, c
   }
 }
 
-// y[t, n] = s[t] · Σ x̂·ŵ. CTA: 8 W rows × 16·NG tokens (blockIdx.y: token group), 4 warps taking the
-// K segments in turn, as the small bf16 kernel: per segment a chain of 64-blocks (two MMAs each, h = 0
+// y[t, n] = s[t] · Σ x̂·ŵ, decode (T <= 32). CTA: 8 W rows × 16·NG tokens, 4 warps taking the K segments
+// in turn, as the small bf16 kernel: per segment a chain of 64-blocks (two MMAs each, h = 0
 // then 1) from +0, the segment sums added left to right from +0 by warp 0. Token rows past T load zeros
 // and W rows past N read row N-1; both results are dropped.
 template <int NG, int U>
@@ -680,6 +682,76 @@ __global__ void __launch_bounds__(kSmallWarps * 32)
   }
 }
 
+// Prefill (T > 32): no split of K, so no partial sums in shared memory. CTA of 4 warps = 64 tokens
+// (blockIdx.y) × 128 W rows; a warp owns 4 × 4 MMA tiles (64 tokens × 32 W rows) and walks every segment
+// itself: the same per-segment chains and the same left-to-right sum from +0 as k_mm_f8f8, so the same
+// bits (the batch invariance across the two kernels rests on this). Each 16-byte x load now feeds 8 MMAs
+// and each W load 8: a quarter of k_mm_f8f8's L2 traffic for x at T > 32.
+__global__ void __launch_bounds__(kSmallWarps * 32)
+    k_mm_f8f8_wide(float* __restrict__ y, int64_t ldy, const uint8_t* __restrict__ xq, const float* __restrict__ xs,
+                   int T, int64_t Kp, const uint8_t* __restrict__ w, int N) {
+  constexpr int NG = 4, NF = 4;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * (kSmallWarps * 8 * NF) + warp * 8 * NF, t0 = blockIdx.y * 16 * NG;
+  if (n0 >= N) return;  // whole warp: no shuffles or barriers below
+  const int64_t Kb = Kp / kKBlock;
+  const uint8_t* wr[NF];
+#pragma unroll
+  for (int nf = 0; nf < NF; ++nf) wr[nf] = w + static_cast<int64_t>(min(n0 + nf * 8 + g, N - 1)) * Kp + 16 * q;
+  const uint8_t* xr[NG][2];
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) {
+    const int ta = t0 + tg * 16 + g;
+    xr[tg][0] = ta < T ? xq + static_cast<int64_t>(ta) * Kp + 16 * q : nullptr;
+    xr[tg][1] = ta + 8 < T ? xq + static_cast<int64_t>(ta + 8) * Kp + 16 * q : nullptr;
+  }
+  float tot[NG][NF][4], acc[NG][NF][4];
+#pragma unroll
+  for (int a = 0; a < NG; ++a)
+#pragma unroll
+    for (int b = 0; b < NF; ++b)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tot[a][b][i] = acc[a][b][i] = 0.0f;
+  for (int64_t blk = 0; blk < Kb; ++blk) {
+    uint4 wv[NF];
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf) wv[nf] = ld_stream(wr[nf] + blk * kKBlock);
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+      const uint4 z = make_uint4(0, 0, 0, 0);
+      const uint4 xa = xr[tg][0] ? __ldg(reinterpret_cast<const uint4*>(xr[tg][0] + blk * kKBlock)) : z;
+      const uint4 xb = xr[tg][1] ? __ldg(reinterpret_cast<const uint4*>(xr[tg][1] + blk * kKBlock)) : z;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          mma_e4m3(acc[tg][nf], word(xa, 2 * h), word(xb, 2 * h), word(xa, 2 * h + 1), word(xb, 2 * h + 1),
+                   word(wv[nf], 2 * h), word(wv[nf], 2 * h + 1));
+    }
+    if ((blk + 1) % kSegBlocks == 0 || blk + 1 == Kb) {  // end of a segment: as k_mm_f8f8's warp 0 adds them
+#pragma unroll
+      for (int a = 0; a < NG; ++a)
+#pragma unroll
+        for (int b = 0; b < NF; ++b)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            tot[a][b][i] = tot[a][b][i] + acc[a][b][i];
+            acc[a][b][i] = 0.0f;
+          }
+    }
+  }
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg)
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int t = t0 + tg * 16 + g + (i >> 1) * 8;
+        const int n = n0 + nf * 8 + 2 * q + (i & 1);
+        if (t < T && n < N) y[static_cast<int64_t>(t) * ldy + n] = tot[tg][nf][i] * xs[t];
+      }
+}
+
 constexpr int kF8U = 8;  // 64-blocks of W in flight per warp
 
 // Whether the FP8 path can run on the current device: compute capability >= 8.9 AND the kernel the
@@ -708,14 +780,15 @@ bool fp8_kernel_ok() {
 std::atomic<bool> g_fp8_mma_enabled{true};
 
 // Returns cudaErrorNotSupported (nothing queued) when the partial sums would not fit in shared memory
-// (K over ~48k at T > 32) or T needs more than 65535 token groups: the caller then takes the bf16 path.
+// (T <= 32 and K over ~98k) or T needs more than 65535 token groups: the caller then takes the bf16 path.
 cudaError_t matmul_f8f8(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                         Scratch& scratch, cudaStream_t stream, MatmulInput input) {
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
   const int64_t segments = ceil_div(Kp / kKBlock, kSegBlocks);
-  const int NG = T <= 16 ? 1 : T <= 32 ? 2 : 4;
-  const size_t smem = static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
-  if (smem > 96 * 1024 || ceil_div(T, 16 * NG) > 65535) return cudaErrorNotSupported;
+  const bool wide = T > kSmallMaxT;
+  const int NG = T <= 16 ? 1 : 2;
+  const size_t smem = wide ? 0 : static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
+  if (smem > 96 * 1024 || ceil_div(T, 64) > 65535) return cudaErrorNotSupported;
   void* buf = nullptr;
   const size_t qbytes = static_cast<size_t>(T * Kp);  // a multiple of 64: the scales stay aligned
   CUDA_TRY(scratch.get(qbytes + static_cast<size_t>(T) * sizeof(float), &buf, stream));
@@ -724,12 +797,16 @@ cudaError_t matmul_f8f8(float* y, int64_t ldy, const float* x, int64_t ldx, cons
   auto quant = input == MatmulInput::kRelu2 ? k_x_to_e4m3<true> : k_x_to_e4m3<false>;
   quant<<<static_cast<unsigned>(T), 256, 0, stream>>>(reinterpret_cast<uint32_t*>(xq), xs, x, ldx, K, Kp);
   CUDA_TRY(cudaGetLastError());
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, 8)), static_cast<unsigned>(ceil_div(T, 16 * NG)));
   const auto* wb = static_cast<const uint8_t*>(w.data);
   const int Ti = static_cast<int>(T), Ni = static_cast<int>(N);
-  auto kernel = NG == 1 ? k_mm_f8f8<1, kF8U> : NG == 2 ? k_mm_f8f8<2, kF8U> : k_mm_f8f8<4, kF8U>;
+  if (wide) {
+    const dim3 grid(static_cast<unsigned>(ceil_div(N, kSmallWarps * 32)), static_cast<unsigned>(ceil_div(T, 64)));
+    k_mm_f8f8_wide<<<grid, kSmallWarps * 32, 0, stream>>>(y, ldy, xq, xs, Ti, Kp, wb, Ni);
+    return cudaGetLastError();
+  }
+  auto kernel = NG == 1 ? k_mm_f8f8<1, kF8U> : k_mm_f8f8<2, kF8U>;
   CUDA_TRY(allow_smem(kernel, smem));
-  kernel<<<grid, kSmallWarps * 32, smem, stream>>>(y, ldy, xq, xs, Ti, Kp, wb, Ni);
+  kernel<<<static_cast<unsigned>(ceil_div(N, 8)), kSmallWarps * 32, smem, stream>>>(y, ldy, xq, xs, Ti, Kp, wb, Ni);
   return cudaGetLastError();
 }
 

@@ -779,16 +779,17 @@ bool fp8_kernel_ok() {
 
 std::atomic<bool> g_fp8_mma_enabled{true};
 
-// Returns cudaErrorNotSupported (nothing queued) when the partial sums would not fit in shared memory
-// (T <= 32 and K over ~98k) or T needs more than 65535 token groups: the caller then takes the bf16 path.
+// T <= 32 takes k_mm_f8f8 unless its partial sums would not fit in shared memory (K over ~98k): then
+// k_mm_f8f8_wide, which gives the same bits. Returns cudaErrorNotSupported (nothing queued) only when T
+// needs more than 65535 token groups (T > 4194240): the caller then takes the bf16 path.
 cudaError_t matmul_f8f8(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                         Scratch& scratch, cudaStream_t stream, MatmulInput input) {
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
   const int64_t segments = ceil_div(Kp / kKBlock, kSegBlocks);
-  const bool wide = T > kSmallMaxT;
   const int NG = T <= 16 ? 1 : 2;
-  const size_t smem = wide ? 0 : static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
-  if (smem > 96 * 1024 || ceil_div(T, 64) > 65535) return cudaErrorNotSupported;
+  const size_t smem = static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
+  const bool wide = T > kSmallMaxT || smem > 96 * 1024;
+  if (ceil_div(T, 64) > 65535) return cudaErrorNotSupported;
   void* buf = nullptr;
   const size_t qbytes = static_cast<size_t>(T * Kp);  // a multiple of 64: the scales stay aligned
   CUDA_TRY(scratch.get(qbytes + static_cast<size_t>(T) * sizeof(float), &buf, stream));

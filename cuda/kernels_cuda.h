@@ -92,6 +92,22 @@ cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
                    Scratch& scratch, cudaStream_t stream, MmaPrecision precision = MmaPrecision::kBf16,
                    MatmulInput input = MatmulInput::kPlain);
 
+// FP8 tensor cores (issue #19). With precision kBf16 and F8_E4M3 weights, on a device of compute
+// capability >= 8.9 running a binary built for sm_89+ (CMake's default list has 89-real and 90-real),
+// matmul takes the E4M3 × E4M3 MMAs (mma.m16n8k32, f32 accumulation) instead of widening the weights to
+// bf16: each token row of x (after relu², for kRelu2) is quantized with its own dynamic scale
+// s[t] = amax_k |x[t, k]| / 448 to x̂ = E4M3(x / s[t]) (round to nearest even, saturating at ±448), and
+// y[t, n] = (Σ_k x̂·ŵ) · s[t] · w_scale[n]. Per-token scales keep it batch invariant and deterministic
+// (same fixed reduction order as the bf16 path). Numerics: x carries 4 significant bits instead of bf16's
+// 8 (relative rounding up to 2^-4 per value, ~1e-2 relative on y for random signs; values of at
+// most 2^-10 · s[t] become zero), and the tensor cores' FP8 accumulation may keep fewer than f32's
+// 24 bits inside one MMA. kBf16x2 ("exact") never takes it. The checkpoint's static input_scale is not
+// used: the dynamic per-token scale needs no plumbing and uses the whole E4M3 range of every row.
+// set_fp8_mma_enabled(false) turns the path off process-wide (tests of the widening path);
+// fp8_mma_active() says whether matmul would take it on the current device.
+void set_fp8_mma_enabled(bool on);
+bool fp8_mma_active();
+
 // y[t, :] = table[ids[t], :] as f32; ids is DEVICE memory.
 cudaError_t embedding(float* y, const MatrixView& table, const int32_t* ids, int64_t T, cudaStream_t stream);
 

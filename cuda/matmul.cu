@@ -6,6 +6,12 @@
 // (k_scale_cols). So an FP8 matrix gives what BF16 weights holding its values give, times its scale. Only the CUDA runtime and
 // the engine's own kernels: mma.sync.m16n8k16 (sm_80+), no cuBLAS.
 //
+// FP8 tensor cores (sm_89+, precision kBf16, F8_E4M3 weights): x is quantized per token to E4M3 and
+// multiplied by the stored bytes on mma.sync.m16n8k32 e4m3 (k_x_to_e4m3; k_mm_f8f8 for T <= 32,
+// k_mm_f8f8_wide above, both in the reduction order described below); the other precisions and older
+// devices keep the bf16 widening described here. Neither FP8 kernel stages tiles in shared memory: the
+// prefill one reads x and W through L1/L2 (each load feeds 8 MMAs), simpler than k_mm_big and unmeasured.
+//
 // Operands. Tokens are the MMA's M dimension (operand A = x rows), W rows its N dimension (operand
 // B = W rows, "col-major" K×N is exactly W's [N, K] row-major storage). x is first converted to a bf16
 // copy xb [T, Kp] in the same permuted order as W's rows (layout.cuh), so one 16-byte load gives a lane
@@ -34,6 +40,7 @@
 // fmaf); the segment sums are added left to right to a total that starts at +0. An MMA output element
 // depends only on its own A row and B column, so tiling, T and the row's place never change a bit.
 #include <algorithm>
+#include <atomic>
 
 #include "cuda/common.cuh"
 #include "cuda/kernels_cuda.h"
@@ -515,6 +522,295 @@ __global__ void k_scale_cols(float* __restrict__ y, int64_t ldy, int64_t T, int6
   }
 }
 
+// ---- FP8 tensor cores (sm_89+, precision kBf16, F8_E4M3 weights) -------------------------------------
+// x is quantized per token: s[t] = amax_k |x[t, k]| / 448 (1 when the row is all zeros), x̂ = E4M3(x / s[t])
+// rounded to nearest even with saturation to ±448, stored [T, Kp] in W's permuted byte order (zeros past
+// K). Then acc[t, n] = Σ_k x̂·ŵ on mma.m16n8k32 e4m3 (f32 accumulation), y = acc · s[t], and the weight
+// scale is applied afterwards by k_scale_cols as on the other path. Each row's scale depends on that row
+// only, so the path stays batch invariant.
+//
+// Fragments of m16n8k32 for 8-bit types (lane: g = lane / 4, q = lane % 4): A (16 × 32, row) a0 = row g,
+// k 4q..4q+3; a1 = row g+8, same k; a2 = row g, k 16+4q..16+4q+3; a3 = row g+8, same k. B (32 × 8, col)
+// b0 = column g, k 4q..4q+3; b1 = column g, k 16+4q..16+4q+3. C/D: c0, c1 = row g, columns 2q, 2q+1;
+// c2, c3 = row g+8. A's k of a register slot and B's k of the same slot are the same formula, so ANY
+// assignment of logical k to MMA k slots works when A and B use the same one. Here: the 16 bytes at 16q of
+// a 64-block (layout.cuh; words j = 0..3) are lane q's; MMA h = 0, 1 of the block takes words 2h (slots
+// 4q..4q+3) and 2h+1 (slots 16+4q..), in W and in x̂ alike: one 16-byte load per row and block.
+
+// f32 -> E4M3 byte, round to nearest even, saturating to ±448 (NaN -> 0x7f). Software, so the sm_80 build
+// compiles it too and the host check can mirror it exactly.
+__device__ __forceinline__ uint32_t f32_to_e4m3_sat(float f) {
+  const uint32_t sign = (__float_as_uint(f) >> 24) & 0x80u;
+  float a = fabsf(f);
+  if (!(a == a)) return 0x7fu;
+  a = fminf(a, 448.0f);
+  uint32_t mag;
+  if (a < 0.015625f) {  // below 2^-6: subnormal steps of 2^-9 (8 -> 0x08, the smallest normal)
+    mag = static_cast<uint32_t>(rintf(a * 512.0f));
+  } else {
+    uint32_t u = __float_as_uint(a);
+    u += 0x7ffffu + ((u >> 20) & 1u);  // round the f32 mantissa to 3 bits, ties to even
+    mag = ((((u >> 23) - 127u + 7u) & 0xfu) << 3) | ((u >> 20) & 7u);  // <= 448 = 0x7e: no overflow
+  }
+  return sign | mag;
+}
+
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  // Built for an architecture without FP8 MMAs: never launched there (fp8_kernel_ok checks the binary).
+  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();
+#endif
+}
+
+// One CTA per token row: the row's amax (exact, order free), its scale, and the E4M3 bytes in permuted
+// order, 4 per thread and step (one 32-bit store).
+template <bool RELU2>
+__global__ void k_x_to_e4m3(uint32_t* __restrict__ xq, float* __restrict__ xs, const float* __restrict__ x,
+                            int64_t ldx, int64_t K, int64_t Kp) {
+  __shared__ float red[32];
+  const int64_t t = blockIdx.x;
+  const float* xr = x + t * ldx;
+  auto val = [&](int64_t k) {
+    float v = xr[k];
+    if constexpr (RELU2) {
+      const float r0 = v > 0.0f ? v : 0.0f;
+      v = r0 * r0;
+    }
+    return v;
+  };
+  float m = 0.0f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) m = fmaxf(m, fabsf(val(k)));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+  __syncthreads();
+  m = 0.0f;
+  for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) m = fmaxf(m, red[i]);
+  const float s = m > 0.0f ? __fdiv_rn(m, 448.0f) : 1.0f;
+  if (threadIdx.x == 0) xs[t] = s;
+  for (int64_t d0 = 4 * static_cast<int64_t>(threadIdx.x); d0 < Kp; d0 += 4 * static_cast<int64_t>(blockDim.x)) {
+    uint32_t packed = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t k = perm_logical(d0 + e);
+      const uint32_t b = k < K ? f32_to_e4m3_sat(__fdiv_rn(val(k), s)) : 0u;
+      packed |= b << (8 * e);
+    }
+    xq[(t * Kp + d0) / 4] = packed;
+  }
+}
+
+// y[t, n] = s[t] · Σ x̂·ŵ, decode (T <= 32). CTA: 8 W rows × 16·NG tokens, 4 warps taking the K segments
+// in turn, as the small bf16 kernel: per segment a chain of 64-blocks (two MMAs each, h = 0
+// then 1) from +0, the segment sums added left to right from +0 by warp 0. Token rows past T load zeros
+// and W rows past N read row N-1; both results are dropped.
+template <int NG, int U>
+__global__ void __launch_bounds__(kSmallWarps * 32)
+    k_mm_f8f8(float* __restrict__ y, int64_t ldy, const uint8_t* __restrict__ xq, const float* __restrict__ xs,
+              int T, int64_t Kp, const uint8_t* __restrict__ w, int N) {
+  extern __shared__ float part[];  // [segments][NG * 4][32]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * 8, t0 = blockIdx.y * 16 * NG;
+  const int64_t wrow = min(n0 + g, N - 1);
+  const int64_t Kb = Kp / kKBlock;
+  const int S = static_cast<int>((Kb + kSegBlocks - 1) / kSegBlocks);
+
+  for (int s = warp; s < S; s += kSmallWarps) {
+    float acc[NG][4];
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) acc[tg][0] = acc[tg][1] = acc[tg][2] = acc[tg][3] = 0.0f;
+    const int64_t b_begin = static_cast<int64_t>(s) * kSegBlocks;
+    const int64_t b_end = min(Kb, b_begin + kSegBlocks);
+    for (int64_t b0 = b_begin; b0 < b_end; b0 += U) {
+      uint4 wv[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (b0 + u < b_end) wv[u] = ld_stream(w + wrow * Kp + (b0 + u) * kKBlock + 16 * q);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        if (b0 + u >= b_end) break;
+        const int64_t blk = b0 + u;
+#pragma unroll
+        for (int tg = 0; tg < NG; ++tg) {
+          const int ta = t0 + tg * 16 + g;
+          uint4 xa = make_uint4(0, 0, 0, 0), xb = xa;  // rows ta and ta + 8
+          if (ta < T) xa = __ldg(reinterpret_cast<const uint4*>(xq + ta * Kp + blk * kKBlock + 16 * q));
+          if (ta + 8 < T) xb = __ldg(reinterpret_cast<const uint4*>(xq + (ta + 8) * Kp + blk * kKBlock + 16 * q));
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            mma_e4m3(acc[tg], word(xa, 2 * h), word(xb, 2 * h), word(xa, 2 * h + 1), word(xb, 2 * h + 1),
+                     word(wv[u], 2 * h), word(wv[u], 2 * h + 1));
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) part[(static_cast<int64_t>(s) * NG * 4 + tg * 4 + i) * 32 + lane] = acc[tg][i];
+    }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  float tot[NG][4];
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) tot[tg][0] = tot[tg][1] = tot[tg][2] = tot[tg][3] = 0.0f;
+  for (int s = 0; s < S; ++s) {
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tot[tg][i] = tot[tg][i] + part[(static_cast<int64_t>(s) * NG * 4 + tg * 4 + i) * 32 + lane];
+    }
+  }
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int t = t0 + tg * 16 + g + (i >> 1) * 8;
+      const int n = n0 + 2 * q + (i & 1);
+      if (t < T && n < N) y[static_cast<int64_t>(t) * ldy + n] = tot[tg][i] * xs[t];
+    }
+  }
+}
+
+// Prefill (T > 32): no split of K, so no partial sums in shared memory. CTA of 4 warps = 64 tokens
+// (blockIdx.y) × 128 W rows; a warp owns 4 × 4 MMA tiles (64 tokens × 32 W rows) and walks every segment
+// itself: the same per-segment chains and the same left-to-right sum from +0 as k_mm_f8f8, so the same
+// bits (the batch invariance across the two kernels rests on this). Each 16-byte x load now feeds 8 MMAs
+// and each W load 8: a quarter of k_mm_f8f8's L2 traffic for x at T > 32.
+__global__ void __launch_bounds__(kSmallWarps * 32)
+    k_mm_f8f8_wide(float* __restrict__ y, int64_t ldy, const uint8_t* __restrict__ xq, const float* __restrict__ xs,
+                   int T, int64_t Kp, const uint8_t* __restrict__ w, int N) {
+  constexpr int NG = 4, NF = 4;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * (kSmallWarps * 8 * NF) + warp * 8 * NF, t0 = blockIdx.y * 16 * NG;
+  if (n0 >= N) return;  // whole warp: no shuffles or barriers below
+  const int64_t Kb = Kp / kKBlock;
+  const uint8_t* wr[NF];
+#pragma unroll
+  for (int nf = 0; nf < NF; ++nf) wr[nf] = w + static_cast<int64_t>(min(n0 + nf * 8 + g, N - 1)) * Kp + 16 * q;
+  const uint8_t* xr[NG][2];
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg) {
+    const int ta = t0 + tg * 16 + g;
+    xr[tg][0] = ta < T ? xq + static_cast<int64_t>(ta) * Kp + 16 * q : nullptr;
+    xr[tg][1] = ta + 8 < T ? xq + static_cast<int64_t>(ta + 8) * Kp + 16 * q : nullptr;
+  }
+  float tot[NG][NF][4], acc[NG][NF][4];
+#pragma unroll
+  for (int a = 0; a < NG; ++a)
+#pragma unroll
+    for (int b = 0; b < NF; ++b)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tot[a][b][i] = acc[a][b][i] = 0.0f;
+  for (int64_t blk = 0; blk < Kb; ++blk) {
+    uint4 wv[NF];
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf) wv[nf] = ld_stream(wr[nf] + blk * kKBlock);
+#pragma unroll
+    for (int tg = 0; tg < NG; ++tg) {
+      const uint4 z = make_uint4(0, 0, 0, 0);
+      const uint4 xa = xr[tg][0] ? __ldg(reinterpret_cast<const uint4*>(xr[tg][0] + blk * kKBlock)) : z;
+      const uint4 xb = xr[tg][1] ? __ldg(reinterpret_cast<const uint4*>(xr[tg][1] + blk * kKBlock)) : z;
+#pragma unroll
+      for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          mma_e4m3(acc[tg][nf], word(xa, 2 * h), word(xb, 2 * h), word(xa, 2 * h + 1), word(xb, 2 * h + 1),
+                   word(wv[nf], 2 * h), word(wv[nf], 2 * h + 1));
+    }
+    if ((blk + 1) % kSegBlocks == 0 || blk + 1 == Kb) {  // end of a segment: as k_mm_f8f8's warp 0 adds them
+#pragma unroll
+      for (int a = 0; a < NG; ++a)
+#pragma unroll
+        for (int b = 0; b < NF; ++b)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            tot[a][b][i] = tot[a][b][i] + acc[a][b][i];
+            acc[a][b][i] = 0.0f;
+          }
+    }
+  }
+#pragma unroll
+  for (int tg = 0; tg < NG; ++tg)
+#pragma unroll
+    for (int nf = 0; nf < NF; ++nf)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int t = t0 + tg * 16 + g + (i >> 1) * 8;
+        const int n = n0 + nf * 8 + 2 * q + (i & 1);
+        if (t < T && n < N) y[static_cast<int64_t>(t) * ldy + n] = tot[tg][nf][i] * xs[t];
+      }
+}
+
+constexpr int kF8U = 8;  // 64-blocks of W in flight per warp
+
+// Whether the FP8 path can run on the current device: compute capability >= 8.9 AND the kernel the
+// runtime picked for it was compiled from PTX of compute_89 or later (__CUDA_ARCH__ >= 890: the MMA is
+// in it). An sm_80 cubin, or compute_80 PTX JIT-compiled for an sm_89 GPU, has only the __trap(). Cached per
+// device (a relaxed race on the cache only repeats the query).
+bool fp8_kernel_ok() {
+  static std::atomic<int> cache[64];  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < 0 || dev >= 64) return false;
+  const int c = cache[dev].load(std::memory_order_relaxed);
+  if (c != 0) return c == 2;
+  int major = 0, minor = 0;
+  bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+            major * 10 + minor >= 89;
+  if (ok) {
+    cudaFuncAttributes attr{};
+    ok = cudaFuncGetAttributes(&attr, k_mm_f8f8<1, kF8U>) == cudaSuccess && attr.ptxVersion >= 89;
+  }
+  cache[dev].store(ok ? 2 : 1, std::memory_order_relaxed);
+  return ok;
+}
+
+std::atomic<bool> g_fp8_mma_enabled{true};
+
+// T <= 32 takes k_mm_f8f8 unless its partial sums would not fit in shared memory (K over ~98k): then
+// k_mm_f8f8_wide, which gives the same bits. Returns cudaErrorNotSupported (nothing queued) only when T
+// needs more than 65535 token groups (T > 4194240): the caller then takes the bf16 path.
+cudaError_t matmul_f8f8(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
+                        Scratch& scratch, cudaStream_t stream, MatmulInput input) {
+  const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
+  const int64_t segments = ceil_div(Kp / kKBlock, kSegBlocks);
+  const int NG = T <= 16 ? 1 : 2;
+  const size_t smem = static_cast<size_t>(segments) * NG * 4 * 32 * sizeof(float);
+  const bool wide = T > kSmallMaxT || smem > 96 * 1024;
+  if (ceil_div(T, 64) > 65535) return cudaErrorNotSupported;
+  void* buf = nullptr;
+  const size_t qbytes = static_cast<size_t>(T * Kp);  // a multiple of 64: the scales stay aligned
+  CUDA_TRY(scratch.get(qbytes + static_cast<size_t>(T) * sizeof(float), &buf, stream));
+  auto* xq = static_cast<uint8_t*>(buf);
+  auto* xs = reinterpret_cast<float*>(xq + qbytes);
+  auto quant = input == MatmulInput::kRelu2 ? k_x_to_e4m3<true> : k_x_to_e4m3<false>;
+  quant<<<static_cast<unsigned>(T), 256, 0, stream>>>(reinterpret_cast<uint32_t*>(xq), xs, x, ldx, K, Kp);
+  CUDA_TRY(cudaGetLastError());
+  const auto* wb = static_cast<const uint8_t*>(w.data);
+  const int Ti = static_cast<int>(T), Ni = static_cast<int>(N);
+  if (wide) {
+    const dim3 grid(static_cast<unsigned>(ceil_div(N, kSmallWarps * 32)), static_cast<unsigned>(ceil_div(T, 64)));
+    k_mm_f8f8_wide<<<grid, kSmallWarps * 32, 0, stream>>>(y, ldy, xq, xs, Ti, Kp, wb, Ni);
+    return cudaGetLastError();
+  }
+  auto kernel = NG == 1 ? k_mm_f8f8<1, kF8U> : k_mm_f8f8<2, kF8U>;
+  CUDA_TRY(allow_smem(kernel, smem));
+  kernel<<<static_cast<unsigned>(ceil_div(N, 8)), kSmallWarps * 32, smem, stream>>>(y, ldy, xq, xs, Ti, Kp, wb, Ni);
+  return cudaGetLastError();
+}
+
 struct MmArgs {
   float* y;
   int64_t ldy;
@@ -562,6 +858,9 @@ cudaError_t dispatch(const MmArgs& a, int64_t segments, cudaStream_t stream) {
 
 }  // namespace
 
+void set_fp8_mma_enabled(bool on) { g_fp8_mma_enabled.store(on, std::memory_order_relaxed); }
+bool fp8_mma_active() { return g_fp8_mma_enabled.load(std::memory_order_relaxed) && fp8_kernel_ok(); }
+
 cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const MatrixView& w, int64_t T,
                    Scratch& scratch, cudaStream_t stream, MmaPrecision precision, MatmulInput input) {
   if (T <= 0 || w.rows <= 0) return cudaSuccess;
@@ -569,6 +868,14 @@ cudaError_t matmul(float* y, int64_t ldy, const float* x, int64_t ldx, const Mat
     return cudaErrorInvalidValue;  // not uploaded
   if (T > INT32_MAX || w.rows > INT32_MAX) return cudaErrorInvalidValue;
   const bool split = precision == MmaPrecision::kBf16x2;
+  if (!split && w.dtype == DType::F8_E4M3 && g_fp8_mma_enabled.load(std::memory_order_relaxed) && fp8_kernel_ok()) {
+    const cudaError_t e = matmul_f8f8(y, ldy, x, ldx, w, T, scratch, stream, input);
+    if (e != cudaErrorNotSupported) {
+      if (e != cudaSuccess || !w.scaled()) return e;
+      k_scale_cols<<<grid_for(T * w.rows, 256), 256, 0, stream>>>(y, ldy, T, w.rows, w.scale, w.row_scales);
+      return cudaGetLastError();
+    }
+  }
   const int64_t K = w.cols, Kp = padded_cols(K), N = w.rows;
   void* buf = nullptr;
   CUDA_TRY(scratch.get(static_cast<size_t>(T * Kp) * 2 * (split ? 2 : 1), &buf, stream));

@@ -13,6 +13,10 @@
 //    accumulation order alone: ~1e-6 relative, tolerance 1e-4. The effect of bf16 activations against
 //    the f32 x is printed for information. Batch invariance is checked bit for bit: every row computed
 //    alone (T = 1) against the same rows in batches of 2, 17, 32 (decode kernel) and 130 (prefill kernel).
+//  * matmul on the FP8 tensor cores (sm_89+ only; "skipped: <name> (<reason>)" elsewhere): the CPU
+//    quantizes x as the device does (per-token amax / 448, E4M3 round-to-nearest-even, saturating) and
+//    sums in double; error relative to Σ|x̂·ŵ|, tolerance 1e-3 (check_matmul_fp8 says why), and bitwise
+//    batch invariance as above.
 //  * norms, conv, SSM, attention: both sides compute in f32 in the same order up to FMA contraction,
 //    expf vs the CPU's exp and reduction trees: 2e-5 (norms, conv, state update), 1e-4 (SSD scan and
 //    attention, which chain exp() and long sums). Conv states are copies: exact.
@@ -241,6 +245,128 @@ void check_matmul(Rng& rng, DType dtype, int64_t T, int64_t K, int64_t N, cuda::
     }
   }
   report_bool(name + " invariance", shape + " rows alone/2/17/32/" + std::to_string(T), same);
+}
+
+// ---- matmul on the FP8 tensor cores (sm_89+: precision kBf16, F8_E4M3 weights) -------------------------
+// The reference quantizes x as the device is specified to (kernels_cuda.h): per row s = amax|x| / 448 (1 for
+// an all-zero row), x̂ = E4M3(x / s) rounded to nearest even, saturating to 448. It finds E4M3(v) by
+// search over the 127 non-negative finite codes (nearest value, a tie to the even code = even mantissa),
+// independently of the device's bit manipulation. Then y = float(Σ x̂·ŵ in double) · s · w_scale.
+uint8_t ref_e4m3(float v) {
+  static const std::vector<float> vals = [] {
+    std::vector<float> t(127);
+    for (int b = 0; b < 127; ++b) t[b] = f8_e4m3_to_f32(static_cast<uint8_t>(b));
+    return t;
+  }();
+  const uint8_t sign = std::signbit(v) ? 0x80 : 0;
+  const float a = std::min(std::fabs(v), 448.0f);  // saturation
+  int best = 0;
+  for (int b = 1; b < 127; ++b) {
+    const float d = std::fabs(vals[b] - a), e = std::fabs(vals[best] - a);
+    if (d < e || (d == e && (b & 1) == 0 && (best & 1) != 0)) best = b;
+  }
+  return static_cast<uint8_t>(sign | best);
+}
+
+// Error measure: max over elements of |cuda - ref| / (s · |w_scale| · Σ_k |x̂·ŵ|), the error relative to
+// the sum of the magnitudes of the terms. E4M3 products are exact in f32 (4 × 4 significant bits), so all
+// of it is accumulation: f32 chains of K/32 MMAs per 1024-value segment plus the segment sums (~1e-5 at
+// K = 15680), and the tensor cores' FP8 accumulation, which may keep only ~13-14 bits inside an MMA (a
+// random walk of such roundings over K/32 MMAs stays near 1e-4 here). Tolerance 1e-3: ten times that, and
+// far below what a wrong k pairing of the A/B fragments gives (a sum of unrelated products: ~1/sqrt(K),
+// ~3e-3 even at K = 100000).
+void check_matmul_fp8(Rng& rng, int64_t T, int64_t K, int64_t N, int scale_kind, bool invariance,
+                      MatmulInput input = MatmulInput::kPlain) {
+  const bool relu2 = input == MatmulInput::kRelu2;
+  std::vector<float> wexact;
+  std::vector<uint8_t> wbytes = make_weights(rng, DType::F8_E4M3, N, K, &wexact);
+  Dev<uint8_t> wdev(cuda::device_matrix_bytes(DType::F8_E4M3, N, K));
+  cuda::Scratch scratch;
+  MatrixView w;
+  check(cuda::upload_matrix(MatrixView{wbytes.data(), DType::F8_E4M3, N, K}, wdev.p, &w, scratch, stream),
+        "upload_matrix");
+  // Weight scale: 0 none, 1 per tensor, 2 per row (a device array, as the backend uploads it).
+  std::vector<float> wscale(static_cast<size_t>(N), scale_kind == 1 ? 0.0123f : 1.0f);
+  if (scale_kind == 2) {
+    for (auto& v : wscale) v = 0.001f + static_cast<float>(rng.next() >> 40) * 1e-9f;  // 0.001 .. 0.018
+  }
+  Dev<float> rs(wscale);
+  if (scale_kind == 1) w.scale = 0.0123f;
+  if (scale_kind == 2) w.row_scales = rs.p;
+  // x: normal rows at different magnitudes, one all-zero row (scale 1), one with a single outlier.
+  std::vector<float> x = rng.normals(static_cast<size_t>(T * K));
+  for (int64_t t = 0; t < T; ++t) {
+    const float mag = std::ldexp(1.0f, static_cast<int>(t % 7) * 3 - 9);
+    for (int64_t k = 0; k < K; ++k) x[t * K + k] *= mag;
+  }
+  if (T > 2) std::fill(x.begin() + K, x.begin() + 2 * K, 0.0f);
+  if (T > 3) x[3 * K + K / 2] = 1e4f;
+  std::vector<float> want(static_cast<size_t>(T * N)), den(want.size());
+  std::vector<float> xq(static_cast<size_t>(K));
+  for (int64_t t = 0; t < T; ++t) {
+    float amax = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const float v = x[t * K + k];
+      const float a = relu2 ? (v > 0 ? v * v : 0.0f) : v;
+      xq[k] = a;
+      amax = std::max(amax, std::fabs(a));
+    }
+    const float s = amax > 0 ? amax / 448.0f : 1.0f;
+    for (int64_t k = 0; k < K; ++k) xq[k] = f8_e4m3_to_f32(ref_e4m3(xq[k] / s));
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = 0, mag = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double p = static_cast<double>(xq[k]) * wexact[n * K + k];
+        acc += p;
+        mag += std::fabs(p);
+      }
+      want[t * N + n] = static_cast<float>(acc) * s * wscale[n];
+      den[t * N + n] = static_cast<float>(mag) * s * std::fabs(wscale[n]);
+    }
+  }
+  Dev<float> xd(x), yd(static_cast<size_t>(T * N));
+  check(cuda::matmul(yd.p, N, xd.p, K, w, T, scratch, stream, cuda::MmaPrecision::kBf16, input), "matmul");
+  const std::vector<float> got = yd.host();
+  double err = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    const double e = den[i] > 0 ? d / den[i] : d;  // den 0: every term 0, so want is 0 and so must got be
+    err = std::isfinite(e) ? std::max(err, e) : INFINITY;
+  }
+  const std::string name = std::string("matmul F8_E4M3 fp8mma") + (relu2 ? " relu2" : "") +
+                           (scale_kind == 1 ? " scale" : scale_kind == 2 ? " rowscale" : "");
+  const std::string shape = dims({{"T", T}, {"K", K}, {"N", N}});
+  report(name, shape, err, 1e-3);
+  if (!invariance) return;
+  bool same = true;
+  for (int64_t t = 0; t < T && same; ++t) {
+    Dev<float> y1(static_cast<size_t>(N));
+    check(cuda::matmul(y1.p, N, xd.p + t * K, K, w, 1, scratch, stream, cuda::MmaPrecision::kBf16, input), "matmul");
+    const std::vector<float> alone = y1.host();
+    same = std::memcmp(alone.data(), got.data() + t * N, static_cast<size_t>(N) * 4) == 0;
+  }
+  for (int64_t B : {2, 17, 32, 33}) {
+    for (int64_t t0 = 0; t0 + B <= T && same; t0 += B * 3 + 1) {
+      Dev<float> yb(static_cast<size_t>(B * N));
+      check(cuda::matmul(yb.p, N, xd.p + t0 * K, K, w, B, scratch, stream, cuda::MmaPrecision::kBf16, input),
+            "matmul");
+      const std::vector<float> part = yb.host();
+      same = std::memcmp(part.data(), got.data() + t0 * N, static_cast<size_t>(B * N) * 4) == 0;
+    }
+  }
+  report_bool(name + " invariance", shape + " rows alone/2/17/32/33/" + std::to_string(T), same);
+}
+
+// Why the FP8 path does not run here ("" when it does).
+std::string fp8_skip_reason() {
+  int dev = 0, major = 0, minor = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  if (major * 10 + minor < 89)
+    return "compute capability " + std::to_string(major) + "." + std::to_string(minor) + " < 8.9: no FP8 MMA";
+  if (!cuda::fp8_mma_active()) return "this build has no sm_89+ code for the device";
+  return "";
 }
 
 // ---- the rest ---------------------------------------------------------------------------------------
@@ -697,11 +823,37 @@ int main(int argc, char** argv) {
   }
   // FP8 (ModelOpt E4M3): one byte per value on the device, widened to bf16 in registers (exact), so the
   // reference is the f32 product of the same values on the bf16-rounded x: accumulation order only.
+  // On sm_89+ kBf16 would take the FP8 MMAs (next check): this one turns them off to test the widening path.
   checks.push_back({"matmul F8_E4M3 bf16, 6 shapes", [&rng] {
+    cuda::set_fp8_mma_enabled(false);
     for (auto [T, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 96}, {3, 96, 33}, {5, 100, 7},
                            {17, 256, 130}, {32, 4480, 300}, {130, 1030, 257}}) {
       check_matmul(rng, DType::F8_E4M3, T, K, N, P::kBf16, T == 130);
     }
+    cuda::set_fp8_mma_enabled(true);
+  }});
+  // FP8 tensor cores (issue #19): E4M3 x̂ (per-token dynamic scale) × E4M3 W, against a CPU reference that
+  // quantizes x the same way (check_matmul_fp8). Tails of K (100, 1030) and N (7, 33, 257), T of both
+  // token groupings (<= 16, <= 32, > 32), per-tensor and per-row weight scales, relu² input, invariance.
+  checks.push_back({"matmul F8_E4M3 fp8 MMA (sm_89+), 10 shapes", [] {
+    const std::string why = fp8_skip_reason();
+    if (!why.empty()) {
+      std::printf("skipped: %s (%s)\n", "matmul F8_E4M3 fp8 MMA (sm_89+), 10 shapes", why.c_str());
+      return;
+    }
+    Rng r8(8919);  // its own stream: the checks after it draw the same inputs whether it runs or not
+    check_matmul_fp8(r8, 1, 64, 96, 0, false);
+    check_matmul_fp8(r8, 3, 96, 33, 1, true);
+    check_matmul_fp8(r8, 5, 100, 7, 2, true);
+    check_matmul_fp8(r8, 17, 256, 130, 0, true);
+    check_matmul_fp8(r8, 32, 4480, 300, 2, false);
+    check_matmul_fp8(r8, 130, 1030, 257, 1, true);
+    check_matmul_fp8(r8, 70, 4480, 520, 0, true);
+    check_matmul_fp8(r8, 3, 1000, 200, 0, true, MatmulInput::kRelu2);
+    check_matmul_fp8(r8, 40, 15680, 256, 2, false, MatmulInput::kRelu2);
+    // K = 100000: T = 17 no longer fits the decode kernel's partials, so it takes the prefill kernel,
+    // while its rows alone take the decode kernel: the invariance check compares the two kernels' bits.
+    check_matmul_fp8(r8, 17, 100000, 24, 0, true);
   }});
   checks.push_back({"matmul 9B shapes and a K tail", [&rng] {
     check_matmul(rng, DType::BF16, 1, 5000, 300, P::kBf16, false);  // K tail: not a multiple of 64

@@ -46,20 +46,14 @@
 // round).
 
 import { toF16Bits } from '../tiny-model/safetensors-writer.js';
+import { GGML_BLOCK } from './reader.js';
 
 export type QuantType = 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 export const QUANT_TYPES: readonly QuantType[] = ['Q8_0', 'Q4_0', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
 
-const BLOCK: Record<QuantType, { elems: number; bytes: number }> = {
-  Q8_0: { elems: 32, bytes: 34 },
-  Q4_0: { elems: 32, bytes: 18 },
-  Q5_0: { elems: 32, bytes: 22 },
-  Q5_1: { elems: 32, bytes: 24 },
-  Q4_K: { elems: 256, bytes: 144 },
-  Q5_K: { elems: 256, bytes: 176 },
-  Q6_K: { elems: 256, bytes: 210 },
-};
+// Block sizes as the GGUF reader knows them (one table for reading and writing).
+const BLOCK: Readonly<Record<QuantType, { elems: number; bytes: number }>> = GGML_BLOCK;
 
 /** Values per block: 32 (Q8_0, Q4_0, Q5_0, Q5_1) or 256 (the K-quants). */
 export function quantBlockElems(type: QuantType): number {
@@ -158,7 +152,8 @@ function encodeQ8_0(x: Float32Array, out: Uint8Array, view: DataView, o: number)
   for (let j = 0; j < 32; j++) view.setInt8(o + 2 + j, roundAway(f32(x[j]! * id)));
 }
 
-function encodeQ4_0(x: Float32Array, out: Uint8Array, view: DataView, o: number): void {
+/** The first of the 32 values with the largest magnitude, sign kept (ggml's Q4_0 / Q5_0 reference scale). */
+function largestMagnitude(x: Float32Array): number {
   let amax = 0;
   let max = 0;
   for (let j = 0; j < 32; j++) {
@@ -168,6 +163,11 @@ function encodeQ4_0(x: Float32Array, out: Uint8Array, view: DataView, o: number)
       max = v;
     }
   }
+  return max;
+}
+
+function encodeQ4_0(x: Float32Array, out: Uint8Array, view: DataView, o: number): void {
+  const max = largestMagnitude(x);
   const d = f32(max / -8);
   const id = d ? f32(1 / d) : 0;
   view.setUint16(o, toF16Bits(d), true);
@@ -191,15 +191,7 @@ function packQ5(codes: Uint8Array, out: Uint8Array, view: DataView, o: number): 
 }
 
 function encodeQ5_0(x: Float32Array, out: Uint8Array, view: DataView, o: number): void {
-  let amax = 0;
-  let max = 0;
-  for (let j = 0; j < 32; j++) {
-    const v = x[j]!;
-    if (amax < Math.abs(v)) {
-      amax = Math.abs(v);
-      max = v;
-    }
-  }
+  const max = largestMagnitude(x);
   const d = f32(max / -16);
   const id = d ? f32(1 / d) : 0;
   view.setUint16(o, toF16Bits(d), true);

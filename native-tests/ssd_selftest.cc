@@ -3,6 +3,8 @@
 //   g++ -std=c++17 -O3 -pthread -I csrc native-tests/ssd_selftest.cc csrc/kernels/ssd_scan.cc
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/ssd && /tmp/ssd
 // Options: --quick (skip the benchmarks), --bench (only the benchmarks), --small (benchmark T = 1024).
+// The benchmarks pass x, B and C as the model does (columns of one conv output row); the 330M
+// shape is the bench model of bench/table.ts (32 heads x 64, 8 groups, state 128, chunk 128).
 // Exit status 0 when every check passes.
 #include <algorithm>
 #include <chrono>
@@ -70,6 +72,31 @@ void run_scan(const Case& c, int64_t chunk, ThreadPool& pool, std::vector<float>
                       c.G * c.N, s.data(), c.p, c.T, chunk, pool);
 }
 
+// x, B and C as the model passes them: columns of one conv output row [x | B | C] (row stride
+// conv_dim = H·P + 2·G·N floats, 16 KiB at the 330M shape).
+struct ConvRows {
+  std::vector<float> xbc;
+  int64_t cd;
+  explicit ConvRows(const Case& c) : cd(c.H * c.P + 2 * c.G * c.N) {
+    const int64_t HP = c.H * c.P, GN = c.G * c.N;
+    xbc.resize(static_cast<size_t>(c.T * cd));
+    for (int64_t t = 0; t < c.T; ++t) {
+      std::memcpy(&xbc[t * cd], &c.x[t * HP], HP * sizeof(float));
+      std::memcpy(&xbc[t * cd + HP], &c.B[t * GN], GN * sizeof(float));
+      std::memcpy(&xbc[t * cd + HP + GN], &c.C[t * GN], GN * sizeof(float));
+    }
+  }
+};
+
+void run_scan_conv_rows(const Case& c, const ConvRows& r, int64_t chunk, ThreadPool& pool,
+                        std::vector<float>& y, std::vector<float>& s) {
+  const int64_t HP = c.H * c.P, GN = c.G * c.N;
+  y.assign(static_cast<size_t>(c.T * HP), 0.0f);
+  s = c.s0;
+  cpu::ssd_chunk_scan(y.data(), r.xbc.data(), r.cd, c.dt.data(), c.H, r.xbc.data() + HP,
+                      r.xbc.data() + HP + GN, r.cd, s.data(), c.p, c.T, chunk, pool);
+}
+
 // The token-by-token recurrence in double.
 void reference(const Case& c, std::vector<double>& y, std::vector<double>& S) {
   const int64_t T = c.T, H = c.H, P = c.P, G = c.G, N = c.N;
@@ -123,6 +150,9 @@ void test_scan() {
                 static_cast<long long>(s[4]), static_cast<long long>(s[5]), ey, es);
     check(ey < 5e-5 && es < 5e-5, "matches the float64 recurrence");
     check(y1 == y2 && s1 == s2, "1 and 2 threads give identical bits");
+    std::vector<float> y3, s3;
+    run_scan_conv_rows(c, ConvRows(c), s[5], two, y3, s3);
+    check(y1 == y3 && s1 == s3, "x, B, C as conv output columns give identical bits");
   }
 }
 
@@ -142,9 +172,11 @@ void bench(int64_t T) {
     const char* name;
     int64_t H, P, G, N, Q;
   };
-  const Shape shapes[] = {{"bench model", 24, 64, 8, 128, 128}, {"9B", 128, 64, 8, 128, 128}};
+  const Shape shapes[] = {{"bench model", 24, 64, 8, 128, 128}, {"330M", 32, 64, 8, 128, 128},
+                          {"9B", 128, 64, 8, 128, 128}};
   for (const Shape& sh : shapes) {
     const Case c = make_case(T, sh.H, sh.P, sh.G, sh.N, 11);
+    const ConvRows rows(c);
     const double fl = nominal_flops(T, sh.H, sh.P, sh.G, sh.N, sh.Q);
     for (int threads : {1, 2}) {
       ThreadPool pool(threads);
@@ -152,7 +184,7 @@ void bench(int64_t T) {
       double best = 1e30;
       for (int rep = 0; rep < 3; ++rep) {
         const auto t0 = Clock::now();
-        run_scan(c, sh.Q, pool, y, s);
+        run_scan_conv_rows(c, rows, sh.Q, pool, y, s);
         best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
       }
       std::printf("  %-11s T=%lld H=%lld P=%lld G=%lld N=%lld chunk=%lld, %d thread%s (%s): %8.1f ms"

@@ -179,11 +179,15 @@ struct ScanArgs {
   int64_t T, Q, Qp, Pp;  // chunk length, and the padded widths of chunk and head
 };
 
-// Per (group, chunk) of a wave: Bᵀ [N x Qp] (zero past L) and C·Bᵀ [Qp x Qp] (rows < L; columns
-// j <= i hold C[i]·B[j], the rest is unused).
+// Per (group, chunk) of a wave: Bᵀ [N x Qp] (zero past L), C·Bᵀ [Qp x Qp] (rows < L; columns
+// j <= i hold C[i]·B[j], the rest is unused) and the chunk's C rows copied together, [Qp x N] (rows
+// < L). In the model B and C are columns of the conv output (a row stride of conv_dim floats, 16 KiB
+// at the 330M shape), so each head's C·S would otherwise read its A rows one page apart; the copy is
+// made once per group and read by every head of it. Same values, same products: no bit changes.
 struct GroupChunk {
   float* bt;
   float* cb;
+  float* cc;
 };
 
 template <class V>
@@ -198,7 +202,8 @@ __attribute__((always_inline)) inline void group_chunk_body(const ScanArgs& a, i
     for (int64_t j = 0; j < L; ++j) row[j] = Bc[j * a.ldbc + n];
     for (int64_t j = L; j < Qp; ++j) row[j] = 0.0f;
   }
-  gemm<V>(L, Qp, N, Cc, a.ldbc, gc.bt, Qp, gc.cb, Qp, Epilogue{false, 0.0f, nullptr}, false, true);
+  for (int64_t i = 0; i < L; ++i) std::memcpy(gc.cc + i * N, Cc + i * a.ldbc, N * sizeof(float));
+  gemm<V>(L, Qp, N, gc.cc, N, gc.bt, Qp, gc.cb, Qp, Epilogue{false, 0.0f, nullptr}, false, true);
 }
 
 // Scratch of one thread running heads.
@@ -265,7 +270,7 @@ __attribute__((always_inline)) inline void head_body(const ScanArgs& a, int64_t 
     }
     // Y = M · X (x[j] for j <= i), then += exp(a[i]) · C[i] · S
     gemm<V>(L, Pp, L, s.m, Qp, s.xp, Pp, s.yp, Pp, Epilogue{false, 0.0f, nullptr}, true, false);
-    gemm<V>(L, Pp, N, a.C + t0 * a.ldbc + g * N, a.ldbc, s.st, Pp, s.yp, Pp,
+    gemm<V>(L, Pp, N, gc.cc, N, s.st, Pp, s.yp, Pp,
             Epilogue{true, 1.0f, s.ea}, false, false);
     for (int64_t i = 0; i < L; ++i) std::memcpy(a.y + (t0 + i) * H * P + h * P, s.yp + i * Pp, P * 4);
     // S = exp(a[L-1]) · S + Bᵀ · (w ⊙ X)
@@ -309,7 +314,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma"))) void head
 }
 #endif
 
-// Floats of per-(group, chunk) products a wave may hold (4 MiB: 4 chunks of 128 for 8 groups of 128).
+// Floats of per-(group, chunk) products a wave may hold (4 MiB: 2 chunks of 128 for 8 groups of 128).
 constexpr int64_t kWaveFloats = int64_t{1} << 20;
 
 }  // namespace
@@ -334,14 +339,15 @@ void ssd_chunk_scan(float* y, const float* x, int64_t ldx, const float* dt_raw, 
   }
 #endif
   const ScanArgs args{y, x, ldx, dt_raw, lddt, B, C, ldbc, state, &p, T, Q, Qp, Pp};
-  const int64_t per_gc = (N + Qp) * Qp;
+  const int64_t per_gc = (N + Qp) * Qp + Qp * N;
   const int64_t wave = std::clamp<int64_t>(kWaveFloats / (G * per_gc), 1, n_chunks);
   std::vector<float> gc_buf(static_cast<size_t>(G * wave * per_gc));
   std::vector<GroupChunk> gcs(static_cast<size_t>(G * wave));
   for (int64_t c0 = 0; c0 < n_chunks; c0 += wave) {
     const int64_t c1 = std::min(n_chunks, c0 + wave), nw = c1 - c0;
     for (int64_t i = 0; i < G * nw; ++i) {
-      gcs[i] = GroupChunk{gc_buf.data() + i * per_gc, gc_buf.data() + i * per_gc + N * Qp};
+      float* f = gc_buf.data() + i * per_gc;
+      gcs[i] = GroupChunk{f, f + N * Qp, f + N * Qp + Qp * Qp};
     }
     pool.parallel_for(G * nw, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) group_chunk(args, i / nw, c0 + i % nw, gcs[i]);

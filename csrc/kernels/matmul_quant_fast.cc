@@ -436,13 +436,15 @@ const FKernels& simd_kernels(Dot dot) {
   return dot == Dot::kNeonI8mm ? k2 : dot == Dot::kNeonDotprod ? k1 : k0;
 }
 
-const FKernels& simd_kernels(DType dt, Dot dot) {
+// The kernels of a type on this path, or nullptr (no NEON kernels for Q5_0 / Q5_1 yet: the scalar path).
+const FKernels* simd_kernels(DType dt, Dot dot) {
   switch (dt) {
-    case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
-    case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
-    case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
-    case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
-    default: return simd_kernels<DType::Q6_K>(dot);
+    case DType::Q8_0: return &simd_kernels<DType::Q8_0>(dot);
+    case DType::Q4_0: return &simd_kernels<DType::Q4_0>(dot);
+    case DType::Q4_K: return &simd_kernels<DType::Q4_K>(dot);
+    case DType::Q5_K: return &simd_kernels<DType::Q5_K>(dot);
+    case DType::Q6_K: return &simd_kernels<DType::Q6_K>(dot);
+    default: return nullptr;
   }
 }
 
@@ -950,15 +952,17 @@ const FKernels& simd_kernels(Dot dot) {
   return dot == Dot::kVnni512 ? kz : dot == Dot::kAvxVnni ? ky : k2;
 }
 
-const FKernels& simd_kernels(DType dt, Dot dot) {
+// The kernels of a type on this path, or nullptr (the scalar path).
+const FKernels* simd_kernels(DType dt, Dot dot) {
   switch (dt) {
-    case DType::Q8_0: return simd_kernels<DType::Q8_0>(dot);
-    case DType::Q4_0: return simd_kernels<DType::Q4_0>(dot);
-    case DType::Q5_0: return simd_kernels<DType::Q5_0>(dot);
-    case DType::Q5_1: return simd_kernels<DType::Q5_1>(dot);
-    case DType::Q4_K: return simd_kernels<DType::Q4_K>(dot);
-    case DType::Q5_K: return simd_kernels<DType::Q5_K>(dot);
-    default: return simd_kernels<DType::Q6_K>(dot);
+    case DType::Q8_0: return &simd_kernels<DType::Q8_0>(dot);
+    case DType::Q4_0: return &simd_kernels<DType::Q4_0>(dot);
+    case DType::Q5_0: return &simd_kernels<DType::Q5_0>(dot);
+    case DType::Q5_1: return &simd_kernels<DType::Q5_1>(dot);
+    case DType::Q4_K: return &simd_kernels<DType::Q4_K>(dot);
+    case DType::Q5_K: return &simd_kernels<DType::Q5_K>(dot);
+    case DType::Q6_K: return &simd_kernels<DType::Q6_K>(dot);
+    default: return nullptr;
   }
 }
 
@@ -1007,13 +1011,8 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   XTile& xt = xt_local;  // the caller's buffers, also in the worker lambdas
 #if defined(__x86_64__) || defined(__aarch64__)
   const Dot dot = dot_path();
-#if defined(__aarch64__)
-  // No NEON kernels for Q5_0 / Q5_1 yet (simd_kernels would pick another type's): the scalar path below.
-  const bool simd = dot != Dot::kScalar && w.dtype != DType::Q5_0 && w.dtype != DType::Q5_1;
-#else
-  const bool simd = dot != Dot::kScalar;
-#endif
-  if (simd) {
+  const FKernels* ks = dot != Dot::kScalar ? simd_kernels(w.dtype, dot) : nullptr;
+  if (ks) {
 #if defined(__x86_64__)
     if (dot == Dot::kVnni512 && w.dtype == DType::Q8_0) {
       TileWalk wk;
@@ -1045,16 +1044,15 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
       return true;
     }
 #endif
-    const FKernels& ks = simd_kernels(w.dtype, dot);
     TileWalk wk;
     wk.N = N;
     wk.ks = nb;
     wk.kc = nb;
-    wk.tb = std::max<int64_t>(ks.tr, kXTileBytes / L.qb / ks.tr * ks.tr);
+    wk.tb = std::max<int64_t>(ks->tr, kXTileBytes / L.qb / ks->tr * ks->tr);
     wk.row_bytes = row_bytes;
     wk.work = K / 2;  // integer dots: 1/2 "byte" each
     FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
-    run_tiles(y, ldy, T, ks, wk, src, pool);
+    run_tiles(y, ldy, T, *ks, wk, src, pool);
     return true;
   }
 #endif

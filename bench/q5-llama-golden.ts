@@ -7,14 +7,13 @@
  *
  *   npm --prefix bench/peer ci && node --import tsx bench/q5-llama-golden.ts
  */
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
-import { makeTinyModel, type TinyModelOptions } from '../lib/index.js';
+import type { TinyModelOptions } from '../lib/index.js';
+import { writeLlamaCppGolden, type GoldenCase } from './llama-golden.js';
 
 const base: TinyModelOptions = { seed: 31, dtype: 'f32', format: 'gguf', pattern: 'M*M-M*', vocabSize: 512, chunkSize: 8 };
-export const Q5_GOLDEN: Array<{ name: string; options: TinyModelOptions; tokens: number[] }> = [
+export const Q5_GOLDEN: GoldenCase[] = [
   { name: 'tiny-q5_0', options: { ...base, ggufType: 'Q5_0' }, tokens: [1, 17, 204, 33, 5, 99, 310, 42, 7, 150, 3, 64, 480, 11, 250, 91] },
   { name: 'tiny-q5_1', options: { ...base, seed: 32, ggufType: 'Q5_1' }, tokens: [1, 400, 12, 77, 301, 8, 8, 190, 45, 3, 222, 19] },
   {
@@ -26,30 +25,6 @@ export const Q5_GOLDEN: Array<{ name: string; options: TinyModelOptions; tokens:
 ];
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const peer = path.resolve(import.meta.dirname, 'peer/node_modules/node-llama-cpp/dist/index.js');
-  const { getLlama } = (await import(peer)) as { getLlama: (o: object) => Promise<any> };
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-  const outDir = path.resolve(import.meta.dirname, '../test/fixtures/q5');
-  mkdirSync(outDir, { recursive: true });
-  for (const g of Q5_GOLDEN) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'q5-golden-'));
-    await makeTinyModel(dir, g.options);
-    const model = await llama.loadModel({ modelPath: path.join(dir, 'model.gguf') });
-    const ctx = await model.createContext({ contextSize: 256, threads: 2, batchSize: 256, sequences: 1, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
-    const seq = ctx.getSequence();
-    const out = await seq.controlledEvaluate(g.tokens.map((t) => [t, { generateNext: { probabilities: true } }]));
-    const V = 512;
-    const positions = out.map((o: any) => {
-      const lp = new Array<number>(V).fill(-Infinity);
-      for (const [tok, p] of o.next.probabilities as Map<number, number>) lp[tok] = Math.log(p);
-      return { logprobs: lp };
-    });
-    const file = path.join(outDir, `${g.name}.llama-cpp.json`);
-    writeFileSync(file, JSON.stringify({ description: `llama.cpp (nemotron_h, through node-llama-cpp 3.21.1, CPU, F32 KV cache) on the ${g.options.ggufType} GGUF makeTinyModel writes from \`options\`: per-position log-probabilities over the whole vocabulary`, options: g.options, tokens: g.tokens, positions }) + '\n');
-    console.log(`wrote ${file}`);
-    await ctx.dispose();
-    await model.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  await writeLlamaCppGolden(Q5_GOLDEN, path.resolve(import.meta.dirname, '../test/fixtures/q5'), (g) => `llama.cpp (nemotron_h, through node-llama-cpp 3.21.1, CPU, F32 KV cache) on the ${g.options.ggufType} GGUF makeTinyModel writes from \`options\`: per-position log-probabilities over the whole vocabulary`);
   process.exit(0);
 }

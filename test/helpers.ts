@@ -70,3 +70,18 @@ export async function waitFor(check: () => boolean, ms = 10_000): Promise<number
   }
   return performance.now() - t0;
 }
+
+/** Per block of `size` values: the largest |x| and the largest |x - y| (quantization error bounds). */
+export function blockMaxErrors(x: ArrayLike<number>, y: ArrayLike<number>, size: number): Array<{ amax: number; err: number }> {
+  const out: Array<{ amax: number; err: number }> = [];
+  for (let b = 0; b < x.length / size; b++) {
+    let amax = 0;
+    let err = 0;
+    for (let j = size * b; j < size * b + size; j++) {
+      amax = Math.max(amax, Math.abs(x[j]!));
+      err = Math.max(err, Math.abs(x[j]! - y[j]!));
+    }
+    out.push({ amax, err });
+  }
+  return out;
+}

@@ -26,7 +26,7 @@ import {
   quantizeRows,
   type QuantType,
 } from '../../lib/gguf/quantize.js';
-import { native } from '../helpers.js';
+import { blockMaxErrors, native } from '../helpers.js';
 import { makeRng, type Rng } from '../reference/random.js';
 
 const k = native._kernels;
@@ -194,26 +194,14 @@ describe('quantize.ts: quantization error', () => {
 
   it('Q8_0: |x - v| <= d·(1/2 + 127·2^-11) per block (d = amax/127; f16 rounding of d)', () => {
     const y = dequantizeRows('Q8_0', quantizeRows('Q8_0', x, rows, cols), rows, cols);
-    for (let b = 0; b < x.length / 32; b++) {
-      let amax = 0;
-      let err = 0;
-      for (let j = 32 * b; j < 32 * b + 32; j++) {
-        amax = Math.max(amax, Math.abs(x[j]!));
-        err = Math.max(err, Math.abs(x[j]! - y[j]!));
-      }
+    for (const { amax, err } of blockMaxErrors(x, y, 32)) {
       expect(err).toBeLessThanOrEqual((amax / 127) * (0.5 + 127 * 2 ** -11) * (1 + 1e-5));
     }
   });
 
   it('Q4_0: |x - v| <= |d|·(1 + 8·2^-11) per block (d = amax/8; the code 16 is clamped to 15)', () => {
     const y = dequantizeRows('Q4_0', quantizeRows('Q4_0', x, rows, cols), rows, cols);
-    for (let b = 0; b < x.length / 32; b++) {
-      let amax = 0;
-      let err = 0;
-      for (let j = 32 * b; j < 32 * b + 32; j++) {
-        amax = Math.max(amax, Math.abs(x[j]!));
-        err = Math.max(err, Math.abs(x[j]! - y[j]!));
-      }
+    for (const { amax, err } of blockMaxErrors(x, y, 32)) {
       expect(err).toBeLessThanOrEqual((amax / 8) * (1 + 8 * 2 ** -11) * (1 + 1e-5));
     }
   });
@@ -239,13 +227,7 @@ describe('quantize.ts: quantization error', () => {
       }
       expect(Math.sqrt(se / sx)).toBeLessThan(rmsBound);
       let worst = 0;
-      for (let b = 0; b < x.length / 256; b++) {
-        let amax = 0;
-        let err = 0;
-        for (let j = 256 * b; j < 256 * b + 256; j++) {
-          amax = Math.max(amax, Math.abs(x[j]!));
-          err = Math.max(err, Math.abs(x[j]! - y[j]!));
-        }
+      for (const { amax, err } of blockMaxErrors(x, y, 256)) {
         worst = Math.max(worst, err / amax);
         expect(err).toBeLessThanOrEqual(maxBound * amax);
       }

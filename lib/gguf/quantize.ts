@@ -45,7 +45,7 @@
 // product d·sc·q is exact in float32; only the subtraction of Q4_K/Q5_K's min and Q5_1's addition of m
 // round).
 
-import { toF16Bits } from '../tiny-model/safetensors-writer.js';
+import { fromF16Bits, toF16Bits } from '../tiny-model/safetensors-writer.js';
 import { GGML_BLOCK } from './reader.js';
 
 export type QuantType = 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
@@ -103,15 +103,6 @@ function nearestInt(v: number): number {
 /** C's roundf: nearest, ties away from zero. */
 function roundAway(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
-
-function f16ToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 0x1f) return m ? NaN : sign * Infinity;
-  return sign * (1024 + m) * 2 ** (e - 25);
 }
 
 function clamp(v: number, lo: number, hi: number): number {
@@ -327,8 +318,8 @@ function encodeQK(x: Float32Array, out: Uint8Array, view: DataView, o: number, f
     out[sp + s + 8] = (sc6[s + 4]! & 0xf) | ((mn6[s + 4]! & 0xf) << 4);
   }
   // Every value to the nearest code of its quantized grid.
-  const d = f16ToNumber(dBits);
-  const dmin = f16ToNumber(dminBits);
+  const d = fromF16Bits(dBits);
+  const dmin = fromF16Bits(dminBits);
   for (let s = 0; s < 8; s++) {
     const ds = d * sc6[s]!;
     const dm = dmin * mn6[s]!;
@@ -405,7 +396,7 @@ function encodeQ6_K(x: Float32Array, out: Uint8Array, view: DataView, o: number)
   if (maxAbs < 1e-15) return; // all zero: d = 0, every code 0
   const iscale = -128 / maxScale;
   const dBits = toF16Bits(1 / iscale);
-  const d = f16ToNumber(dBits);
+  const d = fromF16Bits(dBits);
   const sc8 = new Int8Array(16);
   for (let s = 0; s < 16; s++) sc8[s] = clamp(nearestInt(iscale * scales[s]!), -128, 127);
   const L = new Uint8Array(256);
@@ -458,12 +449,12 @@ export function dequantizeRows(type: QuantType, bytes: Uint8Array, rows: number,
 type Decoder = (q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number) => void;
 
 function decodeQ8_0(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number): void {
-  const d = f16ToNumber(view.getUint16(o, true));
+  const d = fromF16Bits(view.getUint16(o, true));
   for (let j = 0; j < 32; j++) y[yo + j] = view.getInt8(o + 2 + j) * d;
 }
 
 function decodeQ4_0(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number): void {
-  const d = f16ToNumber(view.getUint16(o, true));
+  const d = fromF16Bits(view.getUint16(o, true));
   for (let j = 0; j < 16; j++) {
     y[yo + j] = ((q[o + 2 + j]! & 0xf) - 8) * d;
     y[yo + j + 16] = ((q[o + 2 + j]! >> 4) - 8) * d;
@@ -473,8 +464,8 @@ function decodeQ4_0(q: Uint8Array, view: DataView, o: number, y: Float32Array, y
 // Q5_0 (m undefined): (q − 16)·d, exact; Q5_1: q·d + m, exact in float64 (q·d has at most 16 significant
 // bits; both terms lie between 2^-24 and 2^21), then rounded once.
 function decodeQ5(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number, withMin: boolean): void {
-  const d = f16ToNumber(view.getUint16(o, true));
-  const m = withMin ? f16ToNumber(view.getUint16(o + 2, true)) : 0;
+  const d = fromF16Bits(view.getUint16(o, true));
+  const m = withMin ? fromF16Bits(view.getUint16(o + 2, true)) : 0;
   const p = o + (withMin ? 4 : 2);
   const qh = view.getUint32(p, true);
   for (let j = 0; j < 16; j++) {
@@ -486,8 +477,8 @@ function decodeQ5(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo:
 }
 
 function decodeQK(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number, five: boolean): void {
-  const d = f16ToNumber(view.getUint16(o, true));
-  const dmin = f16ToNumber(view.getUint16(o + 2, true));
+  const d = fromF16Bits(view.getUint16(o, true));
+  const dmin = fromF16Bits(view.getUint16(o + 2, true));
   const sp = o + 4;
   const qh = o + 16;
   const qs = o + (five ? 48 : 16);
@@ -506,7 +497,7 @@ function decodeQK(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo:
 }
 
 function decodeQ6_K(q: Uint8Array, view: DataView, o: number, y: Float32Array, yo: number): void {
-  const d = f16ToNumber(view.getUint16(o + 208, true));
+  const d = fromF16Bits(view.getUint16(o + 208, true));
   for (let h = 0; h < 2; h++) {
     for (let s = 0; s < 4; s++) {
       for (let l = 0; l < 32; l++) {

@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
 import { GgufValueType, type GgmlTypeName } from '../gguf/reader.js';
 import { ggufTypeFits, kv, writeGguf, type GgufKv, type GgufTensorSource } from '../gguf/writer.js';
-import { writeSafetensors, DTYPE_BYTES, e4m3ToNumber, toBf16Bits, toE4M3Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
+import { writeSafetensors, DTYPE_BYTES, e4m3ToNumber, fromF16Bits, toBf16Bits, toE4M3Bits, toF16Bits, type SafetensorsDtype, type TensorSource } from './safetensors-writer.js';
 import { ADDED_TOKENS, buildTokenizer, CHAT_TEMPLATE, TOKEN_IDS } from './tokenizer.js';
 import { generateTensor, mambaSizes, tensorSpecs, type ModelDims, type TensorSpec } from './weights.js';
 
@@ -625,18 +625,9 @@ function storedValues(chunk: Float32Array, dtype: Resolved['dtype']): Float32Arr
   if (dtype === 'bf16') {
     for (let i = 0; i < bits.length; i++) bits[i] = toBf16Bits(out[i]!) << 16;
   } else {
-    for (let i = 0; i < out.length; i++) out[i] = f16BitsToNumber(toF16Bits(out[i]!));
+    for (let i = 0; i < out.length; i++) out[i] = fromF16Bits(toF16Bits(out[i]!));
   }
   return out;
-}
-
-function f16BitsToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 31) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 async function writeTinyGguf(path: string, r: Resolved, specs: readonly TensorSpec[], tokenizerJson: Record<string, unknown>): Promise<void> {

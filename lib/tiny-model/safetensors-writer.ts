@@ -157,6 +157,16 @@ export function toF16Bits(x: number): number {
   return f32BitsToF16(scratchU32[0] as number);
 }
 
+/** The value of f16 bits (exact; subnormals, infinities and NaN included). */
+export function fromF16Bits(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
 const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Converts float32 values into `out` (little-endian bytes of the target dtype); returns the bytes written. */

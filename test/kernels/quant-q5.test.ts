@@ -32,17 +32,12 @@ import { loadModel, makeTinyModel, type TinyModelOptions } from '../../lib/index
 import { logSoftmaxRows, native, tempDir } from '../helpers.js';
 import { ReferenceModel } from '../reference/model.js';
 import { makeRng } from '../reference/random.js';
+import { f16ToNumber } from '../reference/safetensors.js';
 
 const k = native._kernels;
 const paths = (['scalar', 'avx2', 'avx512'] as const).filter((p) => k.setKernelPath(p) === p);
 k.setKernelPath('auto');
 
-function f16(bits: number): number {
-  const e = (bits >>> 10) & 0x1f;
-  const m = bits & 0x3ff;
-  const v = e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25);
-  return bits & 0x8000 ? -v : v;
-}
 const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
 const u32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 
@@ -54,7 +49,7 @@ describe('Q5_0 / Q5_1 layouts', () => {
     const x = Float32Array.from(codes, (q) => (q - 16) * 0.1);
     const b = quantizeRows('Q5_0', x, 1, 32);
     expect(b.length).toBe(22);
-    expect(f16(u16(b, 0))).toBeCloseTo(0.1, 4);
+    expect(f16ToNumber(u16(b, 0))).toBeCloseTo(0.1, 4);
     const qh = u32(b, 2);
     for (let j = 0; j < 16; j++) {
       expect(b[6 + j]! & 15, `low nibble ${j}`).toBe(codes[j]! & 15);
@@ -62,7 +57,7 @@ describe('Q5_0 / Q5_1 layouts', () => {
     }
     for (let j = 0; j < 32; j++) expect((qh >>> j) & 1, `qh bit ${j}`).toBe(codes[j]! >> 4);
     const y = dequantizeRows('Q5_0', b, 1, 32);
-    const d = f16(u16(b, 0));
+    const d = f16ToNumber(u16(b, 0));
     for (let j = 0; j < 32; j++) expect(y[j]).toBe(Math.fround((codes[j]! - 16) * d));
   });
 
@@ -73,8 +68,8 @@ describe('Q5_0 / Q5_1 layouts', () => {
     const x = Float32Array.from(codes, (q) => q * 0.25 - 3); // min -3, max 4.75: d = 0.25
     const b = quantizeRows('Q5_1', x, 1, 32);
     expect(b.length).toBe(24);
-    expect(f16(u16(b, 0))).toBe(0.25);
-    expect(f16(u16(b, 2))).toBe(-3);
+    expect(f16ToNumber(u16(b, 0))).toBe(0.25);
+    expect(f16ToNumber(u16(b, 2))).toBe(-3);
     const qh = u32(b, 4);
     for (let j = 0; j < 16; j++) {
       expect(b[8 + j]! & 15).toBe(codes[j]! & 15);

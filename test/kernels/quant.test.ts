@@ -34,13 +34,6 @@ const k = native._kernels;
 const paths = (['scalar', 'avx2', 'avx512'] as const).filter((p) => k.setKernelPath(p) === p);
 k.setKernelPath('auto');
 
-function f16(bits: number): number {
-  const e = (bits >>> 10) & 0x1f;
-  const m = bits & 0x3ff;
-  const v = e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25);
-  return bits & 0x8000 ? -v : v;
-}
-
 function gaussian(rng: Rng, n: number, scale: number): Float32Array {
   return Float32Array.from(rng.normalArray(n, scale));
 }

@@ -36,7 +36,7 @@ describe('the event loop keeps turning', () => {
     const load = await maxTimerGap(async () => {
       model = await loadModel(tmp.dir, { threads: 2 });
     });
-    const gen = await maxTimerGap(() => model!.generate({ prompt: 'the quick brown fox jumps over the lazy dog '.repeat(20), maxTokens: 40 }));
+    const gen = await maxTimerGap(() => model!.generate({ prompt: 'the quick brown fox jumps over the lazy dog '.repeat(60), maxTokens: 80 }));
     await model!.close();
     console.log(`load: ${load.elapsed.toFixed(0)} ms, max timer gap ${load.gap.toFixed(1)} ms; generate: ${gen.elapsed.toFixed(0)} ms, max gap ${gen.gap.toFixed(1)} ms, ${gen.ticks} ticks`);
     // The generation must take long enough for the check to mean something...

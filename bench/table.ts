@@ -17,15 +17,14 @@
  * chosen rows, every engine once per run in the same process, and prints one table per run, e.g. the
  * quantized prefill check: --type Q8_0 --precision fast --measures prefill4096 --runs 3.
  */
-import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { loadModel, type LoadOptions } from '../lib/index.js';
-import { readGgufMetadata } from '../lib/gguf/reader.js';
 import { loadNative } from '../lib/native.js';
 import { ensureTableModel, type BenchGgufType } from './bench-model.js';
+import { oursOn, peerLlama, peerOn, weightBytesPerToken, type Engine, type PeerModel } from './engines.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,71 +38,21 @@ const { values } = parseArgs({
 const threads = Number(values.threads);
 const types: BenchGgufType[] = values.type === 'all' ? ['BF16', 'Q8_0'] : (values.type.split(',') as BenchGgufType[]);
 const precisions: Array<'exact' | 'fast'> = values.precision === 'both' ? ['exact', 'fast'] : [values.precision as 'exact' | 'fast'];
-const ids = (n: number, salt = 0) => Array.from({ length: n }, (_, i) => 21 + ((i * 7919 + salt * 104729) % 30000));
-const noEnd = { 12: -100, 2: -100 }; // random weights: keep every stream going for the full count
-
-interface Run { prefill: number; decode: number }
-type Engine = (prompt: number, decode: number, streams?: number) => Promise<Run>;
 
 function ours(gguf: string, precision: 'exact' | 'fast'): Engine {
   return async (prompt, decode, streams = 1) => {
     const options: LoadOptions = { threads, contextLength: 8192 + 256, maxSequences: 8, maxBatchTokens: 512, snapshotInterval: 0, precision };
     const model = await loadModel(gguf, options);
     try {
-      const results = await Promise.all(Array.from({ length: streams }, (_, s) => model.generate({ prompt: ids(prompt, s), maxTokens: decode, temperature: 0, logitBias: noEnd })));
-      return { prefill: results[0]!.timings.prefillTokensPerSecond, decode: results.reduce((a, r) => a + r.timings.decodeTokensPerSecond, 0) };
+      return await oursOn(model)(prompt, decode, streams);
     } finally {
       await model.close();
     }
   };
 }
 
-// The few node-llama-cpp calls used here (it lives in bench/peer, outside the library's dependencies).
-interface PeerSequence { evaluate(tokens: number[], o: { temperature: number }): AsyncIterable<number> }
-interface PeerContext { getSequence(): PeerSequence; dispose(): Promise<void> }
-interface PeerModel { createContext(o: object): Promise<PeerContext>; dispose(): Promise<void> }
-interface PeerLlama { loadModel(o: { modelPath: string }): Promise<PeerModel> }
-
-const peerEntry = path.resolve(import.meta.dirname, 'peer/node_modules/node-llama-cpp/dist/index.js');
-if (!existsSync(peerEntry)) throw new Error('node-llama-cpp is not installed: run `npm --prefix bench/peer ci` first');
-const { getLlama } = (await import(peerEntry)) as { getLlama: (o: object) => Promise<PeerLlama> };
-const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
-
-function theirs(peerModel: PeerModel): Engine {
-  return async (prompt, decode, streams = 1) => {
-    const ctx = await peerModel.createContext({ contextSize: (8192 + 256) * streams, threads, batchSize: 512, sequences: streams });
-    const one = async (s: number): Promise<Run> => {
-      const seq = ctx.getSequence();
-      const t0 = performance.now();
-      let t1 = 0;
-      let n = 0;
-      for await (const _ of seq.evaluate(ids(prompt, s), { temperature: 0 })) {
-        if (n === 0) t1 = performance.now();
-        if (++n > decode) break;
-      }
-      return { prefill: (prompt * 1000) / (t1 - t0), decode: ((n - 1) * 1000) / (performance.now() - t1) };
-    };
-    try {
-      const rs = await Promise.all(Array.from({ length: streams }, (_, s) => one(s)));
-      return { prefill: rs[0]!.prefill, decode: rs.reduce((a, r) => a + r.decode, 0) };
-    } finally {
-      await ctx.dispose();
-    }
-  };
-}
-
-// Bytes of weights a decoded token reads: every tensor but the token-embedding table (one row of it).
-function weightBytesPerToken(gguf: string): number {
-  const meta = readGgufMetadata(gguf);
-  const end = statSync(gguf).size - meta.dataOffset;
-  const sorted = [...meta.tensors].sort((a, b) => Number(a.offset) - Number(b.offset));
-  let total = 0;
-  sorted.forEach((t, i) => {
-    const size = Number(i + 1 < sorted.length ? sorted[i + 1]!.offset : end) - Number(t.offset);
-    if (t.name !== 'token_embd.weight') total += size;
-  });
-  return total;
-}
+const llama = await peerLlama();
+const theirs = (peerModel: PeerModel): Engine => peerOn(peerModel, threads, 8192 + 256);
 
 const ALL_MEASURES: Array<[string, string, (e: Engine) => Promise<number>]> = [
   ['prefill512', 'prefill tok/s, 512-token prompt', async (e) => (await e(512, 4)).prefill],

@@ -6,7 +6,7 @@
  *   context; aggregate decode tokens/s of 8 concurrent streams;
  * plus our decode as a fraction of the memory-bandwidth limit (weight bytes read per token over the
  * read bandwidth of the same threads, measured in the same run), decode at 8k over decode at 128, and
- * 8 streams over 1. Ours runs with precision 'exact' (f32 activations, the default) and 'fast'
+ * 8 streams over 1. Ours runs with precision 'exact' (f32 activations; the default for float weights) and 'fast'
  * (activations rounded to the weights' dot-product type, as llama.cpp does).
  *
  *   npm --prefix bench/peer ci            # once: node-llama-cpp 3.21.1, apart from the library

@@ -83,11 +83,14 @@ async function loadWithProgress(modelPath: string, options: LoadOptions): Promis
   }
 }
 
-/** LoadOptions from the common flags, leaving out what was not given. */
+/** --precision's help: without the flag, loadModel decides per weight type (lib/model/precision.ts). */
+const PRECISION_HELP = 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp) (default: fast for block-quantized GGUF weights, exact for float and FP8 weights)';
+
+/** LoadOptions from the common flags, leaving out what was not given (no --precision: the checkpoint's default). */
 function loadOptions(opts: { threads?: number; context?: number; precision?: string }): LoadOptions {
-  const precision = opts.precision ?? 'exact';
-  if (precision !== 'exact' && precision !== 'fast') throw new CliArgumentError(`--precision must be exact or fast, got "${precision}"`);
-  return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }), precision };
+  const precision = opts.precision;
+  if (precision !== undefined && precision !== 'exact' && precision !== 'fast') throw new CliArgumentError(`--precision must be exact or fast, got "${precision}"`);
+  return { ...(opts.threads === undefined ? {} : { threads: opts.threads }), ...(opts.context === undefined ? {} : { contextLength: opts.context }), ...(precision === undefined ? {} : { precision }) };
 }
 
 interface ServeFlags {
@@ -155,7 +158,7 @@ program
   .option('--top-p <p>', 'nucleus mass (1 = off)', num('--top-p'), 1)
   .option('--seed <n>', 'random seed', int('--seed'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
-  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
+  .option('--precision <mode>', PRECISION_HELP)
   .action(async (prompt: string, opts: { model?: string; maxTokens: number; temperature: number; topK: number; topP: number; seed?: number; threads?: number; precision?: string }) => {
     const model = await loadWithProgress(await modelPathOrDefault(opts.model), loadOptions(opts));
     try {
@@ -194,7 +197,7 @@ program
   .option('--seed <n>', 'random seed', int('--seed'))
   .option('-c, --context <n>', "context length in tokens (default: the model's, up to 8192)", int('--context'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
-  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
+  .option('--precision <mode>', PRECISION_HELP)
   .addHelpText('after', `\n${CHAT_HELP}`)
   .action(async (opts: { model?: string; system?: string; think: boolean; thinkingBudget?: number; maxTokens?: number; temperature?: number; seed?: number; context?: number; threads?: number; precision?: string }) => {
     const dir = await modelPathOrDefault(opts.model);
@@ -376,7 +379,7 @@ program
   .option('--runs <n>', 'runs; the best of each is reported', int('--runs'), 3)
   .option('--batch-tokens <n>', 'prompt tokens per forward pass (prefill chunk)', int('--batch-tokens'), 256)
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
-  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
+  .option('--precision <mode>', PRECISION_HELP)
   .addHelpText('after', '\nPrompts are synthetic token ids and end tokens are banned, so every run decodes exactly --decode tokens.\nFor decode set against this machine\'s memory bandwidth on a ~100M-parameter model, run `npm run bench` in a clone of the repository.\n')
   .action(async (opts: { model?: string; prompt: number; decode: number; runs: number; batchTokens: number; threads?: number; precision?: string }) => {
     for (const [flag, n] of [['--prompt', opts.prompt], ['--decode', opts.decode], ['--runs', opts.runs], ['--batch-tokens', opts.batchTokens]] as const) {
@@ -405,7 +408,7 @@ program
       }
       const line = (k: string, v: string) => process.stdout.write(`${k.padEnd(10)}${v}\n`);
       line('model', `${info.path} (${grouped(info.parameterCount)} parameters, ${formatBytes(info.weightBytes)} of weights, ${info.config.hybridOverridePattern})`);
-      line('machine', `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${info.threads} threads, ${info.backend}`);
+      line('machine', `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${info.threads} threads, ${info.backend}, precision ${info.precision}`);
       line('prefill', `${prefill.toFixed(1)} tokens/s (${opts.prompt}-token prompt, chunks of ${opts.batchTokens}, best of ${opts.runs})`);
       line('decode', `${decode.toFixed(1)} tokens/s (${opts.decode} tokens after the prompt, best of ${opts.runs})`);
     } finally {
@@ -504,7 +507,7 @@ program
   .option('--device <device>', 'cpu | cuda | auto (default: cpu)')
   .option('--cache-bytes <n>', 'prefix (snapshot) cache budget in bytes (default: 1 GiB)', int('--cache-bytes'))
   .option('--threads <n>', 'CPU threads (default: all)', int('--threads'))
-  .option('--precision <mode>', 'matrix products: exact (f32 activations) | fast (bf16 / 8-bit activations where the CPU has the instructions, as llama.cpp)', 'exact')
+  .option('--precision <mode>', PRECISION_HELP)
   .option('--model-name <name>', 'the model id clients see and must send (default: the checkpoint folder name)')
   .option('--api-key <key>', 'require Authorization: Bearer <key> (default: $NEMOTRON_API_KEY, else none)')
   .option('--cors [origins]', 'answer CORS requests: from any origin, or only the comma-separated origins given (exact, or /regex/)')

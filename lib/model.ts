@@ -53,6 +53,7 @@ export interface ModelInfo {
   /** Token ids that end generation (config, generation_config.json and the tokenizer's eos token). */
   eosTokenIds: number[];
   kvDtype: 'f16' | 'f32';
+  /** The matrix-product precision used (LoadOptions.precision, or the checkpoint's default by weight type). */
   precision: 'exact' | 'fast';
   /** Where the weights live (LoadOptions.weights, 'auto' resolved). */
   weights: 'mmap' | 'memory';
@@ -169,7 +170,7 @@ export class NemotronModel implements TextModel {
         kvDtype: o.kvDtype,
         cacheBytes: o.cacheBytes,
         device: backend.device,
-        precision: o.precision,
+        precision: plan.precision,
         checkTensors: o.checkTensors,
         weights,
       });
@@ -191,7 +192,7 @@ export class NemotronModel implements TextModel {
         throw err;
       }
     }
-    const model = new NemotronModel(dir, engine, tokenizer, o, { kvDtype: o.kvDtype, precision: o.precision, weights }, memory);
+    const model = new NemotronModel(dir, engine, tokenizer, o, { kvDtype: o.kvDtype, precision: plan.precision, weights }, memory);
     progress({ phase: 'load', fraction: 1, path: dir });
     return model;
   }

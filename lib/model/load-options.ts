@@ -49,11 +49,16 @@ export interface LoadOptions {
    */
   selfCheck?: 'run' | 'cached' | 'off';
   /**
-   * Matrix-product precision. 'exact' (default): activations stay f32 on CPU (log-probs within ~1e-5 of
-   * a float64 reference); on CUDA each activation is split into two bf16 terms. 'fast': activations are
-   * rounded to the weights' dot-product type where the hardware has one, as llama.cpp does (bf16 for
-   * BF16 weights on CPUs with AVX-512 BF16, 8-bit blocks for quantized weights; bf16 on CUDA): faster
-   * prompts and batches, log-probs within ~1e-2. Both are batch invariant.
+   * Matrix-product precision. 'exact': activations stay f32 on CPU (log-probs within ~1e-5 of a float64
+   * reference); on CUDA each activation is split into two bf16 terms. 'fast': activations are rounded to
+   * the weights' dot-product type where the hardware has one, as llama.cpp does (bf16 for BF16 weights on
+   * CPUs with AVX-512 BF16, 8-bit blocks for quantized weights; bf16 on CUDA): faster prompts and
+   * batches, log-probs within ~1e-2. Both are batch invariant. Default: per weight type
+   * (lib/model/precision.ts defaultPrecision): 'fast' for a GGUF whose matrices are mostly
+   * block-quantized (Q8_0, Q4_K, Q5_0, ...), where the 8-bit activation blocks add an error of the same
+   * order as or below the weights' own quantization error (llama.cpp's default too); 'exact' for float
+   * (BF16, F16, F32) and FP8 weights. model.info.precision says which was used; `precision: 'exact'`
+   * always gives exactness.
    */
   precision?: 'exact' | 'fast';
   /** Progress of the load, phase by phase ('download' for hf: references, 'plan', 'tokenizer', 'load'): see LoadProgress. */
@@ -93,7 +98,8 @@ export interface CheckedLoadOptions {
   maxSequences: number | undefined;
   maxBatchTokens: number | undefined;
   kvDtype: 'f16' | 'f32';
-  precision: 'exact' | 'fast';
+  /** Undefined: per weight type, decided by planLoad() (defaultPrecision). */
+  precision: 'exact' | 'fast' | undefined;
   cacheBytes: number;
   snapshotInterval: number;
   idleTimeoutMs: number;
@@ -116,8 +122,8 @@ export function checkLoadOptions(options: LoadOptions): CheckedLoadOptions {
   const maxBatchTokens = v.optionalInteger('options.maxBatchTokens', options.maxBatchTokens, 1, 65536);
   const kvDtype: unknown = options.kvDtype ?? 'f16';
   if (kvDtype !== 'f16' && kvDtype !== 'f32') throw v.invalid('options.kvDtype', "'f16' or 'f32'", kvDtype);
-  const precision: unknown = options.precision ?? 'exact';
-  if (precision !== 'exact' && precision !== 'fast') throw v.invalid('options.precision', "'exact' or 'fast'", precision);
+  const precision: unknown = options.precision;
+  if (precision !== undefined && precision !== 'exact' && precision !== 'fast') throw v.invalid('options.precision', "'exact' or 'fast'", precision);
   const cacheBytes = v.optionalInteger('options.cacheBytes', options.cacheBytes, 0) ?? DEFAULT_CACHE_BYTES;
   const snapshotInterval = v.optionalInteger('options.snapshotInterval', options.snapshotInterval, 0) ?? 2048;
   const idleTimeoutMs = v.optionalInteger('options.idleTimeoutMs', options.idleTimeoutMs, 0) ?? 60_000;

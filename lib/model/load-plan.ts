@@ -1,7 +1,8 @@
 /**
  * Load planning: what a checkpoint will need, decided from its config before anything is allocated.
  * The context length (the model's own up to a cap), the memory plan (lib/memory.ts) checked against
- * memoryLimit, and where the CPU weights go (weights: 'auto'). A config that cannot be read leaves the
+ * memoryLimit, where the CPU weights go (weights: 'auto') and the matrix-product precision when none is
+ * given (per weight type: precision.ts). A config that cannot be read leaves the
  * plan to planFromEngine(), after the native loader has said what is wrong with it or read it.
  */
 import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { InvalidArgumentError, ModelLoadError } from '../errors.js';
 import { ggufConfigForPlan, readGgufMetadata, type GgufMetadata } from '../gguf/reader.js';
 import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_SEQUENCES, checkPlanFits, chooseWeightsPlacement, planMemory, type MemoryPlan } from '../memory.js';
 import type { CheckedLoadOptions } from './load-options.js';
+import { defaultPrecision } from './precision.js';
 
 /** Default context when none is given: the model's own, up to this (a 128k plan is opt-in). */
 const DEFAULT_CONTEXT_CAP = 8192;
@@ -47,6 +49,8 @@ export interface LoadPlan {
   /** Undefined when the config could not be planned from (planFromEngine() plans it after the load). */
   memory: MemoryPlan | undefined;
   weights: 'mmap' | 'memory';
+  /** options.precision, or the checkpoint's default (defaultPrecision) when not given. */
+  precision: 'exact' | 'fast';
 }
 
 /** Checks that `dir` is a checkpoint, reads its config and plans the load; throws when the plan does not fit. */
@@ -84,7 +88,8 @@ export function planLoad(dir: string, o: CheckedLoadOptions): LoadPlan {
     }
   }
   if (memory) checkPlanFits(memory, o.memoryLimit);
-  return { gguf, rawConfig, contextLength, maxSequences: shape.maxSequences, maxBatchTokens: shape.maxBatchTokens, memory, weights };
+  const precision = o.precision ?? defaultPrecision(gguf?.tensors);
+  return { gguf, rawConfig, contextLength, maxSequences: shape.maxSequences, maxBatchTokens: shape.maxBatchTokens, memory, weights, precision };
 }
 
 /** The plan of a checkpoint whose config only the native loader could read; throws when it does not fit. */

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { planMemory } from '../../lib/memory.js';
+import { makeTinyModel } from '../../lib/tiny-model/index.js';
 import { tempDir } from '../helpers.js';
 import { NEMOTRON_H_4B, NEMOTRON_NANO_9B_V2 } from '../../lib/known-configs.js';
 
@@ -183,6 +184,21 @@ describe('nemotron-node chat, inspect, bench', () => {
       expect(decode && Number(decode[1])).toBeGreaterThan(0);
       expect(r.stdout).toMatch(/^model\s+.*tiny-default-v1 \(550,624 parameters/m);
       expect(r.stdout).toMatch(/1 threads/);
+      expect(r.stdout).toMatch(/^machine\s+.*, precision exact$/m); // bf16 weights: 'exact' by default
+    });
+
+    it("without --precision a Q8_0 GGUF runs 'fast' (the per-weight-type default); --precision exact wins", async () => {
+      const q8 = await makeTinyModel(path.join(work.dir, 'q8'), { hiddenSize: 256, mambaNumHeads: 8, mambaHeadDim: 32, headDim: 64, intermediateSize: 512, chunkSize: 128, dtype: 'f32', seed: 3, format: 'gguf', ggufType: 'Q8_0' });
+      const args = ['bench', '--model', q8.gguf!, '--prompt', '16', '--decode', '2', '--runs', '1', '--threads', '1'];
+      const byDefault = await runCli(args, { env });
+      expect(byDefault.code).toBe(0);
+      expect(byDefault.stdout).toMatch(/^machine\s+.*, precision fast$/m);
+      const exact = await runCli([...args, '--precision', 'exact'], { env });
+      expect(exact.code).toBe(0);
+      expect(exact.stdout).toMatch(/^machine\s+.*, precision exact$/m);
+      const bad = await runCli([...args, '--precision', 'auto'], { env });
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toMatch(/--precision must be exact or fast, got "auto"/);
     });
 
     it('rejects counts below 1', async () => {

@@ -37,8 +37,10 @@ const TINY_A = path.join(GOLDEN, 'tiny-a');
 const GGUF_A = path.join(TINY_A, 'model.gguf');
 const NATIVE_OPTS = { threads: 2, contextLength: 256, maxSequences: 1, maxBatchTokens: 64, kvDtype: 'f32', cacheBytes: 0 } as const;
 
+// precision 'exact' pinned: quantized GGUFs default to 'fast', and these checks compare a quantized
+// file bitwise with its dequantized F32 copy (which defaults to 'exact') and with references.
 async function allLogits(modelPath: string, tokens: number[]): Promise<{ logits: Float32Array; V: number }> {
-  const m = await loadModel(modelPath, { threads: 2, kvDtype: 'f32' });
+  const m = await loadModel(modelPath, { threads: 2, kvDtype: 'f32', precision: 'exact' });
   try {
     return { logits: await m.evaluate(tokens, { logits: 'all' }), V: m.info.config.vocabSize };
   } finally {

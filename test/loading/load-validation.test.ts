@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { NemotronError, loadModel, makeTinyModel } from '../../lib/index.js';
+import { defaultPrecision } from '../../lib/model/precision.js';
 import { tempDir } from '../helpers.js';
 
 const tmp = tempDir('load-validation');
@@ -186,5 +187,60 @@ describe('non-finite weights and biases', () => {
     } finally {
       await m.close();
     }
+  });
+});
+
+// Issue #12 item 3: without options.precision, a checkpoint whose matrices are mostly block-quantized
+// (GGUF Q8_0, Q4_K, ...) loads in 'fast' (8-bit activation blocks, as llama.cpp), float and FP8 weights
+// in 'exact'; an explicit precision always wins, and model.info.precision reports what was used.
+describe('default precision per weight type', () => {
+  const dims = { hiddenSize: 256, mambaNumHeads: 8, mambaHeadDim: 32, headDim: 64, intermediateSize: 512, chunkSize: 128, dtype: 'f32' as const, seed: 12 };
+  const tokens = Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % 300);
+
+  async function infoAndLogits(p: string, options: Parameters<typeof loadModel>[1] = {}): Promise<{ precision: string; logits: Float32Array }> {
+    const m = await loadModel(p, { threads: 2, kvDtype: 'f32', contextLength: 256, maxSequences: 1, ...options });
+    try {
+      return { precision: m.info.precision, logits: await m.evaluate(tokens, { logits: 'all' }) };
+    } finally {
+      await m.close();
+    }
+  }
+
+  it("a Q8_0 GGUF defaults to 'fast'; explicit 'exact' wins and changes the logits; explicit 'fast' is the default", async () => {
+    const r = await makeTinyModel(path.join(tmp.dir, 'q8'), { ...dims, format: 'gguf', ggufType: 'Q8_0' });
+    const byDefault = await infoAndLogits(r.gguf!);
+    const exact = await infoAndLogits(r.gguf!, { precision: 'exact' });
+    const fast = await infoAndLogits(r.gguf!, { precision: 'fast' });
+    expect(byDefault.precision).toBe('fast');
+    expect(exact.precision).toBe('exact');
+    expect(fast.precision).toBe('fast');
+    let differ = false;
+    for (let i = 0; i < exact.logits.length; i++) if (exact.logits[i] !== byDefault.logits[i]) differ = true;
+    expect(differ).toBe(true); // 'exact' really took effect
+    expect(fast.logits).toEqual(byDefault.logits);
+  });
+
+  it("F32 and BF16 weights (safetensors or GGUF) default to 'exact'; explicit 'fast' wins", async () => {
+    const f32 = await makeTinyModel(path.join(tmp.dir, 'f32'), { ...dims, format: 'gguf', ggufType: 'F32' });
+    expect((await infoAndLogits(f32.dir)).precision).toBe('exact');
+    expect((await infoAndLogits(f32.gguf!)).precision).toBe('exact');
+    expect((await infoAndLogits(good)).precision).toBe('exact'); // bf16 safetensors
+    expect((await infoAndLogits(good, { precision: 'fast' })).precision).toBe('fast');
+  });
+
+  it('an invalid precision is still a typed error', async () => {
+    const e = await loadError(good, { precision: 'auto' as never });
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT');
+    expect(e.message).toMatch(/options\.precision must be 'exact' or 'fast'/);
+  });
+
+  it('defaultPrecision: the majority of matrix parameters decides; vectors do not count', () => {
+    const t = (typeName: string, ...shape: number[]) => ({ typeName, shape });
+    expect(defaultPrecision(undefined)).toBe('exact'); // safetensors: float or FP8
+    expect(defaultPrecision([t('Q8_0', 256, 512), t('F32', 256), t('F32', 1, 8)])).toBe('fast');
+    expect(defaultPrecision([t('Q4_K', 256, 512), t('Q5_0', 512, 256), t('F16', 256, 300)])).toBe('fast');
+    expect(defaultPrecision([t('Q4_K', 256, 100), t('F16', 256, 300), t('F32', 1 << 20)])).toBe('exact'); // F16 the majority
+    expect(defaultPrecision([t('BF16', 256, 512), t('F32', 64, 64)])).toBe('exact');
+    expect(defaultPrecision([t('IQ4_XS', 256, 512), t('MXFP4', 32, 64, 8)])).toBe('fast');
   });
 });

@@ -2,11 +2,11 @@
  * One engine of bench/table-9b.ts, in a process of its own so that its load time and peak resident
  * memory are its own: loads the GGUF once, runs the asked measures in order, prints one JSON line.
  *
- *   node --import tsx bench/table-9b-engine.ts --gguf PATH --engine ours|ours-exact|ours-fast|llama.cpp
+ *   node --import tsx bench/table-9b-engine.ts --gguf PATH --engine ours[-exact|-fast][-memory]|llama.cpp
  *        --threads 2 --measures load,prefill512,decode128,streams4,decode8k --decode 32
  *
  * 'ours' is the library's default configuration (no precision given: the default for the file's weight
- * type); llama.cpp runs node-llama-cpp's defaults (mmap, its own activation types) on the same file.
+ * type), '-memory' loads with weights: 'memory' (the huge-page copy); llama.cpp runs node-llama-cpp's defaults (mmap, its own activation types) on the same file.
  * Each measure uses prompts that share no prefix with another measure's, so no cache reuse helps.
  */
 import { parseArgs } from 'node:util';
@@ -40,8 +40,12 @@ if (values.engine === 'llama.cpp') {
   engine = peerOn(peerModel, threads, contextPerStream);
   close = () => peerModel.dispose();
 } else {
-  const precision = values.engine === 'ours-exact' ? 'exact' : values.engine === 'ours-fast' ? 'fast' : undefined;
-  const options: LoadOptions = { threads, contextLength: contextPerStream, maxSequences: 4, maxBatchTokens: 512, snapshotInterval: 0, ...(precision ? { precision } : {}) };
+  // ours[-exact|-fast][-memory]: the precision when not the default, and the huge-page copy of the weights.
+  const parts = values.engine.split('-');
+  if (parts[0] !== 'ours' || parts.slice(1).some((p) => !['exact', 'fast', 'memory'].includes(p))) throw new Error(`--engine: ours[-exact|-fast][-memory] or llama.cpp, not ${values.engine}`);
+  const precision = parts.includes('exact') ? 'exact' : parts.includes('fast') ? 'fast' : undefined;
+  const weights = parts.includes('memory') ? 'memory' : 'mmap';
+  const options: LoadOptions = { threads, contextLength: contextPerStream, maxSequences: 4, maxBatchTokens: 512, snapshotInterval: 0, weights, ...(precision ? { precision } : {}) };
   const model = await loadModel(values.gguf, options);
   out.precision = model.info.precision;
   engine = oursOn(model);

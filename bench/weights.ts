@@ -13,7 +13,10 @@
  * Ratios are taken per adjacent pair; medians [min-max] are printed.
  *
  *   npm run bench:weights -- [--type BF16|Q8_0] [--format gguf|safetensors] [--rounds 5] [--threads N]
- *                            [--prompt 128] [--decode 128] [--precision exact|fast]
+ *                            [--prompt 128] [--decode 128] [--precision exact|fast] [--gguf PATH]
+ *
+ * --gguf runs it on another GGUF instead (e.g. the 9B shape of bench:make-9b: both placements of its
+ * 9.45 GB Q8_0 file loaded at once need ~19 GB of memory).
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -32,12 +35,13 @@ const { values } = parseArgs({
     prompt: { type: 'string', default: '128' },
     decode: { type: 'string', default: '128' },
     precision: { type: 'string', default: 'exact' },
+    gguf: { type: 'string' },
   },
 });
 const threads = Number(values.threads);
 const rounds = Number(values.rounds);
 const precision = values.precision as 'exact' | 'fast';
-const { dir, gguf } = await ensureTableModel(values.type as BenchGgufType);
+const { dir, gguf } = values.gguf ? { dir: '', gguf: values.gguf } : await ensureTableModel(values.type as BenchGgufType);
 const target = values.format === 'safetensors' ? dir : gguf;
 const ids = (n: number) => Array.from({ length: n }, (_, i) => 21 + ((i * 7919) % 30000));
 const noEnd = { 12: -100, 2: -100 };

@@ -6,7 +6,7 @@
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
 // (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:
 // scripts/test-neon.sh). Options: --quick (skip the benchmark), --bench (only the benchmark), --fast
-// (only the precision benchmark: Q8_0 and Q4_K 4096 x 4096, exact vs fast, T = 512 and T = 8 GFLOP/s and T = 1
+// (only the precision benchmark: Q8_0, Q5_0, Q5_1 and Q4_K 4096 x 4096, exact vs fast, T = 512 and T = 8 GFLOP/s and T = 1
 // GB/s, 1 and 2 threads), --only NAME (benchmark only the type, path or precision NAME, e.g. Q4_K, avx2 or fast;
 // repeatable). NEMOTRON_CPU_KERNELS=<path> checks only that path. Exit status 0 when every check passes.
 //
@@ -297,6 +297,76 @@ void test_fast_neon_variants() {
 }
 #endif
 
+#if defined(__x86_64__)
+// kFast on the x86 dot paths (vnni512 with and without VNNI, avxvnni / avx2 as the CPU has them):
+// Q8_0 / Q5_0 / Q5_1, whose vnni512 products pack W into panels from T = 32 (Q5: 12) and reduce 8
+// rows per tile below. x blocks are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
+// a +-127 in each block, times 2^e), so the float64 product of x and the dequantized W is the exact
+// result and only the f32 steps differ: |y - ref| <= 2e-6 * sum |x w| (about nb f32 roundings).
+// Batch invariance on random x: every row alone on 1 thread = the whole batch on 2 = batches of 5,
+// bitwise, at T = 1 .. 301 around the packing threshold, N tails, odd weight addresses, odd nb.
+void test_fast_x86() {
+  std::printf("kFast x86 (Q8_0 / Q5_0 / Q5_1)\n");
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> code(-127, 127), expo(-6, 2), pos(0, 31);
+  ThreadPool pool(2), pool1(1);
+  struct Shape { int64_t T, K, N; };
+  const Shape shapes[] = {{1, 256, 33},  {2, 800, 9},    {3, 512, 17},  {5, 800, 1},  {8, 256, 15},
+                          {9, 512, 16},  {11, 256, 8},   {12, 800, 25}, {13, 256, 3}, {31, 800, 23},
+                          {32, 256, 31}, {33, 512, 7},   {45, 800, 40}, {64, 256, 17}, {100, 512, 49},
+                          {301, 800, 19}};
+  for (bool vnni : {true, false}) {
+    cpu::quant_allow_vnni(vnni);
+    if (!vnni && std::string(cpu::quant_dot_path()) == "vnni512") continue;
+    const std::string dot = cpu::quant_dot_path();
+    for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1}) {
+      double worst = 0;
+      for (const Shape& s : shapes) {
+        const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
+        std::vector<uint8_t> shifted(wq.size() + 1);
+        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
+        const MatrixView w = view(shifted.data() + 1, dt, s.N, s.K);
+        std::vector<float> wf(static_cast<size_t>(s.N * s.K));
+        convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+        std::vector<float> x(static_cast<size_t>(s.T * s.K)), y(static_cast<size_t>(s.T * s.N));
+        for (int64_t t = 0; t < s.T; ++t)
+          for (int64_t b = 0; b < s.K / 32; ++b) {
+            const float sc = std::ldexp(1.0f, expo(rng));
+            float* xb = x.data() + t * s.K + 32 * b;
+            for (int k = 0; k < 32; ++k) xb[k] = sc * code(rng);
+            xb[pos(rng)] = (code(rng) < 0 ? -127.0f : 127.0f) * sc;
+          }
+        cpu::matmul_quant(y.data(), s.N, x.data(), s.K, w, s.T, pool, cpu::MatmulPrecision::kFast);
+        for (int64_t t = 0; t < s.T; ++t)
+          for (int64_t n = 0; n < s.N; ++n) {
+            double acc = 0, mag = 0;
+            for (int64_t k = 0; k < s.K; ++k) {
+              acc += double(x[t * s.K + k]) * wf[n * s.K + k];
+              mag += std::fabs(double(x[t * s.K + k]) * wf[n * s.K + k]);
+            }
+            if (mag > 0) worst = std::max(worst, std::fabs(y[t * s.N + n] - acc) / mag);
+          }
+        for (auto& v : x) v = dist(rng);
+        cpu::matmul_quant(y.data(), s.N, x.data(), s.K, w, s.T, pool, cpu::MatmulPrecision::kFast);
+        std::vector<float> alone(y.size()), part(y.size());
+        for (int64_t t = 0; t < s.T; ++t)
+          cpu::matmul_quant(alone.data() + t * s.N, s.N, x.data() + t * s.K, s.K, w, 1, pool1, cpu::MatmulPrecision::kFast);
+        for (int64_t t0 = 0; t0 < s.T; t0 += 5)
+          cpu::matmul_quant(part.data() + t0 * s.N, s.N, x.data() + t0 * s.K, s.K, w, std::min<int64_t>(5, s.T - t0),
+                            pool, cpu::MatmulPrecision::kFast);
+        const std::string what = dot + " kFast " + dtype_name(dt) + " T=" + std::to_string(s.T) + " N=" + std::to_string(s.N);
+        check(std::memcmp(alone.data(), y.data(), y.size() * 4) == 0, what + ": batch = rows alone");
+        check(std::memcmp(alone.data(), part.data(), y.size() * 4) == 0, what + ": batches of 5 = rows alone");
+      }
+      std::printf("  %-8s %-4s max |y - ref| / sum|x w| = %.2e\n", dot.c_str(), dtype_name(dt), worst);
+      check(worst <= 2e-6, dot + " kFast " + dtype_name(dt) + ": error");
+    }
+  }
+  cpu::quant_allow_vnni(true);
+}
+#endif
+
 template <class F>
 double best_time(int reps, F&& f) {
   double best = 1e30;
@@ -378,8 +448,8 @@ void bench_precision() {
   std::vector<float> x(static_cast<size_t>(TP * K)), y(static_cast<size_t>(TP * N));
   for (auto& v : x) v = dist(rng);
   std::printf("exact vs fast (4096 x 4096, best path %s):\n", active_kernel_path());
-  for (DType dt : {DType::Q8_0, DType::Q4_K}) {
-    if (!wanted(dtype_name(dt), {"Q8_0", "Q4_K"})) continue;
+  for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K}) {
+    if (!wanted(dtype_name(dt), {"Q8_0", "Q5_0", "Q5_1", "Q4_K"})) continue;
     const size_t bytes = dtype_row_bytes(dt, K) * N;
     const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
     std::vector<std::vector<uint8_t>> mats;
@@ -432,6 +502,9 @@ int main(int argc, char** argv) {
   if (!bench_only) test_correctness();
 #if defined(__aarch64__)
   if (!bench_only) test_fast_neon_variants();
+#endif
+#if defined(__x86_64__)
+  if (!bench_only) test_fast_x86();
 #endif
   if (!quick) bench();
   std::printf("%s (%d failure%s) in %.1f s\n", g_failures == 0 ? "PASS" : "FAILED", g_failures,

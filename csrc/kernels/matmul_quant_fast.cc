@@ -1,7 +1,8 @@
 // matmul_quant with MatmulPrecision::kFast: 8-bit activations and integer dot products, for Q8_0,
 // Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K (every block-quantized type; none computes as kExact on x86).
 // Q5_0 / Q5_1 have their own tile step (matmul_quant_fast_q5.inc: the code offset 16, or Q5_1's min
-// times the block's x sum, through the integer sums as Q4_0's offset 8).
+// times the block's x sum, through the integer sums as Q4_0's offset 8) on the ymm paths; on vnni512
+// they take Q8_0's scheme below (codes unpacked to bytes).
 //
 // Activation format (made once per call and x tile, shared by every path; plain C++, or AVX-512
 // code giving the same bytes):
@@ -22,11 +23,11 @@
 // pairs products) and identical on every path, as is every per-lane partial sum of 4 products.
 // What differs between paths is only the f32 part: vector width (16, 8 or 1 lanes), hence which
 // partial sums are converted and scaled together, and the horizontal sum. So paths agree to f32
-// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. Q8_0 on vnni512 converts
-// each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after block: one f32
-// step per block, as the scalar path's order of rounding but with an fma), packing W into 16-row
-// panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits). The f32 conversion of a
-// lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
+// rounding of the scaling and accumulation (~1e-7 relative), not bitwise. Q8_0, Q5_0 and Q5_1 on
+// vnni512 convert each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after
+// block: one f32 step per block, as the scalar path's order of rounding but with an fma), packing W
+// into 16-row panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits).
+// The f32 conversion of a lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
 // 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
 //
 // Batch invariance (as kExact): x rows are quantized independently; each (token, W row) has one f32
@@ -606,36 +607,49 @@ inline void decode_k(const uint8_t* b, VI (&q)[kC], VI (&sc)[kC], float& d, VF (
 #include "kernels/matmul_quant_fast_q5.inc"
 #include "kernels/matmul_quant_fast_body.inc"
 
-// ---- Q8_0: one f32 step per block -----------------------------------------------------------------
-// The Q8_0 products on this path take each block's integer sum whole: per (token, W row) and block b,
-// I_b = sum of w * q over the 32 values (exact in int32), then acc = fma(f32(I_b), f32(dw_b * dx_b),
-// acc), blocks in order from acc = 0 (one f32 multiply and one fma per block and pair, where the
-// generic step32 converts and scales each lane's 4-product partial sum). Two kernels give these same
-// bits, so any T and any tile shape give the same y bitwise:
-//  * q8r (decode and small T): W rows as stored, 8 rows per tile. The 8 rows' vpdpbusd sums of a
-//    block pair are reduced and transposed into one vector (block A rows 0-7, block B rows 0-7), then
-//    converted, scaled and added in 8-lane steps (A, then B).
+// ---- Q8_0, Q5_0, Q5_1: one f32 step per block ----------------------------------------------------
+// The products of these types on this path take each block's integer sum whole: per (token, W row)
+// and block b, I_b = sum of w * q over the 32 values (exact in int32; Q5_0's w = code - 16, Q5_1's w
+// = its code 0..31), then acc = fma(f32(I_b), f32(dw_b * dx_b), acc), and for Q5_1 then
+// acc = fma(m_b, dx_b * f32(S_b), acc) with S_b the block's sum of q, blocks in order from acc = 0
+// (one f32 multiply and one fma per block and pair, where the generic step32 / step_q5 convert and
+// scale each lane's 4-product partial sum). Two kernels give these same bits, so any T and any tile
+// shape give the same y bitwise:
+//  * q8r (decode and small T): W rows as stored, 8 rows per tile (Q5 codes unpacked by w5). The 8
+//    rows' vpdpbusd sums of a block pair are reduced and transposed into one vector (block A rows
+//    0-7, block B rows 0-7), then converted, scaled and added in 8-lane steps (A, then B).
 //  * q8p (prefill, T >= kPackMinT): W repacked once per call (q8_pack), 16 rows per panel, each block
-//    as 16 f32 scales then 8 groups of [16 rows x 4 codes + 128]: one vpdpbusd of a group with a
-//    token's 4 codes broadcast adds 4 products to each of the 16 rows' block sums, so a block is 8
-//    vpdpbusd per (token, 16 rows), started from the token's -128 * (sum of q) (XQ::c), then one
-//    convert, multiply and fma. The tile is 8 tokens x 16 rows: 16 accumulators, nothing spills.
+//    as 16 f32 scales (Q5_1: then 16 f32 mins) then 8 groups of [16 rows x 4 unsigned codes: w + 128,
+//    Q5_1's q as is]: one vpdpbusd of a group with a token's 4 codes broadcast adds 4 products to each
+//    of the 16 rows' block sums, so a block is 8 vpdpbusd per (token, 16 rows), started from the
+//    token's -128 * (sum of q) (Q5_1: 0), then one convert, multiply and fma (Q5_1: one more fma).
+//    Unpacking the 5-bit codes into bytes once per call makes Q5_0 / Q5_1 run at Q8_0's speed. The
+//    tile is 8 tokens x 16 rows: 16 accumulators, nothing spills.
 constexpr int kQ8Rows = 8;       // q8r: W rows per tile
 constexpr int kQ8PanelRows = 16; // q8p: W rows per panel
-constexpr int64_t kQ8BlockBytes = 64 + 8 * 64;  // q8p: one block of a panel: scales, 8 code groups
-// T from which the product packs W: packing costs a pass over W, worth it from T = 32 (4096 x 4096,
-// 1 thread, thread CPU: T = 16 packed 86-114 GFLOP/s, unpacked 135-138; T = 32 138-144 vs 131-139).
-constexpr int64_t kPackMinT = 32;
+// q8p: one block of a panel: the d scales, Q5_1's m scales, 8 code groups.
+template <DType DT>
+constexpr int64_t kQ8BlockBytes = (DT == DType::Q5_1 ? 128 : 64) + 8 * 64;
+// T from which the product packs W: packing costs a pass over W, worth it for Q8_0 from T = 32
+// (4096 x 4096, 1 thread, thread CPU: T = 16 packed 86-114 GFLOP/s, unpacked 135-138; T = 32 138-144
+// vs 131-139), for Q5_0 / Q5_1 from T = 12, their unpacked tile decoding the 5-bit codes per row
+// and token tile (W from memory, 1 thread: T = 8 packed 118-127 / 111-113 vs unpacked 134-144 /
+// 112-118; T = 12 170-194 / 169-178 vs 149-150 / 120-121).
+template <DType DT>
+constexpr int64_t kPackMinT = DT == DType::Q8_0 ? 32 : 12;
 
-template <int TR>
+inline __m256 hi8(VF v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+
+template <DType DT, int TR>
 void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
-  constexpr int64_t BB = kBB<DType::Q8_0>;
+  constexpr int64_t BB = kBB<DT>;
+  constexpr bool kMin = DT == DType::Q5_1;
   const uint8_t* b[kQ8Rows];
   for (int j = 0; j < kQ8Rows; ++j) b[j] = wr[j];
   __m256 acc[TR];
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) acc[i] = _mm256_setzero_ps();
-  const VI m128 = c8(-128);
+  [[maybe_unused]] const VI m128 = c8(-128);
   // qword indices: quarters [a.0, b.0, a.2, b.2] and [a.1, b.1, a.3, b.3].
   const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
   for (int64_t blk = 0; blk < nb; blk += 2) {
@@ -646,22 +660,47 @@ void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
       _mm_prefetch(reinterpret_cast<const char*>(b[j] + kPrefetch + 64), _MM_HINT_T0);
     }
     VI wu[kQ8Rows];
-    alignas(32) uint16_t hs[16];
+    alignas(32) uint16_t hs[16], hm[16];
 #pragma GCC unroll 8
     for (int j = 0; j < kQ8Rows; ++j) {
-      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + 2));
-      const __m256i hi =
-          two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + BB + 2)) : _mm256_setzero_si256();
-      wu[j] = xor_(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), m128);  // w + 128
+      if constexpr (DT == DType::Q8_0) {
+        const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + 2));
+        const __m256i hi =
+            two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j] + BB + 2)) : _mm256_setzero_si256();
+        wu[j] = xor_(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), m128);  // w + 128
+      } else {
+        VF unused_d, unused_m;  // the scales come from hs / hm below
+        w5<DT>(b[j], two, wu[j], unused_d, unused_m);  // the code q, 0..31
+      }
       std::memcpy(&hs[j], b[j], 2);
       hs[8 + j] = 0;
       if (two) std::memcpy(&hs[8 + j], b[j] + BB, 2);
+      if constexpr (kMin) {
+        std::memcpy(&hm[j], b[j] + 2, 2);
+        hm[8 + j] = 0;
+        if (two) std::memcpy(&hm[8 + j], b[j] + BB + 2, 2);
+      }
     }
     const VF dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hs)));
+    [[maybe_unused]] VF dm;
+    if constexpr (kMin) dm = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hm)));
 #pragma GCC unroll 8
     for (int i = 0; i < TR; ++i) {
       const VI xv = ld(xr[i].q + 32 * blk);
-      const VI cn = sub32(zero_i(), dot4(zero_i(), m128, xv));  // -128 * (sum of the lane's 4 q)
+      const VF dx = dx32(xr[i], blk);
+      // The code offset through the x sums: -128 * (sum of the lane's 4 q) for w + 128, -16 * them
+      // for Q5_0's q = w + 16; Q5_1 none (its min takes each block's whole x sum, S, below).
+      VI cn = zero_i();
+      [[maybe_unused]] VF sx;
+      if constexpr (DT == DType::Q8_0) cn = sub32(zero_i(), dot4(zero_i(), m128, xv));
+      if constexpr (DT == DType::Q5_0) cn = sub32(zero_i(), dot4(zero_i(), c8(16), xv));
+      if constexpr (kMin) {  // dx * f32(S) of block A in lanes 0-7, of B in 8-15
+        VI sv = dot4(zero_i(), c8(1), xv);
+        sv = _mm512_add_epi32(sv, _mm512_shuffle_epi32(sv, _MM_PERM_BADC));
+        sv = _mm512_add_epi32(sv, _mm512_shuffle_epi32(sv, _MM_PERM_CDAB));
+        sv = _mm512_add_epi32(sv, _mm512_shuffle_i64x2(sv, sv, _MM_SHUFFLE(2, 3, 0, 1)));
+        sx = mul(cvt(sv), dx);
+      }
       VI d[kQ8Rows];
 #pragma GCC unroll 8
       for (int j = 0; j < kQ8Rows; ++j) d[j] = dot4(cn, wu[j], xv);
@@ -676,11 +715,13 @@ void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
       const VI u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
       const VI z = _mm512_add_epi32(_mm512_permutex2var_epi64(u0, ix, u1), _mm512_permutex2var_epi64(u0, iy, u1));
       const VF f = cvt(z);
-      const VF s = mul(dw, dx32(xr[i], blk));
+      const VF s = mul(dw, dx);
       acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm512_castps512_ps256(s), acc[i]);
-      if (two)
-        acc[i] = _mm256_fmadd_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)), acc[i]);
+      if constexpr (kMin) acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(dm), _mm512_castps512_ps256(sx), acc[i]);
+      if (two) {
+        acc[i] = _mm256_fmadd_ps(hi8(f), hi8(s), acc[i]);
+        if constexpr (kMin) acc[i] = _mm256_fmadd_ps(hi8(dm), hi8(sx), acc[i]);
+      }
     }
 #pragma GCC unroll 8
     for (int j = 0; j < kQ8Rows; ++j) b[j] += 2 * BB;
@@ -689,60 +730,84 @@ void tile_q8r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
 }
 
 // x for q8p: groups of kMaxTileT tokens, per block [8 groups x 8 tokens x 4 codes], then the tokens'
-// -128 * (sum of q), then their scales (kQ8XBlockBytes), so that one pointer with constant offsets
-// reaches every operand of a tile.
+// -128 * (sum of q) (Q5_1: dx * f32(sum of q)), then their scales (kQ8XBlockBytes), so that one
+// pointer with constant offsets reaches every operand of a tile.
 constexpr int64_t kQ8XBlockBytes = 8 * 4 * kMaxTileT + 8 * kMaxTileT;
 
-template <int TR>
+template <DType DT, int TR>
 void tile_q8p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  constexpr bool kMin = DT == DType::Q5_1;
+  constexpr int64_t kCodes = kMin ? 128 : 64;
   const uint8_t* p = wr[0];
   const uint8_t* xp = reinterpret_cast<const uint8_t*>(xr[0].q);
   constexpr int64_t kC = 32 * kMaxTileT, kD = kC + 4 * kMaxTileT;
   VF acc[TR];
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) acc[i] = zero_f();
-  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes, xp += kQ8XBlockBytes) {
+  for (int64_t blk = 0; blk < nb; ++blk, p += kQ8BlockBytes<DT>, xp += kQ8XBlockBytes) {
     VI s[TR];
 #pragma GCC unroll 8
-    for (int i = 0; i < TR; ++i) s[i] = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + kC + 4 * i));
+    for (int i = 0; i < TR; ++i)
+      s[i] = kMin ? zero_i() : _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + kC + 4 * i));
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) {
-      const VI w = _mm512_load_si512(p + 64 + 64 * g);
+      const VI w = _mm512_load_si512(p + kCodes + 64 * g);
 #pragma GCC unroll 8
       for (int i = 0; i < TR; ++i)
         s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + 4 * kMaxTileT * g + 4 * i)));
     }
     const VF dw = _mm512_load_ps(reinterpret_cast<const float*>(p));
 #pragma GCC unroll 8
-    for (int i = 0; i < TR; ++i)
+    for (int i = 0; i < TR; ++i) {
       acc[i] = fmadd(cvt(s[i]), mul(dw, set1(*reinterpret_cast<const float*>(xp + kD + 4 * i))), acc[i]);
+      if constexpr (kMin)  // + m * (dx * f32(S)), S the token's block sum of q (in the slot of c)
+        acc[i] = fmadd(_mm512_load_ps(reinterpret_cast<const float*>(p + 64)),
+                       set1(*reinterpret_cast<const float*>(xp + kC + 4 * i)), acc[i]);
+    }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) _mm512_storeu_ps(out + kQ8PanelRows * i, acc[i]);
 }
 
-// Panels [g0, g1) of W (N rows of nb Q8_0 blocks) into the q8p layout; rows past N repeat row N - 1.
+// The 32 code bytes of one block as the panel holds them: Q8_0 w + 128, Q5_0 (q - 16) + 128, Q5_1 q.
+template <DType DT>
+inline __m256i panel_codes(const uint8_t* b) {
+  if constexpr (DT == DType::Q8_0) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)), _mm256_set1_epi8(-128));
+  } else {
+    __m256i q;
+    __m256 unused_d, unused_m;
+    w5<DT>(b, false, q, unused_d, unused_m);
+    return DT == DType::Q5_0 ? _mm256_add_epi8(q, _mm256_set1_epi8(112)) : q;
+  }
+}
+
+// Panels [g0, g1) of W (N rows of nb blocks) into the q8p layout; rows past N repeat row N - 1.
+template <DType DT>
 void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
-  constexpr int64_t BB = kBB<DType::Q8_0>;
-  const VI m128 = c8(-128);
+  constexpr int64_t BB = kBB<DT>;
+  constexpr int64_t kCodes = DT == DType::Q5_1 ? 128 : 64;
   const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
   for (int64_t g = g0; g < g1; ++g) {
-    uint8_t* o = out + g * nb * kQ8BlockBytes;
+    uint8_t* o = out + g * nb * kQ8BlockBytes<DT>;
     const uint8_t* r0 = base;
     alignas(64) int64_t off[16];
     for (int r = 0; r < 16; ++r) off[r] = std::min<int64_t>(g * kQ8PanelRows + r, N - 1) * row_bytes;
-    for (int64_t blk = 0; blk < nb; ++blk, o += kQ8BlockBytes) {
+    for (int64_t blk = 0; blk < nb; ++blk, o += kQ8BlockBytes<DT>) {
       alignas(32) uint16_t h[16];
       for (int r = 0; r < 16; ++r) std::memcpy(&h[r], r0 + off[r] + blk * BB, 2);
       _mm512_store_ps(reinterpret_cast<float*>(o), _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
+      if constexpr (DT == DType::Q5_1) {
+        for (int r = 0; r < 16; ++r) std::memcpy(&h[r], r0 + off[r] + blk * BB + 2, 2);
+        _mm512_store_ps(reinterpret_cast<float*>(o + 64), _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
+      }
       // 16 rows x 8 groups of 4 codes: transpose the 16 x 8 dword matrix. r[p] = rows p and p + 8;
       // within each 128-bit quarter, dword pairs then qword pairs of 4 rows; then the quarters.
       VI r[8], t[8], u[8];
 #pragma GCC unroll 8
       for (int q = 0; q < 8; ++q)
-        r[q] = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q] + blk * BB + 2))),
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + off[q + 8] + blk * BB + 2)), 1);
+        r[q] = _mm512_inserti64x4(_mm512_castsi256_si512(panel_codes<DT>(r0 + off[q] + blk * BB)),
+                                  panel_codes<DT>(r0 + off[q + 8] + blk * BB), 1);
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q) {
         t[2 * q] = _mm512_unpacklo_epi32(r[2 * q], r[2 * q + 1]);
@@ -757,15 +822,17 @@ void q8_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint
       }
 #pragma GCC unroll 4
       for (int k = 0; k < 4; ++k) {
-        _mm512_store_si512(o + 64 + 64 * k, xor_(_mm512_permutex2var_epi64(u[k], ix, u[k + 4]), m128));
-        _mm512_store_si512(o + 64 + 64 * (k + 4), xor_(_mm512_permutex2var_epi64(u[k], iy, u[k + 4]), m128));
+        _mm512_store_si512(o + kCodes + 64 * k, _mm512_permutex2var_epi64(u[k], ix, u[k + 4]));
+        _mm512_store_si512(o + kCodes + 64 * (k + 4), _mm512_permutex2var_epi64(u[k], iy, u[k + 4]));
       }
     }
   }
 }
 
 // Token groups [g0, g1) of the n quantized rows of an x tile into the q8p x layout (the last group
-// zero-padded past n).
+// zero-padded past n). The slot c holds -128 * S (S = the block's sum of q) for the codes + 128,
+// for Q5_1 the f32 dx * f32(S) of its min term instead.
+template <DType DT>
 void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t db, uint8_t* out, int64_t g0, int64_t g1) {
   const VI ones = c8(1);
   for (int64_t g = g0; g < g1; ++g) {
@@ -791,8 +858,14 @@ void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t d
         for (int h = 0; h < 2 && blk + h < nb; ++h) {
           uint8_t* ob = oi + (blk + h) * kQ8XBlockBytes;
           for (int q4 = 0; q4 < 8; ++q4) std::memcpy(ob + 4 * kMaxTileT * q4, &w[8 * h + q4], 4);
-          const int32_t c = -128 * _mm512_mask_reduce_add_epi32(h ? 0xff00 : 0x00ff, s);
-          std::memcpy(ob + 32 * kMaxTileT, &c, 4);
+          const int32_t sum = _mm512_mask_reduce_add_epi32(h ? 0xff00 : 0x00ff, s);
+          if constexpr (DT == DType::Q5_1) {
+            const float c = d[blk + h] * static_cast<float>(sum);
+            std::memcpy(ob + 32 * kMaxTileT, &c, 4);
+          } else {
+            const int32_t c = -128 * sum;
+            std::memcpy(ob + 32 * kMaxTileT, &c, 4);
+          }
           std::memcpy(ob + 36 * kMaxTileT, &d[blk + h], 4);
         }
       }
@@ -801,13 +874,13 @@ void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t d
 }
 
 // Tiles of up to 8 tokens (T = 8, 8 streams decoding: each W block pair loaded and scaled once).
-template <int... I, int... J>
+template <DType DT, int... I, int... J>
 FKernels q8r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  return {kMaxTileT, kQ8Rows, kSmall, {nullptr, tile_q8r<I + 1>...}, {nullptr, tile_q8r<J + 1>...}, {0, same_value<J, kQ8Rows>...}};
+  return {kMaxTileT, kQ8Rows, kSmall, {nullptr, tile_q8r<DT, I + 1>...}, {nullptr, tile_q8r<DT, J + 1>...}, {0, same_value<J, kQ8Rows>...}};
 }
-template <int... I>
+template <DType DT, int... I>
 FKernels q8p_kernels(std::integer_sequence<int, I...>) {
-  return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<I + 1>...}, {}, {}};
+  return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<DT, I + 1>...}, {}, {}};
 }
 
 }  // namespace vnni512
@@ -914,12 +987,13 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
 
 #undef NEMO_YMM_PRIMITIVES
 
-// Q8_0 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc, plus each
-// row's per-block -128 * (sum of q); W row n is its panel.
+// Q8_0 / Q5_0 / Q5_1 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc,
+// interleaved with each row's per-block sum term; W row n is its panel.
 struct alignas(64) Line64 {
   uint8_t b[64];
 };
 
+template <DType DT>
 struct Q8PackedSrc {
   FastSrc& f;
   const uint8_t* panels;
@@ -933,7 +1007,7 @@ struct Q8PackedSrc {
     xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ8XBlockBytes + 63) / 64));
     uint8_t* out = xi.data()->b;
     f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
-      vnni512::q8_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+      vnni512::q8_interleave<DT>(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
     });
   }
   // Token t's group (the tile kernel reads only its first row's).
@@ -942,6 +1016,50 @@ struct Q8PackedSrc {
   }
   const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
 };
+
+// The calling thread's panel and x buffers, one pair for all three types (a model mixing them does
+// not keep a W-sized buffer per type).
+std::vector<Line64>& q8_panel_buffer() {
+  thread_local std::vector<Line64> v;
+  return v;
+}
+std::vector<Line64>& q8_x_buffer() {
+  thread_local std::vector<Line64> v;
+  return v;
+}
+
+// Q8_0, Q5_0 and Q5_1 on vnni512: one f32 step per block, W packed into panels from T = kPackMinT.
+template <DType DT>
+void q8_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc& src) {
+  ThreadPool& pool = src.pool;
+  const int64_t row_bytes = src.row_bytes;
+  TileWalk wk;
+  wk.N = N;
+  wk.ks = nb;
+  wk.kc = nb;
+  wk.row_bytes = row_bytes;
+  wk.work = src.K / 2;
+  if (T >= vnni512::kPackMinT<DT>) {
+    static const FKernels kp = vnni512::q8p_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>());
+    const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
+    const int64_t pb = nb * vnni512::kQ8BlockBytes<DT>;
+    std::vector<Line64>& packed = q8_panel_buffer();
+    packed.resize(static_cast<size_t>(groups * pb / 64));
+    uint8_t* pk = packed.data()->b;
+    const uint8_t* base = src.base;
+    pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
+      vnni512::q8_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
+    });
+    wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / src.L.qb / kp.tr * kp.tr);
+    Q8PackedSrc<DT> ps{src, pk, pb, nb, q8_x_buffer()};
+    run_tiles(y, ldy, T, kp, wk, ps, pool);
+  } else {
+    static const FKernels kr = vnni512::q8r_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>(),
+                                                         std::make_integer_sequence<int, vnni512::kSmall>());
+    wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / src.L.qb / kr.tr * kr.tr);
+    run_tiles(y, ldy, T, kr, wk, src, pool);
+  }
+}
 
 
 template <DType DT>
@@ -1014,33 +1132,11 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   const FKernels* ks = dot != Dot::kScalar ? simd_kernels(w.dtype, dot) : nullptr;
   if (ks) {
 #if defined(__x86_64__)
-    if (dot == Dot::kVnni512 && w.dtype == DType::Q8_0) {
-      TileWalk wk;
-      wk.N = N;
-      wk.ks = nb;
-      wk.kc = nb;
-      wk.row_bytes = row_bytes;
-      wk.work = K / 2;
+    if (dot == Dot::kVnni512 && (w.dtype == DType::Q8_0 || w.dtype == DType::Q5_0 || w.dtype == DType::Q5_1)) {
       FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
-      if (T >= vnni512::kPackMinT) {
-        static const FKernels kp = vnni512::q8p_kernels(std::make_integer_sequence<int, kMaxTileT>());
-        const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
-        const int64_t pb = nb * vnni512::kQ8BlockBytes;
-        thread_local std::vector<Line64> packed;
-        packed.resize(static_cast<size_t>(groups * pb / 64));
-        uint8_t* pk = packed.data()->b;
-        pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
-          vnni512::q8_pack(base, row_bytes, N, nb, pk, g0, g1);
-        });
-        wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
-        thread_local std::vector<Line64> xi;
-        Q8PackedSrc ps{src, pk, pb, nb, xi};
-        run_tiles(y, ldy, T, kp, wk, ps, pool);
-      } else {
-        static const FKernels kr = vnni512::q8r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());
-        wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
-        run_tiles(y, ldy, T, kr, wk, src, pool);
-      }
+      if (w.dtype == DType::Q8_0) q8_vnni512<DType::Q8_0>(y, ldy, T, N, nb, src);
+      if (w.dtype == DType::Q5_0) q8_vnni512<DType::Q5_0>(y, ldy, T, N, nb, src);
+      if (w.dtype == DType::Q5_1) q8_vnni512<DType::Q5_1>(y, ldy, T, N, nb, src);
       return true;
     }
 #endif

@@ -271,8 +271,8 @@ describe("matmul 'fast' batch invariance (bitwise)", () => {
           const one = k.matmul(x, T, K, w, type, N, { precision: 'fast', input, threads: 1 });
           expect(bitwiseEqual(all, one), `${type} ${input}: 1 vs 2 threads`).toBe(true);
           const parts = new Float32Array(T * N);
-          // On vnni512, Q8_0 packs W from T = 32: the whole batch (45) does, the sub-batches (up to 31)
-          // and the rows alone do not, and must give the same bits.
+          // On vnni512, Q8_0 packs W from T = 32 (Q5_0 / Q5_1 from 12): the whole batch (45) does, the
+          // sub-batches (up to 31) and the rows alone do not (Q5: some do), and must give the same bits.
           for (const [t0, n] of [[0, 1], [1, 3], [4, 8], [12, 2], [14, 31]] as const) {
             parts.set(k.matmul(x.subarray(t0 * K, (t0 + n) * K), n, K, w, type, N, { precision: 'fast', input }), t0 * N);
           }

@@ -300,13 +300,14 @@ void test_fast_neon_variants() {
 #if defined(__x86_64__)
 // kFast on the x86 dot paths (vnni512 with and without VNNI, avxvnni / avx2 as the CPU has them):
 // Q8_0 / Q5_0 / Q5_1, whose vnni512 products pack W into panels from T = 32 (Q5: 12) and reduce 8
-// rows per tile below. x blocks are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
+// rows per tile below; Q4_K (K = 256, 768, 1280: 1, 3 and 5 super-blocks), packed from T = 12 and
+// reduced 4 rows per tile below. x blocks (32 values, Q4_K 256) are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
 // a +-127 in each block, times 2^e), so the float64 product of x and the dequantized W is the exact
 // result and only the f32 steps differ: |y - ref| <= 2e-6 * sum |x w| (about nb f32 roundings).
 // Batch invariance on random x: every row alone on 1 thread = the whole batch on 2 = batches of 5,
 // bitwise, at T = 1 .. 301 around the packing threshold, N tails, odd weight addresses, odd nb.
 void test_fast_x86() {
-  std::printf("kFast x86 (Q8_0 / Q5_0 / Q5_1)\n");
+  std::printf("kFast x86 (Q8_0 / Q5_0 / Q5_1 / Q4_K)\n");
   std::mt19937 rng(13);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::uniform_int_distribution<int> code(-127, 127), expo(-6, 2), pos(0, 31);
@@ -320,9 +321,11 @@ void test_fast_x86() {
     cpu::quant_allow_vnni(vnni);
     if (!vnni && std::string(cpu::quant_dot_path()) == "vnni512") continue;
     const std::string dot = cpu::quant_dot_path();
-    for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1}) {
+    for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K}) {
       double worst = 0;
-      for (const Shape& s : shapes) {
+      const int64_t xb_len = dt == DType::Q4_K ? 256 : 32;  // the x quantizer's block
+      for (Shape s : shapes) {
+        if (dt == DType::Q4_K) s.K = s.K == 256 ? 256 : s.K == 512 ? 768 : 1280;
         const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
         std::vector<uint8_t> shifted(wq.size() + 1);
         std::memcpy(shifted.data() + 1, wq.data(), wq.size());
@@ -331,11 +334,11 @@ void test_fast_x86() {
         convert_to_f32(wf.data(), wq.data(), dt, wf.size());
         std::vector<float> x(static_cast<size_t>(s.T * s.K)), y(static_cast<size_t>(s.T * s.N));
         for (int64_t t = 0; t < s.T; ++t)
-          for (int64_t b = 0; b < s.K / 32; ++b) {
+          for (int64_t b = 0; b < s.K / xb_len; ++b) {
             const float sc = std::ldexp(1.0f, expo(rng));
-            float* xb = x.data() + t * s.K + 32 * b;
-            for (int k = 0; k < 32; ++k) xb[k] = sc * code(rng);
-            xb[pos(rng)] = (code(rng) < 0 ? -127.0f : 127.0f) * sc;
+            float* xb = x.data() + t * s.K + xb_len * b;
+            for (int k = 0; k < xb_len; ++k) xb[k] = sc * code(rng);
+            xb[pos(rng) * (xb_len / 32)] = (code(rng) < 0 ? -127.0f : 127.0f) * sc;
           }
         cpu::matmul_quant(y.data(), s.N, x.data(), s.K, w, s.T, pool, cpu::MatmulPrecision::kFast);
         for (int64_t t = 0; t < s.T; ++t)

@@ -873,6 +873,264 @@ void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t d
   }
 }
 
+// ---- Q4_K: one f32 step per super-block -------------------------------------------------------------
+// The Q4_K products on this path take each super-block whole: per (token, W row) and super-block,
+// I = sum over the 8 sub-blocks of scale_s * (sum of code * q over its 32 values) and
+// M = sum over the sub-blocks of min_s * (sum of q over its 32 values), both exact int32
+// (|I| <= 63 * 15 * 127 * 256, |M| <= 63 * 127 * 256), then
+//   acc = fma(f32(I), f32(d * dx), acc);  acc = fnma(f32(M), f32(dmin * dx), acc)
+// super-block after super-block from acc = 0. (The mins term is the exact integer M times dmin * dx,
+// instead of the generic path's 16 float products u * v.) Two kernels give these same bits, so any T
+// and any tile shape give the same y bitwise:
+//  * q4r (decode and T < kPackMinT): W rows as stored, 8 rows per tile; I as one vector of lane sums
+//    per row (maddubs + vpdpwssd with the scales), the 8 rows' vectors reduced and transposed into 8
+//    lanes (as tile_q8r); M of 4 rows by one vpdpwssd of the rows' mins with the token's 8 sub-block
+//    sums of q (q4_xsums, once per call and token: Q4RSrc), then the two fma steps on 8 lanes.
+//    (The mins through per-row vpdpbusd, 4 rows per tile, made decode slower than the generic tile.)
+//  * q4p (prefill): W repacked once per call (q4_pack), 16 rows per panel, each super-block as 64
+//    groups of [16 rows x 4 codes 0..15] (vpdpbusd layout), the 8 scales as 16 int32 each, the mins
+//    as 4 vectors of int16 pairs (sub-blocks 2p, 2p + 1), d and dmin as 16 f32 each. One vpdpbusd of
+//    a group with a token's 4 codes broadcast adds 4 products to the 16 rows' sub-block sums; a
+//    sub-block's sum times its scale (vpmulld) goes into I; M is 4 vpdpwssd of the mins with the
+//    token's sub-block sums of q (q4_interleave). The tile is 8 tokens x 16 rows.
+constexpr int kQ4Rows = 8;                                  // q4r: W rows per tile
+constexpr int64_t kQ4Codes = 64 * 64;                        // q4p: the codes of one panel super-block
+constexpr int64_t kQ4BlockBytes = kQ4Codes + 8 * 64 + 4 * 64 + 2 * 64;  // + scales, mins, d, dmin
+// x for q4p: per group of kMaxTileT tokens and super-block [64 groups x 8 tokens x 4 codes], then
+// [4 pairs x 8 tokens x 2 int16 sub-block sums of q], then the 8 tokens' scales.
+constexpr int64_t kQ4XSums = 64 * 4 * kMaxTileT, kQ4XD = kQ4XSums + 4 * 4 * kMaxTileT;
+constexpr int64_t kQ4XBlockBytes = kQ4XD + 4 * kMaxTileT;
+
+// q4r's per-token operand of the mins term, once per call and token (Q4RSrc): per super-block 64
+// bytes, word 2 * (4p + r) + h = S[2p + h] (r = 0..3), S[s] the sum of q over sub-block s.
+inline void q4_xsums(const int8_t* q, int64_t nb, uint8_t* out) {
+  alignas(64) int16_t ips[32];
+  for (int p = 0; p < 4; ++p)
+    for (int r = 0; r < 4; ++r)
+      for (int h = 0; h < 2; ++h) ips[2 * (4 * p + r) + h] = static_cast<int16_t>(h ? 16 + 2 * p : 2 * p);
+  const VI psi = _mm512_load_si512(ips), ones = c8(1);
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    VI sd[4];
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g)  // sub-block 2g in quarters 0-1, 2g + 1 in 2-3
+      sd[g] = _mm512_dpbusd_epi32(zero_i(), ones, ld(q + 256 * blk + 64 * g));
+    // Quarter q lane g: the sum of sd[g] over quarter q; then the quarter pairs: [S0 S2 S4 S6] at
+    // dwords 0-3, [S1 S3 S5 S7] at 8-11.
+    const VI s0 = _mm512_add_epi32(_mm512_unpacklo_epi32(sd[0], sd[1]), _mm512_unpackhi_epi32(sd[0], sd[1]));
+    const VI s1 = _mm512_add_epi32(_mm512_unpacklo_epi32(sd[2], sd[3]), _mm512_unpackhi_epi32(sd[2], sd[3]));
+    const VI su = _mm512_add_epi32(_mm512_unpacklo_epi64(s0, s1), _mm512_unpackhi_epi64(s0, s1));
+    const VI sw = _mm512_add_epi32(su, _mm512_shuffle_i64x2(su, su, _MM_SHUFFLE(2, 3, 0, 1)));
+    _mm512_store_si512(out + 64 * blk, _mm512_permutexvar_epi16(psi, sw));
+  }
+}
+
+template <int TR>
+void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  constexpr int64_t BB = kBB<DType::Q4_K>;
+  __m256 acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = _mm256_setzero_ps();
+  // qword indices as tile_q8r's reduction: 8 vectors (I of rows 0-7) -> 16 lanes (low / high halves).
+  const VI ix = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), iy = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+  // vpshufb indices on the 16 unpacked scale / min bytes: sc[g] the int16 scale of sub-block 2g (low
+  // 256 bits) and 2g + 1 (high).
+  VI sci[4];
+  for (int g = 0; g < 4; ++g)
+    sci[g] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(static_cast<short>(0x8000 | (2 * g)))),
+                                _mm256_set1_epi16(static_cast<short>(0x8000 | (2 * g + 1))), 1);
+  // The mins term M = sum over sub-blocks s of m_s * S_s (S_s the token's sum of q over sub-block s)
+  // by vpdpwssd of int16 pairs: word 2 * (4p + r) + h is, for row r of 4, m_r[2p + h] (pm, per block
+  // and 4 rows) and S[2p + h] (ps, per token). The word indices: pm from the rows' 8 mins as words
+  // (row r at word 8r), ps from [S0 S2 S4 S6] at dwords 0-3 and [S1 S3 S5 S7] at dwords 8-11.
+  alignas(64) int16_t ipm[32];
+  for (int p = 0; p < 4; ++p)
+    for (int r = 0; r < 4; ++r)
+      for (int h = 0; h < 2; ++h) ipm[2 * (4 * p + r) + h] = static_cast<int16_t>(8 * r + 2 * p + h);
+  const VI pmi = _mm512_load_si512(ipm);
+  for (int64_t blk = 0; blk < nb; ++blk) {
+    alignas(64) VI q[kQ4Rows][4], sc[kQ4Rows][4];
+    alignas(64) uint64_t mq[kQ4Rows];
+    alignas(32) uint16_t hd[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < kQ4Rows; ++j) {
+      const uint8_t* b = wr[j] + blk * BB;
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch + 64), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetch + 128), _MM_HINT_T0);
+      alignas(16) uint32_t sm[4];
+      k4_unpack(b, sm);
+      std::memcpy(&hd[j], b, 2);
+      std::memcpy(&hd[8 + j], b + 2, 2);
+      mq[j] = sm[2] | static_cast<uint64_t>(sm[3]) << 32;
+      const VI bs = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)));
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        const VI z = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * g)));
+        q[j][g] = _mm512_and_si512(_mm512_srlv_epi16(z, halves16(0, 4)), c8(15));
+        sc[j][g] = _mm512_shuffle_epi8(bs, sci[g]);
+      }
+    }
+    const VI mw = _mm512_load_si512(mq);
+    const VI pma = _mm512_permutexvar_epi16(pmi, _mm512_cvtepu8_epi16(_mm512_castsi512_si256(mw)));
+    const VI pmb = _mm512_permutexvar_epi16(pmi, _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(mw, 1)));
+    const VF dd = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(hd)));  // d rows 0-7, dmin rows 0-7
+    const __m256 dw = _mm512_castps512_ps256(dd), dm = hi8(dd);
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) {
+      const int8_t* xq = xr[i].q + 256 * blk;
+      VI xv[4];
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) xv[g] = ld(xq + 64 * g);
+      const VI ps = _mm512_load_si512(xr[i].v + 16 * blk);  // the token's S words (q4_xsums)
+      const VI ma = _mm512_dpwssd_epi32(zero_i(), pma, ps), mb = _mm512_dpwssd_epi32(zero_i(), pmb, ps);
+      VI v[kQ4Rows];
+#pragma GCC unroll 8
+      for (int j = 0; j < kQ4Rows; ++j) {
+        VI vi = zero_i();
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) vi = _mm512_dpwssd_epi32(vi, _mm512_maddubs_epi16(q[j][g], xv[g]), sc[j][g]);
+        v[j] = vi;
+      }
+      // 8 vectors x 16 lanes -> lane j (0-7) the low-half sum of v[j], lane 8 + j the high half.
+      VI t[4];
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p)
+        t[p] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * p], v[2 * p + 1]), _mm512_unpackhi_epi32(v[2 * p], v[2 * p + 1]));
+      const VI u0 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[0], t[1]), _mm512_unpackhi_epi64(t[0], t[1]));
+      const VI u1 = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2], t[3]), _mm512_unpackhi_epi64(t[2], t[3]));
+      const VI z = _mm512_add_epi32(_mm512_permutex2var_epi64(u0, ix, u1), _mm512_permutex2var_epi64(u0, iy, u1));
+      const __m256i I8 = _mm256_add_epi32(_mm512_castsi512_si256(z), _mm512_extracti64x4_epi64(z, 1));
+      // M: quarter sums of ma (rows 0-3) and mb (rows 4-7).
+      const VI mx = _mm512_add_epi32(_mm512_shuffle_i64x2(ma, mb, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_i64x2(ma, mb, _MM_SHUFFLE(3, 2, 3, 2)));
+      const VI my = _mm512_add_epi32(_mm512_shuffle_i64x2(mx, mx, _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm512_shuffle_i64x2(mx, mx, _MM_SHUFFLE(3, 1, 3, 1)));
+      const VF f = cvt(_mm512_inserti64x4(_mm512_castsi256_si512(I8), _mm512_castsi512_si256(my), 1));
+      const __m256 dx = _mm256_set1_ps(xr[i].d[blk]);
+      acc[i] = _mm256_fmadd_ps(_mm512_castps512_ps256(f), _mm256_mul_ps(dw, dx), acc[i]);
+      acc[i] = _mm256_fnmadd_ps(hi8(f), _mm256_mul_ps(dm, dx), acc[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) _mm256_storeu_ps(out + kQ4Rows * i, acc[i]);
+}
+
+template <int TR>
+void tile_q4p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
+  const uint8_t* p = wr[0];
+  const uint8_t* xp = reinterpret_cast<const uint8_t*>(xr[0].q);
+  VF acc[TR];
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) acc[i] = zero_f();
+  for (int64_t blk = 0; blk < nb; ++blk, p += kQ4BlockBytes, xp += kQ4XBlockBytes) {
+    VI I[TR];
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) I[i] = zero_i();
+    for (int s = 0; s < 8; ++s) {
+      VI S[TR];
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i) S[i] = zero_i();
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        const VI w = _mm512_load_si512(p + 64 * (8 * s + k));
+#pragma GCC unroll 8
+        for (int i = 0; i < TR; ++i)
+          S[i] = _mm512_dpbusd_epi32(S[i], w, _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + 4 * kMaxTileT * (8 * s + k) + 4 * i)));
+      }
+      const VI sc = _mm512_load_si512(p + kQ4Codes + 64 * s);
+#pragma GCC unroll 8
+      for (int i = 0; i < TR; ++i) I[i] = _mm512_add_epi32(I[i], _mm512_mullo_epi32(S[i], sc));
+    }
+    const VF dw = _mm512_load_ps(reinterpret_cast<const float*>(p + kQ4Codes + 768));
+    const VF dm = _mm512_load_ps(reinterpret_cast<const float*>(p + kQ4Codes + 832));
+    VI mp[4];
+#pragma GCC unroll 4
+    for (int pp = 0; pp < 4; ++pp) mp[pp] = _mm512_load_si512(p + kQ4Codes + 512 + 64 * pp);
+#pragma GCC unroll 8
+    for (int i = 0; i < TR; ++i) {
+      VI M = zero_i();
+#pragma GCC unroll 4
+      for (int pp = 0; pp < 4; ++pp)
+        M = _mm512_dpwssd_epi32(M, mp[pp], _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(xp + kQ4XSums + 4 * kMaxTileT * pp + 4 * i)));
+      const VF dx = set1(*reinterpret_cast<const float*>(xp + kQ4XD + 4 * i));
+      acc[i] = fmadd(cvt(I[i]), mul(dw, dx), acc[i]);
+      acc[i] = fnmadd(cvt(M), mul(dm, dx), acc[i]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < TR; ++i) _mm512_storeu_ps(out + kQ8PanelRows * i, acc[i]);
+}
+
+// Panels [g0, g1) of W (N rows of nb Q4_K super-blocks) into the q4p layout; rows past N repeat row N - 1.
+void q4_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
+  constexpr int64_t BB = kBB<DType::Q4_K>;
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ4BlockBytes;
+    const uint8_t* rp[16];
+    for (int r = 0; r < 16; ++r) rp[r] = base + std::min<int64_t>(g * kQ8PanelRows + r, N - 1) * row_bytes;
+    for (int64_t blk = 0; blk < nb; ++blk, o += kQ4BlockBytes) {
+      alignas(64) uint32_t cw[16][64];
+      alignas(64) int32_t sc[8][16], mn[4][16];
+      alignas(64) float dd[2][16];
+      for (int r = 0; r < 16; ++r) {
+        const uint8_t* b = rp[r] + blk * BB;
+        uint32_t sm[4];
+        k4_unpack(b, sm);
+        const uint8_t* s8 = reinterpret_cast<const uint8_t*>(sm);
+        for (int s = 0; s < 8; ++s) sc[s][r] = s8[s];
+        for (int pp = 0; pp < 4; ++pp) mn[pp][r] = static_cast<int32_t>(s8[8 + 2 * pp] | static_cast<uint32_t>(s8[9 + 2 * pp]) << 16);
+        dd[0][r] = f16(b);
+        dd[1][r] = f16(b + 2);
+        for (int gg = 0; gg < 4; ++gg) {
+          const __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * gg));
+          const __m256i m15 = _mm256_set1_epi8(15);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg]), _mm256_and_si256(z, m15));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg + 8]), _mm256_and_si256(_mm256_srli_epi16(z, 4), m15));
+        }
+      }
+      uint32_t* oc = reinterpret_cast<uint32_t*>(o);
+      for (int k = 0; k < 64; ++k)
+        for (int r = 0; r < 16; ++r) oc[16 * k + r] = cw[r][k];
+      std::memcpy(o + kQ4Codes, sc, sizeof sc);
+      std::memcpy(o + kQ4Codes + 512, mn, sizeof mn);
+      std::memcpy(o + kQ4Codes + 768, dd, sizeof dd);
+    }
+  }
+}
+
+// Token groups [g0, g1) of the n quantized rows of an x tile into the q4p x layout (the last group
+// zero-padded past n).
+void q4_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t db, uint8_t* out, int64_t g0, int64_t g1) {
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* o = out + g * nb * kQ4XBlockBytes;
+    for (int i = 0; i < kMaxTileT; ++i) {
+      const int64_t t = g * kMaxTileT + i;
+      for (int64_t blk = 0; blk < nb; ++blk) {
+        uint8_t* ob = o + blk * kQ4XBlockBytes;
+        uint32_t* oc = reinterpret_cast<uint32_t*>(ob);
+        if (t >= n) {
+          for (int k = 0; k < 64; ++k) oc[kMaxTileT * k + i] = 0;
+          for (int pp = 0; pp < 4; ++pp) std::memset(ob + kQ4XSums + 4 * kMaxTileT * pp + 4 * i, 0, 4);
+          std::memset(ob + kQ4XD + 4 * i, 0, 4);
+          continue;
+        }
+        const int8_t* q = xt.q.data() + t * qb + 256 * blk;
+        for (int k = 0; k < 64; ++k) std::memcpy(&oc[kMaxTileT * k + i], q + 4 * k, 4);
+        for (int pp = 0; pp < 4; ++pp) {
+          int16_t sums[2];
+          for (int h = 0; h < 2; ++h) {
+            int v = 0;
+            for (int l = 0; l < 32; ++l) v += q[32 * (2 * pp + h) + l];
+            sums[h] = static_cast<int16_t>(v);
+          }
+          std::memcpy(ob + kQ4XSums + 4 * kMaxTileT * pp + 4 * i, sums, 4);
+        }
+        std::memcpy(ob + kQ4XD + 4 * i, xt.d.data() + t * db + blk, 4);
+      }
+    }
+  }
+}
+
 // Tiles of up to 8 tokens (T = 8, 8 streams decoding: each W block pair loaded and scaled once).
 template <DType DT, int... I, int... J>
 FKernels q8r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
@@ -881,6 +1139,15 @@ FKernels q8r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int
 template <DType DT, int... I>
 FKernels q8p_kernels(std::integer_sequence<int, I...>) {
   return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<DT, I + 1>...}, {}, {}};
+}
+
+template <int... I, int... J>
+FKernels q4r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
+  return {kMaxTileT, kQ4Rows, kSmall, {nullptr, tile_q4r<I + 1>...}, {nullptr, tile_q4r<J + 1>...}, {0, same_value<J, kQ4Rows>...}};
+}
+template <int... I>
+FKernels q4p_kernels(std::integer_sequence<int, I...>) {
+  return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q4p<I + 1>...}, {}, {}};
 }
 
 }  // namespace vnni512
@@ -1062,6 +1329,51 @@ void q8_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc
 }
 
 
+// Q4_K on vnni512 with W packed into panels (vnni512::tile_q4p): as Q8PackedSrc, the x tile in the
+// q4p layout.
+struct Q4PackedSrc {
+  FastSrc& f;
+  const uint8_t* panels;
+  int64_t panel_bytes, nb;
+  std::vector<Line64>& xi;
+  int64_t tt0 = 0;
+  void prepare(int64_t t0, int64_t t1) {
+    f.prepare(t0, t1);
+    tt0 = t0;
+    const int64_t n = t1 - t0, groups = (n + kMaxTileT - 1) / kMaxTileT;
+    xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ4XBlockBytes + 63) / 64));
+    uint8_t* out = xi.data()->b;
+    f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
+      vnni512::q4_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+    });
+  }
+  XQ x_row(int64_t t, int64_t) const {
+    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * vnni512::kQ4XBlockBytes), nullptr, nullptr};
+  }
+  const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
+};
+
+// Q4_K decode on vnni512 (vnni512::tile_q4r): FastSrc plus each token's S words (q4_xsums) in the
+// place of v, which the tile does not read otherwise.
+struct Q4RSrc {
+  FastSrc& f;
+  int64_t nb;
+  std::vector<Line64>& xs;
+  int64_t tt0 = 0;
+  void prepare(int64_t t0, int64_t t1) {
+    f.prepare(t0, t1);
+    tt0 = t0;
+    xs.resize(static_cast<size_t>((t1 - t0) * nb));
+    for (int64_t t = t0; t < t1; ++t) vnni512::q4_xsums(f.x_row(t, 0).q, nb, xs[static_cast<size_t>((t - t0) * nb)].b);
+  }
+  XQ x_row(int64_t t, int64_t k) const {
+    XQ r = f.x_row(t, k);
+    r.v = reinterpret_cast<const float*>(xs[static_cast<size_t>((t - tt0) * nb)].b);
+    return r;
+  }
+  const uint8_t* w_row(int64_t n, int64_t k) const { return f.w_row(n, k); }
+};
+
 template <DType DT>
 const FKernels& simd_kernels(Dot dot) {
   static const FKernels kz = vnni512::kernels<DT>();
@@ -1137,6 +1449,37 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
       if (w.dtype == DType::Q8_0) q8_vnni512<DType::Q8_0>(y, ldy, T, N, nb, src);
       if (w.dtype == DType::Q5_0) q8_vnni512<DType::Q5_0>(y, ldy, T, N, nb, src);
       if (w.dtype == DType::Q5_1) q8_vnni512<DType::Q5_1>(y, ldy, T, N, nb, src);
+      return true;
+    }
+    if (dot == Dot::kVnni512 && w.dtype == DType::Q4_K) {
+      TileWalk wk;
+      wk.N = N;
+      wk.ks = nb;
+      wk.kc = nb;
+      wk.row_bytes = row_bytes;
+      wk.work = K / 2;
+      FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
+      if (T >= vnni512::kPackMinT<DType::Q4_K>) {
+        static const FKernels kp = vnni512::q4p_kernels(std::make_integer_sequence<int, kMaxTileT>());
+        const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
+        const int64_t pb = nb * vnni512::kQ4BlockBytes;
+        thread_local std::vector<Line64> packed;
+        packed.resize(static_cast<size_t>(groups * pb / 64));
+        uint8_t* pk = packed.data()->b;
+        pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
+          vnni512::q4_pack(base, row_bytes, N, nb, pk, g0, g1);
+        });
+        wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
+        thread_local std::vector<Line64> xi;
+        Q4PackedSrc ps{src, pk, pb, nb, xi};
+        run_tiles(y, ldy, T, kp, wk, ps, pool);
+      } else {
+        static const FKernels kr = vnni512::q4r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());
+        wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
+        thread_local std::vector<Line64> xs;
+        Q4RSrc rs{src, nb, xs};
+        run_tiles(y, ldy, T, kr, wk, rs, pool);
+      }
       return true;
     }
 #endif

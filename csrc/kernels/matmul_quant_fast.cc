@@ -947,10 +947,20 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
     for (int r = 0; r < 4; ++r)
       for (int h = 0; h < 2; ++h) ipm[2 * (4 * p + r) + h] = static_cast<int16_t>(8 * r + 2 * p + h);
   const VI pmi = _mm512_load_si512(ipm);
+  // Decode tiles of 1 or 2 tokens take each row's codes and scales as decoded (in registers); larger
+  // ones decode the 8 rows once into arrays and go token by token. The integer sums are the same.
+  constexpr bool kFused = TR <= 2;
   for (int64_t blk = 0; blk < nb; ++blk) {
-    alignas(64) VI q[kQ4Rows][4], sc[kQ4Rows][4];
+    alignas(64) VI q[kFused ? 1 : kQ4Rows][4], sc[kFused ? 1 : kQ4Rows][4];
     alignas(64) uint64_t mq[kQ4Rows];
     alignas(32) uint16_t hd[16];
+    [[maybe_unused]] VI xv1[kFused ? TR : 1][4], v1[kFused ? TR : 1][kQ4Rows];
+    if constexpr (kFused) {
+#pragma GCC unroll 2
+      for (int i = 0; i < TR; ++i)
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) xv1[i][g] = ld(xr[i].q + 256 * blk + 64 * g);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < kQ4Rows; ++j) {
       const uint8_t* b = wr[j] + blk * BB;
@@ -963,11 +973,21 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
       std::memcpy(&hd[8 + j], b + 2, 2);
       mq[j] = sm[2] | static_cast<uint64_t>(sm[3]) << 32;
       const VI bs = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)));
+      const int jj = kFused ? 0 : j;
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
         const VI z = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * g)));
-        q[j][g] = _mm512_and_si512(_mm512_srlv_epi16(z, halves16(0, 4)), c8(15));
-        sc[j][g] = _mm512_shuffle_epi8(bs, sci[g]);
+        q[jj][g] = _mm512_and_si512(_mm512_srlv_epi16(z, halves16(0, 4)), c8(15));
+        sc[jj][g] = _mm512_shuffle_epi8(bs, sci[g]);
+      }
+      if constexpr (kFused) {
+#pragma GCC unroll 2
+        for (int i = 0; i < TR; ++i) {
+          VI vi = zero_i();
+#pragma GCC unroll 4
+          for (int g = 0; g < 4; ++g) vi = _mm512_dpwssd_epi32(vi, _mm512_maddubs_epi16(q[0][g], xv1[i][g]), sc[0][g]);
+          v1[i][j] = vi;
+        }
       }
     }
     const VI mw = _mm512_load_si512(mq);
@@ -977,19 +997,24 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
     const __m256 dw = _mm512_castps512_ps256(dd), dm = hi8(dd);
 #pragma GCC unroll 8
     for (int i = 0; i < TR; ++i) {
-      const int8_t* xq = xr[i].q + 256 * blk;
-      VI xv[4];
-#pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g) xv[g] = ld(xq + 64 * g);
       const VI ps = _mm512_load_si512(xr[i].v + 16 * blk);  // the token's S words (q4_xsums)
       const VI ma = _mm512_dpwssd_epi32(zero_i(), pma, ps), mb = _mm512_dpwssd_epi32(zero_i(), pmb, ps);
       VI v[kQ4Rows];
+      if constexpr (kFused) {
 #pragma GCC unroll 8
-      for (int j = 0; j < kQ4Rows; ++j) {
-        VI vi = zero_i();
+        for (int j = 0; j < kQ4Rows; ++j) v[j] = v1[i][j];
+      } else {
+        const int8_t* xq = xr[i].q + 256 * blk;
+        VI xv[4];
 #pragma GCC unroll 4
-        for (int g = 0; g < 4; ++g) vi = _mm512_dpwssd_epi32(vi, _mm512_maddubs_epi16(q[j][g], xv[g]), sc[j][g]);
-        v[j] = vi;
+        for (int g = 0; g < 4; ++g) xv[g] = ld(xq + 64 * g);
+#pragma GCC unroll 8
+        for (int j = 0; j < kQ4Rows; ++j) {
+          VI vi = zero_i();
+#pragma GCC unroll 4
+          for (int g = 0; g < 4; ++g) vi = _mm512_dpwssd_epi32(vi, _mm512_maddubs_epi16(q[j][g], xv[g]), sc[j][g]);
+          v[j] = vi;
+        }
       }
       // 8 vectors x 16 lanes -> lane j (0-7) the low-half sum of v[j], lane 8 + j the high half.
       VI t[4];

@@ -301,7 +301,7 @@ void test_fast_neon_variants() {
 // kFast on the x86 dot paths (vnni512 with and without VNNI, avxvnni / avx2 as the CPU has them):
 // Q8_0 / Q5_0 / Q5_1, whose vnni512 products pack W into panels from T = 32 (Q5: 12) and reduce 8
 // rows per tile below; Q4_K (K = 256, 768, 1280: 1, 3 and 5 super-blocks), packed from T = 12 and
-// reduced 4 rows per tile below. x blocks (32 values, Q4_K 256) are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
+// reduced 8 rows per tile below. x blocks (32 values, Q4_K 256) are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
 // a +-127 in each block, times 2^e), so the float64 product of x and the dequantized W is the exact
 // result and only the f32 steps differ: |y - ref| <= 2e-6 * sum |x w| (about nb f32 roundings).
 // Batch invariance on random x: every row alone on 1 thread = the whole batch on 2 = batches of 5,

@@ -27,6 +27,8 @@
 // vnni512 convert each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after
 // block: one f32 step per block, as the scalar path's order of rounding but with an fma), packing W
 // into 16-row panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits).
+// Q4_K on vnni512 likewise takes each super-block's integer sums whole, scales and mins applied in
+// int32 (see "Q4_K: one f32 step per super-block"; vnni512::tile_q4p / tile_q4r: the same bits).
 // The f32 conversion of a lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
 // 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
 //
@@ -1309,7 +1311,7 @@ struct Q8PackedSrc {
   const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
 };
 
-// The calling thread's panel and x buffers, one pair for all three types (a model mixing them does
+// The calling thread's panel and x buffers, one pair for all four types (Q4_K's too) (a model mixing them does
 // not keep a W-sized buffer per type).
 std::vector<Line64>& q8_panel_buffer() {
   thread_local std::vector<Line64> v;
@@ -1488,15 +1490,14 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
         static const FKernels kp = vnni512::q4p_kernels(std::make_integer_sequence<int, kMaxTileT>());
         const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
         const int64_t pb = nb * vnni512::kQ4BlockBytes;
-        thread_local std::vector<Line64> packed;
+        std::vector<Line64>& packed = q8_panel_buffer();
         packed.resize(static_cast<size_t>(groups * pb / 64));
         uint8_t* pk = packed.data()->b;
         pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
           vnni512::q4_pack(base, row_bytes, N, nb, pk, g0, g1);
         });
         wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
-        thread_local std::vector<Line64> xi;
-        Q4PackedSrc ps{src, pk, pb, nb, xi};
+        Q4PackedSrc ps{src, pk, pb, nb, q8_x_buffer()};
         run_tiles(y, ldy, T, kp, wk, ps, pool);
       } else {
         static const FKernels kr = vnni512::q4r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());

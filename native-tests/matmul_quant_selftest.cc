@@ -6,7 +6,7 @@
 //       csrc/core/thread_pool.cc csrc/core/cpu_features.cc -o /tmp/mq && /tmp/mq
 // (add csrc/kernels/matmul_neon.cc csrc/kernels/matmul_quant_neon.cc; for aarch64 under qemu:
 // scripts/test-neon.sh). Options: --quick (skip the benchmark), --bench (only the benchmark), --fast
-// (only the precision benchmark: Q8_0, Q5_0, Q5_1 and Q4_K 4096 x 4096, exact vs fast, T = 512 and T = 8 GFLOP/s and T = 1
+// (only the precision benchmark: Q8_0, Q5_0, Q5_1, Q4_K and Q5_K 4096 x 4096, exact vs fast, T = 512 and T = 8 GFLOP/s and T = 1
 // GB/s, 1 and 2 threads), --only NAME (benchmark only the type, path or precision NAME, e.g. Q4_K, avx2 or fast;
 // repeatable). NEMOTRON_CPU_KERNELS=<path> checks only that path. Exit status 0 when every check passes.
 //
@@ -300,14 +300,14 @@ void test_fast_neon_variants() {
 #if defined(__x86_64__)
 // kFast on the x86 dot paths (vnni512 with and without VNNI, avxvnni / avx2 as the CPU has them):
 // Q8_0 / Q5_0 / Q5_1, whose vnni512 products pack W into panels from T = 32 (Q5: 12) and reduce 8
-// rows per tile below; Q4_K (K = 256, 768, 1280: 1, 3 and 5 super-blocks), packed from T = 12 and
+// rows per tile below; Q4_K / Q5_K (K = 256, 768, 1280: 1, 3 and 5 super-blocks), packed from T = 12 and
 // reduced 8 rows per tile below. x blocks (32 values, Q4_K 256) are built exact under the 8-bit quantizer (integer codes in [-127, 127] with
 // a +-127 in each block, times 2^e), so the float64 product of x and the dequantized W is the exact
 // result and only the f32 steps differ: |y - ref| <= 2e-6 * sum |x w| (about nb f32 roundings).
 // Batch invariance on random x: every row alone on 1 thread = the whole batch on 2 = batches of 5,
 // bitwise, at T = 1 .. 301 around the packing threshold, N tails, odd weight addresses, odd nb.
 void test_fast_x86() {
-  std::printf("kFast x86 (Q8_0 / Q5_0 / Q5_1 / Q4_K)\n");
+  std::printf("kFast x86 (Q8_0 / Q5_0 / Q5_1 / Q4_K / Q5_K)\n");
   std::mt19937 rng(13);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::uniform_int_distribution<int> code(-127, 127), expo(-6, 2), pos(0, 31);
@@ -321,11 +321,12 @@ void test_fast_x86() {
     cpu::quant_allow_vnni(vnni);
     if (!vnni && std::string(cpu::quant_dot_path()) == "vnni512") continue;
     const std::string dot = cpu::quant_dot_path();
-    for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K}) {
+    for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K}) {
       double worst = 0;
-      const int64_t xb_len = dt == DType::Q4_K ? 256 : 32;  // the x quantizer's block
+      const bool kq = dt == DType::Q4_K || dt == DType::Q5_K;
+      const int64_t xb_len = kq ? 256 : 32;  // the x quantizer's block
       for (Shape s : shapes) {
-        if (dt == DType::Q4_K) s.K = s.K == 256 ? 256 : s.K == 512 ? 768 : 1280;
+        if (kq) s.K = s.K == 256 ? 256 : s.K == 512 ? 768 : 1280;
         const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
         std::vector<uint8_t> shifted(wq.size() + 1);
         std::memcpy(shifted.data() + 1, wq.data(), wq.size());
@@ -451,8 +452,8 @@ void bench_precision() {
   std::vector<float> x(static_cast<size_t>(TP * K)), y(static_cast<size_t>(TP * N));
   for (auto& v : x) v = dist(rng);
   std::printf("exact vs fast (4096 x 4096, best path %s):\n", active_kernel_path());
-  for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K}) {
-    if (!wanted(dtype_name(dt), {"Q8_0", "Q5_0", "Q5_1", "Q4_K"})) continue;
+  for (DType dt : {DType::Q8_0, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K}) {
+    if (!wanted(dtype_name(dt), {"Q8_0", "Q5_0", "Q5_1", "Q4_K", "Q5_K"})) continue;
     const size_t bytes = dtype_row_bytes(dt, K) * N;
     const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
     std::vector<std::vector<uint8_t>> mats;

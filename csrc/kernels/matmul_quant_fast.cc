@@ -27,7 +27,7 @@
 // vnni512 convert each block's whole sum I instead (y = fma(f32(I), f32(dw * dx), y), block after
 // block: one f32 step per block, as the scalar path's order of rounding but with an fma), packing W
 // into 16-row panels for prefill (vnni512::tile_q8p, vnni512::tile_q8r for decode: the same bits).
-// Q4_K on vnni512 likewise takes each super-block's integer sums whole, scales and mins applied in
+// Q4_K and Q5_K on vnni512 likewise take each super-block's integer sums whole, scales and mins applied in
 // int32 (see "Q4_K: one f32 step per super-block"; vnni512::tile_q4p / tile_q4r: the same bits).
 // The f32 conversion of a lane is exact while it stays below 2^24 in magnitude (always for Q8_0 / Q4_0 / Q4_K / Q5_K; Q6_K's
 // 8-lane path flushes twice per super-block for this; the scalar path converts one sum per block).
@@ -875,7 +875,8 @@ void q8_interleave(const XTile& xt, int64_t n, int64_t nb, int64_t qb, int64_t d
   }
 }
 
-// ---- Q4_K: one f32 step per super-block -------------------------------------------------------------
+// ---- Q4_K, Q5_K: one f32 step per super-block --------------------------------------------------------
+// (Q5_K as Q4_K with codes 0..31: the fifth bit from qh when decoding or packing.)
 // The Q4_K products on this path take each super-block whole: per (token, W row) and super-block,
 // I = sum over the 8 sub-blocks of scale_s * (sum of code * q over its 32 values) and
 // M = sum over the sub-blocks of min_s * (sum of q over its 32 values), both exact int32
@@ -926,9 +927,11 @@ inline void q4_xsums(const int8_t* q, int64_t nb, uint8_t* out) {
   }
 }
 
-template <int TR>
+template <DType DT, int TR>
 void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float* out) {
-  constexpr int64_t BB = kBB<DType::Q4_K>;
+  constexpr int64_t BB = kBB<DT>;
+  constexpr bool kFive = DT == DType::Q5_K;  // Q5_K: qh at 16 (bit 2g / 2g + 1 of byte l), qs at 48
+  constexpr int64_t kQs = kFive ? 48 : 16;
   __m256 acc[TR];
 #pragma GCC unroll 8
   for (int i = 0; i < TR; ++i) acc[i] = _mm256_setzero_ps();
@@ -976,10 +979,16 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
       mq[j] = sm[2] | static_cast<uint64_t>(sm[3]) << 32;
       const VI bs = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)));
       const int jj = kFused ? 0 : j;
+      [[maybe_unused]] VI h;
+      if constexpr (kFive) h = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
-        const VI z = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * g)));
+        const VI z = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQs + 32 * g)));
         q[jj][g] = _mm512_and_si512(_mm512_srlv_epi16(z, halves16(0, 4)), c8(15));
+        if constexpr (kFive) {
+          const VI hb = _mm512_and_si512(_mm512_srlv_epi16(h, halves16(2 * g, 2 * g + 1)), c8(1));
+          q[jj][g] = _mm512_or_si512(q[jj][g], _mm512_slli_epi16(hb, 4));
+        }
         sc[jj][g] = _mm512_shuffle_epi8(bs, sci[g]);
       }
       if constexpr (kFused) {
@@ -1089,8 +1098,11 @@ void tile_q4p(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
 }
 
 // Panels [g0, g1) of W (N rows of nb Q4_K super-blocks) into the q4p layout; rows past N repeat row N - 1.
+template <DType DT>
 void q4_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint8_t* out, int64_t g0, int64_t g1) {
-  constexpr int64_t BB = kBB<DType::Q4_K>;
+  constexpr int64_t BB = kBB<DT>;
+  constexpr bool kFive = DT == DType::Q5_K;
+  constexpr int64_t kQs = kFive ? 48 : 16;
   for (int64_t g = g0; g < g1; ++g) {
     uint8_t* o = out + g * nb * kQ4BlockBytes;
     const uint8_t* rp[16];
@@ -1109,10 +1121,17 @@ void q4_pack(const uint8_t* base, int64_t row_bytes, int64_t N, int64_t nb, uint
         dd[0][r] = f16(b);
         dd[1][r] = f16(b + 2);
         for (int gg = 0; gg < 4; ++gg) {
-          const __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * gg));
+          const __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQs + 32 * gg));
           const __m256i m15 = _mm256_set1_epi8(15);
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg]), _mm256_and_si256(z, m15));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg + 8]), _mm256_and_si256(_mm256_srli_epi16(z, 4), m15));
+          __m256i lo = _mm256_and_si256(z, m15), hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), m15);
+          if constexpr (kFive) {  // the fifth bits: bit 2gg (low nibbles) and 2gg + 1 (high) of qh byte l
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+            const __m256i one = _mm256_set1_epi8(1);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * gg)), one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * gg + 1)), one), 4));
+          }
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg]), lo);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(&cw[r][16 * gg + 8]), hi);
         }
       }
       uint32_t* oc = reinterpret_cast<uint32_t*>(o);
@@ -1168,9 +1187,9 @@ FKernels q8p_kernels(std::integer_sequence<int, I...>) {
   return {kMaxTileT, kQ8PanelRows, 0, {nullptr, tile_q8p<DT, I + 1>...}, {}, {}};
 }
 
-template <int... I, int... J>
+template <DType DT, int... I, int... J>
 FKernels q4r_kernels(std::integer_sequence<int, I...>, std::integer_sequence<int, J...>) {
-  return {kMaxTileT, kQ4Rows, kSmall, {nullptr, tile_q4r<I + 1>...}, {nullptr, tile_q4r<J + 1>...}, {0, same_value<J, kQ4Rows>...}};
+  return {kMaxTileT, kQ4Rows, kSmall, {nullptr, tile_q4r<DT, I + 1>...}, {nullptr, tile_q4r<DT, J + 1>...}, {0, same_value<J, kQ4Rows>...}};
 }
 template <int... I>
 FKernels q4p_kernels(std::integer_sequence<int, I...>) {
@@ -1401,6 +1420,41 @@ struct Q4RSrc {
   const uint8_t* w_row(int64_t n, int64_t k) const { return f.w_row(n, k); }
 };
 
+// Q4_K and Q5_K on vnni512: one f32 step per super-block, W packed into panels from T = kPackMinT.
+template <DType DT>
+void q4k_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc& src) {
+  ThreadPool& pool = src.pool;
+  const int64_t row_bytes = src.row_bytes;
+  const uint8_t* base = src.base;
+  TileWalk wk;
+  wk.N = N;
+  wk.ks = nb;
+  wk.kc = nb;
+  wk.row_bytes = row_bytes;
+  wk.work = src.K / 2;
+  if (T >= vnni512::kPackMinT<DT>) {
+    static const FKernels kp = vnni512::q4p_kernels(std::make_integer_sequence<int, kMaxTileT>());
+    const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
+    const int64_t pb = nb * vnni512::kQ4BlockBytes;
+    std::vector<Line64>& packed = q8_panel_buffer();
+    packed.resize(static_cast<size_t>(groups * pb / 64));
+    uint8_t* pk = packed.data()->b;
+    pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
+      vnni512::q4_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
+    });
+    wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / src.L.qb / kp.tr * kp.tr);
+    Q4PackedSrc ps{src, pk, pb, nb, q8_x_buffer()};
+    run_tiles(y, ldy, T, kp, wk, ps, pool);
+  } else {
+    static const FKernels kr = vnni512::q4r_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>(),
+                                                         std::make_integer_sequence<int, vnni512::kSmall>());
+    wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / src.L.qb / kr.tr * kr.tr);
+    thread_local std::vector<Line64> xs;
+    Q4RSrc rs{src, nb, xs};
+    run_tiles(y, ldy, T, kr, wk, rs, pool);
+  }
+}
+
 template <DType DT>
 const FKernels& simd_kernels(Dot dot) {
   static const FKernels kz = vnni512::kernels<DT>();
@@ -1478,34 +1532,10 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
       if (w.dtype == DType::Q5_1) q8_vnni512<DType::Q5_1>(y, ldy, T, N, nb, src);
       return true;
     }
-    if (dot == Dot::kVnni512 && w.dtype == DType::Q4_K) {
-      TileWalk wk;
-      wk.N = N;
-      wk.ks = nb;
-      wk.kc = nb;
-      wk.row_bytes = row_bytes;
-      wk.work = K / 2;
+    if (dot == Dot::kVnni512 && (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K)) {
       FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
-      if (T >= vnni512::kPackMinT<DType::Q4_K>) {
-        static const FKernels kp = vnni512::q4p_kernels(std::make_integer_sequence<int, kMaxTileT>());
-        const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
-        const int64_t pb = nb * vnni512::kQ4BlockBytes;
-        std::vector<Line64>& packed = q8_panel_buffer();
-        packed.resize(static_cast<size_t>(groups * pb / 64));
-        uint8_t* pk = packed.data()->b;
-        pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
-          vnni512::q4_pack(base, row_bytes, N, nb, pk, g0, g1);
-        });
-        wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / L.qb / kp.tr * kp.tr);
-        Q4PackedSrc ps{src, pk, pb, nb, q8_x_buffer()};
-        run_tiles(y, ldy, T, kp, wk, ps, pool);
-      } else {
-        static const FKernels kr = vnni512::q4r_kernels(std::make_integer_sequence<int, kMaxTileT>(), std::make_integer_sequence<int, vnni512::kSmall>());
-        wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / L.qb / kr.tr * kr.tr);
-        thread_local std::vector<Line64> xs;
-        Q4RSrc rs{src, nb, xs};
-        run_tiles(y, ldy, T, kr, wk, rs, pool);
-      }
+      if (w.dtype == DType::Q4_K) q4k_vnni512<DType::Q4_K>(y, ldy, T, N, nb, src);
+      if (w.dtype == DType::Q5_K) q4k_vnni512<DType::Q5_K>(y, ldy, T, N, nb, src);
       return true;
     }
 #endif

@@ -952,16 +952,16 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
     for (int r = 0; r < 4; ++r)
       for (int h = 0; h < 2; ++h) ipm[2 * (4 * p + r) + h] = static_cast<int16_t>(8 * r + 2 * p + h);
   const VI pmi = _mm512_load_si512(ipm);
-  // Decode tiles of 1 or 2 tokens take each row's codes and scales as decoded (in registers); larger
+  // Decode tiles of 1 to 4 tokens take each row's codes and scales as decoded (in registers); larger
   // ones decode the 8 rows once into arrays and go token by token. The integer sums are the same.
-  constexpr bool kFused = TR <= 2;
+  constexpr bool kFused = TR <= 4;
   for (int64_t blk = 0; blk < nb; ++blk) {
     alignas(64) VI q[kFused ? 1 : kQ4Rows][4], sc[kFused ? 1 : kQ4Rows][4];
     alignas(64) uint64_t mq[kQ4Rows];
     alignas(32) uint16_t hd[16];
     [[maybe_unused]] VI xv1[kFused ? TR : 1][4], v1[kFused ? TR : 1][kQ4Rows];
     if constexpr (kFused) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int i = 0; i < TR; ++i)
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) xv1[i][g] = ld(xr[i].q + 256 * blk + 64 * g);
@@ -992,7 +992,7 @@ void tile_q4r(const XQ* xr, const uint8_t* const* wr, int64_t, int64_t nb, float
         sc[jj][g] = _mm512_shuffle_epi8(bs, sci[g]);
       }
       if constexpr (kFused) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int i = 0; i < TR; ++i) {
           VI vi = zero_i();
 #pragma GCC unroll 4

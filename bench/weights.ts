@@ -54,7 +54,7 @@ const med = (a: number[]) => {
 };
 const fmt = (a: number[], d = 1) => `${med(a).toFixed(d)} [${Math.min(...a).toFixed(d)}-${Math.max(...a).toFixed(d)}]`;
 
-console.log(`${target} (${values.type}, ${values.format}), ${threads} threads, ${precision}, prompt ${values.prompt}, decode ${values.decode}, ${rounds} rounds`);
+console.log(`${target} (${values.gguf ? 'gguf' : `${values.type}, ${values.format}`}), ${threads} threads, ${precision}, prompt ${values.prompt}, decode ${values.decode}, ${rounds} rounds`);
 
 // 1. What placement costs: the copy (place), loadModel's wall time, how much ends in 2 MiB pages.
 const cost: Record<Placement, { placeMs: number[]; loadMs: number[]; hugeMiB: number[]; single: number[] }> = {

@@ -1300,37 +1300,58 @@ inline VI dot4s(VI acc, VI u, VI s, VI sc) {
 
 #undef NEMO_YMM_PRIMITIVES
 
-// Q8_0 / Q5_0 / Q5_1 on vnni512 with W packed into panels (vnni512::tile_q8p): x tiles as FastSrc,
-// interleaved with each row's per-block sum term; W row n is its panel.
+// The packed-panel scheme of vnni512 comes in two families that share everything but their layouts
+// and kernels: Q8_0 / Q5_0 / Q5_1 (one f32 step per 32-value block: q8_pack, q8_interleave, tile_q8p,
+// tile_q8r) and Q4_K / Q5_K (one f32 step per 256-value super-block: q4_pack, q4_interleave, tile_q4p,
+// tile_q4r, which also reads each token's sub-block sums).
+template <DType DT>
+constexpr bool kSuperBlock = DT == DType::Q4_K || DT == DType::Q5_K;
+
+template <DType DT>
+constexpr int64_t panel_block_bytes() {
+  if constexpr (kSuperBlock<DT>) return vnni512::kQ4BlockBytes;
+  else return vnni512::kQ8BlockBytes<DT>;
+}
+
+template <DType DT>
+constexpr int64_t x_block_bytes() {
+  if constexpr (kSuperBlock<DT>) return vnni512::kQ4XBlockBytes;
+  else return vnni512::kQ8XBlockBytes;
+}
+
 struct alignas(64) Line64 {
   uint8_t b[64];
 };
 
+// A type of either family on vnni512 with W packed into panels (tile_q8p / tile_q4p): x tiles as
+// FastSrc, interleaved into the family's x layout (with each token's per-block sum terms); W row n is
+// its panel.
 template <DType DT>
-struct Q8PackedSrc {
+struct PackedSrc {
   FastSrc& f;
   const uint8_t* panels;
   int64_t panel_bytes, nb;
-  std::vector<Line64>& xi;  // the x tile in the q8p layout
+  std::vector<Line64>& xi;  // the x tile in the family's layout
   int64_t tt0 = 0;
   void prepare(int64_t t0, int64_t t1) {
     f.prepare(t0, t1);
     tt0 = t0;
     const int64_t n = t1 - t0, groups = (n + kMaxTileT - 1) / kMaxTileT;
-    xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ8XBlockBytes + 63) / 64));
+    xi.resize(static_cast<size_t>((groups * nb * x_block_bytes<DT>() + 63) / 64));
     uint8_t* out = xi.data()->b;
     f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
-      vnni512::q8_interleave<DT>(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+      if constexpr (kSuperBlock<DT>) vnni512::q4_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
+      else vnni512::q8_interleave<DT>(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
     });
   }
   // Token t's group (the tile kernel reads only its first row's).
   XQ x_row(int64_t t, int64_t) const {
-    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * vnni512::kQ8XBlockBytes), nullptr, nullptr};
+    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * x_block_bytes<DT>()), nullptr, nullptr};
   }
   const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
 };
 
-// The calling thread's panel and x buffers, one pair for all four types (Q4_K's too) (a model mixing them does
+// The calling thread's panel and x buffers, one pair for all five types (a model mixing them does
 // not keep a W-sized buffer per type).
 std::vector<Line64>& q8_panel_buffer() {
   thread_local std::vector<Line64> v;
@@ -1340,64 +1361,6 @@ std::vector<Line64>& q8_x_buffer() {
   thread_local std::vector<Line64> v;
   return v;
 }
-
-// Q8_0, Q5_0 and Q5_1 on vnni512: one f32 step per block, W packed into panels from T = kPackMinT.
-template <DType DT>
-void q8_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc& src) {
-  ThreadPool& pool = src.pool;
-  const int64_t row_bytes = src.row_bytes;
-  TileWalk wk;
-  wk.N = N;
-  wk.ks = nb;
-  wk.kc = nb;
-  wk.row_bytes = row_bytes;
-  wk.work = src.K / 2;
-  if (T >= vnni512::kPackMinT<DT>) {
-    static const FKernels kp = vnni512::q8p_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>());
-    const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
-    const int64_t pb = nb * vnni512::kQ8BlockBytes<DT>;
-    std::vector<Line64>& packed = q8_panel_buffer();
-    packed.resize(static_cast<size_t>(groups * pb / 64));
-    uint8_t* pk = packed.data()->b;
-    const uint8_t* base = src.base;
-    pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
-      vnni512::q8_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
-    });
-    wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / src.L.qb / kp.tr * kp.tr);
-    Q8PackedSrc<DT> ps{src, pk, pb, nb, q8_x_buffer()};
-    run_tiles(y, ldy, T, kp, wk, ps, pool);
-  } else {
-    static const FKernels kr = vnni512::q8r_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>(),
-                                                         std::make_integer_sequence<int, vnni512::kSmall>());
-    wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / src.L.qb / kr.tr * kr.tr);
-    run_tiles(y, ldy, T, kr, wk, src, pool);
-  }
-}
-
-
-// Q4_K on vnni512 with W packed into panels (vnni512::tile_q4p): as Q8PackedSrc, the x tile in the
-// q4p layout.
-struct Q4PackedSrc {
-  FastSrc& f;
-  const uint8_t* panels;
-  int64_t panel_bytes, nb;
-  std::vector<Line64>& xi;
-  int64_t tt0 = 0;
-  void prepare(int64_t t0, int64_t t1) {
-    f.prepare(t0, t1);
-    tt0 = t0;
-    const int64_t n = t1 - t0, groups = (n + kMaxTileT - 1) / kMaxTileT;
-    xi.resize(static_cast<size_t>((groups * nb * vnni512::kQ4XBlockBytes + 63) / 64));
-    uint8_t* out = xi.data()->b;
-    f.pool.parallel_for(groups, std::max<int64_t>(1, 8192 / (kMaxTileT * f.K)), [&](int64_t g0, int64_t g1) {
-      vnni512::q4_interleave(f.xt, n, nb, f.L.qb, f.L.db, out, g0, g1);
-    });
-  }
-  XQ x_row(int64_t t, int64_t) const {
-    return {reinterpret_cast<const int8_t*>(xi.data()->b + (t - tt0) / kMaxTileT * nb * vnni512::kQ4XBlockBytes), nullptr, nullptr};
-  }
-  const uint8_t* w_row(int64_t n, int64_t) const { return panels + n / vnni512::kQ8PanelRows * panel_bytes; }
-};
 
 // Q4_K decode on vnni512 (vnni512::tile_q4r): FastSrc plus each token's S words (q4_xsums) in the
 // place of v, which the tile does not read otherwise.
@@ -1420,38 +1383,51 @@ struct Q4RSrc {
   const uint8_t* w_row(int64_t n, int64_t k) const { return f.w_row(n, k); }
 };
 
-// Q4_K and Q5_K on vnni512: one f32 step per super-block, W packed into panels from T = kPackMinT.
+// Q8_0, Q5_0, Q5_1, Q4_K and Q5_K on vnni512: W packed into panels from T = kPackMinT, else the
+// decode tiles on W as stored (the same bits either way).
 template <DType DT>
-void q4k_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc& src) {
+void packed_vnni512(float* y, int64_t ldy, int64_t T, int64_t N, int64_t nb, FastSrc& src) {
   ThreadPool& pool = src.pool;
   const int64_t row_bytes = src.row_bytes;
-  const uint8_t* base = src.base;
   TileWalk wk;
   wk.N = N;
   wk.ks = nb;
   wk.kc = nb;
   wk.row_bytes = row_bytes;
   wk.work = src.K / 2;
+  constexpr auto tiles = std::make_integer_sequence<int, kMaxTileT>();
+  constexpr auto small = std::make_integer_sequence<int, vnni512::kSmall>();
   if (T >= vnni512::kPackMinT<DT>) {
-    static const FKernels kp = vnni512::q4p_kernels(std::make_integer_sequence<int, kMaxTileT>());
+    static const FKernels kp = [&] {
+      if constexpr (kSuperBlock<DT>) return vnni512::q4p_kernels(tiles);
+      else return vnni512::q8p_kernels<DT>(tiles);
+    }();
     const int64_t groups = (N + vnni512::kQ8PanelRows - 1) / vnni512::kQ8PanelRows;
-    const int64_t pb = nb * vnni512::kQ4BlockBytes;
+    const int64_t pb = nb * panel_block_bytes<DT>();
     std::vector<Line64>& packed = q8_panel_buffer();
     packed.resize(static_cast<size_t>(groups * pb / 64));
     uint8_t* pk = packed.data()->b;
+    const uint8_t* base = src.base;
     pool.parallel_for(groups, row_group_grain(vnni512::kQ8PanelRows, 2 * row_bytes, 0), [&](int64_t g0, int64_t g1) {
-      vnni512::q4_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
+      if constexpr (kSuperBlock<DT>) vnni512::q4_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
+      else vnni512::q8_pack<DT>(base, row_bytes, N, nb, pk, g0, g1);
     });
     wk.tb = std::max<int64_t>(kp.tr, kXTileBytes / src.L.qb / kp.tr * kp.tr);
-    Q4PackedSrc ps{src, pk, pb, nb, q8_x_buffer()};
+    PackedSrc<DT> ps{src, pk, pb, nb, q8_x_buffer()};
     run_tiles(y, ldy, T, kp, wk, ps, pool);
   } else {
-    static const FKernels kr = vnni512::q4r_kernels<DT>(std::make_integer_sequence<int, kMaxTileT>(),
-                                                         std::make_integer_sequence<int, vnni512::kSmall>());
+    static const FKernels kr = [&] {
+      if constexpr (kSuperBlock<DT>) return vnni512::q4r_kernels<DT>(tiles, small);
+      else return vnni512::q8r_kernels<DT>(tiles, small);
+    }();
     wk.tb = std::max<int64_t>(kr.tr, kXTileBytes / src.L.qb / kr.tr * kr.tr);
-    thread_local std::vector<Line64> xs;
-    Q4RSrc rs{src, nb, xs};
-    run_tiles(y, ldy, T, kr, wk, rs, pool);
+    if constexpr (kSuperBlock<DT>) {
+      thread_local std::vector<Line64> xs;
+      Q4RSrc rs{src, nb, xs};
+      run_tiles(y, ldy, T, kr, wk, rs, pool);
+    } else {
+      run_tiles(y, ldy, T, kr, wk, src, pool);
+    }
   }
 }
 
@@ -1525,18 +1501,21 @@ bool matmul_quant_fast(float* y, int64_t ldy, const float* x, int64_t ldx, const
   const FKernels* ks = dot != Dot::kScalar ? simd_kernels(w.dtype, dot) : nullptr;
   if (ks) {
 #if defined(__x86_64__)
-    if (dot == Dot::kVnni512 && (w.dtype == DType::Q8_0 || w.dtype == DType::Q5_0 || w.dtype == DType::Q5_1)) {
-      FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
-      if (w.dtype == DType::Q8_0) q8_vnni512<DType::Q8_0>(y, ldy, T, N, nb, src);
-      if (w.dtype == DType::Q5_0) q8_vnni512<DType::Q5_0>(y, ldy, T, N, nb, src);
-      if (w.dtype == DType::Q5_1) q8_vnni512<DType::Q5_1>(y, ldy, T, N, nb, src);
-      return true;
-    }
-    if (dot == Dot::kVnni512 && (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K)) {
-      FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
-      if (w.dtype == DType::Q4_K) q4k_vnni512<DType::Q4_K>(y, ldy, T, N, nb, src);
-      if (w.dtype == DType::Q5_K) q4k_vnni512<DType::Q5_K>(y, ldy, T, N, nb, src);
-      return true;
+    if (dot == Dot::kVnni512) {
+      void (*packed)(float*, int64_t, int64_t, int64_t, int64_t, FastSrc&) = nullptr;
+      switch (w.dtype) {
+        case DType::Q8_0: packed = packed_vnni512<DType::Q8_0>; break;
+        case DType::Q5_0: packed = packed_vnni512<DType::Q5_0>; break;
+        case DType::Q5_1: packed = packed_vnni512<DType::Q5_1>; break;
+        case DType::Q4_K: packed = packed_vnni512<DType::Q4_K>; break;
+        case DType::Q5_K: packed = packed_vnni512<DType::Q5_K>; break;
+        default: break;
+      }
+      if (packed) {
+        FastSrc src{xt, x, ldx, K, L, relu2, pool, base, row_bytes};
+        packed(y, ldy, T, N, nb, src);
+        return true;
+      }
     }
 #endif
     TileWalk wk;

@@ -116,6 +116,23 @@ MatrixView view(const void* data, DType dt, int64_t rows, int64_t cols) {
   return v;
 }
 
+// Random blocks of dt stored one byte past an aligned start (the kernels must read blocks unaligned),
+// as a view; blocks() is where they start, for convert_to_f32.
+struct OddBlocks {
+  std::vector<uint8_t> bytes;
+  MatrixView w;
+  const uint8_t* blocks() const { return bytes.data() + 1; }
+};
+
+OddBlocks odd_blocks(DType dt, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const std::vector<uint8_t> wq = random_blocks(dt, rows, cols, rng);
+  OddBlocks o;
+  o.bytes.resize(wq.size() + 1);
+  std::memcpy(o.bytes.data() + 1, wq.data(), wq.size());
+  o.w = view(o.bytes.data() + 1, dt, rows, cols);
+  return o;
+}
+
 // The vector activation quantizer of kFast against the scalar one, bitwise, on rows built to hit the
 // edges: rounding ties (amax 127 gives id 1 and x = k + 0.5), zeros, -0, subnormals (127 / amax
 // overflows), huge values, inf, NaN, and plain random rows.
@@ -163,13 +180,10 @@ void test_correctness() {
     for (DType dt : kTypes) {
       double worst = 0;
       for (const Shape& s : shapes) {
-        const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
-        // Start the weights at an odd address: blocks are read unaligned.
-        std::vector<uint8_t> shifted(wq.size() + 1);
-        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
-        const MatrixView w = view(shifted.data() + 1, dt, s.N, s.K);
+        const OddBlocks ob = odd_blocks(dt, s.N, s.K, rng);
+        const MatrixView& w = ob.w;
         std::vector<float> wf(static_cast<size_t>(s.N * s.K));
-        convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+        convert_to_f32(wf.data(), ob.blocks(), dt, wf.size());
         std::vector<float> x(static_cast<size_t>(s.T * s.K)), y(static_cast<size_t>(s.T * s.N));
         for (auto& v : x) v = dist(rng);
         cpu::matmul(y.data(), s.N, x.data(), s.K, w, s.T, pool);
@@ -254,10 +268,8 @@ void test_fast_neon_variants() {
     for (DType dt : kTypes) {
       for (const Shape& s : shapes) {
         const int64_t K = dtype_block_elems(dt) == 256 ? std::max<int64_t>(256, s.K / 256 * 256) : s.K;
-        const std::vector<uint8_t> wq = random_blocks(dt, s.N, K, rng);
-        std::vector<uint8_t> shifted(wq.size() + 1);
-        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
-        const MatrixView w = view(shifted.data() + 1, dt, s.N, K);
+        const OddBlocks ob = odd_blocks(dt, s.N, K, rng);
+        const MatrixView& w = ob.w;
         std::vector<float> x(static_cast<size_t>(s.T * K));
         for (auto& e : x) e = dist(rng);
         for (auto input : {MatmulInput::kPlain, MatmulInput::kRelu2}) {
@@ -270,7 +282,7 @@ void test_fast_neon_variants() {
           compared += static_cast<int64_t>(y.size());
           if (input != MatmulInput::kPlain) continue;
           std::vector<float> wf(static_cast<size_t>(s.N * K));
-          convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+          convert_to_f32(wf.data(), ob.blocks(), dt, wf.size());
           double scale = 0, err = 0;
           for (int64_t t = 0; t < s.T; ++t)
             for (int64_t n = 0; n < s.N; ++n) {
@@ -327,12 +339,10 @@ void test_fast_x86() {
       const int64_t xb_len = kq ? 256 : 32;  // the x quantizer's block
       for (Shape s : shapes) {
         if (kq) s.K = s.K == 256 ? 256 : s.K == 512 ? 768 : 1280;
-        const std::vector<uint8_t> wq = random_blocks(dt, s.N, s.K, rng);
-        std::vector<uint8_t> shifted(wq.size() + 1);
-        std::memcpy(shifted.data() + 1, wq.data(), wq.size());
-        const MatrixView w = view(shifted.data() + 1, dt, s.N, s.K);
+        const OddBlocks ob = odd_blocks(dt, s.N, s.K, rng);
+        const MatrixView& w = ob.w;
         std::vector<float> wf(static_cast<size_t>(s.N * s.K));
-        convert_to_f32(wf.data(), wq.data(), dt, wf.size());
+        convert_to_f32(wf.data(), ob.blocks(), dt, wf.size());
         std::vector<float> x(static_cast<size_t>(s.T * s.K)), y(static_cast<size_t>(s.T * s.N));
         for (int64_t t = 0; t < s.T; ++t)
           for (int64_t b = 0; b < s.K / xb_len; ++b) {

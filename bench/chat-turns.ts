@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { loadModel, makeTinyModel } from '../lib/index.js';
+import { noEnd } from './engines.js'; // random weights: keep every stream going for its full length
 
 const { values } = parseArgs({
   options: {
@@ -29,7 +30,6 @@ const dir = path.resolve(import.meta.dirname, 'models/chat-bench');
 if (!existsSync(path.join(dir, 'config.json'))) {
   await makeTinyModel(dir, { seed: 7, pattern: 'M-M-M*-M-M-M*-M-', hiddenSize: 256, mambaNumHeads: 8, mambaHeadDim: 32, nGroups: 2, ssmStateSize: 64, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32, intermediateSize: 896, vocabSize: 4096, maxPositionEmbeddings: 131072 });
 }
-const noEnd = { 12: -100, 2: -100 };
 const turnText = 'Please summarise what we discussed in one short sentence.';
 
 async function turnLatency(historyTokens: number, cached: boolean): Promise<{ ms: number; computed: number }> {

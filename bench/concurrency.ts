@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 
 import { loadModel } from '../lib/index.js';
 import { ensureBenchModel } from './bench-model.js';
+import { noEnd } from './engines.js'; // random weights: keep every stream going for its full length
 
 const { values } = parseArgs({
   options: {
@@ -19,7 +20,6 @@ const { values } = parseArgs({
 });
 const tokens = Number(values.tokens);
 const model = await loadModel(await ensureBenchModel(), { threads: Number(values.threads), maxSequences: 8 });
-const noEnd = { 12: -100, 2: -100 }; // random weights: keep every stream going for the full count
 
 async function aggregate(streams: number): Promise<number> {
   // Warm-up, then measure from the moment every stream has its first token (prefill excluded).

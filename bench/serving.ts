@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 
 import { loadModel, type NemotronModel } from '../lib/index.js';
 import { ensureTableModel, type BenchGgufType } from './bench-model.js';
+import { noEnd } from './engines.js'; // random weights: keep every stream going for its full length
 
 const { values } = parseArgs({
   options: {
@@ -31,7 +32,6 @@ const { values } = parseArgs({
 const type = values.type as BenchGgufType;
 const precision = values.precision as 'exact' | 'fast';
 const threads = Number(values.threads);
-const noEnd = { 12: -100, 2: -100 }; // random weights: keep streams going for their full length
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;

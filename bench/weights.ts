@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { loadModel } from '../lib/index.js';
 import { loadNative } from '../lib/native.js';
 import { ensureTableModel, type BenchGgufType } from './bench-model.js';
+import { ids, noEnd } from './engines.js';
 
 const { values } = parseArgs({
   options: {
@@ -43,8 +44,6 @@ const rounds = Number(values.rounds);
 const precision = values.precision as 'exact' | 'fast';
 const { dir, gguf } = values.gguf ? { dir: '', gguf: values.gguf } : await ensureTableModel(values.type as BenchGgufType);
 const target = values.format === 'safetensors' ? dir : gguf;
-const ids = (n: number) => Array.from({ length: n }, (_, i) => 21 + ((i * 7919) % 30000));
-const noEnd = { 12: -100, 2: -100 };
 const native = loadNative();
 
 type Placement = 'mmap' | 'memory';
